@@ -1,0 +1,242 @@
+import { readFileSync } from "node:fs";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+
+/** ROLES are the caller roles an API key can carry; each RPC declares which of them may call it. */
+export const ROLES = ["app", "ivr", "agent", "backend", "admin"] as const;
+/** Role is one caller role. */
+export type Role = (typeof ROLES)[number];
+
+/** BUILTINS are the GMS builtin services a configured service can be based on. */
+export const BUILTINS = [
+  "request-interaction",
+  "request-access",
+  "match-interaction",
+  "request-chat",
+] as const;
+/** Builtin is the name of one GMS builtin service. */
+export type Builtin = (typeof BUILTINS)[number];
+
+const phoneNumber = /^\+?[0-9]{2,20}$/;
+const seconds = z.number().int().positive();
+/** The largest range of numbers one `a..b` entry may expand to. */
+const MAX_RANGE = 100_000;
+
+/**
+ * expandNumbers turns a group's `numbers` list into single numbers: an entry is one number or an
+ * inclusive range `+18005550100..+18005550199` whose ends share their prefix and length.
+ */
+export function expandNumbers(entries: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const entry of entries) {
+    const range = /^(\+?)([0-9]+)\.\.(\+?)([0-9]+)$/.exec(entry);
+    if (range === null) {
+      out.push(entry);
+      continue;
+    }
+    const [, plusA = "", a = "", plusB = "", b = ""] = range;
+    if (plusA !== plusB || a.length !== b.length) {
+      throw new Error(`range ${entry}: both ends need the same length and the same "+"`);
+    }
+    const first = BigInt(a);
+    const last = BigInt(b);
+    if (last < first) throw new Error(`range ${entry}: the end is below the start`);
+    if (last - first >= BigInt(MAX_RANGE)) throw new Error(`range ${entry}: more than ${MAX_RANGE} numbers`);
+    for (let n = first; n <= last; n++) out.push(plusA + n.toString().padStart(a.length, "0"));
+  }
+  return out;
+}
+
+const resourceGroupSchema = z
+  .strictObject({
+    numbers: z.array(z.string().min(1)).min(1),
+    allocation: z.enum(["random", "round-robin"]).default("random"),
+    locking: z.boolean().default(true),
+    booking_expiration_timeout: seconds.max(86_400).optional(),
+    max_booking_expiration_timeout: seconds.max(86_400).default(3_600),
+    access_code_length: z.number().int().min(4).max(12).default(6),
+    cooldown_seconds: z.number().int().min(0).max(86_400).default(0),
+  })
+  .transform((group, ctx) => {
+    let numbers: string[];
+    try {
+      numbers = expandNumbers(group.numbers);
+    } catch (e) {
+      ctx.addIssue({ code: "custom", path: ["numbers"], message: (e as Error).message });
+      return z.NEVER;
+    }
+    const bad = numbers.find((n) => !phoneNumber.test(n));
+    if (bad !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["numbers"], message: `"${bad}" is not a phone number (digits, optional leading +)` });
+      return z.NEVER;
+    }
+    if (new Set(numbers).size !== numbers.length) {
+      ctx.addIssue({ code: "custom", path: ["numbers"], message: "a number is listed twice" });
+      return z.NEVER;
+    }
+    return { ...group, numbers };
+  });
+
+const serviceSchema = z
+  .strictObject({
+    type: z.enum(["builtin", "built-in"]).default("builtin"),
+    service: z.enum(BUILTINS).optional(),
+    /** name is the seed's spelling of `service`. */
+    name: z.enum(BUILTINS).optional(),
+    ttl: seconds.max(31_536_000).optional(),
+    resource_group: z.string().min(1).optional(),
+    provide_code: z.boolean().optional(),
+    access_code_length: z.number().int().min(4).max(12).optional(),
+    booking_expiration_timeout: seconds.max(86_400).optional(),
+    endpoint: z.string().min(1).optional(),
+  })
+  .transform((svc, ctx) => {
+    const builtin = svc.service ?? svc.name;
+    if (builtin === undefined) {
+      ctx.addIssue({ code: "custom", path: ["service"], message: `required: one of ${BUILTINS.join(", ")}` });
+      return z.NEVER;
+    }
+    if (svc.service !== undefined && svc.name !== undefined && svc.service !== svc.name) {
+      ctx.addIssue({ code: "custom", path: ["name"], message: "differs from service" });
+      return z.NEVER;
+    }
+    const { service: _s, name: _n, type: _t, ...options } = svc;
+    return { builtin, ...options };
+  });
+
+const apiKeySchema = z
+  .strictObject({
+    name: z.string().min(1),
+    key: z.string().min(16, "an API key needs at least 16 characters").optional(),
+    key_sha256: z.string().regex(/^[0-9a-f]{64}$/, "64 lowercase hex digits").optional(),
+    roles: z.array(z.enum(ROLES)).min(1),
+  })
+  .refine((k) => (k.key === undefined) !== (k.key_sha256 === undefined), {
+    message: "give exactly one of key and key_sha256",
+    path: ["key"],
+  });
+
+/** configSchema validates the whole configuration file; unknown keys are errors. */
+export const configSchema = z.strictObject({
+  server: z
+    .strictObject({
+      host: z.string().default("0.0.0.0"),
+      port: z.number().int().min(0).max(65_535).default(8080),
+      tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+      cors_origins: z.array(z.string().min(1)).default([]),
+      shutdown_grace_seconds: z.number().positive().max(300).default(10),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({ level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info") })
+    .prefault({}),
+  database: z
+    .strictObject({
+      url: z
+        .string()
+        .regex(/^(sqlite:.+|mysql:\/\/.+)$/, 'expected "sqlite:<path>" or "mysql://user@host:port/database"')
+        .default("sqlite:data/gms.db"),
+    })
+    .prefault({}),
+  auth: z
+    .strictObject({
+      api_keys: z.array(apiKeySchema).default([]),
+      public_roles: z.array(z.enum(ROLES)).default(["app"]),
+    })
+    .prefault({}),
+  storage: z
+    .strictObject({
+      default_ttl_seconds: seconds.max(31_536_000).default(30),
+      max_entries: z.number().int().positive().max(10_000).default(100),
+      max_key_bytes: z.number().int().positive().max(1024).default(256),
+      max_value_bytes: z.number().int().positive().max(16 * 1024 * 1024).default(1024 * 1024),
+      max_data_bytes: z.number().int().positive().max(64 * 1024 * 1024).default(10 * 1024 * 1024),
+      sweep_interval_seconds: z.number().positive().default(30),
+      sweep_batch_size: z.number().int().positive().max(10_000).default(500),
+    })
+    .prefault({}),
+  access: z
+    .strictObject({
+      booking_expiration_timeout: seconds.max(86_400).default(30),
+      code_attempts: z
+        .strictObject({
+          max_failures: z.number().int().positive().default(5),
+          window_seconds: seconds.default(60),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  resources: z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, "group names: letters, digits, _ . -"), resourceGroupSchema).default({}),
+  services: z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, "service names: letters, digits, _ . -"), serviceSchema).default({}),
+});
+
+/** Config is the validated configuration. */
+export type Config = z.output<typeof configSchema>;
+/** ResourceGroupConfig is one validated `resources.<group>` section. */
+export type ResourceGroupConfig = Config["resources"][string];
+/** ServiceConfig is one validated `services.<name>` section. */
+export type ServiceConfig = Config["services"][string];
+
+/** ConfigError is a configuration that cannot be used; its message names the offending keys. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** parseConfig validates a configuration object (as read from YAML) and applies the defaults. */
+export function parseConfig(raw: unknown, source = "configuration"): Config {
+  const result = configSchema.safeParse(raw ?? {});
+  if (result.success) {
+    const config = result.data;
+    for (const [name, svc] of Object.entries(config.services)) {
+      if (svc.resource_group !== undefined && !(svc.resource_group in config.resources)) {
+        throw new ConfigError(`${source}: services.${name}.resource_group: no resource group "${svc.resource_group}" in resources`);
+      }
+    }
+    return config;
+  }
+  const lines = result.error.issues.map((issue) => {
+    const key = issue.path.map(String).join(".") || "(top level)";
+    const message = issue.code === "unrecognized_keys" ? `unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(", ")}` : issue.message;
+    return `  ${key}: ${message}`;
+  });
+  throw new ConfigError(`${source} is not valid:\n${lines.join("\n")}`);
+}
+
+/** LoadConfigOptions say where the configuration comes from. */
+export interface LoadConfigOptions {
+  /** path is the YAML file; default $GMS_CONFIG, then config/gms.yaml. */
+  path?: string | undefined;
+  /** env supplies GMS_CONFIG, GMS_PORT and GMS_DATABASE_URL; default process.env. */
+  env?: Record<string, string | undefined>;
+}
+
+/** loadConfig reads the YAML file, applies GMS_PORT and GMS_DATABASE_URL, and validates the result. */
+export function loadConfig(options: LoadConfigOptions = {}): Config {
+  const env = options.env ?? process.env;
+  const path = options.path ?? env["GMS_CONFIG"] ?? "config/gms.yaml";
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    throw new ConfigError(`cannot read configuration ${path}: ${(e as Error).message}`, { cause: e });
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text) ?? {};
+  } catch (e) {
+    throw new ConfigError(`${path} is not valid YAML: ${(e as Error).message}`, { cause: e });
+  }
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new ConfigError(`${path}: expected a mapping of sections at the top level`);
+  }
+  const doc = raw as Record<string, Record<string, unknown> | undefined>;
+  const port = env["GMS_PORT"];
+  if (port !== undefined && port !== "") {
+    const n = Number(port);
+    if (!Number.isInteger(n)) throw new ConfigError(`GMS_PORT: "${port}" is not a port number`);
+    doc["server"] = { ...doc["server"], port: n };
+  }
+  const url = env["GMS_DATABASE_URL"];
+  if (url !== undefined && url !== "") doc["database"] = { ...doc["database"], url };
+  return parseConfig(doc, path);
+}

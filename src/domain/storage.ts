@@ -1,0 +1,209 @@
+import { randomUUID } from "node:crypto";
+import type { Knex } from "knex";
+import type { Clock } from "../clock.js";
+import type { Database } from "../store/database.js";
+import {
+  deleteData,
+  insertData,
+  lockData,
+  readData,
+  readEntry,
+  removeEntries,
+  setDataVersion,
+  sweepExpiredData,
+  writeEntries,
+  type DataRecord,
+} from "../store/storage-store.js";
+import { GmsError, invalid, notFound } from "./errors.js";
+import { runOnce, type RequestKey } from "./idempotency.js";
+import { byteLength, valueSize, type DataEntries, type DataValue } from "./value.js";
+
+/** StorageLimits are the `storage` section of the configuration, in the domain's words. */
+export interface StorageLimits {
+  defaultTtlSeconds: number;
+  maxEntries: number;
+  maxKeyBytes: number;
+  maxValueBytes: number;
+  maxDataBytes: number;
+}
+
+/** StoredData identifies a record and tells its version and expiry. */
+export interface StoredData {
+  dataId: string;
+  expiresAt: number;
+  version: number;
+}
+
+/** CreateDataInput is what CreateData stores. */
+export interface CreateDataInput {
+  ttlSeconds: number | undefined;
+  entries: DataEntries;
+  request: RequestKey;
+}
+
+/** UpdateDataInput is one atomic change of a record. */
+export interface UpdateDataInput {
+  dataId: string;
+  entries: DataEntries;
+  removeKeys: readonly string[];
+  ttlSeconds?: number | undefined;
+  expectedVersion?: number | undefined;
+}
+
+/**
+ * checkEntries applies the per-key and per-value limits to entries about to be written; the
+ * record-wide limits are checked by checkRecord once the record's final shape is known.
+ */
+export function checkEntries(entries: DataEntries, limits: StorageLimits): void {
+  for (const [key, value] of entries) {
+    const keyBytes = byteLength(key);
+    if (keyBytes > limits.maxKeyBytes) {
+      throw new GmsError("invalid_argument", `key "${key.slice(0, 64)}" is ${keyBytes} bytes; storage.max_key_bytes is ${limits.maxKeyBytes}`, {
+        type: "limit",
+        limit: "storage.max_key_bytes",
+        max: limits.maxKeyBytes,
+        actual: keyBytes,
+      });
+    }
+    const size = valueSize(value);
+    if (size > limits.maxValueBytes) {
+      throw new GmsError("invalid_argument", `value of "${key.slice(0, 64)}" is ${size} bytes; storage.max_value_bytes is ${limits.maxValueBytes}`, {
+        type: "limit",
+        limit: "storage.max_value_bytes",
+        max: limits.maxValueBytes,
+        actual: size,
+      });
+    }
+  }
+}
+
+/** checkRecord applies the record-wide limits (entry count, total bytes) to a record's final sizes. */
+export function checkRecord(sizes: ReadonlyMap<string, number>, limits: StorageLimits): void {
+  if (sizes.size > limits.maxEntries) {
+    throw new GmsError("resource_exhausted", `the data would hold ${sizes.size} entries; storage.max_entries is ${limits.maxEntries}`, {
+      type: "limit",
+      limit: "storage.max_entries",
+      max: limits.maxEntries,
+      actual: sizes.size,
+    });
+  }
+  let total = 0;
+  for (const size of sizes.values()) total += size;
+  if (total > limits.maxDataBytes) {
+    throw new GmsError("resource_exhausted", `the data would hold ${total} bytes; storage.max_data_bytes is ${limits.maxDataBytes}`, {
+      type: "limit",
+      limit: "storage.max_data_bytes",
+      max: limits.maxDataBytes,
+      actual: total,
+    });
+  }
+}
+
+function sizesOf(entries: DataEntries): Map<string, number> {
+  return new Map([...entries].map(([k, v]) => [k, valueSize(v)]));
+}
+
+/** Storage is the GMS Storage API's rules over the store. */
+export interface Storage {
+  create(input: CreateDataInput): Promise<StoredData>;
+  /** createIn stores a record inside the caller's transaction (sessions keep their data this way). */
+  createIn(trx: Knex.Transaction, entries: DataEntries, expiresAt: number): Promise<StoredData>;
+  get(dataId: string): Promise<DataRecord>;
+  getEntry(dataId: string, key: string): Promise<DataValue>;
+  update(input: UpdateDataInput): Promise<StoredData>;
+  /** updateIn applies an update inside the caller's transaction. */
+  updateIn(trx: Knex.Transaction, input: UpdateDataInput): Promise<StoredData>;
+  delete(dataId: string): Promise<void>;
+  /** sweep deletes expired records in bounded batches until none is left or `maxBatches` ran. */
+  sweep(batchSize: number, maxBatches?: number): Promise<number>;
+  /** limits are the limits this storage enforces. */
+  readonly limits: StorageLimits;
+}
+
+/** StorageDeps are what the storage rules need. */
+export interface StorageDeps {
+  db: Database;
+  clock: Clock;
+  limits: StorageLimits;
+}
+
+/** createStorage builds the Storage API's rules over a database. */
+export function createStorage({ db, clock, limits }: StorageDeps): Storage {
+  const ttlMs = (ttlSeconds: number | undefined) => {
+    const ttl = ttlSeconds ?? limits.defaultTtlSeconds;
+    if (!Number.isInteger(ttl) || ttl <= 0) throw invalid("ttl_seconds: must be a positive number of seconds");
+    return ttl * 1000;
+  };
+
+  async function createIn(trx: Knex.Transaction, entries: DataEntries, expiresAt: number): Promise<StoredData> {
+    checkEntries(entries, limits);
+    checkRecord(sizesOf(entries), limits);
+    const now = clock.now();
+    const dataId = randomUUID();
+    await insertData(trx, { id: dataId, version: 1, createdAt: now, expiresAt }, entries);
+    return { dataId, expiresAt, version: 1 };
+  }
+
+  async function updateIn(trx: Knex.Transaction, input: UpdateDataInput): Promise<StoredData> {
+    const overlap = input.removeKeys.find((k) => input.entries.has(k));
+    if (overlap !== undefined) throw invalid(`remove_keys: "${overlap}" is also set in entries`);
+    checkEntries(input.entries, limits);
+    const now = clock.now();
+    const current = await lockData(trx, db.dialect, input.dataId, now);
+    if (current === undefined) throw notFound(`data ${input.dataId}`);
+    if (input.expectedVersion !== undefined && input.expectedVersion !== current.version) {
+      throw new GmsError("failed_precondition", `data ${input.dataId} is at version ${current.version}, not ${input.expectedVersion}`);
+    }
+    const sizes = new Map(current.sizes);
+    for (const k of input.removeKeys) sizes.delete(k);
+    for (const [k, v] of input.entries) sizes.set(k, valueSize(v));
+    checkRecord(sizes, limits);
+    await removeEntries(trx, input.dataId, input.removeKeys);
+    await writeEntries(trx, input.dataId, input.entries);
+    const version = current.version + 1;
+    const expiresAt = input.ttlSeconds === undefined ? current.expiresAt : now + ttlMs(input.ttlSeconds);
+    await setDataVersion(trx, input.dataId, version, expiresAt);
+    return { dataId: input.dataId, expiresAt, version };
+  }
+
+  return {
+    limits,
+    createIn,
+    updateIn,
+    async create(input) {
+      const ttl = ttlMs(input.ttlSeconds);
+      checkEntries(input.entries, limits);
+      checkRecord(sizesOf(input.entries), limits);
+      const now = clock.now();
+      return runOnce(db, input.request, now, (trx) => createIn(trx, input.entries, now + ttl), (r) => r.expiresAt);
+    },
+    async get(dataId) {
+      const record = await readData(db.knex, dataId, clock.now());
+      if (record === undefined) throw notFound(`data ${dataId}`);
+      return record;
+    },
+    async getEntry(dataId, key) {
+      const found = await readEntry(db.knex, dataId, key, clock.now());
+      if (found === undefined) throw notFound(`data ${dataId}`);
+      if (found.value === undefined) throw notFound(`key "${key}" in data ${dataId}`);
+      return found.value;
+    },
+    update(input) {
+      if (input.ttlSeconds !== undefined) ttlMs(input.ttlSeconds);
+      return db.knex.transaction((trx) => updateIn(trx, input));
+    },
+    async delete(dataId) {
+      const existed = await db.knex.transaction((trx) => deleteData(trx, dataId, clock.now()));
+      if (!existed) throw notFound(`data ${dataId}`);
+    },
+    async sweep(batchSize, maxBatches = 100) {
+      let total = 0;
+      for (let i = 0; i < maxBatches; i++) {
+        const n = await sweepExpiredData(db.knex, db.dialect, clock.now(), batchSize);
+        total += n;
+        if (n < batchSize) break;
+      }
+      return total;
+    },
+  };
+}

@@ -1,0 +1,107 @@
+import { readFileSync } from "node:fs";
+import * as http from "node:http";
+import * as http2 from "node:http2";
+import * as net from "node:net";
+import type { AddressInfo } from "node:net";
+
+/** RequestHandler is a Node request handler that serves HTTP/1.1 and HTTP/2 alike. */
+export type RequestHandler = (
+  req: http.IncomingMessage | http2.Http2ServerRequest,
+  res: http.ServerResponse | http2.Http2ServerResponse,
+) => void;
+
+/** ListenOptions say where and how to listen. */
+export interface ListenOptions {
+  host: string;
+  port: number;
+  /** tls, when set, serves TLS with ALPN for h2 and http/1.1; cert and key are PEM file paths. */
+  tls?: { cert: string; key: string } | undefined;
+}
+
+/** Listener is a bound port serving every protocol. */
+export interface Listener {
+  /** port is the bound port (useful when listening on port 0). */
+  readonly port: number;
+  /** stopAccepting closes the port to new connections; open ones go on. */
+  stopAccepting(): Promise<void>;
+  /** closeConnections ends the open connections: HTTP/2 with GOAWAY, idle HTTP/1.1 at once, then all. */
+  closeConnections(graceMs: number): Promise<void>;
+}
+
+/** The client connection preface every HTTP/2 prior-knowledge connection starts with. */
+const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/**
+ * listen serves `handler` on one port for gRPC (HTTP/2), and Connect and gRPC-Web over HTTP/1.1 and
+ * HTTP/2. In cleartext, Node's http2 server does not take HTTP/1.1, so each new connection is routed
+ * by its first bytes: the HTTP/2 preface goes to an http2 server, anything else to an http server.
+ * With TLS, ALPN does the same job inside one secure http2 server that allows HTTP/1.1.
+ */
+export async function listen(handler: RequestHandler, options: ListenOptions): Promise<Listener> {
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const track = (session: http2.ServerHttp2Session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  };
+  let outer: net.Server;
+  let h1: http.Server | undefined;
+
+  if (options.tls !== undefined) {
+    const secure = http2.createSecureServer(
+      { cert: readFileSync(options.tls.cert), key: readFileSync(options.tls.key), allowHTTP1: true, ALPNProtocols: ["h2", "http/1.1"] },
+      handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
+    );
+    secure.on("session", track);
+    outer = secure;
+  } else {
+    const h2 = http2.createServer({}, handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+    h2.on("session", track);
+    h1 = http.createServer(handler as http.RequestListener);
+    const plain = h1;
+    outer = net.createServer((socket) => {
+      let seen = Buffer.alloc(0);
+      const route = (chunk: Buffer) => {
+        seen = Buffer.concat([seen, chunk]);
+        const n = Math.min(seen.length, PREFACE.length);
+        const isH2 = seen.subarray(0, n).equals(PREFACE.subarray(0, n));
+        if (isH2 && seen.length < PREFACE.length) return; // not decided yet: wait for more bytes
+        socket.off("data", route);
+        socket.pause();
+        socket.unshift(seen);
+        (isH2 ? h2 : plain).emit("connection", socket);
+        socket.resume();
+      };
+      socket.on("data", route);
+      socket.on("error", () => socket.destroy());
+    });
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    outer.once("error", reject);
+    outer.listen(options.port, options.host, () => {
+      outer.off("error", reject);
+      resolve();
+    });
+  });
+
+  let closed: Promise<void> | undefined;
+  return {
+    port: (outer.address() as AddressInfo).port,
+    stopAccepting() {
+      // net.Server.close calls back only once every connection is gone; closeConnections awaits that.
+      closed ??= new Promise((resolve) => outer.close(() => resolve()));
+      return Promise.resolve();
+    },
+    async closeConnections(graceMs) {
+      closed ??= new Promise((resolve) => outer.close(() => resolve()));
+      for (const s of sessions) s.close();
+      h1?.closeIdleConnections();
+      const deadline = Date.now() + graceMs;
+      while (sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      for (const s of sessions) s.destroy();
+      h1?.closeAllConnections();
+      (outer as { closeAllConnections?: () => void }).closeAllConnections?.();
+      await closed;
+    },
+  };
+}

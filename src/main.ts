@@ -1,0 +1,72 @@
+import { Command } from "commander";
+import { pino } from "pino";
+import { ConfigError, loadConfig, type Config } from "./config.js";
+import { migrateLatest, openDatabase, redactUrl } from "./store/database.js";
+import { startServer } from "./server.js";
+
+function configOrExit(path: string | undefined): Config {
+  try {
+    return loadConfig({ path });
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`opengms: ${e.message}\n`);
+      process.exit(2);
+    }
+    throw e;
+  }
+}
+
+const program = new Command()
+  .name("opengms")
+  .description("Open mobile contact-center services (GMS-style) over gRPC, Connect and gRPC-Web")
+  .option("-c, --config <path>", "configuration file (default $GMS_CONFIG, then config/gms.yaml)");
+
+program
+  .command("serve", { isDefault: true })
+  .description("run the server")
+  .action(async () => {
+    const config = configOrExit(program.opts<{ config?: string }>().config);
+    const log = pino({ level: config.log.level, base: { service: "opengms" } });
+    const db = await openDatabase(config.database.url);
+    log.info({ database: redactUrl(config.database.url) }, "database ready");
+    const server = await startServer({ config, db, log });
+    const stop = (signal: string) => {
+      log.info({ signal }, "signal received");
+      server.shutdown().then(
+        () => process.exit(0),
+        (e: unknown) => {
+          log.error({ err: e }, "shutdown failed");
+          process.exit(1);
+        },
+      );
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+
+program
+  .command("migrate")
+  .description("bring the database schema up to date and exit")
+  .action(async () => {
+    const config = configOrExit(program.opts<{ config?: string }>().config);
+    const db = await openDatabase(config.database.url, { migrate: false });
+    try {
+      const applied = await migrateLatest(db);
+      process.stdout.write(applied.length === 0 ? "schema up to date\n" : `applied ${applied.join(", ")}\n`);
+    } finally {
+      await db.close();
+    }
+  });
+
+program
+  .command("check-config")
+  .description("validate the configuration and exit")
+  .action(() => {
+    configOrExit(program.opts<{ config?: string }>().config);
+    process.stdout.write("configuration is valid\n");
+  });
+
+program.parseAsync().catch((e: unknown) => {
+  process.stderr.write(`opengms: ${(e as Error).message}\n`);
+  process.exit(1);
+});

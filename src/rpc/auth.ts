@@ -1,0 +1,97 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import { Code, ConnectError, createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
+import { ROLES, type Role } from "../config.js";
+
+/** Identity is who is calling: the API key's name and roles, or an anonymous public caller. */
+export interface Identity {
+  /** name is the API key's configured name; "anonymous" without a key; "open" when no keys are configured. */
+  readonly name: string;
+  /** roles are the caller's roles. */
+  readonly roles: ReadonlySet<Role>;
+}
+
+/** identityKey carries the caller's Identity from the auth interceptor to the handlers. */
+export const identityKey = createContextKey<Identity>({ name: "anonymous", roles: new Set() }, { description: "caller identity" });
+
+/** callerOf returns the identity the auth interceptor established for this call. */
+export function callerOf(ctx: HandlerContext): Identity {
+  return ctx.values.get(identityKey);
+}
+
+/** hasRole tells whether the caller holds one of the roles. */
+export function hasRole(identity: Identity, ...roles: Role[]): boolean {
+  return roles.some((r) => identity.roles.has(r));
+}
+
+/** PUBLIC marks an RPC anyone may call without a key (health, reflection). */
+export const PUBLIC = "public" as const;
+/** Access is who may call one RPC: a list of roles (admin is always added) or PUBLIC. */
+export type Access = readonly Role[] | typeof PUBLIC;
+/** AccessPolicy maps an RPC's path ("/gms.v1.StorageService/CreateData") to who may call it. */
+export type AccessPolicy = ReadonlyMap<string, Access>;
+
+/** ApiKey is one configured key: plain `key` or its `key_sha256`. */
+export interface ApiKey {
+  name: string;
+  key?: string | undefined;
+  key_sha256?: string | undefined;
+  roles: readonly Role[];
+}
+
+/** AuthOptions configure the auth interceptor. */
+export interface AuthOptions {
+  apiKeys: readonly ApiKey[];
+  publicRoles: readonly Role[];
+  policy: AccessPolicy;
+}
+
+const sha256 = (s: string) => createHash("sha256").update(s, "utf8").digest();
+
+/**
+ * createAuthInterceptor authenticates the bearer key (compared in constant time against every
+ * configured key), puts the caller's Identity in the context and enforces the RPC's access. With no
+ * keys configured every caller holds every role (an open server, warned about at start).
+ */
+export function createAuthInterceptor(options: AuthOptions): Interceptor {
+  const keys = options.apiKeys.map((k) => ({
+    name: k.name,
+    digest: k.key !== undefined ? sha256(k.key) : Buffer.from(k.key_sha256 ?? "", "hex"),
+    roles: new Set(k.roles),
+  }));
+  const open = keys.length === 0;
+  const everyRole: Identity = { name: "open", roles: new Set(ROLES) };
+  const anonymous: Identity = { name: "anonymous", roles: new Set(options.publicRoles) };
+
+  function identify(header: string | null): Identity | undefined {
+    if (header === null) return anonymous;
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (match === null) return undefined;
+    const presented = sha256(match[1] ?? "");
+    let found: Identity | undefined;
+    // Every key is compared, found or not, so timing says nothing about which one matched.
+    for (const k of keys) {
+      if (timingSafeEqual(presented, k.digest) && found === undefined) found = { name: k.name, roles: k.roles };
+    }
+    return found;
+  }
+
+  return (next) => async (req) => {
+    const access = options.policy.get(`/${req.service.typeName}/${req.method.name}`);
+    if (access === undefined) throw new ConnectError(`${req.method.name} is not open to callers`, Code.PermissionDenied);
+    if (access === PUBLIC) return next(req);
+    let identity: Identity;
+    if (open) {
+      identity = everyRole;
+    } else {
+      const found = identify(req.header.get("authorization"));
+      if (found === undefined) throw new ConnectError("invalid API key", Code.Unauthenticated);
+      identity = found;
+    }
+    if (!access.some((r) => identity.roles.has(r)) && !identity.roles.has("admin")) {
+      if (identity === anonymous) throw new ConnectError(`${req.method.name} needs an API key`, Code.Unauthenticated);
+      throw new ConnectError(`${identity.name} may not call ${req.method.name}`, Code.PermissionDenied);
+    }
+    req.contextValues.set(identityKey, identity);
+    return next(req);
+  };
+}

@@ -1,0 +1,71 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import {
+  LimitExceededSchema,
+  NoMatchReason,
+  NoMatchSchema,
+  PoolExhaustedSchema,
+  RateLimitedSchema,
+} from "../../gen/gms/v1/error_details_pb.js";
+import { GmsError, type FailureDetail, type FailureKind } from "../domain/errors.js";
+import { isUnavailable } from "../store/database.js";
+
+const codes: Record<FailureKind, Code> = {
+  invalid_argument: Code.InvalidArgument,
+  not_found: Code.NotFound,
+  failed_precondition: Code.FailedPrecondition,
+  resource_exhausted: Code.ResourceExhausted,
+  permission_denied: Code.PermissionDenied,
+  already_exists: Code.AlreadyExists,
+  unavailable: Code.Unavailable,
+};
+
+const noMatchReasons = {
+  no_reservation: NoMatchReason.NO_RESERVATION,
+  code_mismatch: NoMatchReason.CODE_MISMATCH,
+  phone_mismatch: NoMatchReason.PHONE_MISMATCH,
+} as const;
+
+function retryAfter(at: number, now: number): bigint {
+  return BigInt(Math.max(0, Math.ceil((at - now) / 1000)));
+}
+
+function detailOf(detail: FailureDetail, now: number) {
+  switch (detail.type) {
+    case "limit":
+      return { desc: LimitExceededSchema, value: create(LimitExceededSchema, { limit: detail.limit, max: BigInt(detail.max), actual: BigInt(detail.actual) }) };
+    case "pool_exhausted":
+      return {
+        desc: PoolExhaustedSchema,
+        value: create(PoolExhaustedSchema, {
+          resourceGroup: detail.resourceGroup,
+          ...(detail.nextFreeAt === undefined ? {} : { nextFreeAt: timestampFromMs(detail.nextFreeAt), retryAfterSeconds: retryAfter(detail.nextFreeAt, now) }),
+        }),
+      };
+    case "no_match":
+      return { desc: NoMatchSchema, value: create(NoMatchSchema, { reason: noMatchReasons[detail.reason] }) };
+    case "rate_limited":
+      return { desc: RateLimitedSchema, value: create(RateLimitedSchema, { until: timestampFromMs(detail.until), retryAfterSeconds: retryAfter(detail.until, now) }) };
+  }
+}
+
+/**
+ * toConnectError turns whatever a handler threw into the error a caller sees: a domain refusal
+ * keeps its message and detail under its gRPC code; a lost database is UNAVAILABLE; anything else
+ * is logged and answered INTERNAL without SQL or stack.
+ */
+export function toConnectError(e: unknown, log: Logger, now = Date.now()): ConnectError {
+  if (e instanceof ConnectError) return e;
+  if (e instanceof GmsError) {
+    const details = e.detail === undefined ? [] : [detailOf(e.detail, now)];
+    return new ConnectError(e.message, codes[e.kind], undefined, details, e);
+  }
+  if (isUnavailable(e)) {
+    log.error({ err: e }, "database unavailable");
+    return new ConnectError("the store is unavailable; retry later", Code.Unavailable, undefined, undefined, e);
+  }
+  log.error({ err: e }, "internal error");
+  return new ConnectError("internal error", Code.Internal, undefined, undefined, e);
+}

@@ -1,0 +1,231 @@
+import type { DescService } from "@bufbuild/protobuf";
+import { cors as connectCors, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { createValidateInterceptor } from "@connectrpc/validate";
+import type { Logger } from "pino";
+import { StorageService } from "../gen/gms/v1/storage_pb.js";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
+import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/reflection_pb.js";
+import { ServerReflection as ReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { systemClock, type Clock } from "./clock.js";
+import type { Config } from "./config.js";
+import { createStorage, type Storage } from "./domain/storage.js";
+import { createHealthMonitor, type HealthMonitor } from "./health.js";
+import { listen, type Listener, type RequestHandler } from "./listen.js";
+import { createAuthInterceptor, PUBLIC, type Access } from "./rpc/auth.js";
+import { healthService } from "./rpc/health-service.js";
+import { createCallTracker, createErrorInterceptor, createLogInterceptor, type CallTracker } from "./rpc/observe.js";
+import { reflectionServices } from "./rpc/reflection-service.js";
+import { createShutdownInterceptor } from "./rpc/shutdown.js";
+import { storageAccess, storageService } from "./rpc/storage-service.js";
+import { sweepRequestIds } from "./store/idempotency-store.js";
+import type { Database } from "./store/database.js";
+
+/** App is the domain, wired to its dependencies: what the RPC handlers call. */
+export interface App {
+  config: Config;
+  db: Database;
+  clock: Clock;
+  log: Logger;
+  storage: Storage;
+}
+
+/** AppDeps are what the domain is built from. */
+export interface AppDeps {
+  config: Config;
+  db: Database;
+  log: Logger;
+  clock?: Clock | undefined;
+}
+
+/** createApp builds the domain modules from the configuration and their dependencies. */
+export function createApp({ config, db, log, clock = systemClock }: AppDeps): App {
+  const storage = createStorage({
+    db,
+    clock,
+    limits: {
+      defaultTtlSeconds: config.storage.default_ttl_seconds,
+      maxEntries: config.storage.max_entries,
+      maxKeyBytes: config.storage.max_key_bytes,
+      maxValueBytes: config.storage.max_value_bytes,
+      maxDataBytes: config.storage.max_data_bytes,
+    },
+  });
+  return { config, db, clock, log, storage };
+}
+
+/** GMS_SERVICES are the opengms services this server serves, for health and reflection. */
+export const GMS_SERVICES: readonly DescService[] = [StorageService];
+
+/**
+ * accessPolicy says who may call every RPC: each service's table of roles, plus the public health
+ * and reflection services. An RPC missing here is refused, so a new RPC must be declared.
+ */
+function accessPolicy(): Map<string, Access> {
+  const policy = new Map<string, Access>();
+  const add = (service: DescService, table: Record<string, readonly string[]> | typeof PUBLIC) => {
+    for (const m of service.methods) {
+      const access = table === PUBLIC ? PUBLIC : table[m.localName];
+      if (access === undefined) throw new Error(`no access declared for ${service.typeName}/${m.name}`);
+      policy.set(`/${service.typeName}/${m.name}`, access as Access);
+    }
+  };
+  add(StorageService, storageAccess);
+  add(Health, PUBLIC);
+  add(ReflectionV1, PUBLIC);
+  add(ReflectionV1alpha, PUBLIC);
+  return policy;
+}
+
+/** routes registers every service on the router: the one place that lists them. */
+function routes(app: App, health: HealthMonitor) {
+  return (router: ConnectRouter) => {
+    router.service(StorageService, storageService(app.storage));
+    router.service(Health, healthService(health, GMS_SERVICES.map((s) => s.typeName)));
+    const reflection = reflectionServices([...GMS_SERVICES, Health]);
+    router.service(ReflectionV1, reflection.v1);
+    router.service(ReflectionV1alpha, reflection.v1alpha);
+  };
+}
+
+/** withCors answers CORS preflights and decorates responses for the configured browser origins. */
+function withCors(handler: RequestHandler, origins: readonly string[]): RequestHandler {
+  if (origins.length === 0) return handler;
+  const any = origins.includes("*");
+  const allowed = new Set(origins);
+  const allowHeaders = [...connectCors.allowedHeaders, "Authorization"].join(", ");
+  return (req, res) => {
+    const origin = req.headers["origin"];
+    if (typeof origin === "string" && (any || allowed.has(origin))) {
+      res.setHeader("Access-Control-Allow-Origin", origin);
+      res.setHeader("Vary", "Origin");
+      res.setHeader("Access-Control-Expose-Headers", connectCors.exposedHeaders.join(", "));
+      if (req.method === "OPTIONS") {
+        res.setHeader("Access-Control-Allow-Methods", connectCors.allowedMethods.join(", "));
+        res.setHeader("Access-Control-Allow-Headers", allowHeaders);
+        res.setHeader("Access-Control-Max-Age", "7200");
+        res.statusCode = 204;
+        res.end();
+        return;
+      }
+    }
+    handler(req, res);
+  };
+}
+
+/** HandlerParts are what createHandler needs beside the app. */
+export interface HandlerParts {
+  health: HealthMonitor;
+  tracker: CallTracker;
+  shutdown: AbortSignal;
+}
+
+/**
+ * createHandler builds the Node request handler serving every protocol. Interceptors run outermost
+ * first: log, auth, shutdown, validation, then the error mapping closest to the handler.
+ */
+export function createHandler(app: App, parts: HandlerParts): RequestHandler {
+  const interceptors: Interceptor[] = [
+    createLogInterceptor(app.log, parts.tracker),
+    createAuthInterceptor({ apiKeys: app.config.auth.api_keys, publicRoles: app.config.auth.public_roles, policy: accessPolicy() }),
+    createShutdownInterceptor(parts.shutdown),
+    createValidateInterceptor(),
+    createErrorInterceptor(app.log, app.clock),
+  ];
+  const storage = app.config.storage;
+  const adapter = connectNodeAdapter({
+    routes: routes(app, parts.health),
+    interceptors,
+    // A little above the largest legal request: a full data record plus its keys and framing.
+    readMaxBytes: storage.max_data_bytes + storage.max_entries * (storage.max_key_bytes + 64) + 64 * 1024,
+  }) as RequestHandler;
+  return withCors(adapter, app.config.server.cors_origins);
+}
+
+/** RunningServer is a listening opengms server. */
+export interface RunningServer {
+  readonly app: App;
+  readonly port: number;
+  /** url is the base URL clients use, e.g. http://127.0.0.1:8080. */
+  readonly url: string;
+  readonly health: HealthMonitor;
+  /**
+   * shutdown stops accepting, lets unary calls finish, ends streams with UNAVAILABLE, closes the
+   * connections and the database.
+   */
+  shutdown(): Promise<void>;
+}
+
+/** StartOptions start a server on a database; the database is closed by shutdown. */
+export interface StartOptions extends AppDeps {
+  /** sweep runs the background sweepers (default true). */
+  sweep?: boolean;
+}
+
+/** startServer builds the app and listens on the configured host and port (0 picks a free port). */
+export async function startServer(options: StartOptions): Promise<RunningServer> {
+  const app = createApp(options);
+  const { config, log, db } = app;
+  const health = createHealthMonitor(db, log);
+  const tracker = createCallTracker();
+  const shutdown = new AbortController();
+  const handler = createHandler(app, { health, tracker, shutdown: shutdown.signal });
+  let listener: Listener;
+  try {
+    listener = await listen(handler, { host: config.server.host, port: config.server.port, tls: config.server.tls });
+  } catch (e) {
+    health.stop();
+    throw e;
+  }
+  const sweeper = options.sweep === false ? undefined : startSweeper(app);
+  if (config.auth.api_keys.length === 0) log.warn("auth: no api_keys configured; the server is open to every caller with every role");
+  const host = config.server.host === "0.0.0.0" || config.server.host === "::" ? "127.0.0.1" : config.server.host;
+  const url = `${config.server.tls === undefined ? "http" : "https"}://${host.includes(":") ? `[${host}]` : host}:${listener.port}`;
+  log.info({ port: listener.port, tls: config.server.tls !== undefined, database: db.dialect }, "opengms listening");
+
+  let stopping: Promise<void> | undefined;
+  return {
+    app,
+    port: listener.port,
+    url,
+    health,
+    shutdown() {
+      stopping ??= (async () => {
+        const graceMs = config.server.shutdown_grace_seconds * 1000;
+        log.info("shutting down");
+        await listener.stopAccepting();
+        health.stop();
+        clearInterval(sweeper);
+        shutdown.abort();
+        await Promise.race([tracker.idle(), new Promise((r) => setTimeout(r, graceMs).unref())]);
+        await listener.closeConnections(1000);
+        await db.close();
+        log.info("stopped");
+      })();
+      return stopping;
+    },
+  };
+}
+
+/** startSweeper deletes expired rows in the background, in bounded batches. */
+function startSweeper(app: App): NodeJS.Timeout {
+  const { storage: limits } = app.config;
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    void (async () => {
+      try {
+        const data = await app.storage.sweep(limits.sweep_batch_size);
+        const ids = await sweepRequestIds(app.db.knex, app.clock.now(), limits.sweep_batch_size);
+        if (data + ids > 0) app.log.debug({ data, requestIds: ids }, "swept expired rows");
+      } catch (e) {
+        app.log.warn({ err: e }, "sweep failed");
+      } finally {
+        running = false;
+      }
+    })();
+  }, limits.sweep_interval_seconds * 1000);
+  timer.unref();
+  return timer;
+}

@@ -1,0 +1,151 @@
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import knexFactory, { type Knex } from "knex";
+import { migrationSource } from "./migrations.js";
+
+/** Dialect is the kind of database behind the store. */
+export type Dialect = "sqlite" | "mysql";
+
+/** Database is an open connection pool with its dialect. */
+export interface Database {
+  /** knex is the query builder bound to the pool. */
+  readonly knex: Knex;
+  /** dialect says which SQL the helpers below must write. */
+  readonly dialect: Dialect;
+  /** close ends every connection. */
+  close(): Promise<void>;
+}
+
+/** Queryable is the pool or a transaction: store functions run on either. */
+export type Queryable = Knex | Knex.Transaction;
+
+/** dialectOf tells the dialect of a database URL (`sqlite:<path>` or `mysql://...`). */
+export function dialectOf(url: string): Dialect {
+  if (url.startsWith("sqlite:")) return "sqlite";
+  if (url.startsWith("mysql://")) return "mysql";
+  throw new Error(`unsupported database url "${redactUrl(url)}": expected sqlite:<path> or mysql://...`);
+}
+
+/** redactUrl hides the password of a database URL, for logs and errors. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/([^:/@]+):[^@]*@/, "//$1:***@");
+}
+
+/** sqliteKnex opens a SQLite file (or `:memory:`) tuned for a small server: WAL, NORMAL sync. */
+function sqliteKnex(path: string): Knex {
+  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+  return knexFactory({
+    client: "better-sqlite3",
+    connection: { filename: path },
+    useNullAsDefault: true,
+    pool: {
+      min: 1,
+      max: 1,
+      afterCreate(conn: { pragma(s: string): unknown }, done: (err: Error | null, conn: unknown) => void) {
+        conn.pragma("journal_mode = WAL");
+        conn.pragma("synchronous = NORMAL");
+        conn.pragma("busy_timeout = 5000");
+        conn.pragma("foreign_keys = ON");
+        done(null, conn);
+      },
+    },
+  });
+}
+
+/**
+ * mysqlKnex opens a MySQL/MariaDB pool. Sessions run READ COMMITTED: allocation locks the row it
+ * claims and nothing else, and the store never relies on repeatable reads.
+ */
+function mysqlKnex(url: string, poolMax: number): Knex {
+  return knexFactory({
+    client: "mysql2",
+    connection: { uri: url, charset: "utf8mb4", supportBigNumbers: true, bigNumberStrings: false } as Knex.MySql2ConnectionConfig,
+    pool: {
+      min: 0,
+      max: poolMax,
+      afterCreate(conn: { query(sql: string, cb: (err: Error | null) => void): void }, done: (err: Error | null, conn: unknown) => void) {
+        conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", (err) => done(err, conn));
+      },
+    },
+  });
+}
+
+/** ensureMysqlDatabase creates the URL's database when it does not exist yet. */
+async function ensureMysqlDatabase(url: string): Promise<void> {
+  const parsed = new URL(url);
+  const name = decodeURIComponent(parsed.pathname.replace(/^\//, ""));
+  if (name === "") throw new Error(`database url "${redactUrl(url)}" names no database`);
+  if (!/^[A-Za-z0-9_$-]+$/.test(name)) throw new Error(`database name "${name}" has characters opengms does not quote`);
+  parsed.pathname = "/";
+  const admin = mysqlKnex(parsed.toString(), 1);
+  try {
+    await admin.raw(`CREATE DATABASE IF NOT EXISTS \`${name}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
+  } finally {
+    await admin.destroy();
+  }
+}
+
+/** OpenDatabaseOptions tune openDatabase. */
+export interface OpenDatabaseOptions {
+  /** migrate runs the migrations to the latest version (default true). */
+  migrate?: boolean;
+  /** poolMax is the largest MySQL pool (default 20). */
+  poolMax?: number;
+}
+
+/** openDatabase connects to the database at url, creating it (MySQL) and migrating it as needed. */
+export async function openDatabase(url: string, options: OpenDatabaseOptions = {}): Promise<Database> {
+  const dialect = dialectOf(url);
+  let knex: Knex;
+  if (dialect === "sqlite") {
+    knex = sqliteKnex(url.slice("sqlite:".length));
+  } else {
+    await ensureMysqlDatabase(url);
+    knex = mysqlKnex(url, options.poolMax ?? 20);
+  }
+  const db: Database = { knex, dialect, close: () => knex.destroy() };
+  try {
+    if (options.migrate ?? true) await migrateLatest(db);
+  } catch (e) {
+    await knex.destroy();
+    throw e;
+  }
+  return db;
+}
+
+/** migrateLatest brings the schema to the latest migration; several nodes may call it at once. */
+export async function migrateLatest(db: Database): Promise<string[]> {
+  const [, names] = (await db.knex.migrate.latest({ migrationSource: migrationSource(db.dialect) })) as [number, string[]];
+  return names;
+}
+
+/** migrateDownAll undoes every migration (tests of the migrations themselves). */
+export async function migrateDownAll(db: Database): Promise<void> {
+  await db.knex.migrate.rollback({ migrationSource: migrationSource(db.dialect) }, true);
+}
+
+/** isDuplicateKey tells whether an error is a unique-key violation on either dialect. */
+export function isDuplicateKey(e: unknown): boolean {
+  const err = e as { code?: string; errno?: number };
+  return err.code === "ER_DUP_ENTRY" || err.code === "SQLITE_CONSTRAINT_PRIMARYKEY" || err.code === "SQLITE_CONSTRAINT_UNIQUE";
+}
+
+/** isUnavailable tells whether an error means the database cannot be reached. */
+export function isUnavailable(e: unknown): boolean {
+  const err = e as { code?: string; name?: string; message?: string };
+  return (
+    err.name === "KnexTimeoutError" ||
+    ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "PROTOCOL_CONNECTION_LOST", "ER_CON_COUNT_ERROR", "EPIPE"].includes(err.code ?? "") ||
+    /Connection lost|connect ECONNREFUSED/.test(err.message ?? "")
+  );
+}
+
+/**
+ * lockForUpdate adds the row lock a claim needs: `FOR UPDATE` (with SKIP LOCKED when asked) on
+ * MySQL; nothing on SQLite, whose single connection already serialises transactions.
+ */
+export function lockForUpdate<T extends Knex.QueryBuilder>(qb: T, dialect: Dialect, skipLocked = false): T {
+  if (dialect === "sqlite") return qb;
+  const locked = qb.forUpdate();
+  return (skipLocked ? locked.skipLocked() : locked) as T;
+}
