@@ -32,7 +32,7 @@ export function createHealthMonitor(db: Database, log: Logger, options: HealthOp
   const set = (next: HealthStatus) => {
     if (next === status) return;
     status = next;
-    if (next === "not_serving") log.warn("health: NOT_SERVING (database unreachable)");
+    if (next === "not_serving") log.warn(stopped ? "health: NOT_SERVING (shutting down)" : "health: NOT_SERVING (database unreachable)");
     else log.info("health: SERVING");
     for (const l of listeners) l(next);
   };

@@ -68,8 +68,13 @@ export async function listen(handler: RequestHandler, options: ListenOptions): P
         socket.off("data", route);
         socket.pause();
         socket.unshift(seen);
-        (isH2 ? h2 : plain).emit("connection", socket);
-        socket.resume();
+        if (isH2) {
+          // The http2 session takes over the socket's handle and reads the bytes put back first.
+          h2.emit("connection", socket);
+        } else {
+          plain.emit("connection", socket);
+          socket.resume();
+        }
       };
       socket.on("data", route);
       socket.on("error", () => socket.destroy());

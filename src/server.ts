@@ -82,7 +82,7 @@ function routes(app: App, health: HealthMonitor) {
   return (router: ConnectRouter) => {
     router.service(StorageService, storageService(app.storage));
     router.service(Health, healthService(health, GMS_SERVICES.map((s) => s.typeName)));
-    const reflection = reflectionServices([...GMS_SERVICES, Health]);
+    const reflection = reflectionServices([...GMS_SERVICES, Health, ReflectionV1, ReflectionV1alpha]);
     router.service(ReflectionV1, reflection.v1);
     router.service(ReflectionV1alpha, reflection.v1alpha);
   };

@@ -15,6 +15,10 @@ export function healthService(monitor: HealthMonitor, services: readonly string[
       if (!known.has(req.service)) throw new ConnectError(`unknown service "${req.service}"`, Code.NotFound);
       return { status: toStatus(await monitor.check()) };
     },
+    async list() {
+      const status = toStatus(await monitor.check());
+      return { statuses: Object.fromEntries([...known].map((name) => [name, { status }])) };
+    },
     async *watch(req, ctx) {
       if (!known.has(req.service)) {
         yield { status: Status.SERVICE_UNKNOWN };

@@ -1,4 +1,4 @@
-import { create, createFileRegistry, toBinary, type DescFile, type DescService } from "@bufbuild/protobuf";
+import { create, createRegistry, toBinary, type DescFile, type DescService } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import * as v1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
@@ -27,7 +27,8 @@ function withDependencies(file: DescFile): DescFile[] {
  * plain shape both reflection versions use.
  */
 function createReflector(services: readonly DescService[]) {
-  const registry = createFileRegistry(...services.flatMap((s) => withDependencies(s.file)));
+  const files = new Map(services.flatMap((s) => withDependencies(s.file)).map((f) => [f.name, f]));
+  const registry = createRegistry(...files.values());
   const fileResponse = (file: DescFile) => ({
     case: "fileDescriptorResponse" as const,
     value: { fileDescriptorProto: withDependencies(file).map((f) => toBinary(FileDescriptorProtoSchema, f.proto)) },
@@ -36,7 +37,7 @@ function createReflector(services: readonly DescService[]) {
 
   const fileOfSymbol = (symbol: string): DescFile | undefined => {
     const direct = registry.get(symbol);
-    if (direct !== undefined) return direct.kind === "file" ? direct : direct.file;
+    if (direct !== undefined) return direct.file;
     // A method: look up its service.
     const service = registry.getService(symbol.slice(0, symbol.lastIndexOf(".")));
     return service?.methods.some((m) => `${service.typeName}.${m.name}` === symbol) === true ? service.file : undefined;
@@ -48,7 +49,7 @@ function createReflector(services: readonly DescService[]) {
       case "listServices":
         return { case: "listServicesResponse" as const, value: { service: services.map((s) => ({ name: s.typeName })) } };
       case "fileByFilename": {
-        const file = registry.getFile(m.value);
+        const file = files.get(m.value);
         return file === undefined ? notFound(`file ${m.value} not found`) : fileResponse(file);
       }
       case "fileContainingSymbol": {

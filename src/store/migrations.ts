@@ -61,6 +61,6 @@ export function migrationSource(dialect: Dialect): Knex.MigrationSource<Migratio
   return {
     getMigrations: () => Promise.resolve(migrations),
     getMigrationName: (m) => m.name,
-    getMigration: (m) => ({ up: (knex: Knex) => m.up(knex, dialect), down: (knex: Knex) => m.down(knex, dialect) }),
+    getMigration: (m) => Promise.resolve({ ...m, up: (knex: Knex) => m.up(knex, dialect), down: (knex: Knex) => m.down(knex, dialect) }),
   };
 }
