@@ -187,6 +187,15 @@ export function parseConfig(raw: unknown, source = "configuration"): Config {
   const result = configSchema.safeParse(raw ?? {});
   if (result.success) {
     const config = result.data;
+    const owner = new Map<string, string>();
+    for (const [group, { numbers }] of Object.entries(config.resources)) {
+      for (const n of numbers) {
+        const other = owner.get(n);
+        // A number dialled identifies its reservations, so it may sit in one group only.
+        if (other !== undefined) throw new ConfigError(`${source}: resources.${group}.numbers: ${n} is also in resources.${other}`);
+        owner.set(n, group);
+      }
+    }
     for (const [name, svc] of Object.entries(config.services)) {
       if (svc.resource_group !== undefined && !(svc.resource_group in config.resources)) {
         throw new ConfigError(`${source}: services.${name}.resource_group: no resource group "${svc.resource_group}" in resources`);

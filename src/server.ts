@@ -3,22 +3,30 @@ import { cors as connectCors, type ConnectRouter, type Interceptor } from "@conn
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createValidateInterceptor } from "@connectrpc/validate";
 import type { Logger } from "pino";
+import { AccessService } from "../gen/gms/v1/access_pb.js";
+import { SessionService } from "../gen/gms/v1/session_pb.js";
 import { StorageService } from "../gen/gms/v1/storage_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { systemClock, type Clock } from "./clock.js";
 import type { Config } from "./config.js";
+import { createAccess, type Access as AccessRules } from "./domain/access.js";
+import { createSessions, type Sessions } from "./domain/sessions.js";
 import { createStorage, type Storage } from "./domain/storage.js";
 import { createHealthMonitor, type HealthMonitor } from "./health.js";
 import { listen, type Listener, type RequestHandler } from "./listen.js";
+import { accessAccess, accessService } from "./rpc/access-service.js";
 import { createAuthInterceptor, PUBLIC, type Access } from "./rpc/auth.js";
 import { healthService } from "./rpc/health-service.js";
 import { createCallTracker, createErrorInterceptor, createLogInterceptor, type CallTracker } from "./rpc/observe.js";
 import { reflectionServices } from "./rpc/reflection-service.js";
+import { sessionAccess, sessionService } from "./rpc/session-service.js";
 import { createShutdownInterceptor } from "./rpc/shutdown.js";
 import { storageAccess, storageService } from "./rpc/storage-service.js";
+import { sweepAccess } from "./store/access-store.js";
 import { sweepRequestIds } from "./store/idempotency-store.js";
+import { sweepExpiredSessions } from "./store/session-store.js";
 import type { Database } from "./store/database.js";
 
 /** App is the domain, wired to its dependencies: what the RPC handlers call. */
@@ -28,6 +36,8 @@ export interface App {
   clock: Clock;
   log: Logger;
   storage: Storage;
+  access: AccessRules;
+  sessions: Sessions;
 }
 
 /** AppDeps are what the domain is built from. */
@@ -51,11 +61,13 @@ export function createApp({ config, db, log, clock = systemClock }: AppDeps): Ap
       maxDataBytes: config.storage.max_data_bytes,
     },
   });
-  return { config, db, clock, log, storage };
+  const access = createAccess({ db, clock, config, storage, log });
+  const sessions = createSessions({ db, clock, config, storage, access });
+  return { config, db, clock, log, storage, access, sessions };
 }
 
 /** GMS_SERVICES are the opengms services this server serves, for health and reflection. */
-export const GMS_SERVICES: readonly DescService[] = [StorageService];
+export const GMS_SERVICES: readonly DescService[] = [StorageService, AccessService, SessionService];
 
 /**
  * accessPolicy says who may call every RPC: each service's table of roles, plus the public health
@@ -71,6 +83,8 @@ function accessPolicy(): Map<string, Access> {
     }
   };
   add(StorageService, storageAccess);
+  add(AccessService, accessAccess);
+  add(SessionService, sessionAccess);
   add(Health, PUBLIC);
   add(ReflectionV1, PUBLIC);
   add(ReflectionV1alpha, PUBLIC);
@@ -81,6 +95,8 @@ function accessPolicy(): Map<string, Access> {
 function routes(app: App, health: HealthMonitor) {
   return (router: ConnectRouter) => {
     router.service(StorageService, storageService(app.storage));
+    router.service(AccessService, accessService(app.access));
+    router.service(SessionService, sessionService(app.sessions));
     router.service(Health, healthService(health, GMS_SERVICES.map((s) => s.typeName)));
     const reflection = reflectionServices([...GMS_SERVICES, Health, ReflectionV1, ReflectionV1alpha]);
     router.service(ReflectionV1, reflection.v1);
@@ -166,6 +182,8 @@ export interface StartOptions extends AppDeps {
 export async function startServer(options: StartOptions): Promise<RunningServer> {
   const app = createApp(options);
   const { config, log, db } = app;
+  const synced = await app.access.syncNumbers();
+  if (synced.added + synced.retired > 0) log.info(synced, "access numbers synchronised with resources");
   const health = createHealthMonitor(db, log);
   const tracker = createCallTracker();
   const shutdown = new AbortController();
@@ -216,9 +234,13 @@ function startSweeper(app: App): NodeJS.Timeout {
     running = true;
     void (async () => {
       try {
+        const now = app.clock.now();
         const data = await app.storage.sweep(limits.sweep_batch_size);
-        const ids = await sweepRequestIds(app.db.knex, app.clock.now(), limits.sweep_batch_size);
-        if (data + ids > 0) app.log.debug({ data, requestIds: ids }, "swept expired rows");
+        const sessions = await sweepExpiredSessions(app.db.knex, app.db.dialect, now, limits.sweep_batch_size);
+        // Ended reservations and code failures are kept a day, for the admin view and the guard window.
+        const access = await sweepAccess(app.db.knex, now - 24 * 3600 * 1000, limits.sweep_batch_size);
+        const ids = await sweepRequestIds(app.db.knex, now, limits.sweep_batch_size);
+        if (data + sessions + access + ids > 0) app.log.debug({ data, sessions, access, requestIds: ids }, "swept expired rows");
       } catch (e) {
         app.log.warn({ err: e }, "sweep failed");
       } finally {

@@ -54,6 +54,65 @@ const migrations: Migration[] = [
       await knex.schema.dropTable("storage_data");
     },
   },
+  {
+    name: "002_access",
+    async up(knex, dialect) {
+      await knex.schema.createTable("sessions", (t) => {
+        binaryCollation(t, dialect);
+        t.string("id", 36).primary();
+        t.string("service", 128).notNullable();
+        t.string("builtin", 32).notNullable();
+        t.string("state", 16).notNullable();
+        t.string("phone_number", 32).notNullable();
+        t.string("data_id", 36).notNullable();
+        t.bigInteger("created_at").notNullable();
+        t.bigInteger("expires_at").notNullable().index("sessions_expires_at");
+      });
+      // One row per configured number. available_at is the moment a number of a locking group is
+      // free again (its reservation's expiry, or its release plus the cool-down), so whether it is
+      // free is decided by a predicate at claim time, never by a sweeper.
+      await knex.schema.createTable("access_numbers", (t) => {
+        binaryCollation(t, dialect);
+        t.string("resource_group", 128).notNullable();
+        t.string("number", 32).notNullable();
+        t.boolean("retired").notNullable().defaultTo(false);
+        t.bigInteger("available_at").notNullable().defaultTo(0);
+        t.bigInteger("last_used_at").notNullable().defaultTo(0);
+        t.double("rand_key").notNullable();
+        t.primary(["resource_group", "number"]);
+        t.index(["resource_group", "retired", "available_at"], "access_numbers_round_robin");
+        t.index(["resource_group", "retired", "rand_key"], "access_numbers_random");
+        t.index(["resource_group", "retired", "last_used_at"], "access_numbers_least_used");
+      });
+      await knex.schema.createTable("reservations", (t) => {
+        binaryCollation(t, dialect);
+        t.bigIncrements("id").primary();
+        t.string("session_id", 36).notNullable().index("reservations_session");
+        t.string("resource_group", 128).notNullable();
+        t.string("access_number", 32).notNullable();
+        t.string("access_code", 12);
+        t.string("phone_number", 32).notNullable();
+        t.boolean("locking").notNullable();
+        t.bigInteger("created_at").notNullable();
+        t.bigInteger("expires_at").notNullable().index("reservations_expires_at");
+        t.bigInteger("released_at");
+        t.index(["access_number", "released_at", "expires_at"], "reservations_live_by_number");
+      });
+      await knex.schema.createTable("code_failures", (t) => {
+        binaryCollation(t, dialect);
+        t.bigIncrements("id").primary();
+        t.string("access_number", 32).notNullable();
+        t.bigInteger("failed_at").notNullable();
+        t.index(["access_number", "failed_at"], "code_failures_by_number");
+      });
+    },
+    async down(knex) {
+      await knex.schema.dropTable("code_failures");
+      await knex.schema.dropTable("reservations");
+      await knex.schema.dropTable("access_numbers");
+      await knex.schema.dropTable("sessions");
+    },
+  },
 ];
 
 /** migrationSource hands knex the migrations above, bound to a dialect. */

@@ -1,0 +1,331 @@
+import { randomInt, randomUUID } from "node:crypto";
+import type { Knex } from "knex";
+import type { Logger } from "pino";
+import type { Clock } from "../clock.js";
+import type { Config, ResourceGroupConfig } from "../config.js";
+import {
+  claimNumber,
+  codeFailuresSince,
+  groupHasNumbers,
+  insertReservation,
+  liveCodes,
+  liveReservationsOfNumber,
+  markNumberUsed,
+  nextFreeAt,
+  recordCodeFailure,
+  releaseReservations,
+  setNumbersAvailableAt,
+  syncNumbers,
+  type ReservationRow,
+} from "../store/access-store.js";
+import type { Database } from "../store/database.js";
+import { insertSession, readSession, readSessions, type SessionRow } from "../store/session-store.js";
+import { GmsError, invalid, notFound } from "./errors.js";
+import { runOnce, type RequestKey } from "./idempotency.js";
+import { normalizePhone } from "./phone.js";
+import { DEFAULT_SERVICE_TTL_SECONDS, pick, resolveService } from "./services.js";
+import type { Storage } from "./storage.js";
+import type { DataEntries } from "./value.js";
+
+/** AccessGrant is one reservation as callers see it (GMS `_access_number`, `_access_code`, `_expiration_time`). */
+export interface AccessGrant {
+  accessNumber: string;
+  /** accessCode is set only when a code was asked for. */
+  accessCode: string | undefined;
+  resourceGroup: string;
+  expiresAt: number;
+  expirationSeconds: number;
+}
+
+/** SessionView is a session with its live reservations. */
+export interface SessionView extends SessionRow {
+  access: AccessGrant[];
+}
+
+/** RequestInteractionInput is a customer's request for a number to call. */
+export interface RequestInteractionInput {
+  service: string;
+  phoneNumber: string;
+  provideCode?: boolean | undefined;
+  resourceGroup?: string | undefined;
+  ttlSeconds?: number | undefined;
+  bookingSeconds?: number | undefined;
+  codeLength?: number | undefined;
+  appData: DataEntries;
+  request: RequestKey;
+}
+
+/** RequestInteractionResult is the new session, its number, and the effective options. */
+export interface RequestInteractionResult {
+  session: SessionView;
+  access: AccessGrant;
+  ttlSeconds: number;
+  provideCode: boolean;
+}
+
+/** RequestAccessInput asks for one more number for an existing session. */
+export interface RequestAccessInput {
+  service: string;
+  sessionId: string;
+  resourceGroup?: string | undefined;
+  provideCode?: boolean | undefined;
+  phoneNumber?: string | undefined;
+  bookingSeconds?: number | undefined;
+  codeLength?: number | undefined;
+  request: RequestKey;
+}
+
+/** MatchInput describes an arriving call (DNIS, ANI, typed code). */
+export interface MatchInput {
+  service: string;
+  accessNumber: string;
+  phoneNumber?: string | undefined;
+  accessCode?: string | undefined;
+  returnMultiple: boolean;
+  returnData: boolean;
+}
+
+/** MatchResult is one session matched to a call. */
+export interface MatchResult {
+  sessionId: string;
+  dataId: string;
+  service: string;
+  phoneNumber: string;
+  /** data is the session's data, with return_data only. */
+  data: DataEntries | undefined;
+}
+
+/** grantOf turns a reservation into what callers see of it. */
+export function grantOf(r: ReservationRow): AccessGrant {
+  return {
+    accessNumber: r.accessNumber,
+    accessCode: r.accessCode,
+    resourceGroup: r.resourceGroup,
+    expiresAt: r.expiresAt,
+    expirationSeconds: Math.round((r.expiresAt - r.createdAt) / 1000),
+  };
+}
+
+/** randomCode draws `length` decimal digits from the cryptographic RNG. */
+export function randomCode(length: number): string {
+  let code = "";
+  while (code.length < length) code += randomInt(0, 1_000_000).toString().padStart(6, "0");
+  return code.slice(0, length);
+}
+
+/** AccessDeps are what the access rules need. */
+export interface AccessDeps {
+  db: Database;
+  clock: Clock;
+  config: Config;
+  storage: Storage;
+  log: Logger;
+}
+
+/** AllocateInput is one reservation to make inside a transaction. */
+interface AllocateInput {
+  sessionId: string;
+  sessionExpiresAt: number;
+  group: string;
+  provideCode: boolean;
+  codeLength: number;
+  bookingSeconds: number;
+  phoneNumber: string;
+}
+
+/** Access is request-interaction, request-access and match-interaction over the store. */
+export interface Access {
+  /** syncNumbers brings the stored numbers in line with the configured resource groups. */
+  syncNumbers(): Promise<{ added: number; retired: number }>;
+  requestInteraction(input: RequestInteractionInput): Promise<RequestInteractionResult>;
+  requestAccess(input: RequestAccessInput): Promise<AccessGrant>;
+  matchInteraction(input: MatchInput): Promise<MatchResult[]>;
+  /** release frees reservations now (cool-down applies to locking numbers), inside a transaction. */
+  release(trx: Knex.Transaction, reservations: readonly ReservationRow[], now: number): Promise<void>;
+}
+
+/** createAccess builds the access-number rules. */
+export function createAccess({ db, clock, config, storage, log }: AccessDeps): Access {
+  const groupOf = (name: string): ResourceGroupConfig => {
+    const group = config.resources[name];
+    if (group === undefined) throw invalid(`resource_group: no resource group "${name}" is configured`);
+    return group;
+  };
+
+  async function allocate(trx: Knex.Transaction, a: AllocateInput): Promise<AccessGrant> {
+    const group = groupOf(a.group);
+    const now = clock.now();
+    const number = await claimNumber(trx, db.dialect, { group: a.group, locking: group.locking, allocation: group.allocation, now });
+    if (number === undefined) {
+      const next = group.locking ? await nextFreeAt(trx, a.group) : undefined;
+      if (!(await groupHasNumbers(trx, a.group))) throw new GmsError("failed_precondition", `resource group "${a.group}" has no numbers`);
+      throw new GmsError("resource_exhausted", `resource group "${a.group}" has no free number`, {
+        type: "pool_exhausted",
+        resourceGroup: a.group,
+        nextFreeAt: next !== undefined && next > now ? next : undefined,
+      });
+    }
+    let code: string | undefined;
+    if (a.provideCode) {
+      // In a locking group the number is ours alone; in a shared one the code must tell us apart.
+      const taken = group.locking ? new Set<string>() : await liveCodes(trx, number, now);
+      for (let i = 0; i < 20 && code === undefined; i++) {
+        const candidate = randomCode(a.codeLength);
+        if (!taken.has(candidate)) code = candidate;
+      }
+      if (code === undefined) throw new GmsError("resource_exhausted", `no free ${a.codeLength}-digit access code on ${number}; use longer codes`);
+    }
+    const expiresAt = Math.min(now + a.bookingSeconds * 1000, a.sessionExpiresAt);
+    const reservation: Omit<ReservationRow, "id"> = {
+      sessionId: a.sessionId,
+      resourceGroup: a.group,
+      accessNumber: number,
+      accessCode: code,
+      phoneNumber: a.phoneNumber,
+      locking: group.locking,
+      createdAt: now,
+      expiresAt,
+    };
+    await insertReservation(trx, reservation);
+    await markNumberUsed(trx, a.group, number, now, group.locking ? expiresAt : undefined);
+    return grantOf({ ...reservation, id: 0 });
+  }
+
+  /** bookingOf applies the precedence service option > request > group option > global default. */
+  const bookingOf = (configured: number | undefined, requested: number | undefined, group: ResourceGroupConfig) =>
+    pick(configured, requested, group.booking_expiration_timeout ?? config.access.booking_expiration_timeout);
+
+  async function release(trx: Knex.Transaction, reservations: readonly ReservationRow[], now: number): Promise<void> {
+    await releaseReservations(trx, reservations.map((r) => r.id), now);
+    for (const r of reservations.filter((x) => x.locking)) {
+      const cooldown = config.resources[r.resourceGroup]?.cooldown_seconds ?? 0;
+      await setNumbersAvailableAt(trx, [{ group: r.resourceGroup, number: r.accessNumber }], now + cooldown * 1000);
+    }
+  }
+
+  return {
+    release,
+    syncNumbers() {
+      const groups = new Map(Object.entries(config.resources).map(([name, g]) => [name, g.numbers]));
+      return db.knex.transaction((trx) => syncNumbers(trx, groups));
+    },
+
+    async requestInteraction(input) {
+      const svc = resolveService(config, input.service, "request-interaction");
+      const phoneNumber = normalizePhone("phone_number", input.phoneNumber);
+      const groupName = pick(svc.options.resource_group, input.resourceGroup, undefined);
+      if (groupName === undefined) throw new GmsError("failed_precondition", `no resource group: service "${svc.name}" configures none and the request gives none`);
+      const group = groupOf(groupName);
+      const ttlSeconds = pick(svc.options.ttl, input.ttlSeconds, DEFAULT_SERVICE_TTL_SECONDS);
+      const provideCode = pick(svc.options.provide_code, input.provideCode, false);
+      const codeLength = pick(svc.options.access_code_length, input.codeLength, group.access_code_length);
+      const bookingSeconds = bookingOf(svc.options.booking_expiration_timeout, input.bookingSeconds, group);
+      const now = clock.now();
+      const expiresAt = now + ttlSeconds * 1000;
+      return runOnce(
+        db,
+        input.request,
+        now,
+        async (trx): Promise<RequestInteractionResult> => {
+          const data = await storage.createIn(trx, input.appData, expiresAt);
+          const session: SessionRow = {
+            id: randomUUID(),
+            service: svc.name,
+            builtin: svc.builtin,
+            state: "active",
+            phoneNumber,
+            dataId: data.dataId,
+            createdAt: now,
+            expiresAt,
+          };
+          await insertSession(trx, session);
+          // The number is claimed last, so its row lock is held only until the commit that follows.
+          const access = await allocate(trx, { sessionId: session.id, sessionExpiresAt: expiresAt, group: groupName, provideCode, codeLength, bookingSeconds, phoneNumber });
+          return { session: { ...session, access: [access] }, access, ttlSeconds, provideCode };
+        },
+        (r) => r.session.expiresAt,
+      );
+    },
+
+    async requestAccess(input) {
+      const svc = resolveService(config, input.service, "request-access");
+      const groupName = pick(svc.options.resource_group, input.resourceGroup, undefined);
+      if (groupName === undefined) throw new GmsError("failed_precondition", "no resource group: resource_group is required");
+      const group = groupOf(groupName);
+      const phone = input.phoneNumber === undefined ? undefined : normalizePhone("phone_number", input.phoneNumber);
+      const provideCode = pick(svc.options.provide_code, input.provideCode, false);
+      const codeLength = pick(svc.options.access_code_length, input.codeLength, group.access_code_length);
+      const bookingSeconds = bookingOf(svc.options.booking_expiration_timeout, input.bookingSeconds, group);
+      const now = clock.now();
+      return runOnce(
+        db,
+        input.request,
+        now,
+        async (trx) => {
+          const session = await readSession(trx, input.sessionId, now, db.dialect);
+          if (session === undefined) throw notFound(`session ${input.sessionId}`);
+          if (session.state !== "active") throw new GmsError("failed_precondition", `session ${input.sessionId} is not active`);
+          return allocate(trx, {
+            sessionId: session.id,
+            sessionExpiresAt: session.expiresAt,
+            group: groupName,
+            provideCode,
+            codeLength,
+            bookingSeconds,
+            phoneNumber: phone ?? session.phoneNumber,
+          });
+        },
+        (r) => r.expiresAt,
+      );
+    },
+
+    async matchInteraction(input) {
+      resolveService(config, input.service, "match-interaction");
+      const number = normalizePhone("access_number", input.accessNumber);
+      const phone = input.phoneNumber === undefined ? undefined : normalizePhone("phone_number", input.phoneNumber);
+      const code = input.accessCode;
+      const now = clock.now();
+      const guard = config.access.code_attempts;
+      const windowMs = guard.window_seconds * 1000;
+      const failures = await codeFailuresSince(db.knex, number, now - windowMs);
+      if (failures.count >= guard.max_failures) {
+        const until = (failures.oldest ?? now) + windowMs;
+        throw new GmsError("resource_exhausted", `too many wrong access codes for ${number}; matching is refused until the window ends`, { type: "rate_limited", until });
+      }
+      let matched: { reservation: ReservationRow; session: SessionRow }[];
+      try {
+        matched = await db.knex.transaction(async (trx) => {
+          const reservations = await liveReservationsOfNumber(trx, number, now, db.dialect);
+          const sessions = await readSessions(trx, [...new Set(reservations.map((r) => r.sessionId))], now);
+          const live = reservations.filter((r) => sessions.get(r.sessionId)?.state === "active");
+          if (live.length === 0) throw new GmsError("not_found", `no live reservation on ${number}`, { type: "no_match", reason: "no_reservation" });
+          const byCode = code === undefined ? live : live.filter((r) => r.accessCode === code);
+          const byBoth = phone === undefined ? byCode : byCode.filter((r) => r.phoneNumber === phone);
+          if (byBoth.length === 0) {
+            const reason = byCode.length === 0 ? "code_mismatch" : "phone_mismatch";
+            throw new GmsError("not_found", `no session matches the call on ${number} (${reason.replace("_", " ")})`, { type: "no_match", reason });
+          }
+          // Newest first: without return_multiple_matches only the most recent is matched (and released).
+          const chosen = input.returnMultiple ? byBoth : byBoth.slice(0, 1);
+          await release(trx, chosen, now);
+          return chosen.map((reservation) => ({ reservation, session: sessions.get(reservation.sessionId) as SessionRow }));
+        });
+      } catch (e) {
+        if (code !== undefined && e instanceof GmsError && e.detail?.type === "no_match") {
+          await recordCodeFailure(db.knex, number, now);
+          if (failures.count + 1 >= guard.max_failures) {
+            log.warn({ event: "security", kind: "access_code_guessing", accessNumber: number, failures: failures.count + 1, windowSeconds: guard.window_seconds }, "access number locked against code guessing");
+          }
+        }
+        throw e;
+      }
+      const results: MatchResult[] = [];
+      for (const { session } of matched) {
+        let data: DataEntries | undefined;
+        if (input.returnData) data = await storage.get(session.dataId).then((d) => d.entries, () => new Map());
+        results.push({ sessionId: session.id, dataId: session.dataId, service: session.service, phoneNumber: session.phoneNumber, data });
+      }
+      return results;
+    },
+  };
+}

@@ -1,0 +1,95 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import type { AccessInfoSchema } from "../../gen/gms/v1/access_info_pb.js";
+import { AccessService } from "../../gen/gms/v1/access_pb.js";
+import { SessionState, type SessionSchema } from "../../gen/gms/v1/session_pb.js";
+import type { Access, AccessGrant, SessionView } from "../domain/access.js";
+import { callerOf } from "./auth.js";
+import { fromEntries, optionalNumber, timestamp, toEntries } from "./convert.js";
+
+/** accessAccess says who may call each AccessService RPC (admin may call all). */
+export const accessAccess = {
+  requestInteraction: ["app"],
+  requestAccess: ["backend"],
+  matchInteraction: ["ivr"],
+} as const;
+
+/** accessInfo maps a grant onto the AccessInfo message. */
+export function accessInfo(g: AccessGrant): MessageInitShape<typeof AccessInfoSchema> {
+  return {
+    accessNumber: g.accessNumber,
+    accessCode: g.accessCode ?? "",
+    resourceGroup: g.resourceGroup,
+    expiresAt: timestamp(g.expiresAt),
+    expirationSeconds: BigInt(g.expirationSeconds),
+  };
+}
+
+/** sessionMessage maps a session view onto the Session message. */
+export function sessionMessage(s: SessionView): MessageInitShape<typeof SessionSchema> {
+  return {
+    id: s.id,
+    service: s.service,
+    builtin: s.builtin,
+    state: s.state === "active" ? SessionState.ACTIVE : SessionState.ENDED,
+    phoneNumber: s.phoneNumber,
+    dataId: s.dataId,
+    createdAt: timestamp(s.createdAt),
+    expiresAt: timestamp(s.expiresAt),
+    access: s.access.map(accessInfo),
+  };
+}
+
+const orUndefined = (s: string) => (s === "" ? undefined : s);
+
+/** accessService maps AccessService RPCs onto the access rules. */
+export function accessService(access: Access): ServiceImpl<typeof AccessService> {
+  return {
+    async requestInteraction(req, ctx) {
+      const r = await access.requestInteraction({
+        service: req.service,
+        phoneNumber: req.phoneNumber,
+        provideCode: req.provideCode,
+        resourceGroup: req.resourceGroup,
+        ttlSeconds: optionalNumber(req.ttlSeconds),
+        bookingSeconds: optionalNumber(req.bookingExpirationTimeoutSeconds),
+        codeLength: req.accessCodeLength,
+        appData: fromEntries(req.appData),
+        request: { scope: `RequestInteraction:${callerOf(ctx).name}`, requestId: req.requestId },
+      });
+      return { session: sessionMessage(r.session), access: accessInfo(r.access), ttlSeconds: BigInt(r.ttlSeconds), provideCode: r.provideCode };
+    },
+    async requestAccess(req, ctx) {
+      const g = await access.requestAccess({
+        service: req.service,
+        sessionId: req.sessionId,
+        resourceGroup: orUndefined(req.resourceGroup),
+        provideCode: req.provideCode,
+        phoneNumber: orUndefined(req.phoneNumber),
+        bookingSeconds: optionalNumber(req.bookingExpirationTimeoutSeconds),
+        codeLength: req.accessCodeLength,
+        request: { scope: `RequestAccess:${callerOf(ctx).name}`, requestId: req.requestId },
+      });
+      return { access: accessInfo(g) };
+    },
+    async matchInteraction(req) {
+      const matches = await access.matchInteraction({
+        service: req.service,
+        accessNumber: req.accessNumber,
+        phoneNumber: orUndefined(req.phoneNumber),
+        accessCode: orUndefined(req.accessCode),
+        returnMultiple: req.returnMultipleMatches,
+        returnData: req.returnData,
+      });
+      return {
+        matches: matches.map((m) => ({
+          sessionId: m.sessionId,
+          dataId: m.dataId,
+          service: m.service,
+          phoneNumber: m.phoneNumber,
+          data: m.data === undefined ? {} : toEntries(m.data),
+        })),
+      };
+    },
+  };
+}

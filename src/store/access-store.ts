@@ -1,0 +1,203 @@
+import type { Knex } from "knex";
+import { lockForUpdate, type Dialect, type Queryable } from "./database.js";
+
+/** Allocation is how a group picks among its free numbers. */
+export type Allocation = "random" | "round-robin";
+
+/** ReservationRow is a reservations row: one number held for one session. */
+export interface ReservationRow {
+  id: number;
+  sessionId: string;
+  resourceGroup: string;
+  accessNumber: string;
+  accessCode: string | undefined;
+  phoneNumber: string;
+  locking: boolean;
+  createdAt: number;
+  expiresAt: number;
+}
+
+interface ReservationSql {
+  id: number | string;
+  session_id: string;
+  resource_group: string;
+  access_number: string;
+  access_code: string | null;
+  phone_number: string;
+  locking: number | boolean;
+  created_at: number | string;
+  expires_at: number | string;
+}
+
+function fromSql(r: ReservationSql): ReservationRow {
+  return {
+    id: Number(r.id),
+    sessionId: r.session_id,
+    resourceGroup: r.resource_group,
+    accessNumber: r.access_number,
+    accessCode: r.access_code ?? undefined,
+    phoneNumber: r.phone_number,
+    locking: Boolean(r.locking),
+    createdAt: Number(r.created_at),
+    expiresAt: Number(r.expires_at),
+  };
+}
+
+/** live restricts a reservations query to the reservations still holding their number at `now`. */
+function live(qb: Knex.QueryBuilder, now: number): Knex.QueryBuilder {
+  return qb.whereNull("released_at").andWhere("expires_at", ">", now);
+}
+
+/**
+ * syncNumbers makes access_numbers match the configuration: missing numbers are added, numbers
+ * configured again are un-retired, numbers no longer configured are retired (never handed out
+ * again; a live reservation on one still matches until it lapses). Idempotent, so several nodes
+ * starting at once do not conflict.
+ */
+export async function syncNumbers(q: Queryable, groups: ReadonlyMap<string, readonly string[]>): Promise<{ added: number; retired: number }> {
+  let added = 0;
+  let retired = 0;
+  for (const [group, numbers] of groups) {
+    const existing = new Set(((await q("access_numbers").where("resource_group", group).select("number")) as { number: string }[]).map((r) => r.number));
+    const fresh = numbers.filter((n) => !existing.has(n));
+    for (let i = 0; i < fresh.length; i += 500) {
+      const rows = fresh.slice(i, i + 500).map((number) => ({ resource_group: group, number, retired: false, available_at: 0, last_used_at: 0, rand_key: Math.random() }));
+      await q("access_numbers").insert(rows).onConflict(["resource_group", "number"]).ignore();
+    }
+    added += fresh.length;
+    for (let i = 0; i < numbers.length; i += 500) {
+      await q("access_numbers").where("resource_group", group).whereIn("number", numbers.slice(i, i + 500)).andWhere("retired", true).update({ retired: false });
+    }
+    retired += await q("access_numbers").where("resource_group", group).andWhere("retired", false).whereNotIn("number", numbers).update({ retired: true });
+  }
+  retired += await q("access_numbers").whereNotIn("resource_group", [...groups.keys()]).andWhere("retired", false).update({ retired: true });
+  return { added, retired };
+}
+
+/** ClaimOptions say which number a group hands out. */
+export interface ClaimOptions {
+  group: string;
+  locking: boolean;
+  allocation: Allocation;
+  now: number;
+}
+
+/**
+ * claimNumber picks a number of the group and locks its row for the caller's transaction. In a
+ * locking group only a free number (available_at ≤ now) qualifies, and rows other transactions are
+ * claiming are skipped (SKIP LOCKED on MySQL), so two claims never take the same number; the index
+ * on (group, retired, order column) lets MySQL lock just the row it returns. Round-robin takes the
+ * number free the longest (locking) or used the longest ago (non-locking); random starts from a
+ * random point of a random key. Undefined when no number qualifies.
+ */
+export async function claimNumber(q: Queryable, dialect: Dialect, o: ClaimOptions): Promise<string | undefined> {
+  const base = () => {
+    const qb = q("access_numbers").where("resource_group", o.group).andWhere("retired", false);
+    if (o.locking) qb.andWhere("available_at", "<=", o.now);
+    return qb.select("number").limit(1);
+  };
+  // Non-locking numbers are shared: wait for a busy row rather than skip it, or a burst would find none.
+  const lock = (qb: Knex.QueryBuilder) => lockForUpdate(qb, dialect, o.locking);
+  if (o.allocation === "round-robin") {
+    const row = (await lock(base().orderBy(o.locking ? "available_at" : "last_used_at").orderBy("number")).first()) as { number: string } | undefined;
+    return row?.number;
+  }
+  const pivot = Math.random();
+  const above = (await lock(base().andWhere("rand_key", ">=", pivot).orderBy("rand_key")).first()) as { number: string } | undefined;
+  if (above !== undefined) return above.number;
+  const below = (await lock(base().andWhere("rand_key", "<", pivot).orderBy("rand_key")).first()) as { number: string } | undefined;
+  return below?.number;
+}
+
+/** markNumberUsed records a claim: a locking number is busy until `busyUntil`. */
+export async function markNumberUsed(q: Queryable, group: string, number: string, now: number, busyUntil: number | undefined): Promise<void> {
+  await q("access_numbers")
+    .where({ resource_group: group, number })
+    .update({ last_used_at: now, ...(busyUntil === undefined ? {} : { available_at: busyUntil }) });
+}
+
+/** setNumbersAvailableAt sets when locking numbers are free again (release plus cool-down, or a new expiry). */
+export async function setNumbersAvailableAt(q: Queryable, numbers: readonly { group: string; number: string }[], availableAt: number): Promise<void> {
+  for (const n of numbers) await q("access_numbers").where({ resource_group: n.group, number: n.number }).update({ available_at: availableAt });
+}
+
+/** nextFreeAt is the earliest moment a number of a locking group frees up; undefined for an empty group. */
+export async function nextFreeAt(q: Queryable, group: string): Promise<number | undefined> {
+  const row = (await q("access_numbers").where("resource_group", group).andWhere("retired", false).min({ at: "available_at" }).first()) as { at: number | string | null } | undefined;
+  return row?.at === null || row?.at === undefined ? undefined : Number(row.at);
+}
+
+/** groupHasNumbers tells whether a group has any number that may be handed out. */
+export async function groupHasNumbers(q: Queryable, group: string): Promise<boolean> {
+  return (await q("access_numbers").where("resource_group", group).andWhere("retired", false).first("number")) !== undefined;
+}
+
+/** liveCodes are the access codes of the live reservations of a number. */
+export async function liveCodes(q: Queryable, number: string, now: number): Promise<Set<string>> {
+  const rows = (await live(q("reservations").where("access_number", number), now).whereNotNull("access_code").select("access_code")) as { access_code: string }[];
+  return new Set(rows.map((r) => r.access_code));
+}
+
+/** insertReservation stores a reservation and returns its id. */
+export async function insertReservation(q: Queryable, r: Omit<ReservationRow, "id">): Promise<number> {
+  const [id] = (await q("reservations").insert({
+    session_id: r.sessionId,
+    resource_group: r.resourceGroup,
+    access_number: r.accessNumber,
+    access_code: r.accessCode ?? null,
+    phone_number: r.phoneNumber,
+    locking: r.locking,
+    created_at: r.createdAt,
+    expires_at: r.expiresAt,
+    released_at: null,
+  })) as number[];
+  return Number(id);
+}
+
+/** liveReservationsOfNumber lists a number's live reservations, newest first, locked when asked. */
+export async function liveReservationsOfNumber(q: Queryable, number: string, now: number, lock?: Dialect): Promise<ReservationRow[]> {
+  const qb = live(q("reservations").where("access_number", number), now).orderBy("created_at", "desc").orderBy("id", "desc");
+  return ((await (lock === undefined ? qb : lockForUpdate(qb, lock))) as ReservationSql[]).map(fromSql);
+}
+
+/** liveReservationsOfSession lists a session's live reservations, oldest first. */
+export async function liveReservationsOfSession(q: Queryable, sessionId: string, now: number): Promise<ReservationRow[]> {
+  return ((await live(q("reservations").where("session_id", sessionId), now).orderBy("id")) as ReservationSql[]).map(fromSql);
+}
+
+/** releaseReservations marks reservations released at `now`. */
+export async function releaseReservations(q: Queryable, ids: readonly number[], now: number): Promise<void> {
+  if (ids.length === 0) return;
+  await q("reservations").whereIn("id", ids).update({ released_at: now });
+}
+
+/** setReservationExpiry gives live reservations a new expiry. */
+export async function setReservationExpiry(q: Queryable, ids: readonly number[], expiresAt: number): Promise<void> {
+  if (ids.length === 0) return;
+  await q("reservations").whereIn("id", ids).update({ expires_at: expiresAt });
+}
+
+/** recordCodeFailure counts a failed match that gave an access code. */
+export async function recordCodeFailure(q: Queryable, number: string, now: number): Promise<void> {
+  await q("code_failures").insert({ access_number: number, failed_at: now });
+}
+
+/** codeFailuresSince counts a number's failed code matches after `since`, with the oldest of them. */
+export async function codeFailuresSince(q: Queryable, number: string, since: number): Promise<{ count: number; oldest: number | undefined }> {
+  const row = (await q("code_failures").where("access_number", number).andWhere("failed_at", ">", since).count({ n: "*" }).min({ oldest: "failed_at" }).first()) as
+    | { n: number | string; oldest: number | string | null }
+    | undefined;
+  return { count: Number(row?.n ?? 0), oldest: row?.oldest === null || row?.oldest === undefined ? undefined : Number(row.oldest) };
+}
+
+/** sweepAccess deletes reservations that ended before `before` and code failures older than it. */
+export async function sweepAccess(q: Queryable, before: number, batch: number): Promise<number> {
+  const ended = (await q("reservations")
+    .where((w) => w.where("expires_at", "<=", before).orWhere("released_at", "<=", before))
+    .select("id")
+    .limit(batch)) as { id: number }[];
+  if (ended.length > 0) await q("reservations").whereIn("id", ended.map((r) => r.id)).delete();
+  const failures = (await q("code_failures").where("failed_at", "<=", before).select("id").limit(batch)) as { id: number }[];
+  if (failures.length > 0) await q("code_failures").whereIn("id", failures.map((r) => r.id)).delete();
+  return ended.length + failures.length;
+}

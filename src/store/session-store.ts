@@ -1,0 +1,85 @@
+import { lockForUpdate, type Dialect, type Queryable } from "./database.js";
+
+/** SessionState is a session's state as stored. */
+export type SessionState = "active" | "ended";
+
+/** SessionRow is a sessions row. */
+export interface SessionRow {
+  id: string;
+  service: string;
+  builtin: string;
+  state: SessionState;
+  phoneNumber: string;
+  dataId: string;
+  createdAt: number;
+  expiresAt: number;
+}
+
+interface SessionSql {
+  id: string;
+  service: string;
+  builtin: string;
+  state: string;
+  phone_number: string;
+  data_id: string;
+  created_at: number | string;
+  expires_at: number | string;
+}
+
+function fromSql(r: SessionSql): SessionRow {
+  return {
+    id: r.id,
+    service: r.service,
+    builtin: r.builtin,
+    state: r.state as SessionState,
+    phoneNumber: r.phone_number,
+    dataId: r.data_id,
+    createdAt: Number(r.created_at),
+    expiresAt: Number(r.expires_at),
+  };
+}
+
+/** insertSession stores a new session. */
+export async function insertSession(q: Queryable, s: SessionRow): Promise<void> {
+  await q("sessions").insert({
+    id: s.id,
+    service: s.service,
+    builtin: s.builtin,
+    state: s.state,
+    phone_number: s.phoneNumber,
+    data_id: s.dataId,
+    created_at: s.createdAt,
+    expires_at: s.expiresAt,
+  });
+}
+
+/** readSession returns a session that is live (unexpired) at `now`, locked for update when asked. */
+export async function readSession(q: Queryable, id: string, now: number, lock?: Dialect): Promise<SessionRow | undefined> {
+  const qb = q("sessions").where("id", id).andWhere("expires_at", ">", now);
+  const row = (await (lock === undefined ? qb : lockForUpdate(qb, lock)).first()) as SessionSql | undefined;
+  return row === undefined ? undefined : fromSql(row);
+}
+
+/** readSessions returns the sessions with the given ids, live at `now`. */
+export async function readSessions(q: Queryable, ids: readonly string[], now: number): Promise<Map<string, SessionRow>> {
+  if (ids.length === 0) return new Map();
+  const rows = (await q("sessions").whereIn("id", ids).andWhere("expires_at", ">", now)) as SessionSql[];
+  return new Map(rows.map((r) => [r.id, fromSql(r)]));
+}
+
+/** updateSession sets a session's state and/or expiry. */
+export async function updateSession(q: Queryable, id: string, change: { state?: SessionState; expiresAt?: number }): Promise<void> {
+  await q("sessions")
+    .where("id", id)
+    .update({ ...(change.state === undefined ? {} : { state: change.state }), ...(change.expiresAt === undefined ? {} : { expires_at: change.expiresAt }) });
+}
+
+/** sweepExpiredSessions deletes up to `batch` sessions that expired before `now`. */
+export async function sweepExpiredSessions(q: Queryable, dialect: Dialect, now: number, batch: number): Promise<number> {
+  return q.transaction(async (trx) => {
+    const rows = (await lockForUpdate(trx("sessions").where("expires_at", "<=", now).select("id").limit(batch), dialect, true)) as { id: string }[];
+    if (rows.length === 0) return 0;
+    await trx("sessions").whereIn("id", rows.map((r) => r.id)).delete();
+    return rows.length;
+  });
+}
