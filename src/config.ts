@@ -166,6 +166,16 @@ export const configSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
+  chat: z
+    .strictObject({
+      default_ttl_seconds: seconds.max(31_536_000).default(3_600),
+      default_endpoint: z.string().min(1).max(128).default("default"),
+      max_message_length: z.number().int().positive().max(1_048_576).default(16_384),
+      max_wait_seconds: z.number().int().positive().max(300).default(60),
+      typing_coalesce_seconds: z.number().positive().default(2),
+      typing_timeout_seconds: z.number().positive().default(10),
+    })
+    .prefault({}),
   resources: z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, "group names: letters, digits, _ . -"), resourceGroupSchema).default({}),
   services: z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, "service names: letters, digits, _ . -"), serviceSchema).default({}),
 });

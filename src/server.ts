@@ -4,6 +4,8 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createValidateInterceptor } from "@connectrpc/validate";
 import type { Logger } from "pino";
 import { AccessService } from "../gen/gms/v1/access_pb.js";
+import { AgentService } from "../gen/gms/v1/agent_pb.js";
+import { ChatService } from "../gen/gms/v1/chat_pb.js";
 import { SessionService } from "../gen/gms/v1/session_pb.js";
 import { StorageService } from "../gen/gms/v1/storage_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
@@ -11,12 +13,16 @@ import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/refl
 import { ServerReflection as ReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { systemClock, type Clock } from "./clock.js";
 import type { Config } from "./config.js";
+import { createLocalBus, type Bus } from "./bus.js";
 import { createAccess, type Access as AccessRules } from "./domain/access.js";
+import { createChats, type Chats } from "./domain/chat.js";
 import { createSessions, type Sessions } from "./domain/sessions.js";
 import { createStorage, type Storage } from "./domain/storage.js";
 import { createHealthMonitor, type HealthMonitor } from "./health.js";
 import { listen, type Listener, type RequestHandler } from "./listen.js";
 import { accessAccess, accessService } from "./rpc/access-service.js";
+import { agentAccess, agentService } from "./rpc/agent-service.js";
+import { chatAccess, chatService } from "./rpc/chat-service.js";
 import { createAuthInterceptor, PUBLIC, type Access } from "./rpc/auth.js";
 import { healthService } from "./rpc/health-service.js";
 import { createCallTracker, createErrorInterceptor, createLogInterceptor, type CallTracker } from "./rpc/observe.js";
@@ -25,6 +31,7 @@ import { sessionAccess, sessionService } from "./rpc/session-service.js";
 import { createShutdownInterceptor } from "./rpc/shutdown.js";
 import { storageAccess, storageService } from "./rpc/storage-service.js";
 import { sweepAccess } from "./store/access-store.js";
+import { sweepExpiredChats } from "./store/chat-store.js";
 import { sweepRequestIds } from "./store/idempotency-store.js";
 import { sweepExpiredSessions } from "./store/session-store.js";
 import type { Database } from "./store/database.js";
@@ -38,6 +45,8 @@ export interface App {
   storage: Storage;
   access: AccessRules;
   sessions: Sessions;
+  bus: Bus;
+  chats: Chats;
 }
 
 /** AppDeps are what the domain is built from. */
@@ -46,10 +55,12 @@ export interface AppDeps {
   db: Database;
   log: Logger;
   clock?: Clock | undefined;
+  /** bus announces committed events between streams (default: in-process). */
+  bus?: Bus | undefined;
 }
 
 /** createApp builds the domain modules from the configuration and their dependencies. */
-export function createApp({ config, db, log, clock = systemClock }: AppDeps): App {
+export function createApp({ config, db, log, clock = systemClock, bus = createLocalBus() }: AppDeps): App {
   const storage = createStorage({
     db,
     clock,
@@ -63,11 +74,12 @@ export function createApp({ config, db, log, clock = systemClock }: AppDeps): Ap
   });
   const access = createAccess({ db, clock, config, storage, log });
   const sessions = createSessions({ db, clock, config, storage, access });
-  return { config, db, clock, log, storage, access, sessions };
+  const chats = createChats({ db, clock, config, storage, bus, log });
+  return { config, db, clock, log, storage, access, sessions, bus, chats };
 }
 
 /** GMS_SERVICES are the opengms services this server serves, for health and reflection. */
-export const GMS_SERVICES: readonly DescService[] = [StorageService, AccessService, SessionService];
+export const GMS_SERVICES: readonly DescService[] = [StorageService, AccessService, SessionService, ChatService, AgentService];
 
 /**
  * accessPolicy says who may call every RPC: each service's table of roles, plus the public health
@@ -85,6 +97,8 @@ function accessPolicy(): Map<string, Access> {
   add(StorageService, storageAccess);
   add(AccessService, accessAccess);
   add(SessionService, sessionAccess);
+  add(ChatService, chatAccess);
+  add(AgentService, agentAccess);
   add(Health, PUBLIC);
   add(ReflectionV1, PUBLIC);
   add(ReflectionV1alpha, PUBLIC);
@@ -92,11 +106,13 @@ function accessPolicy(): Map<string, Access> {
 }
 
 /** routes registers every service on the router: the one place that lists them. */
-function routes(app: App, health: HealthMonitor) {
+function routes(app: App, health: HealthMonitor, shutdown: AbortSignal) {
   return (router: ConnectRouter) => {
     router.service(StorageService, storageService(app.storage));
     router.service(AccessService, accessService(app.access));
     router.service(SessionService, sessionService(app.sessions));
+    router.service(ChatService, chatService(app.chats, shutdown));
+    router.service(AgentService, agentService(app.chats, shutdown));
     router.service(Health, healthService(health, GMS_SERVICES.map((s) => s.typeName)));
     const reflection = reflectionServices([...GMS_SERVICES, Health, ReflectionV1, ReflectionV1alpha]);
     router.service(ReflectionV1, reflection.v1);
@@ -150,7 +166,7 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   ];
   const storage = app.config.storage;
   const adapter = connectNodeAdapter({
-    routes: routes(app, parts.health),
+    routes: routes(app, parts.health, parts.shutdown),
     interceptors,
     // A little above the largest legal request: a full data record plus its keys and framing.
     readMaxBytes: storage.max_data_bytes + storage.max_entries * (storage.max_key_bytes + 64) + 64 * 1024,
@@ -217,6 +233,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
         shutdown.abort();
         await Promise.race([tracker.idle(), new Promise((r) => setTimeout(r, graceMs).unref())]);
         await listener.closeConnections(1000);
+        await app.bus.close();
         await db.close();
         log.info("stopped");
       })();
@@ -237,10 +254,11 @@ function startSweeper(app: App): NodeJS.Timeout {
         const now = app.clock.now();
         const data = await app.storage.sweep(limits.sweep_batch_size);
         const sessions = await sweepExpiredSessions(app.db.knex, app.db.dialect, now, limits.sweep_batch_size);
+        const chats = await sweepExpiredChats(app.db.knex, app.db.dialect, now, limits.sweep_batch_size);
         // Ended reservations and code failures are kept a day, for the admin view and the guard window.
         const access = await sweepAccess(app.db.knex, now - 24 * 3600 * 1000, limits.sweep_batch_size);
         const ids = await sweepRequestIds(app.db.knex, now, limits.sweep_batch_size);
-        if (data + sessions + access + ids > 0) app.log.debug({ data, sessions, access, requestIds: ids }, "swept expired rows");
+        if (data + sessions + chats + access + ids > 0) app.log.debug({ data, sessions, chats, access, requestIds: ids }, "swept expired rows");
       } catch (e) {
         app.log.warn({ err: e }, "sweep failed");
       } finally {

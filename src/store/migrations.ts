@@ -113,6 +113,62 @@ const migrations: Migration[] = [
       await knex.schema.dropTable("sessions");
     },
   },
+  {
+    name: "003_chat",
+    async up(knex, dialect) {
+      await knex.schema.createTable("chats", (t) => {
+        binaryCollation(t, dialect);
+        t.string("id", 36).primary();
+        t.string("session_id", 36).notNullable();
+        t.string("service", 128).notNullable();
+        t.string("endpoint", 128).notNullable();
+        t.string("state", 16).notNullable();
+        t.string("subject", 1024).notNullable();
+        t.string("email_address", 254).notNullable();
+        t.text("user_data", "mediumtext").notNullable();
+        t.string("secure_key_hash", 64).notNullable();
+        t.string("customer_participant_id", 36).notNullable();
+        t.bigInteger("last_position").notNullable();
+        t.bigInteger("created_at").notNullable();
+        t.bigInteger("queued_at").notNullable();
+        t.bigInteger("expires_at").notNullable().index("chats_expires_at");
+        // AcceptChat takes the oldest waiting chat of an endpoint: this index finds and locks just it.
+        t.index(["endpoint", "state", "queued_at"], "chats_queue");
+      });
+      await knex.schema.createTable("chat_participants", (t) => {
+        binaryCollation(t, dialect);
+        t.string("id", 36).primary();
+        t.string("chat_id", 36).notNullable().index("chat_participants_chat");
+        t.string("kind", 16).notNullable();
+        t.string("nickname", 128).notNullable();
+        t.string("identity", 128).notNullable();
+        t.bigInteger("joined_at").notNullable();
+        t.bigInteger("left_at");
+      });
+      await knex.schema.createTable("chat_events", (t) => {
+        binaryCollation(t, dialect);
+        t.string("chat_id", 36).notNullable();
+        t.bigInteger("position").notNullable();
+        t.string("kind", 32).notNullable();
+        t.string("participant_id", 64).notNullable();
+        t.string("nickname", 128).notNullable();
+        t.string("participant_kind", 16).notNullable();
+        t.text("text", "mediumtext");
+        t.string("message_type", 64);
+        t.text("user_data", "mediumtext");
+        t.string("client_message_id", 128);
+        t.string("file_id", 36);
+        t.bigInteger("created_at").notNullable();
+        t.primary(["chat_id", "position"]);
+        t.unique(["chat_id", "participant_id", "client_message_id"], { indexName: "chat_events_client_id" });
+      });
+    },
+    async down(knex) {
+      await knex.schema.dropTable("chat_events");
+      await knex.schema.dropTable("chat_participants");
+      await knex.schema.dropTable("chats");
+    },
+  },
 ];
 
 /** migrationSource hands knex the migrations above, bound to a dialect. */

@@ -1,0 +1,553 @@
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
+import type { Knex } from "knex";
+import type { Logger } from "pino";
+import type { Bus, BusMessage } from "../bus.js";
+import type { Clock } from "../clock.js";
+import type { Config } from "../config.js";
+import {
+  appendEvent,
+  claimWaitingChat,
+  findEventByClientId,
+  insertChat,
+  insertParticipant,
+  lastPosition,
+  readChat,
+  readEvents,
+  readParticipants,
+  updateChat,
+  updateParticipant,
+  type ChatEventRecord,
+  type ChatRow,
+  type ParticipantRef,
+  type ParticipantRow,
+} from "../store/chat-store.js";
+import type { Database } from "../store/database.js";
+import { insertSession, readSession } from "../store/session-store.js";
+import { GmsError, invalid } from "./errors.js";
+import { runOnce, type RequestKey } from "./idempotency.js";
+import { resolveService } from "./services.js";
+import type { Storage } from "./storage.js";
+import { byteLength, type DataEntries } from "./value.js";
+
+/** The most events one read returns; a longer transcript is read in pages. */
+const PAGE = 500;
+/** How often an open stream checks the database for events whose announcement it may have missed. */
+const CATCH_UP_MS = 5_000;
+
+/** RequestChatInput starts a chat. */
+export interface RequestChatInput {
+  service: string;
+  nickname: string;
+  firstName: string;
+  lastName: string;
+  subject: string;
+  emailAddress: string;
+  userData: Record<string, string>;
+  appData: DataEntries;
+  request: RequestKey;
+}
+
+/** ChatStart is what RequestChat returns. */
+export interface ChatStart {
+  chatId: string;
+  sessionId: string;
+  dataId: string;
+  secureKey: string;
+  participantId: string;
+  events: ChatEventRecord[];
+  nextPosition: number;
+}
+
+/** Accepted is what AcceptChat returns to the agent. */
+export interface Accepted {
+  chat: ChatRow;
+  participantId: string;
+  customer: ParticipantRef;
+  events: ChatEventRecord[];
+  nextPosition: number;
+  appData: DataEntries;
+}
+
+/** Actor is a participant acting in a chat: the customer (by secure key) or an agent (by API key). */
+export interface Actor {
+  chatId: string;
+  participant: ParticipantRef;
+  /** present is false for an agent who has left: it may still read the transcript. */
+  present: boolean;
+}
+
+/** RefreshResult is a poll's answer. */
+export interface RefreshResult {
+  events: ChatEventRecord[];
+  nextPosition: number;
+  chatEnded: boolean;
+  typing: ParticipantRef[];
+}
+
+/** SendInput is a message to send. */
+export interface SendInput {
+  text: string;
+  messageType: string;
+  clientMessageId: string;
+}
+
+/** ChatDeps are what the chat rules need. */
+export interface ChatDeps {
+  db: Database;
+  clock: Clock;
+  config: Config;
+  storage: Storage;
+  bus: Bus;
+  log: Logger;
+}
+
+/** Chats is request-chat: the customer's side, the agent's side and the delivery between them. */
+export interface Chats {
+  requestChat(input: RequestChatInput): Promise<ChatStart>;
+  /** customer authenticates the customer by the chat's secure key (PERMISSION_DENIED otherwise). */
+  customer(chatId: string, secureKey: string): Promise<Actor>;
+  /** agent finds the caller's participant in the chat: a joined agent, or an admin as supervisor. */
+  agent(chatId: string, identity: string, isAdmin: boolean): Promise<Actor>;
+  accept(endpoint: string, nickname: string, identity: string, waitSeconds: number, signal: AbortSignal): Promise<Accepted>;
+  send(actor: Actor, input: SendInput): Promise<number>;
+  typing(actor: Actor, typing: boolean, text: string): Promise<void>;
+  refresh(actor: Actor, from: number, waitSeconds: number, signal: AbortSignal): Promise<RefreshResult>;
+  subscribe(actor: Actor, from: number, signal: AbortSignal): AsyncGenerator<ChatEventRecord>;
+  /** disconnect is the customer leaving: PARTICIPANT_LEFT then CHAT_ENDED. */
+  disconnect(actor: Actor): Promise<void>;
+  /** leave is an agent leaving: the chat goes back to its queue while the customer is there. */
+  leave(actor: Actor): Promise<void>;
+  /** end ends the chat for everyone. */
+  end(actor: Actor): Promise<void>;
+}
+
+const hashKey = (key: string) => createHash("sha256").update(key, "utf8").digest("hex");
+const chatTopic = (chatId: string) => `chat:${chatId}`;
+const queueTopic = (endpoint: string) => `queue:${endpoint}`;
+const refOf = (p: ParticipantRow): ParticipantRef => ({ participantId: p.id, nickname: p.nickname, kind: p.kind });
+
+/** Typing is one participant's typing state on this node. */
+interface Typing {
+  participant: ParticipantRef;
+  lastStartedAt: number;
+  cancelStop: () => void;
+}
+
+/** createChats builds the chat rules. */
+export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chats {
+  const limits = config.chat;
+  const typingByChat = new Map<string, Map<string, Typing>>();
+
+  /** denied is the answer to a wrong key or an unknown chat alike: it says nothing of which. */
+  const denied = () => new GmsError("permission_denied", "wrong chat_id or secure_key");
+
+  /**
+   * transact runs `fn` with the chat row locked, so events it appends get gapless positions, then
+   * announces the appended events once the transaction has committed.
+   */
+  async function transact<T>(chatId: string, fn: (trx: Knex.Transaction, chat: ChatRow, emit: (e: ChatEventRecord) => void) => Promise<T>): Promise<T> {
+    const emitted: ChatEventRecord[] = [];
+    const result = await db.knex.transaction(async (trx) => {
+      const chat = await readChat(trx, chatId, clock.now(), db.dialect);
+      if (chat === undefined) throw new GmsError("not_found", `chat ${chatId} not found`);
+      return fn(trx, chat, (e) => emitted.push(e));
+    });
+    for (const e of emitted) announce(e);
+    return result;
+  }
+
+  function announce(e: ChatEventRecord): void {
+    bus.publish(chatTopic(e.chatId), { kind: "event", event: e as unknown as Record<string, unknown> });
+  }
+
+  const draft = (from: ParticipantRef, kind: ChatEventRecord["kind"], more: Partial<ChatEventRecord> = {}) => ({
+    kind,
+    from,
+    text: "",
+    messageType: "",
+    time: clock.now(),
+    userData: {},
+    clientMessageId: "",
+    fileId: "",
+    ...more,
+  });
+
+  const ensureOpen = (chat: ChatRow) => {
+    if (chat.state === "ended") throw new GmsError("failed_precondition", `chat ${chat.id} has ended`);
+  };
+  const ensurePresent = (actor: Actor) => {
+    if (!actor.present) throw new GmsError("failed_precondition", `participant ${actor.participant.participantId} has left chat ${actor.chatId}`);
+  };
+
+  // ---- typing: live only, coalesced, stopped by the server after a quiet spell ----
+
+  function typingOf(chatId: string): Map<string, Typing> {
+    let m = typingByChat.get(chatId);
+    if (m === undefined) typingByChat.set(chatId, (m = new Map()));
+    return m;
+  }
+
+  function publishTyping(chatId: string, from: ParticipantRef, typing: boolean, text: string): void {
+    const e: ChatEventRecord = { ...draft(from, typing ? "typing_started" : "typing_stopped", { text }), chatId, position: 0 };
+    bus.publish(chatTopic(chatId), { kind: "typing", event: e as unknown as Record<string, unknown> });
+  }
+
+  function stopTyping(chatId: string, participantId: string): void {
+    const m = typingByChat.get(chatId);
+    const t = m?.get(participantId);
+    if (m === undefined || t === undefined) return;
+    t.cancelStop();
+    m.delete(participantId);
+    if (m.size === 0) typingByChat.delete(chatId);
+    publishTyping(chatId, t.participant, false, "");
+  }
+
+  function startTyping(chatId: string, from: ParticipantRef, text: string): void {
+    const m = typingOf(chatId);
+    const now = clock.now();
+    const t = m.get(from.participantId);
+    const stopAfter = limits.typing_timeout_seconds * 1000;
+    if (t !== undefined) {
+      t.cancelStop();
+      t.cancelStop = clock.setTimer(() => stopTyping(chatId, from.participantId), stopAfter);
+      if (now - t.lastStartedAt < limits.typing_coalesce_seconds * 1000) return; // coalesced
+      t.lastStartedAt = now;
+    } else {
+      m.set(from.participantId, { participant: from, lastStartedAt: now, cancelStop: clock.setTimer(() => stopTyping(chatId, from.participantId), stopAfter) });
+    }
+    publishTyping(chatId, from, true, text);
+  }
+
+  function clearTyping(chatId: string): void {
+    for (const id of [...(typingByChat.get(chatId)?.keys() ?? [])]) stopTyping(chatId, id);
+  }
+
+  // ---- waiting for announcements ----
+
+  /**
+   * waitFor resolves when a message arrives on the topic, the time is up, or the signal aborts,
+   * and leaves no listener or timer behind.
+   */
+  function waitFor(topic: string, ms: number, signal: AbortSignal, accept: (m: BusMessage) => boolean = () => true): { ready: Promise<void>; cancel: () => void } {
+    let done: () => void = () => undefined;
+    const ready = new Promise<void>((resolve) => (done = resolve));
+    const off = bus.subscribe(topic, (m) => {
+      if (accept(m)) finish();
+    });
+    const cancelTimer = clock.setTimer(() => finish(), ms);
+    const onAbort = () => finish();
+    signal.addEventListener("abort", onAbort);
+    function finish() {
+      off();
+      cancelTimer();
+      signal.removeEventListener("abort", onAbort);
+      done();
+    }
+    if (signal.aborted) finish();
+    return { ready, cancel: finish };
+  }
+
+  async function readFrom(chatId: string, from: number): Promise<ChatEventRecord[]> {
+    return readEvents(db.knex, chatId, Math.max(1, from), PAGE);
+  }
+
+  const checkText = (text: string) => {
+    const size = byteLength(text);
+    if (size > limits.max_message_length) {
+      throw new GmsError("invalid_argument", `text is ${size} bytes; chat.max_message_length is ${limits.max_message_length}`, {
+        type: "limit",
+        limit: "chat.max_message_length",
+        max: limits.max_message_length,
+        actual: size,
+      });
+    }
+    if (text.trim() === "") throw invalid("text: must not be blank");
+  };
+
+  async function tryClaim(endpoint: string, nickname: string, identity: string): Promise<Accepted | undefined> {
+    const now = clock.now();
+    const emitted: ChatEventRecord[] = [];
+    const claimed = await db.knex.transaction(async (trx) => {
+      const chat = await claimWaitingChat(trx, db.dialect, endpoint, now);
+      if (chat === undefined) return undefined;
+      const agent: ParticipantRow = { id: randomUUID(), chatId: chat.id, kind: "agent", nickname, identity, joinedAt: now, leftAt: undefined };
+      await insertParticipant(trx, agent);
+      await updateChat(trx, chat.id, { state: "active" });
+      emitted.push(await appendEvent(trx, chat, draft(refOf(agent), "participant_joined")));
+      const customer = (await readParticipants(trx, chat.id)).find((p) => p.id === chat.customerParticipantId);
+      return { chat: { ...chat, state: "active" as const }, agent, customer };
+    });
+    if (claimed === undefined) return undefined;
+    for (const e of emitted) announce(e);
+    bus.publish(queueTopic(endpoint), { kind: "claimed", chatId: claimed.chat.id });
+    const events: ChatEventRecord[] = [];
+    for (let from = 1; ; ) {
+      const page = await readEvents(db.knex, claimed.chat.id, from, PAGE);
+      events.push(...page);
+      if (page.length < PAGE) break;
+      from = page[page.length - 1]!.position + 1;
+    }
+    const session = await readSession(db.knex, claimed.chat.sessionId, clock.now());
+    const appData = session === undefined ? new Map() : await storage.get(session.dataId).then((d) => d.entries, () => new Map());
+    return {
+      chat: claimed.chat,
+      participantId: claimed.agent.id,
+      customer: claimed.customer === undefined ? { participantId: claimed.chat.customerParticipantId, nickname: "", kind: "client" } : refOf(claimed.customer),
+      events,
+      nextPosition: (events[events.length - 1]?.position ?? 0) + 1,
+      appData,
+    };
+  }
+
+  return {
+    async requestChat(input) {
+      const svc = resolveService(config, input.service, "request-chat");
+      if (input.nickname.trim() === "" && (input.firstName.trim() === "" || input.lastName.trim() === "")) {
+        throw invalid("nickname, or first_name and last_name, is required");
+      }
+      const nickname = input.nickname.trim() !== "" ? input.nickname.trim() : `${input.firstName.trim()} ${input.lastName.trim()}`;
+      const endpoint = svc.options.endpoint ?? limits.default_endpoint;
+      const ttlSeconds = svc.options.ttl ?? limits.default_ttl_seconds;
+      const now = clock.now();
+      const expiresAt = now + ttlSeconds * 1000;
+      const emitted: ChatEventRecord[] = [];
+      const start = await runOnce(
+        db,
+        input.request,
+        now,
+        async (trx): Promise<ChatStart> => {
+          const data = await storage.createIn(trx, input.appData, expiresAt);
+          const sessionId = randomUUID();
+          await insertSession(trx, { id: sessionId, service: svc.name, builtin: svc.builtin, state: "active", phoneNumber: "", dataId: data.dataId, createdAt: now, expiresAt });
+          const secureKey = randomBytes(32).toString("base64url");
+          const chat: ChatRow = {
+            id: randomUUID(),
+            sessionId,
+            service: svc.name,
+            endpoint,
+            state: "waiting",
+            subject: input.subject,
+            emailAddress: input.emailAddress,
+            userData: input.userData,
+            secureKeyHash: hashKey(secureKey),
+            customerParticipantId: randomUUID(),
+            lastPosition: 0,
+            createdAt: now,
+            queuedAt: now,
+            expiresAt,
+          };
+          await insertChat(trx, chat);
+          const customer: ParticipantRow = { id: chat.customerParticipantId, chatId: chat.id, kind: "client", nickname, identity: "", joinedAt: now, leftAt: undefined };
+          await insertParticipant(trx, customer);
+          const joined = await appendEvent(trx, chat, draft(refOf(customer), "participant_joined"));
+          emitted.push(joined);
+          return { chatId: chat.id, sessionId, dataId: data.dataId, secureKey, participantId: customer.id, events: [joined], nextPosition: 2 };
+        },
+        () => expiresAt,
+      );
+      for (const e of emitted) announce(e);
+      if (emitted.length > 0) bus.publish(queueTopic(endpoint), { kind: "queued", chatId: start.chatId });
+      return start;
+    },
+
+    async customer(chatId, secureKey) {
+      const chat = await readChat(db.knex, chatId, clock.now());
+      if (chat === undefined) {
+        // Compare anyway, so an unknown chat costs the same as a wrong key.
+        timingSafeEqual(Buffer.from(hashKey(secureKey)), Buffer.from(hashKey("")));
+        throw denied();
+      }
+      if (!timingSafeEqual(Buffer.from(hashKey(secureKey)), Buffer.from(chat.secureKeyHash))) throw denied();
+      const customer = (await readParticipants(db.knex, chatId)).find((p) => p.id === chat.customerParticipantId);
+      if (customer === undefined) throw denied();
+      return { chatId, participant: refOf(customer), present: customer.leftAt === undefined };
+    },
+
+    async agent(chatId, identity, isAdmin) {
+      const chat = await readChat(db.knex, chatId, clock.now());
+      if (chat === undefined) throw new GmsError("not_found", `chat ${chatId} not found`);
+      const mine = (await readParticipants(db.knex, chatId)).filter((p) => p.kind === "agent" && p.identity === identity);
+      const current = mine.find((p) => p.leftAt === undefined) ?? mine[mine.length - 1];
+      if (current !== undefined) return { chatId, participant: refOf(current), present: current.leftAt === undefined };
+      if (isAdmin) return { chatId, participant: { participantId: `supervisor:${identity}`, nickname: identity, kind: "supervisor" }, present: true };
+      throw new GmsError("permission_denied", `${identity} has not joined chat ${chatId}`);
+    },
+
+    async accept(endpoint, nickname, identity, waitSeconds, signal) {
+      const deadline = clock.now() + Math.min(waitSeconds, limits.max_wait_seconds) * 1000;
+      for (;;) {
+        // Listen before looking, so a chat queued between the look and the wait is not missed.
+        const wait = waitFor(queueTopic(endpoint), deadline - clock.now(), signal, (m) => m.kind === "queued");
+        try {
+          const accepted = await tryClaim(endpoint, nickname, identity);
+          if (accepted !== undefined) return accepted;
+          if (clock.now() >= deadline || signal.aborted) throw new GmsError("not_found", `no chat is waiting on endpoint "${endpoint}"`);
+          await wait.ready;
+        } finally {
+          wait.cancel();
+        }
+        if (signal.aborted) throw new GmsError("not_found", `no chat is waiting on endpoint "${endpoint}"`);
+      }
+    },
+
+    async send(actor, input) {
+      checkText(input.text);
+      ensurePresent(actor);
+      const position = await transact(actor.chatId, async (trx, chat, emit) => {
+        ensureOpen(chat);
+        if (input.clientMessageId !== "") {
+          const prior = await findEventByClientId(trx, chat.id, actor.participant.participantId, input.clientMessageId);
+          if (prior !== undefined) return prior.position;
+        }
+        const e = await appendEvent(trx, chat, draft(actor.participant, "message", { text: input.text, messageType: input.messageType, clientMessageId: input.clientMessageId }));
+        emit(e);
+        return e.position;
+      });
+      stopTyping(actor.chatId, actor.participant.participantId);
+      return position;
+    },
+
+    async typing(actor, typing, text) {
+      ensurePresent(actor);
+      const chat = await readChat(db.knex, actor.chatId, clock.now());
+      if (chat === undefined) throw new GmsError("not_found", `chat ${actor.chatId} not found`);
+      ensureOpen(chat);
+      if (typing) startTyping(actor.chatId, actor.participant, text);
+      else stopTyping(actor.chatId, actor.participant.participantId);
+    },
+
+    async refresh(actor, from, waitSeconds, signal) {
+      const start = Math.max(1, from);
+      const answer = async (): Promise<RefreshResult> => {
+        const events = await readFrom(actor.chatId, start);
+        const chat = await readChat(db.knex, actor.chatId, clock.now());
+        const typing = [...(typingByChat.get(actor.chatId)?.values() ?? [])].map((t) => t.participant).filter((p) => p.participantId !== actor.participant.participantId);
+        return { events, nextPosition: (events[events.length - 1]?.position ?? start - 1) + 1, chatEnded: chat === undefined || chat.state === "ended", typing };
+      };
+      if (waitSeconds <= 0) return answer();
+      const wait = waitFor(chatTopic(actor.chatId), Math.min(waitSeconds, limits.max_wait_seconds) * 1000, signal);
+      try {
+        const first = await answer();
+        if (first.events.length > 0 || first.chatEnded) return first;
+        await wait.ready;
+      } finally {
+        wait.cancel();
+      }
+      return answer();
+    },
+
+    async *subscribe(actor, from, signal) {
+      const queue: ChatEventRecord[] = [];
+      let wake: (() => void) | undefined;
+      let lookInStore = false;
+      const off = bus.subscribe(chatTopic(actor.chatId), (m) => {
+        queue.push(m["event"] as unknown as ChatEventRecord);
+        wake?.();
+      });
+      const onAbort = () => wake?.();
+      signal.addEventListener("abort", onAbort);
+      let cancelCatchUp = () => {};
+      const scheduleCatchUp = () => {
+        cancelCatchUp = clock.setTimer(() => {
+          lookInStore = true;
+          wake?.();
+          scheduleCatchUp();
+        }, CATCH_UP_MS);
+      };
+      scheduleCatchUp();
+      let next = Math.max(1, from);
+      try {
+        // Replay what is stored, then go live; announcements queued meanwhile are deduplicated by position.
+        for (;;) {
+          const page = await readFrom(actor.chatId, next);
+          for (const e of page) {
+            yield e;
+            next = e.position + 1;
+            if (e.kind === "chat_ended") return;
+          }
+          if (page.length < PAGE) break;
+        }
+        while (!signal.aborted) {
+          let fetch = false;
+          if (lookInStore) {
+            lookInStore = false;
+            const last = await lastPosition(db.knex, actor.chatId);
+            fetch = last !== undefined && last >= next;
+          }
+          if (!fetch) {
+            const m = queue.shift();
+            if (m === undefined) {
+              await new Promise<void>((resolve) => (wake = resolve));
+              wake = undefined;
+              continue;
+            }
+            if (m.position === 0) {
+              if (m.from.participantId !== actor.participant.participantId) yield m;
+              continue;
+            }
+            if (m.position < next) continue;
+            if (m.position === next) {
+              yield m;
+              next = m.position + 1;
+              if (m.kind === "chat_ended") return;
+              continue;
+            }
+            // A jump: an announcement was missed (or arrived out of order). Fetch the gap from the store.
+          }
+          const page = await readFrom(actor.chatId, next);
+          for (const e of page) {
+            yield e;
+            next = e.position + 1;
+            if (e.kind === "chat_ended") return;
+          }
+          if (page.length === PAGE) lookInStore = true;
+        }
+      } finally {
+        off();
+        cancelCatchUp();
+        signal.removeEventListener("abort", onAbort);
+      }
+    },
+
+    async disconnect(actor) {
+      await transact(actor.chatId, async (trx, chat, emit) => {
+        ensureOpen(chat);
+        const now = clock.now();
+        await updateParticipant(trx, actor.participant.participantId, { leftAt: now });
+        emit(await appendEvent(trx, chat, draft(actor.participant, "participant_left")));
+        emit(await appendEvent(trx, chat, draft(actor.participant, "chat_ended")));
+        await updateChat(trx, chat.id, { state: "ended" });
+        if (chat.state === "waiting") bus.publish(queueTopic(chat.endpoint), { kind: "removed", chatId: chat.id });
+      });
+      clearTyping(actor.chatId);
+    },
+
+    async leave(actor) {
+      ensurePresent(actor);
+      let requeued: string | undefined;
+      await transact(actor.chatId, async (trx, chat, emit) => {
+        ensureOpen(chat);
+        await updateParticipant(trx, actor.participant.participantId, { leftAt: clock.now() });
+        emit(await appendEvent(trx, chat, draft(actor.participant, "participant_left")));
+        const agentsLeft = (await readParticipants(trx, chat.id)).filter((p) => p.kind === "agent" && p.leftAt === undefined && p.id !== actor.participant.participantId);
+        if (agentsLeft.length === 0) {
+          // Back to the queue, keeping its place: it has waited longest.
+          await updateChat(trx, chat.id, { state: "waiting" });
+          requeued = chat.endpoint;
+        }
+      });
+      stopTyping(actor.chatId, actor.participant.participantId);
+      if (requeued !== undefined) bus.publish(queueTopic(requeued), { kind: "queued", chatId: actor.chatId });
+    },
+
+    async end(actor) {
+      ensurePresent(actor);
+      await transact(actor.chatId, async (trx, chat, emit) => {
+        ensureOpen(chat);
+        emit(await appendEvent(trx, chat, draft(actor.participant, "chat_ended")));
+        await updateChat(trx, chat.id, { state: "ended" });
+      });
+      clearTyping(actor.chatId);
+    },
+  };
+}

@@ -1,0 +1,63 @@
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { AgentService } from "../../gen/gms/v1/agent_pb.js";
+import type { Actor, Chats } from "../domain/chat.js";
+import { callerOf, hasRole } from "./auth.js";
+import { chatEvent, participantMessage, refreshResponse } from "./chat-service.js";
+import { toEntries } from "./convert.js";
+
+/** agentAccess says who may call each AgentService RPC: agents (admin may call all). */
+export const agentAccess = {
+  acceptChat: ["agent"],
+  sendMessage: ["agent"],
+  sendTyping: ["agent"],
+  refresh: ["agent"],
+  subscribe: ["agent"],
+  leaveChat: ["agent"],
+  endChat: ["agent"],
+} as const;
+
+/** agentService maps AgentService RPCs onto the chat rules, acting as the caller's participant. */
+export function agentService(chats: Chats, shutdown: AbortSignal): ServiceImpl<typeof AgentService> {
+  const actor = (chatId: string, ctx: HandlerContext): Promise<Actor> => {
+    const caller = callerOf(ctx);
+    return chats.agent(chatId, caller.name, hasRole(caller, "admin"));
+  };
+  return {
+    async acceptChat(req, ctx) {
+      const a = await chats.accept(req.endpoint, req.nickname, callerOf(ctx).name, req.waitSeconds, AbortSignal.any([ctx.signal, shutdown]));
+      return {
+        chatId: a.chat.id,
+        participantId: a.participantId,
+        events: a.events.map(chatEvent),
+        nextPosition: BigInt(a.nextPosition),
+        appData: toEntries(a.appData),
+        subject: a.chat.subject,
+        userData: a.chat.userData,
+        sessionId: a.chat.sessionId,
+        customer: participantMessage(a.customer),
+        emailAddress: a.chat.emailAddress,
+      };
+    },
+    async sendMessage(req, ctx) {
+      return { position: BigInt(await chats.send(await actor(req.chatId, ctx), { text: req.text, messageType: req.messageType, clientMessageId: req.clientMessageId })) };
+    },
+    async sendTyping(req, ctx) {
+      await chats.typing(await actor(req.chatId, ctx), req.typing, req.text);
+      return {};
+    },
+    async refresh(req, ctx) {
+      return refreshResponse(await chats.refresh(await actor(req.chatId, ctx), Number(req.fromPosition), req.waitSeconds, AbortSignal.any([ctx.signal, shutdown])));
+    },
+    async *subscribe(req, ctx) {
+      for await (const e of chats.subscribe(await actor(req.chatId, ctx), Number(req.fromPosition), ctx.signal)) yield chatEvent(e);
+    },
+    async leaveChat(req, ctx) {
+      await chats.leave(await actor(req.chatId, ctx));
+      return {};
+    },
+    async endChat(req, ctx) {
+      await chats.end(await actor(req.chatId, ctx));
+      return {};
+    },
+  };
+}

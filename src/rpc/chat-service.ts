@@ -1,0 +1,108 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { ChatService } from "../../gen/gms/v1/chat_pb.js";
+import { ChatEventType, ParticipantType, type ChatEventSchema, type ParticipantSchema } from "../../gen/gms/v1/chat_event_pb.js";
+import type { Chats, RefreshResult } from "../domain/chat.js";
+import type { ChatEventRecord, EventKind, ParticipantKind, ParticipantRef } from "../store/chat-store.js";
+import { callerOf } from "./auth.js";
+import { fromEntries, timestamp } from "./convert.js";
+
+const eventTypes: Record<EventKind, ChatEventType> = {
+  participant_joined: ChatEventType.PARTICIPANT_JOINED,
+  participant_left: ChatEventType.PARTICIPANT_LEFT,
+  message: ChatEventType.MESSAGE,
+  typing_started: ChatEventType.TYPING_STARTED,
+  typing_stopped: ChatEventType.TYPING_STOPPED,
+  nickname_updated: ChatEventType.NICKNAME_UPDATED,
+  custom_notice: ChatEventType.CUSTOM_NOTICE,
+  push_url: ChatEventType.PUSH_URL,
+  file_uploaded: ChatEventType.FILE_UPLOADED,
+  file_deleted: ChatEventType.FILE_DELETED,
+  user_data_updated: ChatEventType.USER_DATA_UPDATED,
+  chat_ended: ChatEventType.CHAT_ENDED,
+};
+
+const participantTypes: Record<ParticipantKind, ParticipantType> = {
+  client: ParticipantType.CLIENT,
+  agent: ParticipantType.AGENT,
+  supervisor: ParticipantType.SUPERVISOR,
+  system: ParticipantType.SYSTEM,
+};
+
+/** participantMessage maps a participant onto the Participant message. */
+export function participantMessage(p: ParticipantRef): MessageInitShape<typeof ParticipantSchema> {
+  return { participantId: p.participantId, nickname: p.nickname, type: participantTypes[p.kind] };
+}
+
+/** chatEvent maps a transcript event onto the ChatEvent message. */
+export function chatEvent(e: ChatEventRecord): MessageInitShape<typeof ChatEventSchema> {
+  return {
+    position: BigInt(e.position),
+    type: eventTypes[e.kind],
+    from: participantMessage(e.from),
+    text: e.text,
+    messageType: e.messageType,
+    time: timestamp(e.time),
+    userData: e.userData,
+    clientMessageId: e.clientMessageId,
+    fileId: e.fileId,
+  };
+}
+
+/** refreshResponse maps a poll's answer onto the Refresh response shape both services share. */
+export function refreshResponse(r: RefreshResult) {
+  return { events: r.events.map(chatEvent), nextPosition: BigInt(r.nextPosition), chatEnded: r.chatEnded, typing: r.typing.map(participantMessage) };
+}
+
+/** chatAccess says who may call each ChatService RPC: apps (public by default); the secure key does the rest. */
+export const chatAccess = {
+  requestChat: ["app"],
+  sendMessage: ["app"],
+  sendTyping: ["app"],
+  refresh: ["app"],
+  subscribe: ["app"],
+  disconnect: ["app"],
+} as const;
+
+/**
+ * chatService maps ChatService RPCs onto the chat rules. Waits (long-polls, streams) also end when
+ * `shutdown` aborts.
+ */
+export function chatService(chats: Chats, shutdown: AbortSignal): ServiceImpl<typeof ChatService> {
+  return {
+    async requestChat(req, ctx) {
+      const r = await chats.requestChat({
+        service: req.service,
+        nickname: req.nickname,
+        firstName: req.firstName,
+        lastName: req.lastName,
+        subject: req.subject,
+        emailAddress: req.emailAddress,
+        userData: req.userData,
+        appData: fromEntries(req.appData),
+        request: { scope: `RequestChat:${callerOf(ctx).name}`, requestId: req.requestId },
+      });
+      return { ...r, events: r.events.map(chatEvent), nextPosition: BigInt(r.nextPosition) };
+    },
+    async sendMessage(req) {
+      const actor = await chats.customer(req.chatId, req.secureKey);
+      return { position: BigInt(await chats.send(actor, { text: req.text, messageType: req.messageType, clientMessageId: req.clientMessageId })) };
+    },
+    async sendTyping(req) {
+      await chats.typing(await chats.customer(req.chatId, req.secureKey), req.typing, req.text);
+      return {};
+    },
+    async refresh(req, ctx) {
+      const actor = await chats.customer(req.chatId, req.secureKey);
+      return refreshResponse(await chats.refresh(actor, Number(req.fromPosition), req.waitSeconds, AbortSignal.any([ctx.signal, shutdown])));
+    },
+    async *subscribe(req, ctx) {
+      const actor = await chats.customer(req.chatId, req.secureKey);
+      for await (const e of chats.subscribe(actor, Number(req.fromPosition), ctx.signal)) yield chatEvent(e);
+    },
+    async disconnect(req) {
+      await chats.disconnect(await chats.customer(req.chatId, req.secureKey));
+      return {};
+    },
+  };
+}

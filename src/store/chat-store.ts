@@ -1,0 +1,302 @@
+import { lockForUpdate, type Dialect, type Queryable } from "./database.js";
+
+/** ChatState is where a chat is: waiting in its queue, with an agent, or over. */
+export type ChatState = "waiting" | "active" | "ended";
+
+/** ParticipantKind is who a participant is. */
+export type ParticipantKind = "client" | "agent" | "supervisor" | "system";
+
+/** EventKind is a transcript event's type (GMS chat v2 names, snake_case). */
+export type EventKind =
+  | "participant_joined"
+  | "participant_left"
+  | "message"
+  | "typing_started"
+  | "typing_stopped"
+  | "nickname_updated"
+  | "custom_notice"
+  | "push_url"
+  | "file_uploaded"
+  | "file_deleted"
+  | "user_data_updated"
+  | "chat_ended";
+
+/** ChatRow is a chats row. */
+export interface ChatRow {
+  id: string;
+  sessionId: string;
+  service: string;
+  endpoint: string;
+  state: ChatState;
+  subject: string;
+  emailAddress: string;
+  userData: Record<string, string>;
+  secureKeyHash: string;
+  customerParticipantId: string;
+  lastPosition: number;
+  createdAt: number;
+  queuedAt: number;
+  expiresAt: number;
+}
+
+/** ParticipantRow is a chat_participants row. */
+export interface ParticipantRow {
+  id: string;
+  chatId: string;
+  kind: ParticipantKind;
+  nickname: string;
+  /** identity is the API key name of an agent; empty for the customer. */
+  identity: string;
+  joinedAt: number;
+  leftAt: number | undefined;
+}
+
+/** ParticipantRef is a participant as events show it. */
+export interface ParticipantRef {
+  participantId: string;
+  nickname: string;
+  kind: ParticipantKind;
+}
+
+/** ChatEventRecord is one stored transcript event (or, with position 0, a live typing notice). */
+export interface ChatEventRecord {
+  chatId: string;
+  position: number;
+  kind: EventKind;
+  from: ParticipantRef;
+  text: string;
+  messageType: string;
+  time: number;
+  userData: Record<string, string>;
+  clientMessageId: string;
+  fileId: string;
+}
+
+interface ChatSql {
+  id: string;
+  session_id: string;
+  service: string;
+  endpoint: string;
+  state: string;
+  subject: string;
+  email_address: string;
+  user_data: string;
+  secure_key_hash: string;
+  customer_participant_id: string;
+  last_position: number | string;
+  created_at: number | string;
+  queued_at: number | string;
+  expires_at: number | string;
+}
+
+interface EventSql {
+  chat_id: string;
+  position: number | string;
+  kind: string;
+  participant_id: string;
+  nickname: string;
+  participant_kind: string;
+  text: string | null;
+  message_type: string | null;
+  user_data: string | null;
+  client_message_id: string | null;
+  file_id: string | null;
+  created_at: number | string;
+}
+
+interface ParticipantSql {
+  id: string;
+  chat_id: string;
+  kind: string;
+  nickname: string;
+  identity: string;
+  joined_at: number | string;
+  left_at: number | string | null;
+}
+
+function chatFromSql(r: ChatSql): ChatRow {
+  return {
+    id: r.id,
+    sessionId: r.session_id,
+    service: r.service,
+    endpoint: r.endpoint,
+    state: r.state as ChatState,
+    subject: r.subject,
+    emailAddress: r.email_address,
+    userData: JSON.parse(r.user_data) as Record<string, string>,
+    secureKeyHash: r.secure_key_hash,
+    customerParticipantId: r.customer_participant_id,
+    lastPosition: Number(r.last_position),
+    createdAt: Number(r.created_at),
+    queuedAt: Number(r.queued_at),
+    expiresAt: Number(r.expires_at),
+  };
+}
+
+function eventFromSql(r: EventSql): ChatEventRecord {
+  return {
+    chatId: r.chat_id,
+    position: Number(r.position),
+    kind: r.kind as EventKind,
+    from: { participantId: r.participant_id, nickname: r.nickname, kind: r.participant_kind as ParticipantKind },
+    text: r.text ?? "",
+    messageType: r.message_type ?? "",
+    time: Number(r.created_at),
+    userData: r.user_data === null ? {} : (JSON.parse(r.user_data) as Record<string, string>),
+    clientMessageId: r.client_message_id ?? "",
+    fileId: r.file_id ?? "",
+  };
+}
+
+function participantFromSql(r: ParticipantSql): ParticipantRow {
+  return {
+    id: r.id,
+    chatId: r.chat_id,
+    kind: r.kind as ParticipantKind,
+    nickname: r.nickname,
+    identity: r.identity,
+    joinedAt: Number(r.joined_at),
+    leftAt: r.left_at === null ? undefined : Number(r.left_at),
+  };
+}
+
+/** insertChat stores a new chat. */
+export async function insertChat(q: Queryable, c: ChatRow): Promise<void> {
+  await q("chats").insert({
+    id: c.id,
+    session_id: c.sessionId,
+    service: c.service,
+    endpoint: c.endpoint,
+    state: c.state,
+    subject: c.subject,
+    email_address: c.emailAddress,
+    user_data: JSON.stringify(c.userData),
+    secure_key_hash: c.secureKeyHash,
+    customer_participant_id: c.customerParticipantId,
+    last_position: c.lastPosition,
+    created_at: c.createdAt,
+    queued_at: c.queuedAt,
+    expires_at: c.expiresAt,
+  });
+}
+
+/** readChat returns a chat live at `now` (its session not expired), locked for update when asked. */
+export async function readChat(q: Queryable, id: string, now: number, lock?: Dialect): Promise<ChatRow | undefined> {
+  const qb = q("chats").where("id", id).andWhere("expires_at", ">", now);
+  const row = (await (lock === undefined ? qb : lockForUpdate(qb, lock)).first()) as ChatSql | undefined;
+  return row === undefined ? undefined : chatFromSql(row);
+}
+
+/** updateChat changes a chat's state, queue time or expiry. */
+export async function updateChat(q: Queryable, id: string, change: { state?: ChatState; queuedAt?: number; expiresAt?: number; endpoint?: string }): Promise<void> {
+  const row: Record<string, unknown> = {};
+  if (change.state !== undefined) row["state"] = change.state;
+  if (change.queuedAt !== undefined) row["queued_at"] = change.queuedAt;
+  if (change.expiresAt !== undefined) row["expires_at"] = change.expiresAt;
+  if (change.endpoint !== undefined) row["endpoint"] = change.endpoint;
+  await q("chats").where("id", id).update(row);
+}
+
+/**
+ * claimWaitingChat locks the oldest live chat waiting on an endpoint, skipping rows another agent
+ * is claiming (SKIP LOCKED on MySQL), so two agents never get the same chat.
+ */
+export async function claimWaitingChat(q: Queryable, dialect: Dialect, endpoint: string, now: number): Promise<ChatRow | undefined> {
+  const qb = q("chats")
+    .where({ endpoint, state: "waiting" })
+    .andWhere("expires_at", ">", now)
+    .orderBy("queued_at")
+    .orderBy("id")
+    .limit(1);
+  const row = (await lockForUpdate(qb, dialect, true).first()) as ChatSql | undefined;
+  return row === undefined ? undefined : chatFromSql(row);
+}
+
+/** waitingChats lists the live chats waiting on an endpoint, oldest first. */
+export async function waitingChats(q: Queryable, endpoint: string, now: number, limit: number): Promise<ChatRow[]> {
+  const rows = (await q("chats").where({ endpoint, state: "waiting" }).andWhere("expires_at", ">", now).orderBy("queued_at").orderBy("id").limit(limit)) as ChatSql[];
+  return rows.map(chatFromSql);
+}
+
+/** insertParticipant stores a participant. */
+export async function insertParticipant(q: Queryable, p: ParticipantRow): Promise<void> {
+  await q("chat_participants").insert({
+    id: p.id,
+    chat_id: p.chatId,
+    kind: p.kind,
+    nickname: p.nickname,
+    identity: p.identity,
+    joined_at: p.joinedAt,
+    left_at: p.leftAt ?? null,
+  });
+}
+
+/** readParticipants lists a chat's participants in the order they joined. */
+export async function readParticipants(q: Queryable, chatId: string): Promise<ParticipantRow[]> {
+  return ((await q("chat_participants").where("chat_id", chatId).orderBy("joined_at").orderBy("id")) as ParticipantSql[]).map(participantFromSql);
+}
+
+/** updateParticipant records a participant leaving or renaming. */
+export async function updateParticipant(q: Queryable, id: string, change: { leftAt?: number; nickname?: string }): Promise<void> {
+  const row: Record<string, unknown> = {};
+  if (change.leftAt !== undefined) row["left_at"] = change.leftAt;
+  if (change.nickname !== undefined) row["nickname"] = change.nickname;
+  await q("chat_participants").where("id", id).update(row);
+}
+
+/**
+ * appendEvent stores an event at the chat's next position. The caller's transaction must hold the
+ * chat row's lock (readChat with lock), which is what makes positions gapless and unique under
+ * concurrent senders; the position counter moves in the same transaction.
+ */
+export async function appendEvent(q: Queryable, chat: { id: string; lastPosition: number }, e: Omit<ChatEventRecord, "position" | "chatId">): Promise<ChatEventRecord> {
+  const position = chat.lastPosition + 1;
+  await q("chat_events").insert({
+    chat_id: chat.id,
+    position,
+    kind: e.kind,
+    participant_id: e.from.participantId,
+    nickname: e.from.nickname,
+    participant_kind: e.from.kind,
+    text: e.text === "" ? null : e.text,
+    message_type: e.messageType === "" ? null : e.messageType,
+    user_data: Object.keys(e.userData).length === 0 ? null : JSON.stringify(e.userData),
+    client_message_id: e.clientMessageId === "" ? null : e.clientMessageId,
+    file_id: e.fileId === "" ? null : e.fileId,
+    created_at: e.time,
+  });
+  await q("chats").where("id", chat.id).update({ last_position: position });
+  chat.lastPosition = position;
+  return { ...e, chatId: chat.id, position };
+}
+
+/** findEventByClientId finds a participant's event by its client_message_id (idempotent sends). */
+export async function findEventByClientId(q: Queryable, chatId: string, participantId: string, clientMessageId: string): Promise<ChatEventRecord | undefined> {
+  const row = (await q("chat_events").where({ chat_id: chatId, participant_id: participantId, client_message_id: clientMessageId }).first()) as EventSql | undefined;
+  return row === undefined ? undefined : eventFromSql(row);
+}
+
+/** readEvents reads up to `limit` events of a chat from position `from` on, in order. */
+export async function readEvents(q: Queryable, chatId: string, from: number, limit: number): Promise<ChatEventRecord[]> {
+  const rows = (await q("chat_events").where("chat_id", chatId).andWhere("position", ">=", from).orderBy("position").limit(limit)) as EventSql[];
+  return rows.map(eventFromSql);
+}
+
+/** lastPosition reads a chat's last assigned position (catching up after a missed announcement). */
+export async function lastPosition(q: Queryable, chatId: string): Promise<number | undefined> {
+  const row = (await q("chats").where("id", chatId).first("last_position")) as { last_position: number | string } | undefined;
+  return row === undefined ? undefined : Number(row.last_position);
+}
+
+/** sweepExpiredChats deletes up to `batch` chats (with participants and events) expired before `now`. */
+export async function sweepExpiredChats(q: Queryable, dialect: Dialect, now: number, batch: number): Promise<number> {
+  return q.transaction(async (trx) => {
+    const rows = (await lockForUpdate(trx("chats").where("expires_at", "<=", now).select("id").limit(batch), dialect, true)) as { id: string }[];
+    if (rows.length === 0) return 0;
+    const ids = rows.map((r) => r.id);
+    await trx("chat_events").whereIn("chat_id", ids).delete();
+    await trx("chat_participants").whereIn("chat_id", ids).delete();
+    await trx("chats").whereIn("id", ids).delete();
+    return ids.length;
+  });
+}
