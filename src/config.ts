@@ -174,6 +174,23 @@ export const configSchema = z.strictObject({
       max_wait_seconds: z.number().int().positive().max(300).default(60),
       typing_coalesce_seconds: z.number().positive().default(2),
       typing_timeout_seconds: z.number().positive().default(10),
+      idle_timeout_seconds: z.number().positive().max(86_400).default(45),
+      files: z
+        .strictObject({
+          max_files: z.number().int().min(0).max(1_000).default(10),
+          max_file_bytes: z.number().int().positive().max(64 * 1024 * 1024).default(5 * 1024 * 1024),
+          max_total_bytes: z.number().int().positive().max(1024 * 1024 * 1024).default(20 * 1024 * 1024),
+          allowed_extensions: z.array(z.string().regex(/^[a-z0-9]{1,16}$/, "lowercase letters and digits, without the dot")).default([]),
+          allowed_content_types: z.array(z.string().regex(/^[a-z0-9.+-]+\/[a-z0-9.+*-]+$/i, "a media type like image/png or image/*")).default([]),
+          require_agent: z.boolean().default(false),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  bus: z
+    .strictObject({
+      /** redis_url, when set, carries announcements between nodes through Redis pub/sub. */
+      redis_url: z.string().regex(/^rediss?:\/\/.+/, "expected redis://host:port").optional(),
     })
     .prefault({}),
   resources: z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/, "group names: letters, digits, _ . -"), resourceGroupSchema).default({}),
@@ -215,7 +232,13 @@ export function parseConfig(raw: unknown, source = "configuration"): Config {
   }
   const lines = result.error.issues.map((issue) => {
     const key = issue.path.map(String).join(".") || "(top level)";
-    const message = issue.code === "unrecognized_keys" ? `unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(", ")}` : issue.message;
+    const message =
+      issue.code === "unrecognized_keys"
+        ? `unknown key(s) ${issue.keys.map((k) => `"${k}"`).join(", ")}`
+        : // A bad name in a record (resources, services): say which rule it breaks, not only "Invalid key".
+          issue.code === "invalid_key"
+          ? `invalid name: ${issue.issues.map((i) => i.message).join("; ")}`
+          : issue.message;
     return `  ${key}: ${message}`;
   });
   throw new ConfigError(`${source} is not valid:\n${lines.join("\n")}`);

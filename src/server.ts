@@ -14,6 +14,7 @@ import { ServerReflection as ReflectionV1alpha } from "../gen/grpc/reflection/v1
 import { systemClock, type Clock } from "./clock.js";
 import type { Config } from "./config.js";
 import { createLocalBus, type Bus } from "./bus.js";
+import { createRedisBus } from "./redis-bus.js";
 import { createAccess, type Access as AccessRules } from "./domain/access.js";
 import { createChats, type Chats } from "./domain/chat.js";
 import { createSessions, type Sessions } from "./domain/sessions.js";
@@ -60,7 +61,7 @@ export interface AppDeps {
 }
 
 /** createApp builds the domain modules from the configuration and their dependencies. */
-export function createApp({ config, db, log, clock = systemClock, bus = createLocalBus() }: AppDeps): App {
+export function createApp({ config, db, log, clock = systemClock, bus = defaultBus(config, log) }: AppDeps): App {
   const storage = createStorage({
     db,
     clock,
@@ -76,6 +77,11 @@ export function createApp({ config, db, log, clock = systemClock, bus = createLo
   const sessions = createSessions({ db, clock, config, storage, access });
   const chats = createChats({ db, clock, config, storage, bus, log });
   return { config, db, clock, log, storage, access, sessions, bus, chats };
+}
+
+/** defaultBus is Redis pub/sub when `bus.redis_url` is configured, else the in-process bus. */
+function defaultBus(config: Config, log: Logger): Bus {
+  return config.bus.redis_url === undefined ? createLocalBus() : createRedisBus(config.bus.redis_url, log);
 }
 
 /** GMS_SERVICES are the opengms services this server serves, for health and reflection. */
@@ -169,7 +175,7 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
     routes: routes(app, parts.health, parts.shutdown),
     interceptors,
     // A little above the largest legal request: a full data record plus its keys and framing.
-    readMaxBytes: storage.max_data_bytes + storage.max_entries * (storage.max_key_bytes + 64) + 64 * 1024,
+    readMaxBytes: Math.max(storage.max_data_bytes + storage.max_entries * (storage.max_key_bytes + 64), app.config.chat.files.max_file_bytes) + 64 * 1024,
   }) as RequestHandler;
   return withCors(adapter, app.config.server.cors_origins);
 }
@@ -212,6 +218,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     throw e;
   }
   const sweeper = options.sweep === false ? undefined : startSweeper(app);
+  const stopIdleWatch = options.sweep === false ? () => {} : app.chats.startIdleWatch();
   if (config.auth.api_keys.length === 0) log.warn("auth: no api_keys configured; the server is open to every caller with every role");
   const host = config.server.host === "0.0.0.0" || config.server.host === "::" ? "127.0.0.1" : config.server.host;
   const url = `${config.server.tls === undefined ? "http" : "https"}://${host.includes(":") ? `[${host}]` : host}:${listener.port}`;
@@ -230,6 +237,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
         await listener.stopAccepting();
         health.stop();
         clearInterval(sweeper);
+        stopIdleWatch();
         shutdown.abort();
         await Promise.race([tracker.idle(), new Promise((r) => setTimeout(r, graceMs).unref())]);
         await listener.closeConnections(1000);

@@ -4,9 +4,19 @@ import type { Logger } from "pino";
 import type { Bus, BusMessage } from "../bus.js";
 import type { Clock } from "../clock.js";
 import type { Config } from "../config.js";
+import { deleteData } from "../store/storage-store.js";
 import {
   appendEvent,
   claimWaitingChat,
+  customerSeenAt,
+  idleChats,
+  insertFile,
+  liveFiles,
+  markFileDeleted,
+  readFile,
+  touchCustomer,
+  waitingChats,
+  type ChatFileRow,
   findEventByClientId,
   insertChat,
   insertParticipant,
@@ -23,6 +33,8 @@ import {
 } from "../store/chat-store.js";
 import type { Database } from "../store/database.js";
 import { insertSession, readSession } from "../store/session-store.js";
+import { checkUpload, type FileRules } from "./chat-files.js";
+import { chatTopic, createTyping } from "./chat-typing.js";
 import { GmsError, invalid } from "./errors.js";
 import { runOnce, type RequestKey } from "./idempotency.js";
 import { resolveService } from "./services.js";
@@ -119,24 +131,67 @@ export interface Chats {
   leave(actor: Actor): Promise<void>;
   /** end ends the chat for everyone. */
   end(actor: Actor): Promise<void>;
+  /** updateNickname renames the customer (NICKNAME_UPDATED). */
+  updateNickname(actor: Actor, nickname: string): Promise<number>;
+  /** customNotice adds an application notice (CUSTOM_NOTICE). */
+  customNotice(actor: Actor, text: string): Promise<number>;
+  /** updateUserData changes the customer's user data (USER_DATA_UPDATED carries the result). */
+  updateUserData(actor: Actor, set: Record<string, string>, remove: readonly string[]): Promise<number>;
+  /** pushUrl shows the customer a page (PUSH_URL). */
+  pushUrl(actor: Actor, url: string): Promise<number>;
+  /** transfer moves the chat to another endpoint's queue; the agent leaves. */
+  transfer(actor: Actor, endpoint: string): Promise<void>;
+  uploadFile(actor: Actor, file: NewFile): Promise<{ fileId: string; position: number }>;
+  downloadFile(actor: Actor, fileId: string): Promise<DownloadedFile>;
+  deleteFile(actor: Actor, fileId: string): Promise<number>;
+  fileLimits(actor: Actor): Promise<FileLimitsView>;
+  /** watchQueue yields an endpoint's waiting chats now and whenever they change. */
+  watchQueue(endpoint: string, signal: AbortSignal): AsyncGenerator<QueueState>;
+  /** sweepIdle ends the chats whose customer has been idle for chat.idle_timeout_seconds; returns how many. */
+  sweepIdle(): Promise<number>;
+  /** startIdleWatch runs sweepIdle periodically until the returned function is called. */
+  startIdleWatch(): () => void;
+}
+
+/** NewFile is a file to upload. */
+export interface NewFile {
+  filename: string;
+  contentType: string;
+  content: Uint8Array;
+}
+
+/** DownloadedFile is a chat file with its content. */
+export interface DownloadedFile {
+  file: ChatFileRow;
+  content: Uint8Array;
+  uploadedBy: ParticipantRef;
+}
+
+/** FileLimitsView is the file rules with what the chat already uses. */
+export interface FileLimitsView extends FileRules {
+  usedFiles: number;
+  usedBytes: number;
+}
+
+/** QueueState is an endpoint's waiting chats at one moment. */
+export interface QueueState {
+  endpoint: string;
+  time: number;
+  waiting: { chatId: string; subject: string; nickname: string; queuedAt: number }[];
 }
 
 const hashKey = (key: string) => createHash("sha256").update(key, "utf8").digest("hex");
-const chatTopic = (chatId: string) => `chat:${chatId}`;
 const queueTopic = (endpoint: string) => `queue:${endpoint}`;
 const refOf = (p: ParticipantRow): ParticipantRef => ({ participantId: p.id, nickname: p.nickname, kind: p.kind });
-
-/** Typing is one participant's typing state on this node. */
-interface Typing {
-  participant: ParticipantRef;
-  lastStartedAt: number;
-  cancelStop: () => void;
-}
 
 /** createChats builds the chat rules. */
 export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chats {
   const limits = config.chat;
-  const typingByChat = new Map<string, Map<string, Typing>>();
+  const typing = createTyping(db, clock, bus, { coalesceMs: limits.typing_coalesce_seconds * 1000, timeoutMs: limits.typing_timeout_seconds * 1000 });
+  const idleMs = limits.idle_timeout_seconds * 1000;
+  /** When this node last recorded each chat's customer as active: activity is written at most every idleMs/4. */
+  const touched = new Map<string, number>();
+  const system: ParticipantRef = { participantId: "system", nickname: "system", kind: "system" };
 
   /** denied is the answer to a wrong key or an unknown chat alike: it says nothing of which. */
   const denied = () => new GmsError("permission_denied", "wrong chat_id or secure_key");
@@ -169,6 +224,9 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
     userData: {},
     clientMessageId: "",
     fileId: "",
+    fileName: "",
+    fileSize: 0,
+    fileContentType: "",
     ...more,
   });
 
@@ -178,49 +236,6 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
   const ensurePresent = (actor: Actor) => {
     if (!actor.present) throw new GmsError("failed_precondition", `participant ${actor.participant.participantId} has left chat ${actor.chatId}`);
   };
-
-  // ---- typing: live only, coalesced, stopped by the server after a quiet spell ----
-
-  function typingOf(chatId: string): Map<string, Typing> {
-    let m = typingByChat.get(chatId);
-    if (m === undefined) typingByChat.set(chatId, (m = new Map()));
-    return m;
-  }
-
-  function publishTyping(chatId: string, from: ParticipantRef, typing: boolean, text: string): void {
-    const e: ChatEventRecord = { ...draft(from, typing ? "typing_started" : "typing_stopped", { text }), chatId, position: 0 };
-    bus.publish(chatTopic(chatId), { kind: "typing", event: e as unknown as Record<string, unknown> });
-  }
-
-  function stopTyping(chatId: string, participantId: string): void {
-    const m = typingByChat.get(chatId);
-    const t = m?.get(participantId);
-    if (m === undefined || t === undefined) return;
-    t.cancelStop();
-    m.delete(participantId);
-    if (m.size === 0) typingByChat.delete(chatId);
-    publishTyping(chatId, t.participant, false, "");
-  }
-
-  function startTyping(chatId: string, from: ParticipantRef, text: string): void {
-    const m = typingOf(chatId);
-    const now = clock.now();
-    const t = m.get(from.participantId);
-    const stopAfter = limits.typing_timeout_seconds * 1000;
-    if (t !== undefined) {
-      t.cancelStop();
-      t.cancelStop = clock.setTimer(() => stopTyping(chatId, from.participantId), stopAfter);
-      if (now - t.lastStartedAt < limits.typing_coalesce_seconds * 1000) return; // coalesced
-      t.lastStartedAt = now;
-    } else {
-      m.set(from.participantId, { participant: from, lastStartedAt: now, cancelStop: clock.setTimer(() => stopTyping(chatId, from.participantId), stopAfter) });
-    }
-    publishTyping(chatId, from, true, text);
-  }
-
-  function clearTyping(chatId: string): void {
-    for (const id of [...(typingByChat.get(chatId)?.keys() ?? [])]) stopTyping(chatId, id);
-  }
 
   // ---- waiting for announcements ----
 
@@ -299,7 +314,34 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
     };
   }
 
-  return {
+  /** touch records the customer's activity, writing at most every idleMs/4 unless forced. */
+  async function touch(chatId: string, force: boolean): Promise<void> {
+    const now = clock.now();
+    if (!force && now - (touched.get(chatId) ?? 0) < idleMs / 4) return;
+    touched.set(chatId, now);
+    await touchCustomer(db.knex, chatId, now);
+  }
+
+  /** appendOne adds one event by a present participant to an open chat and returns its position. */
+  async function appendOne(actor: Actor, kind: ChatEventRecord["kind"], more: Partial<ChatEventRecord> = {}, change?: (trx: Knex.Transaction, chat: ChatRow) => Promise<void>): Promise<number> {
+    ensurePresent(actor);
+    return transact(actor.chatId, async (trx, chat, emit) => {
+      ensureOpen(chat);
+      await change?.(trx, chat);
+      const e = await appendEvent(trx, chat, draft(actor.participant, kind, more));
+      emit(e);
+      return e.position;
+    });
+  }
+
+  async function usage(q: Knex | Knex.Transaction, chatId: string) {
+    const files = await liveFiles(q, chatId);
+    return { files, count: files.length, bytes: files.reduce((n, f) => n + f.size, 0) };
+  }
+
+  const fileLimitsOnly = (max: number) => ({ defaultTtlSeconds: 1, maxEntries: 1, maxKeyBytes: 16, maxValueBytes: max, maxDataBytes: max });
+
+  const api: Chats = {
     async requestChat(input) {
       const svc = resolveService(config, input.service, "request-chat");
       if (input.nickname.trim() === "" && (input.firstName.trim() === "" || input.lastName.trim() === "")) {
@@ -360,6 +402,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       if (!timingSafeEqual(Buffer.from(hashKey(secureKey)), Buffer.from(chat.secureKeyHash))) throw denied();
       const customer = (await readParticipants(db.knex, chatId)).find((p) => p.id === chat.customerParticipantId);
       if (customer === undefined) throw denied();
+      if (chat.state !== "ended") await touch(chatId, false);
       return { chatId, participant: refOf(customer), present: customer.leftAt === undefined };
     },
 
@@ -377,7 +420,8 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       const deadline = clock.now() + Math.min(waitSeconds, limits.max_wait_seconds) * 1000;
       for (;;) {
         // Listen before looking, so a chat queued between the look and the wait is not missed.
-        const wait = waitFor(queueTopic(endpoint), deadline - clock.now(), signal, (m) => m.kind === "queued");
+        // Look again at least every 2 s: a chat queued through a node whose announcement was lost still gets taken.
+        const wait = waitFor(queueTopic(endpoint), Math.min(deadline - clock.now(), 2_000), signal, (m) => m.kind === "queued");
         try {
           const accepted = await tryClaim(endpoint, nickname, identity);
           if (accepted !== undefined) return accepted;
@@ -403,17 +447,17 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
         emit(e);
         return e.position;
       });
-      stopTyping(actor.chatId, actor.participant.participantId);
+      await typing.stop(actor.chatId, actor.participant.participantId);
       return position;
     },
 
-    async typing(actor, typing, text) {
+    async typing(actor, isTyping, text) {
       ensurePresent(actor);
       const chat = await readChat(db.knex, actor.chatId, clock.now());
       if (chat === undefined) throw new GmsError("not_found", `chat ${actor.chatId} not found`);
       ensureOpen(chat);
-      if (typing) startTyping(actor.chatId, actor.participant, text);
-      else stopTyping(actor.chatId, actor.participant.participantId);
+      if (isTyping) await typing.start(actor.chatId, actor.participant, text);
+      else await typing.stop(actor.chatId, actor.participant.participantId);
     },
 
     async refresh(actor, from, waitSeconds, signal) {
@@ -421,8 +465,8 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       const answer = async (): Promise<RefreshResult> => {
         const events = await readFrom(actor.chatId, start);
         const chat = await readChat(db.knex, actor.chatId, clock.now());
-        const typing = [...(typingByChat.get(actor.chatId)?.values() ?? [])].map((t) => t.participant).filter((p) => p.participantId !== actor.participant.participantId);
-        return { events, nextPosition: (events[events.length - 1]?.position ?? start - 1) + 1, chatEnded: chat === undefined || chat.state === "ended", typing };
+        const typingNow = (await typing.who(actor.chatId)).filter((p) => p.participantId !== actor.participant.participantId);
+        return { events, nextPosition: (events[events.length - 1]?.position ?? start - 1) + 1, chatEnded: chat === undefined || chat.state === "ended", typing: typingNow };
       };
       if (waitSeconds <= 0) return answer();
       const wait = waitFor(chatTopic(actor.chatId), Math.min(waitSeconds, limits.max_wait_seconds) * 1000, signal);
@@ -455,6 +499,17 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
         }, CATCH_UP_MS);
       };
       scheduleCatchUp();
+      // An open stream is the customer's activity: keep it recorded while the stream lives.
+      let cancelHeartbeat = () => {};
+      if (actor.participant.kind === "client") {
+        const beat = () => {
+          cancelHeartbeat = clock.setTimer(() => {
+            void touch(actor.chatId, true).catch(() => undefined);
+            beat();
+          }, idleMs / 3);
+        };
+        beat();
+      }
       let next = Math.max(1, from);
       try {
         // Replay what is stored, then go live; announcements queued meanwhile are deduplicated by position.
@@ -505,6 +560,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       } finally {
         off();
         cancelCatchUp();
+        cancelHeartbeat();
         signal.removeEventListener("abort", onAbort);
       }
     },
@@ -519,7 +575,8 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
         await updateChat(trx, chat.id, { state: "ended" });
         if (chat.state === "waiting") bus.publish(queueTopic(chat.endpoint), { kind: "removed", chatId: chat.id });
       });
-      clearTyping(actor.chatId);
+      touched.delete(actor.chatId);
+      await typing.stopAll(actor.chatId);
     },
 
     async leave(actor) {
@@ -536,7 +593,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
           requeued = chat.endpoint;
         }
       });
-      stopTyping(actor.chatId, actor.participant.participantId);
+      await typing.stop(actor.chatId, actor.participant.participantId);
       if (requeued !== undefined) bus.publish(queueTopic(requeued), { kind: "queued", chatId: actor.chatId });
     },
 
@@ -546,8 +603,210 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
         ensureOpen(chat);
         emit(await appendEvent(trx, chat, draft(actor.participant, "chat_ended")));
         await updateChat(trx, chat.id, { state: "ended" });
+        if (chat.state === "waiting") bus.publish(queueTopic(chat.endpoint), { kind: "removed", chatId: chat.id });
       });
-      clearTyping(actor.chatId);
+      touched.delete(actor.chatId);
+      await typing.stopAll(actor.chatId);
+    },
+
+    updateNickname(actor, nickname) {
+      const renamed = { ...actor.participant, nickname };
+      return appendOne({ ...actor, participant: renamed }, "nickname_updated", { text: nickname }, (trx) => updateParticipant(trx, actor.participant.participantId, { nickname }));
+    },
+
+    customNotice(actor, text) {
+      checkText(text);
+      return appendOne(actor, "custom_notice", { text });
+    },
+
+    async updateUserData(actor, set, remove) {
+      let merged: Record<string, string> = {};
+      ensurePresent(actor);
+      return transact(actor.chatId, async (trx, chat, emit) => {
+        ensureOpen(chat);
+        merged = { ...chat.userData, ...set };
+        for (const k of remove) delete merged[k];
+        await updateChat(trx, chat.id, { userData: merged });
+        const e = await appendEvent(trx, chat, draft(actor.participant, "user_data_updated", { userData: merged }));
+        emit(e);
+        return e.position;
+      });
+    },
+
+    pushUrl(actor, url) {
+      return appendOne(actor, "push_url", { text: url });
+    },
+
+    async transfer(actor, endpoint) {
+      ensurePresent(actor);
+      let from = "";
+      await transact(actor.chatId, async (trx, chat, emit) => {
+        ensureOpen(chat);
+        from = chat.endpoint;
+        if (actor.participant.kind === "agent") {
+          await updateParticipant(trx, actor.participant.participantId, { leftAt: clock.now() });
+          emit(await appendEvent(trx, chat, draft(actor.participant, "participant_left", { text: `transferred to ${endpoint}` })));
+        }
+        await updateChat(trx, chat.id, { endpoint, state: "waiting", queuedAt: clock.now() });
+      });
+      await typing.stop(actor.chatId, actor.participant.participantId);
+      if (from !== endpoint) bus.publish(queueTopic(from), { kind: "removed", chatId: actor.chatId });
+      bus.publish(queueTopic(endpoint), { kind: "queued", chatId: actor.chatId });
+    },
+
+    async uploadFile(actor, file) {
+      ensurePresent(actor);
+      return transact(actor.chatId, async (trx, chat, emit) => {
+        ensureOpen(chat);
+        const used = await usage(trx, chat.id);
+        const agentPresent = (await readParticipants(trx, chat.id)).some((p) => p.kind === "agent" && p.leftAt === undefined);
+        const size = file.content.byteLength;
+        checkUpload(limits.files, { filename: file.filename, contentType: file.contentType, size }, { files: used.count, bytes: used.bytes }, {
+          isCustomer: actor.participant.kind === "client",
+          agentPresent,
+        });
+        const stored = await storage.createIn(trx, new Map([["file", { kind: "file" as const, ...file }]]), chat.expiresAt, fileLimitsOnly(limits.files.max_file_bytes));
+        const fileId = randomUUID();
+        await insertFile(trx, {
+          id: fileId,
+          chatId: chat.id,
+          participantId: actor.participant.participantId,
+          dataId: stored.dataId,
+          filename: file.filename,
+          contentType: file.contentType,
+          size,
+          createdAt: clock.now(),
+        });
+        const e = await appendEvent(trx, chat, draft(actor.participant, "file_uploaded", { fileId, fileName: file.filename, fileSize: size, fileContentType: file.contentType }));
+        emit(e);
+        return { fileId, position: e.position };
+      });
+    },
+
+    async downloadFile(actor, fileId) {
+      const file = await readFile(db.knex, actor.chatId, fileId);
+      if (file === undefined) throw new GmsError("not_found", `file ${fileId} not found in chat ${actor.chatId}`);
+      const value = (await storage.get(file.dataId)).entries.get("file");
+      if (value?.kind !== "file") throw new GmsError("not_found", `file ${fileId} has expired`);
+      const uploader = (await readParticipants(db.knex, actor.chatId)).find((p) => p.id === file.participantId);
+      return {
+        file,
+        content: value.content,
+        uploadedBy: uploader === undefined ? { participantId: file.participantId, nickname: "", kind: "supervisor" } : refOf(uploader),
+      };
+    },
+
+    async deleteFile(actor, fileId) {
+      ensurePresent(actor);
+      return transact(actor.chatId, async (trx, chat, emit) => {
+        ensureOpen(chat);
+        const file = await readFile(trx, chat.id, fileId);
+        if (file === undefined) throw new GmsError("not_found", `file ${fileId} not found in chat ${chat.id}`);
+        if (file.participantId !== actor.participant.participantId && actor.participant.kind !== "supervisor") {
+          throw new GmsError("permission_denied", "only the participant who uploaded a file may delete it");
+        }
+        const now = clock.now();
+        await markFileDeleted(trx, fileId, now);
+        await deleteData(trx, file.dataId, now);
+        const e = await appendEvent(trx, chat, draft(actor.participant, "file_deleted", { fileId, fileName: file.filename, fileSize: file.size, fileContentType: file.contentType }));
+        emit(e);
+        return e.position;
+      });
+    },
+
+    async fileLimits(actor) {
+      const used = await usage(db.knex, actor.chatId);
+      return { ...limits.files, usedFiles: used.count, usedBytes: used.bytes };
+    },
+
+    async *watchQueue(endpoint, signal) {
+      let dirty = true;
+      let wake: (() => void) | undefined;
+      const poke = () => {
+        dirty = true;
+        wake?.();
+      };
+      const off = bus.subscribe(queueTopic(endpoint), poke);
+      signal.addEventListener("abort", poke);
+      // Expiring chats and missed announcements show up at the next periodic look.
+      let cancelTimer = () => {};
+      const schedule = () => {
+        cancelTimer = clock.setTimer(() => {
+          poke();
+          schedule();
+        }, CATCH_UP_MS);
+      };
+      schedule();
+      let last = "";
+      try {
+        while (!signal.aborted) {
+          if (!dirty) {
+            await new Promise<void>((resolve) => (wake = resolve));
+            wake = undefined;
+            continue;
+          }
+          dirty = false;
+          const now = clock.now();
+          const waiting = (await waitingChats(db.knex, endpoint, now, 1000)).map((c) => ({ chatId: c.id, subject: c.subject, nickname: c.nickname, queuedAt: c.queuedAt }));
+          const key = JSON.stringify(waiting);
+          if (key === last) continue;
+          last = key;
+          yield { endpoint, time: now, waiting };
+        }
+      } finally {
+        off();
+        cancelTimer();
+        signal.removeEventListener("abort", poke);
+      }
+    },
+
+    async sweepIdle() {
+      const now = clock.now();
+      let ended = 0;
+      for (const id of await idleChats(db.knex, now - idleMs, now, 100)) {
+        let endpoint: string | undefined;
+        const done = await transact(id, async (trx, chat, emit) => {
+          // Looked at again under the lock: another node may have ended it, or the customer came back.
+          const seen = await customerSeenAt(trx, id);
+          if (chat.state === "ended" || seen === undefined || seen > now - idleMs) return false;
+          const customer = (await readParticipants(trx, id)).find((p) => p.id === chat.customerParticipantId);
+          if (customer !== undefined) {
+            await updateParticipant(trx, customer.id, { leftAt: now });
+            emit(await appendEvent(trx, chat, draft(refOf(customer), "participant_left", { text: "idle timeout" })));
+          }
+          emit(await appendEvent(trx, chat, draft(system, "chat_ended", { text: "idle timeout" })));
+          await updateChat(trx, chat.id, { state: "ended" });
+          if (chat.state === "waiting") endpoint = chat.endpoint;
+          return true;
+        }).catch(() => false);
+        if (!done) continue;
+        ended++;
+        touched.delete(id);
+        await typing.stopAll(id);
+        if (endpoint !== undefined) bus.publish(queueTopic(endpoint), { kind: "removed", chatId: id });
+      }
+      return ended;
+    },
+
+    startIdleWatch() {
+      let cancel = () => {};
+      let stopped = false;
+      const every = Math.min(5_000, Math.max(250, idleMs / 3));
+      const schedule = () => {
+        cancel = clock.setTimer(() => {
+          void api.sweepIdle()
+            .catch(() => 0)
+            .finally(() => {
+              if (!stopped) schedule();
+            });
+        }, every);
+      };
+      schedule();
+      return () => {
+        stopped = true;
+        cancel();
+      };
     },
   };
+  return api;
 }

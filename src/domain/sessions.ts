@@ -2,6 +2,7 @@ import type { Clock } from "../clock.js";
 import type { Config } from "../config.js";
 import { liveReservationsOfSession, setNumbersAvailableAt, setReservationExpiry } from "../store/access-store.js";
 import type { Database } from "../store/database.js";
+import { extendChatsOfSession } from "../store/chat-store.js";
 import { readSession, updateSession } from "../store/session-store.js";
 import { deleteData } from "../store/storage-store.js";
 import { grantOf, type Access, type SessionView } from "./access.js";
@@ -72,6 +73,7 @@ export function createSessions({ db, clock, config, storage, access }: SessionsD
         if (session.state !== "active") throw inactive(sessionId);
         await updateSession(trx, sessionId, { expiresAt });
         await storage.updateIn(trx, { dataId: session.dataId, entries: new Map(), removeKeys: [], ttlSeconds });
+        await extendChatsOfSession(trx, sessionId, expiresAt);
         // Each reservation is extended as far as its group allows, never past the session.
         for (const r of await liveReservationsOfSession(trx, sessionId, now)) {
           const max = config.resources[r.resourceGroup]?.max_booking_expiration_timeout ?? 0;

@@ -106,8 +106,11 @@ function sizesOf(entries: DataEntries): Map<string, number> {
 /** Storage is the GMS Storage API's rules over the store. */
 export interface Storage {
   create(input: CreateDataInput): Promise<StoredData>;
-  /** createIn stores a record inside the caller's transaction (sessions keep their data this way). */
-  createIn(trx: Knex.Transaction, entries: DataEntries, expiresAt: number): Promise<StoredData>;
+  /**
+   * createIn stores a record inside the caller's transaction (sessions keep their data this way);
+   * `own` replaces the configured limits for records with limits of their own (chat files).
+   */
+  createIn(trx: Knex.Transaction, entries: DataEntries, expiresAt: number, own?: StorageLimits): Promise<StoredData>;
   get(dataId: string): Promise<DataRecord>;
   getEntry(dataId: string, key: string): Promise<DataValue>;
   update(input: UpdateDataInput): Promise<StoredData>;
@@ -135,9 +138,9 @@ export function createStorage({ db, clock, limits }: StorageDeps): Storage {
     return ttl * 1000;
   };
 
-  async function createIn(trx: Knex.Transaction, entries: DataEntries, expiresAt: number): Promise<StoredData> {
-    checkEntries(entries, limits);
-    checkRecord(sizesOf(entries), limits);
+  async function createIn(trx: Knex.Transaction, entries: DataEntries, expiresAt: number, own = limits): Promise<StoredData> {
+    checkEntries(entries, own);
+    checkRecord(sizesOf(entries), own);
     const now = clock.now();
     const dataId = randomUUID();
     await insertData(trx, { id: dataId, version: 1, createdAt: now, expiresAt }, entries);

@@ -2,8 +2,8 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { AgentService } from "../../gen/gms/v1/agent_pb.js";
 import type { Actor, Chats } from "../domain/chat.js";
 import { callerOf, hasRole } from "./auth.js";
-import { chatEvent, participantMessage, refreshResponse } from "./chat-service.js";
-import { toEntries } from "./convert.js";
+import { chatEvent, chatFileMessage, fileLimitsMessage, newFile, participantMessage, refreshResponse } from "./chat-service.js";
+import { timestamp, toEntries } from "./convert.js";
 
 /** agentAccess says who may call each AgentService RPC: agents (admin may call all). */
 export const agentAccess = {
@@ -14,6 +14,14 @@ export const agentAccess = {
   subscribe: ["agent"],
   leaveChat: ["agent"],
   endChat: ["agent"],
+  pushUrl: ["agent"],
+  sendCustomNotice: ["agent"],
+  transferChat: ["agent"],
+  uploadFile: ["agent"],
+  downloadFile: ["agent"],
+  deleteFile: ["agent"],
+  getFileLimits: ["agent"],
+  watchQueue: ["agent"],
 } as const;
 
 /** agentService maps AgentService RPCs onto the chat rules, acting as the caller's participant. */
@@ -58,6 +66,44 @@ export function agentService(chats: Chats, shutdown: AbortSignal): ServiceImpl<t
     async endChat(req, ctx) {
       await chats.end(await actor(req.chatId, ctx));
       return {};
+    },
+    async pushUrl(req, ctx) {
+      return { position: BigInt(await chats.pushUrl(await actor(req.chatId, ctx), req.url)) };
+    },
+    async sendCustomNotice(req, ctx) {
+      return { position: BigInt(await chats.customNotice(await actor(req.chatId, ctx), req.text)) };
+    },
+    async transferChat(req, ctx) {
+      await chats.transfer(await actor(req.chatId, ctx), req.endpoint);
+      return {};
+    },
+    async uploadFile(req, ctx) {
+      const r = await chats.uploadFile(await actor(req.chatId, ctx), newFile(req.file));
+      return { fileId: r.fileId, position: BigInt(r.position) };
+    },
+    async downloadFile(req, ctx) {
+      return { file: chatFileMessage(await chats.downloadFile(await actor(req.chatId, ctx), req.fileId)) };
+    },
+    async deleteFile(req, ctx) {
+      return { position: BigInt(await chats.deleteFile(await actor(req.chatId, ctx), req.fileId)) };
+    },
+    async getFileLimits(req, ctx) {
+      return { limits: fileLimitsMessage(await chats.fileLimits(await actor(req.chatId, ctx))) };
+    },
+    async *watchQueue(req, ctx) {
+      for await (const q of chats.watchQueue(req.endpoint, ctx.signal)) {
+        yield {
+          endpoint: q.endpoint,
+          time: timestamp(q.time),
+          waiting: q.waiting.map((w) => ({
+            chatId: w.chatId,
+            subject: w.subject,
+            nickname: w.nickname,
+            queuedAt: timestamp(w.queuedAt),
+            waitSeconds: BigInt(Math.max(0, Math.floor((q.time - w.queuedAt) / 1000))),
+          })),
+        };
+      }
     },
   };
 }

@@ -1,8 +1,15 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { ChatService } from "../../gen/gms/v1/chat_pb.js";
-import { ChatEventType, ParticipantType, type ChatEventSchema, type ParticipantSchema } from "../../gen/gms/v1/chat_event_pb.js";
-import type { Chats, RefreshResult } from "../domain/chat.js";
+import {
+  ChatEventType,
+  ParticipantType,
+  type ChatEventSchema,
+  type ChatFileSchema,
+  type FileLimitsSchema,
+  type ParticipantSchema,
+} from "../../gen/gms/v1/chat_event_pb.js";
+import type { Chats, DownloadedFile, FileLimitsView, NewFile, RefreshResult } from "../domain/chat.js";
 import type { ChatEventRecord, EventKind, ParticipantKind, ParticipantRef } from "../store/chat-store.js";
 import { callerOf } from "./auth.js";
 import { fromEntries, timestamp } from "./convert.js";
@@ -46,7 +53,39 @@ export function chatEvent(e: ChatEventRecord): MessageInitShape<typeof ChatEvent
     userData: e.userData,
     clientMessageId: e.clientMessageId,
     fileId: e.fileId,
+    fileName: e.fileName,
+    fileSize: BigInt(e.fileSize),
+    fileContentType: e.fileContentType,
   };
+}
+
+/** fileLimitsMessage maps file rules and usage onto the FileLimits message. */
+export function fileLimitsMessage(l: FileLimitsView): MessageInitShape<typeof FileLimitsSchema> {
+  return {
+    maxFiles: l.max_files,
+    maxFileBytes: BigInt(l.max_file_bytes),
+    maxTotalBytes: BigInt(l.max_total_bytes),
+    allowedExtensions: l.allowed_extensions,
+    allowedContentTypes: l.allowed_content_types,
+    requireAgent: l.require_agent,
+    usedFiles: l.usedFiles,
+    usedBytes: BigInt(l.usedBytes),
+  };
+}
+
+/** chatFileMessage maps a downloaded file onto the ChatFile message. */
+export function chatFileMessage(d: DownloadedFile): MessageInitShape<typeof ChatFileSchema> {
+  return {
+    fileId: d.file.id,
+    file: { filename: d.file.filename, contentType: d.file.contentType, content: d.content },
+    uploadedBy: participantMessage(d.uploadedBy),
+    size: BigInt(d.file.size),
+  };
+}
+
+/** newFile takes an uploaded File message (protovalidate has made sure it is there). */
+export function newFile(f: { filename: string; contentType: string; content: Uint8Array } | undefined): NewFile {
+  return { filename: f?.filename ?? "", contentType: f?.contentType || "application/octet-stream", content: f?.content ?? new Uint8Array() };
 }
 
 /** refreshResponse maps a poll's answer onto the Refresh response shape both services share. */
@@ -62,6 +101,13 @@ export const chatAccess = {
   refresh: ["app"],
   subscribe: ["app"],
   disconnect: ["app"],
+  updateNickname: ["app"],
+  sendCustomNotice: ["app"],
+  updateUserData: ["app"],
+  uploadFile: ["app"],
+  downloadFile: ["app"],
+  deleteFile: ["app"],
+  getFileLimits: ["app"],
 } as const;
 
 /**
@@ -103,6 +149,28 @@ export function chatService(chats: Chats, shutdown: AbortSignal): ServiceImpl<ty
     async disconnect(req) {
       await chats.disconnect(await chats.customer(req.chatId, req.secureKey));
       return {};
+    },
+    async updateNickname(req) {
+      return { position: BigInt(await chats.updateNickname(await chats.customer(req.chatId, req.secureKey), req.nickname)) };
+    },
+    async sendCustomNotice(req) {
+      return { position: BigInt(await chats.customNotice(await chats.customer(req.chatId, req.secureKey), req.text)) };
+    },
+    async updateUserData(req) {
+      return { position: BigInt(await chats.updateUserData(await chats.customer(req.chatId, req.secureKey), req.userData, req.removeKeys)) };
+    },
+    async uploadFile(req) {
+      const r = await chats.uploadFile(await chats.customer(req.chatId, req.secureKey), newFile(req.file));
+      return { fileId: r.fileId, position: BigInt(r.position) };
+    },
+    async downloadFile(req) {
+      return { file: chatFileMessage(await chats.downloadFile(await chats.customer(req.chatId, req.secureKey), req.fileId)) };
+    },
+    async deleteFile(req) {
+      return { position: BigInt(await chats.deleteFile(await chats.customer(req.chatId, req.secureKey), req.fileId)) };
+    },
+    async getFileLimits(req) {
+      return { limits: fileLimitsMessage(await chats.fileLimits(await chats.customer(req.chatId, req.secureKey))) };
     },
   };
 }

@@ -70,6 +70,28 @@ export interface ChatEventRecord {
   userData: Record<string, string>;
   clientMessageId: string;
   fileId: string;
+  fileName: string;
+  fileSize: number;
+  fileContentType: string;
+}
+
+/** ChatFileRow is a chat_files row: a file of a chat, its bytes kept in storage under dataId. */
+export interface ChatFileRow {
+  id: string;
+  chatId: string;
+  participantId: string;
+  dataId: string;
+  filename: string;
+  contentType: string;
+  size: number;
+  createdAt: number;
+}
+
+/** TypingRow is a chat_typing row: a participant typing until `until`. */
+export interface TypingRow {
+  participant: ParticipantRef;
+  startedAt: number;
+  until: number;
 }
 
 interface ChatSql {
@@ -101,6 +123,9 @@ interface EventSql {
   user_data: string | null;
   client_message_id: string | null;
   file_id: string | null;
+  file_name: string | null;
+  file_size: number | string | null;
+  file_content_type: string | null;
   created_at: number | string;
 }
 
@@ -145,6 +170,9 @@ function eventFromSql(r: EventSql): ChatEventRecord {
     userData: r.user_data === null ? {} : (JSON.parse(r.user_data) as Record<string, string>),
     clientMessageId: r.client_message_id ?? "",
     fileId: r.file_id ?? "",
+    fileName: r.file_name ?? "",
+    fileSize: r.file_size === null ? 0 : Number(r.file_size),
+    fileContentType: r.file_content_type ?? "",
   };
 }
 
@@ -177,6 +205,7 @@ export async function insertChat(q: Queryable, c: ChatRow): Promise<void> {
     created_at: c.createdAt,
     queued_at: c.queuedAt,
     expires_at: c.expiresAt,
+    customer_seen_at: c.createdAt,
   });
 }
 
@@ -188,8 +217,13 @@ export async function readChat(q: Queryable, id: string, now: number, lock?: Dia
 }
 
 /** updateChat changes a chat's state, queue time or expiry. */
-export async function updateChat(q: Queryable, id: string, change: { state?: ChatState; queuedAt?: number; expiresAt?: number; endpoint?: string }): Promise<void> {
+export async function updateChat(
+  q: Queryable,
+  id: string,
+  change: { state?: ChatState; queuedAt?: number; expiresAt?: number; endpoint?: string; userData?: Record<string, string> },
+): Promise<void> {
   const row: Record<string, unknown> = {};
+  if (change.userData !== undefined) row["user_data"] = JSON.stringify(change.userData);
   if (change.state !== undefined) row["state"] = change.state;
   if (change.queuedAt !== undefined) row["queued_at"] = change.queuedAt;
   if (change.expiresAt !== undefined) row["expires_at"] = change.expiresAt;
@@ -212,10 +246,17 @@ export async function claimWaitingChat(q: Queryable, dialect: Dialect, endpoint:
   return row === undefined ? undefined : chatFromSql(row);
 }
 
-/** waitingChats lists the live chats waiting on an endpoint, oldest first. */
-export async function waitingChats(q: Queryable, endpoint: string, now: number, limit: number): Promise<ChatRow[]> {
-  const rows = (await q("chats").where({ endpoint, state: "waiting" }).andWhere("expires_at", ">", now).orderBy("queued_at").orderBy("id").limit(limit)) as ChatSql[];
-  return rows.map(chatFromSql);
+/** waitingChats lists the live chats waiting on an endpoint, oldest first, with the customer's nickname. */
+export async function waitingChats(q: Queryable, endpoint: string, now: number, limit: number): Promise<(ChatRow & { nickname: string })[]> {
+  const rows = (await q("chats as c")
+    .leftJoin("chat_participants as p", "p.id", "c.customer_participant_id")
+    .where({ "c.endpoint": endpoint, "c.state": "waiting" })
+    .andWhere("c.expires_at", ">", now)
+    .orderBy("c.queued_at")
+    .orderBy("c.id")
+    .limit(limit)
+    .select("c.*", "p.nickname as customer_nickname")) as (ChatSql & { customer_nickname: string | null })[];
+  return rows.map((r) => ({ ...chatFromSql(r), nickname: r.customer_nickname ?? "" }));
 }
 
 /** insertParticipant stores a participant. */
@@ -263,6 +304,9 @@ export async function appendEvent(q: Queryable, chat: { id: string; lastPosition
     user_data: Object.keys(e.userData).length === 0 ? null : JSON.stringify(e.userData),
     client_message_id: e.clientMessageId === "" ? null : e.clientMessageId,
     file_id: e.fileId === "" ? null : e.fileId,
+    file_name: e.fileName === "" ? null : e.fileName,
+    file_size: e.fileId === "" ? null : e.fileSize,
+    file_content_type: e.fileContentType === "" ? null : e.fileContentType,
     created_at: e.time,
   });
   await q("chats").where("id", chat.id).update({ last_position: position });
@@ -295,8 +339,128 @@ export async function sweepExpiredChats(q: Queryable, dialect: Dialect, now: num
     if (rows.length === 0) return 0;
     const ids = rows.map((r) => r.id);
     await trx("chat_events").whereIn("chat_id", ids).delete();
+    await trx("chat_files").whereIn("chat_id", ids).delete();
+    await trx("chat_typing").whereIn("chat_id", ids).delete();
     await trx("chat_participants").whereIn("chat_id", ids).delete();
     await trx("chats").whereIn("id", ids).delete();
     return ids.length;
   });
+}
+
+/** touchCustomer records that the customer was active at `now` (idle timeout). */
+export async function touchCustomer(q: Queryable, chatId: string, now: number): Promise<void> {
+  await q("chats").where("id", chatId).andWhere("customer_seen_at", "<", now).update({ customer_seen_at: now });
+}
+
+/** idleChats lists up to `limit` live, unended chats whose customer was last seen at or before `cutoff`. */
+export async function idleChats(q: Queryable, cutoff: number, now: number, limit: number): Promise<string[]> {
+  const rows = (await q("chats").whereIn("state", ["waiting", "active"]).andWhere("customer_seen_at", "<=", cutoff).andWhere("expires_at", ">", now).select("id").limit(limit)) as {
+    id: string;
+  }[];
+  return rows.map((r) => r.id);
+}
+
+/** customerSeenAt reads when a chat's customer was last active. */
+export async function customerSeenAt(q: Queryable, chatId: string): Promise<number | undefined> {
+  const row = (await q("chats").where("id", chatId).first("customer_seen_at")) as { customer_seen_at: number | string } | undefined;
+  return row === undefined ? undefined : Number(row.customer_seen_at);
+}
+
+interface FileSql {
+  id: string;
+  chat_id: string;
+  participant_id: string;
+  data_id: string;
+  filename: string;
+  content_type: string;
+  size: number | string;
+  created_at: number | string;
+}
+
+const fileFromSql = (r: FileSql): ChatFileRow => ({
+  id: r.id,
+  chatId: r.chat_id,
+  participantId: r.participant_id,
+  dataId: r.data_id,
+  filename: r.filename,
+  contentType: r.content_type,
+  size: Number(r.size),
+  createdAt: Number(r.created_at),
+});
+
+/** insertFile records a chat file. */
+export async function insertFile(q: Queryable, f: ChatFileRow): Promise<void> {
+  await q("chat_files").insert({
+    id: f.id,
+    chat_id: f.chatId,
+    participant_id: f.participantId,
+    data_id: f.dataId,
+    filename: f.filename,
+    content_type: f.contentType,
+    size: f.size,
+    created_at: f.createdAt,
+    deleted_at: null,
+  });
+}
+
+/** liveFiles lists a chat's files that are not deleted. */
+export async function liveFiles(q: Queryable, chatId: string): Promise<ChatFileRow[]> {
+  return ((await q("chat_files").where("chat_id", chatId).whereNull("deleted_at").orderBy("created_at")) as FileSql[]).map(fileFromSql);
+}
+
+/** readFile reads one live file of a chat. */
+export async function readFile(q: Queryable, chatId: string, fileId: string): Promise<ChatFileRow | undefined> {
+  const row = (await q("chat_files").where({ chat_id: chatId, id: fileId }).whereNull("deleted_at").first()) as FileSql | undefined;
+  return row === undefined ? undefined : fileFromSql(row);
+}
+
+/** markFileDeleted records a file's deletion. */
+export async function markFileDeleted(q: Queryable, fileId: string, now: number): Promise<void> {
+  await q("chat_files").where("id", fileId).update({ deleted_at: now });
+}
+
+/**
+ * extendChatsOfSession gives a session's chat, and the stored files of that chat, a new expiry
+ * (ExtendSession works for chats too).
+ */
+export async function extendChatsOfSession(q: Queryable, sessionId: string, expiresAt: number): Promise<void> {
+  const chats = (await q("chats").where("session_id", sessionId).select("id")) as { id: string }[];
+  if (chats.length === 0) return;
+  const ids = chats.map((c) => c.id);
+  await q("chats").whereIn("id", ids).update({ expires_at: expiresAt });
+  const files = (await q("chat_files").whereIn("chat_id", ids).whereNull("deleted_at").select("data_id")) as { data_id: string }[];
+  if (files.length > 0) await q("storage_data").whereIn("id", files.map((f) => f.data_id)).update({ expires_at: expiresAt });
+}
+
+/** setTyping records a participant typing until `until`, keeping `startedAt` as given. */
+export async function setTyping(q: Queryable, chatId: string, p: ParticipantRef, startedAt: number, until: number): Promise<void> {
+  await q("chat_typing")
+    .insert({ chat_id: chatId, participant_id: p.participantId, nickname: p.nickname, kind: p.kind, started_at: startedAt, until })
+    .onConflict(["chat_id", "participant_id"])
+    .merge(["nickname", "kind", "started_at", "until"]);
+}
+
+/** readTyping lists who types in a chat at `now`. */
+export async function readTyping(q: Queryable, chatId: string, now: number): Promise<TypingRow[]> {
+  const rows = (await q("chat_typing").where("chat_id", chatId).andWhere("until", ">", now).orderBy("started_at")) as {
+    participant_id: string;
+    nickname: string;
+    kind: string;
+    started_at: number | string;
+    until: number | string;
+  }[];
+  return rows.map((r) => ({
+    participant: { participantId: r.participant_id, nickname: r.nickname, kind: r.kind as ParticipantKind },
+    startedAt: Number(r.started_at),
+    until: Number(r.until),
+  }));
+}
+
+/** clearTyping deletes typing rows of a chat (one participant's, or all); returns how many were live at `now`. */
+export async function clearTyping(q: Queryable, chatId: string, now: number, participantId?: string): Promise<TypingRow[]> {
+  const live = (await readTyping(q, chatId, now)).filter((t) => participantId === undefined || t.participant.participantId === participantId);
+  const del = q("chat_typing").where("chat_id", chatId);
+  if (participantId !== undefined) del.andWhere("participant_id", participantId);
+  await del.delete();
+  return live;
 }

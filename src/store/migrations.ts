@@ -169,6 +169,56 @@ const migrations: Migration[] = [
       await knex.schema.dropTable("chats");
     },
   },
+  {
+    name: "004_chat_files_idle_typing",
+    async up(knex, dialect) {
+      await knex.schema.alterTable("chats", (t) => {
+        t.bigInteger("customer_seen_at").notNullable().defaultTo(0);
+        t.index(["state", "customer_seen_at"], "chats_idle");
+      });
+      await knex.schema.alterTable("chat_events", (t) => {
+        t.string("file_name", 255);
+        t.bigInteger("file_size");
+        t.string("file_content_type", 255);
+      });
+      await knex.schema.createTable("chat_files", (t) => {
+        binaryCollation(t, dialect);
+        t.string("id", 36).primary();
+        t.string("chat_id", 36).notNullable().index("chat_files_chat");
+        t.string("participant_id", 64).notNullable();
+        t.string("data_id", 36).notNullable();
+        t.string("filename", 255).notNullable();
+        t.string("content_type", 255).notNullable();
+        t.bigInteger("size").notNullable();
+        t.bigInteger("created_at").notNullable();
+        t.bigInteger("deleted_at");
+      });
+      // Who is typing, shared by every node; a row lapses at `until` even if its node is gone.
+      await knex.schema.createTable("chat_typing", (t) => {
+        binaryCollation(t, dialect);
+        t.string("chat_id", 36).notNullable();
+        t.string("participant_id", 64).notNullable();
+        t.string("nickname", 128).notNullable();
+        t.string("kind", 16).notNullable();
+        t.bigInteger("started_at").notNullable();
+        t.bigInteger("until").notNullable();
+        t.primary(["chat_id", "participant_id"]);
+      });
+    },
+    async down(knex) {
+      await knex.schema.dropTable("chat_typing");
+      await knex.schema.dropTable("chat_files");
+      await knex.schema.alterTable("chat_events", (t) => {
+        t.dropColumn("file_name");
+        t.dropColumn("file_size");
+        t.dropColumn("file_content_type");
+      });
+      await knex.schema.alterTable("chats", (t) => {
+        t.dropIndex(["state", "customer_seen_at"], "chats_idle");
+        t.dropColumn("customer_seen_at");
+      });
+    },
+  },
 ];
 
 /** migrationSource hands knex the migrations above, bound to a dialect. */

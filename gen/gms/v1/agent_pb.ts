@@ -5,17 +5,19 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
-import type { ChatEvent, ChatEventSchema, Participant } from "./chat_event_pb.js";
+import type { ChatEvent, ChatEventSchema, ChatFile, FileLimits, Participant } from "./chat_event_pb.js";
 import { file_gms_v1_chat_event } from "./chat_event_pb.js";
-import type { Value } from "./value_pb.js";
+import type { File, Value } from "./value_pb.js";
 import { file_gms_v1_value } from "./value_pb.js";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file gms/v1/agent.proto.
  */
 export const file_gms_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChJnbXMvdjEvYWdlbnQucHJvdG8SBmdtcy52MSJxChFBY2NlcHRDaGF0UmVxdWVzdBIcCghlbmRwb2ludBgBIAEoCUIKukgHcgUQARiAARIcCghuaWNrbmFtZRgCIAEoCUIKukgHcgUQARiAARIgCgx3YWl0X3NlY29uZHMYAyABKAVCCrpIBxoFGKwCKAAiwgMKEkFjY2VwdENoYXRSZXNwb25zZRIPCgdjaGF0X2lkGAEgASgJEhYKDnBhcnRpY2lwYW50X2lkGAIgASgJEiEKBmV2ZW50cxgDIAMoCzIRLmdtcy52MS5DaGF0RXZlbnQSFQoNbmV4dF9wb3NpdGlvbhgEIAEoAxI5CghhcHBfZGF0YRgFIAMoCzInLmdtcy52MS5BY2NlcHRDaGF0UmVzcG9uc2UuQXBwRGF0YUVudHJ5Eg8KB3N1YmplY3QYBiABKAkSOwoJdXNlcl9kYXRhGAcgAygLMiguZ21zLnYxLkFjY2VwdENoYXRSZXNwb25zZS5Vc2VyRGF0YUVudHJ5EhIKCnNlc3Npb25faWQYCCABKAkSJQoIY3VzdG9tZXIYCSABKAsyEy5nbXMudjEuUGFydGljaXBhbnQSFQoNZW1haWxfYWRkcmVzcxgKIAEoCRo9CgxBcHBEYXRhRW50cnkSCwoDa2V5GAEgASgJEhwKBXZhbHVlGAIgASgLMg0uZ21zLnYxLlZhbHVlOgI4ARovCg1Vc2VyRGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEirQEKHkFnZW50U2VydmljZVNlbmRNZXNzYWdlUmVxdWVzdBIZCgdjaGF0X2lkGAEgASgJQgi6SAVyA7ABARIZCgR0ZXh0GAIgASgJQgu6SAhyBhABKICAQBIdCgxtZXNzYWdlX3R5cGUYAyABKAlCB7pIBHICGEASNgoRY2xpZW50X21lc3NhZ2VfaWQYBCABKAlCG7pIGHIWMhReW1x4MjEtXHg3ZV17MCwxMjh9JCIzCh9BZ2VudFNlcnZpY2VTZW5kTWVzc2FnZVJlc3BvbnNlEhAKCHBvc2l0aW9uGAEgASgDImIKHUFnZW50U2VydmljZVNlbmRUeXBpbmdSZXF1ZXN0EhkKB2NoYXRfaWQYASABKAlCCLpIBXIDsAEBEg4KBnR5cGluZxgCIAEoCBIWCgR0ZXh0GAMgASgJQgi6SAVyAxiACCIgCh5BZ2VudFNlcnZpY2VTZW5kVHlwaW5nUmVzcG9uc2UieQoaQWdlbnRTZXJ2aWNlUmVmcmVzaFJlcXVlc3QSGQoHY2hhdF9pZBgBIAEoCUIIukgFcgOwAQESHgoNZnJvbV9wb3NpdGlvbhgCIAEoA0IHukgEIgIoABIgCgx3YWl0X3NlY29uZHMYAyABKAVCCrpIBxoFGKwCKAAikAEKG0FnZW50U2VydmljZVJlZnJlc2hSZXNwb25zZRIhCgZldmVudHMYASADKAsyES5nbXMudjEuQ2hhdEV2ZW50EhUKDW5leHRfcG9zaXRpb24YAiABKAMSEgoKY2hhdF9lbmRlZBgDIAEoCBIjCgZ0eXBpbmcYBCADKAsyEy5nbXMudjEuUGFydGljaXBhbnQiWQocQWdlbnRTZXJ2aWNlU3Vic2NyaWJlUmVxdWVzdBIZCgdjaGF0X2lkGAEgASgJQgi6SAVyA7ABARIeCg1mcm9tX3Bvc2l0aW9uGAIgASgDQge6SAQiAigAIi0KEExlYXZlQ2hhdFJlcXVlc3QSGQoHY2hhdF9pZBgBIAEoCUIIukgFcgOwAQEiEwoRTGVhdmVDaGF0UmVzcG9uc2UiKwoORW5kQ2hhdFJlcXVlc3QSGQoHY2hhdF9pZBgBIAEoCUIIukgFcgOwAQEiEQoPRW5kQ2hhdFJlc3BvbnNlMq8ECgxBZ2VudFNlcnZpY2USQwoKQWNjZXB0Q2hhdBIZLmdtcy52MS5BY2NlcHRDaGF0UmVxdWVzdBoaLmdtcy52MS5BY2NlcHRDaGF0UmVzcG9uc2USXgoLU2VuZE1lc3NhZ2USJi5nbXMudjEuQWdlbnRTZXJ2aWNlU2VuZE1lc3NhZ2VSZXF1ZXN0GicuZ21zLnYxLkFnZW50U2VydmljZVNlbmRNZXNzYWdlUmVzcG9uc2USWwoKU2VuZFR5cGluZxIlLmdtcy52MS5BZ2VudFNlcnZpY2VTZW5kVHlwaW5nUmVxdWVzdBomLmdtcy52MS5BZ2VudFNlcnZpY2VTZW5kVHlwaW5nUmVzcG9uc2USVwoHUmVmcmVzaBIiLmdtcy52MS5BZ2VudFNlcnZpY2VSZWZyZXNoUmVxdWVzdBojLmdtcy52MS5BZ2VudFNlcnZpY2VSZWZyZXNoUmVzcG9uc2UiA5ACARJGCglTdWJzY3JpYmUSJC5nbXMudjEuQWdlbnRTZXJ2aWNlU3Vic2NyaWJlUmVxdWVzdBoRLmdtcy52MS5DaGF0RXZlbnQwARJACglMZWF2ZUNoYXQSGC5nbXMudjEuTGVhdmVDaGF0UmVxdWVzdBoZLmdtcy52MS5MZWF2ZUNoYXRSZXNwb25zZRI6CgdFbmRDaGF0EhYuZ21zLnYxLkVuZENoYXRSZXF1ZXN0GhcuZ21zLnYxLkVuZENoYXRSZXNwb25zZWIGcHJvdG8z", [file_buf_validate_validate, file_gms_v1_chat_event, file_gms_v1_value]);
+  fileDesc("ChJnbXMvdjEvYWdlbnQucHJvdG8SBmdtcy52MSJxChFBY2NlcHRDaGF0UmVxdWVzdBIcCghlbmRwb2ludBgBIAEoCUIKukgHcgUQARiAARIcCghuaWNrbmFtZRgCIAEoCUIKukgHcgUQARiAARIgCgx3YWl0X3NlY29uZHMYAyABKAVCCrpIBxoFGKwCKAAiwgMKEkFjY2VwdENoYXRSZXNwb25zZRIPCgdjaGF0X2lkGAEgASgJEhYKDnBhcnRpY2lwYW50X2lkGAIgASgJEiEKBmV2ZW50cxgDIAMoCzIRLmdtcy52MS5DaGF0RXZlbnQSFQoNbmV4dF9wb3NpdGlvbhgEIAEoAxI5CghhcHBfZGF0YRgFIAMoCzInLmdtcy52MS5BY2NlcHRDaGF0UmVzcG9uc2UuQXBwRGF0YUVudHJ5Eg8KB3N1YmplY3QYBiABKAkSOwoJdXNlcl9kYXRhGAcgAygLMiguZ21zLnYxLkFjY2VwdENoYXRSZXNwb25zZS5Vc2VyRGF0YUVudHJ5EhIKCnNlc3Npb25faWQYCCABKAkSJQoIY3VzdG9tZXIYCSABKAsyEy5nbXMudjEuUGFydGljaXBhbnQSFQoNZW1haWxfYWRkcmVzcxgKIAEoCRo9CgxBcHBEYXRhRW50cnkSCwoDa2V5GAEgASgJEhwKBXZhbHVlGAIgASgLMg0uZ21zLnYxLlZhbHVlOgI4ARovCg1Vc2VyRGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEirQEKHkFnZW50U2VydmljZVNlbmRNZXNzYWdlUmVxdWVzdBIZCgdjaGF0X2lkGAEgASgJQgi6SAVyA7ABARIZCgR0ZXh0GAIgASgJQgu6SAhyBhABKICAQBIdCgxtZXNzYWdlX3R5cGUYAyABKAlCB7pIBHICGEASNgoRY2xpZW50X21lc3NhZ2VfaWQYBCABKAlCG7pIGHIWMhReW1x4MjEtXHg3ZV17MCwxMjh9JCIzCh9BZ2VudFNlcnZpY2VTZW5kTWVzc2FnZVJlc3BvbnNlEhAKCHBvc2l0aW9uGAEgASgDImIKHUFnZW50U2VydmljZVNlbmRUeXBpbmdSZXF1ZXN0EhkKB2NoYXRfaWQYASABKAlCCLpIBXIDsAEBEg4KBnR5cGluZxgCIAEoCBIWCgR0ZXh0GAMgASgJQgi6SAVyAxiACCIgCh5BZ2VudFNlcnZpY2VTZW5kVHlwaW5nUmVzcG9uc2UieQoaQWdlbnRTZXJ2aWNlUmVmcmVzaFJlcXVlc3QSGQoHY2hhdF9pZBgBIAEoCUIIukgFcgOwAQESHgoNZnJvbV9wb3NpdGlvbhgCIAEoA0IHukgEIgIoABIgCgx3YWl0X3NlY29uZHMYAyABKAVCCrpIBxoFGKwCKAAikAEKG0FnZW50U2VydmljZVJlZnJlc2hSZXNwb25zZRIhCgZldmVudHMYASADKAsyES5nbXMudjEuQ2hhdEV2ZW50EhUKDW5leHRfcG9zaXRpb24YAiABKAMSEgoKY2hhdF9lbmRlZBgDIAEoCBIjCgZ0eXBpbmcYBCADKAsyEy5nbXMudjEuUGFydGljaXBhbnQiWQocQWdlbnRTZXJ2aWNlU3Vic2NyaWJlUmVxdWVzdBIZCgdjaGF0X2lkGAEgASgJQgi6SAVyA7ABARIeCg1mcm9tX3Bvc2l0aW9uGAIgASgDQge6SAQiAigAIi0KEExlYXZlQ2hhdFJlcXVlc3QSGQoHY2hhdF9pZBgBIAEoCUIIukgFcgOwAQEiEwoRTGVhdmVDaGF0UmVzcG9uc2UiKwoORW5kQ2hhdFJlcXVlc3QSGQoHY2hhdF9pZBgBIAEoCUIIukgFcgOwAQEiEQoPRW5kQ2hhdFJlc3BvbnNlIlEKDlB1c2hVcmxSZXF1ZXN0EhkKB2NoYXRfaWQYASABKAlCCLpIBXIDsAEBEiQKA3VybBgCIAEoCUIXukgUchIYgBAyCl5odHRwcz86Ly+IAQEiIwoPUHVzaFVybFJlc3BvbnNlEhAKCHBvc2l0aW9uGAEgASgDIlsKI0FnZW50U2VydmljZVNlbmRDdXN0b21Ob3RpY2VSZXF1ZXN0EhkKB2NoYXRfaWQYASABKAlCCLpIBXIDsAEBEhkKBHRleHQYAiABKAlCC7pICHIGEAEogIBAIjgKJEFnZW50U2VydmljZVNlbmRDdXN0b21Ob3RpY2VSZXNwb25zZRIQCghwb3NpdGlvbhgBIAEoAyJOChNUcmFuc2ZlckNoYXRSZXF1ZXN0EhkKB2NoYXRfaWQYASABKAlCCLpIBXIDsAEBEhwKCGVuZHBvaW50GAIgASgJQgq6SAdyBRABGIABIhYKFFRyYW5zZmVyQ2hhdFJlc3BvbnNlIl4KHUFnZW50U2VydmljZVVwbG9hZEZpbGVSZXF1ZXN0EhkKB2NoYXRfaWQYASABKAlCCLpIBXIDsAEBEiIKBGZpbGUYAiABKAsyDC5nbXMudjEuRmlsZUIGukgDyAEBIkMKHkFnZW50U2VydmljZVVwbG9hZEZpbGVSZXNwb25zZRIPCgdmaWxlX2lkGAEgASgJEhAKCHBvc2l0aW9uGAIgASgDIlcKH0FnZW50U2VydmljZURvd25sb2FkRmlsZVJlcXVlc3QSGQoHY2hhdF9pZBgBIAEoCUIIukgFcgOwAQESGQoHZmlsZV9pZBgCIAEoCUIIukgFcgOwAQEiQgogQWdlbnRTZXJ2aWNlRG93bmxvYWRGaWxlUmVzcG9uc2USHgoEZmlsZRgBIAEoCzIQLmdtcy52MS5DaGF0RmlsZSJVCh1BZ2VudFNlcnZpY2VEZWxldGVGaWxlUmVxdWVzdBIZCgdjaGF0X2lkGAEgASgJQgi6SAVyA7ABARIZCgdmaWxlX2lkGAIgASgJQgi6SAVyA7ABASIyCh5BZ2VudFNlcnZpY2VEZWxldGVGaWxlUmVzcG9uc2USEAoIcG9zaXRpb24YASABKAMiPQogQWdlbnRTZXJ2aWNlR2V0RmlsZUxpbWl0c1JlcXVlc3QSGQoHY2hhdF9pZBgBIAEoCUIIukgFcgOwAQEiRwohQWdlbnRTZXJ2aWNlR2V0RmlsZUxpbWl0c1Jlc3BvbnNlEiIKBmxpbWl0cxgBIAEoCzISLmdtcy52MS5GaWxlTGltaXRzIjEKEVdhdGNoUXVldWVSZXF1ZXN0EhwKCGVuZHBvaW50GAEgASgJQgq6SAdyBRABGIABIm8KC1F1ZXVlVXBkYXRlEhAKCGVuZHBvaW50GAEgASgJEiQKB3dhaXRpbmcYAiADKAsyEy5nbXMudjEuV2FpdGluZ0NoYXQSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAihgEKC1dhaXRpbmdDaGF0Eg8KB2NoYXRfaWQYASABKAkSDwoHc3ViamVjdBgCIAEoCRIQCghuaWNrbmFtZRgDIAEoCRItCglxdWV1ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDHdhaXRfc2Vjb25kcxgFIAEoAzLyCQoMQWdlbnRTZXJ2aWNlEkMKCkFjY2VwdENoYXQSGS5nbXMudjEuQWNjZXB0Q2hhdFJlcXVlc3QaGi5nbXMudjEuQWNjZXB0Q2hhdFJlc3BvbnNlEl4KC1NlbmRNZXNzYWdlEiYuZ21zLnYxLkFnZW50U2VydmljZVNlbmRNZXNzYWdlUmVxdWVzdBonLmdtcy52MS5BZ2VudFNlcnZpY2VTZW5kTWVzc2FnZVJlc3BvbnNlElsKClNlbmRUeXBpbmcSJS5nbXMudjEuQWdlbnRTZXJ2aWNlU2VuZFR5cGluZ1JlcXVlc3QaJi5nbXMudjEuQWdlbnRTZXJ2aWNlU2VuZFR5cGluZ1Jlc3BvbnNlElcKB1JlZnJlc2gSIi5nbXMudjEuQWdlbnRTZXJ2aWNlUmVmcmVzaFJlcXVlc3QaIy5nbXMudjEuQWdlbnRTZXJ2aWNlUmVmcmVzaFJlc3BvbnNlIgOQAgESRgoJU3Vic2NyaWJlEiQuZ21zLnYxLkFnZW50U2VydmljZVN1YnNjcmliZVJlcXVlc3QaES5nbXMudjEuQ2hhdEV2ZW50MAESQAoJTGVhdmVDaGF0EhguZ21zLnYxLkxlYXZlQ2hhdFJlcXVlc3QaGS5nbXMudjEuTGVhdmVDaGF0UmVzcG9uc2USOgoHRW5kQ2hhdBIWLmdtcy52MS5FbmRDaGF0UmVxdWVzdBoXLmdtcy52MS5FbmRDaGF0UmVzcG9uc2USOgoHUHVzaFVybBIWLmdtcy52MS5QdXNoVXJsUmVxdWVzdBoXLmdtcy52MS5QdXNoVXJsUmVzcG9uc2USbQoQU2VuZEN1c3RvbU5vdGljZRIrLmdtcy52MS5BZ2VudFNlcnZpY2VTZW5kQ3VzdG9tTm90aWNlUmVxdWVzdBosLmdtcy52MS5BZ2VudFNlcnZpY2VTZW5kQ3VzdG9tTm90aWNlUmVzcG9uc2USSQoMVHJhbnNmZXJDaGF0EhsuZ21zLnYxLlRyYW5zZmVyQ2hhdFJlcXVlc3QaHC5nbXMudjEuVHJhbnNmZXJDaGF0UmVzcG9uc2USWwoKVXBsb2FkRmlsZRIlLmdtcy52MS5BZ2VudFNlcnZpY2VVcGxvYWRGaWxlUmVxdWVzdBomLmdtcy52MS5BZ2VudFNlcnZpY2VVcGxvYWRGaWxlUmVzcG9uc2USZgoMRG93bmxvYWRGaWxlEicuZ21zLnYxLkFnZW50U2VydmljZURvd25sb2FkRmlsZVJlcXVlc3QaKC5nbXMudjEuQWdlbnRTZXJ2aWNlRG93bmxvYWRGaWxlUmVzcG9uc2UiA5ACARJbCgpEZWxldGVGaWxlEiUuZ21zLnYxLkFnZW50U2VydmljZURlbGV0ZUZpbGVSZXF1ZXN0GiYuZ21zLnYxLkFnZW50U2VydmljZURlbGV0ZUZpbGVSZXNwb25zZRJpCg1HZXRGaWxlTGltaXRzEiguZ21zLnYxLkFnZW50U2VydmljZUdldEZpbGVMaW1pdHNSZXF1ZXN0GikuZ21zLnYxLkFnZW50U2VydmljZUdldEZpbGVMaW1pdHNSZXNwb25zZSIDkAIBEj4KCldhdGNoUXVldWUSGS5nbXMudjEuV2F0Y2hRdWV1ZVJlcXVlc3QaEy5nbXMudjEuUXVldWVVcGRhdGUwAWIGcHJvdG8z", [file_buf_validate_validate, file_gms_v1_chat_event, file_gms_v1_value, file_google_protobuf_timestamp]);
 
 /**
  * AcceptChatRequest asks for the next waiting chat of an endpoint.
@@ -428,6 +430,448 @@ export const EndChatResponseSchema: GenMessage<EndChatResponse> = /*@__PURE__*/
   messageDesc(file_gms_v1_agent, 12);
 
 /**
+ * PushUrlRequest shows the customer a web page.
+ *
+ * @generated from message gms.v1.PushUrlRequest
+ */
+export type PushUrlRequest = Message<"gms.v1.PushUrlRequest"> & {
+  /**
+   * chat_id identifies the chat.
+   *
+   * @generated from field: string chat_id = 1;
+   */
+  chatId: string;
+
+  /**
+   * url is the page to show: an absolute http(s) URL.
+   *
+   * @generated from field: string url = 2;
+   */
+  url: string;
+};
+
+/**
+ * Describes the message gms.v1.PushUrlRequest.
+ * Use `create(PushUrlRequestSchema)` to create a new message.
+ */
+export const PushUrlRequestSchema: GenMessage<PushUrlRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_agent, 13);
+
+/**
+ * PushUrlResponse tells where the PUSH_URL event landed.
+ *
+ * @generated from message gms.v1.PushUrlResponse
+ */
+export type PushUrlResponse = Message<"gms.v1.PushUrlResponse"> & {
+  /**
+   * position is the event's position in the transcript.
+   *
+   * @generated from field: int64 position = 1;
+   */
+  position: bigint;
+};
+
+/**
+ * Describes the message gms.v1.PushUrlResponse.
+ * Use `create(PushUrlResponseSchema)` to create a new message.
+ */
+export const PushUrlResponseSchema: GenMessage<PushUrlResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_agent, 14);
+
+/**
+ * AgentServiceSendCustomNoticeRequest is an application notice from the agent's side.
+ *
+ * @generated from message gms.v1.AgentServiceSendCustomNoticeRequest
+ */
+export type AgentServiceSendCustomNoticeRequest = Message<"gms.v1.AgentServiceSendCustomNoticeRequest"> & {
+  /**
+   * chat_id identifies the chat.
+   *
+   * @generated from field: string chat_id = 1;
+   */
+  chatId: string;
+
+  /**
+   * text is the notice; required, at most chat.max_message_length bytes.
+   *
+   * @generated from field: string text = 2;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message gms.v1.AgentServiceSendCustomNoticeRequest.
+ * Use `create(AgentServiceSendCustomNoticeRequestSchema)` to create a new message.
+ */
+export const AgentServiceSendCustomNoticeRequestSchema: GenMessage<AgentServiceSendCustomNoticeRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_agent, 15);
+
+/**
+ * AgentServiceSendCustomNoticeResponse tells where the notice landed.
+ *
+ * @generated from message gms.v1.AgentServiceSendCustomNoticeResponse
+ */
+export type AgentServiceSendCustomNoticeResponse = Message<"gms.v1.AgentServiceSendCustomNoticeResponse"> & {
+  /**
+   * position is the event's position in the transcript.
+   *
+   * @generated from field: int64 position = 1;
+   */
+  position: bigint;
+};
+
+/**
+ * Describes the message gms.v1.AgentServiceSendCustomNoticeResponse.
+ * Use `create(AgentServiceSendCustomNoticeResponseSchema)` to create a new message.
+ */
+export const AgentServiceSendCustomNoticeResponseSchema: GenMessage<AgentServiceSendCustomNoticeResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_agent, 16);
+
+/**
+ * TransferChatRequest moves a chat to another endpoint's queue.
+ *
+ * @generated from message gms.v1.TransferChatRequest
+ */
+export type TransferChatRequest = Message<"gms.v1.TransferChatRequest"> & {
+  /**
+   * chat_id identifies the chat.
+   *
+   * @generated from field: string chat_id = 1;
+   */
+  chatId: string;
+
+  /**
+   * endpoint is the queue the chat moves to.
+   *
+   * @generated from field: string endpoint = 2;
+   */
+  endpoint: string;
+};
+
+/**
+ * Describes the message gms.v1.TransferChatRequest.
+ * Use `create(TransferChatRequestSchema)` to create a new message.
+ */
+export const TransferChatRequestSchema: GenMessage<TransferChatRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_agent, 17);
+
+/**
+ * TransferChatResponse is empty: the chat waits on the new endpoint.
+ *
+ * @generated from message gms.v1.TransferChatResponse
+ */
+export type TransferChatResponse = Message<"gms.v1.TransferChatResponse"> & {
+};
+
+/**
+ * Describes the message gms.v1.TransferChatResponse.
+ * Use `create(TransferChatResponseSchema)` to create a new message.
+ */
+export const TransferChatResponseSchema: GenMessage<TransferChatResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_agent, 18);
+
+/**
+ * AgentServiceUploadFileRequest adds a file to the chat.
+ *
+ * @generated from message gms.v1.AgentServiceUploadFileRequest
+ */
+export type AgentServiceUploadFileRequest = Message<"gms.v1.AgentServiceUploadFileRequest"> & {
+  /**
+   * chat_id identifies the chat.
+   *
+   * @generated from field: string chat_id = 1;
+   */
+  chatId: string;
+
+  /**
+   * file is the file's name, type and content.
+   *
+   * @generated from field: gms.v1.File file = 2;
+   */
+  file?: File | undefined;
+};
+
+/**
+ * Describes the message gms.v1.AgentServiceUploadFileRequest.
+ * Use `create(AgentServiceUploadFileRequestSchema)` to create a new message.
+ */
+export const AgentServiceUploadFileRequestSchema: GenMessage<AgentServiceUploadFileRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_agent, 19);
+
+/**
+ * AgentServiceUploadFileResponse identifies the uploaded file.
+ *
+ * @generated from message gms.v1.AgentServiceUploadFileResponse
+ */
+export type AgentServiceUploadFileResponse = Message<"gms.v1.AgentServiceUploadFileResponse"> & {
+  /**
+   * file_id identifies the file in the chat.
+   *
+   * @generated from field: string file_id = 1;
+   */
+  fileId: string;
+
+  /**
+   * position is the FILE_UPLOADED event's position.
+   *
+   * @generated from field: int64 position = 2;
+   */
+  position: bigint;
+};
+
+/**
+ * Describes the message gms.v1.AgentServiceUploadFileResponse.
+ * Use `create(AgentServiceUploadFileResponseSchema)` to create a new message.
+ */
+export const AgentServiceUploadFileResponseSchema: GenMessage<AgentServiceUploadFileResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_agent, 20);
+
+/**
+ * AgentServiceDownloadFileRequest names a file of the chat.
+ *
+ * @generated from message gms.v1.AgentServiceDownloadFileRequest
+ */
+export type AgentServiceDownloadFileRequest = Message<"gms.v1.AgentServiceDownloadFileRequest"> & {
+  /**
+   * chat_id identifies the chat.
+   *
+   * @generated from field: string chat_id = 1;
+   */
+  chatId: string;
+
+  /**
+   * file_id identifies the file.
+   *
+   * @generated from field: string file_id = 2;
+   */
+  fileId: string;
+};
+
+/**
+ * Describes the message gms.v1.AgentServiceDownloadFileRequest.
+ * Use `create(AgentServiceDownloadFileRequestSchema)` to create a new message.
+ */
+export const AgentServiceDownloadFileRequestSchema: GenMessage<AgentServiceDownloadFileRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_agent, 21);
+
+/**
+ * AgentServiceDownloadFileResponse is the file.
+ *
+ * @generated from message gms.v1.AgentServiceDownloadFileResponse
+ */
+export type AgentServiceDownloadFileResponse = Message<"gms.v1.AgentServiceDownloadFileResponse"> & {
+  /**
+   * file is the file with its content.
+   *
+   * @generated from field: gms.v1.ChatFile file = 1;
+   */
+  file?: ChatFile | undefined;
+};
+
+/**
+ * Describes the message gms.v1.AgentServiceDownloadFileResponse.
+ * Use `create(AgentServiceDownloadFileResponseSchema)` to create a new message.
+ */
+export const AgentServiceDownloadFileResponseSchema: GenMessage<AgentServiceDownloadFileResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_agent, 22);
+
+/**
+ * AgentServiceDeleteFileRequest names a file the agent uploaded.
+ *
+ * @generated from message gms.v1.AgentServiceDeleteFileRequest
+ */
+export type AgentServiceDeleteFileRequest = Message<"gms.v1.AgentServiceDeleteFileRequest"> & {
+  /**
+   * chat_id identifies the chat.
+   *
+   * @generated from field: string chat_id = 1;
+   */
+  chatId: string;
+
+  /**
+   * file_id identifies the file.
+   *
+   * @generated from field: string file_id = 2;
+   */
+  fileId: string;
+};
+
+/**
+ * Describes the message gms.v1.AgentServiceDeleteFileRequest.
+ * Use `create(AgentServiceDeleteFileRequestSchema)` to create a new message.
+ */
+export const AgentServiceDeleteFileRequestSchema: GenMessage<AgentServiceDeleteFileRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_agent, 23);
+
+/**
+ * AgentServiceDeleteFileResponse tells where the FILE_DELETED event landed.
+ *
+ * @generated from message gms.v1.AgentServiceDeleteFileResponse
+ */
+export type AgentServiceDeleteFileResponse = Message<"gms.v1.AgentServiceDeleteFileResponse"> & {
+  /**
+   * position is the event's position in the transcript.
+   *
+   * @generated from field: int64 position = 1;
+   */
+  position: bigint;
+};
+
+/**
+ * Describes the message gms.v1.AgentServiceDeleteFileResponse.
+ * Use `create(AgentServiceDeleteFileResponseSchema)` to create a new message.
+ */
+export const AgentServiceDeleteFileResponseSchema: GenMessage<AgentServiceDeleteFileResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_agent, 24);
+
+/**
+ * AgentServiceGetFileLimitsRequest asks for the chat's file limits.
+ *
+ * @generated from message gms.v1.AgentServiceGetFileLimitsRequest
+ */
+export type AgentServiceGetFileLimitsRequest = Message<"gms.v1.AgentServiceGetFileLimitsRequest"> & {
+  /**
+   * chat_id identifies the chat.
+   *
+   * @generated from field: string chat_id = 1;
+   */
+  chatId: string;
+};
+
+/**
+ * Describes the message gms.v1.AgentServiceGetFileLimitsRequest.
+ * Use `create(AgentServiceGetFileLimitsRequestSchema)` to create a new message.
+ */
+export const AgentServiceGetFileLimitsRequestSchema: GenMessage<AgentServiceGetFileLimitsRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_agent, 25);
+
+/**
+ * AgentServiceGetFileLimitsResponse is the chat's file limits and usage.
+ *
+ * @generated from message gms.v1.AgentServiceGetFileLimitsResponse
+ */
+export type AgentServiceGetFileLimitsResponse = Message<"gms.v1.AgentServiceGetFileLimitsResponse"> & {
+  /**
+   * limits are the limits and what is already used.
+   *
+   * @generated from field: gms.v1.FileLimits limits = 1;
+   */
+  limits?: FileLimits | undefined;
+};
+
+/**
+ * Describes the message gms.v1.AgentServiceGetFileLimitsResponse.
+ * Use `create(AgentServiceGetFileLimitsResponseSchema)` to create a new message.
+ */
+export const AgentServiceGetFileLimitsResponseSchema: GenMessage<AgentServiceGetFileLimitsResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_agent, 26);
+
+/**
+ * WatchQueueRequest names the queue to watch.
+ *
+ * @generated from message gms.v1.WatchQueueRequest
+ */
+export type WatchQueueRequest = Message<"gms.v1.WatchQueueRequest"> & {
+  /**
+   * endpoint is the queue to watch.
+   *
+   * @generated from field: string endpoint = 1;
+   */
+  endpoint: string;
+};
+
+/**
+ * Describes the message gms.v1.WatchQueueRequest.
+ * Use `create(WatchQueueRequestSchema)` to create a new message.
+ */
+export const WatchQueueRequestSchema: GenMessage<WatchQueueRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_agent, 27);
+
+/**
+ * QueueUpdate is the whole state of a queue at one moment.
+ *
+ * @generated from message gms.v1.QueueUpdate
+ */
+export type QueueUpdate = Message<"gms.v1.QueueUpdate"> & {
+  /**
+   * endpoint is the queue.
+   *
+   * @generated from field: string endpoint = 1;
+   */
+  endpoint: string;
+
+  /**
+   * waiting are the chats waiting, oldest first (at most 1,000).
+   *
+   * @generated from field: repeated gms.v1.WaitingChat waiting = 2;
+   */
+  waiting: WaitingChat[];
+
+  /**
+   * time is when the state was read.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 3;
+   */
+  time?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message gms.v1.QueueUpdate.
+ * Use `create(QueueUpdateSchema)` to create a new message.
+ */
+export const QueueUpdateSchema: GenMessage<QueueUpdate> = /*@__PURE__*/
+  messageDesc(file_gms_v1_agent, 28);
+
+/**
+ * WaitingChat is one chat waiting in a queue.
+ *
+ * @generated from message gms.v1.WaitingChat
+ */
+export type WaitingChat = Message<"gms.v1.WaitingChat"> & {
+  /**
+   * chat_id identifies the chat.
+   *
+   * @generated from field: string chat_id = 1;
+   */
+  chatId: string;
+
+  /**
+   * subject is what the customer said the chat is about.
+   *
+   * @generated from field: string subject = 2;
+   */
+  subject: string;
+
+  /**
+   * nickname is the customer's name.
+   *
+   * @generated from field: string nickname = 3;
+   */
+  nickname: string;
+
+  /**
+   * queued_at is when the chat (re)joined the queue.
+   *
+   * @generated from field: google.protobuf.Timestamp queued_at = 4;
+   */
+  queuedAt?: Timestamp | undefined;
+
+  /**
+   * wait_seconds is how long it has waited, at `time`.
+   *
+   * @generated from field: int64 wait_seconds = 5;
+   */
+  waitSeconds: bigint;
+};
+
+/**
+ * Describes the message gms.v1.WaitingChat.
+ * Use `create(WaitingChatSchema)` to create a new message.
+ */
+export const WaitingChatSchema: GenMessage<WaitingChat> = /*@__PURE__*/
+  messageDesc(file_gms_v1_agent, 29);
+
+/**
  * AgentService is the contact center's side of chat: agent desktops and bots accept waiting chats
  * and talk in them. Calls are keyed by chat_id and authorised by the caller's API key (role
  * `agent`): only the agent who joined a chat, or an admin, may act in it.
@@ -507,6 +951,89 @@ export const AgentService: GenService<{
     methodKind: "unary";
     input: typeof EndChatRequestSchema;
     output: typeof EndChatResponseSchema;
+  },
+  /**
+   * PushUrl shows the customer a web page (PUSH_URL).
+   *
+   * @generated from rpc gms.v1.AgentService.PushUrl
+   */
+  pushUrl: {
+    methodKind: "unary";
+    input: typeof PushUrlRequestSchema;
+    output: typeof PushUrlResponseSchema;
+  },
+  /**
+   * SendCustomNotice adds an application notice to the transcript (CUSTOM_NOTICE).
+   *
+   * @generated from rpc gms.v1.AgentService.SendCustomNotice
+   */
+  sendCustomNotice: {
+    methodKind: "unary";
+    input: typeof AgentServiceSendCustomNoticeRequestSchema;
+    output: typeof AgentServiceSendCustomNoticeResponseSchema;
+  },
+  /**
+   * TransferChat moves the chat to another endpoint: the agent leaves, the chat waits on the other
+   * endpoint's queue, and the transcript continues.
+   *
+   * @generated from rpc gms.v1.AgentService.TransferChat
+   */
+  transferChat: {
+    methodKind: "unary";
+    input: typeof TransferChatRequestSchema;
+    output: typeof TransferChatResponseSchema;
+  },
+  /**
+   * UploadFile adds a file to the chat (FILE_UPLOADED).
+   *
+   * @generated from rpc gms.v1.AgentService.UploadFile
+   */
+  uploadFile: {
+    methodKind: "unary";
+    input: typeof AgentServiceUploadFileRequestSchema;
+    output: typeof AgentServiceUploadFileResponseSchema;
+  },
+  /**
+   * DownloadFile returns a file of the chat.
+   *
+   * @generated from rpc gms.v1.AgentService.DownloadFile
+   */
+  downloadFile: {
+    methodKind: "unary";
+    input: typeof AgentServiceDownloadFileRequestSchema;
+    output: typeof AgentServiceDownloadFileResponseSchema;
+  },
+  /**
+   * DeleteFile removes a file the agent uploaded (FILE_DELETED).
+   *
+   * @generated from rpc gms.v1.AgentService.DeleteFile
+   */
+  deleteFile: {
+    methodKind: "unary";
+    input: typeof AgentServiceDeleteFileRequestSchema;
+    output: typeof AgentServiceDeleteFileResponseSchema;
+  },
+  /**
+   * GetFileLimits reports the chat's file limits and what is already used.
+   *
+   * @generated from rpc gms.v1.AgentService.GetFileLimits
+   */
+  getFileLimits: {
+    methodKind: "unary";
+    input: typeof AgentServiceGetFileLimitsRequestSchema;
+    output: typeof AgentServiceGetFileLimitsResponseSchema;
+  },
+  /**
+   * WatchQueue streams the state of an endpoint's queue: the whole list of waiting chats at once,
+   * then again whenever it changes (for agent desktops and wallboards).
+   * buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+   *
+   * @generated from rpc gms.v1.AgentService.WatchQueue
+   */
+  watchQueue: {
+    methodKind: "server_streaming";
+    input: typeof WatchQueueRequestSchema;
+    output: typeof QueueUpdateSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_gms_v1_agent, 0);

@@ -4,6 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { File } from "./value_pb.js";
+import { file_gms_v1_value } from "./value_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file gms/v1/chat_event.proto.
  */
 export const file_gms_v1_chat_event: GenFile = /*@__PURE__*/
-  fileDesc("ChdnbXMvdjEvY2hhdF9ldmVudC5wcm90bxIGZ21zLnYxIl4KC1BhcnRpY2lwYW50EhYKDnBhcnRpY2lwYW50X2lkGAEgASgJEhAKCG5pY2tuYW1lGAIgASgJEiUKBHR5cGUYAyABKA4yFy5nbXMudjEuUGFydGljaXBhbnRUeXBlIsQCCglDaGF0RXZlbnQSEAoIcG9zaXRpb24YASABKAMSIwoEdHlwZRgCIAEoDjIVLmdtcy52MS5DaGF0RXZlbnRUeXBlEiEKBGZyb20YAyABKAsyEy5nbXMudjEuUGFydGljaXBhbnQSDAoEdGV4dBgEIAEoCRIUCgxtZXNzYWdlX3R5cGUYBSABKAkSKAoEdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoJdXNlcl9kYXRhGAcgAygLMh8uZ21zLnYxLkNoYXRFdmVudC5Vc2VyRGF0YUVudHJ5EhkKEWNsaWVudF9tZXNzYWdlX2lkGAggASgJEg8KB2ZpbGVfaWQYCSABKAkaLwoNVXNlckRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKqoBCg9QYXJ0aWNpcGFudFR5cGUSIAocUEFSVElDSVBBTlRfVFlQRV9VTlNQRUNJRklFRBAAEhsKF1BBUlRJQ0lQQU5UX1RZUEVfQ0xJRU5UEAESGgoWUEFSVElDSVBBTlRfVFlQRV9BR0VOVBACEh8KG1BBUlRJQ0lQQU5UX1RZUEVfU1VQRVJWSVNPUhADEhsKF1BBUlRJQ0lQQU5UX1RZUEVfU1lTVEVNEAQq1gMKDUNoYXRFdmVudFR5cGUSHwobQ0hBVF9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASJgoiQ0hBVF9FVkVOVF9UWVBFX1BBUlRJQ0lQQU5UX0pPSU5FRBABEiQKIENIQVRfRVZFTlRfVFlQRV9QQVJUSUNJUEFOVF9MRUZUEAISGwoXQ0hBVF9FVkVOVF9UWVBFX01FU1NBR0UQAxIiCh5DSEFUX0VWRU5UX1RZUEVfVFlQSU5HX1NUQVJURUQQBBIiCh5DSEFUX0VWRU5UX1RZUEVfVFlQSU5HX1NUT1BQRUQQBRIkCiBDSEFUX0VWRU5UX1RZUEVfTklDS05BTUVfVVBEQVRFRBAGEiEKHUNIQVRfRVZFTlRfVFlQRV9DVVNUT01fTk9USUNFEAcSHAoYQ0hBVF9FVkVOVF9UWVBFX1BVU0hfVVJMEAgSIQodQ0hBVF9FVkVOVF9UWVBFX0ZJTEVfVVBMT0FERUQQCRIgChxDSEFUX0VWRU5UX1RZUEVfRklMRV9ERUxFVEVEEAoSJQohQ0hBVF9FVkVOVF9UWVBFX1VTRVJfREFUQV9VUERBVEVEEAsSHgoaQ0hBVF9FVkVOVF9UWVBFX0NIQVRfRU5ERUQQDGIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChdnbXMvdjEvY2hhdF9ldmVudC5wcm90bxIGZ21zLnYxIl4KC1BhcnRpY2lwYW50EhYKDnBhcnRpY2lwYW50X2lkGAEgASgJEhAKCG5pY2tuYW1lGAIgASgJEiUKBHR5cGUYAyABKA4yFy5nbXMudjEuUGFydGljaXBhbnRUeXBlIoUDCglDaGF0RXZlbnQSEAoIcG9zaXRpb24YASABKAMSIwoEdHlwZRgCIAEoDjIVLmdtcy52MS5DaGF0RXZlbnRUeXBlEiEKBGZyb20YAyABKAsyEy5nbXMudjEuUGFydGljaXBhbnQSDAoEdGV4dBgEIAEoCRIUCgxtZXNzYWdlX3R5cGUYBSABKAkSKAoEdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoJdXNlcl9kYXRhGAcgAygLMh8uZ21zLnYxLkNoYXRFdmVudC5Vc2VyRGF0YUVudHJ5EhkKEWNsaWVudF9tZXNzYWdlX2lkGAggASgJEg8KB2ZpbGVfaWQYCSABKAkSEQoJZmlsZV9uYW1lGAogASgJEhEKCWZpbGVfc2l6ZRgLIAEoAxIZChFmaWxlX2NvbnRlbnRfdHlwZRgMIAEoCRovCg1Vc2VyRGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiygEKCkZpbGVMaW1pdHMSEQoJbWF4X2ZpbGVzGAEgASgFEhYKDm1heF9maWxlX2J5dGVzGAIgASgDEhcKD21heF90b3RhbF9ieXRlcxgDIAEoAxIaChJhbGxvd2VkX2V4dGVuc2lvbnMYBCADKAkSHQoVYWxsb3dlZF9jb250ZW50X3R5cGVzGAUgAygJEhUKDXJlcXVpcmVfYWdlbnQYBiABKAgSEgoKdXNlZF9maWxlcxgHIAEoBRISCgp1c2VkX2J5dGVzGAggASgDIm8KCENoYXRGaWxlEg8KB2ZpbGVfaWQYASABKAkSGgoEZmlsZRgCIAEoCzIMLmdtcy52MS5GaWxlEigKC3VwbG9hZGVkX2J5GAMgASgLMhMuZ21zLnYxLlBhcnRpY2lwYW50EgwKBHNpemUYBCABKAMqqgEKD1BhcnRpY2lwYW50VHlwZRIgChxQQVJUSUNJUEFOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGwoXUEFSVElDSVBBTlRfVFlQRV9DTElFTlQQARIaChZQQVJUSUNJUEFOVF9UWVBFX0FHRU5UEAISHwobUEFSVElDSVBBTlRfVFlQRV9TVVBFUlZJU09SEAMSGwoXUEFSVElDSVBBTlRfVFlQRV9TWVNURU0QBCrWAwoNQ2hhdEV2ZW50VHlwZRIfChtDSEFUX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABImCiJDSEFUX0VWRU5UX1RZUEVfUEFSVElDSVBBTlRfSk9JTkVEEAESJAogQ0hBVF9FVkVOVF9UWVBFX1BBUlRJQ0lQQU5UX0xFRlQQAhIbChdDSEFUX0VWRU5UX1RZUEVfTUVTU0FHRRADEiIKHkNIQVRfRVZFTlRfVFlQRV9UWVBJTkdfU1RBUlRFRBAEEiIKHkNIQVRfRVZFTlRfVFlQRV9UWVBJTkdfU1RPUFBFRBAFEiQKIENIQVRfRVZFTlRfVFlQRV9OSUNLTkFNRV9VUERBVEVEEAYSIQodQ0hBVF9FVkVOVF9UWVBFX0NVU1RPTV9OT1RJQ0UQBxIcChhDSEFUX0VWRU5UX1RZUEVfUFVTSF9VUkwQCBIhCh1DSEFUX0VWRU5UX1RZUEVfRklMRV9VUExPQURFRBAJEiAKHENIQVRfRVZFTlRfVFlQRV9GSUxFX0RFTEVURUQQChIlCiFDSEFUX0VWRU5UX1RZUEVfVVNFUl9EQVRBX1VQREFURUQQCxIeChpDSEFUX0VWRU5UX1RZUEVfQ0hBVF9FTkRFRBAMYgZwcm90bzM", [file_gms_v1_value, file_google_protobuf_timestamp]);
 
 /**
  * Participant is one party of a chat.
@@ -118,6 +120,27 @@ export type ChatEvent = Message<"gms.v1.ChatEvent"> & {
    * @generated from field: string file_id = 9;
    */
   fileId: string;
+
+  /**
+   * file_name is the file's name, on FILE_UPLOADED and FILE_DELETED.
+   *
+   * @generated from field: string file_name = 10;
+   */
+  fileName: string;
+
+  /**
+   * file_size is the file's size in bytes, on FILE_UPLOADED and FILE_DELETED.
+   *
+   * @generated from field: int64 file_size = 11;
+   */
+  fileSize: bigint;
+
+  /**
+   * file_content_type is the file's media type, on FILE_UPLOADED and FILE_DELETED.
+   *
+   * @generated from field: string file_content_type = 12;
+   */
+  fileContentType: string;
 };
 
 /**
@@ -126,6 +149,118 @@ export type ChatEvent = Message<"gms.v1.ChatEvent"> & {
  */
 export const ChatEventSchema: GenMessage<ChatEvent> = /*@__PURE__*/
   messageDesc(file_gms_v1_chat_event, 1);
+
+/**
+ * FileLimits are a chat's file limits (configuration `chat.files`) and what is already used.
+ *
+ * @generated from message gms.v1.FileLimits
+ */
+export type FileLimits = Message<"gms.v1.FileLimits"> & {
+  /**
+   * max_files is the most files one chat may hold.
+   *
+   * @generated from field: int32 max_files = 1;
+   */
+  maxFiles: number;
+
+  /**
+   * max_file_bytes is the largest file, in bytes.
+   *
+   * @generated from field: int64 max_file_bytes = 2;
+   */
+  maxFileBytes: bigint;
+
+  /**
+   * max_total_bytes is the most bytes all of a chat's files may take together.
+   *
+   * @generated from field: int64 max_total_bytes = 3;
+   */
+  maxTotalBytes: bigint;
+
+  /**
+   * allowed_extensions lists the file name extensions accepted (lowercase, without the dot); empty means any.
+   *
+   * @generated from field: repeated string allowed_extensions = 4;
+   */
+  allowedExtensions: string[];
+
+  /**
+   * allowed_content_types lists the media types accepted; empty means any.
+   *
+   * @generated from field: repeated string allowed_content_types = 5;
+   */
+  allowedContentTypes: string[];
+
+  /**
+   * require_agent says a customer may upload only once an agent has joined.
+   *
+   * @generated from field: bool require_agent = 6;
+   */
+  requireAgent: boolean;
+
+  /**
+   * used_files is how many files the chat holds now.
+   *
+   * @generated from field: int32 used_files = 7;
+   */
+  usedFiles: number;
+
+  /**
+   * used_bytes is how many bytes the chat's files take now.
+   *
+   * @generated from field: int64 used_bytes = 8;
+   */
+  usedBytes: bigint;
+};
+
+/**
+ * Describes the message gms.v1.FileLimits.
+ * Use `create(FileLimitsSchema)` to create a new message.
+ */
+export const FileLimitsSchema: GenMessage<FileLimits> = /*@__PURE__*/
+  messageDesc(file_gms_v1_chat_event, 2);
+
+/**
+ * ChatFile is a file uploaded to a chat, with its content when downloaded.
+ *
+ * @generated from message gms.v1.ChatFile
+ */
+export type ChatFile = Message<"gms.v1.ChatFile"> & {
+  /**
+   * file_id identifies the file in the chat.
+   *
+   * @generated from field: string file_id = 1;
+   */
+  fileId: string;
+
+  /**
+   * file is the file's name, type and bytes.
+   *
+   * @generated from field: gms.v1.File file = 2;
+   */
+  file?: File | undefined;
+
+  /**
+   * uploaded_by is the participant who uploaded it.
+   *
+   * @generated from field: gms.v1.Participant uploaded_by = 3;
+   */
+  uploadedBy?: Participant | undefined;
+
+  /**
+   * size is the file's size in bytes.
+   *
+   * @generated from field: int64 size = 4;
+   */
+  size: bigint;
+};
+
+/**
+ * Describes the message gms.v1.ChatFile.
+ * Use `create(ChatFileSchema)` to create a new message.
+ */
+export const ChatFileSchema: GenMessage<ChatFile> = /*@__PURE__*/
+  messageDesc(file_gms_v1_chat_event, 3);
 
 /**
  * ParticipantType is who a chat participant is.

@@ -5,9 +5,9 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
-import type { ChatEvent, ChatEventSchema, Participant } from "./chat_event_pb.js";
+import type { ChatEvent, ChatEventSchema, ChatFile, FileLimits, Participant } from "./chat_event_pb.js";
 import { file_gms_v1_chat_event } from "./chat_event_pb.js";
-import type { Value } from "./value_pb.js";
+import type { File, Value } from "./value_pb.js";
 import { file_gms_v1_value } from "./value_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file gms/v1/chat.proto.
  */
 export const file_gms_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChFnbXMvdjEvY2hhdC5wcm90bxIGZ21zLnYxIqQFChJSZXF1ZXN0Q2hhdFJlcXVlc3QSGQoHc2VydmljZRgBIAEoCUIIukgFcgMYgAESGgoIbmlja25hbWUYAiABKAlCCLpIBXIDGIABEhwKCmZpcnN0X25hbWUYAyABKAlCCLpIBXIDGIABEhsKCWxhc3RfbmFtZRgEIAEoCUIIukgFcgMYgAESGQoHc3ViamVjdBgFIAEoCUIIukgFcgMYgAgSJAoNZW1haWxfYWRkcmVzcxgGIAEoCUINukgK2AEBcgUY/gFgARJVCgl1c2VyX2RhdGEYByADKAsyKC5nbXMudjEuUmVxdWVzdENoYXRSZXF1ZXN0LlVzZXJEYXRhRW50cnlCGLpIFZoBEhBkIgdyBRABGIACKgVyAxiAIBJKCghhcHBfZGF0YRgIIAMoCzInLmdtcy52MS5SZXF1ZXN0Q2hhdFJlcXVlc3QuQXBwRGF0YUVudHJ5Qg+6SAyaAQkiB3IFIAEogAgSLwoKcmVxdWVzdF9pZBgJIAEoCUIbukgYchYyFF5bXHgyMS1ceDdlXXswLDEyOH0kGi8KDVVzZXJEYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARo9CgxBcHBEYXRhRW50cnkSCwoDa2V5GAEgASgJEhwKBXZhbHVlGAIgASgLMg0uZ21zLnYxLlZhbHVlOgI4ATqWAbpIkgEajwEKEXJlcXVlc3RfY2hhdC5uYW1lEjJuaWNrbmFtZSwgb3IgZmlyc3RfbmFtZSBhbmQgbGFzdF9uYW1lLCBpcyByZXF1aXJlZBpGdGhpcy5uaWNrbmFtZSAhPSAnJyB8fCAodGhpcy5maXJzdF9uYW1lICE9ICcnICYmIHRoaXMubGFzdF9uYW1lICE9ICcnKSKxAQoTUmVxdWVzdENoYXRSZXNwb25zZRIPCgdjaGF0X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSDwoHZGF0YV9pZBgDIAEoCRISCgpzZWN1cmVfa2V5GAQgASgJEhYKDnBhcnRpY2lwYW50X2lkGAUgASgJEiEKBmV2ZW50cxgGIAMoCzIRLmdtcy52MS5DaGF0RXZlbnQSFQoNbmV4dF9wb3NpdGlvbhgHIAEoAyLBAQoSU2VuZE1lc3NhZ2VSZXF1ZXN0EhkKB2NoYXRfaWQYASABKAlCCLpIBXIDsAEBEh4KCnNlY3VyZV9rZXkYAiABKAlCCrpIB3IFEAEYgAESGQoEdGV4dBgDIAEoCUILukgIcgYQASiAgEASHQoMbWVzc2FnZV90eXBlGAQgASgJQge6SARyAhhAEjYKEWNsaWVudF9tZXNzYWdlX2lkGAUgASgJQhu6SBhyFjIUXltceDIxLVx4N2VdezAsMTI4fSQiJwoTU2VuZE1lc3NhZ2VSZXNwb25zZRIQCghwb3NpdGlvbhgBIAEoAyJ2ChFTZW5kVHlwaW5nUmVxdWVzdBIZCgdjaGF0X2lkGAEgASgJQgi6SAVyA7ABARIeCgpzZWN1cmVfa2V5GAIgASgJQgq6SAdyBRABGIABEg4KBnR5cGluZxgDIAEoCBIWCgR0ZXh0GAQgASgJQgi6SAVyAxiACCIUChJTZW5kVHlwaW5nUmVzcG9uc2UijQEKDlJlZnJlc2hSZXF1ZXN0EhkKB2NoYXRfaWQYASABKAlCCLpIBXIDsAEBEh4KCnNlY3VyZV9rZXkYAiABKAlCCrpIB3IFEAEYgAESHgoNZnJvbV9wb3NpdGlvbhgDIAEoA0IHukgEIgIoABIgCgx3YWl0X3NlY29uZHMYBCABKAVCCrpIBxoFGKwCKAAihAEKD1JlZnJlc2hSZXNwb25zZRIhCgZldmVudHMYASADKAsyES5nbXMudjEuQ2hhdEV2ZW50EhUKDW5leHRfcG9zaXRpb24YAiABKAMSEgoKY2hhdF9lbmRlZBgDIAEoCBIjCgZ0eXBpbmcYBCADKAsyEy5nbXMudjEuUGFydGljaXBhbnQibQoQU3Vic2NyaWJlUmVxdWVzdBIZCgdjaGF0X2lkGAEgASgJQgi6SAVyA7ABARIeCgpzZWN1cmVfa2V5GAIgASgJQgq6SAdyBRABGIABEh4KDWZyb21fcG9zaXRpb24YAyABKANCB7pIBCICKAAiTgoRRGlzY29ubmVjdFJlcXVlc3QSGQoHY2hhdF9pZBgBIAEoCUIIukgFcgOwAQESHgoKc2VjdXJlX2tleRgCIAEoCUIKukgHcgUQARiAASIUChJEaXNjb25uZWN0UmVzcG9uc2UypAMKC0NoYXRTZXJ2aWNlEkYKC1JlcXVlc3RDaGF0EhouZ21zLnYxLlJlcXVlc3RDaGF0UmVxdWVzdBobLmdtcy52MS5SZXF1ZXN0Q2hhdFJlc3BvbnNlEkYKC1NlbmRNZXNzYWdlEhouZ21zLnYxLlNlbmRNZXNzYWdlUmVxdWVzdBobLmdtcy52MS5TZW5kTWVzc2FnZVJlc3BvbnNlEkMKClNlbmRUeXBpbmcSGS5nbXMudjEuU2VuZFR5cGluZ1JlcXVlc3QaGi5nbXMudjEuU2VuZFR5cGluZ1Jlc3BvbnNlEj8KB1JlZnJlc2gSFi5nbXMudjEuUmVmcmVzaFJlcXVlc3QaFy5nbXMudjEuUmVmcmVzaFJlc3BvbnNlIgOQAgESOgoJU3Vic2NyaWJlEhguZ21zLnYxLlN1YnNjcmliZVJlcXVlc3QaES5nbXMudjEuQ2hhdEV2ZW50MAESQwoKRGlzY29ubmVjdBIZLmdtcy52MS5EaXNjb25uZWN0UmVxdWVzdBoaLmdtcy52MS5EaXNjb25uZWN0UmVzcG9uc2ViBnByb3RvMw", [file_buf_validate_validate, file_gms_v1_chat_event, file_gms_v1_value]);
+  fileDesc("ChFnbXMvdjEvY2hhdC5wcm90bxIGZ21zLnYxIqQFChJSZXF1ZXN0Q2hhdFJlcXVlc3QSGQoHc2VydmljZRgBIAEoCUIIukgFcgMYgAESGgoIbmlja25hbWUYAiABKAlCCLpIBXIDGIABEhwKCmZpcnN0X25hbWUYAyABKAlCCLpIBXIDGIABEhsKCWxhc3RfbmFtZRgEIAEoCUIIukgFcgMYgAESGQoHc3ViamVjdBgFIAEoCUIIukgFcgMYgAgSJAoNZW1haWxfYWRkcmVzcxgGIAEoCUINukgK2AEBcgUY/gFgARJVCgl1c2VyX2RhdGEYByADKAsyKC5nbXMudjEuUmVxdWVzdENoYXRSZXF1ZXN0LlVzZXJEYXRhRW50cnlCGLpIFZoBEhBkIgdyBRABGIACKgVyAxiAIBJKCghhcHBfZGF0YRgIIAMoCzInLmdtcy52MS5SZXF1ZXN0Q2hhdFJlcXVlc3QuQXBwRGF0YUVudHJ5Qg+6SAyaAQkiB3IFIAEogAgSLwoKcmVxdWVzdF9pZBgJIAEoCUIbukgYchYyFF5bXHgyMS1ceDdlXXswLDEyOH0kGi8KDVVzZXJEYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARo9CgxBcHBEYXRhRW50cnkSCwoDa2V5GAEgASgJEhwKBXZhbHVlGAIgASgLMg0uZ21zLnYxLlZhbHVlOgI4ATqWAbpIkgEajwEKEXJlcXVlc3RfY2hhdC5uYW1lEjJuaWNrbmFtZSwgb3IgZmlyc3RfbmFtZSBhbmQgbGFzdF9uYW1lLCBpcyByZXF1aXJlZBpGdGhpcy5uaWNrbmFtZSAhPSAnJyB8fCAodGhpcy5maXJzdF9uYW1lICE9ICcnICYmIHRoaXMubGFzdF9uYW1lICE9ICcnKSKxAQoTUmVxdWVzdENoYXRSZXNwb25zZRIPCgdjaGF0X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSDwoHZGF0YV9pZBgDIAEoCRISCgpzZWN1cmVfa2V5GAQgASgJEhYKDnBhcnRpY2lwYW50X2lkGAUgASgJEiEKBmV2ZW50cxgGIAMoCzIRLmdtcy52MS5DaGF0RXZlbnQSFQoNbmV4dF9wb3NpdGlvbhgHIAEoAyLBAQoSU2VuZE1lc3NhZ2VSZXF1ZXN0EhkKB2NoYXRfaWQYASABKAlCCLpIBXIDsAEBEh4KCnNlY3VyZV9rZXkYAiABKAlCCrpIB3IFEAEYgAESGQoEdGV4dBgDIAEoCUILukgIcgYQASiAgEASHQoMbWVzc2FnZV90eXBlGAQgASgJQge6SARyAhhAEjYKEWNsaWVudF9tZXNzYWdlX2lkGAUgASgJQhu6SBhyFjIUXltceDIxLVx4N2VdezAsMTI4fSQiJwoTU2VuZE1lc3NhZ2VSZXNwb25zZRIQCghwb3NpdGlvbhgBIAEoAyJ2ChFTZW5kVHlwaW5nUmVxdWVzdBIZCgdjaGF0X2lkGAEgASgJQgi6SAVyA7ABARIeCgpzZWN1cmVfa2V5GAIgASgJQgq6SAdyBRABGIABEg4KBnR5cGluZxgDIAEoCBIWCgR0ZXh0GAQgASgJQgi6SAVyAxiACCIUChJTZW5kVHlwaW5nUmVzcG9uc2UijQEKDlJlZnJlc2hSZXF1ZXN0EhkKB2NoYXRfaWQYASABKAlCCLpIBXIDsAEBEh4KCnNlY3VyZV9rZXkYAiABKAlCCrpIB3IFEAEYgAESHgoNZnJvbV9wb3NpdGlvbhgDIAEoA0IHukgEIgIoABIgCgx3YWl0X3NlY29uZHMYBCABKAVCCrpIBxoFGKwCKAAihAEKD1JlZnJlc2hSZXNwb25zZRIhCgZldmVudHMYASADKAsyES5nbXMudjEuQ2hhdEV2ZW50EhUKDW5leHRfcG9zaXRpb24YAiABKAMSEgoKY2hhdF9lbmRlZBgDIAEoCBIjCgZ0eXBpbmcYBCADKAsyEy5nbXMudjEuUGFydGljaXBhbnQibQoQU3Vic2NyaWJlUmVxdWVzdBIZCgdjaGF0X2lkGAEgASgJQgi6SAVyA7ABARIeCgpzZWN1cmVfa2V5GAIgASgJQgq6SAdyBRABGIABEh4KDWZyb21fcG9zaXRpb24YAyABKANCB7pIBCICKAAiTgoRRGlzY29ubmVjdFJlcXVlc3QSGQoHY2hhdF9pZBgBIAEoCUIIukgFcgOwAQESHgoKc2VjdXJlX2tleRgCIAEoCUIKukgHcgUQARiAASIUChJEaXNjb25uZWN0UmVzcG9uc2UicAoVVXBkYXRlTmlja25hbWVSZXF1ZXN0EhkKB2NoYXRfaWQYASABKAlCCLpIBXIDsAEBEh4KCnNlY3VyZV9rZXkYAiABKAlCCrpIB3IFEAEYgAESHAoIbmlja25hbWUYAyABKAlCCrpIB3IFEAEYgAEiKgoWVXBkYXRlTmlja25hbWVSZXNwb25zZRIQCghwb3NpdGlvbhgBIAEoAyJvChdTZW5kQ3VzdG9tTm90aWNlUmVxdWVzdBIZCgdjaGF0X2lkGAEgASgJQgi6SAVyA7ABARIeCgpzZWN1cmVfa2V5GAIgASgJQgq6SAdyBRABGIABEhkKBHRleHQYAyABKAlCC7pICHIGEAEogIBAIiwKGFNlbmRDdXN0b21Ob3RpY2VSZXNwb25zZRIQCghwb3NpdGlvbhgBIAEoAyKFAgoVVXBkYXRlVXNlckRhdGFSZXF1ZXN0EhkKB2NoYXRfaWQYASABKAlCCLpIBXIDsAEBEh4KCnNlY3VyZV9rZXkYAiABKAlCCrpIB3IFEAEYgAESWAoJdXNlcl9kYXRhGAMgAygLMisuZ21zLnYxLlVwZGF0ZVVzZXJEYXRhUmVxdWVzdC5Vc2VyRGF0YUVudHJ5Qhi6SBWaARIQZCIHcgUQARiAAioFcgMYgCASJgoLcmVtb3ZlX2tleXMYBCADKAlCEbpIDpIBCxBkIgdyBRABGIACGi8KDVVzZXJEYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIqChZVcGRhdGVVc2VyRGF0YVJlc3BvbnNlEhAKCHBvc2l0aW9uGAEgASgDInIKEVVwbG9hZEZpbGVSZXF1ZXN0EhkKB2NoYXRfaWQYASABKAlCCLpIBXIDsAEBEh4KCnNlY3VyZV9rZXkYAiABKAlCCrpIB3IFEAEYgAESIgoEZmlsZRgDIAEoCzIMLmdtcy52MS5GaWxlQga6SAPIAQEiNwoSVXBsb2FkRmlsZVJlc3BvbnNlEg8KB2ZpbGVfaWQYASABKAkSEAoIcG9zaXRpb24YAiABKAMiawoTRG93bmxvYWRGaWxlUmVxdWVzdBIZCgdjaGF0X2lkGAEgASgJQgi6SAVyA7ABARIeCgpzZWN1cmVfa2V5GAIgASgJQgq6SAdyBRABGIABEhkKB2ZpbGVfaWQYAyABKAlCCLpIBXIDsAEBIjYKFERvd25sb2FkRmlsZVJlc3BvbnNlEh4KBGZpbGUYASABKAsyEC5nbXMudjEuQ2hhdEZpbGUiaQoRRGVsZXRlRmlsZVJlcXVlc3QSGQoHY2hhdF9pZBgBIAEoCUIIukgFcgOwAQESHgoKc2VjdXJlX2tleRgCIAEoCUIKukgHcgUQARiAARIZCgdmaWxlX2lkGAMgASgJQgi6SAVyA7ABASImChJEZWxldGVGaWxlUmVzcG9uc2USEAoIcG9zaXRpb24YASABKAMiUQoUR2V0RmlsZUxpbWl0c1JlcXVlc3QSGQoHY2hhdF9pZBgBIAEoCUIIukgFcgOwAQESHgoKc2VjdXJlX2tleRgCIAEoCUIKukgHcgUQARiAASI7ChVHZXRGaWxlTGltaXRzUmVzcG9uc2USIgoGbGltaXRzGAEgASgLMhIuZ21zLnYxLkZpbGVMaW1pdHMyygcKC0NoYXRTZXJ2aWNlEkYKC1JlcXVlc3RDaGF0EhouZ21zLnYxLlJlcXVlc3RDaGF0UmVxdWVzdBobLmdtcy52MS5SZXF1ZXN0Q2hhdFJlc3BvbnNlEkYKC1NlbmRNZXNzYWdlEhouZ21zLnYxLlNlbmRNZXNzYWdlUmVxdWVzdBobLmdtcy52MS5TZW5kTWVzc2FnZVJlc3BvbnNlEkMKClNlbmRUeXBpbmcSGS5nbXMudjEuU2VuZFR5cGluZ1JlcXVlc3QaGi5nbXMudjEuU2VuZFR5cGluZ1Jlc3BvbnNlEj8KB1JlZnJlc2gSFi5nbXMudjEuUmVmcmVzaFJlcXVlc3QaFy5nbXMudjEuUmVmcmVzaFJlc3BvbnNlIgOQAgESOgoJU3Vic2NyaWJlEhguZ21zLnYxLlN1YnNjcmliZVJlcXVlc3QaES5nbXMudjEuQ2hhdEV2ZW50MAESQwoKRGlzY29ubmVjdBIZLmdtcy52MS5EaXNjb25uZWN0UmVxdWVzdBoaLmdtcy52MS5EaXNjb25uZWN0UmVzcG9uc2USTwoOVXBkYXRlTmlja25hbWUSHS5nbXMudjEuVXBkYXRlTmlja25hbWVSZXF1ZXN0Gh4uZ21zLnYxLlVwZGF0ZU5pY2tuYW1lUmVzcG9uc2USVQoQU2VuZEN1c3RvbU5vdGljZRIfLmdtcy52MS5TZW5kQ3VzdG9tTm90aWNlUmVxdWVzdBogLmdtcy52MS5TZW5kQ3VzdG9tTm90aWNlUmVzcG9uc2USTwoOVXBkYXRlVXNlckRhdGESHS5nbXMudjEuVXBkYXRlVXNlckRhdGFSZXF1ZXN0Gh4uZ21zLnYxLlVwZGF0ZVVzZXJEYXRhUmVzcG9uc2USQwoKVXBsb2FkRmlsZRIZLmdtcy52MS5VcGxvYWRGaWxlUmVxdWVzdBoaLmdtcy52MS5VcGxvYWRGaWxlUmVzcG9uc2USTgoMRG93bmxvYWRGaWxlEhsuZ21zLnYxLkRvd25sb2FkRmlsZVJlcXVlc3QaHC5nbXMudjEuRG93bmxvYWRGaWxlUmVzcG9uc2UiA5ACARJDCgpEZWxldGVGaWxlEhkuZ21zLnYxLkRlbGV0ZUZpbGVSZXF1ZXN0GhouZ21zLnYxLkRlbGV0ZUZpbGVSZXNwb25zZRJRCg1HZXRGaWxlTGltaXRzEhwuZ21zLnYxLkdldEZpbGVMaW1pdHNSZXF1ZXN0Gh0uZ21zLnYxLkdldEZpbGVMaW1pdHNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_buf_validate_validate, file_gms_v1_chat_event, file_gms_v1_value]);
 
 /**
  * RequestChatRequest starts a chat. A nickname, or a first and last name, is required.
@@ -450,6 +450,405 @@ export const DisconnectResponseSchema: GenMessage<DisconnectResponse> = /*@__PUR
   messageDesc(file_gms_v1_chat, 10);
 
 /**
+ * UpdateNicknameRequest renames the customer.
+ *
+ * @generated from message gms.v1.UpdateNicknameRequest
+ */
+export type UpdateNicknameRequest = Message<"gms.v1.UpdateNicknameRequest"> & {
+  /**
+   * chat_id identifies the chat.
+   *
+   * @generated from field: string chat_id = 1;
+   */
+  chatId: string;
+
+  /**
+   * secure_key is the customer's secret from RequestChat.
+   *
+   * @generated from field: string secure_key = 2;
+   */
+  secureKey: string;
+
+  /**
+   * nickname is the new name; 1 to 128 characters.
+   *
+   * @generated from field: string nickname = 3;
+   */
+  nickname: string;
+};
+
+/**
+ * Describes the message gms.v1.UpdateNicknameRequest.
+ * Use `create(UpdateNicknameRequestSchema)` to create a new message.
+ */
+export const UpdateNicknameRequestSchema: GenMessage<UpdateNicknameRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_chat, 11);
+
+/**
+ * UpdateNicknameResponse tells where the NICKNAME_UPDATED event landed.
+ *
+ * @generated from message gms.v1.UpdateNicknameResponse
+ */
+export type UpdateNicknameResponse = Message<"gms.v1.UpdateNicknameResponse"> & {
+  /**
+   * position is the event's position in the transcript.
+   *
+   * @generated from field: int64 position = 1;
+   */
+  position: bigint;
+};
+
+/**
+ * Describes the message gms.v1.UpdateNicknameResponse.
+ * Use `create(UpdateNicknameResponseSchema)` to create a new message.
+ */
+export const UpdateNicknameResponseSchema: GenMessage<UpdateNicknameResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_chat, 12);
+
+/**
+ * SendCustomNoticeRequest is an application notice from the customer's side.
+ *
+ * @generated from message gms.v1.SendCustomNoticeRequest
+ */
+export type SendCustomNoticeRequest = Message<"gms.v1.SendCustomNoticeRequest"> & {
+  /**
+   * chat_id identifies the chat.
+   *
+   * @generated from field: string chat_id = 1;
+   */
+  chatId: string;
+
+  /**
+   * secure_key is the customer's secret from RequestChat.
+   *
+   * @generated from field: string secure_key = 2;
+   */
+  secureKey: string;
+
+  /**
+   * text is the notice; required, at most chat.max_message_length bytes.
+   *
+   * @generated from field: string text = 3;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message gms.v1.SendCustomNoticeRequest.
+ * Use `create(SendCustomNoticeRequestSchema)` to create a new message.
+ */
+export const SendCustomNoticeRequestSchema: GenMessage<SendCustomNoticeRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_chat, 13);
+
+/**
+ * SendCustomNoticeResponse tells where the notice landed.
+ *
+ * @generated from message gms.v1.SendCustomNoticeResponse
+ */
+export type SendCustomNoticeResponse = Message<"gms.v1.SendCustomNoticeResponse"> & {
+  /**
+   * position is the event's position in the transcript.
+   *
+   * @generated from field: int64 position = 1;
+   */
+  position: bigint;
+};
+
+/**
+ * Describes the message gms.v1.SendCustomNoticeResponse.
+ * Use `create(SendCustomNoticeResponseSchema)` to create a new message.
+ */
+export const SendCustomNoticeResponseSchema: GenMessage<SendCustomNoticeResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_chat, 14);
+
+/**
+ * UpdateUserDataRequest changes the customer's user data.
+ *
+ * @generated from message gms.v1.UpdateUserDataRequest
+ */
+export type UpdateUserDataRequest = Message<"gms.v1.UpdateUserDataRequest"> & {
+  /**
+   * chat_id identifies the chat.
+   *
+   * @generated from field: string chat_id = 1;
+   */
+  chatId: string;
+
+  /**
+   * secure_key is the customer's secret from RequestChat.
+   *
+   * @generated from field: string secure_key = 2;
+   */
+  secureKey: string;
+
+  /**
+   * user_data are added, or replace the keys already there.
+   *
+   * @generated from field: map<string, string> user_data = 3;
+   */
+  userData: { [key: string]: string };
+
+  /**
+   * remove_keys are deleted from the user data.
+   *
+   * @generated from field: repeated string remove_keys = 4;
+   */
+  removeKeys: string[];
+};
+
+/**
+ * Describes the message gms.v1.UpdateUserDataRequest.
+ * Use `create(UpdateUserDataRequestSchema)` to create a new message.
+ */
+export const UpdateUserDataRequestSchema: GenMessage<UpdateUserDataRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_chat, 15);
+
+/**
+ * UpdateUserDataResponse tells where the USER_DATA_UPDATED event landed.
+ *
+ * @generated from message gms.v1.UpdateUserDataResponse
+ */
+export type UpdateUserDataResponse = Message<"gms.v1.UpdateUserDataResponse"> & {
+  /**
+   * position is the event's position in the transcript.
+   *
+   * @generated from field: int64 position = 1;
+   */
+  position: bigint;
+};
+
+/**
+ * Describes the message gms.v1.UpdateUserDataResponse.
+ * Use `create(UpdateUserDataResponseSchema)` to create a new message.
+ */
+export const UpdateUserDataResponseSchema: GenMessage<UpdateUserDataResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_chat, 16);
+
+/**
+ * UploadFileRequest adds a file to the chat.
+ *
+ * @generated from message gms.v1.UploadFileRequest
+ */
+export type UploadFileRequest = Message<"gms.v1.UploadFileRequest"> & {
+  /**
+   * chat_id identifies the chat.
+   *
+   * @generated from field: string chat_id = 1;
+   */
+  chatId: string;
+
+  /**
+   * secure_key is the customer's secret from RequestChat.
+   *
+   * @generated from field: string secure_key = 2;
+   */
+  secureKey: string;
+
+  /**
+   * file is the file's name, type and content.
+   *
+   * @generated from field: gms.v1.File file = 3;
+   */
+  file?: File | undefined;
+};
+
+/**
+ * Describes the message gms.v1.UploadFileRequest.
+ * Use `create(UploadFileRequestSchema)` to create a new message.
+ */
+export const UploadFileRequestSchema: GenMessage<UploadFileRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_chat, 17);
+
+/**
+ * UploadFileResponse identifies the uploaded file.
+ *
+ * @generated from message gms.v1.UploadFileResponse
+ */
+export type UploadFileResponse = Message<"gms.v1.UploadFileResponse"> & {
+  /**
+   * file_id identifies the file in the chat.
+   *
+   * @generated from field: string file_id = 1;
+   */
+  fileId: string;
+
+  /**
+   * position is the FILE_UPLOADED event's position.
+   *
+   * @generated from field: int64 position = 2;
+   */
+  position: bigint;
+};
+
+/**
+ * Describes the message gms.v1.UploadFileResponse.
+ * Use `create(UploadFileResponseSchema)` to create a new message.
+ */
+export const UploadFileResponseSchema: GenMessage<UploadFileResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_chat, 18);
+
+/**
+ * DownloadFileRequest names a file of the chat.
+ *
+ * @generated from message gms.v1.DownloadFileRequest
+ */
+export type DownloadFileRequest = Message<"gms.v1.DownloadFileRequest"> & {
+  /**
+   * chat_id identifies the chat.
+   *
+   * @generated from field: string chat_id = 1;
+   */
+  chatId: string;
+
+  /**
+   * secure_key is the customer's secret from RequestChat.
+   *
+   * @generated from field: string secure_key = 2;
+   */
+  secureKey: string;
+
+  /**
+   * file_id identifies the file.
+   *
+   * @generated from field: string file_id = 3;
+   */
+  fileId: string;
+};
+
+/**
+ * Describes the message gms.v1.DownloadFileRequest.
+ * Use `create(DownloadFileRequestSchema)` to create a new message.
+ */
+export const DownloadFileRequestSchema: GenMessage<DownloadFileRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_chat, 19);
+
+/**
+ * DownloadFileResponse is the file.
+ *
+ * @generated from message gms.v1.DownloadFileResponse
+ */
+export type DownloadFileResponse = Message<"gms.v1.DownloadFileResponse"> & {
+  /**
+   * file is the file with its content.
+   *
+   * @generated from field: gms.v1.ChatFile file = 1;
+   */
+  file?: ChatFile | undefined;
+};
+
+/**
+ * Describes the message gms.v1.DownloadFileResponse.
+ * Use `create(DownloadFileResponseSchema)` to create a new message.
+ */
+export const DownloadFileResponseSchema: GenMessage<DownloadFileResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_chat, 20);
+
+/**
+ * DeleteFileRequest names a file the customer uploaded.
+ *
+ * @generated from message gms.v1.DeleteFileRequest
+ */
+export type DeleteFileRequest = Message<"gms.v1.DeleteFileRequest"> & {
+  /**
+   * chat_id identifies the chat.
+   *
+   * @generated from field: string chat_id = 1;
+   */
+  chatId: string;
+
+  /**
+   * secure_key is the customer's secret from RequestChat.
+   *
+   * @generated from field: string secure_key = 2;
+   */
+  secureKey: string;
+
+  /**
+   * file_id identifies the file.
+   *
+   * @generated from field: string file_id = 3;
+   */
+  fileId: string;
+};
+
+/**
+ * Describes the message gms.v1.DeleteFileRequest.
+ * Use `create(DeleteFileRequestSchema)` to create a new message.
+ */
+export const DeleteFileRequestSchema: GenMessage<DeleteFileRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_chat, 21);
+
+/**
+ * DeleteFileResponse tells where the FILE_DELETED event landed.
+ *
+ * @generated from message gms.v1.DeleteFileResponse
+ */
+export type DeleteFileResponse = Message<"gms.v1.DeleteFileResponse"> & {
+  /**
+   * position is the event's position in the transcript.
+   *
+   * @generated from field: int64 position = 1;
+   */
+  position: bigint;
+};
+
+/**
+ * Describes the message gms.v1.DeleteFileResponse.
+ * Use `create(DeleteFileResponseSchema)` to create a new message.
+ */
+export const DeleteFileResponseSchema: GenMessage<DeleteFileResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_chat, 22);
+
+/**
+ * GetFileLimitsRequest asks for the chat's file limits.
+ *
+ * @generated from message gms.v1.GetFileLimitsRequest
+ */
+export type GetFileLimitsRequest = Message<"gms.v1.GetFileLimitsRequest"> & {
+  /**
+   * chat_id identifies the chat.
+   *
+   * @generated from field: string chat_id = 1;
+   */
+  chatId: string;
+
+  /**
+   * secure_key is the customer's secret from RequestChat.
+   *
+   * @generated from field: string secure_key = 2;
+   */
+  secureKey: string;
+};
+
+/**
+ * Describes the message gms.v1.GetFileLimitsRequest.
+ * Use `create(GetFileLimitsRequestSchema)` to create a new message.
+ */
+export const GetFileLimitsRequestSchema: GenMessage<GetFileLimitsRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_chat, 23);
+
+/**
+ * GetFileLimitsResponse is the chat's file limits and usage.
+ *
+ * @generated from message gms.v1.GetFileLimitsResponse
+ */
+export type GetFileLimitsResponse = Message<"gms.v1.GetFileLimitsResponse"> & {
+  /**
+   * limits are the limits and what is already used.
+   *
+   * @generated from field: gms.v1.FileLimits limits = 1;
+   */
+  limits?: FileLimits | undefined;
+};
+
+/**
+ * Describes the message gms.v1.GetFileLimitsResponse.
+ * Use `create(GetFileLimitsResponseSchema)` to create a new message.
+ */
+export const GetFileLimitsResponseSchema: GenMessage<GetFileLimitsResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_chat, 24);
+
+/**
  * ChatService is the customer's side of request-chat (GMS chat v2). Every call after RequestChat
  * carries the chat_id and the secure_key RequestChat returned; a wrong or missing key is
  * PERMISSION_DENIED, whether or not the chat exists.
@@ -519,6 +918,76 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof DisconnectRequestSchema;
     output: typeof DisconnectResponseSchema;
+  },
+  /**
+   * UpdateNickname renames the customer (NICKNAME_UPDATED).
+   *
+   * @generated from rpc gms.v1.ChatService.UpdateNickname
+   */
+  updateNickname: {
+    methodKind: "unary";
+    input: typeof UpdateNicknameRequestSchema;
+    output: typeof UpdateNicknameResponseSchema;
+  },
+  /**
+   * SendCustomNotice adds an application notice to the transcript (CUSTOM_NOTICE).
+   *
+   * @generated from rpc gms.v1.ChatService.SendCustomNotice
+   */
+  sendCustomNotice: {
+    methodKind: "unary";
+    input: typeof SendCustomNoticeRequestSchema;
+    output: typeof SendCustomNoticeResponseSchema;
+  },
+  /**
+   * UpdateUserData adds, replaces or removes keys of the customer's user data (USER_DATA_UPDATED).
+   *
+   * @generated from rpc gms.v1.ChatService.UpdateUserData
+   */
+  updateUserData: {
+    methodKind: "unary";
+    input: typeof UpdateUserDataRequestSchema;
+    output: typeof UpdateUserDataResponseSchema;
+  },
+  /**
+   * UploadFile adds a file to the chat (FILE_UPLOADED), within the limits GetFileLimits reports.
+   *
+   * @generated from rpc gms.v1.ChatService.UploadFile
+   */
+  uploadFile: {
+    methodKind: "unary";
+    input: typeof UploadFileRequestSchema;
+    output: typeof UploadFileResponseSchema;
+  },
+  /**
+   * DownloadFile returns a file of the chat.
+   *
+   * @generated from rpc gms.v1.ChatService.DownloadFile
+   */
+  downloadFile: {
+    methodKind: "unary";
+    input: typeof DownloadFileRequestSchema;
+    output: typeof DownloadFileResponseSchema;
+  },
+  /**
+   * DeleteFile removes a file the customer uploaded (FILE_DELETED).
+   *
+   * @generated from rpc gms.v1.ChatService.DeleteFile
+   */
+  deleteFile: {
+    methodKind: "unary";
+    input: typeof DeleteFileRequestSchema;
+    output: typeof DeleteFileResponseSchema;
+  },
+  /**
+   * GetFileLimits reports the chat's file limits and what is already used.
+   *
+   * @generated from rpc gms.v1.ChatService.GetFileLimits
+   */
+  getFileLimits: {
+    methodKind: "unary";
+    input: typeof GetFileLimitsRequestSchema;
+    output: typeof GetFileLimitsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_gms_v1_chat, 0);

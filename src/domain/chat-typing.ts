@@ -1,0 +1,101 @@
+import type { Bus } from "../bus.js";
+import type { Clock } from "../clock.js";
+import { clearTyping, readTyping, setTyping, type ChatEventRecord, type ParticipantRef } from "../store/chat-store.js";
+import type { Database } from "../store/database.js";
+
+/** chatTopic is the bus topic of one chat's announcements. */
+export const chatTopic = (chatId: string) => `chat:${chatId}`;
+
+/** TypingOptions are the coalescing and quiet times, in milliseconds. */
+export interface TypingOptions {
+  coalesceMs: number;
+  timeoutMs: number;
+}
+
+/**
+ * Typing keeps who is typing. The state lives in the database (chat_typing), so every node reports
+ * the same and coalesces alike; notices are live only (position 0, never in the transcript).
+ */
+export interface Typing {
+  /** start notes the participant typing: TYPING_STARTED at most once per coalescing window. */
+  start(chatId: string, from: ParticipantRef, text: string): Promise<void>;
+  /** stop ends the participant's typing with TYPING_STOPPED, if it was typing. */
+  stop(chatId: string, participantId: string): Promise<void>;
+  /** stopAll ends everybody's typing in a chat (the chat ended). */
+  stopAll(chatId: string): Promise<void>;
+  /** who lists the participants typing now. */
+  who(chatId: string): Promise<ParticipantRef[]>;
+}
+
+/** createTyping builds the typing state over the database, announcing on the bus. */
+export function createTyping(db: Database, clock: Clock, bus: Bus, options: TypingOptions): Typing {
+  // This node's quiet timers; each re-checks the database before announcing a stop, because the
+  // participant may have kept typing through another node.
+  const timers = new Map<string, () => void>();
+
+  function announce(chatId: string, from: ParticipantRef, typing: boolean, text: string): void {
+    const event: ChatEventRecord = {
+      chatId,
+      position: 0,
+      kind: typing ? "typing_started" : "typing_stopped",
+      from,
+      text,
+      messageType: "",
+      time: clock.now(),
+      userData: {},
+      clientMessageId: "",
+      fileId: "",
+      fileName: "",
+      fileSize: 0,
+      fileContentType: "",
+    };
+    bus.publish(chatTopic(chatId), { kind: "typing", event: event as unknown as Record<string, unknown> });
+  }
+
+  function arm(chatId: string, participantId: string): void {
+    const key = `${chatId}/${participantId}`;
+    timers.get(key)?.();
+    const cancel = clock.setTimer(() => {
+      timers.delete(key);
+      void (async () => {
+        const now = clock.now();
+        const row = (await readTyping(db.knex, chatId, now - 1)).find((t) => t.participant.participantId === participantId);
+        if (row === undefined || row.until > now) return;
+        const stopped = await clearTyping(db.knex, chatId, now - 1, participantId);
+        for (const t of stopped) announce(chatId, t.participant, false, "");
+      })().catch(() => undefined);
+    }, options.timeoutMs);
+    timers.set(key, cancel);
+  }
+
+  function disarm(chatId: string, participantId?: string): void {
+    for (const [key, cancel] of timers) {
+      if (key === `${chatId}/${participantId}` || (participantId === undefined && key.startsWith(`${chatId}/`))) {
+        cancel();
+        timers.delete(key);
+      }
+    }
+  }
+
+  return {
+    async start(chatId, from, text) {
+      const now = clock.now();
+      const current = (await readTyping(db.knex, chatId, now)).find((t) => t.participant.participantId === from.participantId);
+      const coalesced = current !== undefined && now - current.startedAt < options.coalesceMs;
+      await setTyping(db.knex, chatId, from, coalesced ? current.startedAt : now, now + options.timeoutMs);
+      arm(chatId, from.participantId);
+      if (!coalesced) announce(chatId, from, true, text);
+    },
+    async stop(chatId, participantId) {
+      disarm(chatId, participantId);
+      for (const t of await clearTyping(db.knex, chatId, clock.now(), participantId)) announce(chatId, t.participant, false, "");
+    },
+    async stopAll(chatId) {
+      disarm(chatId);
+      for (const t of await clearTyping(db.knex, chatId, clock.now())) announce(chatId, t.participant, false, "");
+    },
+    async who(chatId) {
+      return (await readTyping(db.knex, chatId, clock.now())).map((t) => t.participant);
+    },
+  };
+}

@@ -1,0 +1,78 @@
+import { randomUUID } from "node:crypto";
+import { Redis } from "ioredis";
+import type { Logger } from "pino";
+import { createLocalBus, type Bus, type BusMessage } from "./bus.js";
+
+/** The Redis channel prefix of opengms announcements. */
+const PREFIX = "opengms:";
+
+/**
+ * createRedisBus carries announcements between nodes through Redis pub/sub. Listeners on this node
+ * hear a message at once (locally); other nodes hear it through Redis, and drop their own echoes.
+ * Redis is a hint, not a store: while it is unreachable, nodes keep serving from the database and
+ * catch up there (a lost announcement costs latency, never an event).
+ */
+export function createRedisBus(url: string, log: Logger): Bus {
+  const node = randomUUID();
+  const local = createLocalBus();
+  const options = { lazyConnect: false, maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy: (n: number) => Math.min(n * 200, 2_000) };
+  const pub = new Redis(url, options);
+  const sub = new Redis(url, { ...options, enableOfflineQueue: true, maxRetriesPerRequest: null });
+  const counts = new Map<string, number>();
+  let warned = false;
+  const warn = (e: unknown) => {
+    if (warned) return;
+    warned = true;
+    log.warn({ err: e }, "bus: Redis unreachable; serving from the database until it is back");
+  };
+  pub.on("error", warn);
+  sub.on("error", warn);
+  pub.on("ready", () => {
+    if (warned) log.info("bus: Redis reachable again");
+    warned = false;
+  });
+
+  sub.on("message", (channel: string, raw: string) => {
+    let parsed: { node: string; message: BusMessage };
+    try {
+      parsed = JSON.parse(raw) as { node: string; message: BusMessage };
+    } catch {
+      return;
+    }
+    if (parsed.node === node) return;
+    local.publish(channel.slice(PREFIX.length), parsed.message);
+  });
+
+  return {
+    publish(topic, message) {
+      local.publish(topic, message);
+      if (pub.status !== "ready") return;
+      pub.publish(PREFIX + topic, JSON.stringify({ node, message })).catch(warn);
+    },
+    subscribe(topic, listener) {
+      const off = local.subscribe(topic, listener);
+      const n = (counts.get(topic) ?? 0) + 1;
+      counts.set(topic, n);
+      if (n === 1) sub.subscribe(PREFIX + topic).catch(warn);
+      let done = false;
+      return () => {
+        if (done) return;
+        done = true;
+        off();
+        const left = (counts.get(topic) ?? 1) - 1;
+        if (left > 0) {
+          counts.set(topic, left);
+          return;
+        }
+        counts.delete(topic);
+        sub.unsubscribe(PREFIX + topic).catch(warn);
+      };
+    },
+    listenerCount: () => local.listenerCount(),
+    async close() {
+      await Promise.allSettled([pub.quit(), sub.quit()]);
+      pub.disconnect();
+      sub.disconnect();
+    },
+  };
+}
