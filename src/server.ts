@@ -19,6 +19,7 @@ import { createAccess, type Access as AccessRules } from "./domain/access.js";
 import { createChats, type Chats } from "./domain/chat.js";
 import { createSessions, type Sessions } from "./domain/sessions.js";
 import { createStorage, type Storage } from "./domain/storage.js";
+import { createSweeper } from "./domain/sweeper.js";
 import { createHealthMonitor, type HealthMonitor } from "./health.js";
 import { listen, type Listener, type RequestHandler } from "./listen.js";
 import { accessAccess, accessService } from "./rpc/access-service.js";
@@ -31,10 +32,6 @@ import { reflectionServices } from "./rpc/reflection-service.js";
 import { sessionAccess, sessionService } from "./rpc/session-service.js";
 import { createShutdownInterceptor } from "./rpc/shutdown.js";
 import { storageAccess, storageService } from "./rpc/storage-service.js";
-import { sweepAccess } from "./store/access-store.js";
-import { sweepExpiredChats } from "./store/chat-store.js";
-import { sweepRequestIds } from "./store/idempotency-store.js";
-import { sweepExpiredSessions } from "./store/session-store.js";
 import type { Database } from "./store/database.js";
 
 /** App is the domain, wired to its dependencies: what the RPC handlers call. */
@@ -252,28 +249,21 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
 
 /** startSweeper deletes expired rows in the background, in bounded batches. */
 function startSweeper(app: App): NodeJS.Timeout {
-  const { storage: limits } = app.config;
+  const sweeper = createSweeper({ db: app.db, clock: app.clock, storage: app.storage, batchSize: app.config.storage.sweep_batch_size });
   let running = false;
   const timer = setInterval(() => {
     if (running) return;
     running = true;
-    void (async () => {
-      try {
-        const now = app.clock.now();
-        const data = await app.storage.sweep(limits.sweep_batch_size);
-        const sessions = await sweepExpiredSessions(app.db.knex, app.db.dialect, now, limits.sweep_batch_size);
-        const chats = await sweepExpiredChats(app.db.knex, app.db.dialect, now, limits.sweep_batch_size);
-        // Ended reservations and code failures are kept a day, for the admin view and the guard window.
-        const access = await sweepAccess(app.db.knex, now - 24 * 3600 * 1000, limits.sweep_batch_size);
-        const ids = await sweepRequestIds(app.db.knex, now, limits.sweep_batch_size);
-        if (data + sessions + chats + access + ids > 0) app.log.debug({ data, sessions, chats, access, requestIds: ids }, "swept expired rows");
-      } catch (e) {
-        app.log.warn({ err: e }, "sweep failed");
-      } finally {
+    sweeper
+      .sweep()
+      .then((counts) => {
+        if (Object.values(counts).some((n) => n > 0)) app.log.debug(counts, "swept expired rows");
+      })
+      .catch((e: unknown) => app.log.warn({ err: e }, "sweep failed"))
+      .finally(() => {
         running = false;
-      }
-    })();
-  }, limits.sweep_interval_seconds * 1000);
+      });
+  }, app.config.storage.sweep_interval_seconds * 1000);
   timer.unref();
   return timer;
 }

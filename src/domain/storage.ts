@@ -202,7 +202,7 @@ export function createStorage({ db, clock, limits }: StorageDeps): Storage {
     async sweep(batchSize, maxBatches = 100) {
       let total = 0;
       for (let i = 0; i < maxBatches; i++) {
-        const n = await sweepExpiredData(db.knex, db.dialect, clock.now(), batchSize);
+        const n = await sweepExpiredData(db.knex, clock.now(), batchSize);
         total += n;
         if (n < batchSize) break;
       }

@@ -332,19 +332,16 @@ export async function lastPosition(q: Queryable, chatId: string): Promise<number
   return row === undefined ? undefined : Number(row.last_position);
 }
 
-/** sweepExpiredChats deletes up to `batch` chats (with participants and events) expired before `now`. */
-export async function sweepExpiredChats(q: Queryable, dialect: Dialect, now: number, batch: number): Promise<number> {
-  return q.transaction(async (trx) => {
-    const rows = (await lockForUpdate(trx("chats").where("expires_at", "<=", now).select("id").limit(batch), dialect, true)) as { id: string }[];
-    if (rows.length === 0) return 0;
-    const ids = rows.map((r) => r.id);
-    await trx("chat_events").whereIn("chat_id", ids).delete();
-    await trx("chat_files").whereIn("chat_id", ids).delete();
-    await trx("chat_typing").whereIn("chat_id", ids).delete();
-    await trx("chat_participants").whereIn("chat_id", ids).delete();
-    await trx("chats").whereIn("id", ids).delete();
-    return ids.length;
-  });
+/** sweepExpiredChats deletes up to `batch` chats (with participants, events, files, typing) expired before `now`. */
+export async function sweepExpiredChats(q: Queryable, now: number, batch: number): Promise<number> {
+  const rows = (await q("chats").where("expires_at", "<=", now).select("id").limit(batch)) as { id: string }[];
+  if (rows.length === 0) return 0;
+  const ids = rows.map((r) => r.id).sort();
+  await q("chat_events").whereIn("chat_id", ids).delete();
+  await q("chat_files").whereIn("chat_id", ids).delete();
+  await q("chat_typing").whereIn("chat_id", ids).delete();
+  await q("chat_participants").whereIn("chat_id", ids).delete();
+  return q("chats").whereIn("id", ids).andWhere("expires_at", "<=", now).delete();
 }
 
 /** touchCustomer records that the customer was active at `now` (idle timeout). */

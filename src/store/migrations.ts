@@ -30,7 +30,9 @@ const migrations: Migration[] = [
       });
       await knex.schema.createTable("storage_entries", (t) => {
         binaryCollation(t, dialect);
-        t.string("data_id", 36).notNullable().references("id").inTable("storage_data").onDelete("CASCADE");
+        // No foreign key: entries are deleted with their record explicitly, and a cascade would take
+        // gap locks on MySQL that make concurrent sweepers deadlock.
+        t.string("data_id", 36).notNullable();
         t.string("entry_key", 512).notNullable();
         t.string("kind", 8).notNullable();
         t.specificType("value", dialect === "mysql" ? "longblob" : "blob").notNullable();

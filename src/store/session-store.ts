@@ -74,12 +74,9 @@ export async function updateSession(q: Queryable, id: string, change: { state?: 
     .update({ ...(change.state === undefined ? {} : { state: change.state }), ...(change.expiresAt === undefined ? {} : { expires_at: change.expiresAt }) });
 }
 
-/** sweepExpiredSessions deletes up to `batch` sessions that expired before `now`. */
-export async function sweepExpiredSessions(q: Queryable, dialect: Dialect, now: number, batch: number): Promise<number> {
-  return q.transaction(async (trx) => {
-    const rows = (await lockForUpdate(trx("sessions").where("expires_at", "<=", now).select("id").limit(batch), dialect, true)) as { id: string }[];
-    if (rows.length === 0) return 0;
-    await trx("sessions").whereIn("id", rows.map((r) => r.id)).delete();
-    return rows.length;
-  });
+/** sweepExpiredSessions deletes up to `batch` sessions that expired before `now` (see sweepExpiredData). */
+export async function sweepExpiredSessions(q: Queryable, now: number, batch: number): Promise<number> {
+  const rows = (await q("sessions").where("expires_at", "<=", now).select("id").limit(batch)) as { id: string }[];
+  if (rows.length === 0) return 0;
+  return q("sessions").whereIn("id", rows.map((r) => r.id).sort()).andWhere("expires_at", "<=", now).delete();
 }

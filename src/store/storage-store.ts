@@ -73,13 +73,20 @@ function fromEntryRow(r: EntryRow): DataValue {
 /** insertData stores a new record and its entries. */
 export async function insertData(q: Queryable, row: DataRow, entries: DataEntries): Promise<void> {
   await q("storage_data").insert({ id: row.id, version: row.version, created_at: row.createdAt, expires_at: row.expiresAt });
-  await writeEntries(q, row.id, entries);
+  // A new record has no entries to replace: no DELETE round trip.
+  await insertEntries(q, row.id, entries);
 }
 
 /** writeEntries adds entries to a record, replacing those with the same keys. */
 export async function writeEntries(q: Queryable, dataId: string, entries: DataEntries): Promise<void> {
   if (entries.size === 0) return;
   await q("storage_entries").where("data_id", dataId).whereIn("entry_key", [...entries.keys()]).delete();
+  await insertEntries(q, dataId, entries);
+}
+
+/** insertEntries inserts entries whose keys the record does not hold, in INSERTs of bounded size. */
+async function insertEntries(q: Queryable, dataId: string, entries: DataEntries): Promise<void> {
+  if (entries.size === 0) return;
   let chunk: EntryRow[] = [];
   let bytes = 0;
   for (const [key, value] of entries) {
@@ -101,12 +108,29 @@ export async function removeEntries(q: Queryable, dataId: string, keys: readonly
   await q("storage_entries").where("data_id", dataId).whereIn("entry_key", keys).delete();
 }
 
-/** readData returns a record that is live at `now`, with every entry. */
+/** DataWithEntrySql is a storage_data row joined with one of its entries (all null when it has none). */
+type DataWithEntrySql = Omit<DataRowSql, "id"> & { [K in keyof Omit<EntryRow, "data_id">]: EntryRow[K] | null };
+
+/**
+ * readData returns a record that is live at `now`, with every entry. One statement reads both
+ * tables: a single round trip, and the record and its entries come from one consistent read even
+ * when an update commits meanwhile.
+ */
 export async function readData(q: Queryable, id: string, now: number): Promise<DataRecord | undefined> {
-  const row = (await q("storage_data").where("id", id).andWhere("expires_at", ">", now).first()) as DataRowSql | undefined;
-  if (row === undefined) return undefined;
-  const entries = (await q("storage_entries").where("data_id", id)) as EntryRow[];
-  return { ...toDataRow(row), entries: new Map(entries.map((e) => [e.entry_key, fromEntryRow(e)])) };
+  const rows = await q("storage_data as d")
+    .leftJoin("storage_entries as e", "e.data_id", "d.id")
+    .where("d.id", id)
+    .andWhere("d.expires_at", ">", now)
+    .select<DataWithEntrySql[]>("d.version", "d.created_at", "d.expires_at", "e.entry_key", "e.kind", "e.value", "e.filename", "e.content_type", "e.size");
+  const first = rows[0];
+  if (first === undefined) return undefined;
+  const entries: DataEntries = new Map();
+  for (const r of rows) {
+    if (r.entry_key === null) continue;
+    // An entry's columns are NOT NULL: only a record without entries yields nulls here.
+    entries.set(r.entry_key, fromEntryRow({ ...(r as Omit<EntryRow, "data_id">), data_id: id }));
+  }
+  return { ...toDataRow({ ...first, id }), entries };
 }
 
 /** readEntry returns one entry of a record live at `now`: undefined when there is no such record. */
@@ -117,7 +141,7 @@ export async function readEntry(q: Queryable, id: string, key: string, now: numb
     })
     .where("d.id", id)
     .andWhere("d.expires_at", ">", now)
-    .select("d.id", "e.entry_key", "e.kind", "e.value", "e.filename", "e.content_type", "e.size")) as (Omit<EntryRow, "data_id"> & { id: string })[];
+    .select<(Omit<EntryRow, "data_id"> & { id: string })[]>("d.id", "e.entry_key", "e.kind", "e.value", "e.filename", "e.content_type", "e.size"));
   const row = rows[0];
   if (row === undefined) return undefined;
   return { value: row.entry_key === null ? undefined : fromEntryRow({ ...row, data_id: id }) };
@@ -127,7 +151,7 @@ export async function readEntry(q: Queryable, id: string, key: string, now: numb
 export async function lockData(q: Queryable, dialect: Dialect, id: string, now: number): Promise<LockedData | undefined> {
   const row = (await lockForUpdate(q("storage_data").where("id", id).andWhere("expires_at", ">", now), dialect).first()) as DataRowSql | undefined;
   if (row === undefined) return undefined;
-  const sizes = (await q("storage_entries").where("data_id", id).select("entry_key", "size")) as { entry_key: string; size: number }[];
+  const sizes = await q("storage_entries").where("data_id", id).select<{ entry_key: string; size: number }[]>("entry_key", "size");
   return { ...toDataRow(row), sizes: new Map(sizes.map((s) => [s.entry_key, Number(s.size)])) };
 }
 
@@ -138,23 +162,22 @@ export async function setDataVersion(q: Queryable, id: string, version: number, 
 
 /** deleteData deletes a record (live or not) with its entries; false when there was none live. */
 export async function deleteData(q: Queryable, id: string, now: number): Promise<boolean> {
-  const live = await q("storage_data").where("id", id).andWhere("expires_at", ">", now).first("id");
+  const live = await q("storage_data").where("id", id).andWhere("expires_at", ">", now).first<{ id: string } | undefined>("id");
   await q("storage_entries").where("data_id", id).delete();
   await q("storage_data").where("id", id).delete();
   return live !== undefined;
 }
 
 /**
- * sweepExpiredData deletes up to `batch` records that expired before `now`. Rows another node is
- * already deleting are skipped (SKIP LOCKED), so several sweepers never wait on each other.
+ * sweepExpiredData deletes up to `batch` records that expired before `now`. Each statement runs on
+ * its own and locks rows in primary-key order, so several sweepers (on several nodes) at once only
+ * ever wait for each other, never deadlock; a record lapsed is never revived, so nothing is lost
+ * between the statements.
  */
-export async function sweepExpiredData(q: Queryable, dialect: Dialect, now: number, batch: number): Promise<number> {
-  return q.transaction(async (trx) => {
-    const rows = (await lockForUpdate(trx("storage_data").where("expires_at", "<=", now).select("id").limit(batch), dialect, true)) as { id: string }[];
-    if (rows.length === 0) return 0;
-    const ids = rows.map((r) => r.id);
-    await trx("storage_entries").whereIn("data_id", ids).delete();
-    await trx("storage_data").whereIn("id", ids).delete();
-    return ids.length;
-  });
+export async function sweepExpiredData(q: Queryable, now: number, batch: number): Promise<number> {
+  const rows = (await q("storage_data").where("expires_at", "<=", now).select("id").limit(batch)) as { id: string }[];
+  if (rows.length === 0) return 0;
+  const ids = rows.map((r) => r.id).sort();
+  await q("storage_entries").whereIn("data_id", ids).delete();
+  return q("storage_data").whereIn("id", ids).andWhere("expires_at", "<=", now).delete();
 }
