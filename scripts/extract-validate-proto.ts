@@ -293,7 +293,7 @@ class OptionPrinter {
     }
     for (const ext of this.extensionsOf(r, scope)) {
       const name = `(${this.names.relative(ext.typeName, scope)})`;
-      const value = getExtension(opts, ext as DescExtension);
+      const value = getExtension(opts, ext);
       if (ext.fieldKind === "message") {
         const sub = reflect(ext.message, value as Message);
         const set = sub.fields.filter((g) => sub.isSet(g));
@@ -391,7 +391,7 @@ class OptionPrinter {
             const val =
               f.mapKind === "message"
                 ? `value ${this.messageLiteral((v as ReflectMessage).message, f.message, inner + "  ")}`
-                : `value: ${this.single(f as never, v, inner)}`;
+                : `value: ${this.single(f, v, inner)}`;
             lines.push(`${inner}${f.name} {\n${inner}  key: ${key}\n${inner}  ${val}\n${inner}}`);
           }
           break;
@@ -403,7 +403,7 @@ class OptionPrinter {
       }
     }
     for (const ext of this.extensionsOf(r, schema.typeName)) {
-      const v = getExtension(msg, ext as DescExtension);
+      const v = getExtension(msg, ext);
       const values = ext.fieldKind === "list" ? (v as unknown[]) : [v];
       for (const x of values) lines.push(this.textField(`[${ext.typeName}]`, ext, x, inner));
     }
@@ -553,7 +553,7 @@ class ProtoPrinter {
   }
 
   private defaultLiteral(fd: FieldDescriptorProto): string {
-    const v = fd.defaultValue!;
+    const v = fd.defaultValue;
     switch (fd.type) {
       case Type.STRING:
         return quoteString(v);

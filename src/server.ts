@@ -171,6 +171,9 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   const adapter = connectNodeAdapter({
     routes: routes(app, parts.health, parts.shutdown),
     interceptors,
+    // Response compression costs more CPU than it saves on the networks contact centers run on
+    // (gzipping a 256 KiB file takes ~10 ms); it is opt-in.
+    compressMinBytes: app.config.server.compress_min_bytes ?? Number.POSITIVE_INFINITY,
     // A little above the largest legal request: a full data record plus its keys and framing.
     readMaxBytes: Math.max(storage.max_data_bytes + storage.max_entries * (storage.max_key_bytes + 64), app.config.chat.files.max_file_bytes) + 64 * 1024,
   }) as RequestHandler;

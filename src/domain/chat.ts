@@ -39,7 +39,7 @@ import { GmsError, invalid } from "./errors.js";
 import { runOnce, type RequestKey } from "./idempotency.js";
 import { resolveService } from "./services.js";
 import type { Storage } from "./storage.js";
-import { byteLength, type DataEntries } from "./value.js";
+import { byteLength, type DataEntries, type DataValue } from "./value.js";
 
 /** The most events one read returns; a longer transcript is read in pages. */
 const PAGE = 500;
@@ -212,7 +212,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
   }
 
   function announce(e: ChatEventRecord): void {
-    bus.publish(chatTopic(e.chatId), { kind: "event", event: e as unknown as Record<string, unknown> });
+    bus.publish(chatTopic(e.chatId), { kind: "event", event: e });
   }
 
   const draft = (from: ParticipantRef, kind: ChatEventRecord["kind"], more: Partial<ChatEventRecord> = {}) => ({
@@ -300,10 +300,16 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       const page = await readEvents(db.knex, claimed.chat.id, from, PAGE);
       events.push(...page);
       if (page.length < PAGE) break;
-      from = page[page.length - 1]!.position + 1;
+      from = page[page.length - 1].position + 1;
     }
     const session = await readSession(db.knex, claimed.chat.sessionId, clock.now());
-    const appData = session === undefined ? new Map() : await storage.get(session.dataId).then((d) => d.entries, () => new Map());
+    const appData: DataEntries =
+      session === undefined
+        ? new Map<string, DataValue>()
+        : await storage.get(session.dataId).then(
+            (d) => d.entries,
+            () => new Map<string, DataValue>(),
+          );
     return {
       chat: claimed.chat,
       participantId: claimed.agent.id,
@@ -485,7 +491,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       let wake: (() => void) | undefined;
       let lookInStore = false;
       const off = bus.subscribe(chatTopic(actor.chatId), (m) => {
-        queue.push(m["event"] as unknown as ChatEventRecord);
+        queue.push(m["event"] as ChatEventRecord);
         wake?.();
       });
       const onAbort = () => wake?.();

@@ -175,8 +175,6 @@ export function createStorage({ db, clock, limits }: StorageDeps): Storage {
     updateIn,
     async create(input) {
       const ttl = ttlMs(input.ttlSeconds);
-      checkEntries(input.entries, limits);
-      checkRecord(sizesOf(input.entries), limits);
       const now = clock.now();
       return runOnce(db, input.request, now, (trx) => createIn(trx, input.entries, now + ttl), (r) => r.expiresAt);
     },

@@ -60,7 +60,7 @@ export function createErrorInterceptor(log: Logger, clock: Clock): Interceptor {
           throw toConnectError(e, log, clock.now());
         }
       })(),
-    } as StreamResponse;
+    };
   };
 }
 
@@ -106,6 +106,6 @@ export function createLogInterceptor(log: Logger, tracker: CallTracker): Interce
           throw e;
         }
       })(),
-    } as StreamResponse;
+    };
   };
 }

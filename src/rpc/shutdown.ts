@@ -1,4 +1,4 @@
-import { Code, ConnectError, type Interceptor, type StreamResponse } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 
 /**
  * createShutdownInterceptor ends every open server stream with UNAVAILABLE once `signal` aborts
@@ -32,6 +32,6 @@ export function createShutdownInterceptor(signal: AbortSignal): Interceptor {
           void messages.return?.();
         }
       })(),
-    } as StreamResponse;
+    };
   };
 }

@@ -91,6 +91,19 @@ export interface ClaimOptions {
  * random point of a random key. Undefined when no number qualifies.
  */
 export async function claimNumber(q: Queryable, dialect: Dialect, o: ClaimOptions): Promise<string | undefined> {
+  for (const query of claimQueries(q, dialect, o)) {
+    const row = (await query) as { number: string }[];
+    if (row[0] !== undefined) return row[0].number;
+  }
+  return undefined;
+}
+
+/**
+ * claimQueries are the SELECTs claimNumber runs, in order, until one returns a row: one for
+ * round-robin, two for random (from a random pivot up, then below it). Exported so tests can
+ * EXPLAIN exactly what the claim runs.
+ */
+export function claimQueries(q: Queryable, dialect: Dialect, o: ClaimOptions): Knex.QueryBuilder[] {
   const base = () => {
     const qb = q("access_numbers").where("resource_group", o.group).andWhere("retired", false);
     if (o.locking) qb.andWhere("available_at", "<=", o.now);
@@ -98,15 +111,9 @@ export async function claimNumber(q: Queryable, dialect: Dialect, o: ClaimOption
   };
   // Non-locking numbers are shared: wait for a busy row rather than skip it, or a burst would find none.
   const lock = (qb: Knex.QueryBuilder) => lockForUpdate(qb, dialect, o.locking);
-  if (o.allocation === "round-robin") {
-    const row = (await lock(base().orderBy(o.locking ? "available_at" : "last_used_at").orderBy("number")).first()) as { number: string } | undefined;
-    return row?.number;
-  }
+  if (o.allocation === "round-robin") return [lock(base().orderBy(o.locking ? "available_at" : "last_used_at").orderBy("number"))];
   const pivot = Math.random();
-  const above = (await lock(base().andWhere("rand_key", ">=", pivot).orderBy("rand_key")).first()) as { number: string } | undefined;
-  if (above !== undefined) return above.number;
-  const below = (await lock(base().andWhere("rand_key", "<", pivot).orderBy("rand_key")).first()) as { number: string } | undefined;
-  return below?.number;
+  return [lock(base().andWhere("rand_key", ">=", pivot).orderBy("rand_key")), lock(base().andWhere("rand_key", "<", pivot).orderBy("rand_key"))];
 }
 
 /** markNumberUsed records a claim: a locking number is busy until `busyUntil`. */
@@ -121,9 +128,15 @@ export async function setNumbersAvailableAt(q: Queryable, numbers: readonly { gr
   for (const n of numbers) await q("access_numbers").where({ resource_group: n.group, number: n.number }).update({ available_at: availableAt });
 }
 
-/** nextFreeAt is the earliest moment a number of a locking group frees up; undefined for an empty group. */
-export async function nextFreeAt(q: Queryable, group: string): Promise<number | undefined> {
-  const row = (await q("access_numbers").where("resource_group", group).andWhere("retired", false).min({ at: "available_at" }).first()) as { at: number | string | null } | undefined;
+/**
+ * nextFreeAt is the earliest moment after `now` a number of a locking group frees up; undefined when
+ * none is busy. Numbers free by the committed data (available_at ≤ now) are left out: a claim found
+ * none of them, so each is being claimed by a transaction in flight, whose new expiry is not visible.
+ */
+export async function nextFreeAt(q: Queryable, group: string, now: number): Promise<number | undefined> {
+  const row = (await q("access_numbers").where("resource_group", group).andWhere("retired", false).andWhere("available_at", ">", now).min({ at: "available_at" }).first()) as
+    | { at: number | string | null }
+    | undefined;
   return row?.at === null || row?.at === undefined ? undefined : Number(row.at);
 }
 
@@ -193,7 +206,9 @@ export async function codeFailuresSince(q: Queryable, number: string, since: num
 /** sweepAccess deletes reservations that ended before `before` and code failures older than it. */
 export async function sweepAccess(q: Queryable, before: number, batch: number): Promise<number> {
   const ended = (await q("reservations")
-    .where((w) => w.where("expires_at", "<=", before).orWhere("released_at", "<=", before))
+    .where((w) => {
+      void w.where("expires_at", "<=", before).orWhere("released_at", "<=", before);
+    })
     .select("id")
     .limit(batch)) as { id: number }[];
   if (ended.length > 0) await q("reservations").whereIn("id", ended.map((r) => r.id)).delete();

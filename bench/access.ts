@@ -1,0 +1,314 @@
+// bench/access.ts measures allocation (RequestInteraction) and matching (MatchInteraction) through the
+// real server on MySQL against the bare SQL transactions written with mysql2 directly.
+import { randomBytes, randomUUID } from "node:crypto";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import mysql from "mysql2/promise";
+import { pino } from "pino";
+import { AccessService } from "../gen/gms/v1/access_pb.js";
+import type { Clock } from "../src/clock.js";
+import { expandNumbers, parseConfig } from "../src/config.js";
+import type { Access } from "../src/domain/access.js";
+import { startServer, type RunningServer } from "../src/server.js";
+import { openDatabase, redactUrl, type Database } from "../src/store/database.js";
+import { compare, rowsOf, type BenchContext, type BenchModule, type Op, type Report, type Row, type Subject } from "./lib.js";
+
+/** MYSQL_URL is the server the benchmark creates its database on (GMS_BENCH_MYSQL_URL). */
+const MYSQL_URL = (process.env["GMS_BENCH_MYSQL_URL"] ?? "mysql://root@127.0.0.1:3306").replace(/\/+$/, "");
+
+/** TARGETS are the issue's floors for the server, end to end, against the bare transactions. */
+const TARGETS = { allocateVsSkipLocked: 0.7, allocateVsNaive: 2, match: 0.6 } as const;
+
+/** POOL_MAX is the connection pool of the server's knex and of the mysql2 baselines alike. */
+const POOL_MAX = 20;
+/** ALLOC_GROUP is the 1,000-number locking group RequestInteraction allocates from. */
+const ALLOC_GROUP = "alloc";
+const ALLOC_NUMBERS = "+18009000000..+18009000999";
+/** MATCH_GROUP is the locking group MatchInteraction matches on: one live reservation per number. */
+const MATCH_GROUP = "match";
+/** MATCH_RATE_CEILING sizes the match group: numbers enough for this many matches a second in the longest run. */
+const MATCH_RATE_CEILING = 10_000;
+/** CALLER is the phone number every benchmark session is created with. */
+const CALLER = "+16505550100";
+/**
+ * ALLOC_SPEED is how fast the clock runs during allocation, so that a 1 s booking frees its number
+ * 10 ms later: the 1,000 numbers are recycled by expiry (the claim predicate), as in production,
+ * and the pool never runs out however fast a subject is. Matching runs at real time.
+ */
+const ALLOC_SPEED = 100;
+const BOOKING_SECONDS = 1;
+const SESSION_TTL_SECONDS = 60;
+
+const SKIP_LOCKED = "bare claim, SKIP LOCKED (mysql2)";
+const NAIVE = "naive claim, FOR UPDATE (mysql2)";
+const BARE_MATCH = "bare lookup + release (mysql2)";
+const DOMAIN = "domain, in process";
+const E2E = "gRPC end to end";
+
+/** BenchClock is the server's clock, run faster than real time while numbers must recycle quickly. */
+interface BenchClock extends Clock {
+  setSpeed(speed: number): void;
+}
+
+function benchClock(): BenchClock {
+  let anchorReal = Date.now();
+  let anchorClock = anchorReal;
+  let speed = 1;
+  const now = () => Math.floor(anchorClock + (Date.now() - anchorReal) * speed);
+  return {
+    now,
+    setTimer(fn, ms) {
+      const t = setTimeout(fn, Math.max(0, ms) / speed);
+      t.unref();
+      return () => clearTimeout(t);
+    },
+    setSpeed(s) {
+      anchorClock = now();
+      anchorReal = Date.now();
+      speed = s;
+    },
+  };
+}
+
+/** claimSql is the bare claim's SELECT: the free number longest free, locked. */
+const claimSql = (lock: string) =>
+  `SELECT number FROM access_numbers WHERE resource_group = ? AND retired = 0 AND available_at <= ? ORDER BY available_at LIMIT 1 ${lock}`;
+
+/**
+ * bareClaim is the allocation baseline: BEGIN; claim the number; mark it busy until the booking
+ * lapses; COMMIT. `lock` is "FOR UPDATE SKIP LOCKED" or the naive "FOR UPDATE".
+ */
+function bareClaim(pool: mysql.Pool, clock: Clock, lock: string): Op {
+  const select = claimSql(lock);
+  return async () => {
+    const conn = await pool.getConnection();
+    try {
+      const now = clock.now();
+      await conn.query("BEGIN");
+      const [rows] = await conn.query<mysql.RowDataPacket[]>(select, [ALLOC_GROUP, now]);
+      const number = rows[0]?.["number"] as string | undefined;
+      if (number === undefined) throw new Error("bare claim found no free number");
+      await conn.query("UPDATE access_numbers SET available_at = ?, last_used_at = ? WHERE resource_group = ? AND number = ?", [
+        now + BOOKING_SECONDS * 1000,
+        now,
+        ALLOC_GROUP,
+        number,
+      ]);
+      await conn.query("COMMIT");
+    } catch (e) {
+      await conn.query("ROLLBACK").catch(() => undefined);
+      throw e;
+    } finally {
+      conn.release();
+    }
+  };
+}
+
+/**
+ * bareMatch is the matching baseline: BEGIN; the live reservation on the number with its active
+ * session (the reply needs the session and data ids), locked; release it; free the number; COMMIT.
+ */
+function bareMatch(pool: mysql.Pool, clock: Clock, numbers: readonly string[]): Op {
+  return async (n) => {
+    const number = numbers[n];
+    if (number === undefined) throw new Error(`the match group has ${numbers.length} numbers; run shorter rounds`);
+    const conn = await pool.getConnection();
+    try {
+      const now = clock.now();
+      await conn.query("BEGIN");
+      const [rows] = await conn.query<mysql.RowDataPacket[]>(
+        `SELECT r.id, r.session_id, s.data_id FROM reservations r JOIN sessions s ON s.id = r.session_id
+         WHERE r.access_number = ? AND r.released_at IS NULL AND r.expires_at > ? AND s.expires_at > ? AND s.state = 'active'
+         ORDER BY r.created_at DESC, r.id DESC FOR UPDATE`,
+        [number, now, now],
+      );
+      const row = rows[0];
+      if (row === undefined) throw new Error(`bare match found no reservation on ${number}`);
+      await conn.query("UPDATE reservations SET released_at = ? WHERE id = ?", [now, row["id"]]);
+      await conn.query("UPDATE access_numbers SET available_at = ? WHERE resource_group = ? AND number = ?", [now, MATCH_GROUP, number]);
+      await conn.query("COMMIT");
+    } catch (e) {
+      await conn.query("ROLLBACK").catch(() => undefined);
+      throw e;
+    } finally {
+      conn.release();
+    }
+  };
+}
+
+function domainAllocate(access: Access): Op {
+  return async () => {
+    await access.requestInteraction({
+      service: "",
+      phoneNumber: CALLER,
+      resourceGroup: ALLOC_GROUP,
+      ttlSeconds: SESSION_TTL_SECONDS,
+      bookingSeconds: BOOKING_SECONDS,
+      appData: new Map(),
+      request: { scope: "bench", requestId: "" },
+    });
+  };
+}
+
+function e2eAllocate(client: Client<typeof AccessService>): Op {
+  return async () => {
+    await client.requestInteraction({
+      phoneNumber: CALLER,
+      resourceGroup: ALLOC_GROUP,
+      ttlSeconds: BigInt(SESSION_TTL_SECONDS),
+      bookingExpirationTimeoutSeconds: BigInt(BOOKING_SECONDS),
+    });
+  };
+}
+
+function domainMatch(access: Access, numbers: readonly string[]): Op {
+  return async (n) => {
+    const number = numbers[n];
+    if (number === undefined) throw new Error(`the match group has ${numbers.length} numbers; run shorter rounds`);
+    const found = await access.matchInteraction({ service: "", accessNumber: number, returnMultiple: false, returnData: false });
+    if (found.length !== 1) throw new Error(`matched ${found.length} sessions on ${number}`);
+  };
+}
+
+function e2eMatch(client: Client<typeof AccessService>, numbers: readonly string[]): Op {
+  return async (n) => {
+    const number = numbers[n];
+    if (number === undefined) throw new Error(`the match group has ${numbers.length} numbers; run shorter rounds`);
+    const res = await client.matchInteraction({ accessNumber: number });
+    if (res.matches.length !== 1) throw new Error(`matched ${res.matches.length} sessions on ${number}`);
+  };
+}
+
+/**
+ * refillMatches gives every number of the match group that has none a live reservation, with its
+ * active session, as RequestInteraction stores them; released reservations and their sessions go.
+ * Untimed, between runs, so every run of every subject matches on numbers it has to itself.
+ */
+async function refillMatches(db: Database, clock: Clock): Promise<void> {
+  const knex = db.knex;
+  const released = knex("reservations").where("resource_group", MATCH_GROUP).whereNotNull("released_at").select("session_id");
+  await knex("sessions").whereIn("id", knex.select("session_id").from(released.as("r"))).delete();
+  await knex("reservations").where("resource_group", MATCH_GROUP).whereNotNull("released_at").delete();
+  const now = clock.now();
+  const expiresAt = now + 3600 * 1000;
+  const free = (await knex("access_numbers").where({ resource_group: MATCH_GROUP }).andWhere("available_at", "<=", now).pluck("number")) as string[];
+  for (let i = 0; i < free.length; i += 1000) {
+    const batch = free.slice(i, i + 1000).map((number) => ({ number, sessionId: randomUUID() }));
+    await knex.transaction(async (trx) => {
+      await trx("sessions").insert(
+        batch.map((b) => ({ id: b.sessionId, service: "request-interaction", builtin: "request-interaction", state: "active", phone_number: CALLER, data_id: randomUUID(), created_at: now, expires_at: expiresAt })),
+      );
+      await trx("reservations").insert(
+        batch.map((b) => ({ session_id: b.sessionId, resource_group: MATCH_GROUP, access_number: b.number, access_code: null, phone_number: CALLER, locking: true, created_at: now, expires_at: expiresAt, released_at: null })),
+      );
+      await trx("access_numbers").where("resource_group", MATCH_GROUP).whereIn("number", batch.map((b) => b.number)).update({ available_at: expiresAt, last_used_at: now });
+    });
+  }
+}
+
+/** clearAllocations deletes what allocation runs created (sessions, their data, reservations). */
+async function clearAllocations(db: Database): Promise<void> {
+  const knex = db.knex;
+  await knex.raw("DELETE s, d FROM sessions s LEFT JOIN storage_data d ON d.id = s.data_id WHERE s.id IN (SELECT session_id FROM reservations WHERE resource_group = ?)", [ALLOC_GROUP]);
+  await knex("reservations").where("resource_group", ALLOC_GROUP).delete();
+}
+
+async function run(ctx: BenchContext): Promise<Report> {
+  const name = `gms_bench_${randomBytes(4).toString("hex")}`;
+  const url = `${MYSQL_URL}/${name}`;
+  ctx.log(`database ${redactUrl(url)}`);
+  const db: Database = await openDatabase(url, { poolMax: POOL_MAX });
+  const pool = mysql.createPool({ uri: url, connectionLimit: POOL_MAX });
+  // The same isolation as the server's pool (src/store/database.ts).
+  pool.on("connection", (conn) => void conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"));
+  let server: RunningServer | undefined;
+  const rows: Row[] = [];
+  const longestRunMs = Math.max(ctx.options.roundMs, ctx.options.warmupMs);
+  const matchSize = Math.ceil((MATCH_RATE_CEILING * longestRunMs) / 1000);
+  const matchRange = `+1801${"0".repeat(7)}..+1801${String(matchSize - 1).padStart(7, "0")}`;
+  const matchNumbers = expandNumbers([matchRange]);
+  try {
+    const clock = benchClock();
+    const config = parseConfig(
+      {
+        server: { host: "127.0.0.1", port: 0 },
+        resources: {
+          [ALLOC_GROUP]: { numbers: [ALLOC_NUMBERS], allocation: "round-robin", locking: true },
+          [MATCH_GROUP]: { numbers: [matchRange], allocation: "round-robin", locking: true },
+        },
+      },
+      "benchmark configuration",
+    );
+    const log = pino({ level: process.env["GMS_BENCH_LOG"] ?? "silent" });
+    server = await startServer({ config, db, log, clock, sweep: false });
+    const client = createClient(AccessService, createGrpcTransport({ baseUrl: server.url }));
+    const access = server.app.access;
+
+    if (ctx.wants("allocate")) {
+      clock.setSpeed(ALLOC_SPEED);
+      const subjects: Subject[] = [
+        { name: SKIP_LOCKED, op: bareClaim(pool, clock, "FOR UPDATE SKIP LOCKED") },
+        { name: NAIVE, op: bareClaim(pool, clock, "FOR UPDATE") },
+        { name: DOMAIN, op: domainAllocate(access) },
+        { name: E2E, op: e2eAllocate(client) },
+      ];
+      const results = await compare(subjects, { ...ctx.options, afterRun: () => clearAllocations(db), progress: (l) => ctx.log(`allocate: ${l}`) });
+      const byName = new Map(results.map((r) => [r.name, r]));
+      const pick = (...names: string[]) => names.map((n) => byName.get(n)!);
+      rows.push(...rowsOf("allocate", pick(SKIP_LOCKED, DOMAIN, E2E), { [E2E]: TARGETS.allocateVsSkipLocked }));
+      rows.push(...rowsOf("allocate vs naive lock", pick(NAIVE, DOMAIN, E2E), { [E2E]: TARGETS.allocateVsNaive }));
+      clock.setSpeed(1);
+    }
+
+    if (ctx.wants("match")) {
+      ctx.log(`match: ${matchNumbers.length} numbers, one live reservation each`);
+      await refillMatches(db, clock);
+      const subjects: Subject[] = [
+        { name: BARE_MATCH, op: bareMatch(pool, clock, matchNumbers) },
+        { name: DOMAIN, op: domainMatch(access, matchNumbers) },
+        { name: E2E, op: e2eMatch(client, matchNumbers) },
+      ];
+      const results = await compare(subjects, { ...ctx.options, afterRun: () => refillMatches(db, clock), progress: (l) => ctx.log(`match: ${l}`) });
+      rows.push(...rowsOf("match", results, { [E2E]: TARGETS.match }));
+    }
+
+    const [versionRow] = ((await db.knex.raw("select version() as v")) as [{ v: string }[]])[0];
+    return {
+      module: "access",
+      title: `Access numbers on MySQL (${versionRow?.v ?? "?"}), concurrency ${ctx.options.concurrency}: ratios are throughput over the scenario's first row in the same round (median of ${ctx.options.rounds} rounds)`,
+      rows,
+      environment: {
+        node: process.version,
+        mysql: versionRow?.v,
+        mysqlUrl: redactUrl(MYSQL_URL),
+        options: ctx.options,
+        poolMax: POOL_MAX,
+        allocate: {
+          group: `${ALLOC_GROUP}: ${ALLOC_NUMBERS} (1,000 numbers), locking, round-robin`,
+          booking: `${BOOKING_SECONDS} s on a clock running ${ALLOC_SPEED}x, so numbers recycle by expiry ${(BOOKING_SECONDS * 1000) / ALLOC_SPEED} ms after each claim`,
+          [SKIP_LOCKED]: `mysql2 on its own pool: BEGIN; ${claimSql("FOR UPDATE SKIP LOCKED")}; UPDATE access_numbers SET available_at, last_used_at; COMMIT`,
+          [NAIVE]: `the same with ${claimSql("FOR UPDATE")}`,
+          [DOMAIN]: "createAccess(...).requestInteraction in the server's process, no app data: session, empty data record, claim, reservation in one transaction",
+          [E2E]: "AccessService.RequestInteraction over gRPC (connect-node client) to startServer on 127.0.0.1:0, client and server in this process",
+        },
+        match: {
+          group: `${MATCH_GROUP}: ${matchRange} (${matchNumbers.length} numbers), locking; every number holds one live reservation, refilled between runs`,
+          [BARE_MATCH]: "mysql2: BEGIN; SELECT the live reservation of the number joined with its active session FOR UPDATE; UPDATE reservations SET released_at; UPDATE access_numbers SET available_at; COMMIT",
+          [DOMAIN]: "createAccess(...).matchInteraction in process, by access number only (DNIS)",
+          [E2E]: "AccessService.MatchInteraction over gRPC, by access number only",
+        },
+        targets: { [E2E]: TARGETS },
+      },
+    };
+  } finally {
+    await pool.end().catch((e: unknown) => ctx.log(`could not close the mysql2 pool: ${String(e)}`));
+    await db.knex.raw(`DROP DATABASE IF EXISTS \`${name}\``).catch((e: unknown) => ctx.log(`could not drop ${name}: ${String(e)}`));
+    // Shutting the server down closes the database too.
+    if (server !== undefined) await server.shutdown();
+    else await db.close();
+  }
+}
+
+/** accessBench is the access-number module of the benchmark. */
+const accessBench: BenchModule = { run };
+export default accessBench;
