@@ -157,13 +157,9 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
     const now = clock.now();
     const number = await claimNumber(trx, db.dialect, { group: a.group, locking: group.locking, allocation: group.allocation, now });
     if (number === undefined) {
-      const next = group.locking ? await nextFreeAt(trx, a.group) : undefined;
+      const next = group.locking ? await nextFreeAt(trx, a.group, now) : undefined;
       if (!(await groupHasNumbers(trx, a.group))) throw new GmsError("failed_precondition", `resource group "${a.group}" has no numbers`);
-      throw new GmsError("resource_exhausted", `resource group "${a.group}" has no free number`, {
-        type: "pool_exhausted",
-        resourceGroup: a.group,
-        nextFreeAt: next !== undefined && next > now ? next : undefined,
-      });
+      throw new GmsError("resource_exhausted", `resource group "${a.group}" has no free number`, { type: "pool_exhausted", resourceGroup: a.group, nextFreeAt: next });
     }
     let code: string | undefined;
     if (a.provideCode) {

@@ -49,7 +49,7 @@ export function createTyping(db: Database, clock: Clock, bus: Bus, options: Typi
       fileSize: 0,
       fileContentType: "",
     };
-    bus.publish(chatTopic(chatId), { kind: "typing", event: event as unknown as Record<string, unknown> });
+    bus.publish(chatTopic(chatId), { kind: "typing", event: event });
   }
 
   function arm(chatId: string, participantId: string): void {
