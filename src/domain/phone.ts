@@ -7,6 +7,6 @@ import { invalid } from "./errors.js";
 export function normalizePhone(field: string, raw: string): string {
   const plus = raw.trimStart().startsWith("+") ? "+" : "";
   const digits = raw.replace(/[\s().+-]/g, "");
-  if (!/^[0-9]{2,20}$/.test(digits)) throw invalid(`${field}: "${raw}" is not a phone number`);
+  if (!/^[0-9]{3,20}$/.test(digits)) throw invalid(`${field}: "${raw}" is not a phone number`);
   return plus + digits;
 }
