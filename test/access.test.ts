@@ -3,10 +3,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
 import { parseConfig } from "../src/config.js";
 import type { RequestInteractionInput } from "../src/domain/access.js";
-import { GmsError } from "../src/domain/errors.js";
 import type { DataValue } from "../src/domain/value.js";
 import { createApp, type App } from "../src/server.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
+import { failure } from "./helpers/failure.js";
 
 const config = parseConfig({
   access: { booking_expiration_timeout: 30, code_attempts: { max_failures: 3, window_seconds: 60 } },
@@ -26,14 +26,6 @@ const config = parseConfig({
 const text = (t: string): DataValue => ({ kind: "text", text: t });
 let requestIds = 0;
 
-async function failure(p: Promise<unknown>): Promise<GmsError> {
-  const e = await p.then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  expect(e).toBeInstanceOf(GmsError);
-  return e as GmsError;
-}
 
 describe.each(DIALECTS)("access numbers on %s", (dialect) => {
   let db: TestDatabase;

@@ -3,9 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
 import { parseConfig } from "../src/config.js";
 import type { Actor, ChatStart, QueueState } from "../src/domain/chat.js";
-import { GmsError } from "../src/domain/errors.js";
 import { createApp, type App } from "../src/server.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
+import { failure } from "./helpers/failure.js";
 
 const config = parseConfig({
   chat: {
@@ -18,14 +18,6 @@ const config = parseConfig({
   },
 });
 
-async function failure(p: Promise<unknown>): Promise<GmsError> {
-  const e = await p.then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  expect(e).toBeInstanceOf(GmsError);
-  return e as GmsError;
-}
 
 const bytes = (n: number, fill = 7) => new Uint8Array(n).fill(fill);
 

@@ -3,24 +3,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
 import { parseConfig } from "../src/config.js";
 import type { Actor, ChatStart } from "../src/domain/chat.js";
-import { GmsError } from "../src/domain/errors.js";
 import { createApp, type App } from "../src/server.js";
 import type { ChatEventRecord } from "../src/store/chat-store.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
+import { failure } from "./helpers/failure.js";
 
 const config = parseConfig({
   chat: { max_message_length: 64 },
   services: { support: { type: "builtin", service: "request-chat", endpoint: "support", ttl: 600 } },
 });
 
-async function failure(p: Promise<unknown>): Promise<GmsError> {
-  const e = await p.then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  expect(e).toBeInstanceOf(GmsError);
-  return e as GmsError;
-}
 
 /** take reads n events from a stream, or fewer if it ends. */
 async function take(stream: AsyncGenerator<ChatEventRecord>, n: number): Promise<ChatEventRecord[]> {

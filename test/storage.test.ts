@@ -1,23 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
-import { GmsError } from "../src/domain/errors.js";
 import { createStorage, type Storage, type StorageLimits } from "../src/domain/storage.js";
 import type { DataEntries, DataValue } from "../src/domain/value.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
+import { failure } from "./helpers/failure.js";
 
 const limits: StorageLimits = { defaultTtlSeconds: 30, maxEntries: 5, maxKeyBytes: 16, maxValueBytes: 1024, maxDataBytes: 2048 };
 const text = (t: string): DataValue => ({ kind: "text", text: t });
 const entries = (o: Record<string, string>): DataEntries => new Map(Object.entries(o).map(([k, v]) => [k, text(v)]));
 const noRequest = { scope: "test", requestId: "" };
 
-async function failure(p: Promise<unknown>): Promise<GmsError> {
-  const e = await p.then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  expect(e).toBeInstanceOf(GmsError);
-  return e as GmsError;
-}
 
 describe.each(DIALECTS)("storage on %s", (dialect) => {
   let db: TestDatabase;

@@ -1,7 +1,12 @@
 import type { Bus } from "../bus.js";
 import type { Clock } from "../clock.js";
-import { clearTyping, readTyping, setTyping, type ChatEventRecord, type ParticipantRef } from "../store/chat-store.js";
+import { clearTyping, readTyping, setTyping, type ChatEventRecord, type EventKind, type ParticipantRef } from "../store/chat-store.js";
 import type { Database } from "../store/database.js";
+
+/** eventDraft is an event with every optional field blank, before the store gives it a position. */
+export function eventDraft(from: ParticipantRef, kind: EventKind, time: number, more: Partial<ChatEventRecord> = {}): Omit<ChatEventRecord, "chatId" | "position"> {
+  return { kind, from, text: "", messageType: "", time, userData: {}, clientMessageId: "", fileId: "", fileName: "", fileSize: 0, fileContentType: "", ...more };
+}
 
 /** chatTopic is the bus topic of one chat's announcements. */
 export const chatTopic = (chatId: string) => `chat:${chatId}`;
@@ -34,21 +39,7 @@ export function createTyping(db: Database, clock: Clock, bus: Bus, options: Typi
   const timers = new Map<string, () => void>();
 
   function announce(chatId: string, from: ParticipantRef, typing: boolean, text: string): void {
-    const event: ChatEventRecord = {
-      chatId,
-      position: 0,
-      kind: typing ? "typing_started" : "typing_stopped",
-      from,
-      text,
-      messageType: "",
-      time: clock.now(),
-      userData: {},
-      clientMessageId: "",
-      fileId: "",
-      fileName: "",
-      fileSize: 0,
-      fileContentType: "",
-    };
+    const event: ChatEventRecord = { ...eventDraft(from, typing ? "typing_started" : "typing_stopped", clock.now(), { text }), chatId, position: 0 };
     bus.publish(chatTopic(chatId), { kind: "typing", event: event });
   }
 

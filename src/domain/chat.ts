@@ -34,7 +34,7 @@ import {
 import type { Database } from "../store/database.js";
 import { insertSession, readSession } from "../store/session-store.js";
 import { checkUpload, type FileRules } from "./chat-files.js";
-import { chatTopic, createTyping } from "./chat-typing.js";
+import { chatTopic, createTyping, eventDraft } from "./chat-typing.js";
 import { GmsError, invalid } from "./errors.js";
 import { runOnce, type RequestKey } from "./idempotency.js";
 import { resolveService } from "./services.js";
@@ -215,20 +215,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
     bus.publish(chatTopic(e.chatId), { kind: "event", event: e });
   }
 
-  const draft = (from: ParticipantRef, kind: ChatEventRecord["kind"], more: Partial<ChatEventRecord> = {}) => ({
-    kind,
-    from,
-    text: "",
-    messageType: "",
-    time: clock.now(),
-    userData: {},
-    clientMessageId: "",
-    fileId: "",
-    fileName: "",
-    fileSize: 0,
-    fileContentType: "",
-    ...more,
-  });
+  const draft = (from: ParticipantRef, kind: ChatEventRecord["kind"], more: Partial<ChatEventRecord> = {}) => eventDraft(from, kind, clock.now(), more);
 
   const ensureOpen = (chat: ChatRow) => {
     if (chat.state === "ended") throw new GmsError("failed_precondition", `chat ${chat.id} has ended`);
