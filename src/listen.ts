@@ -24,7 +24,10 @@ export interface Listener {
   readonly port: number;
   /** stopAccepting closes the port to new connections; open ones go on. */
   stopAccepting(): Promise<void>;
-  /** closeConnections ends the open connections: HTTP/2 with GOAWAY, idle HTTP/1.1 at once, then all. */
+  /**
+   * closeConnections ends the open connections: HTTP/2 with GOAWAY, HTTP/1.1 once its response in
+   * progress is sent, idle ones at once; whatever is still open after graceMs is cut.
+   */
   closeConnections(graceMs: number): Promise<void>;
 }
 
@@ -37,14 +40,33 @@ const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
  * by its first bytes: the HTTP/2 preface goes to an http2 server, anything else to an http server.
  * With TLS, ALPN does the same job inside one secure http2 server that allows HTTP/1.1.
  */
-export async function listen(handler: RequestHandler, options: ListenOptions): Promise<Listener> {
+export async function listen(rpcHandler: RequestHandler, options: ListenOptions): Promise<Listener> {
   const sessions = new Set<http2.ServerHttp2Session>();
   const track = (session: http2.ServerHttp2Session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
   };
+  // Every accepted connection, and the HTTP/1.1 responses in progress: an http.Server fed through
+  // emit("connection") never listens, so its own connection tracking (closeAllConnections,
+  // closeIdleConnections) stays off, and a shutdown has to do that bookkeeping itself.
+  const sockets = new Set<net.Socket>();
+  const responding = new Set<http.ServerResponse>();
+  let closing = false;
+  const handler: RequestHandler = (req, res) => {
+    if (req instanceof http.IncomingMessage && res instanceof http.ServerResponse) {
+      responding.add(res);
+      res.once("close", () => responding.delete(res));
+      const writeHead = res.writeHead.bind(res) as (...args: unknown[]) => http.ServerResponse;
+      res.writeHead = ((...args: unknown[]) => {
+        // A body the handler stopped reading (refused mid-way, e.g. above the read limit) leaves
+        // the connection unread by Node: the client's next request on it would stall, so close it.
+        if (closing || (req.destroyed && !req.readableEnded)) res.shouldKeepAlive = false;
+        return writeHead(...args);
+      }) as typeof res.writeHead;
+    }
+    rpcHandler(req, res);
+  };
   let outer: net.Server;
-  let h1: http.Server | undefined;
 
   if (options.tls !== undefined) {
     const secure = http2.createSecureServer(
@@ -56,8 +78,7 @@ export async function listen(handler: RequestHandler, options: ListenOptions): P
   } else {
     const h2 = http2.createServer({}, handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
     h2.on("session", track);
-    h1 = http.createServer(handler as http.RequestListener);
-    const plain = h1;
+    const plain = http.createServer(handler as http.RequestListener);
     outer = net.createServer((socket) => {
       let seen = Buffer.alloc(0);
       const route = (chunk: Buffer) => {
@@ -81,6 +102,11 @@ export async function listen(handler: RequestHandler, options: ListenOptions): P
     });
   }
 
+  outer.on("connection", (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+  });
+
   await new Promise<void>((resolve, reject) => {
     outer.once("error", reject);
     outer.listen(options.port, options.host, () => {
@@ -98,14 +124,16 @@ export async function listen(handler: RequestHandler, options: ListenOptions): P
       return Promise.resolve();
     },
     async closeConnections(graceMs) {
+      closing = true;
       closed ??= new Promise((resolve) => outer.close(() => resolve()));
       for (const s of sessions) s.close();
-      h1?.closeIdleConnections();
       const deadline = Date.now() + graceMs;
-      while (sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      // A session destroyed on our side has nothing left to finish, even while its peer keeps the socket.
+      const busy = () => responding.size > 0 || [...sessions].some((s) => !s.destroyed);
+      while (busy() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      // What is left is idle (HTTP/1.1 keep-alive, or never sent a request) or past the grace: cut it.
       for (const s of sessions) s.destroy();
-      h1?.closeAllConnections();
-      (outer as { closeAllConnections?: () => void }).closeAllConnections?.();
+      for (const socket of sockets) socket.destroy();
       await closed;
     },
   };

@@ -27,7 +27,7 @@ program
   .action(async () => {
     const config = configOrExit(program.opts<{ config?: string }>().config);
     const log = pino({ level: config.log.level, base: { service: "opengms" } });
-    const db = await openDatabase(config.database.url);
+    const db = await openDatabase(config.database.url, { log: log.child({ component: "database" }) });
     log.info({ database: redactUrl(config.database.url) }, "database ready");
     const server = await startServer({ config, db, log });
     const stop = (signal: string) => {

@@ -22,6 +22,12 @@ export function healthService(monitor: HealthMonitor, services: readonly string[
     async *watch(req, ctx) {
       if (!known.has(req.service)) {
         yield { status: Status.SERVICE_UNKNOWN };
+        // The health protocol keeps this call open (the service might appear later; here it never
+        // does): wait for the client to leave or the server to shut down.
+        await new Promise<void>((resolve) => {
+          if (ctx.signal.aborted) resolve();
+          else ctx.signal.addEventListener("abort", () => resolve(), { once: true });
+        });
         return;
       }
       const queue: HealthStatus[] = [];

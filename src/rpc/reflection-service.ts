@@ -27,7 +27,8 @@ function withDependencies(file: DescFile): DescFile[] {
  * plain shape both reflection versions use.
  */
 function createReflector(services: readonly DescService[]) {
-  const files = new Map(services.flatMap((s) => withDependencies(s.file)).map((f) => [f.name, f]));
+  // DescFile.name lacks the ".proto" suffix; reflection asks by the file's full name, as in its proto.
+  const files = new Map(services.flatMap((s) => withDependencies(s.file)).map((f) => [f.proto.name, f]));
   const registry = createRegistry(...files.values());
   const fileResponse = (file: DescFile) => ({
     case: "fileDescriptorResponse" as const,

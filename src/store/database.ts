@@ -31,13 +31,33 @@ export function redactUrl(url: string): string {
   return url.replace(/\/\/([^:/@]+):[^@]*@/, "//$1:***@");
 }
 
+/** DatabaseLog receives knex's own warnings, so they reach the JSON log instead of stderr. */
+export interface DatabaseLog {
+  warn(message: string): void;
+  error(message: string): void;
+  debug(message: string): void;
+}
+
+/** knexLog adapts a DatabaseLog to knex's `log` option. */
+function knexLog(log: DatabaseLog | undefined): Knex.Config["log"] {
+  if (log === undefined) return undefined;
+  const text = (m: unknown) => (typeof m === "string" ? m : m instanceof Error ? m.message : JSON.stringify(m));
+  return {
+    warn: (m: unknown) => log.warn(`knex: ${text(m)}`),
+    error: (m: unknown) => log.error(`knex: ${text(m)}`),
+    deprecate: (m: unknown) => log.warn(`knex: ${text(m)}`),
+    debug: (m: unknown) => log.debug(`knex: ${text(m)}`),
+  };
+}
+
 /** sqliteKnex opens a SQLite file (or `:memory:`) tuned for a small server: WAL, NORMAL sync. */
-function sqliteKnex(path: string): Knex {
+function sqliteKnex(path: string, log?: DatabaseLog): Knex {
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   return knexFactory({
     client: "better-sqlite3",
     connection: { filename: path },
     useNullAsDefault: true,
+    log: knexLog(log),
     pool: {
       min: 1,
       max: 1,
@@ -56,9 +76,10 @@ function sqliteKnex(path: string): Knex {
  * mysqlKnex opens a MySQL/MariaDB pool. Sessions run READ COMMITTED: allocation locks the row it
  * claims and nothing else, and the store never relies on repeatable reads.
  */
-function mysqlKnex(url: string, poolMax: number): Knex {
+function mysqlKnex(url: string, poolMax: number, log?: DatabaseLog): Knex {
   return knexFactory({
     client: "mysql2",
+    log: knexLog(log),
     connection: { uri: url, charset: "utf8mb4", supportBigNumbers: true, bigNumberStrings: false } as Knex.MySql2ConnectionConfig,
     pool: {
       min: 0,
@@ -91,6 +112,8 @@ export interface OpenDatabaseOptions {
   migrate?: boolean;
   /** poolMax is the largest MySQL pool (default 20). */
   poolMax?: number;
+  /** log receives knex's warnings (default: knex writes them to the console). */
+  log?: DatabaseLog;
 }
 
 /** openDatabase connects to the database at url, creating it (MySQL) and migrating it as needed. */
@@ -98,10 +121,10 @@ export async function openDatabase(url: string, options: OpenDatabaseOptions = {
   const dialect = dialectOf(url);
   let knex: Knex;
   if (dialect === "sqlite") {
-    knex = sqliteKnex(url.slice("sqlite:".length));
+    knex = sqliteKnex(url.slice("sqlite:".length), options.log);
   } else {
     await ensureMysqlDatabase(url);
-    knex = mysqlKnex(url, options.poolMax ?? 20);
+    knex = mysqlKnex(url, options.poolMax ?? 20, options.log);
   }
   const db: Database = { knex, dialect, close: () => knex.destroy() };
   try {
@@ -113,10 +136,64 @@ export async function openDatabase(url: string, options: OpenDatabaseOptions = {
   return db;
 }
 
-/** migrateLatest brings the schema to the latest migration; several nodes may call it at once. */
+/**
+ * isMigrationRace tells whether a migration failed only because another node is migrating the same
+ * database: it holds knex's migration lock, or created knex's own tables a moment before us.
+ */
+function isMigrationRace(e: unknown): boolean {
+  const err = e as { name?: string; code?: string; message?: string };
+  if (err.name === "MigrationLocked") return true;
+  if (err.code === "ER_LOCK_DEADLOCK") return true;
+  return /knex_migrations/.test(err.message ?? "") && (err.code === "ER_TABLE_EXISTS_ERROR" || /already exists/i.test(err.message ?? ""));
+}
+
+/** LOCK_TABLE is knex's migration lock table (its default name). */
+const LOCK_TABLE = "knex_migrations_lock";
+
+/**
+ * prepareLockTable creates knex's migration lock table and its one row before knex would. knex
+ * checks for the row and then inserts it, so nodes starting together can insert one row each, and
+ * knex, which expects to lock exactly one row, then finds the table "already locked" for ever. A
+ * table left with extra unlocked rows by that race is repaired.
+ */
+async function prepareLockTable(knex: Knex): Promise<void> {
+  try {
+    await knex.schema.createTable(LOCK_TABLE, (t) => {
+      t.increments("index").primary();
+      t.integer("is_locked");
+    });
+  } catch (e) {
+    if (!(await knex.schema.hasTable(LOCK_TABLE))) throw e;
+  }
+  await knex(LOCK_TABLE).insert({ index: 1, is_locked: 0 }).onConflict("index").ignore();
+  await knex(LOCK_TABLE).where("index", ">", 1).andWhere("is_locked", 0).delete();
+}
+
+/** How long a node waits for another node's migrations before giving up. */
+const MIGRATION_WAIT_MS = 60_000;
+
+/**
+ * migrateLatest brings the schema to the latest migration. Several nodes may call it at once: while
+ * another holds the migration lock, it waits and tries again (then finds nothing left to apply).
+ */
 export async function migrateLatest(db: Database): Promise<string[]> {
-  const [, names] = (await db.knex.migrate.latest({ migrationSource: migrationSource(db.dialect) })) as [number, string[]];
-  return names;
+  const deadline = Date.now() + MIGRATION_WAIT_MS;
+  for (;;) {
+    try {
+      await prepareLockTable(db.knex);
+      const [, names] = (await db.knex.migrate.latest({ migrationSource: migrationSource(db.dialect) })) as [number, string[]];
+      return names;
+    } catch (e) {
+      if (!isMigrationRace(e)) throw e;
+      if (Date.now() > deadline) {
+        throw new Error(
+          `migrations: the migration lock has been held for ${MIGRATION_WAIT_MS / 1000} s; if no node is migrating, a crashed one left it: set is_locked = 0 in knex_migrations_lock`,
+          { cause: e },
+        );
+      }
+      await new Promise((r) => setTimeout(r, 50 + Math.random() * 100));
+    }
+  }
 }
 
 /** migrateDownAll undoes every migration (tests of the migrations themselves). */
