@@ -35,6 +35,7 @@ import type { Database } from "../store/database.js";
 import { insertSession, readSession } from "../store/session-store.js";
 import { checkUpload, type FileRules } from "./chat-files.js";
 import { chatTopic, createTyping, eventDraft } from "./chat-typing.js";
+import { createStreamWatch } from "./chat-watch.js";
 import { GmsError, invalid } from "./errors.js";
 import { runOnce, type RequestKey } from "./idempotency.js";
 import { resolveService } from "./services.js";
@@ -192,6 +193,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
   /** When this node last recorded each chat's customer as active: activity is written at most every idleMs/4. */
   const touched = new Map<string, number>();
   const system: ParticipantRef = { participantId: "system", nickname: "system", kind: "system" };
+  const watch = createStreamWatch(db, clock, { intervalMs: CATCH_UP_MS, heartbeatMs: idleMs / 3 });
 
   /** denied is the answer to a wrong key or an unknown chat alike: it says nothing of which. */
   const denied = () => new GmsError("permission_denied", "wrong chat_id or secure_key");
@@ -483,27 +485,18 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       });
       const onAbort = () => wake?.();
       signal.addEventListener("abort", onAbort);
-      let cancelCatchUp = () => {};
-      const scheduleCatchUp = () => {
-        cancelCatchUp = clock.setTimer(() => {
+      let next = Math.max(1, from);
+      // The node-wide watch looks at the store for every open stream at once: missed announcements
+      // are fetched, and an open customer stream counts as the customer's activity.
+      const unwatch = watch.add({
+        chatId: actor.chatId,
+        customer: actor.participant.kind === "client",
+        next: () => next,
+        poke: () => {
           lookInStore = true;
           wake?.();
-          scheduleCatchUp();
-        }, CATCH_UP_MS);
-      };
-      scheduleCatchUp();
-      // An open stream is the customer's activity: keep it recorded while the stream lives.
-      let cancelHeartbeat = () => {};
-      if (actor.participant.kind === "client") {
-        const beat = () => {
-          cancelHeartbeat = clock.setTimer(() => {
-            void touch(actor.chatId, true).catch(() => undefined);
-            beat();
-          }, idleMs / 3);
-        };
-        beat();
-      }
-      let next = Math.max(1, from);
+        },
+      });
       try {
         // Replay what is stored, then go live; announcements queued meanwhile are deduplicated by position.
         for (;;) {
@@ -552,8 +545,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
         }
       } finally {
         off();
-        cancelCatchUp();
-        cancelHeartbeat();
+        unwatch();
         signal.removeEventListener("abort", onAbort);
       }
     },

@@ -344,6 +344,19 @@ export async function sweepExpiredChats(q: Queryable, now: number, batch: number
   return q("chats").whereIn("id", ids).andWhere("expires_at", "<=", now).delete();
 }
 
+/** lastPositions reads the last assigned position of each of the chats. */
+export async function lastPositions(q: Queryable, chatIds: readonly string[]): Promise<Map<string, number>> {
+  if (chatIds.length === 0) return new Map();
+  const rows = (await q("chats").whereIn("id", chatIds).select("id", "last_position")) as { id: string; last_position: number | string }[];
+  return new Map(rows.map((r) => [r.id, Number(r.last_position)]));
+}
+
+/** touchCustomers records the customers of the chats as active at `now`, in one statement. */
+export async function touchCustomers(q: Queryable, chatIds: readonly string[], now: number): Promise<void> {
+  if (chatIds.length === 0) return;
+  await q("chats").whereIn("id", chatIds).andWhere("customer_seen_at", "<", now).update({ customer_seen_at: now });
+}
+
 /** touchCustomer records that the customer was active at `now` (idle timeout). */
 export async function touchCustomer(q: Queryable, chatId: string, now: number): Promise<void> {
   await q("chats").where("id", chatId).andWhere("customer_seen_at", "<", now).update({ customer_seen_at: now });
