@@ -125,6 +125,7 @@ export const configSchema = z.strictObject({
       tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
       cors_origins: z.array(z.string().min(1)).default([]),
       shutdown_grace_seconds: z.number().positive().max(300).default(10),
+      headers_timeout_seconds: z.number().positive().max(300).default(30),
       /** compress_min_bytes, when set, gzips responses at least this large for clients that accept it. */
       compress_min_bytes: z.number().int().min(0).optional(),
     })

@@ -16,6 +16,8 @@ export interface ListenOptions {
   port: number;
   /** tls, when set, serves TLS with ALPN for h2 and http/1.1; cert and key are PEM file paths. */
   tls?: { cert: string; key: string } | undefined;
+  /** headersTimeoutMs is how long an HTTP/1.1 client may take to send a request's headers (default 30 s). */
+  headersTimeoutMs?: number | undefined;
 }
 
 /** Listener is a bound port serving every protocol. */
@@ -78,7 +80,14 @@ export async function listen(rpcHandler: RequestHandler, options: ListenOptions)
   } else {
     const h2 = http2.createServer({}, handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
     h2.on("session", track);
-    const plain = http.createServer(handler as http.RequestListener);
+    const headersTimeout = options.headersTimeoutMs ?? 30_000;
+    const plain = http.createServer(
+      { headersTimeout, requestTimeout: 0, connectionsCheckingInterval: Math.max(10, Math.min(1_000, headersTimeout / 2)) },
+      handler as http.RequestListener,
+    );
+    // Fed through emit("connection"), the server never listens, and Node starts the check that
+    // enforces headersTimeout (slow-header clients) only on "listening": start it here.
+    plain.emit("listening");
     outer = net.createServer((socket) => {
       let seen = Buffer.alloc(0);
       const route = (chunk: Buffer) => {

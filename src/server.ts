@@ -212,7 +212,12 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   const handler = createHandler(app, { health, tracker, shutdown: shutdown.signal });
   let listener: Listener;
   try {
-    listener = await listen(handler, { host: config.server.host, port: config.server.port, tls: config.server.tls });
+    listener = await listen(handler, {
+      host: config.server.host,
+      port: config.server.port,
+      tls: config.server.tls,
+      headersTimeoutMs: config.server.headers_timeout_seconds * 1000,
+    });
   } catch (e) {
     health.stop();
     throw e;
