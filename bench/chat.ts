@@ -3,6 +3,7 @@
 // same RPCs (ChatService.SendMessage → AgentService.Subscribe) served through the same listen() and
 // interceptor stack, with the domain replaced by an in-memory map from chat to open stream.
 import { randomBytes, randomUUID } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -110,13 +111,20 @@ class Tracker {
   }
 }
 
-/** Subject is one side of the comparison: streams open, ready to be sent messages. */
+/**
+ * Subject is one side of the comparison. Its streams are opened for each of its rounds and closed
+ * after it, so neither side's open streams (and their timers) run while the other is measured.
+ */
 interface Subject {
   name: string;
   tracker: Tracker;
+  /** openStreams opens one stream per chat and resolves once every one is registered on the server. */
+  openStreams(): Promise<void>;
+  /** closeStreams cancels the streams and resolves once the server has let go of them. */
+  closeStreams(): Promise<void>;
   /** send sends `text` as a customer message in chat number `i`. */
   send(i: number, text: string): Promise<unknown>;
-  /** close ends the streams and stops the server. */
+  /** close stops what the subject started beside the streams. */
   close(): Promise<void>;
 }
 
@@ -132,44 +140,71 @@ async function pool<T>(n: number, concurrency: number, fn: (i: number) => Promis
 }
 
 /**
- * openStreams opens one stream per chat, spread over the connections, and resolves once every
- * stream has delivered its first event (so each is registered on the server). Messages then go to
- * the tracker by their text.
+ * StreamSet opens one stream per chat, each consumed in the background: messages go to the tracker
+ * by their text, and `seen` is each stream's last position. A stream counts as open once it has
+ * delivered its first event, the replay of the chat's last one.
  */
-async function openStreams(
-  n: number,
-  tracker: Tracker,
-  open: (i: number, signal: AbortSignal) => AsyncIterable<ChatEvent>,
-  stop: AbortController,
-  failures: unknown[],
-): Promise<void> {
-  await pool(n, SETUP_CONCURRENCY, (i) => {
-    let ready: () => void = () => undefined;
-    const first = new Promise<void>((resolve) => (ready = resolve));
-    void (async () => {
-      try {
-        for await (const e of open(i, stop.signal)) {
-          ready();
-          if (e.type === ChatEventType.MESSAGE) tracker.arrived(e.text);
-        }
-      } catch (e) {
-        if (!stop.signal.aborted) failures.push(e);
-      } finally {
-        ready();
-      }
-    })();
-    return first;
-  });
-  if (failures.length > 0) throw new Error(`opening the streams failed: ${String(failures[0])}`);
+function streamSet(tracker: Tracker, open: (i: number, signal: AbortSignal) => AsyncIterable<ChatEvent>, failures: unknown[]) {
+  const seen: bigint[] = [];
+  let stop = new AbortController();
+  let running: Promise<void>[] = [];
+  return {
+    seen,
+    async open() {
+      stop = new AbortController();
+      // One signal for every stream of the set: its listeners are the streams, not a leak.
+      setMaxListeners(0, stop.signal);
+      const { signal } = stop;
+      running = [];
+      await pool(STREAMS, SETUP_CONCURRENCY, (i) => {
+        let ready: () => void = () => undefined;
+        const first = new Promise<void>((resolve) => (ready = resolve));
+        running.push(
+          (async () => {
+            try {
+              let replay = true;
+              for await (const e of open(i, signal)) {
+                seen[i] = e.position;
+                ready();
+                // The first event is the replay of one seen before: not a message of this round.
+                if (e.type === ChatEventType.MESSAGE && !replay) tracker.arrived(e.text);
+                replay = false;
+              }
+            } catch (e) {
+              if (!signal.aborted) failures.push(e);
+            } finally {
+              ready();
+            }
+          })(),
+        );
+        return first;
+      });
+      if (failures.length > 0) throw new Error(`opening the streams failed: ${String(failures[0])}`);
+    },
+    async close() {
+      stop.abort();
+      await Promise.all(running);
+    },
+  };
 }
 
 /** transports makes `n` gRPC transports, each its own HTTP/2 connection. */
 const transports = (url: string, n: number, interceptors: Interceptor[] = []): Transport[] =>
   Array.from({ length: n }, () => createGrpcTransport({ baseUrl: url, interceptors }));
 
+/** settle waits (bounded) until `done` holds: the server letting go of cancelled streams. */
+async function settle(what: string, done: () => boolean): Promise<void> {
+  const deadline = performance.now() + 10_000;
+  while (!done()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 /**
- * chatSubject opens STREAMS real chats on the opengms server: requested, accepted, the agent
- * subscribed. Closing it ends the streams; the caller shuts the server down.
+ * chatSubject makes STREAMS real chats on the opengms server, each requested by a customer and
+ * accepted by the agent, whose Subscribe streams are the ones measured. The caller shuts the server
+ * down.
  */
 async function chatSubject(server: RunningServer, failures: unknown[]): Promise<Subject> {
   const tracker = new Tracker();
@@ -179,72 +214,89 @@ async function chatSubject(server: RunningServer, failures: unknown[]): Promise<
   const keys = new Map(chats.map((c) => [c.chatId, c.secureKey]));
   const accepted = await pool(STREAMS, SETUP_CONCURRENCY, (i) => agents[i % STREAM_CONNECTIONS].acceptChat({ endpoint: ENDPOINT, nickname: `agent ${i}`, waitSeconds: 0 }));
   if (new Set(accepted.map((a) => a.chatId)).size !== STREAMS) throw new Error("AcceptChat handed out a chat twice");
-  const stop = new AbortController();
-  // From the agent's own PARTICIPANT_JOINED: its replay proves the stream is registered.
-  await openStreams(STREAMS, tracker, (i, signal) => agents[i % STREAM_CONNECTIONS].subscribe({ chatId: accepted[i].chatId, fromPosition: accepted[i].nextPosition - 1n }, { signal }), stop, failures);
   const chatIds = accepted.map((a) => a.chatId);
+  // Each stream resumes from the last event it saw (at first the agent's PARTICIPANT_JOINED):
+  // that replay proves the stream is registered.
+  const streams = streamSet(tracker, (i, signal) => agents[i % STREAM_CONNECTIONS].subscribe({ chatId: chatIds[i], fromPosition: streams.seen[i] ?? 1n }, { signal }), failures);
+  accepted.forEach((a, i) => (streams.seen[i] = a.nextPosition - 1n));
+  const bus = server.app.bus;
+  const idle = bus.listenerCount();
   return {
     name: "chat",
     tracker,
+    openStreams: () => streams.open(),
+    async closeStreams() {
+      await streams.close();
+      await settle("the chat server to let go of the streams", () => bus.listenerCount() === idle);
+    },
     send: (i, text) => customers[i % SENDER_CONNECTIONS].sendMessage({ chatId: chatIds[i], secureKey: keys.get(chatIds[i]) ?? "", text }),
-    close() {
-      stop.abort();
-      return Promise.resolve();
+    close: () => Promise.resolve(),
+  };
+}
+
+/** Echo is the baseline's service: ChatService.SendMessage hands the message to the chat's open stream. */
+interface Echo {
+  routes(router: ConnectRouter): void;
+  openStreams(): number;
+}
+
+/**
+ * echo hands ChatService.SendMessage to the chat's open AgentService.Subscribe stream, kept in a
+ * map: nothing is stored or looked up, which is all the chat adds.
+ */
+function echo(): Echo {
+  const streams = new Map<string, (e: MessageInitShape<typeof ChatEventSchema>) => void>();
+  const positions = new Map<string, bigint>();
+  return {
+    openStreams: () => streams.size,
+    routes(router) {
+      router.service(ChatService, {
+        sendMessage(req) {
+          const position = (positions.get(req.chatId) ?? 1n) + 1n;
+          positions.set(req.chatId, position);
+          streams.get(req.chatId)?.({ position, type: ChatEventType.MESSAGE, text: req.text, messageType: req.messageType, clientMessageId: req.clientMessageId });
+          return { position };
+        },
+      });
+      router.service(AgentService, {
+        async *subscribe(req, ctx: HandlerContext) {
+          const queue: MessageInitShape<typeof ChatEventSchema>[] = [{ position: positions.get(req.chatId) ?? 1n, type: ChatEventType.PARTICIPANT_JOINED }];
+          let wake: (() => void) | undefined;
+          const push = (e: MessageInitShape<typeof ChatEventSchema>) => {
+            queue.push(e);
+            wake?.();
+          };
+          streams.set(req.chatId, push);
+          const onAbort = () => wake?.();
+          ctx.signal.addEventListener("abort", onAbort);
+          try {
+            while (!ctx.signal.aborted) {
+              const e = queue.shift();
+              if (e !== undefined) {
+                yield e;
+                continue;
+              }
+              await new Promise<void>((resolve) => (wake = resolve));
+              wake = undefined;
+            }
+          } finally {
+            if (streams.get(req.chatId) === push) streams.delete(req.chatId);
+            ctx.signal.removeEventListener("abort", onAbort);
+          }
+        },
+      });
     },
   };
 }
 
 /**
- * echoRoutes is the baseline's service: ChatService.SendMessage hands the message to the chat's
- * open AgentService.Subscribe stream, kept in a map; nothing is stored or looked up.
- */
-function echoRoutes(router: ConnectRouter): void {
-  const streams = new Map<string, (e: MessageInitShape<typeof ChatEventSchema>) => void>();
-  const positions = new Map<string, bigint>();
-  router.service(ChatService, {
-    sendMessage(req) {
-      const position = (positions.get(req.chatId) ?? 1n) + 1n;
-      positions.set(req.chatId, position);
-      streams.get(req.chatId)?.({ position, type: ChatEventType.MESSAGE, text: req.text, messageType: req.messageType, clientMessageId: req.clientMessageId });
-      return { position };
-    },
-  });
-  router.service(AgentService, {
-    async *subscribe(req, ctx: HandlerContext) {
-      const queue: MessageInitShape<typeof ChatEventSchema>[] = [{ position: 1n, type: ChatEventType.PARTICIPANT_JOINED }];
-      let wake: (() => void) | undefined;
-      const push = (e: MessageInitShape<typeof ChatEventSchema>) => {
-        queue.push(e);
-        wake?.();
-      };
-      streams.set(req.chatId, push);
-      const onAbort = () => wake?.();
-      ctx.signal.addEventListener("abort", onAbort);
-      try {
-        while (!ctx.signal.aborted) {
-          const e = queue.shift();
-          if (e !== undefined) {
-            yield e;
-            continue;
-          }
-          await new Promise<void>((resolve) => (wake = resolve));
-          wake = undefined;
-        }
-      } finally {
-        if (streams.get(req.chatId) === push) streams.delete(req.chatId);
-        ctx.signal.removeEventListener("abort", onAbort);
-      }
-    },
-  });
-}
-
-/**
  * baselineSubject serves the echo on a second port through the same listen() and the same
- * interceptors as createHandler in src/server.ts (log, auth, shutdown, validation, errors), and
- * opens the same number of streams over the same number of connections.
+ * interceptors as createHandler in src/server.ts (log, auth, shutdown, validation, errors), with
+ * the same clients, connections and number of streams.
  */
 async function baselineSubject(config: Config, log: Logger, failures: unknown[]): Promise<Subject> {
   const shutdown = new AbortController();
+  setMaxListeners(0, shutdown.signal);
   const policy = new Map<string, Access>([
     [`/${ChatService.typeName}/${ChatService.method.sendMessage.name}`, ["app"]],
     [`/${AgentService.typeName}/${AgentService.method.subscribe.name}`, ["agent"]],
@@ -256,21 +308,30 @@ async function baselineSubject(config: Config, log: Logger, failures: unknown[])
     createValidateInterceptor(),
     createErrorInterceptor(log, systemClock),
   ];
-  const handler = connectNodeAdapter({ routes: echoRoutes, interceptors }) as RequestHandler;
+  const service = echo();
+  const handler = connectNodeAdapter({
+    routes: (router) => service.routes(router),
+    interceptors,
+    // As createHandler does: compression is opt-in.
+    compressMinBytes: config.server.compress_min_bytes ?? Number.POSITIVE_INFINITY,
+  }) as RequestHandler;
   const listener = await listen(handler, { host: "127.0.0.1", port: 0 });
   const url = `http://127.0.0.1:${listener.port}`;
   const tracker = new Tracker();
   const customers = transports(url, SENDER_CONNECTIONS).map((t) => createClient(ChatService, t));
   const agents: Client<typeof AgentService>[] = transports(url, STREAM_CONNECTIONS, [bearer(AGENT_KEY)]).map((t) => createClient(AgentService, t));
   const chatIds = Array.from({ length: STREAMS }, () => randomUUID());
-  const stop = new AbortController();
-  await openStreams(STREAMS, tracker, (i, signal) => agents[i % STREAM_CONNECTIONS].subscribe({ chatId: chatIds[i], fromPosition: 1n }, { signal }), stop, failures);
+  const streams = streamSet(tracker, (i, signal) => agents[i % STREAM_CONNECTIONS].subscribe({ chatId: chatIds[i], fromPosition: 1n }, { signal }), failures);
   return {
     name: "baseline",
     tracker,
+    openStreams: () => streams.open(),
+    async closeStreams() {
+      await streams.close();
+      await settle("the echo server to let go of the streams", () => service.openStreams() === 0);
+    },
     send: (i, text) => customers[i % SENDER_CONNECTIONS].sendMessage({ chatId: chatIds[i], secureKey: "bench", text }),
     async close() {
-      stop.abort();
       await listener.stopAccepting();
       shutdown.abort();
       await listener.closeConnections(1000);
@@ -344,6 +405,9 @@ async function freshDatabase(dialect: Dialect): Promise<RunDatabase> {
   };
 }
 
+/** warmupPerRound is how long each round runs unmeasured after its streams open (at least 2 s). */
+const warmupPerRound = (ctx: BenchContext) => Math.max(ctx.options.warmupMs, 2000);
+
 /** Measured is one dialect's comparison. */
 interface Measured {
   rows: Row[];
@@ -362,15 +426,14 @@ async function measure(ctx: BenchContext, dialect: Dialect): Promise<Measured> {
   const subjects: Subject[] = [];
   let server: RunningServer | undefined;
   try {
-    say(`baseline: opening ${STREAMS} streams over ${STREAM_CONNECTIONS} connections`);
     subjects.push(await baselineSubject(config, log, failures));
+    say("baseline: echo server up");
     server = await startServer({ config, db: store.db, log, sweep: false });
-    say(`chat: ${STREAMS} chats requested and accepted, opening the agents' streams`);
     subjects.push(await chatSubject(server, failures));
+    say(`chat: ${STREAMS} chats requested and accepted`);
 
     const seq = { n: 0 };
-    const warmupMs = Math.max(ctx.options.warmupMs, 3000);
-    for (const s of subjects) await drive(s, warmupMs, undefined, seq, failures);
+    const warmupMs = warmupPerRound(ctx);
     const rounds = Math.max(1, ctx.options.rounds);
     const roundMs = (MEASURE_SECONDS * 1000) / rounds;
     const histograms = subjects.map(() => newHistogram());
@@ -380,10 +443,14 @@ async function measure(ctx: BenchContext, dialect: Dialect): Promise<Measured> {
       // Alternate the order, so neither always runs right after the other's writes.
       const order = round % 2 === 0 ? [0, 1] : [1, 0];
       for (const i of order) {
-        const { rate, cpuUsPerOp } = await drive(subjects[i], roundMs, histograms[i], seq, failures);
+        const subject = subjects[i];
+        await subject.openStreams();
+        await drive(subject, warmupMs, undefined, seq, failures);
+        const { rate, cpuUsPerOp } = await drive(subject, roundMs, histograms[i], seq, failures);
+        await subject.closeStreams();
         rates[i].push(rate);
         cpus[i].push(cpuUsPerOp);
-        say(`round ${round + 1}/${rounds} ${subjects[i].name}: ${Math.round(rate)} msg/s delivered, p50 ${ms(histograms[i], 50).toFixed(2)} ms so far`);
+        say(`round ${round + 1}/${rounds} ${subject.name}: ${Math.round(rate)} msg/s delivered, p50 ${ms(histograms[i], 50).toFixed(2)} ms, p99 ${ms(histograms[i], 99).toFixed(2)} ms so far`);
       }
     }
     const [base, chat] = histograms;
@@ -412,7 +479,7 @@ async function measure(ctx: BenchContext, dialect: Dialect): Promise<Measured> {
     chat.destroy();
     return { rows, detail };
   } finally {
-    for (const s of subjects.reverse()) await s.close().catch((e: unknown) => say(`closing ${s.name}: ${String(e)}`));
+    for (const s of subjects) await s.close().catch((e: unknown) => say(`closing ${s.name}: ${String(e)}`));
     // Shutting the server down closes its database too.
     if (server !== undefined) await server.shutdown();
     else await store.db.close();
@@ -433,7 +500,7 @@ async function run(ctx: BenchContext): Promise<Report> {
     module: "chat",
     title:
       `Chat delivery, customer SendMessage → agent's Subscribe, ${STREAMS} open streams, ${RATE} msg/s open loop, ` +
-      `${MEASURE_SECONDS} s per subject in ${ctx.options.rounds} alternating rounds: ops/s = messages delivered per second; cpu = this process (clients and servers) per message; ` +
+      `${MEASURE_SECONDS} s per subject in ${ctx.options.rounds} alternating rounds (each subject's ${STREAMS} streams open only during its own rounds): ops/s = messages delivered per second; cpu = this process (clients and servers) per message; ` +
       `ratio = baseline latency / chat latency at that row's percentile (target: chat p50 <= ${TARGET_P50}x, p99 <= ${TARGET_P99}x the baseline's)`,
     rows,
     environment: {
@@ -443,6 +510,7 @@ async function run(ctx: BenchContext): Promise<Report> {
       streams: STREAMS,
       rate: RATE,
       measureSeconds: MEASURE_SECONDS,
+      warmupMsPerRound: warmupPerRound(ctx),
       streamConnections: STREAM_CONNECTIONS,
       senderConnections: SENDER_CONNECTIONS,
       baseline:

@@ -7,6 +7,7 @@ const MODULES: Record<string, () => Promise<BenchModule>> = {
   storage: async () => (await import("./storage.js")).default,
   access: async () => (await import("./access.js")).default,
   chat: async () => (await import("./chat.js")).default,
+  nodes: async () => (await import("./nodes.js")).default,
 };
 
 /** UsageError is a mistake on the command line: reported without a stack trace. */

@@ -23,7 +23,8 @@ export function createRedisBus(url: string, log: Logger): Bus {
   const warn = (e: unknown) => {
     if (warned) return;
     warned = true;
-    log.warn({ err: e }, "bus: Redis unreachable; serving from the database until it is back");
+    // The message only: ioredis errors carry the failed command's arguments, a password among them (AUTH, HELLO).
+    log.warn({ error: e instanceof Error ? e.message : String(e) }, "bus: Redis unreachable; serving from the database until it is back");
   };
   pub.on("error", warn);
   sub.on("error", warn);

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type { DescService } from "@bufbuild/protobuf";
 import { cors as connectCors, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -209,6 +210,8 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   const health = createHealthMonitor(db, log);
   const tracker = createCallTracker();
   const shutdown = new AbortController();
+  // Every open stream listens to this one signal.
+  setMaxListeners(0, shutdown.signal);
   const handler = createHandler(app, { health, tracker, shutdown: shutdown.signal });
   let listener: Listener;
   try {

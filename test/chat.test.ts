@@ -234,6 +234,7 @@ describe.each(DIALECTS)("chat on %s", (dialect) => {
   it("a wrong secure key, an unknown chat and calls after the end are refused", async () => {
     const s = await start();
     expect((await failure(app.chats.customer(s.chatId, "not-the-key"))).kind).toBe("permission_denied");
+    expect((await failure(app.chats.customer(s.chatId, ""))).kind).toBe("permission_denied");
     expect((await failure(app.chats.customer("00000000-0000-4000-8000-000000000000", s.secureKey))).kind).toBe("permission_denied");
     const me = await customer(s);
     await app.chats.disconnect(me);

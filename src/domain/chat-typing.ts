@@ -1,6 +1,6 @@
 import type { Bus } from "../bus.js";
 import type { Clock } from "../clock.js";
-import { clearTyping, readTyping, setTyping, type ChatEventRecord, type EventKind, type ParticipantRef } from "../store/chat-store.js";
+import { clearTyping, readTyping, setTyping, stopTypingRow, type ChatEventRecord, type EventKind, type ParticipantRef } from "../store/chat-store.js";
 import type { Database } from "../store/database.js";
 
 /** eventDraft is an event with every optional field blank, before the store gives it a position. */
@@ -25,7 +25,7 @@ export interface Typing {
   /** start notes the participant typing: TYPING_STARTED at most once per coalescing window. */
   start(chatId: string, from: ParticipantRef, text: string): Promise<void>;
   /** stop ends the participant's typing with TYPING_STOPPED, if it was typing. */
-  stop(chatId: string, participantId: string): Promise<void>;
+  stop(chatId: string, participant: ParticipantRef): Promise<void>;
   /** stopAll ends everybody's typing in a chat (the chat ended). */
   stopAll(chatId: string): Promise<void>;
   /** who lists the participants typing now. */
@@ -77,9 +77,10 @@ export function createTyping(db: Database, clock: Clock, bus: Bus, options: Typi
       arm(chatId, from.participantId);
       if (!coalesced) announce(chatId, from, true, text);
     },
-    async stop(chatId, participantId) {
-      disarm(chatId, participantId);
-      for (const t of await clearTyping(db.knex, chatId, clock.now(), participantId)) announce(chatId, t.participant, false, "");
+    async stop(chatId, participant) {
+      disarm(chatId, participant.participantId);
+      // One statement: its row count says whether the participant was typing.
+      if (await stopTypingRow(db.knex, chatId, participant.participantId, clock.now())) announce(chatId, participant, false, "");
     },
     async stopAll(chatId) {
       disarm(chatId);

@@ -22,6 +22,7 @@ import {
   insertParticipant,
   lastPosition,
   readChat,
+  readChatWithCustomer,
   readEvents,
   readParticipants,
   updateChat,
@@ -388,16 +389,13 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
     },
 
     async customer(chatId, secureKey) {
-      const chat = await readChat(db.knex, chatId, clock.now());
-      if (chat === undefined) {
-        // Compare anyway, so an unknown chat costs the same as a wrong key.
-        timingSafeEqual(Buffer.from(hashKey(secureKey)), Buffer.from(hashKey("")));
-        throw denied();
-      }
-      if (!timingSafeEqual(Buffer.from(hashKey(secureKey)), Buffer.from(chat.secureKeyHash))) throw denied();
-      const customer = (await readParticipants(db.knex, chatId)).find((p) => p.id === chat.customerParticipantId);
-      if (customer === undefined) throw denied();
-      if (chat.state !== "ended") await touch(chatId, false);
+      const found = await readChatWithCustomer(db.knex, chatId, clock.now());
+      // Compared even for an unknown chat, so it costs the same as a wrong key.
+      const matches = timingSafeEqual(Buffer.from(hashKey(secureKey)), Buffer.from(found?.chat.secureKeyHash ?? hashKey("")));
+      if (found === undefined || !matches || secureKey === "") throw denied();
+      const { chat, customer } = found;
+      // Recorded off the reply's path: the idle timeout needs it within seconds, not this call.
+      if (chat.state !== "ended") void touch(chatId, false).catch(() => undefined);
       return { chatId, participant: refOf(customer), present: customer.leftAt === undefined };
     },
 
@@ -442,7 +440,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
         emit(e);
         return e.position;
       });
-      await typing.stop(actor.chatId, actor.participant.participantId);
+      await typing.stop(actor.chatId, actor.participant);
       return position;
     },
 
@@ -452,7 +450,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       if (chat === undefined) throw new GmsError("not_found", `chat ${actor.chatId} not found`);
       ensureOpen(chat);
       if (isTyping) await typing.start(actor.chatId, actor.participant, text);
-      else await typing.stop(actor.chatId, actor.participant.participantId);
+      else await typing.stop(actor.chatId, actor.participant);
     },
 
     async refresh(actor, from, waitSeconds, signal) {
@@ -578,7 +576,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
           requeued = chat.endpoint;
         }
       });
-      await typing.stop(actor.chatId, actor.participant.participantId);
+      await typing.stop(actor.chatId, actor.participant);
       if (requeued !== undefined) bus.publish(queueTopic(requeued), { kind: "queued", chatId: actor.chatId });
     },
 
@@ -634,7 +632,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
         }
         await updateChat(trx, chat.id, { endpoint, state: "waiting", queuedAt: clock.now() });
       });
-      await typing.stop(actor.chatId, actor.participant.participantId);
+      await typing.stop(actor.chatId, actor.participant);
       if (from !== endpoint) bus.publish(queueTopic(from), { kind: "removed", chatId: actor.chatId });
       bus.publish(queueTopic(endpoint), { kind: "queued", chatId: actor.chatId });
     },

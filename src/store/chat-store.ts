@@ -216,6 +216,36 @@ export async function readChat(q: Queryable, id: string, now: number, lock?: Dia
   return row === undefined ? undefined : chatFromSql(row);
 }
 
+/** readChatWithCustomer reads a live chat and its customer participant in one statement (the customer's every call). */
+export async function readChatWithCustomer(q: Queryable, id: string, now: number): Promise<{ chat: ChatRow; customer: ParticipantRow } | undefined> {
+  const row = (await q("chats as c")
+    .join("chat_participants as p", "p.id", "c.customer_participant_id")
+    .where("c.id", id)
+    .andWhere("c.expires_at", ">", now)
+    .first("c.*", "p.nickname as p_nickname", "p.joined_at as p_joined_at", "p.left_at as p_left_at")) as
+    | (ChatSql & { p_nickname: string; p_joined_at: number | string; p_left_at: number | string | null })
+    | undefined;
+  if (row === undefined) return undefined;
+  const chat = chatFromSql(row);
+  return {
+    chat,
+    customer: participantFromSql({
+      id: chat.customerParticipantId,
+      chat_id: chat.id,
+      kind: "client",
+      nickname: row.p_nickname,
+      identity: "",
+      joined_at: row.p_joined_at,
+      left_at: row.p_left_at,
+    }),
+  };
+}
+
+/** stopTypingRow deletes a participant's live typing row; true when there was one. */
+export async function stopTypingRow(q: Queryable, chatId: string, participantId: string, now: number): Promise<boolean> {
+  return (await q("chat_typing").where({ chat_id: chatId, participant_id: participantId }).andWhere("until", ">", now).delete()) > 0;
+}
+
 /** updateChat changes a chat's state, queue time or expiry. */
 export async function updateChat(
   q: Queryable,

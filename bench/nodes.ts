@@ -1,0 +1,720 @@
+// bench/nodes.ts measures opengms as separate server processes (bench/node-process.ts) on MySQL and
+// Redis: the memory an idle open stream costs, the CPU of customers polling every second, and chat
+// latency from a customer on node A to an agent's stream on node B beside the same on one node.
+import { execFileSync, fork, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { setMaxListeners } from "node:events";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import * as net from "node:net";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import type { Histogram } from "hdr-histogram-js";
+import { Redis } from "ioredis";
+import { stringify as toYaml } from "yaml";
+import { AgentService } from "../gen/gms/v1/agent_pb.js";
+import { ChatEventType } from "../gen/gms/v1/chat_event_pb.js";
+import { ChatService, type RequestChatResponse } from "../gen/gms/v1/chat_pb.js";
+import { openDatabase, redactUrl } from "../src/store/database.js";
+import type { NodeMessage, NodeRequest, NodeStats } from "./node-process.js";
+import { median, newHistogram, type BenchContext, type BenchModule, type Report, type Row } from "./lib.js";
+
+/** MYSQL_URL is the server the benchmark creates its databases on (GMS_BENCH_MYSQL_URL). */
+const MYSQL_URL = (process.env["GMS_BENCH_MYSQL_URL"] ?? "mysql://root@127.0.0.1:3306").replace(/\/+$/, "");
+/** REDIS_URL is the Redis the nodes announce on (GMS_BENCH_REDIS_URL). */
+const REDIS_URL = process.env["GMS_BENCH_REDIS_URL"] ?? "redis://127.0.0.1:6379";
+
+function envInt(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, not "${raw}"`);
+  return n;
+}
+
+/** IDLE_STREAMS is the number of customers' open Subscribe streams whose memory is measured (GMS_BENCH_NODES_IDLE_STREAMS). */
+const IDLE_STREAMS = envInt("GMS_BENCH_NODES_IDLE_STREAMS", 5000);
+/** IDLE_CONNECTIONS is the number of HTTP/2 connections those streams share. */
+const IDLE_CONNECTIONS = 20;
+/** MEMORY_BUDGET is the issue's target: at most 20 kB of server memory per idle open stream. */
+const MEMORY_BUDGET = 20_000;
+/** POLLERS is the number of customers polling Refresh once a second (GMS_BENCH_NODES_POLLERS). */
+const POLLERS = envInt("GMS_BENCH_NODES_POLLERS", 1000);
+/** POLL_SECONDS is how long the polling is measured (GMS_BENCH_NODES_POLL_SECONDS), after a warm-up. */
+const POLL_SECONDS = envInt("GMS_BENCH_NODES_POLL_SECONDS", 20);
+const POLL_CONNECTIONS = 20;
+/** CPU_BUDGET is the issue's target: the server's CPU for the pollers at most half a core. */
+const CPU_BUDGET = 0.5;
+/** LATENCY_STREAMS and LATENCY_RATE size the latency scenario (GMS_BENCH_NODES_STREAMS, GMS_BENCH_NODES_RATE). */
+const LATENCY_STREAMS = envInt("GMS_BENCH_NODES_STREAMS", 1000);
+const LATENCY_RATE = envInt("GMS_BENCH_NODES_RATE", 200);
+/** LATENCY_SECONDS is how long each subject is measured, split into the shared rounds (GMS_BENCH_NODES_SECONDS). */
+const LATENCY_SECONDS = envInt("GMS_BENCH_NODES_SECONDS", 20);
+/** As bench/chat.ts: agents' streams over 4 HTTP/2 connections, customers' sends over 2. */
+const STREAM_CONNECTIONS = 4;
+const SENDER_CONNECTIONS = 2;
+/** SETUP_CONCURRENCY is how many setup calls (RequestChat, AcceptChat, Subscribe) run at once. */
+const SETUP_CONCURRENCY = 32;
+
+const AGENT_KEY = `bench-agent-${randomBytes(12).toString("hex")}`;
+const ENDPOINT = "bench";
+const NODE_ENTRY = join(dirname(fileURLToPath(import.meta.url)), "node-process.ts");
+/** CLK_TCK is the unit of /proc/<pid>/stat's CPU times. */
+const CLK_TCK = (() => {
+  try {
+    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+const bearer =
+  (key: string): Interceptor =>
+  (next) =>
+  (req) => {
+    req.header.set("authorization", `Bearer ${key}`);
+    return next(req);
+  };
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** pool runs `fn` for 0..n-1 with at most `concurrency` calls in flight. */
+async function pool<T>(n: number, concurrency: number, fn: (i: number) => Promise<T>): Promise<T[]> {
+  const out: T[] = new Array<T>(n);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < n; i = next++) out[i] = await fn(i);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
+  return out;
+}
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", resolve);
+  });
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** cpuSecondsOf is a process's CPU time so far (user + system, every thread), from /proc/<pid>/stat. */
+function cpuSecondsOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name (which may hold spaces) start at field 3, the state.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[14 - 3]) + Number(fields[15 - 3])) / CLK_TCK;
+}
+
+/** rssOf is a process's resident memory in bytes, from /proc/<pid>/status. */
+function rssOf(pid: number): number {
+  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+  if (kb === undefined) throw new Error(`no VmRSS for process ${pid}`);
+  return Number(kb) * 1024;
+}
+
+/** mysqldPid finds the database server's process on this machine, when it runs here (for its CPU). */
+function mysqldPid(): number | undefined {
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const comm = readFileSync(`/proc/${entry}/comm`, "utf8").trim();
+      if (comm === "mariadbd" || comm === "mysqld") return Number(entry);
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return undefined;
+}
+
+/** CpuMeter measures the CPU of processes over a stretch of wall time, in cores. */
+function cpuMeter(pids: Record<string, number | undefined>) {
+  const t0 = performance.now();
+  const self0 = process.cpuUsage();
+  const start = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, pid === undefined ? NaN : cpuSecondsOf(pid)]));
+  return () => {
+    const seconds = (performance.now() - t0) / 1000;
+    const self = process.cpuUsage(self0);
+    const cores: Record<string, number> = { clients: (self.user + self.system) / 1e6 / seconds };
+    for (const [k, pid] of Object.entries(pids)) cores[k] = pid === undefined ? NaN : (cpuSecondsOf(pid) - start[k]) / seconds;
+    return { seconds, cores };
+  };
+}
+
+/** Node is an opengms server process. */
+interface Node {
+  name: string;
+  pid: number;
+  url: string;
+  stats(gc?: boolean): Promise<NodeStats>;
+  stop(): Promise<void>;
+}
+
+/** startNode forks bench/node-process.ts on a free port with the configuration and waits until it serves. */
+async function startNode(name: string, dir: string, config: Record<string, unknown>, log: (line: string) => void): Promise<Node> {
+  const path = join(dir, `${name.replace(/\W+/g, "-")}.yaml`);
+  writeFileSync(path, toYaml(config));
+  const port = await freePort();
+  const child: ChildProcess = fork(NODE_ENTRY, [path], {
+    execArgv: ["--import", "tsx", "--expose-gc"],
+    env: { ...process.env, GMS_PORT: String(port) },
+    stdio: ["ignore", "pipe", "pipe", "ipc"],
+  });
+  // The server's own log lines (warnings and worse) go to stderr, beside the progress lines.
+  child.stdout?.on("data", (b: Buffer) => process.stderr.write(`   [${name}] ${b.toString("utf8")}`));
+  child.stderr?.on("data", (b: Buffer) => process.stderr.write(`   [${name}] ${b.toString("utf8")}`));
+  const waiting = new Map<number, (m: NodeMessage & { type: "reply" }) => void>();
+  let nextId = 1;
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${name} did not start within 60 s`)), 60_000);
+    child.once("exit", (code) => reject(new Error(`${name} exited with ${code} before serving`)));
+    child.on("message", (m: NodeMessage) => {
+      if (m.type === "ready") {
+        clearTimeout(timer);
+        resolve(m.url);
+      } else waiting.get(m.id)?.(m);
+    });
+  });
+  const ask = (req: { type: "stats"; gc: boolean } | { type: "stop" }) =>
+    new Promise<NodeMessage & { type: "reply" }>((resolve, reject) => {
+      const id = nextId++;
+      const timer = setTimeout(() => reject(new Error(`${name} did not answer ${req.type}`)), 30_000);
+      waiting.set(id, (m) => {
+        clearTimeout(timer);
+        waiting.delete(id);
+        resolve(m);
+      });
+      child.send({ ...req, id } as NodeRequest);
+    });
+  log(`${name}: pid ${child.pid} serving ${url}`);
+  return {
+    name,
+    pid: child.pid!,
+    url,
+    async stats(gc = false) {
+      const r = await ask({ type: "stats", gc });
+      if (r.stats === undefined) throw new Error(`${name} sent no stats`);
+      return r.stats;
+    },
+    async stop() {
+      if (child.exitCode !== null) return;
+      const gone = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+      await Promise.race([ask({ type: "stop" }).catch(() => undefined), sleep(15_000)]);
+      if (child.exitCode === null) child.kill("SIGKILL");
+      await gone;
+    },
+  };
+}
+
+/** nodeConfig is the configuration every node runs with: MySQL, Redis, one agent key, customers without a key. */
+const nodeConfig = (databaseUrl: string) => ({
+  server: { host: "127.0.0.1", shutdown_grace_seconds: 2 },
+  log: { level: process.env["GMS_BENCH_LOG"] ?? "warn" },
+  database: { url: databaseUrl },
+  auth: { api_keys: [{ name: "bench-agent", key: AGENT_KEY, roles: ["agent"] }], public_roles: ["app"] },
+  bus: { redis_url: REDIS_URL },
+  services: { bench: { service: "request-chat", endpoint: ENDPOINT, ttl: 24 * 3600 } },
+});
+
+/** Scene is a scenario's fresh database, its nodes, and a temporary folder for their configuration. */
+interface Scene {
+  url: string;
+  dir: string;
+  nodes: Node[];
+  close(): Promise<void>;
+}
+
+/** scene creates and migrates a fresh MySQL database and starts `names.length` nodes on it. */
+async function scene(ctx: BenchContext, names: readonly string[]): Promise<Scene> {
+  const dbName = `gms_bench_${randomBytes(4).toString("hex")}`;
+  const url = `${MYSQL_URL}/${dbName}`;
+  const db = await openDatabase(url, { poolMax: 1 });
+  const dir = mkdtempSync(join(tmpdir(), "opengms-bench-nodes-"));
+  const nodes: Node[] = [];
+  const close = async () => {
+    for (const n of nodes) await n.stop().catch((e: unknown) => ctx.log(`stopping ${n.name}: ${String(e)}`));
+    await db.knex.raw(`DROP DATABASE IF EXISTS \`${dbName}\``).catch((e: unknown) => ctx.log(`could not drop ${dbName}: ${String(e)}`));
+    await db.close();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    for (const name of names) nodes.push(await startNode(name, dir, nodeConfig(url), (line) => ctx.log(line)));
+  } catch (e) {
+    await close();
+    throw e;
+  }
+  ctx.log(`database ${redactUrl(url)}`);
+  return { url, dir, nodes, close };
+}
+
+const transports = (url: string, n: number, interceptors: Interceptor[] = []) =>
+  Array.from({ length: n }, () => createGrpcTransport({ baseUrl: url, interceptors }));
+
+/** requestChats has `n` customers request a chat, over the given clients in turn. */
+function requestChats(customers: Client<typeof ChatService>[], n: number): Promise<RequestChatResponse[]> {
+  return pool(n, SETUP_CONCURRENCY, (i) => customers[i % customers.length].requestChat({ service: "bench", nickname: `customer ${i}` }));
+}
+
+/** waitUntil polls `probe` until it holds, for at most `ms`. */
+async function waitUntil(what: string, probe: () => Promise<boolean>, ms = 30_000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!(await probe())) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+/** settledStats samples a node's memory after a full GC `samples` times, a second apart, and keeps the medians. */
+async function settledStats(node: Node, samples = 5): Promise<{ rss: number; heapUsed: number; external: number }> {
+  const rss: number[] = [];
+  const heap: number[] = [];
+  const external: number[] = [];
+  for (let i = 0; i < samples; i++) {
+    if (i > 0) await sleep(1000);
+    const s = await node.stats(true);
+    rss.push(rssOf(node.pid));
+    heap.push(s.heapUsed);
+    external.push(s.external);
+  }
+  return { rss: median(rss), heapUsed: median(heap), external: median(external) };
+}
+
+const MiB = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MiB`;
+const kB = (b: number) => `${(b / 1000).toFixed(1)} kB`;
+
+/** infoRow is a row that reports a measurement without a throughput or latency. */
+const infoRow = (scenario: string, subject: string, more: Partial<Row> = {}): Row => ({
+  scenario,
+  subject,
+  opsPerSec: NaN,
+  p50Ms: NaN,
+  p99Ms: NaN,
+  cpuUsPerOp: NaN,
+  roundsOpsPerSec: [],
+  ...more,
+});
+
+/**
+ * idleStreams measures a server's memory per idle open stream: the customers' chats are requested
+ * first, the server's memory is measured (after a full GC), then every customer opens Subscribe and
+ * the memory is measured again once they are all registered and have settled.
+ */
+async function idleStreams(ctx: BenchContext, details: Record<string, unknown>): Promise<Row[]> {
+  const scenario = `${IDLE_STREAMS.toLocaleString("en")} idle customer streams, ${IDLE_CONNECTIONS} HTTP/2 connections`;
+  const s = await scene(ctx, ["idle node"]);
+  const stop = new AbortController();
+  setMaxListeners(0, stop.signal);
+  const running: Promise<void>[] = [];
+  let idleListeners: number | undefined;
+  try {
+    const node = s.nodes[0];
+    const started = await settledStats(node, 1);
+    const customers = transports(node.url, IDLE_CONNECTIONS).map((t) => createClient(ChatService, t));
+    const t0 = performance.now();
+    const chats = await requestChats(customers, IDLE_STREAMS);
+    ctx.log(`idle streams: ${IDLE_STREAMS} chats requested in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    await sleep(2000);
+    const idle = await settledStats(node);
+    idleListeners = (await node.stats()).listeners;
+    ctx.log(`idle streams: idle server ${MiB(idle.rss)} RSS, ${MiB(idle.heapUsed)} heap`);
+
+    const failures: unknown[] = [];
+    const t1 = performance.now();
+    await pool(IDLE_STREAMS, SETUP_CONCURRENCY, (i) => {
+      let ready: () => void = () => undefined;
+      const first = new Promise<void>((resolve) => (ready = resolve));
+      const chat = chats[i];
+      running.push(
+        (async () => {
+          try {
+            for await (const e of customers[i % IDLE_CONNECTIONS].subscribe({ chatId: chat.chatId, secureKey: chat.secureKey, fromPosition: chat.nextPosition - 1n }, { signal: stop.signal })) {
+              void e;
+              ready();
+            }
+          } catch (e) {
+            if (!stop.signal.aborted) failures.push(e);
+          } finally {
+            ready();
+          }
+        })(),
+      );
+      return first;
+    });
+    if (failures.length > 0) throw new Error(`opening the streams failed: ${String(failures[0])}`);
+    await waitUntil("every stream registered on the server", async () => (await node.stats()).listeners - (idleListeners ?? 0) >= IDLE_STREAMS);
+    ctx.log(`idle streams: ${IDLE_STREAMS} streams open in ${((performance.now() - t1) / 1000).toFixed(1)} s; settling`);
+    // Past a full round of each stream's 5 s look at the database, measuring the CPU the idle streams cost meanwhile.
+    await sleep(3000);
+    const cpu = cpuMeter({ server: node.pid, mysqld: mysqldPid() });
+    await sleep(10_000);
+    const idleCpu = cpu();
+    const open = await settledStats(node);
+    if (failures.length > 0) throw new Error(`a stream failed: ${String(failures[0])}`);
+    const perStream = (open.rss - idle.rss) / IDLE_STREAMS;
+    const heapPerStream = (open.heapUsed - idle.heapUsed) / IDLE_STREAMS;
+    ctx.log(
+      `idle streams: ${MiB(open.rss)} RSS with the streams open: ${kB(perStream)} per stream (heap ${kB(heapPerStream)}); ` +
+        `CPU with them idle: server ${idleCpu.cores["server"].toFixed(3)} core, MySQL ${idleCpu.cores["mysqld"].toFixed(3)} core`,
+    );
+    details["idleStreams"] = {
+      streams: IDLE_STREAMS,
+      connections: IDLE_CONNECTIONS,
+      rssAtStart: started.rss,
+      idle,
+      open,
+      rssPerStream: perStream,
+      heapPerStream,
+      externalPerStream: (open.external - idle.external) / IDLE_STREAMS,
+      idleCpuCores: idleCpu.cores,
+      budgetBytesPerStream: MEMORY_BUDGET,
+    };
+    return [
+      infoRow(scenario, `idle server: RSS ${MiB(idle.rss)} (heap ${MiB(idle.heapUsed)}), ${IDLE_STREAMS} chats requested`),
+      // cpu µs/op here: the server's CPU per open stream per second while they idle.
+      infoRow(scenario, `RSS per open stream: ${kB(perStream)} (heap ${kB(heapPerStream)}); idle, they cost ${idleCpu.cores["server"].toFixed(2)} core (MySQL ${idleCpu.cores["mysqld"].toFixed(2)})`, {
+        cpuUsPerOp: (idleCpu.cores["server"] * 1e6) / IDLE_STREAMS,
+        ratio: MEMORY_BUDGET / perStream,
+        target: 1,
+        pass: perStream <= MEMORY_BUDGET,
+      }),
+    ];
+  } finally {
+    stop.abort();
+    await Promise.all(running);
+    // Stopped only once it has let go of every stream, so no stream is cut mid-query by the shutdown.
+    if (idleListeners !== undefined) {
+      const node = s.nodes[0];
+      await waitUntil("the server to let go of the streams", async () => (await node.stats()).listeners <= (idleListeners ?? 0)).catch((e: unknown) => ctx.log(String(e)));
+    }
+    await s.close();
+  }
+}
+
+/**
+ * polling has POLLERS customers call Refresh (not waiting) once a second each, spread evenly over
+ * the second, and measures the server process's CPU, the database's and the clients' own.
+ */
+async function polling(ctx: BenchContext, details: Record<string, unknown>): Promise<Row[]> {
+  const scenario = `${POLLERS.toLocaleString("en")} customers polling Refresh every 1 s, ${POLL_CONNECTIONS} HTTP/2 connections`;
+  const s = await scene(ctx, ["polled node"]);
+  try {
+    const node = s.nodes[0];
+    const customers = transports(node.url, POLL_CONNECTIONS).map((t) => createClient(ChatService, t));
+    const chats = await requestChats(customers, POLLERS);
+    const next = chats.map((c) => c.nextPosition);
+    ctx.log(`polling: ${POLLERS} chats requested`);
+    await sleep(2000);
+    const failures: unknown[] = [];
+    let histogram: Histogram | undefined;
+    let done = 0;
+    let late = 0;
+    const poll = async (i: number) => {
+      const chat = chats[i];
+      const s0 = performance.now();
+      const r = await customers[i % POLL_CONNECTIONS].refresh({ chatId: chat.chatId, secureKey: chat.secureKey, fromPosition: next[i], waitSeconds: 0 });
+      next[i] = r.nextPosition;
+      histogram?.recordValue(Math.max(1, Math.round((performance.now() - s0) * 1000)));
+      done++;
+    };
+    // Open loop: poll i is due at (i / POLLERS) s into every second, whatever the replies.
+    const t0 = performance.now();
+    let issued = 0;
+    const inFlight = new Set<number>();
+    const tick = setInterval(() => {
+      const due = Math.floor(((performance.now() - t0) * POLLERS) / 1000);
+      for (; issued < due; issued++) {
+        const i = issued % POLLERS;
+        // A customer whose last poll has not come back yet skips this one, as a polling client would.
+        if (inFlight.has(i)) {
+          late++;
+          continue;
+        }
+        inFlight.add(i);
+        poll(i)
+          .catch((e: unknown) => failures.push(e))
+          .finally(() => inFlight.delete(i));
+      }
+    }, 2);
+    try {
+      await sleep(3000);
+      histogram = newHistogram();
+      const done0 = done;
+      const late0 = late;
+      const cpu = cpuMeter({ server: node.pid, mysqld: mysqldPid() });
+      await sleep(POLL_SECONDS * 1000);
+      const used = cpu();
+      const polls = done - done0;
+      const rate = polls / used.seconds;
+      if (failures.length > 0) throw new Error(`a poll failed: ${String(failures[0])}`);
+      const { server, clients, mysqld } = used.cores;
+      ctx.log(`polling: ${rate.toFixed(0)} polls/s; server ${server.toFixed(3)} core, clients ${clients.toFixed(3)} core, MySQL ${mysqld.toFixed(3)} core; ${late - late0} polls skipped (previous one still out)`);
+      const h = histogram;
+      details["polling"] = {
+        pollers: POLLERS,
+        seconds: used.seconds,
+        pollsPerSecond: rate,
+        skipped: late - late0,
+        cores: used.cores,
+        serverCpuUsPerPoll: (server * 1e6) / rate,
+        clientCpuUsPerPoll: (clients * 1e6) / rate,
+        p50Ms: h.getValueAtPercentile(50) / 1000,
+        p99Ms: h.getValueAtPercentile(99) / 1000,
+        budgetCores: CPU_BUDGET,
+      };
+      const rows: Row[] = [
+        {
+          scenario,
+          subject: `server process: ${server.toFixed(2)} core (clients ${clients.toFixed(2)}, MySQL ${mysqld.toFixed(2)})`,
+          opsPerSec: rate,
+          p50Ms: h.getValueAtPercentile(50) / 1000,
+          p99Ms: h.getValueAtPercentile(99) / 1000,
+          cpuUsPerOp: (server * 1e6) / rate,
+          ratio: CPU_BUDGET / server,
+          target: 1,
+          pass: server <= CPU_BUDGET,
+          roundsOpsPerSec: [Math.round(rate * 10) / 10],
+        },
+      ];
+      h.destroy();
+      return rows;
+    } finally {
+      clearInterval(tick);
+      await waitUntil("the last polls", () => Promise.resolve(inFlight.size === 0), 10_000).catch(() => undefined);
+    }
+  } finally {
+    await s.close();
+  }
+}
+
+/** Tracker matches each message sent with its arrival on an agent's stream, by its text. */
+class Tracker {
+  private readonly sentAt = new Map<string, number>();
+  histogram: Histogram | undefined;
+  delivered = 0;
+  unexpected = 0;
+
+  sent(text: string): void {
+    this.sentAt.set(text, performance.now());
+  }
+
+  arrived(text: string): void {
+    const at = this.sentAt.get(text);
+    if (at === undefined) {
+      this.unexpected++;
+      return;
+    }
+    this.sentAt.delete(text);
+    this.delivered++;
+    this.histogram?.recordValue(Math.max(1, Math.round((performance.now() - at) * 1000)));
+  }
+
+  get inFlight(): number {
+    return this.sentAt.size;
+  }
+}
+
+/**
+ * latency sends LATENCY_RATE customer messages a second on node A to LATENCY_STREAMS chats whose
+ * agents hold a Subscribe stream, in alternating rounds: on node A too (one node), or on node B
+ * (two nodes: the announcement crosses Redis). The agents' streams are open only in their rounds.
+ */
+async function latency(ctx: BenchContext, details: Record<string, unknown>): Promise<Row[]> {
+  const scenario = `chat latency, ${LATENCY_STREAMS.toLocaleString("en")} agent streams, ${LATENCY_RATE} msg/s`;
+  const s = await scene(ctx, ["node A", "node B"]);
+  const [a, b] = s.nodes;
+  try {
+    const customers = transports(a.url, SENDER_CONNECTIONS).map((t) => createClient(ChatService, t));
+    const chats = await requestChats(customers, LATENCY_STREAMS);
+    const keys = new Map(chats.map((c) => [c.chatId, c.secureKey]));
+    const agentsOn = (node: Node) => transports(node.url, STREAM_CONNECTIONS, [bearer(AGENT_KEY)]).map((t) => createClient(AgentService, t));
+    const agentsB = agentsOn(b);
+    const accepted = await pool(LATENCY_STREAMS, SETUP_CONCURRENCY, (i) => agentsB[i % STREAM_CONNECTIONS].acceptChat({ endpoint: ENDPOINT, nickname: `agent ${i}`, waitSeconds: 0 }));
+    if (new Set(accepted.map((x) => x.chatId)).size !== LATENCY_STREAMS) throw new Error("AcceptChat handed out a chat twice");
+    const chatIds = accepted.map((x) => x.chatId);
+    const seen = accepted.map((x) => x.nextPosition - 1n);
+    ctx.log(`latency: ${LATENCY_STREAMS} chats requested on A, accepted on B`);
+
+    const failures: unknown[] = [];
+    const subjects = [
+      { name: "one node (customer and agent on A)", node: a, agents: agentsOn(a), tracker: new Tracker() },
+      { name: "two nodes (customer on A, agent on B, Redis)", node: b, agents: agentsB, tracker: new Tracker() },
+    ];
+    type Subject = (typeof subjects)[number];
+
+    const openStreams = async (subject: Subject) => {
+      const stop = new AbortController();
+      setMaxListeners(0, stop.signal);
+      const before = (await subject.node.stats()).listeners;
+      const running: Promise<void>[] = [];
+      await pool(LATENCY_STREAMS, SETUP_CONCURRENCY, (i) => {
+        let ready: () => void = () => undefined;
+        const first = new Promise<void>((resolve) => (ready = resolve));
+        running.push(
+          (async () => {
+            try {
+              let replay = true;
+              for await (const e of subject.agents[i % STREAM_CONNECTIONS].subscribe({ chatId: chatIds[i], fromPosition: seen[i] }, { signal: stop.signal })) {
+                seen[i] = e.position;
+                ready();
+                if (e.type === ChatEventType.MESSAGE && !replay) subject.tracker.arrived(e.text);
+                replay = false;
+              }
+            } catch (e) {
+              if (!stop.signal.aborted) failures.push(e);
+            } finally {
+              ready();
+            }
+          })(),
+        );
+        return first;
+      });
+      if (failures.length > 0) throw new Error(`opening the streams failed: ${String(failures[0])}`);
+      await waitUntil(`${subject.node.name}'s streams registered`, async () => (await subject.node.stats()).listeners - before >= LATENCY_STREAMS);
+      return async () => {
+        stop.abort();
+        await Promise.all(running);
+        await waitUntil(`${subject.node.name} to let go of the streams`, async () => (await subject.node.stats()).listeners <= before);
+      };
+    };
+
+    const seq = { n: 0 };
+    const drive = async (subject: Subject, ms: number, histogram: Histogram | undefined) => {
+      const { tracker } = subject;
+      tracker.histogram = histogram;
+      const delivered0 = tracker.delivered;
+      const cpu = cpuMeter({ a: a.pid, b: b.pid, mysqld: mysqldPid() });
+      const t0 = performance.now();
+      let sent = 0;
+      await new Promise<void>((resolve) => {
+        const tick = setInterval(() => {
+          const elapsed = performance.now() - t0;
+          const due = Math.min(Math.floor((elapsed * LATENCY_RATE) / 1000), Math.floor((ms * LATENCY_RATE) / 1000));
+          for (; sent < due; sent++) {
+            const n = seq.n++;
+            const i = n % LATENCY_STREAMS;
+            const text = `m${n}`;
+            tracker.sent(text);
+            customers[i % SENDER_CONNECTIONS].sendMessage({ chatId: chatIds[i], secureKey: keys.get(chatIds[i]) ?? "", text }).catch((e: unknown) => failures.push(e));
+          }
+          if (elapsed >= ms) {
+            clearInterval(tick);
+            resolve();
+          }
+        }, 1);
+      });
+      const deadline = performance.now() + 15_000;
+      while (tracker.inFlight > 0 && failures.length === 0 && performance.now() < deadline) await sleep(5);
+      const used = cpu();
+      if (failures.length > 0) throw new Error(`${subject.name}: a call failed: ${String(failures[0])}`);
+      if (tracker.inFlight > 0) throw new Error(`${subject.name}: ${tracker.inFlight} messages never arrived`);
+      if (tracker.unexpected > 0) throw new Error(`${subject.name}: ${tracker.unexpected} messages arrived that were not sent`);
+      tracker.histogram = undefined;
+      const delivered = tracker.delivered - delivered0;
+      return { rate: delivered / used.seconds, serversUsPerMsg: ((used.cores["a"] + used.cores["b"]) * used.seconds * 1e6) / delivered, cores: used.cores };
+    };
+
+    const rounds = Math.max(1, ctx.options.rounds);
+    const roundMs = (LATENCY_SECONDS * 1000) / rounds;
+    const warmupMs = Math.max(ctx.options.warmupMs, 2000);
+    const histograms = subjects.map(() => newHistogram());
+    const rates: number[][] = subjects.map(() => []);
+    const cpus: number[][] = subjects.map(() => []);
+    const cores: Record<string, number>[][] = subjects.map(() => []);
+    for (let round = 0; round < rounds; round++) {
+      const order = round % 2 === 0 ? [0, 1] : [1, 0];
+      for (const i of order) {
+        const subject = subjects[i];
+        const close = await openStreams(subject);
+        await drive(subject, warmupMs, undefined);
+        const r = await drive(subject, roundMs, histograms[i]);
+        await close();
+        rates[i].push(r.rate);
+        cpus[i].push(r.serversUsPerMsg);
+        cores[i].push(r.cores);
+        const h = histograms[i];
+        ctx.log(`latency: round ${round + 1}/${rounds} ${subject.name}: ${Math.round(r.rate)} msg/s, p50 ${(h.getValueAtPercentile(50) / 1000).toFixed(2)} ms, p99 ${(h.getValueAtPercentile(99) / 1000).toFixed(2)} ms so far`);
+      }
+    }
+    const ms = (h: Histogram, p: number) => h.getValueAtPercentile(p) / 1000;
+    const [one, two] = histograms;
+    const row = (subject: string, i: number): Row => ({
+      scenario,
+      subject,
+      opsPerSec: median(rates[i]),
+      p50Ms: ms(histograms[i], 50),
+      p99Ms: ms(histograms[i], 99),
+      cpuUsPerOp: median(cpus[i]),
+      roundsOpsPerSec: rates[i].map((x) => Math.round(x * 10) / 10),
+    });
+    const summary = (h: Histogram) => ({ count: h.totalCount, p50Ms: ms(h, 50), p90Ms: ms(h, 90), p99Ms: ms(h, 99), p999Ms: ms(h, 99.9), maxMs: h.maxValue / 1000 });
+    details["latency"] = {
+      streams: LATENCY_STREAMS,
+      rate: LATENCY_RATE,
+      seconds: LATENCY_SECONDS,
+      rounds,
+      oneNode: { ...summary(one), cores: cores[0] },
+      twoNodes: { ...summary(two), cores: cores[1] },
+    };
+    // The ratio is "higher is better", as bench/chat.ts: one node's latency over two nodes'.
+    const rows: Row[] = [
+      row(subjects[0].name, 0),
+      { ...row(`${subjects[1].name}, p50`, 1), ratio: ms(one, 50) / ms(two, 50) },
+      { ...row(`${subjects[1].name}, p99`, 1), ratio: ms(one, 99) / ms(two, 99) },
+    ];
+    one.destroy();
+    two.destroy();
+    return rows;
+  } finally {
+    await s.close();
+  }
+}
+
+async function redisReachable(): Promise<void> {
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, connectTimeout: 3000, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false });
+  redis.on("error", () => undefined);
+  try {
+    await redis.connect();
+    await redis.ping();
+  } catch (e) {
+    throw new Error(`Redis at ${REDIS_URL} is unreachable (${(e as Error).message}); the nodes benchmark needs it`, { cause: e });
+  } finally {
+    redis.disconnect();
+  }
+}
+
+async function run(ctx: BenchContext): Promise<Report> {
+  await redisReachable();
+  const rows: Row[] = [];
+  const details: Record<string, unknown> = {};
+  if (ctx.wants("idle streams")) rows.push(...(await idleStreams(ctx, details)));
+  if (ctx.wants("polling")) rows.push(...(await polling(ctx, details)));
+  if (ctx.wants("latency")) rows.push(...(await latency(ctx, details)));
+  return {
+    module: "nodes",
+    title:
+      `opengms as server processes of their own on MySQL, announcing on Redis, clients in the benchmark's process, all on this machine's cores. ` +
+      `Budget rows: ratio = budget / measured (>= 1.00x meets it): ${kB(MEMORY_BUDGET)} of RSS per idle stream, ${CPU_BUDGET} core for the pollers. ` +
+      `Latency rows: ops/s = messages delivered per second, cpu = both servers' CPU per message, ratio = one node's latency / two nodes' (${LATENCY_SECONDS} s per subject in ${ctx.options.rounds} alternating rounds)`,
+    rows,
+    environment: {
+      node: process.version,
+      mysqlUrl: redactUrl(MYSQL_URL),
+      redisUrl: redactUrl(REDIS_URL),
+      options: ctx.options,
+      servers: "bench/node-process.ts: loadConfig + openDatabase + startServer as src/main.ts serve, sweepers on, forked with --expose-gc; configuration: MySQL, bus.redis_url, defaults otherwise (chat.idle_timeout_seconds 45)",
+      memory: "RSS from /proc/<pid>/status after two full GCs in the server, median of 5 samples a second apart; heap from process.memoryUsage() in the server after the same GCs",
+      cpu: "server and MySQL from /proc/<pid>/stat (utime + stime) over wall time; clients from process.cpuUsage() of the benchmark process",
+      latency: "from just before the customer's SendMessage call (gRPC, to node A) to the MESSAGE event's arrival on the agent's Subscribe stream (gRPC, node A or B)",
+      results: details,
+    },
+  };
+}
+
+/** nodesBench is the nodes module of the benchmark. */
+const nodesBench: BenchModule = { run };
+export default nodesBench;
