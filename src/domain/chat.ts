@@ -88,6 +88,8 @@ export interface Actor {
   participant: ParticipantRef;
   /** present is false for an agent who has left: it may still read the transcript. */
   present: boolean;
+  /** ended is whether the chat had ended when the actor was looked up. */
+  ended: boolean;
 }
 
 /** RefreshResult is a poll's answer. */
@@ -396,7 +398,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       const { chat, customer } = found;
       // Recorded off the reply's path: the idle timeout needs it within seconds, not this call.
       if (chat.state !== "ended") void touch(chatId, false).catch(() => undefined);
-      return { chatId, participant: refOf(customer), present: customer.leftAt === undefined };
+      return { chatId, participant: refOf(customer), present: customer.leftAt === undefined, ended: chat.state === "ended" };
     },
 
     async agent(chatId, identity, isAdmin) {
@@ -404,8 +406,9 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       if (chat === undefined) throw new GmsError("not_found", `chat ${chatId} not found`);
       const mine = (await readParticipants(db.knex, chatId)).filter((p) => p.kind === "agent" && p.identity === identity);
       const current = mine.find((p) => p.leftAt === undefined) ?? mine[mine.length - 1];
-      if (current !== undefined) return { chatId, participant: refOf(current), present: current.leftAt === undefined };
-      if (isAdmin) return { chatId, participant: { participantId: `supervisor:${identity}`, nickname: identity, kind: "supervisor" }, present: true };
+      const ended = chat.state === "ended";
+      if (current !== undefined) return { chatId, participant: refOf(current), present: current.leftAt === undefined, ended };
+      if (isAdmin) return { chatId, participant: { participantId: `supervisor:${identity}`, nickname: identity, kind: "supervisor" }, present: true, ended };
       throw new GmsError("permission_denied", `${identity} has not joined chat ${chatId}`);
     },
 
@@ -457,9 +460,10 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       const start = Math.max(1, from);
       const answer = async (): Promise<RefreshResult> => {
         const events = await readFrom(actor.chatId, start);
-        const chat = await readChat(db.knex, actor.chatId, clock.now());
-        const typingNow = (await typing.who(actor.chatId)).filter((p) => p.participantId !== actor.participant.participantId);
-        return { events, nextPosition: (events[events.length - 1]?.position ?? start - 1) + 1, chatEnded: chat === undefined || chat.state === "ended", typing: typingNow };
+        // Ended before this call, or since: then CHAT_ENDED is among the events read after it.
+        const chatEnded = actor.ended || events.some((e) => e.kind === "chat_ended");
+        const typingNow = chatEnded ? [] : (await typing.who(actor.chatId)).filter((p) => p.participantId !== actor.participant.participantId);
+        return { events, nextPosition: (events[events.length - 1]?.position ?? start - 1) + 1, chatEnded, typing: typingNow };
       };
       if (waitSeconds <= 0) return answer();
       const wait = waitFor(chatTopic(actor.chatId), Math.min(waitSeconds, limits.max_wait_seconds) * 1000, signal);
