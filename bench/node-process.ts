@@ -1,8 +1,15 @@
 // bench/node-process.ts is an opengms server process for bench/nodes.ts: what `src/main.ts serve`
 // does (configuration file, database, startServer), plus answers to its parent over IPC, so the
 // parent can measure a server that does not share its process. Run with --expose-gc.
+// With "bare" after the configuration path it serves instead a do-nothing ChatService.Subscribe
+// (one event, then open until cancelled) through connect-node on the same listen(): what an open
+// stream costs before opengms adds anything.
+import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { pino } from "pino";
+import { ChatEventType } from "../gen/gms/v1/chat_event_pb.js";
+import { ChatService } from "../gen/gms/v1/chat_pb.js";
 import { loadConfig } from "../src/config.js";
+import { listen, type RequestHandler } from "../src/listen.js";
 import { startServer } from "../src/server.js";
 import { openDatabase } from "../src/store/database.js";
 
@@ -15,25 +22,67 @@ export interface NodeStats {
   heapUsed: number;
   external: number;
   arrayBuffers: number;
-  /** listeners is the bus's live subscriptions: every open stream and waiting call holds one. */
+  /** listeners is the bus's live subscriptions (every open stream and waiting call holds one); the bare server's open streams. */
   listeners: number;
 }
 
 /** NodeMessage is what this process tells its parent. */
 export type NodeMessage = { type: "ready"; url: string } | { type: "reply"; id: number; stats?: NodeStats };
 
+/** Served is the running server, whichever kind. */
+interface Served {
+  url: string;
+  listeners(): number;
+  shutdown(): Promise<void>;
+}
+
 const send = (m: NodeMessage) => process.send?.(m);
 
-const config = loadConfig({ path: process.argv[2] });
-const log = pino({ level: config.log.level, base: { service: "opengms-bench-node" } });
-// The parent migrated the database before starting its nodes.
-const db = await openDatabase(config.database.url, { migrate: false });
-const server = await startServer({ config, db, log });
+async function serveOpengms(path: string): Promise<Served> {
+  const config = loadConfig({ path });
+  const log = pino({ level: config.log.level, base: { service: "opengms-bench-node" } });
+  // The parent migrated the database before starting its nodes.
+  const db = await openDatabase(config.database.url, { migrate: false });
+  const server = await startServer({ config, db, log });
+  return { url: server.url, listeners: () => server.app.bus.listenerCount(), shutdown: () => server.shutdown() };
+}
+
+async function serveBare(): Promise<Served> {
+  let open = 0;
+  const handler = connectNodeAdapter({
+    routes: (router) =>
+      router.service(ChatService, {
+        async *subscribe(_req, ctx) {
+          open++;
+          try {
+            yield { position: 1n, type: ChatEventType.PARTICIPANT_JOINED };
+            await new Promise<void>((resolve) => {
+              if (ctx.signal.aborted) resolve();
+              else ctx.signal.addEventListener("abort", () => resolve(), { once: true });
+            });
+          } finally {
+            open--;
+          }
+        },
+      }),
+  }) as RequestHandler;
+  const listener = await listen(handler, { host: "127.0.0.1", port: Number(process.env["GMS_PORT"] ?? 0) });
+  return {
+    url: `http://127.0.0.1:${listener.port}`,
+    listeners: () => open,
+    async shutdown() {
+      await listener.stopAccepting();
+      await listener.closeConnections(1000);
+    },
+  };
+}
+
+const served = process.argv[3] === "bare" ? await serveBare() : await serveOpengms(process.argv[2]);
 const gc = (globalThis as { gc?: () => void }).gc;
 
 process.on("message", (m: NodeRequest) => {
   if (m.type === "stop") {
-    void server.shutdown().finally(() => {
+    void served.shutdown().finally(() => {
       send({ type: "reply", id: m.id });
       process.exit(0);
     });
@@ -46,8 +95,8 @@ process.on("message", (m: NodeRequest) => {
     gc();
   }
   const mem = process.memoryUsage();
-  send({ type: "reply", id: m.id, stats: { rss: mem.rss, heapUsed: mem.heapUsed, external: mem.external, arrayBuffers: mem.arrayBuffers, listeners: server.app.bus.listenerCount() } });
+  send({ type: "reply", id: m.id, stats: { rss: mem.rss, heapUsed: mem.heapUsed, external: mem.external, arrayBuffers: mem.arrayBuffers, listeners: served.listeners() } });
 });
 // The parent gone (even killed), this process goes too.
 process.on("disconnect", () => process.exit(0));
-send({ type: "ready", url: server.url });
+send({ type: "ready", url: served.url });

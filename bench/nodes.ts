@@ -10,8 +10,8 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import type { Histogram } from "hdr-histogram-js";
 import { Redis } from "ioredis";
 import { stringify as toYaml } from "yaml";
@@ -150,17 +150,20 @@ function cpuMeter(pids: Record<string, number | undefined>) {
 interface Node {
   name: string;
   pid: number;
+  /** startedAt is when the process was forked (performance.now()). */
+  startedAt: number;
   url: string;
   stats(gc?: boolean): Promise<NodeStats>;
   stop(): Promise<void>;
 }
 
 /** startNode forks bench/node-process.ts on a free port with the configuration and waits until it serves. */
-async function startNode(name: string, dir: string, config: Record<string, unknown>, log: (line: string) => void): Promise<Node> {
+async function startNode(name: string, dir: string, config: Record<string, unknown>, log: (line: string) => void, args: string[] = []): Promise<Node> {
   const path = join(dir, `${name.replace(/\W+/g, "-")}.yaml`);
   writeFileSync(path, toYaml(config));
   const port = await freePort();
-  const child: ChildProcess = fork(NODE_ENTRY, [path], {
+  const startedAt = performance.now();
+  const child: ChildProcess = fork(NODE_ENTRY, [path, ...args], {
     execArgv: ["--import", "tsx", "--expose-gc"],
     env: { ...process.env, GMS_PORT: String(port) },
     stdio: ["ignore", "pipe", "pipe", "ipc"],
@@ -195,6 +198,7 @@ async function startNode(name: string, dir: string, config: Record<string, unkno
   return {
     name,
     pid: child.pid!,
+    startedAt,
     url,
     async stats(gc = false) {
       const r = await ask({ type: "stats", gc });
@@ -269,19 +273,29 @@ async function waitUntil(what: string, probe: () => Promise<boolean>, ms = 30_00
   }
 }
 
-/** settledStats samples a node's memory after a full GC `samples` times, a second apart, and keeps the medians. */
-async function settledStats(node: Node, samples = 5): Promise<{ rss: number; heapUsed: number; external: number }> {
+/**
+ * settledStats samples a node's memory after a full GC, a second apart, until the resident size
+ * has settled (8 samples within 1 % of each other, or 40 s), and keeps the medians of the last 5.
+ * A new process gives back tens of MiB in steps over its first ~20 s (seen here: 143, 113, then
+ * 98 MiB for an idle bare server), so none is measured before it is 25 s old.
+ */
+async function settledStats(node: Node): Promise<{ rss: number; heapUsed: number; external: number }> {
   const rss: number[] = [];
   const heap: number[] = [];
   const external: number[] = [];
-  for (let i = 0; i < samples; i++) {
-    if (i > 0) await sleep(1000);
+  const young = node.startedAt + 25_000 - performance.now();
+  if (young > 0) await sleep(young);
+  const deadline = performance.now() + 40_000;
+  for (;;) {
     const s = await node.stats(true);
     rss.push(rssOf(node.pid));
     heap.push(s.heapUsed);
     external.push(s.external);
+    const last = rss.slice(-8);
+    if ((last.length === 8 && Math.max(...last) - Math.min(...last) <= Math.min(...last) * 0.01) || performance.now() > deadline) break;
+    await sleep(1000);
   }
-  return { rss: median(rss), heapUsed: median(heap), external: median(external) };
+  return { rss: median(rss.slice(-5)), heapUsed: median(heap.slice(-5)), external: median(external.slice(-5)) };
 }
 
 const MiB = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MiB`;
@@ -299,40 +313,51 @@ const infoRow = (scenario: string, subject: string, more: Partial<Row> = {}): Ro
   ...more,
 });
 
+/** StreamMemory is what idle open streams cost a server process. */
+interface StreamMemory {
+  idle: { rss: number; heapUsed: number; external: number };
+  open: { rss: number; heapUsed: number; external: number };
+  rssPerStream: number;
+  heapPerStream: number;
+  /** cores is the CPU the server (and MySQL) spent while the streams were open and idle. */
+  cores: Record<string, number>;
+}
+
 /**
- * idleStreams measures a server's memory per idle open stream: the customers' chats are requested
- * first, the server's memory is measured (after a full GC), then every customer opens Subscribe and
- * the memory is measured again once they are all registered and have settled.
+ * streamMemory measures a server's memory (after a full GC) before and after IDLE_STREAMS streams
+ * are opened with `open` over IDLE_CONNECTIONS HTTP/2 connections, each counted once it has
+ * delivered its first event and the server has registered it; then closes them and waits until the
+ * server has let go of every one.
  */
-async function idleStreams(ctx: BenchContext, details: Record<string, unknown>): Promise<Row[]> {
-  const scenario = `${IDLE_STREAMS.toLocaleString("en")} idle customer streams, ${IDLE_CONNECTIONS} HTTP/2 connections`;
-  const s = await scene(ctx, ["idle node"]);
+async function streamMemory(ctx: BenchContext, label: string, node: Node, open: (i: number, client: Client<typeof ChatService>, signal: AbortSignal) => AsyncIterable<unknown>, clients: Client<typeof ChatService>[]): Promise<StreamMemory> {
   const stop = new AbortController();
   setMaxListeners(0, stop.signal);
   const running: Promise<void>[] = [];
-  let idleListeners: number | undefined;
+  const failures: unknown[] = [];
+  const before = (await node.stats()).listeners;
+  // A few streams opened and closed first, so the code they run is loaded and compiled before the idle measurement.
+  const warm = new AbortController();
+  await Promise.all(
+    Array.from({ length: 20 }, async (_, i) => {
+      for await (const e of open(i, clients[i % clients.length], warm.signal)) {
+        void e;
+        break;
+      }
+    }),
+  );
+  warm.abort();
+  await waitUntil(`${label}: the warm-up streams closed`, async () => (await node.stats()).listeners <= before);
+  const idle = await settledStats(node);
+  ctx.log(`${label}: idle server ${MiB(idle.rss)} RSS, ${MiB(idle.heapUsed)} heap`);
   try {
-    const node = s.nodes[0];
-    const started = await settledStats(node, 1);
-    const customers = transports(node.url, IDLE_CONNECTIONS).map((t) => createClient(ChatService, t));
     const t0 = performance.now();
-    const chats = await requestChats(customers, IDLE_STREAMS);
-    ctx.log(`idle streams: ${IDLE_STREAMS} chats requested in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    await sleep(2000);
-    const idle = await settledStats(node);
-    idleListeners = (await node.stats()).listeners;
-    ctx.log(`idle streams: idle server ${MiB(idle.rss)} RSS, ${MiB(idle.heapUsed)} heap`);
-
-    const failures: unknown[] = [];
-    const t1 = performance.now();
     await pool(IDLE_STREAMS, SETUP_CONCURRENCY, (i) => {
       let ready: () => void = () => undefined;
       const first = new Promise<void>((resolve) => (ready = resolve));
-      const chat = chats[i];
       running.push(
         (async () => {
           try {
-            for await (const e of customers[i % IDLE_CONNECTIONS].subscribe({ chatId: chat.chatId, secureKey: chat.secureKey, fromPosition: chat.nextPosition - 1n }, { signal: stop.signal })) {
+            for await (const e of open(i, clients[i % clients.length], stop.signal)) {
               void e;
               ready();
             }
@@ -345,70 +370,106 @@ async function idleStreams(ctx: BenchContext, details: Record<string, unknown>):
       );
       return first;
     });
-    if (failures.length > 0) throw new Error(`opening the streams failed: ${String(failures[0])}`);
-    await waitUntil("every stream registered on the server", async () => (await node.stats()).listeners - (idleListeners ?? 0) >= IDLE_STREAMS);
-    ctx.log(`idle streams: ${IDLE_STREAMS} streams open in ${((performance.now() - t1) / 1000).toFixed(1)} s; settling`);
-    // Past a full round of each stream's 5 s look at the database, measuring the CPU the idle streams cost meanwhile.
+    if (failures.length > 0) throw new Error(`${label}: opening the streams failed: ${String(failures[0])}`);
+    await waitUntil(`${label}: every stream registered on the server`, async () => (await node.stats()).listeners - before >= IDLE_STREAMS);
+    ctx.log(`${label}: ${IDLE_STREAMS} streams open in ${((performance.now() - t0) / 1000).toFixed(1)} s; settling`);
+    // Past two rounds of the node's periodic look at the streams' chats (every 5 s), measuring the CPU meanwhile.
     await sleep(3000);
     const cpu = cpuMeter({ server: node.pid, mysqld: mysqldPid() });
     await sleep(10_000);
-    const idleCpu = cpu();
-    const open = await settledStats(node);
-    if (failures.length > 0) throw new Error(`a stream failed: ${String(failures[0])}`);
-    const perStream = (open.rss - idle.rss) / IDLE_STREAMS;
-    const heapPerStream = (open.heapUsed - idle.heapUsed) / IDLE_STREAMS;
-    ctx.log(
-      `idle streams: ${MiB(open.rss)} RSS with the streams open: ${kB(perStream)} per stream (heap ${kB(heapPerStream)}); ` +
-        `CPU with them idle: server ${idleCpu.cores["server"].toFixed(3)} core, MySQL ${idleCpu.cores["mysqld"].toFixed(3)} core`,
-    );
-    details["idleStreams"] = {
-      streams: IDLE_STREAMS,
-      connections: IDLE_CONNECTIONS,
-      rssAtStart: started.rss,
+    const { cores } = cpu();
+    const opened = await settledStats(node);
+    if (failures.length > 0) throw new Error(`${label}: a stream failed: ${String(failures[0])}`);
+    const m: StreamMemory = {
       idle,
-      open,
-      rssPerStream: perStream,
-      heapPerStream,
-      externalPerStream: (open.external - idle.external) / IDLE_STREAMS,
-      idleCpuCores: idleCpu.cores,
-      budgetBytesPerStream: MEMORY_BUDGET,
+      open: opened,
+      rssPerStream: (opened.rss - idle.rss) / IDLE_STREAMS,
+      heapPerStream: (opened.heapUsed - idle.heapUsed) / IDLE_STREAMS,
+      cores,
     };
-    return [
-      infoRow(scenario, `idle server: RSS ${MiB(idle.rss)} (heap ${MiB(idle.heapUsed)}), ${IDLE_STREAMS} chats requested`),
-      // cpu µs/op here: the server's CPU per open stream per second while they idle.
-      infoRow(scenario, `RSS per open stream: ${kB(perStream)} (heap ${kB(heapPerStream)}); idle, they cost ${idleCpu.cores["server"].toFixed(2)} core (MySQL ${idleCpu.cores["mysqld"].toFixed(2)})`, {
-        cpuUsPerOp: (idleCpu.cores["server"] * 1e6) / IDLE_STREAMS,
-        ratio: MEMORY_BUDGET / perStream,
-        target: 1,
-        pass: perStream <= MEMORY_BUDGET,
-      }),
-    ];
+    ctx.log(`${label}: ${MiB(opened.rss)} RSS with the streams open: ${kB(m.rssPerStream)} per stream (heap ${kB(m.heapPerStream)}); CPU meanwhile: server ${cores["server"].toFixed(3)} core, MySQL ${cores["mysqld"].toFixed(3)} core`);
+    return m;
   } finally {
     stop.abort();
     await Promise.all(running);
     // Stopped only once it has let go of every stream, so no stream is cut mid-query by the shutdown.
-    if (idleListeners !== undefined) {
-      const node = s.nodes[0];
-      await waitUntil("the server to let go of the streams", async () => (await node.stats()).listeners <= (idleListeners ?? 0)).catch((e: unknown) => ctx.log(String(e)));
+    await waitUntil(`${label}: the server to let go of the streams`, async () => (await node.stats()).listeners <= before).catch((e: unknown) => ctx.log(String(e)));
+  }
+}
+
+/**
+ * idleStreams measures what an idle open customer stream costs opengms: the customers' chats are
+ * requested first, then the memory is measured with no stream and with every customer's Subscribe
+ * open. Beside it, as the reference, the same number of streams on connect-node alone serving a
+ * do-nothing Subscribe (no interceptors, no database, no bus).
+ */
+async function idleStreams(ctx: BenchContext, details: Record<string, unknown>): Promise<Row[]> {
+  const scenario = `${IDLE_STREAMS.toLocaleString("en")} idle customer streams, ${IDLE_CONNECTIONS} HTTP/2 connections`;
+  const dir = mkdtempSync(join(tmpdir(), "opengms-bench-bare-"));
+  let bare: StreamMemory;
+  try {
+    const node = await startNode("bare connect-node", dir, {}, (line) => ctx.log(line), ["bare"]);
+    try {
+      const clients = transports(node.url, IDLE_CONNECTIONS).map((t) => createClient(ChatService, t));
+      const chatId = "00000000-0000-4000-8000-000000000000";
+      bare = await streamMemory(ctx, "bare connect-node", node, (_i, client, signal) => client.subscribe({ chatId, secureKey: "-", fromPosition: 1n }, { signal }), clients);
+    } finally {
+      await node.stop();
     }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  const s = await scene(ctx, ["idle node"]);
+  let mine: StreamMemory;
+  try {
+    const node = s.nodes[0];
+    const clients = transports(node.url, IDLE_CONNECTIONS).map((t) => createClient(ChatService, t));
+    const t0 = performance.now();
+    const chats = await requestChats(clients, IDLE_STREAMS);
+    ctx.log(`idle streams: ${IDLE_STREAMS} chats requested in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    await sleep(2000);
+    mine = await streamMemory(
+      ctx,
+      "opengms",
+      node,
+      (i, client, signal) => client.subscribe({ chatId: chats[i].chatId, secureKey: chats[i].secureKey, fromPosition: chats[i].nextPosition - 1n }, { signal }),
+      clients,
+    );
+  } finally {
     await s.close();
   }
+  details["idleStreams"] = { streams: IDLE_STREAMS, connections: IDLE_CONNECTIONS, budgetBytesPerStream: MEMORY_BUDGET, opengms: mine, bareConnectNode: bare };
+  return [
+    infoRow(scenario, `connect-node alone, do-nothing Subscribe: ${kB(bare.rssPerStream)} RSS (heap ${kB(bare.heapPerStream)}) per stream`),
+    // cpu µs/op here: the server's CPU per open stream per second while they idle.
+    infoRow(
+      scenario,
+      `opengms (idle: ${MiB(mine.idle.rss)} RSS, ${IDLE_STREAMS} chats): ${kB(mine.rssPerStream)} RSS (heap ${kB(mine.heapPerStream)}) per stream; idle, they cost ${mine.cores["server"].toFixed(2)} core`,
+      // A delta lost in the noise (at a few streams) is no pass.
+      { cpuUsPerOp: (mine.cores["server"] * 1e6) / IDLE_STREAMS, ratio: MEMORY_BUDGET / mine.rssPerStream, target: 1, pass: mine.rssPerStream > 0 && mine.rssPerStream <= MEMORY_BUDGET },
+    ),
+  ];
 }
 
 /**
  * polling has POLLERS customers call Refresh (not waiting) once a second each, spread evenly over
  * the second, and measures the server process's CPU, the database's and the clients' own.
  */
-async function polling(ctx: BenchContext, details: Record<string, unknown>): Promise<Row[]> {
-  const scenario = `${POLLERS.toLocaleString("en")} customers polling Refresh every 1 s, ${POLL_CONNECTIONS} HTTP/2 connections`;
-  const s = await scene(ctx, ["polled node"]);
+async function polling(ctx: BenchContext, details: Record<string, unknown>, protocol: PollProtocol): Promise<Row[]> {
+  const scenario = `${POLLERS.toLocaleString("en")} customers polling Refresh every 1 s`;
+  const s = await scene(ctx, [`polled node (${protocol.name})`]);
   try {
     const node = s.nodes[0];
-    const customers = transports(node.url, POLL_CONNECTIONS).map((t) => createClient(ChatService, t));
+    const customers = protocol.transports(node.url).map((t) => createClient(ChatService, t));
     const chats = await requestChats(customers, POLLERS);
     const next = chats.map((c) => c.nextPosition);
-    ctx.log(`polling: ${POLLERS} chats requested`);
+    ctx.log(`polling over ${protocol.name}: ${POLLERS} chats requested`);
     await sleep(2000);
+    // What the server spends with nobody polling (health checks, sweepers), for comparison.
+    const quiet = cpuMeter({ server: node.pid });
+    await sleep(5000);
+    const idleCores = quiet().cores["server"];
     const failures: unknown[] = [];
     let histogram: Histogram | undefined;
     let done = 0;
@@ -416,7 +477,7 @@ async function polling(ctx: BenchContext, details: Record<string, unknown>): Pro
     const poll = async (i: number) => {
       const chat = chats[i];
       const s0 = performance.now();
-      const r = await customers[i % POLL_CONNECTIONS].refresh({ chatId: chat.chatId, secureKey: chat.secureKey, fromPosition: next[i], waitSeconds: 0 });
+      const r = await customers[i % customers.length].refresh({ chatId: chat.chatId, secureKey: chat.secureKey, fromPosition: next[i], waitSeconds: 0 });
       next[i] = r.nextPosition;
       histogram?.recordValue(Math.max(1, Math.round((performance.now() - s0) * 1000)));
       done++;
@@ -452,31 +513,36 @@ async function polling(ctx: BenchContext, details: Record<string, unknown>): Pro
       const rate = polls / used.seconds;
       if (failures.length > 0) throw new Error(`a poll failed: ${String(failures[0])}`);
       const { server, clients, mysqld } = used.cores;
-      ctx.log(`polling: ${rate.toFixed(0)} polls/s; server ${server.toFixed(3)} core, clients ${clients.toFixed(3)} core, MySQL ${mysqld.toFixed(3)} core; ${late - late0} polls skipped (previous one still out)`);
+      const skipped = late - late0;
+      ctx.log(`polling over ${protocol.name}: ${rate.toFixed(0)} polls/s; server ${server.toFixed(3)} core, clients ${clients.toFixed(3)} core, MySQL ${mysqld.toFixed(3)} core; ${skipped} polls skipped (previous one still out)`);
       const h = histogram;
-      details["polling"] = {
+      details[`polling ${protocol.name}`] = {
         pollers: POLLERS,
+        protocol: protocol.name,
         seconds: used.seconds,
         pollsPerSecond: rate,
-        skipped: late - late0,
+        skipped,
         cores: used.cores,
+        serverIdleCores: idleCores,
         serverCpuUsPerPoll: (server * 1e6) / rate,
         clientCpuUsPerPoll: (clients * 1e6) / rate,
         p50Ms: h.getValueAtPercentile(50) / 1000,
         p99Ms: h.getValueAtPercentile(99) / 1000,
         budgetCores: CPU_BUDGET,
       };
+      // Judged only if the server kept up: a saturated server shows a low CPU for fewer polls than asked.
+      const keptUp = rate >= POLLERS * 0.95;
       const rows: Row[] = [
         {
           scenario,
-          subject: `server process: ${server.toFixed(2)} core (clients ${clients.toFixed(2)}, MySQL ${mysqld.toFixed(2)})`,
+          subject: `${protocol.name}: server ${server.toFixed(2)} core${keptUp ? "" : ` for ${rate.toFixed(0)} of ${POLLERS} polls/s (saturated)`} (${idleCores.toFixed(2)} unpolled); clients ${clients.toFixed(2)}, MySQL ${mysqld.toFixed(2)}`,
           opsPerSec: rate,
           p50Ms: h.getValueAtPercentile(50) / 1000,
           p99Ms: h.getValueAtPercentile(99) / 1000,
           cpuUsPerOp: (server * 1e6) / rate,
           ratio: CPU_BUDGET / server,
           target: 1,
-          pass: server <= CPU_BUDGET,
+          pass: keptUp && server <= CPU_BUDGET,
           roundsOpsPerSec: [Math.round(rate * 10) / 10],
         },
       ];
@@ -490,6 +556,18 @@ async function polling(ctx: BenchContext, details: Record<string, unknown>): Pro
     await s.close();
   }
 }
+
+/** PollProtocol is how the polling customers reach the server. */
+interface PollProtocol {
+  name: string;
+  transports(url: string): Transport[];
+}
+
+/** POLL_PROTOCOLS: apps over gRPC (HTTP/2, shared connections), web widgets over Connect JSON (HTTP/1.1 keep-alive). */
+const POLL_PROTOCOLS: PollProtocol[] = [
+  { name: `gRPC, ${POLL_CONNECTIONS} HTTP/2 connections`, transports: (url) => transports(url, POLL_CONNECTIONS) },
+  { name: "Connect JSON, HTTP/1.1 keep-alive", transports: (url) => [createConnectTransport({ baseUrl: url, httpVersion: "1.1" })] },
+];
 
 /** Tracker matches each message sent with its arrival on an agent's stream, by its text. */
 class Tracker {
@@ -692,13 +770,13 @@ async function run(ctx: BenchContext): Promise<Report> {
   const rows: Row[] = [];
   const details: Record<string, unknown> = {};
   if (ctx.wants("idle streams")) rows.push(...(await idleStreams(ctx, details)));
-  if (ctx.wants("polling")) rows.push(...(await polling(ctx, details)));
+  for (const protocol of POLL_PROTOCOLS) if (ctx.wants("polling")) rows.push(...(await polling(ctx, details, protocol)));
   if (ctx.wants("latency")) rows.push(...(await latency(ctx, details)));
   return {
     module: "nodes",
     title:
       `opengms as server processes of their own on MySQL, announcing on Redis, clients in the benchmark's process, all on this machine's cores. ` +
-      `Budget rows: ratio = budget / measured (>= 1.00x meets it): ${kB(MEMORY_BUDGET)} of RSS per idle stream, ${CPU_BUDGET} core for the pollers. ` +
+      `Budget rows: ratio = budget / measured (>= 1.00x meets it): ${kB(MEMORY_BUDGET)} of RSS per idle stream above the idle server (cpu = its CPU per stream per second), ${CPU_BUDGET} core for the pollers (cpu = server CPU per poll). ` +
       `Latency rows: ops/s = messages delivered per second, cpu = both servers' CPU per message, ratio = one node's latency / two nodes' (${LATENCY_SECONDS} s per subject in ${ctx.options.rounds} alternating rounds)`,
     rows,
     environment: {
@@ -706,6 +784,7 @@ async function run(ctx: BenchContext): Promise<Report> {
       mysqlUrl: redactUrl(MYSQL_URL),
       redisUrl: redactUrl(REDIS_URL),
       options: ctx.options,
+      bare: "the memory reference: bench/node-process.ts bare, a connect-node handler (no interceptors) whose Subscribe yields one event and stays open, on src/listen.ts",
       servers: "bench/node-process.ts: loadConfig + openDatabase + startServer as src/main.ts serve, sweepers on, forked with --expose-gc; configuration: MySQL, bus.redis_url, defaults otherwise (chat.idle_timeout_seconds 45)",
       memory: "RSS from /proc/<pid>/status after two full GCs in the server, median of 5 samples a second apart; heap from process.memoryUsage() in the server after the same GCs",
       cpu: "server and MySQL from /proc/<pid>/stat (utime + stime) over wall time; clients from process.cpuUsage() of the benchmark process",

@@ -163,6 +163,9 @@ describe.each(DIALECTS)("chat extras on %s", (dialect) => {
     clock.advance(30_000);
     await customer(busy);
     clock.advance(20_000);
+    // The open stream's activity is written by the node-wide watch in the background: let it land.
+    const seenAt = async () => Number(((await db.knex("chats").where("id", streaming.chatId).first("customer_seen_at")) as { customer_seen_at: number | string }).customer_seen_at);
+    for (let i = 0; i < 200 && (await seenAt()) <= clock.now() - 45_000; i++) await new Promise((r) => setTimeout(r, 10));
     expect(await app.chats.sweepIdle()).toBeGreaterThanOrEqual(1);
     const q = await app.chats.refresh(await app.chats.customer(quiet.chatId, quiet.secureKey), 0, 0, never);
     expect(q.chatEnded).toBe(true);

@@ -90,6 +90,8 @@ export interface Actor {
   present: boolean;
   /** ended is whether the chat had ended when the actor was looked up. */
   ended: boolean;
+  /** lastPosition is the chat's last position when the actor was looked up. */
+  lastPosition: number;
 }
 
 /** RefreshResult is a poll's answer. */
@@ -398,7 +400,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       const { chat, customer } = found;
       // Recorded off the reply's path: the idle timeout needs it within seconds, not this call.
       if (chat.state !== "ended") void touch(chatId, false).catch(() => undefined);
-      return { chatId, participant: refOf(customer), present: customer.leftAt === undefined, ended: chat.state === "ended" };
+      return { chatId, participant: refOf(customer), present: customer.leftAt === undefined, ended: chat.state === "ended", lastPosition: chat.lastPosition };
     },
 
     async agent(chatId, identity, isAdmin) {
@@ -406,9 +408,9 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       if (chat === undefined) throw new GmsError("not_found", `chat ${chatId} not found`);
       const mine = (await readParticipants(db.knex, chatId)).filter((p) => p.kind === "agent" && p.identity === identity);
       const current = mine.find((p) => p.leftAt === undefined) ?? mine[mine.length - 1];
-      const ended = chat.state === "ended";
-      if (current !== undefined) return { chatId, participant: refOf(current), present: current.leftAt === undefined, ended };
-      if (isAdmin) return { chatId, participant: { participantId: `supervisor:${identity}`, nickname: identity, kind: "supervisor" }, present: true, ended };
+      const known = { ended: chat.state === "ended", lastPosition: chat.lastPosition };
+      if (current !== undefined) return { chatId, participant: refOf(current), present: current.leftAt === undefined, ...known };
+      if (isAdmin) return { chatId, participant: { participantId: `supervisor:${identity}`, nickname: identity, kind: "supervisor" }, present: true, ...known };
       throw new GmsError("permission_denied", `${identity} has not joined chat ${chatId}`);
     },
 
@@ -458,23 +460,25 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
 
     async refresh(actor, from, waitSeconds, signal) {
       const start = Math.max(1, from);
-      const answer = async (): Promise<RefreshResult> => {
-        const events = await readFrom(actor.chatId, start);
+      const answer = async (fresh: boolean): Promise<RefreshResult> => {
+        // The lookup that authenticated the caller read the chat's last position: a poll with nothing
+        // new to read skips the transcript query.
+        const events = !fresh && actor.lastPosition < start ? [] : await readFrom(actor.chatId, start);
         // Ended before this call, or since: then CHAT_ENDED is among the events read after it.
         const chatEnded = actor.ended || events.some((e) => e.kind === "chat_ended");
         const typingNow = chatEnded ? [] : (await typing.who(actor.chatId)).filter((p) => p.participantId !== actor.participant.participantId);
         return { events, nextPosition: (events[events.length - 1]?.position ?? start - 1) + 1, chatEnded, typing: typingNow };
       };
-      if (waitSeconds <= 0) return answer();
+      if (waitSeconds <= 0) return answer(false);
       const wait = waitFor(chatTopic(actor.chatId), Math.min(waitSeconds, limits.max_wait_seconds) * 1000, signal);
       try {
-        const first = await answer();
+        const first = await answer(true);
         if (first.events.length > 0 || first.chatEnded) return first;
         await wait.ready;
       } finally {
         wait.cancel();
       }
-      return answer();
+      return answer(true);
     },
 
     async *subscribe(actor, from, signal) {
