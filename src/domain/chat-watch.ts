@@ -35,8 +35,9 @@ export function createStreamWatch(db: Database, clock: Clock, options: { interva
   let cancel: (() => void) | undefined;
   let lastBeat = clock.now();
 
+  let running = false;
+
   async function tick(): Promise<void> {
-    const now = clock.now();
     const byChat = new Map<string, Watcher[]>();
     for (const w of watchers) byChat.set(w.chatId, [...(byChat.get(w.chatId) ?? []), w]);
     const ids = [...byChat.keys()];
@@ -44,6 +45,8 @@ export function createStreamWatch(db: Database, clock: Clock, options: { interva
       const last = await lastPositions(db.knex, ids.slice(i, i + BATCH));
       for (const [chatId, position] of last) for (const w of byChat.get(chatId) ?? []) if (position >= w.next()) w.poke();
     }
+    // The time is read now, not when the tick began: activity is recorded as of when it is written.
+    const now = clock.now();
     if (now - lastBeat >= options.heartbeatMs) {
       lastBeat = now;
       const customers = [...new Set([...watchers].filter((w) => w.customer).map((w) => w.chatId))];
@@ -51,13 +54,20 @@ export function createStreamWatch(db: Database, clock: Clock, options: { interva
     }
   }
 
+  /** schedule keeps a steady period whatever a tick takes; a tick still running makes the next one skip. */
   function schedule(): void {
     cancel = clock.setTimer(() => {
-      cancel = undefined;
+      if (watchers.size === 0) {
+        cancel = undefined;
+        return;
+      }
+      schedule();
+      if (running) return;
+      running = true;
       void tick()
         .catch(() => undefined)
         .finally(() => {
-          if (watchers.size > 0 && cancel === undefined) schedule();
+          running = false;
         });
     }, options.intervalMs);
   }
