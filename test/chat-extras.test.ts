@@ -161,7 +161,7 @@ describe.each(DIALECTS)("chat extras on %s", (dialect) => {
     const stream = app.chats.subscribe(streamer, 0, never);
     await stream.next();
     clock.advance(30_000);
-    await customer(busy);
+    await app.chats.refresh(await customer(busy), 0, 0, never);
     clock.advance(20_000);
     // The open stream's activity is written by the node-wide watch in the background: let it land.
     const seenAt = async () => Number(((await db.knex("chats").where("id", streaming.chatId).first("customer_seen_at")) as { customer_seen_at: number | string }).customer_seen_at);

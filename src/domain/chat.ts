@@ -282,7 +282,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       const agent: ParticipantRow = { id: randomUUID(), chatId: chat.id, kind: "agent", nickname, identity, joinedAt: now, leftAt: undefined };
       await insertParticipant(trx, agent);
       await updateChat(trx, chat.id, { state: "active" });
-      emitted.push(await appendEvent(trx, chat, draft(refOf(agent), "participant_joined")));
+      emitted.push(await append(trx, chat, draft(refOf(agent), "participant_joined")));
       const customer = (await readParticipants(trx, chat.id)).find((p) => p.id === chat.customerParticipantId);
       return { chat: { ...chat, state: "active" as const }, agent, customer };
     });
@@ -314,6 +314,24 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
     };
   }
 
+  /**
+   * append stores an event at the chat's next position; an event by the customer also records the
+   * customer's activity, in the statement that moves the position.
+   */
+  function append(trx: Knex.Transaction, chat: ChatRow, e: Omit<ChatEventRecord, "position" | "chatId">): Promise<ChatEventRecord> {
+    if (e.from.kind !== "client") return appendEvent(trx, chat, e);
+    touched.set(chat.id, e.time);
+    return appendEvent(trx, chat, e, e.time);
+  }
+
+  /**
+   * noteActivity records that the customer did something other than add an event (sending folds it
+   * into the send). It writes at most every idleMs/4 per chat, so most calls skip it.
+   */
+  async function noteActivity(actor: Actor): Promise<void> {
+    if (actor.participant.kind === "client" && !actor.ended) await touch(actor.chatId, false);
+  }
+
   /** touch records the customer's activity, writing at most every idleMs/4 unless forced. */
   async function touch(chatId: string, force: boolean): Promise<void> {
     const now = clock.now();
@@ -328,7 +346,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
     return transact(actor.chatId, async (trx, chat, emit) => {
       ensureOpen(chat);
       await change?.(trx, chat);
-      const e = await appendEvent(trx, chat, draft(actor.participant, kind, more));
+      const e = await append(trx, chat, draft(actor.participant, kind, more));
       emit(e);
       return e.position;
     });
@@ -381,7 +399,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
           await insertChat(trx, chat);
           const customer: ParticipantRow = { id: chat.customerParticipantId, chatId: chat.id, kind: "client", nickname, identity: "", joinedAt: now, leftAt: undefined };
           await insertParticipant(trx, customer);
-          const joined = await appendEvent(trx, chat, draft(refOf(customer), "participant_joined"));
+          const joined = await append(trx, chat, draft(refOf(customer), "participant_joined"));
           emitted.push(joined);
           return { chatId: chat.id, sessionId, dataId: data.dataId, secureKey, participantId: customer.id, events: [joined], nextPosition: 2 };
         },
@@ -398,8 +416,6 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       const matches = timingSafeEqual(Buffer.from(hashKey(secureKey)), Buffer.from(found?.chat.secureKeyHash ?? hashKey("")));
       if (found === undefined || !matches || secureKey === "") throw denied();
       const { chat, customer } = found;
-      // Recorded off the reply's path: the idle timeout needs it within seconds, not this call.
-      if (chat.state !== "ended") void touch(chatId, false).catch(() => undefined);
       return { chatId, participant: refOf(customer), present: customer.leftAt === undefined, ended: chat.state === "ended", lastPosition: chat.lastPosition };
     },
 
@@ -441,7 +457,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
           const prior = await findEventByClientId(trx, chat.id, actor.participant.participantId, input.clientMessageId);
           if (prior !== undefined) return prior.position;
         }
-        const e = await appendEvent(trx, chat, draft(actor.participant, "message", { text: input.text, messageType: input.messageType, clientMessageId: input.clientMessageId }));
+        const e = await append(trx, chat, draft(actor.participant, "message", { text: input.text, messageType: input.messageType, clientMessageId: input.clientMessageId }));
         emit(e);
         return e.position;
       });
@@ -451,6 +467,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
 
     async typing(actor, isTyping, text) {
       ensurePresent(actor);
+      await noteActivity(actor);
       const chat = await readChat(db.knex, actor.chatId, clock.now());
       if (chat === undefined) throw new GmsError("not_found", `chat ${actor.chatId} not found`);
       ensureOpen(chat);
@@ -459,6 +476,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
     },
 
     async refresh(actor, from, waitSeconds, signal) {
+      await noteActivity(actor);
       const start = Math.max(1, from);
       const answer = async (fresh: boolean): Promise<RefreshResult> => {
         // The lookup that authenticated the caller read the chat's last position: a poll with nothing
@@ -482,6 +500,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
     },
 
     async *subscribe(actor, from, signal) {
+      await noteActivity(actor);
       const queue: ChatEventRecord[] = [];
       let wake: (() => void) | undefined;
       let lookInStore = false;
@@ -561,8 +580,8 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
         ensureOpen(chat);
         const now = clock.now();
         await updateParticipant(trx, actor.participant.participantId, { leftAt: now });
-        emit(await appendEvent(trx, chat, draft(actor.participant, "participant_left")));
-        emit(await appendEvent(trx, chat, draft(actor.participant, "chat_ended")));
+        emit(await append(trx, chat, draft(actor.participant, "participant_left")));
+        emit(await append(trx, chat, draft(actor.participant, "chat_ended")));
         await updateChat(trx, chat.id, { state: "ended" });
         if (chat.state === "waiting") bus.publish(queueTopic(chat.endpoint), { kind: "removed", chatId: chat.id });
       });
@@ -576,7 +595,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       await transact(actor.chatId, async (trx, chat, emit) => {
         ensureOpen(chat);
         await updateParticipant(trx, actor.participant.participantId, { leftAt: clock.now() });
-        emit(await appendEvent(trx, chat, draft(actor.participant, "participant_left")));
+        emit(await append(trx, chat, draft(actor.participant, "participant_left")));
         const agentsLeft = (await readParticipants(trx, chat.id)).filter((p) => p.kind === "agent" && p.leftAt === undefined && p.id !== actor.participant.participantId);
         if (agentsLeft.length === 0) {
           // Back to the queue, keeping its place: it has waited longest.
@@ -592,7 +611,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       ensurePresent(actor);
       await transact(actor.chatId, async (trx, chat, emit) => {
         ensureOpen(chat);
-        emit(await appendEvent(trx, chat, draft(actor.participant, "chat_ended")));
+        emit(await append(trx, chat, draft(actor.participant, "chat_ended")));
         await updateChat(trx, chat.id, { state: "ended" });
         if (chat.state === "waiting") bus.publish(queueTopic(chat.endpoint), { kind: "removed", chatId: chat.id });
       });
@@ -618,7 +637,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
         merged = { ...chat.userData, ...set };
         for (const k of remove) delete merged[k];
         await updateChat(trx, chat.id, { userData: merged });
-        const e = await appendEvent(trx, chat, draft(actor.participant, "user_data_updated", { userData: merged }));
+        const e = await append(trx, chat, draft(actor.participant, "user_data_updated", { userData: merged }));
         emit(e);
         return e.position;
       });
@@ -636,7 +655,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
         from = chat.endpoint;
         if (actor.participant.kind === "agent") {
           await updateParticipant(trx, actor.participant.participantId, { leftAt: clock.now() });
-          emit(await appendEvent(trx, chat, draft(actor.participant, "participant_left", { text: `transferred to ${endpoint}` })));
+          emit(await append(trx, chat, draft(actor.participant, "participant_left", { text: `transferred to ${endpoint}` })));
         }
         await updateChat(trx, chat.id, { endpoint, state: "waiting", queuedAt: clock.now() });
       });
@@ -668,13 +687,14 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
           size,
           createdAt: clock.now(),
         });
-        const e = await appendEvent(trx, chat, draft(actor.participant, "file_uploaded", { fileId, fileName: file.filename, fileSize: size, fileContentType: file.contentType }));
+        const e = await append(trx, chat, draft(actor.participant, "file_uploaded", { fileId, fileName: file.filename, fileSize: size, fileContentType: file.contentType }));
         emit(e);
         return { fileId, position: e.position };
       });
     },
 
     async downloadFile(actor, fileId) {
+      await noteActivity(actor);
       const file = await readFile(db.knex, actor.chatId, fileId);
       if (file === undefined) throw new GmsError("not_found", `file ${fileId} not found in chat ${actor.chatId}`);
       const value = (await storage.get(file.dataId)).entries.get("file");
@@ -699,13 +719,14 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
         const now = clock.now();
         await markFileDeleted(trx, fileId, now);
         await deleteData(trx, file.dataId, now);
-        const e = await appendEvent(trx, chat, draft(actor.participant, "file_deleted", { fileId, fileName: file.filename, fileSize: file.size, fileContentType: file.contentType }));
+        const e = await append(trx, chat, draft(actor.participant, "file_deleted", { fileId, fileName: file.filename, fileSize: file.size, fileContentType: file.contentType }));
         emit(e);
         return e.position;
       });
     },
 
     async fileLimits(actor) {
+      await noteActivity(actor);
       const used = await usage(db.knex, actor.chatId);
       return { ...limits.files, usedFiles: used.count, usedBytes: used.bytes };
     },
@@ -763,9 +784,9 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
           const customer = (await readParticipants(trx, id)).find((p) => p.id === chat.customerParticipantId);
           if (customer !== undefined) {
             await updateParticipant(trx, customer.id, { leftAt: now });
-            emit(await appendEvent(trx, chat, draft(refOf(customer), "participant_left", { text: "idle timeout" })));
+            emit(await append(trx, chat, draft(refOf(customer), "participant_left", { text: "idle timeout" })));
           }
-          emit(await appendEvent(trx, chat, draft(system, "chat_ended", { text: "idle timeout" })));
+          emit(await append(trx, chat, draft(system, "chat_ended", { text: "idle timeout" })));
           await updateChat(trx, chat.id, { state: "ended" });
           if (chat.state === "waiting") endpoint = chat.endpoint;
           return true;

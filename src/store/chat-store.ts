@@ -318,9 +318,15 @@ export async function updateParticipant(q: Queryable, id: string, change: { left
 /**
  * appendEvent stores an event at the chat's next position. The caller's transaction must hold the
  * chat row's lock (readChat with lock), which is what makes positions gapless and unique under
- * concurrent senders; the position counter moves in the same transaction.
+ * concurrent senders; the position counter moves in the same transaction (and, when given, the
+ * customer's last activity, in the same statement).
  */
-export async function appendEvent(q: Queryable, chat: { id: string; lastPosition: number }, e: Omit<ChatEventRecord, "position" | "chatId">): Promise<ChatEventRecord> {
+export async function appendEvent(
+  q: Queryable,
+  chat: { id: string; lastPosition: number },
+  e: Omit<ChatEventRecord, "position" | "chatId">,
+  customerSeenAt?: number,
+): Promise<ChatEventRecord> {
   const position = chat.lastPosition + 1;
   await q("chat_events").insert({
     chat_id: chat.id,
@@ -339,7 +345,9 @@ export async function appendEvent(q: Queryable, chat: { id: string; lastPosition
     file_content_type: e.fileContentType === "" ? null : e.fileContentType,
     created_at: e.time,
   });
-  await q("chats").where("id", chat.id).update({ last_position: position });
+  await q("chats")
+    .where("id", chat.id)
+    .update({ last_position: position, ...(customerSeenAt === undefined ? {} : { customer_seen_at: customerSeenAt }) });
   chat.lastPosition = position;
   return { ...e, chatId: chat.id, position };
 }
