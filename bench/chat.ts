@@ -8,8 +8,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { createClient, type Client, type ConnectRouter, type HandlerContext, type Interceptor, type Transport } from "@connectrpc/connect";
-import { connectNodeAdapter, createGrpcTransport } from "@connectrpc/connect-node";
+import { createClient, type Client, type ConnectRouter, type HandlerContext, type Interceptor } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createValidateInterceptor } from "@connectrpc/validate";
 import type { Histogram } from "hdr-histogram-js";
 import { pino, type Logger } from "pino";
@@ -24,18 +24,10 @@ import { createCallTracker, createErrorInterceptor, createLogInterceptor } from 
 import { createShutdownInterceptor } from "../src/rpc/shutdown.js";
 import { startServer, type RunningServer } from "../src/server.js";
 import { openDatabase, redactUrl, type Database, type Dialect } from "../src/store/database.js";
-import { median, newHistogram, type BenchContext, type BenchModule, type Report, type Row } from "./lib.js";
+import { envInt, grpcTransports, median, newHistogram, pool, Tracker, type BenchContext, type BenchModule, type Report, type Row } from "./lib.js";
 
 /** MYSQL_URL is the server the benchmark creates its database on (GMS_BENCH_MYSQL_URL). */
 const MYSQL_URL = (process.env["GMS_BENCH_MYSQL_URL"] ?? "mysql://root@127.0.0.1:3306").replace(/\/+$/, "");
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, not "${raw}"`);
-  return n;
-}
 
 /** STREAMS is the number of open chats, each with its agent's stream open (GMS_BENCH_CHAT_STREAMS). */
 const STREAMS = envInt("GMS_BENCH_CHAT_STREAMS", 1000);
@@ -82,36 +74,6 @@ function serverConfig(): Config {
 }
 
 /**
- * Tracker matches each message sent with its arrival on a stream, by the message's text, and
- * records the latency (µs) into the histogram of the round being measured.
- */
-class Tracker {
-  private readonly sentAt = new Map<string, number>();
-  histogram: Histogram | undefined;
-  delivered = 0;
-  unexpected = 0;
-
-  sent(text: string): void {
-    this.sentAt.set(text, performance.now());
-  }
-
-  arrived(text: string): void {
-    const at = this.sentAt.get(text);
-    if (at === undefined) {
-      this.unexpected++;
-      return;
-    }
-    this.sentAt.delete(text);
-    this.delivered++;
-    this.histogram?.recordValue(Math.max(1, Math.round((performance.now() - at) * 1000)));
-  }
-
-  get inFlight(): number {
-    return this.sentAt.size;
-  }
-}
-
-/**
  * Subject is one side of the comparison. Its streams are opened for each of its rounds and closed
  * after it, so neither side's open streams (and their timers) run while the other is measured.
  */
@@ -126,17 +88,6 @@ interface Subject {
   send(i: number, text: string): Promise<unknown>;
   /** close stops what the subject started beside the streams. */
   close(): Promise<void>;
-}
-
-/** pool runs `fn` for 0..n-1 with at most `concurrency` calls in flight. */
-async function pool<T>(n: number, concurrency: number, fn: (i: number) => Promise<T>): Promise<T[]> {
-  const out: T[] = new Array<T>(n);
-  let next = 0;
-  const worker = async () => {
-    for (let i = next++; i < n; i = next++) out[i] = await fn(i);
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
-  return out;
 }
 
 /**
@@ -188,10 +139,6 @@ function streamSet(tracker: Tracker, open: (i: number, signal: AbortSignal) => A
   };
 }
 
-/** transports makes `n` gRPC transports, each its own HTTP/2 connection. */
-const transports = (url: string, n: number, interceptors: Interceptor[] = []): Transport[] =>
-  Array.from({ length: n }, () => createGrpcTransport({ baseUrl: url, interceptors }));
-
 /** settle waits (bounded) until `done` holds: the server letting go of cancelled streams. */
 async function settle(what: string, done: () => boolean): Promise<void> {
   const deadline = performance.now() + 10_000;
@@ -208,8 +155,8 @@ async function settle(what: string, done: () => boolean): Promise<void> {
  */
 async function chatSubject(server: RunningServer, failures: unknown[]): Promise<Subject> {
   const tracker = new Tracker();
-  const customers = transports(server.url, SENDER_CONNECTIONS).map((t) => createClient(ChatService, t));
-  const agents = transports(server.url, STREAM_CONNECTIONS, [bearer(AGENT_KEY)]).map((t) => createClient(AgentService, t));
+  const customers = grpcTransports(server.url, SENDER_CONNECTIONS).map((t) => createClient(ChatService, t));
+  const agents = grpcTransports(server.url, STREAM_CONNECTIONS, [bearer(AGENT_KEY)]).map((t) => createClient(AgentService, t));
   const chats = await pool(STREAMS, SETUP_CONCURRENCY, (i) => customers[i % SENDER_CONNECTIONS].requestChat({ service: "bench", nickname: `customer ${i}` }));
   const keys = new Map(chats.map((c) => [c.chatId, c.secureKey]));
   const accepted = await pool(STREAMS, SETUP_CONCURRENCY, (i) => agents[i % STREAM_CONNECTIONS].acceptChat({ endpoint: ENDPOINT, nickname: `agent ${i}`, waitSeconds: 0 }));
@@ -318,8 +265,8 @@ async function baselineSubject(config: Config, log: Logger, failures: unknown[])
   const listener = await listen(handler, { host: "127.0.0.1", port: 0 });
   const url = `http://127.0.0.1:${listener.port}`;
   const tracker = new Tracker();
-  const customers = transports(url, SENDER_CONNECTIONS).map((t) => createClient(ChatService, t));
-  const agents: Client<typeof AgentService>[] = transports(url, STREAM_CONNECTIONS, [bearer(AGENT_KEY)]).map((t) => createClient(AgentService, t));
+  const customers = grpcTransports(url, SENDER_CONNECTIONS).map((t) => createClient(ChatService, t));
+  const agents: Client<typeof AgentService>[] = grpcTransports(url, STREAM_CONNECTIONS, [bearer(AGENT_KEY)]).map((t) => createClient(AgentService, t));
   const chatIds = Array.from({ length: STREAMS }, () => randomUUID());
   const streams = streamSet(tracker, (i, signal) => agents[i % STREAM_CONNECTIONS].subscribe({ chatId: chatIds[i], fromPosition: 1n }, { signal }), failures);
   return {

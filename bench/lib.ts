@@ -1,6 +1,8 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { Interceptor, Transport } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import { build, type Histogram } from "hdr-histogram-js";
 
 /** RESULTS_DIR is where every benchmark module writes its JSON report. */
@@ -272,4 +274,58 @@ export interface BenchContext {
 /** BenchModule is a scenario module bench/run.ts runs: it measures and returns its report. */
 export interface BenchModule {
   run(ctx: BenchContext): Promise<Report>;
+}
+
+/** envInt reads a positive integer from the environment, or gives the fallback. */
+export function envInt(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, not "${raw}"`);
+  return n;
+}
+
+/** pool runs `fn` for 0..n-1 with at most `concurrency` calls in flight. */
+export async function pool<T>(n: number, concurrency: number, fn: (i: number) => Promise<T>): Promise<T[]> {
+  const out: T[] = new Array<T>(n);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < n; i = next++) out[i] = await fn(i);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
+  return out;
+}
+
+/** grpcTransports makes `n` gRPC transports, each its own HTTP/2 connection. */
+export const grpcTransports = (url: string, n: number, interceptors: Interceptor[] = []): Transport[] =>
+  Array.from({ length: n }, () => createGrpcTransport({ baseUrl: url, interceptors }));
+
+/**
+ * Tracker matches each message sent with its arrival on a stream, by the message's text, and
+ * records the latency (µs) into the histogram of the round being measured.
+ */
+export class Tracker {
+  private readonly sentAt = new Map<string, number>();
+  histogram: Histogram | undefined;
+  delivered = 0;
+  unexpected = 0;
+
+  sent(text: string): void {
+    this.sentAt.set(text, performance.now());
+  }
+
+  arrived(text: string): void {
+    const at = this.sentAt.get(text);
+    if (at === undefined) {
+      this.unexpected++;
+      return;
+    }
+    this.sentAt.delete(text);
+    this.delivered++;
+    this.histogram?.recordValue(Math.max(1, Math.round((performance.now() - at) * 1000)));
+  }
+
+  get inFlight(): number {
+    return this.sentAt.size;
+  }
 }

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import type { Histogram } from "hdr-histogram-js";
 import { Redis } from "ioredis";
 import { stringify as toYaml } from "yaml";
@@ -20,20 +20,12 @@ import { ChatEventType } from "../gen/gms/v1/chat_event_pb.js";
 import { ChatService, type RequestChatResponse } from "../gen/gms/v1/chat_pb.js";
 import { openDatabase, redactUrl } from "../src/store/database.js";
 import type { NodeMessage, NodeRequest, NodeStats } from "./node-process.js";
-import { median, newHistogram, type BenchContext, type BenchModule, type Report, type Row } from "./lib.js";
+import { envInt, grpcTransports, median, newHistogram, pool, Tracker, type BenchContext, type BenchModule, type Report, type Row } from "./lib.js";
 
 /** MYSQL_URL is the server the benchmark creates its databases on (GMS_BENCH_MYSQL_URL). */
 const MYSQL_URL = (process.env["GMS_BENCH_MYSQL_URL"] ?? "mysql://root@127.0.0.1:3306").replace(/\/+$/, "");
 /** REDIS_URL is the Redis the nodes announce on (GMS_BENCH_REDIS_URL). */
 const REDIS_URL = process.env["GMS_BENCH_REDIS_URL"] ?? "redis://127.0.0.1:6379";
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, not "${raw}"`);
-  return n;
-}
 
 /** IDLE_STREAMS is the number of customers' open Subscribe streams whose memory is measured (GMS_BENCH_NODES_IDLE_STREAMS). */
 const IDLE_STREAMS = envInt("GMS_BENCH_NODES_IDLE_STREAMS", 5000);
@@ -80,17 +72,6 @@ const bearer =
   };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** pool runs `fn` for 0..n-1 with at most `concurrency` calls in flight. */
-async function pool<T>(n: number, concurrency: number, fn: (i: number) => Promise<T>): Promise<T[]> {
-  const out: T[] = new Array<T>(n);
-  let next = 0;
-  const worker = async () => {
-    for (let i = next++; i < n; i = next++) out[i] = await fn(i);
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
-  return out;
-}
 
 async function freePort(): Promise<number> {
   const server = net.createServer();
@@ -256,9 +237,6 @@ async function scene(ctx: BenchContext, names: readonly string[]): Promise<Scene
   return { url, dir, nodes, close };
 }
 
-const transports = (url: string, n: number, interceptors: Interceptor[] = []) =>
-  Array.from({ length: n }, () => createGrpcTransport({ baseUrl: url, interceptors }));
-
 /** requestChats has `n` customers request a chat, over the given clients in turn. */
 function requestChats(customers: Client<typeof ChatService>[], n: number): Promise<RequestChatResponse[]> {
   return pool(n, SETUP_CONCURRENCY, (i) => customers[i % customers.length].requestChat({ service: "bench", nickname: `customer ${i}` }));
@@ -410,7 +388,7 @@ async function idleStreams(ctx: BenchContext, details: Record<string, unknown>):
   try {
     const node = await startNode("bare connect-node", dir, {}, (line) => ctx.log(line), ["bare"]);
     try {
-      const clients = transports(node.url, IDLE_CONNECTIONS).map((t) => createClient(ChatService, t));
+      const clients = grpcTransports(node.url, IDLE_CONNECTIONS).map((t) => createClient(ChatService, t));
       const chatId = "00000000-0000-4000-8000-000000000000";
       bare = await streamMemory(ctx, "bare connect-node", node, (_i, client, signal) => client.subscribe({ chatId, secureKey: "-", fromPosition: 1n }, { signal }), clients);
     } finally {
@@ -424,7 +402,7 @@ async function idleStreams(ctx: BenchContext, details: Record<string, unknown>):
   let mine: StreamMemory;
   try {
     const node = s.nodes[0];
-    const clients = transports(node.url, IDLE_CONNECTIONS).map((t) => createClient(ChatService, t));
+    const clients = grpcTransports(node.url, IDLE_CONNECTIONS).map((t) => createClient(ChatService, t));
     const t0 = performance.now();
     const chats = await requestChats(clients, IDLE_STREAMS);
     ctx.log(`idle streams: ${IDLE_STREAMS} chats requested in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
@@ -565,36 +543,9 @@ interface PollProtocol {
 
 /** POLL_PROTOCOLS: apps over gRPC (HTTP/2, shared connections), web widgets over Connect JSON (HTTP/1.1 keep-alive). */
 const POLL_PROTOCOLS: PollProtocol[] = [
-  { name: `gRPC, ${POLL_CONNECTIONS} HTTP/2 connections`, transports: (url) => transports(url, POLL_CONNECTIONS) },
+  { name: `gRPC, ${POLL_CONNECTIONS} HTTP/2 connections`, transports: (url) => grpcTransports(url, POLL_CONNECTIONS) },
   { name: "Connect JSON, HTTP/1.1 keep-alive", transports: (url) => [createConnectTransport({ baseUrl: url, httpVersion: "1.1" })] },
 ];
-
-/** Tracker matches each message sent with its arrival on an agent's stream, by its text. */
-class Tracker {
-  private readonly sentAt = new Map<string, number>();
-  histogram: Histogram | undefined;
-  delivered = 0;
-  unexpected = 0;
-
-  sent(text: string): void {
-    this.sentAt.set(text, performance.now());
-  }
-
-  arrived(text: string): void {
-    const at = this.sentAt.get(text);
-    if (at === undefined) {
-      this.unexpected++;
-      return;
-    }
-    this.sentAt.delete(text);
-    this.delivered++;
-    this.histogram?.recordValue(Math.max(1, Math.round((performance.now() - at) * 1000)));
-  }
-
-  get inFlight(): number {
-    return this.sentAt.size;
-  }
-}
 
 /**
  * latency sends LATENCY_RATE customer messages a second on node A to LATENCY_STREAMS chats whose
@@ -606,10 +557,10 @@ async function latency(ctx: BenchContext, details: Record<string, unknown>): Pro
   const s = await scene(ctx, ["node A", "node B"]);
   const [a, b] = s.nodes;
   try {
-    const customers = transports(a.url, SENDER_CONNECTIONS).map((t) => createClient(ChatService, t));
+    const customers = grpcTransports(a.url, SENDER_CONNECTIONS).map((t) => createClient(ChatService, t));
     const chats = await requestChats(customers, LATENCY_STREAMS);
     const keys = new Map(chats.map((c) => [c.chatId, c.secureKey]));
-    const agentsOn = (node: Node) => transports(node.url, STREAM_CONNECTIONS, [bearer(AGENT_KEY)]).map((t) => createClient(AgentService, t));
+    const agentsOn = (node: Node) => grpcTransports(node.url, STREAM_CONNECTIONS, [bearer(AGENT_KEY)]).map((t) => createClient(AgentService, t));
     const agentsB = agentsOn(b);
     const accepted = await pool(LATENCY_STREAMS, SETUP_CONCURRENCY, (i) => agentsB[i % STREAM_CONNECTIONS].acceptChat({ endpoint: ENDPOINT, nickname: `agent ${i}`, waitSeconds: 0 }));
     if (new Set(accepted.map((x) => x.chatId)).size !== LATENCY_STREAMS) throw new Error("AcceptChat handed out a chat twice");
