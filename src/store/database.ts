@@ -2,6 +2,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import knexFactory, { type Knex } from "knex";
 import { migrationSource } from "./migrations.js";
+import { startCheckpointer } from "./sqlite-checkpointer.js";
 
 /** Dialect is the kind of database behind the store. */
 export type Dialect = "sqlite" | "mysql";
@@ -64,6 +65,8 @@ function sqliteKnex(path: string, log?: DatabaseLog): Knex {
       afterCreate(conn: { pragma(s: string): unknown }, done: (err: Error | null, conn: unknown) => void) {
         conn.pragma("journal_mode = WAL");
         conn.pragma("synchronous = NORMAL");
+        // Checkpoints run in a worker thread (sqlite-checkpointer.ts), not in a request's commit.
+        if (path !== ":memory:") conn.pragma("wal_autocheckpoint = 0");
         conn.pragma("busy_timeout = 5000");
         conn.pragma("foreign_keys = ON");
         done(null, conn);
@@ -126,11 +129,20 @@ export async function openDatabase(url: string, options: OpenDatabaseOptions = {
     await ensureMysqlDatabase(url);
     knex = mysqlKnex(url, options.poolMax ?? 20, options.log);
   }
-  const db: Database = { knex, dialect, close: () => knex.destroy() };
+  const path = url.slice("sqlite:".length);
+  const checkpointer = dialect === "sqlite" && path !== ":memory:" ? startCheckpointer(path, 1_000) : undefined;
+  const db: Database = {
+    knex,
+    dialect,
+    async close() {
+      await checkpointer?.stop();
+      await knex.destroy();
+    },
+  };
   try {
     if (options.migrate ?? true) await migrateLatest(db);
   } catch (e) {
-    await knex.destroy();
+    await db.close();
     throw e;
   }
   return db;
