@@ -224,8 +224,9 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
 
   const draft = (from: ParticipantRef, kind: ChatEventRecord["kind"], more: Partial<ChatEventRecord> = {}) => eventDraft(from, kind, clock.now(), more);
 
+  const hasEnded = (chatId: string) => new GmsError("failed_precondition", `chat ${chatId} has ended`);
   const ensureOpen = (chat: ChatRow) => {
-    if (chat.state === "ended") throw new GmsError("failed_precondition", `chat ${chat.id} has ended`);
+    if (chat.state === "ended") throw hasEnded(chat.id);
   };
   const ensurePresent = (actor: Actor) => {
     if (!actor.present) throw new GmsError("failed_precondition", `participant ${actor.participant.participantId} has left chat ${actor.chatId}`);
@@ -468,9 +469,8 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
     async typing(actor, isTyping, text) {
       ensurePresent(actor);
       await noteActivity(actor);
-      const chat = await readChat(db.knex, actor.chatId, clock.now());
-      if (chat === undefined) throw new GmsError("not_found", `chat ${actor.chatId} not found`);
-      ensureOpen(chat);
+      // The lookup that found the actor, in this same call, read whether the chat has ended.
+      if (actor.ended) throw hasEnded(actor.chatId);
       if (isTyping) await typing.start(actor.chatId, actor.participant, text);
       else await typing.stop(actor.chatId, actor.participant);
     },
