@@ -73,7 +73,7 @@ export function createApp({ config, db, log, clock = systemClock, bus = defaultB
   });
   const access = createAccess({ db, clock, config, storage, log });
   const sessions = createSessions({ db, clock, config, storage, access });
-  const chats = createChats({ db, clock, config, storage, bus, log });
+  const chats = createChats({ db, clock, config, storage, bus });
   return { config, db, clock, log, storage, access, sessions, bus, chats };
 }
 

@@ -1,6 +1,5 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import type { Knex } from "knex";
-import type { Logger } from "pino";
 import type { Bus, BusMessage } from "../bus.js";
 import type { Clock } from "../clock.js";
 import type { Config } from "../config.js";
@@ -116,7 +115,6 @@ export interface ChatDeps {
   config: Config;
   storage: Storage;
   bus: Bus;
-  log: Logger;
 }
 
 /** Chats is request-chat: the customer's side, the agent's side and the delivery between them. */
