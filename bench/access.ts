@@ -1,17 +1,27 @@
-// bench/access.ts measures allocation (RequestInteraction) and matching (MatchInteraction) through the
-// real server on MySQL against the bare SQL transactions written with mysql2 directly.
+// bench/access.ts measures allocation (RequestInteraction) and matching (MatchInteraction) on MySQL:
+// opengms as a server process of its own, called over gRPC, against the bare SQL transactions
+// written with mysql2 directly, and the same rules called in process (where the cost goes).
 import { randomBytes, randomUUID } from "node:crypto";
-import { createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
 import mysql from "mysql2/promise";
 import { pino } from "pino";
-import { AccessService } from "../gen/gms/v1/access_pb.js";
+import {
+  MatchInteractionRequestSchema,
+  MatchInteractionResponseSchema,
+  RequestInteractionRequestSchema,
+  RequestInteractionResponseSchema,
+} from "../gen/gms/v1/access_pb.js";
 import type { Clock } from "../src/clock.js";
 import { expandNumbers, parseConfig } from "../src/config.js";
 import type { Access } from "../src/domain/access.js";
-import { startServer, type RunningServer } from "../src/server.js";
+import { createApp } from "../src/server.js";
 import { openDatabase, redactUrl, type Database } from "../src/store/database.js";
-import { compare, rowsOf, type BenchContext, type BenchModule, type Op, type Report, type Row, type Subject } from "./lib.js";
+import { createGrpcLoadClient, type GrpcLoadClient } from "./grpc-load.js";
+import { compare, rowsOf, scaledClock, type BenchContext, type BenchModule, type Op, type Report, type Row, type Subject } from "./lib.js";
+import { cpuSecondsOf, startServerProcess, type ServerProcess } from "./server-process.js";
 
 /** MYSQL_URL is the server the benchmark creates its database on (GMS_BENCH_MYSQL_URL). */
 const MYSQL_URL = (process.env["GMS_BENCH_MYSQL_URL"] ?? "mysql://root@127.0.0.1:3306").replace(/\/+$/, "");
@@ -19,8 +29,10 @@ const MYSQL_URL = (process.env["GMS_BENCH_MYSQL_URL"] ?? "mysql://root@127.0.0.1
 /** TARGETS are the issue's floors for the server, end to end, against the bare transactions. */
 const TARGETS = { allocateVsSkipLocked: 0.7, allocateVsNaive: 2, match: 0.6 } as const;
 
-/** POOL_MAX is the connection pool of the server's knex and of the mysql2 baselines alike. */
+/** POOL_MAX is the connection pool of the mysql2 baselines and the in-process rules: the server's default (src/store/database.ts). */
 const POOL_MAX = 20;
+/** CONNECTIONS is the number of HTTP/2 connections the gRPC load is spread over. */
+const CONNECTIONS = 4;
 /** ALLOC_GROUP is the 1,000-number locking group RequestInteraction allocates from. */
 const ALLOC_GROUP = "alloc";
 const ALLOC_NUMBERS = "+18009000000..+18009000999";
@@ -31,44 +43,21 @@ const MATCH_RATE_CEILING = 10_000;
 /** CALLER is the phone number every benchmark session is created with. */
 const CALLER = "+16505550100";
 /**
- * ALLOC_SPEED is how fast the clock runs during allocation, so that a 1 s booking frees its number
- * 10 ms later: the 1,000 numbers are recycled by expiry (the claim predicate), as in production,
- * and the pool never runs out however fast a subject is. Matching runs at real time.
+ * CLOCK_SPEED is how fast the clock of the benchmark and of the server runs, so that a 1 s booking
+ * frees its number 10 ms later: the 1,000 numbers are recycled by expiry (the claim predicate), as
+ * in production, and the pool never runs out however fast a subject is.
  */
-const ALLOC_SPEED = 100;
+const CLOCK_SPEED = 100;
 const BOOKING_SECONDS = 1;
 const SESSION_TTL_SECONDS = 60;
+/** MATCH_HOLD_SECONDS is how long (clock time) the match group's reservations live: longer than any run. */
+const MATCH_HOLD_SECONDS = 30 * 24 * 3600;
 
 const SKIP_LOCKED = "bare claim, SKIP LOCKED (mysql2)";
 const NAIVE = "naive claim, FOR UPDATE (mysql2)";
 const BARE_MATCH = "bare lookup + release (mysql2)";
 const DOMAIN = "domain, in process";
-const E2E = "gRPC end to end";
-
-/** BenchClock is the server's clock, run faster than real time while numbers must recycle quickly. */
-interface BenchClock extends Clock {
-  setSpeed(speed: number): void;
-}
-
-function benchClock(): BenchClock {
-  let anchorReal = Date.now();
-  let anchorClock = anchorReal;
-  let speed = 1;
-  const now = () => Math.floor(anchorClock + (Date.now() - anchorReal) * speed);
-  return {
-    now,
-    setTimer(fn, ms) {
-      const t = setTimeout(fn, Math.max(0, ms) / speed);
-      t.unref();
-      return () => clearTimeout(t);
-    },
-    setSpeed(s) {
-      anchorClock = now();
-      anchorReal = Date.now();
-      speed = s;
-    },
-  };
-}
+const E2E = "gRPC to a server process";
 
 /** claimSql is the bare claim's SELECT: the free number longest free, locked. */
 const claimSql = (lock: string) =>
@@ -150,14 +139,16 @@ function domainAllocate(access: Access): Op {
   };
 }
 
-function e2eAllocate(client: Client<typeof AccessService>): Op {
+function e2eAllocate(client: GrpcLoadClient): Op {
+  const request = create(RequestInteractionRequestSchema, {
+    phoneNumber: CALLER,
+    resourceGroup: ALLOC_GROUP,
+    ttlSeconds: BigInt(SESSION_TTL_SECONDS),
+    bookingExpirationTimeoutSeconds: BigInt(BOOKING_SECONDS),
+  });
   return async () => {
-    await client.requestInteraction({
-      phoneNumber: CALLER,
-      resourceGroup: ALLOC_GROUP,
-      ttlSeconds: BigInt(SESSION_TTL_SECONDS),
-      bookingExpirationTimeoutSeconds: BigInt(BOOKING_SECONDS),
-    });
+    const res = await client.unary("/gms.v1.AccessService/RequestInteraction", RequestInteractionRequestSchema, RequestInteractionResponseSchema, request);
+    if (res.access?.accessNumber === undefined || res.access.accessNumber === "") throw new Error("RequestInteraction answered without a number");
   };
 }
 
@@ -170,14 +161,18 @@ function domainMatch(access: Access, numbers: readonly string[]): Op {
   };
 }
 
-function e2eMatch(client: Client<typeof AccessService>, numbers: readonly string[]): Op {
+function e2eMatch(client: GrpcLoadClient, numbers: readonly string[]): Op {
   return async (n) => {
     const number = numbers[n];
     if (number === undefined) throw new Error(`the match group has ${numbers.length} numbers; run shorter rounds`);
-    const res = await client.matchInteraction({ accessNumber: number });
+    const request = create(MatchInteractionRequestSchema, { accessNumber: number });
+    const res = await client.unary("/gms.v1.AccessService/MatchInteraction", MatchInteractionRequestSchema, MatchInteractionResponseSchema, request);
     if (res.matches.length !== 1) throw new Error(`matched ${res.matches.length} sessions on ${number}`);
   };
 }
+
+/** onServer makes a subject's CPU per operation the server process's, not the load generator's. */
+const onServer = (server: ServerProcess, subject: Subject): Subject => ({ ...subject, cpuSeconds: () => cpuSecondsOf(server.pid) });
 
 /**
  * refillMatches gives every number of the match group that has none a live reservation, with its
@@ -190,7 +185,7 @@ async function refillMatches(db: Database, clock: Clock): Promise<void> {
   await knex("sessions").whereIn("id", knex.select("session_id").from(released.as("r"))).delete();
   await knex("reservations").where("resource_group", MATCH_GROUP).whereNotNull("released_at").delete();
   const now = clock.now();
-  const expiresAt = now + 3600 * 1000;
+  const expiresAt = now + MATCH_HOLD_SECONDS * 1000;
   const free = (await knex("access_numbers").where({ resource_group: MATCH_GROUP }).andWhere("available_at", "<=", now).pluck("number")) as string[];
   for (let i = 0; i < free.length; i += 1000) {
     const batch = free.slice(i, i + 1000).map((number) => ({ number, sessionId: randomUUID() }));
@@ -221,43 +216,48 @@ async function run(ctx: BenchContext): Promise<Report> {
   const pool = mysql.createPool({ uri: url, connectionLimit: POOL_MAX });
   // The same isolation as the server's pool (src/store/database.ts).
   pool.on("connection", (conn) => void conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"));
-  let server: RunningServer | undefined;
+  const dir = mkdtempSync(join(tmpdir(), "gms-bench-access-"));
+  let server: ServerProcess | undefined;
+  let client: GrpcLoadClient | undefined;
   const rows: Row[] = [];
   const longestRunMs = Math.max(ctx.options.roundMs, ctx.options.warmupMs);
   const matchSize = Math.ceil((MATCH_RATE_CEILING * longestRunMs) / 1000);
   const matchRange = `+1801${"0".repeat(7)}..+1801${String(matchSize - 1).padStart(7, "0")}`;
   const matchNumbers = expandNumbers([matchRange]);
   try {
-    const clock = benchClock();
-    const config = parseConfig(
-      {
-        server: { host: "127.0.0.1", port: 0 },
-        resources: {
-          [ALLOC_GROUP]: { numbers: [ALLOC_NUMBERS], allocation: "round-robin", locking: true },
-          [MATCH_GROUP]: { numbers: [matchRange], allocation: "round-robin", locking: true },
-        },
+    // The benchmark and the server process share one fast clock: the same anchor and speed.
+    const anchor = Date.now();
+    const clock = scaledClock(anchor, CLOCK_SPEED);
+    const raw = {
+      server: { host: "127.0.0.1", port: 0 },
+      log: { level: process.env["GMS_BENCH_LOG"] ?? "warn" },
+      database: { url },
+      // Rows are cleared between runs; the sweeper would only add work the baselines do not do.
+      storage: { sweep_interval_seconds: 24 * 3600 },
+      resources: {
+        [ALLOC_GROUP]: { numbers: [ALLOC_NUMBERS], allocation: "round-robin", locking: true },
+        [MATCH_GROUP]: { numbers: [matchRange], allocation: "round-robin", locking: true },
       },
-      "benchmark configuration",
-    );
-    const log = pino({ level: process.env["GMS_BENCH_LOG"] ?? "silent" });
-    server = await startServer({ config, db, log, clock, sweep: false });
-    const client = createClient(AccessService, createGrpcTransport({ baseUrl: server.url }));
-    const access = server.app.access;
+    };
+    // In process, the same rules on a pool of their own, for the "domain" rows.
+    const app = createApp({ config: parseConfig(raw, "benchmark configuration"), db, log: pino({ level: "silent" }), clock });
+    await app.access.syncNumbers();
+    server = await startServerProcess("opengms", { dir, config: raw, log: (line) => ctx.log(line), env: { GMS_BENCH_CLOCK: `${anchor}:${CLOCK_SPEED}` } });
+    client = createGrpcLoadClient(server.url, CONNECTIONS);
+    const access = app.access;
 
     if (ctx.wants("allocate")) {
-      clock.setSpeed(ALLOC_SPEED);
       const subjects: Subject[] = [
         { name: SKIP_LOCKED, op: bareClaim(pool, clock, "FOR UPDATE SKIP LOCKED") },
         { name: NAIVE, op: bareClaim(pool, clock, "FOR UPDATE") },
         { name: DOMAIN, op: domainAllocate(access) },
-        { name: E2E, op: e2eAllocate(client) },
+        onServer(server, { name: E2E, op: e2eAllocate(client) }),
       ];
       const results = await compare(subjects, { ...ctx.options, afterRun: () => clearAllocations(db), progress: (l) => ctx.log(`allocate: ${l}`) });
       const byName = new Map(results.map((r) => [r.name, r]));
       const pick = (...names: string[]) => names.map((n) => byName.get(n)!);
       rows.push(...rowsOf("allocate", pick(SKIP_LOCKED, DOMAIN, E2E), { [E2E]: TARGETS.allocateVsSkipLocked }));
       rows.push(...rowsOf("allocate vs naive lock", pick(NAIVE, DOMAIN, E2E), { [E2E]: TARGETS.allocateVsNaive }));
-      clock.setSpeed(1);
     }
 
     if (ctx.wants("match")) {
@@ -266,7 +266,7 @@ async function run(ctx: BenchContext): Promise<Report> {
       const subjects: Subject[] = [
         { name: BARE_MATCH, op: bareMatch(pool, clock, matchNumbers) },
         { name: DOMAIN, op: domainMatch(access, matchNumbers) },
-        { name: E2E, op: e2eMatch(client, matchNumbers) },
+        onServer(server, { name: E2E, op: e2eMatch(client, matchNumbers) }),
       ];
       const results = await compare(subjects, { ...ctx.options, afterRun: () => refillMatches(db, clock), progress: (l) => ctx.log(`match: ${l}`) });
       rows.push(...rowsOf("match", results, { [E2E]: TARGETS.match }));
@@ -275,7 +275,7 @@ async function run(ctx: BenchContext): Promise<Report> {
     const [versionRow] = ((await db.knex.raw("select version() as v")) as [{ v: string }[]])[0];
     return {
       module: "access",
-      title: `Access numbers on MySQL (${versionRow?.v ?? "?"}), concurrency ${ctx.options.concurrency}: ratios are throughput over the scenario's first row in the same round (median of ${ctx.options.rounds} rounds)`,
+      title: `Access numbers on MySQL (${versionRow?.v ?? "?"}), concurrency ${ctx.options.concurrency}: ratios are throughput over the scenario's first row in the same round (median of ${ctx.options.rounds} rounds); cpu is the Node process doing the work (the server process for gRPC rows)`,
       rows,
       environment: {
         node: process.version,
@@ -283,29 +283,31 @@ async function run(ctx: BenchContext): Promise<Report> {
         mysqlUrl: redactUrl(MYSQL_URL),
         options: ctx.options,
         poolMax: POOL_MAX,
+        clock: `benchmark and server on one clock running ${CLOCK_SPEED}x real time`,
         allocate: {
           group: `${ALLOC_GROUP}: ${ALLOC_NUMBERS} (1,000 numbers), locking, round-robin`,
-          booking: `${BOOKING_SECONDS} s on a clock running ${ALLOC_SPEED}x, so numbers recycle by expiry ${(BOOKING_SECONDS * 1000) / ALLOC_SPEED} ms after each claim`,
+          booking: `${BOOKING_SECONDS} s of clock time, so numbers recycle by expiry ${(BOOKING_SECONDS * 1000) / CLOCK_SPEED} ms after each claim`,
           [SKIP_LOCKED]: `mysql2 on its own pool: BEGIN; ${claimSql("FOR UPDATE SKIP LOCKED")}; UPDATE access_numbers SET available_at, last_used_at; COMMIT`,
           [NAIVE]: `the same with ${claimSql("FOR UPDATE")}`,
-          [DOMAIN]: "createAccess(...).requestInteraction in the server's process, no app data: session, empty data record, claim, reservation in one transaction",
-          [E2E]: "AccessService.RequestInteraction over gRPC (connect-node client) to startServer on 127.0.0.1:0, client and server in this process",
+          [DOMAIN]: "createApp(...).access.requestInteraction in the benchmark's process, no app data: session, empty data record, claim, reservation in one transaction",
+          [E2E]: `AccessService.RequestInteraction over gRPC (bench/grpc-load.ts, ${CONNECTIONS} HTTP/2 connections) to opengms in its own process (bench/node-process.ts) on 127.0.0.1`,
         },
         match: {
           group: `${MATCH_GROUP}: ${matchRange} (${matchNumbers.length} numbers), locking; every number holds one live reservation, refilled between runs`,
           [BARE_MATCH]: "mysql2: BEGIN; SELECT the live reservation of the number joined with its active session FOR UPDATE; UPDATE reservations SET released_at; UPDATE access_numbers SET available_at; COMMIT",
-          [DOMAIN]: "createAccess(...).matchInteraction in process, by access number only (DNIS)",
-          [E2E]: "AccessService.MatchInteraction over gRPC, by access number only",
+          [DOMAIN]: "createApp(...).access.matchInteraction in process, by access number only (DNIS)",
+          [E2E]: "AccessService.MatchInteraction over gRPC to the server process, by access number only",
         },
         targets: { [E2E]: TARGETS },
       },
     };
   } finally {
+    client?.close();
+    await server?.stop().catch((e: unknown) => ctx.log(`could not stop the server: ${String(e)}`));
     await pool.end().catch((e: unknown) => ctx.log(`could not close the mysql2 pool: ${String(e)}`));
     await db.knex.raw(`DROP DATABASE IF EXISTS \`${name}\``).catch((e: unknown) => ctx.log(`could not drop ${name}: ${String(e)}`));
-    // Shutting the server down closes the database too.
-    if (server !== undefined) await server.shutdown();
-    else await db.close();
+    await db.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 

@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { build, type Histogram } from "hdr-histogram-js";
+import type { Clock } from "../src/clock.js";
 
 /** RESULTS_DIR is where every benchmark module writes its JSON report. */
 export const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), "results");
@@ -67,11 +68,12 @@ export interface RunSample {
  * runLoad keeps `concurrency` operations in flight for `durationMs` and measures throughput and
  * latency. The first failing operation fails the run: a benchmark that errors measures nothing.
  */
-export async function runLoad(op: Op, concurrency: number, durationMs: number): Promise<RunSample> {
+export async function runLoad(op: Op, concurrency: number, durationMs: number, cpuSeconds?: () => number): Promise<RunSample> {
   const latency = newHistogram();
   let started = 0;
   let ops = 0;
   const cpu0 = process.cpuUsage();
+  const other0 = cpuSeconds?.();
   const t0 = performance.now();
   const end = t0 + durationMs;
   const worker = async () => {
@@ -86,7 +88,8 @@ export async function runLoad(op: Op, concurrency: number, durationMs: number): 
   await Promise.all(Array.from({ length: concurrency }, worker));
   const seconds = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
-  return { ops, seconds, opsPerSec: ops / seconds, cpuUsPerOp: (cpu.user + cpu.system) / ops, latency };
+  const cpuUs = other0 === undefined || cpuSeconds === undefined ? cpu.user + cpu.system : (cpuSeconds() - other0) * 1e6;
+  return { ops, seconds, opsPerSec: ops / seconds, cpuUsPerOp: cpuUs / ops, latency };
 }
 
 /** Subject is one contender of a comparison: the baseline or something measured against it. */
@@ -94,6 +97,11 @@ export interface Subject {
   /** name labels the subject in the table, e.g. "raw knex". */
   name: string;
   op: Op;
+  /**
+   * cpuSeconds reads the CPU time so far of the process that does the work, when that is not this
+   * one (a server process); cpuUsPerOp is then that process's.
+   */
+  cpuSeconds?: () => number;
 }
 
 /** SubjectResult is a subject's measurements over every round of a comparison. */
@@ -131,7 +139,7 @@ export async function compare(subjects: readonly Subject[], options: CompareOpti
     if (round % 2 === 1) order.reverse();
     for (const i of order) {
       const subject = subjects[i];
-      const sample = await runLoad(subject.op, options.concurrency, options.roundMs);
+      const sample = await runLoad(subject.op, options.concurrency, options.roundMs, subject.cpuSeconds);
       const result = results[i];
       result.opsPerSec.push(sample.opsPerSec);
       result.cpuUsPerOp.push(sample.cpuUsPerOp);
@@ -328,4 +336,29 @@ export class Tracker {
   get inFlight(): number {
     return this.sentAt.size;
   }
+}
+
+/**
+ * scaledClock runs `speed` times faster than real time from `anchor` (epoch ms): now = anchor +
+ * (Date.now() - anchor) × speed. Processes given the same anchor and speed agree on the time, so a
+ * benchmark and a server process it started can share a fast clock (GMS_BENCH_CLOCK=anchor:speed).
+ */
+export function scaledClock(anchor: number, speed: number): Clock {
+  return {
+    now: () => Math.floor(anchor + (Date.now() - anchor) * speed),
+    setTimer(fn, ms) {
+      const t = setTimeout(fn, Math.max(0, ms) / speed);
+      t.unref();
+      return () => clearTimeout(t);
+    },
+  };
+}
+
+/** clockFromEnv reads GMS_BENCH_CLOCK ("anchor:speed"); undefined when unset (the system clock). */
+export function clockFromEnv(): Clock | undefined {
+  const raw = process.env["GMS_BENCH_CLOCK"];
+  if (raw === undefined || raw === "") return undefined;
+  const [anchor, speed] = raw.split(":").map(Number);
+  if (!Number.isFinite(anchor) || !Number.isFinite(speed) || speed === undefined || speed <= 0) throw new Error(`GMS_BENCH_CLOCK must be "anchor:speed", not "${raw}"`);
+  return scaledClock(anchor as number, speed);
 }

@@ -12,6 +12,7 @@ import { loadConfig } from "../src/config.js";
 import { listen, type RequestHandler } from "../src/listen.js";
 import { startServer } from "../src/server.js";
 import { openDatabase } from "../src/store/database.js";
+import { clockFromEnv } from "./lib.js";
 
 /** NodeRequest is what the parent asks, by id. */
 export type NodeRequest = { id: number; type: "stats"; gc: boolean } | { id: number; type: "stop" };
@@ -43,7 +44,8 @@ async function serveOpengms(path: string): Promise<Served> {
   const log = pino({ level: config.log.level, base: { service: "opengms-bench-node" } });
   // The parent migrated the database before starting its nodes.
   const db = await openDatabase(config.database.url, { migrate: false });
-  const server = await startServer({ config, db, log });
+  // GMS_BENCH_CLOCK lets a benchmark run this server on the fast clock it runs itself.
+  const server = await startServer({ config, db, log, clock: clockFromEnv() });
   return { url: server.url, listeners: () => server.app.bus.listenerCount(), shutdown: () => server.shutdown() };
 }
 

@@ -4,22 +4,23 @@ import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import type { Config, ResourceGroupConfig } from "../config.js";
 import {
+  claimAndReserve,
   claimNumber,
   codeFailuresSince,
   groupHasNumbers,
-  insertReservation,
   liveCodes,
   liveReservationsOfNumber,
-  markNumberUsed,
   nextFreeAt,
   recordCodeFailure,
   releaseReservations,
+  reserve,
   setNumbersAvailableAt,
   syncNumbers,
   type ReservationRow,
 } from "../store/access-store.js";
-import type { Database } from "../store/database.js";
-import { insertSession, readSession, readSessions, type SessionRow } from "../store/session-store.js";
+import { runBatch, type Database, type Statement } from "../store/database.js";
+import { insertSessionStatement, readSession, readSessions, type SessionRow } from "../store/session-store.js";
+import { insertDataStatements } from "../store/storage-store.js";
 import { GmsError, invalid, notFound } from "./errors.js";
 import { runOnce, type RequestKey } from "./idempotency.js";
 import { normalizePhone } from "./phone.js";
@@ -113,6 +114,15 @@ export function randomCode(length: number): string {
   return code.slice(0, length);
 }
 
+/** freeCode draws a code none of `taken` holds; a number crowded with codes asks for longer ones. */
+function freeCode(taken: ReadonlySet<string>, length: number, number: string): string {
+  for (let i = 0; i < 20; i++) {
+    const candidate = randomCode(length);
+    if (!taken.has(candidate)) return candidate;
+  }
+  throw new GmsError("resource_exhausted", `no free ${length}-digit access code on ${number}; use longer codes`);
+}
+
 /** AccessDeps are what the access rules need. */
 export interface AccessDeps {
   db: Database;
@@ -152,39 +162,38 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
     return group;
   };
 
-  async function allocate(trx: Knex.Transaction, a: AllocateInput): Promise<AccessGrant> {
+  /**
+   * allocate claims a number of the group and reserves it for the session, after running `before`
+   * (the statements creating the session), all in the caller's transaction. Where any code will do
+   * (a locking number, or no code) it is one store call, a single round trip on MySQL; a shared
+   * number's code must differ from the codes of its other live reservations, known only once the
+   * number is claimed, so that case reads them first.
+   */
+  async function allocate(trx: Knex.Transaction, a: AllocateInput, before: readonly Statement[] = []): Promise<AccessGrant> {
     const group = groupOf(a.group);
     const now = clock.now();
-    const number = await claimNumber(trx, db.dialect, { group: a.group, locking: group.locking, allocation: group.allocation, now });
+    const claim = { group: a.group, locking: group.locking, allocation: group.allocation, now };
+    const expiresAt = Math.min(now + a.bookingSeconds * 1000, a.sessionExpiresAt);
+    const reservation = { sessionId: a.sessionId, phoneNumber: a.phoneNumber, createdAt: now, expiresAt };
+    let number: string | undefined;
+    let code: string | undefined;
+    if (a.provideCode && !group.locking) {
+      await runBatch(trx, db.dialect, before);
+      number = await claimNumber(trx, db.dialect, claim);
+      if (number !== undefined) {
+        code = freeCode(await liveCodes(trx, number, now), a.codeLength, number);
+        await reserve(trx, { ...reservation, accessCode: code, resourceGroup: a.group, accessNumber: number, locking: false }, undefined);
+      }
+    } else {
+      code = a.provideCode ? randomCode(a.codeLength) : undefined;
+      number = await claimAndReserve(trx, db.dialect, claim, { ...reservation, accessCode: code }, before);
+    }
     if (number === undefined) {
       const next = group.locking ? await nextFreeAt(trx, a.group, now) : undefined;
       if (!(await groupHasNumbers(trx, a.group))) throw new GmsError("failed_precondition", `resource group "${a.group}" has no numbers`);
       throw new GmsError("resource_exhausted", `resource group "${a.group}" has no free number`, { type: "pool_exhausted", resourceGroup: a.group, nextFreeAt: next });
     }
-    let code: string | undefined;
-    if (a.provideCode) {
-      // In a locking group the number is ours alone; in a shared one the code must tell us apart.
-      const taken = group.locking ? new Set<string>() : await liveCodes(trx, number, now);
-      for (let i = 0; i < 20 && code === undefined; i++) {
-        const candidate = randomCode(a.codeLength);
-        if (!taken.has(candidate)) code = candidate;
-      }
-      if (code === undefined) throw new GmsError("resource_exhausted", `no free ${a.codeLength}-digit access code on ${number}; use longer codes`);
-    }
-    const expiresAt = Math.min(now + a.bookingSeconds * 1000, a.sessionExpiresAt);
-    const reservation: Omit<ReservationRow, "id"> = {
-      sessionId: a.sessionId,
-      resourceGroup: a.group,
-      accessNumber: number,
-      accessCode: code,
-      phoneNumber: a.phoneNumber,
-      locking: group.locking,
-      createdAt: now,
-      expiresAt,
-    };
-    await insertReservation(trx, reservation);
-    await markNumberUsed(trx, a.group, number, now, group.locking ? expiresAt : undefined);
-    return grantOf({ ...reservation, id: 0 });
+    return grantOf({ ...reservation, id: 0, accessCode: code, resourceGroup: a.group, accessNumber: number, locking: group.locking });
   }
 
   /** bookingOf applies the precedence service option > request > group option > global default. */
@@ -223,20 +232,21 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
         input.request,
         now,
         async (trx): Promise<RequestInteractionResult> => {
-          const data = await storage.createIn(trx, input.appData, expiresAt);
+          const data = storage.newRecord(input.appData, expiresAt);
           const session: SessionRow = {
             id: randomUUID(),
             service: svc.name,
             builtin: svc.builtin,
             state: "active",
             phoneNumber,
-            dataId: data.dataId,
+            dataId: data.row.id,
             createdAt: now,
             expiresAt,
           };
-          await insertSession(trx, session);
-          // The number is claimed last, so its row lock is held only until the commit that follows.
-          const access = await allocate(trx, { sessionId: session.id, sessionExpiresAt: expiresAt, group: groupName, provideCode, codeLength, bookingSeconds, phoneNumber });
+          // The session and its data go with the claim (one round trip on MySQL); the number is
+          // claimed last, so its row lock is held only until the commit that follows.
+          const write = [...insertDataStatements(trx, data.row, data.entries), insertSessionStatement(trx, session)];
+          const access = await allocate(trx, { sessionId: session.id, sessionExpiresAt: expiresAt, group: groupName, provideCode, codeLength, bookingSeconds, phoneNumber }, write);
           return { session: { ...session, access: [access] }, access, ttlSeconds, provideCode };
         },
         (r) => r.session.expiresAt,

@@ -13,6 +13,7 @@ import {
   sweepExpiredData,
   writeEntries,
   type DataRecord,
+  type DataRow,
 } from "../store/storage-store.js";
 import { GmsError, invalid, notFound } from "./errors.js";
 import { runOnce, type RequestKey } from "./idempotency.js";
@@ -32,6 +33,12 @@ export interface StoredData {
   dataId: string;
   expiresAt: number;
   version: number;
+}
+
+/** NewRecord is a checked record not stored yet: its storage_data row and its entries. */
+export interface NewRecord {
+  row: DataRow;
+  entries: DataEntries;
 }
 
 /** CreateDataInput is what CreateData stores. */
@@ -111,6 +118,11 @@ export interface Storage {
    * `own` replaces the configured limits for records with limits of their own (chat files).
    */
   createIn(trx: Knex.Transaction, entries: DataEntries, expiresAt: number, own?: StorageLimits): Promise<StoredData>;
+  /**
+   * newRecord checks entries against the limits and gives the record createIn would store, for a
+   * caller that writes it with other statements in one round trip (insertDataStatements).
+   */
+  newRecord(entries: DataEntries, expiresAt: number): NewRecord;
   get(dataId: string): Promise<DataRecord>;
   getEntry(dataId: string, key: string): Promise<DataValue>;
   update(input: UpdateDataInput): Promise<StoredData>;
@@ -138,13 +150,16 @@ export function createStorage({ db, clock, limits }: StorageDeps): Storage {
     return ttl * 1000;
   };
 
-  async function createIn(trx: Knex.Transaction, entries: DataEntries, expiresAt: number, own = limits): Promise<StoredData> {
+  function newRecord(entries: DataEntries, expiresAt: number, own = limits): NewRecord {
     checkEntries(entries, own);
     checkRecord(sizesOf(entries), own);
-    const now = clock.now();
-    const dataId = randomUUID();
-    await insertData(trx, { id: dataId, version: 1, createdAt: now, expiresAt }, entries);
-    return { dataId, expiresAt, version: 1 };
+    return { row: { id: randomUUID(), version: 1, createdAt: clock.now(), expiresAt }, entries };
+  }
+
+  async function createIn(trx: Knex.Transaction, entries: DataEntries, expiresAt: number, own = limits): Promise<StoredData> {
+    const { row } = newRecord(entries, expiresAt, own);
+    await insertData(trx, row, entries);
+    return { dataId: row.id, expiresAt, version: 1 };
   }
 
   async function updateIn(trx: Knex.Transaction, input: UpdateDataInput): Promise<StoredData> {
@@ -172,6 +187,7 @@ export function createStorage({ db, clock, limits }: StorageDeps): Storage {
   return {
     limits,
     createIn,
+    newRecord: (entries, expiresAt) => newRecord(entries, expiresAt),
     updateIn,
     async create(input) {
       const ttl = ttlMs(input.ttlSeconds);

@@ -1,5 +1,5 @@
 import type { Knex } from "knex";
-import { lockForUpdate, type Dialect, type Queryable } from "./database.js";
+import { lockForUpdate, runBatch, type Dialect, type Queryable, type Statement } from "./database.js";
 
 /** Allocation is how a group picks among its free numbers. */
 export type Allocation = "random" | "round-robin";
@@ -98,22 +98,71 @@ export async function claimNumber(q: Queryable, dialect: Dialect, o: ClaimOption
   return undefined;
 }
 
+/** CLAIMED is the MySQL session variable a batched claim leaves its number in (see claimAndReserve). */
+const CLAIMED = "@gms_claimed_number";
+
 /**
  * claimQueries are the SELECTs claimNumber runs, in order, until one returns a row: one for
  * round-robin, two for random (from a random pivot up, then below it). Exported so tests can
- * EXPLAIN exactly what the claim runs.
+ * EXPLAIN exactly what the claim runs. With `into` (MySQL), each stores its number in the session
+ * variable CLAIMED instead of returning it, and a later one runs only while none was found.
  */
-export function claimQueries(q: Queryable, dialect: Dialect, o: ClaimOptions): Knex.QueryBuilder[] {
-  const base = () => {
+export function claimQueries(q: Queryable, dialect: Dialect, o: ClaimOptions, into = false): Knex.QueryBuilder[] {
+  const base = (first: boolean) => {
     const qb = q("access_numbers").where("resource_group", o.group).andWhere("retired", false);
     if (o.locking) qb.andWhere("available_at", "<=", o.now);
-    return qb.select("number").limit(1);
+    if (into && !first) qb.andWhereRaw(`${CLAIMED} IS NULL`);
+    return qb.select(into ? q.raw(`?? INTO ${CLAIMED}`, ["number"]) : "number").limit(1);
   };
   // Non-locking numbers are shared: wait for a busy row rather than skip it, or a burst would find none.
   const lock = (qb: Knex.QueryBuilder) => lockForUpdate(qb, dialect, o.locking);
-  if (o.allocation === "round-robin") return [lock(base().orderBy(o.locking ? "available_at" : "last_used_at").orderBy("number"))];
+  if (o.allocation === "round-robin") return [lock(base(true).orderBy(o.locking ? "available_at" : "last_used_at").orderBy("number"))];
   const pivot = Math.random();
-  return [lock(base().andWhere("rand_key", ">=", pivot).orderBy("rand_key")), lock(base().andWhere("rand_key", "<", pivot).orderBy("rand_key"))];
+  return [lock(base(true).andWhere("rand_key", ">=", pivot).orderBy("rand_key")), lock(base(false).andWhere("rand_key", "<", pivot).orderBy("rand_key"))];
+}
+
+/** NewReservation is a reservation to store on a number the store claims for it. */
+export type NewReservation = Omit<ReservationRow, "id" | "accessNumber" | "resourceGroup" | "locking">;
+
+/**
+ * claimAndReserve claims a number as claimNumber does, stores the reservation on it and records
+ * the claim (markNumberUsed; a locking number is busy until the reservation expires), after running
+ * `before` (e.g. the session the reservation belongs to). On MySQL all of it is one round trip: the
+ * claim leaves its number in a session variable the INSERT and UPDATE read, so the row lock is held
+ * for no network round trip at all. Run it in a transaction: undefined (no free number) leaves
+ * `before` done, for the caller to roll back.
+ */
+export async function claimAndReserve(q: Queryable, dialect: Dialect, o: ClaimOptions, r: NewReservation, before: readonly Statement[] = []): Promise<string | undefined> {
+  const busyUntil = o.locking ? r.expiresAt : undefined;
+  if (dialect === "sqlite") {
+    await runBatch(q, dialect, before);
+    const number = await claimNumber(q, dialect, o);
+    if (number !== undefined) await reserve(q, { ...r, resourceGroup: o.group, accessNumber: number, locking: o.locking }, busyUntil);
+    return number;
+  }
+  const results = await runBatch(q, dialect, [
+    ...before,
+    q.raw(`SET ${CLAIMED} = NULL`),
+    ...claimQueries(q, dialect, o, true),
+    q.raw(
+      `INSERT INTO reservations (session_id, resource_group, access_number, access_code, phone_number, locking, created_at, expires_at) SELECT ?, ?, ${CLAIMED}, ?, ?, ?, ?, ? FROM DUAL WHERE ${CLAIMED} IS NOT NULL`,
+      [r.sessionId, o.group, r.accessCode ?? null, r.phoneNumber, o.locking, r.createdAt, r.expiresAt],
+    ),
+    q.raw(`UPDATE access_numbers SET last_used_at = ?${busyUntil === undefined ? "" : ", available_at = ?"} WHERE resource_group = ? AND number = ${CLAIMED}`, [
+      r.createdAt,
+      ...(busyUntil === undefined ? [] : [busyUntil]),
+      o.group,
+    ]),
+    q.raw(`SELECT ${CLAIMED} AS number`),
+  ]);
+  const row = results[results.length - 1]?.[0] as { number: string | null } | undefined;
+  return row?.number ?? undefined;
+}
+
+/** reserve stores a reservation on a number the caller claimed and records the claim. */
+export async function reserve(q: Queryable, r: Omit<ReservationRow, "id">, busyUntil: number | undefined): Promise<void> {
+  await insertReservation(q, r);
+  await markNumberUsed(q, r.resourceGroup, r.accessNumber, r.createdAt, busyUntil);
 }
 
 /** markNumberUsed records a claim: a locking number is busy until `busyUntil`. */

@@ -83,7 +83,10 @@ function mysqlKnex(url: string, poolMax: number, log?: DatabaseLog): Knex {
   return knexFactory({
     client: "mysql2",
     log: knexLog(log),
-    connection: { uri: url, charset: "utf8mb4", supportBigNumbers: true, bigNumberStrings: false } as Knex.MySql2ConnectionConfig,
+    // multipleStatements lets runBatch send a transaction's statements in one round trip. Every
+    // value the store sends is a bound parameter, never spliced into SQL text, so a batch can only
+    // hold the statements the store wrote.
+    connection: { uri: url, charset: "utf8mb4", supportBigNumbers: true, bigNumberStrings: false, multipleStatements: true } as Knex.MySql2ConnectionConfig,
     pool: {
       min: 0,
       max: poolMax,
@@ -237,4 +240,33 @@ export function lockForUpdate<T extends Knex.QueryBuilder>(qb: T, dialect: Diale
   if (dialect === "sqlite") return qb;
   const locked = qb.forUpdate();
   return (skipLocked ? locked.skipLocked() : locked) as T;
+}
+
+/** Statement is a query built but not yet run (a knex builder or raw query). */
+export type Statement = Knex.QueryBuilder | Knex.Raw;
+
+/**
+ * runBatch runs statements in order and returns each one's result rows (empty for writes). On
+ * MySQL they go to the server in one round trip (multi-statement query), which is most of what a
+ * short transaction costs; the server stops at the first failing statement and the error rejects
+ * the batch, so run it inside a transaction to undo the ones before. On SQLite, in process, they
+ * simply run one after the other.
+ */
+export async function runBatch(q: Queryable, dialect: Dialect, statements: readonly Statement[]): Promise<unknown[][]> {
+  if (statements.length === 0) return [];
+  if (dialect === "sqlite" || statements.length === 1) {
+    const out: unknown[][] = [];
+    for (const st of statements) {
+      const r: unknown = await st;
+      out.push(Array.isArray(r) ? (r as unknown[]) : []);
+    }
+    return out;
+  }
+  const compiled = statements.map((st) => st.toSQL().toNative());
+  const sql = compiled.map((c) => c.sql).join(";\n");
+  const bindings = compiled.flatMap((c) => c.bindings as readonly unknown[]);
+  // mysql2 answers a multi-statement query with one result per statement: rows for a SELECT, a
+  // header object for a write.
+  const [results] = (await q.raw(sql, bindings as Knex.RawBinding[])) as [unknown[]];
+  return results.map((r) => (Array.isArray(r) ? (r as unknown[]) : []));
 }

@@ -1,3 +1,4 @@
+import type { Knex } from "knex";
 import { lockForUpdate, type Dialect, type Queryable } from "./database.js";
 
 /** SessionState is a session's state as stored. */
@@ -41,7 +42,12 @@ function fromSql(r: SessionSql): SessionRow {
 
 /** insertSession stores a new session. */
 export async function insertSession(q: Queryable, s: SessionRow): Promise<void> {
-  await q("sessions").insert({
+  await insertSessionStatement(q, s);
+}
+
+/** insertSessionStatement is the INSERT of a new session, built but not run (for runBatch). */
+export function insertSessionStatement(q: Queryable, s: SessionRow): Knex.QueryBuilder {
+  return q("sessions").insert({
     id: s.id,
     service: s.service,
     builtin: s.builtin,

@@ -1,3 +1,4 @@
+import type { Knex } from "knex";
 import type { DataEntries, DataValue } from "../domain/value.js";
 import { lockForUpdate, type Dialect, type Queryable } from "./database.js";
 
@@ -72,9 +73,16 @@ function fromEntryRow(r: EntryRow): DataValue {
 
 /** insertData stores a new record and its entries. */
 export async function insertData(q: Queryable, row: DataRow, entries: DataEntries): Promise<void> {
-  await q("storage_data").insert({ id: row.id, version: row.version, created_at: row.createdAt, expires_at: row.expiresAt });
-  // A new record has no entries to replace: no DELETE round trip.
-  await insertEntries(q, row.id, entries);
+  for (const statement of insertDataStatements(q, row, entries)) await statement;
+}
+
+/**
+ * insertDataStatements are the INSERTs that store a new record and its entries, built but not run,
+ * so a caller can send them with other statements in one round trip (runBatch). A new record has no
+ * entries to replace: no DELETE.
+ */
+export function insertDataStatements(q: Queryable, row: DataRow, entries: DataEntries): Knex.QueryBuilder[] {
+  return [q("storage_data").insert({ id: row.id, version: row.version, created_at: row.createdAt, expires_at: row.expiresAt }), ...insertEntriesStatements(q, row.id, entries)];
 }
 
 /** writeEntries adds entries to a record, replacing those with the same keys. */
@@ -84,22 +92,28 @@ export async function writeEntries(q: Queryable, dataId: string, entries: DataEn
   await insertEntries(q, dataId, entries);
 }
 
-/** insertEntries inserts entries whose keys the record does not hold, in INSERTs of bounded size. */
+/** insertEntries inserts entries whose keys the record does not hold. */
 async function insertEntries(q: Queryable, dataId: string, entries: DataEntries): Promise<void> {
-  if (entries.size === 0) return;
+  for (const statement of insertEntriesStatements(q, dataId, entries)) await statement;
+}
+
+/** insertEntriesStatements are the INSERTs of entries, in INSERTs of bounded size. */
+function insertEntriesStatements(q: Queryable, dataId: string, entries: DataEntries): Knex.QueryBuilder[] {
+  const out: Knex.QueryBuilder[] = [];
   let chunk: EntryRow[] = [];
   let bytes = 0;
   for (const [key, value] of entries) {
     const row = toEntryRow(dataId, key, value);
     if (chunk.length > 0 && bytes + row.size > INSERT_CHUNK_BYTES) {
-      await q("storage_entries").insert(chunk);
+      out.push(q("storage_entries").insert(chunk));
       chunk = [];
       bytes = 0;
     }
     chunk.push(row);
     bytes += row.size;
   }
-  await q("storage_entries").insert(chunk);
+  if (chunk.length > 0) out.push(q("storage_entries").insert(chunk));
+  return out;
 }
 
 /** removeEntries deletes entries of a record by key. */
