@@ -6,20 +6,20 @@ import type { Config, ResourceGroupConfig } from "../config.js";
 import {
   claimAndReserve,
   claimNumber,
-  codeFailuresSince,
   groupHasNumbers,
   liveCodes,
-  liveReservationsOfNumber,
+  lockNumberForMatch,
   nextFreeAt,
   recordCodeFailure,
-  releaseReservations,
+  releaseStatements,
   reserve,
-  setNumbersAvailableAt,
   syncNumbers,
+  type CodeFailures,
+  type LiveReservation,
   type ReservationRow,
 } from "../store/access-store.js";
 import { runBatch, type Database, type Statement } from "../store/database.js";
-import { insertSessionStatement, readSession, readSessions, type SessionRow } from "../store/session-store.js";
+import { insertSessionStatement, readSession, type SessionRow } from "../store/session-store.js";
 import { insertDataStatements } from "../store/storage-store.js";
 import { GmsError, invalid, notFound } from "./errors.js";
 import { runOnce, type RequestKey } from "./idempotency.js";
@@ -201,11 +201,8 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
     pick(configured, requested, group.booking_expiration_timeout ?? config.access.booking_expiration_timeout);
 
   async function release(trx: Knex.Transaction, reservations: readonly ReservationRow[], now: number): Promise<void> {
-    await releaseReservations(trx, reservations.map((r) => r.id), now);
-    for (const r of reservations.filter((x) => x.locking)) {
-      const cooldown = config.resources[r.resourceGroup]?.cooldown_seconds ?? 0;
-      await setNumbersAvailableAt(trx, [{ group: r.resourceGroup, number: r.accessNumber }], now + cooldown * 1000);
-    }
+    const freeAt = (r: ReservationRow) => now + (config.resources[r.resourceGroup]?.cooldown_seconds ?? 0) * 1000;
+    await runBatch(trx, db.dialect, releaseStatements(trx, reservations, now, freeAt));
   }
 
   return {
@@ -293,28 +290,33 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       const now = clock.now();
       const guard = config.access.code_attempts;
       const windowMs = guard.window_seconds * 1000;
-      const failures = await codeFailuresSince(db.knex, number, now - windowMs);
-      if (failures.count >= guard.max_failures) {
-        const until = (failures.oldest ?? now) + windowMs;
-        throw new GmsError("resource_exhausted", `too many wrong access codes for ${number}; matching is refused until the window ends`, { type: "rate_limited", until });
-      }
-      let matched: { reservation: ReservationRow; session: SessionRow }[];
+      // What the guard needs to know (failures) comes from the database: several nodes count alike.
+      let failures: CodeFailures = { count: 0, oldest: undefined };
+      let matched: LiveReservation[];
       try {
         matched = await db.knex.transaction(async (trx) => {
-          const reservations = await liveReservationsOfNumber(trx, number, now, db.dialect);
-          const sessions = await readSessions(trx, [...new Set(reservations.map((r) => r.sessionId))], now);
-          const live = reservations.filter((r) => sessions.get(r.sessionId)?.state === "active");
+          const found = await lockNumberForMatch(trx, db.dialect, number, now, now - windowMs);
+          failures = found.failures;
+          if (failures.count >= guard.max_failures) {
+            const until = (failures.oldest ?? now) + windowMs;
+            throw new GmsError("resource_exhausted", `too many wrong access codes for ${number}; matching is refused until the window ends`, { type: "rate_limited", until });
+          }
+          const live = found.live;
           if (live.length === 0) throw new GmsError("not_found", `no live reservation on ${number}`, { type: "no_match", reason: "no_reservation" });
-          const byCode = code === undefined ? live : live.filter((r) => r.accessCode === code);
-          const byBoth = phone === undefined ? byCode : byCode.filter((r) => r.phoneNumber === phone);
+          const byCode = code === undefined ? live : live.filter((l) => l.reservation.accessCode === code);
+          const byBoth = phone === undefined ? byCode : byCode.filter((l) => l.reservation.phoneNumber === phone);
           if (byBoth.length === 0) {
             const reason = byCode.length === 0 ? "code_mismatch" : "phone_mismatch";
             throw new GmsError("not_found", `no session matches the call on ${number} (${reason.replace("_", " ")})`, { type: "no_match", reason });
           }
           // Newest first: without return_multiple_matches only the most recent is matched (and released).
           const chosen = input.returnMultiple ? byBoth : byBoth.slice(0, 1);
-          await release(trx, chosen, now);
-          return chosen.map((reservation) => ({ reservation, session: sessions.get(reservation.sessionId) as SessionRow }));
+          await release(
+            trx,
+            chosen.map((l) => l.reservation),
+            now,
+          );
+          return chosen;
         });
       } catch (e) {
         if (code !== undefined && e instanceof GmsError && e.detail?.type === "no_match") {

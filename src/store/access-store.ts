@@ -1,5 +1,6 @@
 import type { Knex } from "knex";
 import { lockForUpdate, runBatch, type Dialect, type Queryable, type Statement } from "./database.js";
+import { sessionFromSql, type SessionRow, type SessionSql } from "./session-store.js";
 
 /** Allocation is how a group picks among its free numbers. */
 export type Allocation = "random" | "round-robin";
@@ -44,8 +45,9 @@ function fromSql(r: ReservationSql): ReservationRow {
 }
 
 /** live restricts a reservations query to the reservations still holding their number at `now`. */
-function live(qb: Knex.QueryBuilder, now: number): Knex.QueryBuilder {
-  return qb.whereNull("released_at").andWhere("expires_at", ">", now);
+function live(qb: Knex.QueryBuilder, now: number, alias = ""): Knex.QueryBuilder {
+  const p = alias === "" ? "" : `${alias}.`;
+  return qb.whereNull(`${p}released_at`).andWhere(`${p}expires_at`, ">", now);
 }
 
 /**
@@ -166,7 +168,7 @@ export async function reserve(q: Queryable, r: Omit<ReservationRow, "id">, busyU
 }
 
 /** markNumberUsed records a claim: a locking number is busy until `busyUntil`. */
-export async function markNumberUsed(q: Queryable, group: string, number: string, now: number, busyUntil: number | undefined): Promise<void> {
+async function markNumberUsed(q: Queryable, group: string, number: string, now: number, busyUntil: number | undefined): Promise<void> {
   await q("access_numbers")
     .where({ resource_group: group, number })
     .update({ last_used_at: now, ...(busyUntil === undefined ? {} : { available_at: busyUntil }) });
@@ -201,7 +203,7 @@ export async function liveCodes(q: Queryable, number: string, now: number): Prom
 }
 
 /** insertReservation stores a reservation and returns its id. */
-export async function insertReservation(q: Queryable, r: Omit<ReservationRow, "id">): Promise<number> {
+async function insertReservation(q: Queryable, r: Omit<ReservationRow, "id">): Promise<number> {
   const [id] = (await q("reservations").insert({
     session_id: r.sessionId,
     resource_group: r.resourceGroup,
@@ -216,21 +218,9 @@ export async function insertReservation(q: Queryable, r: Omit<ReservationRow, "i
   return Number(id);
 }
 
-/** liveReservationsOfNumber lists a number's live reservations, newest first, locked when asked. */
-export async function liveReservationsOfNumber(q: Queryable, number: string, now: number, lock?: Dialect): Promise<ReservationRow[]> {
-  const qb = live(q("reservations").where("access_number", number), now).orderBy("created_at", "desc").orderBy("id", "desc");
-  return ((await (lock === undefined ? qb : lockForUpdate(qb, lock))) as ReservationSql[]).map(fromSql);
-}
-
 /** liveReservationsOfSession lists a session's live reservations, oldest first. */
 export async function liveReservationsOfSession(q: Queryable, sessionId: string, now: number): Promise<ReservationRow[]> {
   return ((await live(q("reservations").where("session_id", sessionId), now).orderBy("id")) as ReservationSql[]).map(fromSql);
-}
-
-/** releaseReservations marks reservations released at `now`. */
-export async function releaseReservations(q: Queryable, ids: readonly number[], now: number): Promise<void> {
-  if (ids.length === 0) return;
-  await q("reservations").whereIn("id", ids).update({ released_at: now });
 }
 
 /** setReservationExpiry gives live reservations a new expiry. */
@@ -244,12 +234,79 @@ export async function recordCodeFailure(q: Queryable, number: string, now: numbe
   await q("code_failures").insert({ access_number: number, failed_at: now });
 }
 
-/** codeFailuresSince counts a number's failed code matches after `since`, with the oldest of them. */
-export async function codeFailuresSince(q: Queryable, number: string, since: number): Promise<{ count: number; oldest: number | undefined }> {
-  const row = (await q("code_failures").where("access_number", number).andWhere("failed_at", ">", since).count({ n: "*" }).min({ oldest: "failed_at" }).first()) as
-    | { n: number | string; oldest: number | string | null }
-    | undefined;
+/** CodeFailures are a number's recent failed code matches: how many, and when the oldest was. */
+export interface CodeFailures {
+  count: number;
+  oldest: number | undefined;
+}
+
+type CodeFailuresSql = { n: number | string; oldest: number | string | null };
+
+const codeFailuresQuery = (q: Queryable, number: string, since: number) =>
+  q("code_failures").where("access_number", number).andWhere("failed_at", ">", since).count({ n: "*" }).min({ oldest: "failed_at" });
+
+const codeFailuresOf = (rows: readonly CodeFailuresSql[]): CodeFailures => {
+  const row = rows[0];
   return { count: Number(row?.n ?? 0), oldest: row?.oldest === null || row?.oldest === undefined ? undefined : Number(row.oldest) };
+};
+
+/** LiveReservation is a live reservation with its active session. */
+export interface LiveReservation {
+  reservation: ReservationRow;
+  session: SessionRow;
+}
+
+/**
+ * lockNumberForMatch reads, in one round trip, a number's failed code matches after `since` and its
+ * live reservations whose sessions are active, newest first, locked (with their sessions, on MySQL)
+ * for the caller's transaction.
+ */
+export async function lockNumberForMatch(q: Queryable, dialect: Dialect, number: string, now: number, since: number): Promise<{ failures: CodeFailures; live: LiveReservation[] }> {
+  const reservations = live(q("reservations as r").where("r.access_number", number), now, "r")
+    .join("sessions as s", "s.id", "r.session_id")
+    .andWhere("s.expires_at", ">", now)
+    .andWhere("s.state", "active")
+    .orderBy("r.created_at", "desc")
+    .orderBy("r.id", "desc")
+    .select(
+      "r.*",
+      "s.service as s_service",
+      "s.builtin as s_builtin",
+      "s.state as s_state",
+      "s.phone_number as s_phone_number",
+      "s.data_id as s_data_id",
+      "s.created_at as s_created_at",
+      "s.expires_at as s_expires_at",
+    );
+  const [failures, rows] = await runBatch(q, dialect, [codeFailuresQuery(q, number, since), lockForUpdate(reservations, dialect)]);
+  return {
+    failures: codeFailuresOf(failures as CodeFailuresSql[]),
+    live: (rows as (ReservationSql & { [K in keyof SessionSql as K extends "id" ? never : `s_${K}`]: SessionSql[K] })[]).map((r) => ({
+      reservation: fromSql(r),
+      session: sessionFromSql({
+        id: r.session_id,
+        service: r.s_service,
+        builtin: r.s_builtin,
+        state: r.s_state,
+        phone_number: r.s_phone_number,
+        data_id: r.s_data_id,
+        created_at: r.s_created_at,
+        expires_at: r.s_expires_at,
+      }),
+    })),
+  };
+}
+
+/**
+ * releaseStatements mark reservations released at `now` and set when their locking numbers are
+ * free again (`freeAt`: the release plus the group's cool-down), built but not run (runBatch).
+ */
+export function releaseStatements(q: Queryable, released: readonly ReservationRow[], now: number, freeAt: (r: ReservationRow) => number): Knex.QueryBuilder[] {
+  if (released.length === 0) return [];
+  return [
+    q("reservations").whereIn("id", released.map((r) => r.id)).update({ released_at: now }),
+    ...released.filter((r) => r.locking).map((r) => q("access_numbers").where({ resource_group: r.resourceGroup, number: r.accessNumber }).update({ available_at: freeAt(r) })),
+  ];
 }
 
 /** sweepAccess deletes reservations that ended before `before` and code failures older than it. */

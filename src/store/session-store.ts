@@ -16,7 +16,8 @@ export interface SessionRow {
   expiresAt: number;
 }
 
-interface SessionSql {
+/** SessionSql is a sessions row as the driver returns it. */
+export interface SessionSql {
   id: string;
   service: string;
   builtin: string;
@@ -27,7 +28,8 @@ interface SessionSql {
   expires_at: number | string;
 }
 
-function fromSql(r: SessionSql): SessionRow {
+/** sessionFromSql turns a sessions row into a SessionRow. */
+export function sessionFromSql(r: SessionSql): SessionRow {
   return {
     id: r.id,
     service: r.service,
@@ -63,14 +65,7 @@ export function insertSessionStatement(q: Queryable, s: SessionRow): Knex.QueryB
 export async function readSession(q: Queryable, id: string, now: number, lock?: Dialect): Promise<SessionRow | undefined> {
   const qb = q("sessions").where("id", id).andWhere("expires_at", ">", now);
   const row = (await (lock === undefined ? qb : lockForUpdate(qb, lock)).first()) as SessionSql | undefined;
-  return row === undefined ? undefined : fromSql(row);
-}
-
-/** readSessions returns the sessions with the given ids, live at `now`. */
-export async function readSessions(q: Queryable, ids: readonly string[], now: number): Promise<Map<string, SessionRow>> {
-  if (ids.length === 0) return new Map();
-  const rows = (await q("sessions").whereIn("id", ids).andWhere("expires_at", ">", now)) as SessionSql[];
-  return new Map(rows.map((r) => [r.id, fromSql(r)]));
+  return row === undefined ? undefined : sessionFromSql(row);
 }
 
 /** updateSession sets a session's state and/or expiry. */
