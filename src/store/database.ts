@@ -258,7 +258,8 @@ export async function runBatch(q: Queryable, dialect: Dialect, statements: reado
     const out: unknown[][] = [];
     for (const st of statements) {
       const r: unknown = await st;
-      out.push(Array.isArray(r) ? (r as unknown[]) : []);
+      // Writes answer with ids or counts here; as on MySQL, only a read's rows are kept.
+      out.push(Array.isArray(r) && /^\s*(select|with)\b/i.test(st.toSQL().sql) ? (r as unknown[]) : []);
     }
     return out;
   }
