@@ -1,8 +1,11 @@
 // runBatch sends a transaction's statements to MySQL in one round trip: results come back per
 // statement, in order; a failing statement fails the batch, and the transaction around it undoes
 // the statements before it. Also: values stay bound parameters (a quote in a value is data).
+// batchTransaction (the hot paths' transaction, driving a pooled connection itself on MySQL) commits
+// what its batches did, rolls all of it back when its function throws or a statement fails, and
+// gives the connection back to the pool outside any transaction.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runBatch } from "../src/store/database.js";
+import { batchTransaction, runBatch } from "../src/store/database.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 
 describe.each(DIALECTS)("runBatch on %s", (dialect) => {
@@ -60,5 +63,72 @@ describe.each(DIALECTS)("runBatch on %s", (dialect) => {
     await runBatch(k, dialect, [k("storage_data").insert(row(evil.slice(0, 36))), k("storage_data").where("id", evil.slice(0, 36)).select("id")]);
     expect(await ids()).toContain(evil.slice(0, 36));
     expect((await ids()).length).toBe(4);
+  });
+});
+
+describe.each(DIALECTS)("batchTransaction on %s", (dialect) => {
+  let db: TestDatabase;
+  const row = (id: string) => ({ id, version: 1, created_at: 1, expires_at: 2 });
+  const ids = async () => ((await db.knex("storage_data").orderBy("id").pluck("id")) as string[]).filter((id) => id.startsWith("bt-"));
+  // One connection: every transaction reuses the one before it, so a leak would show.
+  beforeAll(async () => {
+    db = await createTestDatabase(dialect, { poolMax: 1 });
+  });
+  afterAll(() => db.close());
+
+  const notInTransaction = async () => {
+    if (dialect !== "mysql") return;
+    const [rows] = (await db.knex.raw("SELECT @@in_transaction AS t")) as [{ t: number }[]];
+    expect(rows[0]?.t).toBe(0);
+  };
+
+  it("commits every batch of the function, and gives each batch's rows", async () => {
+    const out = await batchTransaction(db, async (tx) => {
+      await tx.run([tx.q("storage_data").insert(row("bt-1"))]);
+      const [read] = await tx.run([tx.q("storage_data").where("id", "bt-1").select("id"), tx.q("storage_data").insert(row("bt-2"))]);
+      return read;
+    });
+    expect(out).toEqual([{ id: "bt-1" }]);
+    expect(await ids()).toEqual(["bt-1", "bt-2"]);
+    await notInTransaction();
+  });
+
+  it("rolls back every batch when the function throws", async () => {
+    await expect(
+      batchTransaction(db, async (tx) => {
+        await tx.run([tx.q("storage_data").insert(row("bt-3")), tx.q("storage_data").insert(row("bt-4"))]);
+        await tx.run([tx.q("storage_data").insert(row("bt-5"))]);
+        throw new Error("changed my mind");
+      }),
+    ).rejects.toThrow("changed my mind");
+    expect(await ids()).toEqual(["bt-1", "bt-2"]);
+    await notInTransaction();
+  });
+
+  it("rolls back when a statement fails mid-batch, and the connection serves the next transaction", async () => {
+    await expect(
+      batchTransaction(db, (tx) => tx.run([tx.q("storage_data").insert(row("bt-6")), tx.q("storage_data").insert(row("bt-1")), tx.q("storage_data").insert(row("bt-7"))])),
+    ).rejects.toThrow(/duplicate|unique/i);
+    expect(await ids()).toEqual(["bt-1", "bt-2"]);
+    await notInTransaction();
+    await batchTransaction(db, (tx) => tx.run([tx.q("storage_data").insert(row("bt-8"))]));
+    expect(await ids()).toEqual(["bt-1", "bt-2", "bt-8"]);
+  });
+
+  it("isolates: what a transaction wrote is invisible to others until it commits", async () => {
+    if (dialect !== "mysql") return; // SQLite's one connection serialises transactions.
+    const other = await createTestDatabase("mysql");
+    try {
+      await other.knex.schema.createTable("t", (t) => t.integer("id").primary());
+      const seen: number[] = [];
+      await batchTransaction(other, async (tx) => {
+        await tx.run([tx.q("t").insert({ id: 1 })]);
+        seen.push(((await other.knex("t").count({ n: "*" })) as { n: number }[])[0]?.n ?? -1);
+      });
+      seen.push(((await other.knex("t").count({ n: "*" })) as { n: number }[])[0]?.n ?? -1);
+      expect(seen.map(Number)).toEqual([0, 1]);
+    } finally {
+      await other.close();
+    }
   });
 });

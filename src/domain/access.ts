@@ -18,7 +18,7 @@ import {
   type LiveReservation,
   type ReservationRow,
 } from "../store/access-store.js";
-import { runBatch, type Database, type Statement } from "../store/database.js";
+import { batcherOf, batchTransaction, type Batcher, type Database, type Statement } from "../store/database.js";
 import { insertSessionStatement, readSession, type SessionRow } from "../store/session-store.js";
 import { insertDataStatements } from "../store/storage-store.js";
 import { GmsError, invalid, notFound } from "./errors.js";
@@ -123,6 +123,9 @@ function freeCode(taken: ReadonlySet<string>, length: number, number: string): s
   throw new GmsError("resource_exhausted", `no free ${length}-digit access code on ${number}; use longer codes`);
 }
 
+/** NO_FREE_NUMBER rolls an allocating transaction back when its group has no free number. */
+const NO_FREE_NUMBER = new Error("no free number");
+
 /** AccessDeps are what the access rules need. */
 export interface AccessDeps {
   db: Database;
@@ -164,12 +167,13 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
 
   /**
    * allocate claims a number of the group and reserves it for the session, after running `before`
-   * (the statements creating the session), all in the caller's transaction. Where any code will do
-   * (a locking number, or no code) it is one store call, a single round trip on MySQL; a shared
-   * number's code must differ from the codes of its other live reservations, known only once the
-   * number is claimed, so that case reads them first.
+   * (the statements creating the session), all in the caller's transaction; undefined when the
+   * group has no free number. Where any code will do (a locking number, or no code) it is one batch,
+   * a single round trip on MySQL. A shared number's code must differ from the codes of its other
+   * live reservations, known only once the number is claimed, so that case reads them first and
+   * needs `tx.q` to be a knex transaction (see needsReads).
    */
-  async function allocate(trx: Knex.Transaction, a: AllocateInput, before: readonly Statement[] = []): Promise<AccessGrant> {
+  async function allocate(tx: Batcher, a: AllocateInput, before: readonly Statement[] = []): Promise<AccessGrant | undefined> {
     const group = groupOf(a.group);
     const now = clock.now();
     const claim = { group: a.group, locking: group.locking, allocation: group.allocation, now };
@@ -177,8 +181,9 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
     const reservation = { sessionId: a.sessionId, phoneNumber: a.phoneNumber, createdAt: now, expiresAt };
     let number: string | undefined;
     let code: string | undefined;
-    if (a.provideCode && !group.locking) {
-      await runBatch(trx, db.dialect, before);
+    if (needsReads(a.group, a.provideCode)) {
+      const trx = tx.q;
+      await tx.run(before);
       number = await claimNumber(trx, db.dialect, claim);
       if (number !== undefined) {
         code = freeCode(await liveCodes(trx, number, now), a.codeLength, number);
@@ -186,27 +191,51 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       }
     } else {
       code = a.provideCode ? randomCode(a.codeLength) : undefined;
-      number = await claimAndReserve(trx, db.dialect, claim, { ...reservation, accessCode: code }, before);
+      number = await claimAndReserve(tx, claim, { ...reservation, accessCode: code }, before);
     }
-    if (number === undefined) {
-      const next = group.locking ? await nextFreeAt(trx, a.group, now) : undefined;
-      if (!(await groupHasNumbers(trx, a.group))) throw new GmsError("failed_precondition", `resource group "${a.group}" has no numbers`);
-      throw new GmsError("resource_exhausted", `resource group "${a.group}" has no free number`, { type: "pool_exhausted", resourceGroup: a.group, nextFreeAt: next });
-    }
+    if (number === undefined) return undefined;
     return grantOf({ ...reservation, id: 0, accessCode: code, resourceGroup: a.group, accessNumber: number, locking: group.locking });
+  }
+
+  /** needsReads tells whether allocating in the group reads between statements (shared numbers with codes). */
+  const needsReads = (group: string, provideCode: boolean) => provideCode && !groupOf(group).locking;
+
+  /**
+   * exhausted is the error for a group with no free number, told once the transaction that found
+   * none has rolled back: when the next number frees up, or that the group has none at all.
+   */
+  async function exhausted(group: string, now: number): Promise<GmsError> {
+    const next = groupOf(group).locking ? await nextFreeAt(db.knex, group, now) : undefined;
+    if (!(await groupHasNumbers(db.knex, group))) return new GmsError("failed_precondition", `resource group "${group}" has no numbers`);
+    return new GmsError("resource_exhausted", `resource group "${group}" has no free number`, { type: "pool_exhausted", resourceGroup: group, nextFreeAt: next });
+  }
+
+  /** allocated is a grant, or (undefined) the signal that rolls the transaction back for `exhausted`. */
+  const allocated = (grant: AccessGrant | undefined): AccessGrant => {
+    if (grant === undefined) throw NO_FREE_NUMBER;
+    return grant;
+  };
+
+  /** withFreeNumber runs an allocating transaction and turns "no free number" into its error. */
+  async function withFreeNumber<T>(group: string, now: number, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (e) {
+      throw e === NO_FREE_NUMBER ? await exhausted(group, now) : e;
+    }
   }
 
   /** bookingOf applies the precedence service option > request > group option > global default. */
   const bookingOf = (configured: number | undefined, requested: number | undefined, group: ResourceGroupConfig) =>
     pick(configured, requested, group.booking_expiration_timeout ?? config.access.booking_expiration_timeout);
 
-  async function release(trx: Knex.Transaction, reservations: readonly ReservationRow[], now: number): Promise<void> {
+  async function release(tx: Batcher, reservations: readonly ReservationRow[], now: number): Promise<void> {
     const freeAt = (r: ReservationRow) => now + (config.resources[r.resourceGroup]?.cooldown_seconds ?? 0) * 1000;
-    await runBatch(trx, db.dialect, releaseStatements(trx, reservations, now, freeAt));
+    await tx.run(releaseStatements(tx.q, reservations, now, freeAt));
   }
 
   return {
-    release,
+    release: (trx, reservations, now) => release(batcherOf(trx, db.dialect), reservations, now),
     syncNumbers() {
       const groups = new Map(Object.entries(config.resources).map(([name, g]) => [name, g.numbers]));
       return db.knex.transaction((trx) => syncNumbers(trx, groups));
@@ -224,29 +253,29 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       const bookingSeconds = bookingOf(svc.options.booking_expiration_timeout, input.bookingSeconds, group);
       const now = clock.now();
       const expiresAt = now + ttlSeconds * 1000;
-      return runOnce(
-        db,
-        input.request,
-        now,
-        async (trx): Promise<RequestInteractionResult> => {
-          const data = storage.newRecord(input.appData, expiresAt);
-          const session: SessionRow = {
-            id: randomUUID(),
-            service: svc.name,
-            builtin: svc.builtin,
-            state: "active",
-            phoneNumber,
-            dataId: data.row.id,
-            createdAt: now,
-            expiresAt,
-          };
-          // The session and its data go with the claim (one round trip on MySQL); the number is
-          // claimed last, so its row lock is held only until the commit that follows.
-          const write = [...insertDataStatements(trx, data.row, data.entries), insertSessionStatement(trx, session)];
-          const access = await allocate(trx, { sessionId: session.id, sessionExpiresAt: expiresAt, group: groupName, provideCode, codeLength, bookingSeconds, phoneNumber }, write);
-          return { session: { ...session, access: [access] }, access, ttlSeconds, provideCode };
-        },
-        (r) => r.session.expiresAt,
+      const create = async (tx: Batcher): Promise<RequestInteractionResult> => {
+        const data = storage.newRecord(input.appData, expiresAt);
+        const session: SessionRow = {
+          id: randomUUID(),
+          service: svc.name,
+          builtin: svc.builtin,
+          state: "active",
+          phoneNumber,
+          dataId: data.row.id,
+          createdAt: now,
+          expiresAt,
+        };
+        // The session and its data go with the claim (one round trip on MySQL); the number is
+        // claimed last, so its row lock is held only until the commit that follows.
+        const write = [...insertDataStatements(tx.q, data.row, data.entries), insertSessionStatement(tx.q, session)];
+        const access = allocated(await allocate(tx, { sessionId: session.id, sessionExpiresAt: expiresAt, group: groupName, provideCode, codeLength, bookingSeconds, phoneNumber }, write));
+        return { session: { ...session, access: [access] }, access, ttlSeconds, provideCode };
+      };
+      return withFreeNumber(groupName, now, () =>
+        // The common case (no request id, no reads between statements) skips knex's transaction.
+        input.request.requestId === "" && !needsReads(groupName, provideCode)
+          ? batchTransaction(db, create)
+          : runOnce(db, input.request, now, (trx) => create(batcherOf(trx, db.dialect)), (r) => r.session.expiresAt),
       );
     },
 
@@ -260,25 +289,28 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       const codeLength = pick(svc.options.access_code_length, input.codeLength, group.access_code_length);
       const bookingSeconds = bookingOf(svc.options.booking_expiration_timeout, input.bookingSeconds, group);
       const now = clock.now();
-      return runOnce(
-        db,
-        input.request,
-        now,
-        async (trx) => {
-          const session = await readSession(trx, input.sessionId, now, db.dialect);
-          if (session === undefined) throw notFound(`session ${input.sessionId}`);
-          if (session.state !== "active") throw new GmsError("failed_precondition", `session ${input.sessionId} is not active`);
-          return allocate(trx, {
-            sessionId: session.id,
-            sessionExpiresAt: session.expiresAt,
-            group: groupName,
-            provideCode,
-            codeLength,
-            bookingSeconds,
-            phoneNumber: phone ?? session.phoneNumber,
-          });
-        },
-        (r) => r.expiresAt,
+      return withFreeNumber(groupName, now, () =>
+        runOnce(
+          db,
+          input.request,
+          now,
+          async (trx) => {
+            const session = await readSession(trx, input.sessionId, now, db.dialect);
+            if (session === undefined) throw notFound(`session ${input.sessionId}`);
+            if (session.state !== "active") throw new GmsError("failed_precondition", `session ${input.sessionId} is not active`);
+            const grant = await allocate(batcherOf(trx, db.dialect), {
+              sessionId: session.id,
+              sessionExpiresAt: session.expiresAt,
+              group: groupName,
+              provideCode,
+              codeLength,
+              bookingSeconds,
+              phoneNumber: phone ?? session.phoneNumber,
+            });
+            return allocated(grant);
+          },
+          (r) => r.expiresAt,
+        ),
       );
     },
 
@@ -294,8 +326,8 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       let failures: CodeFailures = { count: 0, oldest: undefined };
       let matched: LiveReservation[];
       try {
-        matched = await db.knex.transaction(async (trx) => {
-          const found = await lockNumberForMatch(trx, db.dialect, number, now, now - windowMs);
+        matched = await batchTransaction(db, async (tx) => {
+          const found = await lockNumberForMatch(tx, number, now, now - windowMs);
           failures = found.failures;
           if (failures.count >= guard.max_failures) {
             const until = (failures.oldest ?? now) + windowMs;
@@ -312,7 +344,7 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
           // Newest first: without return_multiple_matches only the most recent is matched (and released).
           const chosen = input.returnMultiple ? byBoth : byBoth.slice(0, 1);
           await release(
-            trx,
+            tx,
             chosen.map((l) => l.reservation),
             now,
           );

@@ -1,5 +1,5 @@
 import type { Knex } from "knex";
-import { lockForUpdate, runBatch, type Dialect, type Queryable, type Statement } from "./database.js";
+import { lockForUpdate, type Batcher, type Dialect, type Queryable, type Statement } from "./database.js";
 import { sessionFromSql, type SessionRow, type SessionSql } from "./session-store.js";
 
 /** Allocation is how a group picks among its free numbers. */
@@ -129,20 +129,21 @@ export type NewReservation = Omit<ReservationRow, "id" | "accessNumber" | "resou
 /**
  * claimAndReserve claims a number as claimNumber does, stores the reservation on it and records
  * the claim (markNumberUsed; a locking number is busy until the reservation expires), after running
- * `before` (e.g. the session the reservation belongs to). On MySQL all of it is one round trip: the
+ * `before` (e.g. the session the reservation belongs to). On MySQL all of it is one batch: the
  * claim leaves its number in a session variable the INSERT and UPDATE read, so the row lock is held
- * for no network round trip at all. Run it in a transaction: undefined (no free number) leaves
- * `before` done, for the caller to roll back.
+ * for no network round trip at all. Undefined (no free number) leaves `before` done, for the
+ * caller to roll back. On SQLite `tx.q` must be the transaction (batchTransaction's is).
  */
-export async function claimAndReserve(q: Queryable, dialect: Dialect, o: ClaimOptions, r: NewReservation, before: readonly Statement[] = []): Promise<string | undefined> {
+export async function claimAndReserve(tx: Batcher, o: ClaimOptions, r: NewReservation, before: readonly Statement[] = []): Promise<string | undefined> {
+  const { q, dialect } = tx;
   const busyUntil = o.locking ? r.expiresAt : undefined;
   if (dialect === "sqlite") {
-    await runBatch(q, dialect, before);
+    await tx.run(before);
     const number = await claimNumber(q, dialect, o);
     if (number !== undefined) await reserve(q, { ...r, resourceGroup: o.group, accessNumber: number, locking: o.locking }, busyUntil);
     return number;
   }
-  const results = await runBatch(q, dialect, [
+  const results = await tx.run([
     ...before,
     q.raw(`SET ${CLAIMED} = NULL`),
     ...claimQueries(q, dialect, o, true),
@@ -261,7 +262,8 @@ export interface LiveReservation {
  * live reservations whose sessions are active, newest first, locked (with their sessions, on MySQL)
  * for the caller's transaction.
  */
-export async function lockNumberForMatch(q: Queryable, dialect: Dialect, number: string, now: number, since: number): Promise<{ failures: CodeFailures; live: LiveReservation[] }> {
+export async function lockNumberForMatch(tx: Batcher, number: string, now: number, since: number): Promise<{ failures: CodeFailures; live: LiveReservation[] }> {
+  const { q, dialect } = tx;
   const reservations = live(q("reservations as r").where("r.access_number", number), now, "r")
     .join("sessions as s", "s.id", "r.session_id")
     .andWhere("s.expires_at", ">", now)
@@ -278,7 +280,7 @@ export async function lockNumberForMatch(q: Queryable, dialect: Dialect, number:
       "s.created_at as s_created_at",
       "s.expires_at as s_expires_at",
     );
-  const [failures, rows] = await runBatch(q, dialect, [codeFailuresQuery(q, number, since), lockForUpdate(reservations, dialect)]);
+  const [failures, rows] = await tx.run([codeFailuresQuery(q, number, since), lockForUpdate(reservations, dialect)]);
   return {
     failures: codeFailuresOf(failures as CodeFailuresSql[]),
     live: (rows as (ReservationSql & { [K in keyof SessionSql as K extends "id" ? never : `s_${K}`]: SessionSql[K] })[]).map((r) => ({

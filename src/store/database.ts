@@ -271,3 +271,72 @@ export async function runBatch(q: Queryable, dialect: Dialect, statements: reado
   const [results] = (await q.raw(sql, bindings as Knex.RawBinding[])) as [unknown[]];
   return results.map((r) => (Array.isArray(r) ? (r as unknown[]) : []));
 }
+
+/**
+ * Batcher builds statements with `q` and runs them in batches (see runBatch) inside one
+ * transaction. Store functions that take a Batcher run every statement through `run`.
+ */
+export interface Batcher {
+  /** q builds statements; on a batchTransaction over MySQL it is the pool: never run a statement on it directly. */
+  readonly q: Queryable;
+  readonly dialect: Dialect;
+  run(statements: readonly Statement[]): Promise<unknown[][]>;
+}
+
+/** batcherOf runs batches on a knex transaction (or the pool). */
+export const batcherOf = (q: Queryable, dialect: Dialect): Batcher => ({ q, dialect, run: (statements) => runBatch(q, dialect, statements) });
+
+/** MysqlConnection is the part of a mysql2 connection (callback API) batchTransaction drives. */
+interface MysqlConnection {
+  query(options: { sql: string; values: readonly unknown[] }, cb: (err: Error | null, result: unknown) => void): void;
+  destroy(): void;
+}
+
+/** PoolClient is the part of knex's client that lends and takes back its pooled connections. */
+interface PoolClient {
+  acquireConnection(): Promise<unknown>;
+  releaseConnection(conn: unknown): Promise<unknown>;
+}
+
+/**
+ * batchTransaction runs fn in a transaction whose statements all go through the Batcher it is given.
+ * On MySQL it drives a connection of knex's pool itself: BEGIN rides with the first batch, COMMIT
+ * (or ROLLBACK when fn throws) is one more round trip, so a transaction of one batch is two round
+ * trips. A knex transaction costs several times the statements of a short transaction in CPU (it
+ * builds a client and a knex instance per transaction) and a round trip for its BEGIN; this is for
+ * the hot paths (allocation, matching). On SQLite it is a knex transaction, which costs little there.
+ */
+export async function batchTransaction<T>(db: Database, fn: (tx: Batcher) => Promise<T>): Promise<T> {
+  if (db.dialect === "sqlite") return db.knex.transaction((trx) => fn(batcherOf(trx, "sqlite")));
+  const client = db.knex.client as PoolClient;
+  const conn = (await client.acquireConnection()) as MysqlConnection;
+  const query = (sql: string, values: readonly unknown[]) =>
+    new Promise<unknown>((resolve, reject) => conn.query({ sql, values }, (err, result) => (err === null ? resolve(result) : reject(err))));
+  let begun = false;
+  const tx: Batcher = {
+    q: db.knex,
+    dialect: "mysql",
+    async run(statements) {
+      if (statements.length === 0) return [];
+      const compiled = statements.map((st) => st.toSQL().toNative());
+      const sql = compiled.map((c) => c.sql);
+      if (!begun) sql.unshift("START TRANSACTION");
+      // Set before sending: if the batch fails after its BEGIN ran, the ROLLBACK must follow.
+      begun = true;
+      const result = await query(sql.join(";\n"), compiled.flatMap((c) => c.bindings as readonly unknown[]));
+      const results = sql.length === 1 ? [result] : (result as unknown[]);
+      return results.slice(sql.length - statements.length).map((r) => (Array.isArray(r) ? (r as unknown[]) : []));
+    },
+  };
+  try {
+    const out = await fn(tx);
+    if (begun) await query("COMMIT", []);
+    return out;
+  } catch (e) {
+    // A connection that cannot roll back is broken: destroyed, the pool replaces it.
+    if (begun) await query("ROLLBACK", []).catch(() => conn.destroy());
+    throw e;
+  } finally {
+    await client.releaseConnection(conn);
+  }
+}
