@@ -58,6 +58,8 @@ const NAIVE = "naive claim, FOR UPDATE (mysql2)";
 const BARE_MATCH = "bare lookup + release (mysql2)";
 const DOMAIN = "domain, in process";
 const E2E = "gRPC to a server process";
+/** RPC_ALONE is connect-node answering canned replies in a server process: the ceiling the RPC layer sets. */
+const RPC_ALONE = "connect-node alone, canned reply";
 
 /** claimSql is the bare claim's SELECT: the free number longest free, locked. */
 const claimSql = (lock: string) =>
@@ -219,6 +221,8 @@ async function run(ctx: BenchContext): Promise<Report> {
   const dir = mkdtempSync(join(tmpdir(), "gms-bench-access-"));
   let server: ServerProcess | undefined;
   let client: GrpcLoadClient | undefined;
+  let bare: ServerProcess | undefined;
+  let bareClient: GrpcLoadClient | undefined;
   const rows: Row[] = [];
   const longestRunMs = Math.max(ctx.options.roundMs, ctx.options.warmupMs);
   const matchSize = Math.ceil((MATCH_RATE_CEILING * longestRunMs) / 1000);
@@ -244,6 +248,8 @@ async function run(ctx: BenchContext): Promise<Report> {
     await app.access.syncNumbers();
     server = await startServerProcess("opengms", { dir, config: raw, log: (line) => ctx.log(line), env: { GMS_BENCH_CLOCK: `${anchor}:${CLOCK_SPEED}` } });
     client = createGrpcLoadClient(server.url, CONNECTIONS);
+    bare = await startServerProcess("connect-node alone", { dir, config: raw, args: ["bare"], log: (line) => ctx.log(line) });
+    bareClient = createGrpcLoadClient(bare.url, CONNECTIONS);
     const access = app.access;
 
     if (ctx.wants("allocate")) {
@@ -252,11 +258,12 @@ async function run(ctx: BenchContext): Promise<Report> {
         { name: NAIVE, op: bareClaim(pool, clock, "FOR UPDATE") },
         { name: DOMAIN, op: domainAllocate(access) },
         onServer(server, { name: E2E, op: e2eAllocate(client) }),
+        onServer(bare, { name: RPC_ALONE, op: e2eAllocate(bareClient) }),
       ];
       const results = await compare(subjects, { ...ctx.options, afterRun: () => clearAllocations(db), progress: (l) => ctx.log(`allocate: ${l}`) });
       const byName = new Map(results.map((r) => [r.name, r]));
       const pick = (...names: string[]) => names.map((n) => byName.get(n)!);
-      rows.push(...rowsOf("allocate", pick(SKIP_LOCKED, DOMAIN, E2E), { [E2E]: TARGETS.allocateVsSkipLocked }));
+      rows.push(...rowsOf("allocate", pick(SKIP_LOCKED, DOMAIN, E2E, RPC_ALONE), { [E2E]: TARGETS.allocateVsSkipLocked }));
       rows.push(...rowsOf("allocate vs naive lock", pick(NAIVE, DOMAIN, E2E), { [E2E]: TARGETS.allocateVsNaive }));
     }
 
@@ -267,6 +274,7 @@ async function run(ctx: BenchContext): Promise<Report> {
         { name: BARE_MATCH, op: bareMatch(pool, clock, matchNumbers) },
         { name: DOMAIN, op: domainMatch(access, matchNumbers) },
         onServer(server, { name: E2E, op: e2eMatch(client, matchNumbers) }),
+        onServer(bare, { name: RPC_ALONE, op: e2eMatch(bareClient, matchNumbers) }),
       ];
       const results = await compare(subjects, { ...ctx.options, afterRun: () => refillMatches(db, clock), progress: (l) => ctx.log(`match: ${l}`) });
       rows.push(...rowsOf("match", results, { [E2E]: TARGETS.match }));
@@ -291,19 +299,23 @@ async function run(ctx: BenchContext): Promise<Report> {
           [NAIVE]: `the same with ${claimSql("FOR UPDATE")}`,
           [DOMAIN]: "createApp(...).access.requestInteraction in the benchmark's process, no app data: session, empty data record, claim, reservation in one transaction",
           [E2E]: `AccessService.RequestInteraction over gRPC (bench/grpc-load.ts, ${CONNECTIONS} HTTP/2 connections) to opengms in its own process (bench/node-process.ts) on 127.0.0.1`,
+          [RPC_ALONE]: "the same calls to a server process where connect-node answers a canned reply (bench/node-process.ts bare): the most any server on connect-node can do here",
         },
         match: {
           group: `${MATCH_GROUP}: ${matchRange} (${matchNumbers.length} numbers), locking; every number holds one live reservation, refilled between runs`,
           [BARE_MATCH]: "mysql2: BEGIN; SELECT the live reservation of the number joined with its active session FOR UPDATE; UPDATE reservations SET released_at; UPDATE access_numbers SET available_at; COMMIT",
           [DOMAIN]: "createApp(...).access.matchInteraction in process, by access number only (DNIS)",
           [E2E]: "AccessService.MatchInteraction over gRPC to the server process, by access number only",
+          [RPC_ALONE]: "the same calls answered with a canned reply by connect-node alone",
         },
         targets: { [E2E]: TARGETS },
       },
     };
   } finally {
     client?.close();
+    bareClient?.close();
     await server?.stop().catch((e: unknown) => ctx.log(`could not stop the server: ${String(e)}`));
+    await bare?.stop().catch((e: unknown) => ctx.log(`could not stop the bare server: ${String(e)}`));
     await pool.end().catch((e: unknown) => ctx.log(`could not close the mysql2 pool: ${String(e)}`));
     await db.knex.raw(`DROP DATABASE IF EXISTS \`${name}\``).catch((e: unknown) => ctx.log(`could not drop ${name}: ${String(e)}`));
     await db.close();

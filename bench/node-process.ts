@@ -1,12 +1,20 @@
 // bench/node-process.ts is an opengms server process for bench/nodes.ts: what `src/main.ts serve`
 // does (configuration file, database, startServer), plus answers to its parent over IPC, so the
 // parent can measure a server that does not share its process. Run with --expose-gc.
-// With "bare" after the configuration path it serves instead a do-nothing ChatService.Subscribe
-// (one event, then open until cancelled) through connect-node on the same listen(): what an open
-// stream costs before opengms adds anything.
+// With "bare" after the configuration path it serves instead, through connect-node on the same
+// listen(), a do-nothing ChatService.Subscribe (one event, then open until cancelled) and canned
+// AccessService answers: what an open stream or a unary call costs before opengms adds anything.
+// With "floor", listen() alone answers every request with gRPC headers and that one event and holds
+// it open: the HTTP/2 stream and Node's request/response objects, the least a handler can cost.
+import { randomUUID } from "node:crypto";
+import type { Http2ServerResponse } from "node:http2";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { encodeEnvelope } from "@connectrpc/connect/protocol";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { pino } from "pino";
-import { ChatEventType } from "../gen/gms/v1/chat_event_pb.js";
+import { AccessService } from "../gen/gms/v1/access_pb.js";
+import { ChatEventSchema, ChatEventType } from "../gen/gms/v1/chat_event_pb.js";
 import { ChatService } from "../gen/gms/v1/chat_pb.js";
 import { loadConfig } from "../src/config.js";
 import { listen, type RequestHandler } from "../src/listen.js";
@@ -52,7 +60,7 @@ async function serveOpengms(path: string): Promise<Served> {
 async function serveBare(): Promise<Served> {
   let open = 0;
   const handler = connectNodeAdapter({
-    routes: (router) =>
+    routes: (router) => {
       router.service(ChatService, {
         async *subscribe(_req, ctx) {
           open++;
@@ -66,7 +74,17 @@ async function serveBare(): Promise<Served> {
             open--;
           }
         },
-      }),
+      });
+      // Canned answers shaped like real ones: what a unary call costs before opengms does anything.
+      router.service(AccessService, {
+        requestInteraction: () => ({
+          session: { id: randomUUID(), service: "request-interaction", dataId: randomUUID(), expiresAt: timestampNow() },
+          access: { accessNumber: "+18009000000", resourceGroup: "alloc", expiresAt: timestampNow(), expirationSeconds: 1n },
+          ttlSeconds: 60n,
+        }),
+        matchInteraction: (req) => ({ matches: [{ sessionId: randomUUID(), dataId: randomUUID(), service: "request-interaction", phoneNumber: req.accessNumber }] }),
+      });
+    },
   }) as RequestHandler;
   const listener = await listen(handler, { host: "127.0.0.1", port: Number(process.env["GMS_PORT"] ?? 0) });
   return {
@@ -79,7 +97,33 @@ async function serveBare(): Promise<Served> {
   };
 }
 
-const served = process.argv[3] === "bare" ? await serveBare() : await serveOpengms(process.argv[2]);
+/** serveFloor holds every request open after gRPC headers and one event, with nothing but listen(). */
+async function serveFloor(): Promise<Served> {
+  let open = 0;
+  const event = encodeEnvelope(0, toBinary(ChatEventSchema, create(ChatEventSchema, { position: 1n, type: ChatEventType.PARTICIPANT_JOINED })));
+  const listener = await listen(
+    (req, res) => {
+      // Only gRPC clients call it: HTTP/2.
+      const stream = res as Http2ServerResponse;
+      open++;
+      stream.once("close", () => open--);
+      req.resume();
+      stream.writeHead(200, { "content-type": "application/grpc+proto" });
+      stream.write(event);
+    },
+    { host: "127.0.0.1", port: Number(process.env["GMS_PORT"] ?? 0) },
+  );
+  return {
+    url: `http://127.0.0.1:${listener.port}`,
+    listeners: () => open,
+    async shutdown() {
+      await listener.stopAccepting();
+      await listener.closeConnections(1000);
+    },
+  };
+}
+
+const served = process.argv[3] === "bare" ? await serveBare() : process.argv[3] === "floor" ? await serveFloor() : await serveOpengms(process.argv[2]);
 const gc = (globalThis as { gc?: () => void }).gc;
 
 process.on("message", (m: NodeRequest) => {
