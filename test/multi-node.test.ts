@@ -317,6 +317,9 @@ describe.runIf(runnable)("two server processes on one MySQL and one Redis", () =
       expect(pollDone - pollStarted).toBeLessThan(5000);
       await agentStream.until("the poll's message on the stream", isText("are you there?"));
 
+      // ---- The customer polls on A too: A keeps a view of the chat and answers polls from memory.
+      await customer.refresh({ ...key, fromPosition: 1n });
+
       // ---- Node B cut off Redis: its login disabled, its connections found in CLIENT LIST and killed.
       // Its reconnection attempts are refused at login, so it stays deaf (and mute) until restored.
       const before = agentStream.events.length;
@@ -349,8 +352,14 @@ describe.runIf(runnable)("two server processes on one MySQL and one Redis", () =
         const got = agentStream.events.slice(before).filter((e) => e.position > 0n);
         expect(got.map((e) => `${e.position}:${e.text}`)).toEqual(sent.map((s) => `${s.position}:${s.text}`));
         // The agent's reply, which B cannot announce, reaches A's stream through the database too.
-        await agent.sendMessage({ chatId: chat.chatId, text: "sorry, I was away" });
+        const reply = await agent.sendMessage({ chatId: chat.chatId, text: "sorry, I was away" });
         await customerStream.until("B's reply on A, without Redis", isText("sorry, I was away"), 12_000);
+        // And in a poll on A, whose view of the chat heard nothing: A's periodic look finds it.
+        await waitFor(
+          "B's reply in a poll on A, without Redis",
+          async () => (await customer.refresh({ ...key, fromPosition: reply.position })).events.some(isText("sorry, I was away")),
+          12_000,
+        );
         expect(await refusedLogins(redisAdmin, B_USER), "node B kept trying to reconnect, and was refused").toBeGreaterThan(refusedBefore);
       } finally {
         cutting = false;

@@ -1,5 +1,5 @@
 import type { Clock } from "../clock.js";
-import { lastPositions, touchCustomers } from "../store/chat-store.js";
+import { chatMarks, readTypingOf, touchCustomers, type ChatMark, type TypingRow } from "../store/chat-store.js";
 import type { Database } from "../store/database.js";
 
 /** Watcher is one open event stream, as the node-wide checks see it. */
@@ -13,10 +13,22 @@ export interface Watcher {
   poke(): void;
 }
 
-/** StreamWatch keeps the node's open streams honest without a timer or a query per stream. */
+/** ViewWatcher is a chat's poll view (chat-poll.ts), as the node-wide checks see it. */
+export interface ViewWatcher {
+  chatId: string;
+  /**
+   * check hands the view what the store says at this look: the chat's mark (undefined: the chat is
+   * gone) and who types in it. The view takes what it lacks and forgets what no longer matches.
+   */
+  check(mark: ChatMark | undefined, typing: readonly TypingRow[]): void;
+}
+
+/** StreamWatch keeps the node's open streams and poll views honest without a timer or a query per chat. */
 export interface StreamWatch {
   /** add registers an open stream until the returned function is called. */
   add(w: Watcher): () => void;
+  /** addView registers a poll view until the returned function is called. */
+  addView(v: ViewWatcher): () => void;
   /** size is the number of open streams registered. */
   readonly size: number;
 }
@@ -25,13 +37,16 @@ export interface StreamWatch {
 const BATCH = 500;
 
 /**
- * createStreamWatch runs, while streams are open on this node, one periodic look at the store for
- * all of them: a stream whose chat has moved past what it delivered (its announcement was lost, or
- * came from a node whose bus link is down) is poked to fetch the rest, and chats with an open
- * customer stream are marked active, in one statement per batch.
+ * createStreamWatch runs, while streams are open or poll views kept on this node, one periodic look
+ * at the store for all of them: a stream whose chat has moved past what it delivered (its
+ * announcement was lost, or came from a node whose bus link is down) is poked to fetch the rest; a
+ * poll view is handed its chat's position, state, expiry and typing rows, so a lost announcement
+ * misleads it for one interval at most; and chats with an open customer stream are marked active.
+ * One statement per batch of chats for the positions, one for the views' typing.
  */
 export function createStreamWatch(db: Database, clock: Clock, options: { intervalMs: number; heartbeatMs: number }): StreamWatch {
   const watchers = new Set<Watcher>();
+  const views = new Set<ViewWatcher>();
   let cancel: (() => void) | undefined;
   let lastBeat = clock.now();
 
@@ -40,10 +55,22 @@ export function createStreamWatch(db: Database, clock: Clock, options: { interva
   async function tick(): Promise<void> {
     const byChat = new Map<string, Watcher[]>();
     for (const w of watchers) byChat.set(w.chatId, [...(byChat.get(w.chatId) ?? []), w]);
-    const ids = [...byChat.keys()];
+    const looked = [...views];
+    const viewIds = [...new Set(looked.map((v) => v.chatId))];
+    const ids = [...new Set([...byChat.keys(), ...viewIds])];
+    const marks = new Map<string, ChatMark>();
     for (let i = 0; i < ids.length; i += BATCH) {
-      const last = await lastPositions(db.knex, ids.slice(i, i + BATCH));
-      for (const [chatId, position] of last) for (const w of byChat.get(chatId) ?? []) if (position >= w.next()) w.poke();
+      const batch = await chatMarks(db.knex, ids.slice(i, i + BATCH));
+      for (const [chatId, mark] of batch) {
+        marks.set(chatId, mark);
+        for (const w of byChat.get(chatId) ?? []) if (mark.lastPosition >= w.next()) w.poke();
+      }
+    }
+    for (let i = 0; i < viewIds.length; i += BATCH) {
+      const batch = viewIds.slice(i, i + BATCH);
+      const typing = await readTypingOf(db.knex, batch, clock.now());
+      const inBatch = new Set(batch);
+      for (const v of looked) if (inBatch.has(v.chatId) && views.has(v)) v.check(marks.get(v.chatId), typing.get(v.chatId) ?? []);
     }
     // The time is read now, not when the tick began: activity is recorded as of when it is written.
     const now = clock.now();
@@ -57,7 +84,7 @@ export function createStreamWatch(db: Database, clock: Clock, options: { interva
   /** schedule keeps a steady period whatever a tick takes; a tick still running makes the next one skip. */
   function schedule(): void {
     cancel = clock.setTimer(() => {
-      if (watchers.size === 0) {
+      if (watchers.size === 0 && views.size === 0) {
         cancel = undefined;
         return;
       }
@@ -72,16 +99,28 @@ export function createStreamWatch(db: Database, clock: Clock, options: { interva
     }, options.intervalMs);
   }
 
+  function stopIfIdle(): void {
+    if (watchers.size === 0 && views.size === 0 && cancel !== undefined) {
+      cancel();
+      cancel = undefined;
+    }
+  }
+
   return {
     add(w) {
       watchers.add(w);
       if (cancel === undefined) schedule();
       return () => {
         watchers.delete(w);
-        if (watchers.size === 0 && cancel !== undefined) {
-          cancel();
-          cancel = undefined;
-        }
+        stopIfIdle();
+      };
+    },
+    addView(v) {
+      views.add(v);
+      if (cancel === undefined) schedule();
+      return () => {
+        views.delete(v);
+        stopIfIdle();
       };
     },
     get size() {

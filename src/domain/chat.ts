@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import type { Knex } from "knex";
 import type { Bus, BusMessage } from "../bus.js";
 import type { Clock } from "../clock.js";
@@ -21,7 +21,6 @@ import {
   insertParticipant,
   lastPosition,
   readChat,
-  readChatWithCustomer,
   readEvents,
   readParticipants,
   updateChat,
@@ -34,6 +33,7 @@ import {
 import type { Database } from "../store/database.js";
 import { insertSession, readSession } from "../store/session-store.js";
 import { checkUpload, type FileRules } from "./chat-files.js";
+import { createPollViews, hashKey, POLL_VIEW_DEFAULTS, type PollViewOptions } from "./chat-poll.js";
 import { chatTopic, createTyping, eventDraft } from "./chat-typing.js";
 import { createStreamWatch } from "./chat-watch.js";
 import { GmsError, invalid } from "./errors.js";
@@ -115,6 +115,8 @@ export interface ChatDeps {
   config: Config;
   storage: Storage;
   bus: Bus;
+  /** pollViews bounds the chats whose polls this node answers from memory (default POLL_VIEW_DEFAULTS). */
+  pollViews?: PollViewOptions | undefined;
 }
 
 /** Chats is request-chat: the customer's side, the agent's side and the delivery between them. */
@@ -128,6 +130,14 @@ export interface Chats {
   send(actor: Actor, input: SendInput): Promise<number>;
   typing(actor: Actor, typing: boolean, text: string): Promise<void>;
   refresh(actor: Actor, from: number, waitSeconds: number, signal: AbortSignal): Promise<RefreshResult>;
+  /**
+   * customerRefresh is the customer's Refresh, authentication included. A poll that does not wait is
+   * answered from this node's view of the chat (chat-poll.ts) when the view says nothing new is
+   * stored: no database work, bar the customer's activity, written at most every idle/4.
+   */
+  customerRefresh(chatId: string, secureKey: string, from: number, waitSeconds: number, signal: AbortSignal): Promise<RefreshResult>;
+  /** pollViews is the number of chats this node keeps a poll view of. */
+  readonly pollViews: number;
   subscribe(actor: Actor, from: number, signal: AbortSignal): AsyncGenerator<ChatEventRecord>;
   /** disconnect is the customer leaving: PARTICIPANT_LEFT then CHAT_ENDED. */
   disconnect(actor: Actor): Promise<void>;
@@ -184,22 +194,31 @@ export interface QueueState {
   waiting: { chatId: string; subject: string; nickname: string; queuedAt: number }[];
 }
 
-const hashKey = (key: string) => createHash("sha256").update(key, "utf8").digest("hex");
 const queueTopic = (endpoint: string) => `queue:${endpoint}`;
 const refOf = (p: ParticipantRow): ParticipantRef => ({ participantId: p.id, nickname: p.nickname, kind: p.kind });
 
 /** createChats builds the chat rules. */
-export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chats {
+export function createChats({ db, clock, config, storage, bus, pollViews = POLL_VIEW_DEFAULTS }: ChatDeps): Chats {
   const limits = config.chat;
   const typing = createTyping(db, clock, bus, { coalesceMs: limits.typing_coalesce_seconds * 1000, timeoutMs: limits.typing_timeout_seconds * 1000 });
   const idleMs = limits.idle_timeout_seconds * 1000;
-  /** When this node last recorded each chat's customer as active: activity is written at most every idleMs/4. */
+  /**
+   * When this node last recorded each chat's customer as active: activity is written at most every
+   * idleMs/4. Kept oldest first (by `note`), so the entries older than idleMs/4, which throttle
+   * nothing, are dropped as new ones come: the map holds only the chats active lately.
+   */
   const touched = new Map<string, number>();
+  const note = (chatId: string, at: number) => {
+    touched.delete(chatId);
+    touched.set(chatId, at);
+    for (const [id, when] of touched) {
+      if (at - when < idleMs / 4) break;
+      touched.delete(id);
+    }
+  };
   const system: ParticipantRef = { participantId: "system", nickname: "system", kind: "system" };
   const watch = createStreamWatch(db, clock, { intervalMs: CATCH_UP_MS, heartbeatMs: idleMs / 3 });
-
-  /** denied is the answer to a wrong key or an unknown chat alike: it says nothing of which. */
-  const denied = () => new GmsError("permission_denied", "wrong chat_id or secure_key");
+  const polls = createPollViews(db, clock, bus, watch, pollViews);
 
   /**
    * transact runs `fn` with the chat row locked, so events it appends get gapless positions, then
@@ -319,7 +338,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
    */
   function append(trx: Knex.Transaction, chat: ChatRow, e: Omit<ChatEventRecord, "position" | "chatId">): Promise<ChatEventRecord> {
     if (e.from.kind !== "client") return appendEvent(trx, chat, e);
-    touched.set(chat.id, e.time);
+    note(chat.id, e.time);
     return appendEvent(trx, chat, e, e.time);
   }
 
@@ -335,7 +354,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
   async function touch(chatId: string, force: boolean): Promise<void> {
     const now = clock.now();
     if (!force && now - (touched.get(chatId) ?? 0) < idleMs / 4) return;
-    touched.set(chatId, now);
+    note(chatId, now);
     await touchCustomer(db.knex, chatId, now);
   }
 
@@ -357,6 +376,36 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
   }
 
   const fileLimitsOnly = (max: number) => ({ defaultTtlSeconds: 1, maxEntries: 1, maxKeyBytes: 16, maxValueBytes: max, maxDataBytes: max });
+
+  /** refresh is a poll of the transcript from `from`, by any participant (Chats.refresh). */
+  async function refresh(actor: Actor, from: number, waitSeconds: number, signal: AbortSignal): Promise<RefreshResult> {
+    await noteActivity(actor);
+    const start = Math.max(1, from);
+    const answer = async (fresh: boolean): Promise<RefreshResult> => {
+      // Where the transcript ends is known to the lookup that authenticated the caller, in this same
+      // call, and, kept current since, to the chat's poll view if this node keeps one (chat-poll.ts
+      // says how fresh it is): a poll with nothing new to read skips the transcript query. A
+      // long-poll (fresh) reads the store, so an announcement it missed before it listened is found.
+      const known = polls.known(actor.chatId);
+      const last = Math.max(actor.lastPosition, known?.lastPosition ?? 0);
+      const events = !fresh && last < start ? [] : await readFrom(actor.chatId, start);
+      polls.saw(actor.chatId, events);
+      // Ended before this call, or since: then CHAT_ENDED is among the events read after it.
+      const chatEnded = actor.ended || known?.ended === true || events.some((e) => e.kind === "chat_ended");
+      const typingNow = chatEnded ? [] : (await polls.typing(actor.chatId)).filter((p) => p.participantId !== actor.participant.participantId);
+      return { events, nextPosition: (events[events.length - 1]?.position ?? start - 1) + 1, chatEnded, typing: typingNow };
+    };
+    if (waitSeconds <= 0) return answer(false);
+    const wait = waitFor(chatTopic(actor.chatId), Math.min(waitSeconds, limits.max_wait_seconds) * 1000, signal);
+    try {
+      const first = await answer(true);
+      if (first.events.length > 0 || first.chatEnded) return first;
+      await wait.ready;
+    } finally {
+      wait.cancel();
+    }
+    return answer(true);
+  }
 
   const api: Chats = {
     async requestChat(input) {
@@ -410,12 +459,7 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
     },
 
     async customer(chatId, secureKey) {
-      const found = await readChatWithCustomer(db.knex, chatId, clock.now());
-      // Compared even for an unknown chat, so it costs the same as a wrong key.
-      const matches = timingSafeEqual(Buffer.from(hashKey(secureKey)), Buffer.from(found?.chat.secureKeyHash ?? hashKey("")));
-      if (found === undefined || !matches || secureKey === "") throw denied();
-      const { chat, customer } = found;
-      return { chatId, participant: refOf(customer), present: customer.leftAt === undefined, ended: chat.state === "ended", lastPosition: chat.lastPosition };
+      return { chatId, ...(await polls.lookup(chatId, secureKey)) };
     },
 
     async agent(chatId, identity, isAdmin) {
@@ -473,28 +517,17 @@ export function createChats({ db, clock, config, storage, bus }: ChatDeps): Chat
       else await typing.stop(actor.chatId, actor.participant);
     },
 
-    async refresh(actor, from, waitSeconds, signal) {
-      await noteActivity(actor);
-      const start = Math.max(1, from);
-      const answer = async (fresh: boolean): Promise<RefreshResult> => {
-        // The lookup that authenticated the caller read the chat's last position: a poll with nothing
-        // new to read skips the transcript query.
-        const events = !fresh && actor.lastPosition < start ? [] : await readFrom(actor.chatId, start);
-        // Ended before this call, or since: then CHAT_ENDED is among the events read after it.
-        const chatEnded = actor.ended || events.some((e) => e.kind === "chat_ended");
-        const typingNow = chatEnded ? [] : (await typing.who(actor.chatId)).filter((p) => p.participantId !== actor.participant.participantId);
-        return { events, nextPosition: (events[events.length - 1]?.position ?? start - 1) + 1, chatEnded, typing: typingNow };
-      };
-      if (waitSeconds <= 0) return answer(false);
-      const wait = waitFor(chatTopic(actor.chatId), Math.min(waitSeconds, limits.max_wait_seconds) * 1000, signal);
-      try {
-        const first = await answer(true);
-        if (first.events.length > 0 || first.chatEnded) return first;
-        await wait.ready;
-      } finally {
-        wait.cancel();
-      }
-      return answer(true);
+    refresh,
+
+    async customerRefresh(chatId, secureKey, from, waitSeconds, signal) {
+      // Only a poll that does not wait is answered from memory: a long-poll waits anyway, and the
+      // store tells it at once whether the chat has ended.
+      const customer = waitSeconds <= 0 ? await polls.customer(chatId, secureKey) : await polls.lookup(chatId, secureKey);
+      return refresh({ chatId, ...customer }, from, waitSeconds, signal);
+    },
+
+    get pollViews() {
+      return polls.size;
     },
 
     async *subscribe(actor, from, signal) {

@@ -389,6 +389,25 @@ export async function lastPositions(q: Queryable, chatIds: readonly string[]): P
   return new Map(rows.map((r) => [r.id, Number(r.last_position)]));
 }
 
+/** ChatMark is what the node-wide watch reads of a chat: where its transcript is, whether it ended, when it expires. */
+export interface ChatMark {
+  lastPosition: number;
+  ended: boolean;
+  expiresAt: number;
+}
+
+/** chatMarks reads the mark of each of the chats, in one statement; a chat that no longer exists is absent. */
+export async function chatMarks(q: Queryable, chatIds: readonly string[]): Promise<Map<string, ChatMark>> {
+  if (chatIds.length === 0) return new Map();
+  const rows = (await q("chats").whereIn("id", chatIds).select("id", "last_position", "state", "expires_at")) as {
+    id: string;
+    last_position: number | string;
+    state: string;
+    expires_at: number | string;
+  }[];
+  return new Map(rows.map((r) => [r.id, { lastPosition: Number(r.last_position), ended: r.state === "ended", expiresAt: Number(r.expires_at) }]));
+}
+
 /** touchCustomers records the customers of the chats as active at `now`, in one statement. */
 export async function touchCustomers(q: Queryable, chatIds: readonly string[], now: number): Promise<void> {
   if (chatIds.length === 0) return;
@@ -490,18 +509,31 @@ export async function setTyping(q: Queryable, chatId: string, p: ParticipantRef,
 
 /** readTyping lists who types in a chat at `now`. */
 export async function readTyping(q: Queryable, chatId: string, now: number): Promise<TypingRow[]> {
-  const rows = (await q("chat_typing").where("chat_id", chatId).andWhere("until", ">", now).orderBy("started_at")) as {
-    participant_id: string;
-    nickname: string;
-    kind: string;
-    started_at: number | string;
-    until: number | string;
-  }[];
-  return rows.map((r) => ({
-    participant: { participantId: r.participant_id, nickname: r.nickname, kind: r.kind as ParticipantKind },
-    startedAt: Number(r.started_at),
-    until: Number(r.until),
-  }));
+  const rows = (await q("chat_typing").where("chat_id", chatId).andWhere("until", ">", now).orderBy("started_at")) as TypingSql[];
+  return rows.map(typingFromSql);
+}
+
+interface TypingSql {
+  participant_id: string;
+  nickname: string;
+  kind: string;
+  started_at: number | string;
+  until: number | string;
+}
+
+const typingFromSql = (r: TypingSql): TypingRow => ({
+  participant: { participantId: r.participant_id, nickname: r.nickname, kind: r.kind as ParticipantKind },
+  startedAt: Number(r.started_at),
+  until: Number(r.until),
+});
+
+/** readTypingOf lists who types at `now` in each of the chats, in one statement (chats where nobody types are absent). */
+export async function readTypingOf(q: Queryable, chatIds: readonly string[], now: number): Promise<Map<string, TypingRow[]>> {
+  const out = new Map<string, TypingRow[]>();
+  if (chatIds.length === 0) return out;
+  const rows = (await q("chat_typing").whereIn("chat_id", chatIds).andWhere("until", ">", now).orderBy("started_at")) as (TypingSql & { chat_id: string })[];
+  for (const r of rows) out.set(r.chat_id, [...(out.get(r.chat_id) ?? []), typingFromSql(r)]);
+  return out;
 }
 
 /** clearTyping deletes typing rows of a chat (one participant's, or all); returns how many were live at `now`. */
