@@ -1,9 +1,11 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { AgentService } from "../../gen/gms/v1/agent_pb.js";
-import type { Actor, Chats } from "../domain/chat.js";
-import { callerOf, hasRole } from "./auth.js";
+import { AgentService, type QueueUpdateSchema } from "../../gen/gms/v1/agent_pb.js";
+import type { Actor, Chats, QueueState } from "../domain/chat.js";
+import { callerOf, hasRole, type Identity } from "./auth.js";
 import { chatEvent, chatFileMessage, fileLimitsMessage, newFile, participantMessage, refreshResponse } from "./chat-service.js";
 import { timestamp, toEntries } from "./convert.js";
+import { connectStream, serverStream } from "./stream-path.js";
 
 /** agentAccess says who may call each AgentService RPC: agents (admin may call all). */
 export const agentAccess = {
@@ -24,12 +26,46 @@ export const agentAccess = {
   watchQueue: ["agent"],
 } as const;
 
+/** agentActor finds the caller's participant in the chat: a joined agent, or an admin as supervisor. */
+function agentActor(chats: Chats, chatId: string, caller: Identity): Promise<Actor> {
+  return chats.agent(chatId, caller.name, hasRole(caller, "admin"));
+}
+
+/**
+ * agentStreams are AgentService's server streams, served through connect and by the gRPC stream
+ * path (stream-path.ts) alike: Subscribe (a chat's events, as its agent) and WatchQueue (an
+ * endpoint's waiting chats).
+ */
+export function agentStreams(chats: Chats) {
+  return {
+    subscribe: serverStream(
+      AgentService.method.subscribe,
+      async (req, caller, signal) => chats.subscribe(await agentActor(chats, req.chatId, caller), Number(req.fromPosition), signal),
+      chatEvent,
+    ),
+    watchQueue: serverStream(AgentService.method.watchQueue, async (req, _caller, signal) => chats.watchQueue(req.endpoint, signal), queueUpdate),
+  };
+}
+
+/** queueUpdate maps a queue's state onto the QueueUpdate message. */
+function queueUpdate(q: QueueState): MessageInitShape<typeof QueueUpdateSchema> {
+  return {
+    endpoint: q.endpoint,
+    time: timestamp(q.time),
+    waiting: q.waiting.map((w) => ({
+      chatId: w.chatId,
+      subject: w.subject,
+      nickname: w.nickname,
+      queuedAt: timestamp(w.queuedAt),
+      waitSeconds: BigInt(Math.max(0, Math.floor((q.time - w.queuedAt) / 1000))),
+    })),
+  };
+}
+
 /** agentService maps AgentService RPCs onto the chat rules, acting as the caller's participant. */
 export function agentService(chats: Chats, shutdown: AbortSignal): ServiceImpl<typeof AgentService> {
-  const actor = (chatId: string, ctx: HandlerContext): Promise<Actor> => {
-    const caller = callerOf(ctx);
-    return chats.agent(chatId, caller.name, hasRole(caller, "admin"));
-  };
+  const actor = (chatId: string, ctx: HandlerContext): Promise<Actor> => agentActor(chats, chatId, callerOf(ctx));
+  const streams = agentStreams(chats);
   return {
     async acceptChat(req, ctx) {
       const a = await chats.accept(req.endpoint, req.nickname, callerOf(ctx).name, req.waitSeconds, AbortSignal.any([ctx.signal, shutdown]));
@@ -56,9 +92,7 @@ export function agentService(chats: Chats, shutdown: AbortSignal): ServiceImpl<t
     async refresh(req, ctx) {
       return refreshResponse(await chats.refresh(await actor(req.chatId, ctx), Number(req.fromPosition), req.waitSeconds, AbortSignal.any([ctx.signal, shutdown])));
     },
-    async *subscribe(req, ctx) {
-      for await (const e of chats.subscribe(await actor(req.chatId, ctx), Number(req.fromPosition), ctx.signal)) yield chatEvent(e);
-    },
+    subscribe: connectStream(streams.subscribe),
     async leaveChat(req, ctx) {
       await chats.leave(await actor(req.chatId, ctx));
       return {};
@@ -90,20 +124,6 @@ export function agentService(chats: Chats, shutdown: AbortSignal): ServiceImpl<t
     async getFileLimits(req, ctx) {
       return { limits: fileLimitsMessage(await chats.fileLimits(await actor(req.chatId, ctx))) };
     },
-    async *watchQueue(req, ctx) {
-      for await (const q of chats.watchQueue(req.endpoint, ctx.signal)) {
-        yield {
-          endpoint: q.endpoint,
-          time: timestamp(q.time),
-          waiting: q.waiting.map((w) => ({
-            chatId: w.chatId,
-            subject: w.subject,
-            nickname: w.nickname,
-            queuedAt: timestamp(w.queuedAt),
-            waitSeconds: BigInt(Math.max(0, Math.floor((q.time - w.queuedAt) / 1000))),
-          })),
-        };
-      }
-    },
+    watchQueue: connectStream(streams.watchQueue),
   };
 }

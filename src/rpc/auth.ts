@@ -1,4 +1,5 @@
 import { createHash, timingSafeEqual } from "node:crypto";
+import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { ROLES, type Role } from "../config.js";
 
@@ -38,7 +39,7 @@ export interface ApiKey {
   roles: readonly Role[];
 }
 
-/** AuthOptions configure the auth interceptor. */
+/** AuthOptions configure the access decision (createAuthorizer). */
 export interface AuthOptions {
   apiKeys: readonly ApiKey[];
   publicRoles: readonly Role[];
@@ -48,11 +49,19 @@ export interface AuthOptions {
 const sha256 = (s: string) => createHash("sha256").update(s, "utf8").digest();
 
 /**
- * createAuthInterceptor authenticates the bearer key (compared in constant time against every
- * configured key), puts the caller's Identity in the context and enforces the RPC's access. With no
- * keys configured every caller holds every role (an open server, warned about at start).
+ * Authorizer decides who calls an RPC, from its method and the request's `authorization` header:
+ * the caller's Identity, or undefined for a PUBLIC RPC (the caller stays anonymous). A refusal is
+ * thrown as UNAUTHENTICATED or PERMISSION_DENIED. The auth interceptor and the gRPC stream path
+ * (stream-path.ts) both ask it, so there is one access decision whichever path serves the call.
  */
-export function createAuthInterceptor(options: AuthOptions): Interceptor {
+export type Authorizer = (method: DescMethod, authorization: string | null) => Identity | undefined;
+
+/**
+ * createAuthorizer authenticates the bearer key (compared in constant time against every
+ * configured key) and enforces the RPC's access. With no keys configured every caller holds every
+ * role (an open server, warned about at start).
+ */
+export function createAuthorizer(options: AuthOptions): Authorizer {
   const keys = options.apiKeys.map((k) => ({
     name: k.name,
     digest: k.key !== undefined ? sha256(k.key) : Buffer.from(k.key_sha256 ?? "", "hex"),
@@ -75,23 +84,35 @@ export function createAuthInterceptor(options: AuthOptions): Interceptor {
     return found;
   }
 
-  return (next) => async (req) => {
-    const access = options.policy.get(`/${req.service.typeName}/${req.method.name}`);
-    if (access === undefined) throw new ConnectError(`${req.method.name} is not open to callers`, Code.PermissionDenied);
-    if (access === PUBLIC) return next(req);
+  return (method, authorization) => {
+    const access = options.policy.get(`/${method.parent.typeName}/${method.name}`);
+    if (access === undefined) throw new ConnectError(`${method.name} is not open to callers`, Code.PermissionDenied);
+    if (access === PUBLIC) return undefined;
     let identity: Identity;
     if (open) {
       identity = everyRole;
     } else {
-      const found = identify(req.header.get("authorization"));
+      const found = identify(authorization);
       if (found === undefined) throw new ConnectError("invalid API key", Code.Unauthenticated);
       identity = found;
     }
     if (!access.some((r) => identity.roles.has(r)) && !identity.roles.has("admin")) {
-      if (identity === anonymous) throw new ConnectError(`${req.method.name} needs an API key`, Code.Unauthenticated);
-      throw new ConnectError(`${identity.name} may not call ${req.method.name}`, Code.PermissionDenied);
+      if (identity === anonymous) throw new ConnectError(`${method.name} needs an API key`, Code.Unauthenticated);
+      throw new ConnectError(`${identity.name} may not call ${method.name}`, Code.PermissionDenied);
     }
-    req.contextValues.set(identityKey, identity);
+    return identity;
+  };
+}
+
+/**
+ * createAuthInterceptor puts the caller's Identity, as the Authorizer (or one built from `auth`)
+ * decides, in the context of every call it lets through.
+ */
+export function createAuthInterceptor(auth: AuthOptions | Authorizer): Interceptor {
+  const authorize = typeof auth === "function" ? auth : createAuthorizer(auth);
+  return (next) => async (req) => {
+    const identity = authorize(req.method, req.header.get("authorization"));
+    if (identity !== undefined) req.contextValues.set(identityKey, identity);
     return next(req);
   };
 }

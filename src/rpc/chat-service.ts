@@ -13,6 +13,7 @@ import type { Chats, DownloadedFile, FileLimitsView, NewFile, RefreshResult } fr
 import type { ChatEventRecord, EventKind, ParticipantKind, ParticipantRef } from "../store/chat-store.js";
 import { callerOf } from "./auth.js";
 import { fromEntries, timestamp } from "./convert.js";
+import { connectStream, serverStream } from "./stream-path.js";
 
 const eventTypes: Record<EventKind, ChatEventType> = {
   participant_joined: ChatEventType.PARTICIPANT_JOINED,
@@ -111,10 +112,26 @@ export const chatAccess = {
 } as const;
 
 /**
+ * chatStreams are ChatService's server streams, served through connect and by the gRPC stream
+ * path (stream-path.ts) alike. Subscribe: the customer, known by the chat's secure key, gets the
+ * chat's events from `from_position` on.
+ */
+export function chatStreams(chats: Chats) {
+  return {
+    subscribe: serverStream(
+      ChatService.method.subscribe,
+      async (req, _caller, signal) => chats.subscribe(await chats.customer(req.chatId, req.secureKey), Number(req.fromPosition), signal),
+      chatEvent,
+    ),
+  };
+}
+
+/**
  * chatService maps ChatService RPCs onto the chat rules. Waits (long-polls, streams) also end when
  * `shutdown` aborts.
  */
 export function chatService(chats: Chats, shutdown: AbortSignal): ServiceImpl<typeof ChatService> {
+  const streams = chatStreams(chats);
   return {
     async requestChat(req, ctx) {
       const r = await chats.requestChat({
@@ -139,13 +156,12 @@ export function chatService(chats: Chats, shutdown: AbortSignal): ServiceImpl<ty
       return {};
     },
     async refresh(req, ctx) {
-      const actor = await chats.customer(req.chatId, req.secureKey);
-      return refreshResponse(await chats.refresh(actor, Number(req.fromPosition), req.waitSeconds, AbortSignal.any([ctx.signal, shutdown])));
+      // Authenticated by the chat rules themselves: a poll may be answered from this node's memory.
+      // Only a long-poll waits, so only it needs the shutdown signal joined to the call's.
+      const signal = req.waitSeconds > 0 ? AbortSignal.any([ctx.signal, shutdown]) : ctx.signal;
+      return refreshResponse(await chats.customerRefresh(req.chatId, req.secureKey, Number(req.fromPosition), req.waitSeconds, signal));
     },
-    async *subscribe(req, ctx) {
-      const actor = await chats.customer(req.chatId, req.secureKey);
-      for await (const e of chats.subscribe(actor, Number(req.fromPosition), ctx.signal)) yield chatEvent(e);
-    },
+    subscribe: connectStream(streams.subscribe),
     async disconnect(req) {
       await chats.disconnect(await chats.customer(req.chatId, req.secureKey));
       return {};

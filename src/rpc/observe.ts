@@ -1,21 +1,30 @@
+import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryResponse } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import { identityKey } from "./auth.js";
 import { toConnectError } from "./errors.js";
 
-/** CallTracker counts the unary calls in flight, so a shutdown can wait for them. */
+/** CallTracker counts the unary calls in flight, so a shutdown can wait for them, and the open gRPC stream-path streams. */
 export interface CallTracker {
   readonly inFlight: number;
   enter(): void;
   leave(): void;
   /** idle resolves once no unary call is in flight. */
   idle(): Promise<void>;
+  /**
+   * streams is the number of server streams open on the gRPC stream path (stream-path.ts), which
+   * ends them itself on shutdown: what an operator (or a test) reads to see streams let go.
+   */
+  readonly streams: number;
+  streamOpened(): void;
+  streamClosed(): void;
 }
 
 /** createCallTracker makes an empty CallTracker. */
 export function createCallTracker(): CallTracker {
   let inFlight = 0;
+  let streams = 0;
   let waiters: (() => void)[] = [];
   return {
     get inFlight() {
@@ -33,6 +42,15 @@ export function createCallTracker(): CallTracker {
     },
     idle() {
       return inFlight === 0 ? Promise.resolve() : new Promise((resolve) => waiters.push(resolve));
+    },
+    get streams() {
+      return streams;
+    },
+    streamOpened() {
+      streams++;
+    },
+    streamClosed() {
+      streams--;
     },
   };
 }
@@ -65,20 +83,26 @@ export function createErrorInterceptor(log: Logger, clock: Clock): Interceptor {
 }
 
 /**
- * createLogInterceptor writes one JSON line per RPC: method, code, duration and caller (never
- * keys, message contents or files). Streams are logged when they end. It also counts unary calls
- * in flight for the graceful shutdown.
+ * logCall writes the one JSON line an RPC gets when it ends: method, code (ok, or the error's),
+ * duration since `started` (performance.now()) and caller name; never keys, message contents or
+ * files. INTERNAL is a warning. The log interceptor and the gRPC stream path both write it here,
+ * so a call logs the same whichever path served it.
+ */
+export function logCall(log: Logger, method: DescMethod, started: number, caller: string, error: unknown): void {
+  const code = error === undefined ? undefined : ConnectError.from(error).code;
+  const fields = { method: `${method.parent.typeName}/${method.name}`, code: code === undefined ? "ok" : Code[code], ms: Math.round((performance.now() - started) * 10) / 10, caller };
+  if (code !== Code.Internal) log.info(fields, "rpc");
+  else log.warn(fields, "rpc");
+}
+
+/**
+ * createLogInterceptor writes one line per RPC (logCall). Streams are logged when they end. It
+ * also counts unary calls in flight for the graceful shutdown.
  */
 export function createLogInterceptor(log: Logger, tracker: CallTracker): Interceptor {
   return (next) => async (req) => {
     const started = performance.now();
-    const method = `${req.service.typeName}/${req.method.name}`;
-    const line = (e: unknown) => {
-      const code = e === undefined ? "ok" : Code[ConnectError.from(e).code];
-      const fields = { method, code, ms: Math.round((performance.now() - started) * 10) / 10, caller: req.contextValues.get(identityKey).name };
-      if (e === undefined || ConnectError.from(e).code !== Code.Internal) log.info(fields, "rpc");
-      else log.warn(fields, "rpc");
-    };
+    const line = (e: unknown) => logCall(log, req.method, started, req.contextValues.get(identityKey).name, e);
     const unary = req.method.methodKind === "unary" || req.method.methodKind === "client_streaming";
     if (unary) tracker.enter();
     let res: UnaryResponse | StreamResponse;

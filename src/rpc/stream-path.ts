@@ -1,0 +1,320 @@
+// The gRPC stream path: the long-lived server streams (a customer's or an agent's Subscribe, an
+// agent's WatchQueue) served over gRPC straight on the HTTP/2 response, without connect-node's
+// per-call machinery (universal request/response adapters, a chain of down-levelled async
+// generators per interceptor and per transform, linked AbortSignals, a deadline timer each), which
+// is most of what an idle open stream costs. Everything else a call sees is the same code as on
+// the connect path: the Authorizer, protovalidate, toConnectError, logCall, connect's own gRPC
+// framing, serialization, compression and trailer helpers.
+import * as http2 from "node:http2";
+import { create, type DescMessage, type DescMethodServerStreaming, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { violationsToProto, type Validator } from "@bufbuild/protovalidate";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import { compressionNegotiate, createMethodSerializationLookup, encodeEnvelope, envelopeCompress, envelopeDecompress, type Compression } from "@connectrpc/connect/protocol";
+import { contentTypeProto, grpcStatusOk, headerAcceptEncoding, parseContentType, parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import type { Logger } from "pino";
+import type { Clock } from "../clock.js";
+import type { RequestHandler } from "../listen.js";
+import { callerOf, identityKey, type Authorizer, type Identity } from "./auth.js";
+import { toConnectError } from "./errors.js";
+import { logCall, type CallTracker } from "./observe.js";
+
+/**
+ * ServerStream is a server-streaming RPC written once and served by both paths: through connect
+ * (connectStream: Connect, gRPC-Web, HTTP/1.1) and through the gRPC stream path. `open` is the
+ * domain call, `message` maps one of its items onto the response, so no path adds a generator of
+ * its own to map them.
+ */
+export interface ServerStream<I extends DescMessage = DescMessage, O extends DescMessage = DescMessage, T = unknown> {
+  readonly method: DescMethodServerStreaming<I, O>;
+  /**
+   * open checks the request against the domain (a chat's secure key, an agent's place in it) and
+   * returns the items to send; they must end once `signal` aborts.
+   */
+  open(req: MessageShape<I>, caller: Identity, signal: AbortSignal): Promise<AsyncIterable<T>>;
+  /** message maps one item onto the response message. */
+  message(item: T): MessageInitShape<O>;
+}
+
+/** serverStream types a ServerStream from its method (a helper: the interface alone cannot infer I and O). */
+export function serverStream<I extends DescMessage, O extends DescMessage, T>(
+  method: DescMethodServerStreaming<I, O>,
+  open: (req: MessageShape<I>, caller: Identity, signal: AbortSignal) => Promise<AsyncIterable<T>>,
+  message: (item: T) => MessageInitShape<O>,
+): ServerStream<I, O, T> {
+  return { method, open, message };
+}
+
+/**
+ * connectStream is a ServerStream as a connect handler. The domain ends a stream quietly when its
+ * signal aborts; a stream cut by the call's deadline ends with DEADLINE_EXCEEDED, as on the gRPC
+ * stream path.
+ */
+export function connectStream<I extends DescMessage, O extends DescMessage, T>(stream: ServerStream<I, O, T>) {
+  return async function* (req: MessageShape<I>, ctx: HandlerContext): AsyncGenerator<MessageInitShape<O>> {
+    for await (const item of await stream.open(req, callerOf(ctx), ctx.signal)) yield stream.message(item);
+    if (ctx.signal.aborted && ConnectError.from(ctx.signal.reason).code === Code.DeadlineExceeded) throw ctx.signal.reason;
+  };
+}
+
+/** StreamPathOptions are what the gRPC stream path shares with the connect path's interceptors. */
+export interface StreamPathOptions {
+  /** streams are the RPCs the path serves over gRPC. */
+  streams: readonly ServerStream[];
+  authorize: Authorizer;
+  /** validator is the protovalidate validator the validate interceptor uses too. */
+  validator: Validator;
+  log: Logger;
+  clock: Clock;
+  tracker: CallTracker;
+  /** shutdown ends every open stream with UNAVAILABLE and refuses new calls, as the shutdown interceptor does. */
+  shutdown: AbortSignal;
+  /** readMaxBytes and compressMinBytes are connect's options of the same name. */
+  readMaxBytes: number;
+  compressMinBytes: number;
+}
+
+/**
+ * StreamPath serves a request when it is a gRPC call (HTTP/2, POST, application/grpc or
+ * application/grpc+proto) of one of its streams and returns true; any other request is left to
+ * connect (false).
+ */
+export type StreamPath = (req: Parameters<RequestHandler>[0], res: Parameters<RequestHandler>[1]) => boolean;
+
+/** Route is one stream with what serving it needs, built once. */
+interface Route {
+  stream: ServerStream;
+  serialization: ReturnType<typeof createMethodSerializationLookup>;
+}
+
+/** Shared is what every call of a path reads: its options and the registry of open calls. */
+interface Shared extends StreamPathOptions {
+  open: Set<Call>;
+}
+
+/** The compressions connect-node accepts by default (connectNodeAdapter), in its order. */
+const COMPRESSIONS: Compression[] = [compressionGzip, compressionBrotli];
+const unavailable = () => new ConnectError("the server is shutting down; reconnect", Code.Unavailable);
+
+/**
+ * createStreamPath builds the gRPC stream path. Open calls are kept in one registry, which the one
+ * listener on the shutdown signal ends; a call holds no timer unless its client set a deadline.
+ */
+export function createStreamPath(options: StreamPathOptions): StreamPath {
+  const routes = new Map<string, Route>();
+  for (const stream of options.streams) {
+    routes.set(`/${stream.method.parent.typeName}/${stream.method.name}`, {
+      stream,
+      serialization: createMethodSerializationLookup(stream.method, undefined, undefined, { readMaxBytes: options.readMaxBytes, writeMaxBytes: 0xffffffff }),
+    });
+  }
+  const shared: Shared = { ...options, open: new Set() };
+  options.shutdown.addEventListener("abort", () => {
+    for (const call of shared.open) call.finish(unavailable());
+  });
+  return (req, res) => {
+    if (!(req instanceof http2.Http2ServerRequest) || req.method !== "POST") return false;
+    const route = routes.get(req.url.split("?", 1)[0] ?? "");
+    if (route === undefined || parseContentType(req.headers["content-type"] ?? null)?.binary !== true) return false;
+    void new Call(shared, route, req, res as http2.Http2ServerResponse).run();
+    return true;
+  };
+}
+
+/**
+ * Call is one gRPC stream, from its request to its trailers. Once started it holds: this object,
+ * an AbortController for the domain's stream, one listener on the response's close, the domain's
+ * stream and the one pending read of it.
+ */
+class Call {
+  private readonly started = performance.now();
+  private identity: Identity | undefined;
+  /** abort ends the domain's stream: the client went away, the call failed, or the server shuts down. */
+  private readonly abort = new AbortController();
+  private compression: Compression | null = null;
+  private deadline: NodeJS.Timeout | undefined;
+  private finished = false;
+
+  constructor(
+    private readonly shared: Shared,
+    private readonly route: Route,
+    private readonly req: http2.Http2ServerRequest,
+    private readonly res: http2.Http2ServerResponse,
+  ) {}
+
+  /** run goes through the same steps, in the same order, as connect's gRPC handler and our interceptors. */
+  async run(): Promise<void> {
+    const { shared, route, req } = this;
+    shared.open.add(this);
+    shared.tracker.streamOpened();
+    this.res.once("close", this.gone);
+    let items: AsyncIterator<unknown> | undefined;
+    try {
+      const timeout = parseTimeout(header(req, "grpc-timeout"), Number.MAX_SAFE_INTEGER);
+      if (timeout.timeoutMs !== undefined) {
+        this.deadline = setTimeout(() => this.finish(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeout.timeoutMs);
+      }
+      const negotiated = compressionNegotiate(COMPRESSIONS, header(req, "grpc-encoding"), header(req, "grpc-accept-encoding"), headerAcceptEncoding);
+      this.compression = negotiated.response;
+      this.identity = shared.authorize(route.stream.method, header(req, "authorization"));
+      if (shared.shutdown.aborted) throw unavailable();
+      // Connect reports these once it reads the request, after the interceptors: so here.
+      if (negotiated.error !== undefined) throw negotiated.error;
+      if (timeout.error !== undefined) throw timeout.error;
+      const input = await this.request(negotiated.request);
+      if (this.finished) return;
+      items = (await route.stream.open(input, this.identity ?? identityKey.defaultValue, this.abort.signal))[Symbol.asyncIterator]();
+      for (;;) {
+        const step = await items.next();
+        if (step.done === true) {
+          items = undefined;
+          break;
+        }
+        if (this.finished) break;
+        await this.send(route.stream.message(step.value));
+      }
+      this.finish(undefined);
+    } catch (e) {
+      this.finish(toConnectError(e, shared.log, shared.clock.now()));
+    } finally {
+      // A domain stream left at a yield (the call ended meanwhile) runs its cleanup now.
+      if (items !== undefined) await items.return?.(undefined).catch(() => undefined);
+    }
+  }
+
+  /**
+   * request reads the one request message as connect does: each envelope decompressed, parsed and
+   * validated in turn; none, a second one, a partial one or one above readMaxBytes is an error.
+   */
+  private async request(compression: Compression | null): Promise<MessageShape<DescMessage>> {
+    const { envelopes, error } = await readEnvelopes(this.req, this.shared.readMaxBytes);
+    const { serialization, stream } = this.route;
+    let first: MessageShape<DescMessage> | undefined;
+    for (const envelope of envelopes) {
+      const { data } = await envelopeDecompress(envelope, compression, this.shared.readMaxBytes);
+      const message = serialization.getI(true).parse(data);
+      validate(this.shared.validator, stream.method.input, message);
+      if (first !== undefined) throw new ConnectError("protocol error: received extra input message for server-streaming method", Code.Unimplemented);
+      first = message;
+    }
+    if (error !== undefined) throw error;
+    if (first === undefined) throw new ConnectError("protocol error: missing input message for server-streaming method", Code.Unimplemented);
+    return first;
+  }
+
+  /** send writes one response message, the response headers first, and waits while the client is slow to read. */
+  private async send(init: MessageInitShape<DescMessage>): Promise<void> {
+    const data = this.route.serialization.getO(true).serialize(create(this.route.stream.method.output, init));
+    const envelope = this.compression !== null && data.byteLength >= this.shared.compressMinBytes ? await envelopeCompress({ flags: 0, data }, this.compression, this.shared.compressMinBytes) : { flags: 0, data };
+    if (this.finished) return;
+    this.head();
+    if (!this.res.write(encodeEnvelope(envelope.flags, envelope.data))) await drained(this.res);
+  }
+
+  /** head sends the response headers, as connect does: once, with the first message or the trailers. */
+  private head(): void {
+    if (this.res.headersSent) return;
+    this.res.writeHead(200, this.compression === null ? { "content-type": contentTypeProto } : { "content-type": contentTypeProto, "grpc-encoding": this.compression.name });
+  }
+
+  /** gone is the response closing: after the trailers, or the client cancelled (RST_STREAM, connection lost). */
+  private readonly gone = () => this.finish(undefined, false);
+
+  /**
+   * finish ends the call once: with the status of `error` (OK without one) in the trailers unless
+   * the client is gone, the domain's stream aborted, the call out of the registry, and logged.
+   */
+  finish(error: ConnectError | undefined, reply = true): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.shared.open.delete(this);
+    this.shared.tracker.streamClosed();
+    clearTimeout(this.deadline);
+    this.abort.abort();
+    if (reply && !this.res.stream.destroyed) {
+      this.head();
+      const trailer = new Headers({ "grpc-status": grpcStatusOk });
+      if (error !== undefined) setTrailerStatus(trailer, error);
+      this.res.addTrailers(Object.fromEntries(trailer));
+      this.res.end();
+    }
+    logCall(this.shared.log, this.route.stream.method, this.started, (this.identity ?? identityKey.defaultValue).name, error);
+  }
+}
+
+/** header reads a request header as one string, or null (as connect's Headers.get). */
+function header(req: http2.Http2ServerRequest, name: string): string | null {
+  const v = req.headers[name];
+  return v === undefined ? null : Array.isArray(v) ? v.join(", ") : v;
+}
+
+/** Envelope is one length-prefixed message of the request body. */
+interface Envelope {
+  flags: number;
+  data: Uint8Array;
+}
+
+/**
+ * readEnvelopes collects the request body's envelopes until it ends, or up to one announcing more
+ * than readMaxBytes (then the error, at once: nothing more is buffered). A body ending mid-envelope
+ * is the incomplete-envelope error; a client gone before the end rejects.
+ */
+function readEnvelopes(req: http2.Http2ServerRequest, readMaxBytes: number): Promise<{ envelopes: Envelope[]; error?: ConnectError }> {
+  return new Promise((resolve, reject) => {
+    const envelopes: Envelope[] = [];
+    let buffered: Buffer = Buffer.alloc(0);
+    const done = (error?: ConnectError) => {
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("close", onClose);
+      resolve(error === undefined ? { envelopes } : { envelopes, error });
+    };
+    const onData = (chunk: Buffer) => {
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      while (buffered.length >= 5) {
+        const length = buffered.readUInt32BE(1);
+        if (length > readMaxBytes) return done(new ConnectError(`message size ${length} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted));
+        if (buffered.length < 5 + length) break;
+        envelopes.push({ flags: buffered[0] ?? 0, data: buffered.subarray(5, 5 + length) });
+        buffered = buffered.subarray(5 + length);
+      }
+    };
+    const onEnd = () => done(buffered.length > 0 ? new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument) : undefined);
+    const onClose = () => {
+      req.off("data", onData);
+      req.off("end", onEnd);
+      reject(new ConnectError("the client went away", Code.Canceled));
+    };
+    req.on("data", onData);
+    req.once("end", onEnd);
+    req.once("close", onClose);
+  });
+}
+
+/** drained resolves once the response can take more, or has closed. */
+function drained(res: http2.Http2ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off("drain", done);
+      res.off("close", done);
+      resolve();
+    };
+    res.once("drain", done);
+    res.once("close", done);
+  });
+}
+
+/**
+ * validate refuses a request protovalidate finds invalid, with the error the validate interceptor
+ * (@connectrpc/validate) gives: INVALID_ARGUMENT with a buf.validate.Violations detail.
+ */
+function validate(validator: Validator, desc: DescMessage, message: MessageShape<DescMessage>): void {
+  const result = validator.validate(desc, message);
+  if (result.kind === "valid") return;
+  const details = [];
+  if (result.violations) {
+    const [value, violations] = violationsToProto(result.violations);
+    details.push({ desc: violations, value });
+  }
+  throw new ConnectError(result.error.message, Code.InvalidArgument, undefined, details, result.error);
+}
