@@ -1,26 +1,21 @@
 // bench/nodes.ts measures opengms as separate server processes (bench/node-process.ts) on MySQL and
 // Redis: the memory an idle open stream costs, the CPU of customers polling every second, and chat
 // latency from a customer on node A to an agent's stream on node B beside the same on one node.
-import { execFileSync, fork, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { setMaxListeners } from "node:events";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import * as net from "node:net";
-import type { AddressInfo } from "node:net";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import type { Histogram } from "hdr-histogram-js";
 import { Redis } from "ioredis";
-import { stringify as toYaml } from "yaml";
 import { AgentService } from "../gen/gms/v1/agent_pb.js";
 import { ChatEventType } from "../gen/gms/v1/chat_event_pb.js";
 import { ChatService, type RequestChatResponse } from "../gen/gms/v1/chat_pb.js";
 import { openDatabase, redactUrl } from "../src/store/database.js";
-import type { NodeMessage, NodeRequest, NodeStats } from "./node-process.js";
 import { envInt, grpcTransports, median, newHistogram, pool, Tracker, type BenchContext, type BenchModule, type Report, type Row } from "./lib.js";
+import { cpuMeter, mysqldPid, rssOf, sleep, startServerProcess, type ServerProcess } from "./server-process.js";
 
 /** MYSQL_URL is the server the benchmark creates its databases on (GMS_BENCH_MYSQL_URL). */
 const MYSQL_URL = (process.env["GMS_BENCH_MYSQL_URL"] ?? "mysql://root@127.0.0.1:3306").replace(/\/+$/, "");
@@ -53,15 +48,6 @@ const SETUP_CONCURRENCY = 32;
 
 const AGENT_KEY = `bench-agent-${randomBytes(12).toString("hex")}`;
 const ENDPOINT = "bench";
-const NODE_ENTRY = join(dirname(fileURLToPath(import.meta.url)), "node-process.ts");
-/** CLK_TCK is the unit of /proc/<pid>/stat's CPU times. */
-const CLK_TCK = (() => {
-  try {
-    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
 
 const bearer =
   (key: string): Interceptor =>
@@ -70,131 +56,6 @@ const bearer =
     req.header.set("authorization", `Bearer ${key}`);
     return next(req);
   };
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", resolve);
-  });
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-/** cpuSecondsOf is a process's CPU time so far (user + system, every thread), from /proc/<pid>/stat. */
-function cpuSecondsOf(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  // Fields after the command name (which may hold spaces) start at field 3, the state.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[14 - 3]) + Number(fields[15 - 3])) / CLK_TCK;
-}
-
-/** rssOf is a process's resident memory in bytes, from /proc/<pid>/status. */
-function rssOf(pid: number): number {
-  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
-  if (kb === undefined) throw new Error(`no VmRSS for process ${pid}`);
-  return Number(kb) * 1024;
-}
-
-/** mysqldPid finds the database server's process on this machine, when it runs here (for its CPU). */
-function mysqldPid(): number | undefined {
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const comm = readFileSync(`/proc/${entry}/comm`, "utf8").trim();
-      if (comm === "mariadbd" || comm === "mysqld") return Number(entry);
-    } catch {
-      // The process ended while we looked.
-    }
-  }
-  return undefined;
-}
-
-/** CpuMeter measures the CPU of processes over a stretch of wall time, in cores. */
-function cpuMeter(pids: Record<string, number | undefined>) {
-  const t0 = performance.now();
-  const self0 = process.cpuUsage();
-  const start = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, pid === undefined ? NaN : cpuSecondsOf(pid)]));
-  return () => {
-    const seconds = (performance.now() - t0) / 1000;
-    const self = process.cpuUsage(self0);
-    const cores: Record<string, number> = { clients: (self.user + self.system) / 1e6 / seconds };
-    for (const [k, pid] of Object.entries(pids)) cores[k] = pid === undefined ? NaN : (cpuSecondsOf(pid) - start[k]) / seconds;
-    return { seconds, cores };
-  };
-}
-
-/** Node is an opengms server process. */
-interface Node {
-  name: string;
-  pid: number;
-  /** startedAt is when the process was forked (performance.now()). */
-  startedAt: number;
-  url: string;
-  stats(gc?: boolean): Promise<NodeStats>;
-  stop(): Promise<void>;
-}
-
-/** startNode forks bench/node-process.ts on a free port with the configuration and waits until it serves. */
-async function startNode(name: string, dir: string, config: Record<string, unknown>, log: (line: string) => void, args: string[] = []): Promise<Node> {
-  const path = join(dir, `${name.replace(/\W+/g, "-")}.yaml`);
-  writeFileSync(path, toYaml(config));
-  const port = await freePort();
-  const startedAt = performance.now();
-  const child: ChildProcess = fork(NODE_ENTRY, [path, ...args], {
-    execArgv: ["--import", "tsx", "--expose-gc"],
-    env: { ...process.env, GMS_PORT: String(port) },
-    stdio: ["ignore", "pipe", "pipe", "ipc"],
-  });
-  // The server's own log lines (warnings and worse) go to stderr, beside the progress lines.
-  child.stdout?.on("data", (b: Buffer) => process.stderr.write(`   [${name}] ${b.toString("utf8")}`));
-  child.stderr?.on("data", (b: Buffer) => process.stderr.write(`   [${name}] ${b.toString("utf8")}`));
-  const waiting = new Map<number, (m: NodeMessage & { type: "reply" }) => void>();
-  let nextId = 1;
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not start within 60 s`)), 60_000);
-    child.once("exit", (code) => reject(new Error(`${name} exited with ${code} before serving`)));
-    child.on("message", (m: NodeMessage) => {
-      if (m.type === "ready") {
-        clearTimeout(timer);
-        resolve(m.url);
-      } else waiting.get(m.id)?.(m);
-    });
-  });
-  const ask = (req: { type: "stats"; gc: boolean } | { type: "stop" }) =>
-    new Promise<NodeMessage & { type: "reply" }>((resolve, reject) => {
-      const id = nextId++;
-      const timer = setTimeout(() => reject(new Error(`${name} did not answer ${req.type}`)), 30_000);
-      waiting.set(id, (m) => {
-        clearTimeout(timer);
-        waiting.delete(id);
-        resolve(m);
-      });
-      child.send({ ...req, id } as NodeRequest);
-    });
-  log(`${name}: pid ${child.pid} serving ${url}`);
-  return {
-    name,
-    pid: child.pid!,
-    startedAt,
-    url,
-    async stats(gc = false) {
-      const r = await ask({ type: "stats", gc });
-      if (r.stats === undefined) throw new Error(`${name} sent no stats`);
-      return r.stats;
-    },
-    async stop() {
-      if (child.exitCode !== null) return;
-      const gone = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-      await Promise.race([ask({ type: "stop" }).catch(() => undefined), sleep(15_000)]);
-      if (child.exitCode === null) child.kill("SIGKILL");
-      await gone;
-    },
-  };
-}
 
 /** nodeConfig is the configuration every node runs with: MySQL, Redis, one agent key, customers without a key. */
 const nodeConfig = (databaseUrl: string) => ({
@@ -210,7 +71,7 @@ const nodeConfig = (databaseUrl: string) => ({
 interface Scene {
   url: string;
   dir: string;
-  nodes: Node[];
+  nodes: ServerProcess[];
   close(): Promise<void>;
 }
 
@@ -223,7 +84,7 @@ async function scene(ctx: BenchContext, names: readonly string[], config: Record
   const url = `${MYSQL_URL}/${dbName}`;
   const db = await openDatabase(url, { poolMax: 1 });
   const dir = mkdtempSync(join(tmpdir(), "opengms-bench-nodes-"));
-  const nodes: Node[] = [];
+  const nodes: ServerProcess[] = [];
   const close = async () => {
     for (const n of nodes) await n.stop().catch((e: unknown) => ctx.log(`stopping ${n.name}: ${String(e)}`));
     await db.knex.raw(`DROP DATABASE IF EXISTS \`${dbName}\``).catch((e: unknown) => ctx.log(`could not drop ${dbName}: ${String(e)}`));
@@ -231,7 +92,7 @@ async function scene(ctx: BenchContext, names: readonly string[], config: Record
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    for (const name of names) nodes.push(await startNode(name, dir, { ...nodeConfig(url), ...config }, (line) => ctx.log(line)));
+    for (const name of names) nodes.push(await startServerProcess(name, { dir, config: { ...nodeConfig(url), ...config }, log: (line) => ctx.log(line) }));
   } catch (e) {
     await close();
     throw e;
@@ -260,7 +121,7 @@ async function waitUntil(what: string, probe: () => Promise<boolean>, ms = 30_00
  * A new process gives back tens of MiB in steps over its first ~20 s (seen here: 143, 113, then
  * 98 MiB for an idle bare server), so none is measured before it is 25 s old.
  */
-async function settledStats(node: Node): Promise<{ rss: number; heapUsed: number; external: number }> {
+async function settledStats(node: ServerProcess): Promise<{ rss: number; heapUsed: number; external: number }> {
   const rss: number[] = [];
   const heap: number[] = [];
   const external: number[] = [];
@@ -310,7 +171,7 @@ interface StreamMemory {
  * delivered its first event and the server has registered it; then closes them and waits until the
  * server has let go of every one.
  */
-async function streamMemory(ctx: BenchContext, label: string, node: Node, open: (i: number, client: Client<typeof ChatService>, signal: AbortSignal) => AsyncIterable<unknown>, clients: Client<typeof ChatService>[]): Promise<StreamMemory> {
+async function streamMemory(ctx: BenchContext, label: string, node: ServerProcess, open: (i: number, client: Client<typeof ChatService>, signal: AbortSignal) => AsyncIterable<unknown>, clients: Client<typeof ChatService>[]): Promise<StreamMemory> {
   const stop = new AbortController();
   setMaxListeners(0, stop.signal);
   const running: Promise<void>[] = [];
@@ -390,7 +251,7 @@ async function idleStreams(ctx: BenchContext, details: Record<string, unknown>):
   const dir = mkdtempSync(join(tmpdir(), "opengms-bench-bare-"));
   /** reference measures a server process of bench/node-process.ts started in `mode`, answering any Subscribe. */
   const reference = async (name: string, mode: string): Promise<StreamMemory> => {
-    const node = await startNode(name, dir, {}, (line) => ctx.log(line), [mode]);
+    const node = await startServerProcess(name, { dir, config: {}, log: (line) => ctx.log(line), args: [mode] });
     try {
       const clients = grpcTransports(node.url, IDLE_CONNECTIONS).map((t) => createClient(ChatService, t));
       const chatId = "00000000-0000-4000-8000-000000000000";
@@ -574,7 +435,7 @@ async function latency(ctx: BenchContext, details: Record<string, unknown>): Pro
     const customers = grpcTransports(a.url, SENDER_CONNECTIONS).map((t) => createClient(ChatService, t));
     const chats = await requestChats(customers, LATENCY_STREAMS);
     const keys = new Map(chats.map((c) => [c.chatId, c.secureKey]));
-    const agentsOn = (node: Node) => grpcTransports(node.url, STREAM_CONNECTIONS, [bearer(AGENT_KEY)]).map((t) => createClient(AgentService, t));
+    const agentsOn = (node: ServerProcess) => grpcTransports(node.url, STREAM_CONNECTIONS, [bearer(AGENT_KEY)]).map((t) => createClient(AgentService, t));
     const agentsB = agentsOn(b);
     const accepted = await pool(LATENCY_STREAMS, SETUP_CONCURRENCY, (i) => agentsB[i % STREAM_CONNECTIONS].acceptChat({ endpoint: ENDPOINT, nickname: `agent ${i}`, waitSeconds: 0 }));
     if (new Set(accepted.map((x) => x.chatId)).size !== LATENCY_STREAMS) throw new Error("AcceptChat handed out a chat twice");
