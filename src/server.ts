@@ -24,9 +24,9 @@ import { createStorage, type Storage } from "./domain/storage.js";
 import { createSweeper } from "./domain/sweeper.js";
 import { createHealthMonitor, type HealthMonitor } from "./health.js";
 import { listen, type Listener, type RequestHandler } from "./listen.js";
-import { accessAccess, accessService } from "./rpc/access-service.js";
+import { accessAccess, accessRpcs, accessService } from "./rpc/access-service.js";
 import { agentAccess, agentService, agentStreams } from "./rpc/agent-service.js";
-import { chatAccess, chatService, chatStreams } from "./rpc/chat-service.js";
+import { chatAccess, chatPolls, chatService, chatStreams } from "./rpc/chat-service.js";
 import { createAuthInterceptor, createAuthorizer, PUBLIC, type Access } from "./rpc/auth.js";
 import { healthService } from "./rpc/health-service.js";
 import { createCallTracker, createErrorInterceptor, createLogInterceptor, type CallTracker } from "./rpc/observe.js";
@@ -157,8 +157,8 @@ export interface HandlerParts {
   tracker: CallTracker;
   shutdown: AbortSignal;
   /**
-   * grpcStreamPath serves the gRPC calls of the chat streams on the gRPC stream path (default
-   * true); false leaves every call to connect (to compare the two).
+   * grpcStreamPath serves the gRPC calls of the chat streams and the hot unary calls on the gRPC
+   * stream path (default true); false leaves every call to connect (to compare the two).
    */
   grpcStreamPath?: boolean;
 }
@@ -166,8 +166,9 @@ export interface HandlerParts {
 /**
  * createHandler builds the Node request handler serving every protocol. Interceptors run outermost
  * first: log, auth, shutdown, validation, then the error mapping closest to the handler. The gRPC
- * calls of the long-lived chat streams take the gRPC stream path (src/rpc/stream-path.ts), which
- * applies the same rules at a fraction of connect's memory per open stream.
+ * calls of the long-lived chat streams and of the hot unary calls (polls, allocation, matching)
+ * take the gRPC stream path (src/rpc/stream-path.ts), which applies the same rules at a fraction
+ * of connect's memory per open stream and CPU per call.
  */
 export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   const authorize = createAuthorizer({ apiKeys: app.config.auth.api_keys, publicRoles: app.config.auth.public_roles, policy: accessPolicy() });
@@ -189,6 +190,7 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   if (parts.grpcStreamPath === false) return withCors(adapter, app.config.server.cors_origins);
   const streams = createStreamPath({
     streams: [...Object.values(chatStreams(app.chats)), ...Object.values(agentStreams(app.chats))],
+    unary: [...Object.values(accessRpcs(app.access)), ...Object.values(chatPolls(app.chats, parts.shutdown))],
     authorize,
     validator,
     log: app.log,

@@ -14,7 +14,8 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentService, AgentServiceSubscribeRequestSchema, WatchQueueRequestSchema } from "../gen/gms/v1/agent_pb.js";
 import { ChatEventSchema, ChatEventType, type ChatEvent } from "../gen/gms/v1/chat_event_pb.js";
-import { ChatService, SubscribeRequestSchema, type RequestChatResponse } from "../gen/gms/v1/chat_pb.js";
+import { MatchInteractionRequestSchema, MatchInteractionResponseSchema, RequestInteractionRequestSchema, RequestInteractionResponseSchema } from "../gen/gms/v1/access_pb.js";
+import { ChatService, RefreshRequestSchema, SubscribeRequestSchema, type RequestChatResponse } from "../gen/gms/v1/chat_pb.js";
 import { ManualClock } from "../src/clock.js";
 import { parseConfig } from "../src/config.js";
 import { createHealthMonitor } from "../src/health.js";
@@ -28,6 +29,7 @@ import { startTestServer, type TestServer } from "./helpers/server.js";
 const AGENT = { name: "agent-a", key: "agent-a-key-0123456789" };
 const OTHER_AGENT = { name: "agent-b", key: "agent-b-key-0123456789" };
 const BACKEND = { name: "crm", key: "backend-key-0123456789" };
+const IVR = { name: "ivr", key: "ivr-key-0123456789abcd" };
 const UNKNOWN_CHAT = "0b7f8a4e-9c1d-4f5e-8a2b-3c4d5e6f7a8b";
 
 /** Customers need no key; "support" chats are accepted by the tests, "lobby" chats stay waiting. */
@@ -37,6 +39,7 @@ const config = {
       { name: AGENT.name, key: AGENT.key, roles: ["agent"] },
       { name: OTHER_AGENT.name, key: OTHER_AGENT.key, roles: ["agent"] },
       { name: BACKEND.name, key: BACKEND.key, roles: ["backend"] },
+      { name: IVR.name, key: IVR.key, roles: ["ivr"] },
     ],
     public_roles: ["app"],
   },
@@ -44,6 +47,7 @@ const config = {
     support: { service: "request-chat", endpoint: "support", ttl: 600 },
     lobby: { service: "request-chat", endpoint: "lobby", ttl: 600 },
   },
+  resources: { ivr: { numbers: ["+18005550100..+18005550109"], locking: true } },
 };
 
 /** durable renders a stream's stored events (position > 0) for comparison. */
@@ -179,6 +183,9 @@ function rawCall(url: string, path: string, body: Uint8Array, headers: Record<st
 
 const subscribeBody = (m: { chatId?: string; secureKey?: string; fromPosition?: bigint }) => envelope(toBinary(SubscribeRequestSchema, create(SubscribeRequestSchema, m)));
 const CHAT_SUBSCRIBE = "/gms.v1.ChatService/Subscribe";
+const REFRESH = "/gms.v1.ChatService/Refresh";
+const REQUEST_INTERACTION = "/gms.v1.AccessService/RequestInteraction";
+const MATCH_INTERACTION = "/gms.v1.AccessService/MatchInteraction";
 
 describe.each(DIALECTS)("gRPC stream path on %s", (dialect) => {
   let t: TestServer;
@@ -428,6 +435,7 @@ async function startPair(dialect: "sqlite" | "mysql", db: TestDatabase): Promise
   const parsed = parseConfig({ ...config, server: { host: "127.0.0.1", port: 0, compress_min_bytes: 1 } }, `${dialect} pair`);
   const log = pino({ level: "silent" });
   const app = createApp({ config: parsed, db, log, clock: new ManualClock(Date.now()) });
+  await app.access.syncNumbers();
   const health = createHealthMonitor(db, log);
   const shutdown = new AbortController();
   const serve = async (grpcStreamPath: boolean) => {
@@ -520,6 +528,45 @@ describe.each(DIALECTS)("the gRPC stream path against connect, byte for byte, on
       expect(lean, what).toEqual(connect);
       expect(lean.trailers?.["grpc-status"], what).not.toBe("0");
     }
+  });
+
+  it("unary calls (Refresh, RequestInteraction, MatchInteraction) and their refusals: the same headers, bytes and trailers", async () => {
+    const chat = await pair.customer.requestChat({ service: "lobby", nickname: "Poller" });
+    const taken = pair.lean.tracker.fastPath;
+    const refresh = (m: { chatId?: string; secureKey?: string; fromPosition?: bigint }) => envelope(toBinary(RefreshRequestSchema, create(RefreshRequestSchema, m)));
+    const request = (m: { phoneNumber?: string; resourceGroup?: string }) => envelope(toBinary(RequestInteractionRequestSchema, create(RequestInteractionRequestSchema, m)));
+    const match = (m: { accessNumber?: string; accessCode?: string }) => envelope(toBinary(MatchInteractionRequestSchema, create(MatchInteractionRequestSchema, m)));
+    const cases: [string, string, Uint8Array, Record<string, string>][] = [
+      ["a poll", REFRESH, refresh({ chatId: chat.chatId, secureKey: chat.secureKey, fromPosition: 1n }), {}],
+      ["a poll with nothing new, compressed", REFRESH, refresh({ chatId: chat.chatId, secureKey: chat.secureKey, fromPosition: 99n }), { "grpc-accept-encoding": "gzip" }],
+      ["a poll with a wrong key", REFRESH, refresh({ chatId: chat.chatId, secureKey: "wrong", fromPosition: 1n }), {}],
+      ["an invalid poll", REFRESH, refresh({ chatId: "", fromPosition: 1n }), {}],
+      ["no message", REFRESH, new Uint8Array(), {}],
+      ["two messages", REFRESH, Buffer.concat([refresh({ chatId: chat.chatId }), refresh({ chatId: chat.chatId })]), {}],
+      ["not protobuf", REFRESH, envelope(Buffer.from([0xff, 0xff, 0xff])), {}],
+      ["a bad grpc-timeout", REFRESH, refresh({ chatId: chat.chatId, secureKey: chat.secureKey }), { "grpc-timeout": "soon" }],
+      ["an unknown encoding", REFRESH, refresh({ chatId: chat.chatId, secureKey: chat.secureKey }), { "grpc-encoding": "snappy" }],
+      ["an allocation from an unknown group", REQUEST_INTERACTION, request({ phoneNumber: "+16505550100", resourceGroup: "nowhere" }), {}],
+      ["an allocation with a garbage phone", REQUEST_INTERACTION, request({ phoneNumber: "call me", resourceGroup: "ivr" }), {}],
+      ["a match by a caller without the role", MATCH_INTERACTION, match({ accessNumber: "+18005550100" }), { authorization: `Bearer ${AGENT.key}` }],
+      // Connect parses a unary request before its interceptors: garbage beats a missing key.
+      ["garbage from a caller without a key", MATCH_INTERACTION, envelope(Buffer.from([0xff, 0xff, 0xff])), {}],
+      ["an invalid match from a caller without a key", MATCH_INTERACTION, match({ accessNumber: "" }), {}],
+      ["a match on a number nobody holds", MATCH_INTERACTION, match({ accessNumber: "+18005550109" }), { authorization: `Bearer ${IVR.key}` }],
+    ];
+    for (const [what, path, body, headers] of cases) {
+      const [lean, connect] = await both(path, body, headers);
+      expect(lean, what).toEqual(connect);
+    }
+    expect(pair.lean.tracker.fastPath - taken).toBe(cases.length);
+    // Allocation and matching succeed alike (the replies differ only in ids and numbers).
+    const [leanGrant, connectGrant] = await both(REQUEST_INTERACTION, request({ phoneNumber: "+16505550100", resourceGroup: "ivr" }));
+    expect(leanGrant.headers).toEqual(connectGrant.headers);
+    expect([leanGrant.trailers, connectGrant.trailers]).toEqual([{ "grpc-status": "0" }, { "grpc-status": "0" }]);
+    const numbers = [leanGrant, connectGrant].map((r) => fromBinary(RequestInteractionResponseSchema, messagesIn(Buffer.from(r.body, "hex"))[0] ?? new Uint8Array()).access?.accessNumber ?? "");
+    expect(new Set(numbers).size).toBe(2);
+    const [leanMatch, connectMatch] = await Promise.all(numbers.map((n, i) => rawCall(i === 0 ? pair.lean.url : pair.connect.url, MATCH_INTERACTION, match({ accessNumber: n }), { authorization: `Bearer ${IVR.key}` })));
+    for (const r of [leanMatch, connectMatch]) expect(fromBinary(MatchInteractionResponseSchema, messagesIn(Buffer.from(r?.body ?? "", "hex"))[0] ?? new Uint8Array()).matches).toHaveLength(1);
   });
 
   it("a deadline ends both with DEADLINE_EXCEEDED", async () => {

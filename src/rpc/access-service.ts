@@ -4,8 +4,8 @@ import type { AccessInfoSchema } from "../../gen/gms/v1/access_info_pb.js";
 import { AccessService } from "../../gen/gms/v1/access_pb.js";
 import { SessionState, type SessionSchema } from "../../gen/gms/v1/session_pb.js";
 import type { Access, AccessGrant, SessionView } from "../domain/access.js";
-import { callerOf } from "./auth.js";
 import { fromEntries, optionalNumber, timestamp, toEntries } from "./convert.js";
+import { connectUnary, unaryRpc } from "./stream-path.js";
 
 /** accessAccess says who may call each AccessService RPC (admin may call all). */
 export const accessAccess = {
@@ -42,10 +42,13 @@ export function sessionMessage(s: SessionView): MessageInitShape<typeof SessionS
 
 const orUndefined = (s: string) => (s === "" ? undefined : s);
 
-/** accessService maps AccessService RPCs onto the access rules. */
-export function accessService(access: Access): ServiceImpl<typeof AccessService> {
+/**
+ * accessRpcs are AccessService's RPCs, served through connect and by the gRPC fast path
+ * (stream-path.ts) alike: allocation and matching are the hot calls of an IVR integration.
+ */
+export function accessRpcs(access: Access) {
   return {
-    async requestInteraction(req, ctx) {
+    requestInteraction: unaryRpc(AccessService.method.requestInteraction, async (req, caller) => {
       const r = await access.requestInteraction({
         service: req.service,
         phoneNumber: req.phoneNumber,
@@ -55,11 +58,11 @@ export function accessService(access: Access): ServiceImpl<typeof AccessService>
         bookingSeconds: optionalNumber(req.bookingExpirationTimeoutSeconds),
         codeLength: req.accessCodeLength,
         appData: fromEntries(req.appData),
-        request: { scope: `RequestInteraction:${callerOf(ctx).name}`, requestId: req.requestId },
+        request: { scope: `RequestInteraction:${caller.name}`, requestId: req.requestId },
       });
       return { session: sessionMessage(r.session), access: accessInfo(r.access), ttlSeconds: BigInt(r.ttlSeconds), provideCode: r.provideCode };
-    },
-    async requestAccess(req, ctx) {
+    }),
+    requestAccess: unaryRpc(AccessService.method.requestAccess, async (req, caller) => {
       const g = await access.requestAccess({
         service: req.service,
         sessionId: req.sessionId,
@@ -68,11 +71,11 @@ export function accessService(access: Access): ServiceImpl<typeof AccessService>
         phoneNumber: orUndefined(req.phoneNumber),
         bookingSeconds: optionalNumber(req.bookingExpirationTimeoutSeconds),
         codeLength: req.accessCodeLength,
-        request: { scope: `RequestAccess:${callerOf(ctx).name}`, requestId: req.requestId },
+        request: { scope: `RequestAccess:${caller.name}`, requestId: req.requestId },
       });
       return { access: accessInfo(g) };
-    },
-    async matchInteraction(req) {
+    }),
+    matchInteraction: unaryRpc(AccessService.method.matchInteraction, async (req) => {
       const matches = await access.matchInteraction({
         service: req.service,
         accessNumber: req.accessNumber,
@@ -90,6 +93,16 @@ export function accessService(access: Access): ServiceImpl<typeof AccessService>
           data: m.data === undefined ? {} : toEntries(m.data),
         })),
       };
-    },
+    }),
+  };
+}
+
+/** accessService maps AccessService RPCs onto the access rules. */
+export function accessService(access: Access): ServiceImpl<typeof AccessService> {
+  const rpcs = accessRpcs(access);
+  return {
+    requestInteraction: connectUnary(rpcs.requestInteraction),
+    requestAccess: connectUnary(rpcs.requestAccess),
+    matchInteraction: connectUnary(rpcs.matchInteraction),
   };
 }

@@ -13,7 +13,7 @@ import type { Chats, DownloadedFile, FileLimitsView, NewFile, RefreshResult } fr
 import type { ChatEventRecord, EventKind, ParticipantKind, ParticipantRef } from "../store/chat-store.js";
 import { callerOf } from "./auth.js";
 import { fromEntries, timestamp } from "./convert.js";
-import { connectStream, serverStream } from "./stream-path.js";
+import { connectStream, connectUnary, serverStream, unaryRpc } from "./stream-path.js";
 
 const eventTypes: Record<EventKind, ChatEventType> = {
   participant_joined: ChatEventType.PARTICIPANT_JOINED,
@@ -127,6 +127,21 @@ export function chatStreams(chats: Chats) {
 }
 
 /**
+ * chatPolls are the customer's polls, served through connect and by the gRPC fast path
+ * (stream-path.ts) alike: a thousand customers polling every second is the chat's hottest call.
+ */
+export function chatPolls(chats: Chats, shutdown: AbortSignal) {
+  return {
+    refresh: unaryRpc(ChatService.method.refresh, async (req, _caller, callSignal) => {
+      // Authenticated by the chat rules themselves: a poll may be answered from this node's memory.
+      // Only a long-poll waits, so only it needs the shutdown signal joined to the call's.
+      const signal = req.waitSeconds > 0 ? AbortSignal.any([callSignal, shutdown]) : callSignal;
+      return refreshResponse(await chats.customerRefresh(req.chatId, req.secureKey, Number(req.fromPosition), req.waitSeconds, signal));
+    }),
+  };
+}
+
+/**
  * chatService maps ChatService RPCs onto the chat rules. Waits (long-polls, streams) also end when
  * `shutdown` aborts.
  */
@@ -155,12 +170,7 @@ export function chatService(chats: Chats, shutdown: AbortSignal): ServiceImpl<ty
       await chats.typing(await chats.customer(req.chatId, req.secureKey), req.typing, req.text);
       return {};
     },
-    async refresh(req, ctx) {
-      // Authenticated by the chat rules themselves: a poll may be answered from this node's memory.
-      // Only a long-poll waits, so only it needs the shutdown signal joined to the call's.
-      const signal = req.waitSeconds > 0 ? AbortSignal.any([ctx.signal, shutdown]) : ctx.signal;
-      return refreshResponse(await chats.customerRefresh(req.chatId, req.secureKey, Number(req.fromPosition), req.waitSeconds, signal));
-    },
+    refresh: connectUnary(chatPolls(chats, shutdown).refresh),
     subscribe: connectStream(streams.subscribe),
     async disconnect(req) {
       await chats.disconnect(await chats.customer(req.chatId, req.secureKey));

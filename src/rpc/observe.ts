@@ -19,12 +19,16 @@ export interface CallTracker {
   readonly streams: number;
   streamOpened(): void;
   streamClosed(): void;
+  /** fastPath counts the calls the gRPC fast path (stream-path.ts) has taken, streams and unary alike. */
+  readonly fastPath: number;
+  tookFastPath(): void;
 }
 
 /** createCallTracker makes an empty CallTracker. */
 export function createCallTracker(): CallTracker {
   let inFlight = 0;
   let streams = 0;
+  let fastPath = 0;
   let waiters: (() => void)[] = [];
   return {
     get inFlight() {
@@ -51,6 +55,12 @@ export function createCallTracker(): CallTracker {
     },
     streamClosed() {
       streams--;
+    },
+    get fastPath() {
+      return fastPath;
+    },
+    tookFastPath() {
+      fastPath++;
     },
   };
 }

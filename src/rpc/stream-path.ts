@@ -1,12 +1,14 @@
-// The gRPC stream path: the long-lived server streams (a customer's or an agent's Subscribe, an
-// agent's WatchQueue) served over gRPC straight on the HTTP/2 response, without connect-node's
-// per-call machinery (universal request/response adapters, a chain of down-levelled async
-// generators per interceptor and per transform, linked AbortSignals, a deadline timer each), which
-// is most of what an idle open stream costs. Everything else a call sees is the same code as on
+// The gRPC stream path (the gRPC fast path): the long-lived server streams (a customer's or an
+// agent's Subscribe, an agent's WatchQueue) and the hot unary calls (a customer's Refresh poll,
+// RequestInteraction, RequestAccess, MatchInteraction) served over gRPC straight on the HTTP/2
+// response, without connect-node's per-call machinery (universal request/response adapters, a
+// chain of down-levelled async generators per interceptor and per transform, linked AbortSignals,
+// a deadline timer each), which is most of what an idle open stream costs in memory and most of
+// what a short call costs in CPU. Everything else a call sees is the same code as on
 // the connect path: the Authorizer, protovalidate, toConnectError, logCall, connect's own gRPC
 // framing, serialization, compression and trailer helpers.
 import * as http2 from "node:http2";
-import { create, type DescMessage, type DescMethodServerStreaming, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { create, type DescMessage, type DescMethod, type DescMethodServerStreaming, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { violationsToProto, type Validator } from "@bufbuild/protovalidate";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
@@ -57,10 +59,35 @@ export function connectStream<I extends DescMessage, O extends DescMessage, T>(s
   };
 }
 
+/**
+ * UnaryRpc is a unary RPC written once and served by both paths, like ServerStream: the hot ones
+ * (a customer's poll, allocation, matching), where connect-node's per-call machinery costs more CPU
+ * than the call's own work.
+ */
+export interface UnaryRpc<I extends DescMessage = DescMessage, O extends DescMessage = DescMessage> {
+  readonly method: DescMethodUnary<I, O>;
+  call(req: MessageShape<I>, caller: Identity, signal: AbortSignal): Promise<MessageInitShape<O>>;
+}
+
+/** unaryRpc types a UnaryRpc from its method. */
+export function unaryRpc<I extends DescMessage, O extends DescMessage>(
+  method: DescMethodUnary<I, O>,
+  call: (req: MessageShape<I>, caller: Identity, signal: AbortSignal) => Promise<MessageInitShape<O>>,
+): UnaryRpc<I, O> {
+  return { method, call };
+}
+
+/** connectUnary is a UnaryRpc as a connect handler. */
+export function connectUnary<I extends DescMessage, O extends DescMessage>(rpc: UnaryRpc<I, O>) {
+  return (req: MessageShape<I>, ctx: HandlerContext): Promise<MessageInitShape<O>> => rpc.call(req, callerOf(ctx), ctx.signal);
+}
+
 /** StreamPathOptions are what the gRPC stream path shares with the connect path's interceptors. */
 export interface StreamPathOptions {
-  /** streams are the RPCs the path serves over gRPC. */
+  /** streams are the server-streaming RPCs the path serves over gRPC. */
   streams: readonly ServerStream[];
+  /** unary are the unary RPCs the path serves over gRPC. */
+  unary?: readonly UnaryRpc[];
   authorize: Authorizer;
   /** validator is the protovalidate validator the validate interceptor uses too. */
   validator: Validator;
@@ -81,11 +108,11 @@ export interface StreamPathOptions {
  */
 export type StreamPath = (req: Parameters<RequestHandler>[0], res: Parameters<RequestHandler>[1]) => boolean;
 
-/** Route is one stream with what serving it needs, built once. */
-interface Route {
-  stream: ServerStream;
-  serialization: ReturnType<typeof createMethodSerializationLookup>;
-}
+/** Route is one RPC with what serving it needs, built once. */
+type Route = { method: DescMethod; serialization: ReturnType<typeof createMethodSerializationLookup> } & (
+  | { stream: ServerStream; unary?: undefined }
+  | { unary: UnaryRpc; stream?: undefined }
+);
 
 /** Shared is what every call of a path reads: its options and the registry of open calls. */
 interface Shared extends StreamPathOptions {
@@ -102,12 +129,10 @@ const unavailable = () => new ConnectError("the server is shutting down; reconne
  */
 export function createStreamPath(options: StreamPathOptions): StreamPath {
   const routes = new Map<string, Route>();
-  for (const stream of options.streams) {
-    routes.set(`/${stream.method.parent.typeName}/${stream.method.name}`, {
-      stream,
-      serialization: createMethodSerializationLookup(stream.method, undefined, undefined, { readMaxBytes: options.readMaxBytes, writeMaxBytes: 0xffffffff }),
-    });
-  }
+  const serialization = (method: DescMethod) => createMethodSerializationLookup(method, undefined, undefined, { readMaxBytes: options.readMaxBytes, writeMaxBytes: 0xffffffff });
+  const path = (method: DescMethod) => `/${method.parent.typeName}/${method.name}`;
+  for (const stream of options.streams) routes.set(path(stream.method), { method: stream.method, stream, serialization: serialization(stream.method) });
+  for (const unary of options.unary ?? []) routes.set(path(unary.method), { method: unary.method, unary, serialization: serialization(unary.method) });
   const shared: Shared = { ...options, open: new Set() };
   options.shutdown.addEventListener("abort", () => {
     for (const call of shared.open) call.finish(unavailable());
@@ -116,6 +141,7 @@ export function createStreamPath(options: StreamPathOptions): StreamPath {
     if (!(req instanceof http2.Http2ServerRequest) || req.method !== "POST") return false;
     const route = routes.get(req.url.split("?", 1)[0] ?? "");
     if (route === undefined || parseContentType(req.headers["content-type"] ?? null)?.binary !== true) return false;
+    shared.tracker.tookFastPath();
     void new Call(shared, route, req, res as http2.Http2ServerResponse).run();
     return true;
   };
@@ -144,6 +170,7 @@ class Call {
 
   /** run goes through the same steps, in the same order, as connect's gRPC handler and our interceptors. */
   async run(): Promise<void> {
+    if (this.route.unary !== undefined) return this.runUnary(this.route.unary);
     const { shared, route, req } = this;
     shared.open.add(this);
     shared.tracker.streamOpened();
@@ -163,7 +190,8 @@ class Call {
       if (timeout.error !== undefined) throw timeout.error;
       const input = await this.request(negotiated.request);
       if (this.finished) return;
-      items = (await route.stream.open(input, this.identity ?? identityKey.defaultValue, this.abort.signal))[Symbol.asyncIterator]();
+      const stream = route.stream as ServerStream;
+      items = (await stream.open(input, this.identity ?? identityKey.defaultValue, this.abort.signal))[Symbol.asyncIterator]();
       for (;;) {
         const step = await items.next();
         if (step.done === true) {
@@ -171,7 +199,7 @@ class Call {
           break;
         }
         if (this.finished) break;
-        await this.send(route.stream.message(step.value));
+        await this.send(stream.message(step.value));
       }
       this.finish(undefined);
     } catch (e) {
@@ -183,28 +211,60 @@ class Call {
   }
 
   /**
+   * runUnary serves a unary call in connect's order: the request is read and parsed before the
+   * interceptors run (auth, shutdown, validation), as connect's unary invocation does. A unary call
+   * in flight is counted for the graceful shutdown, which lets it finish.
+   */
+  private async runUnary(rpc: UnaryRpc): Promise<void> {
+    const { shared, req } = this;
+    shared.tracker.enter();
+    this.res.once("close", this.gone);
+    try {
+      const timeout = parseTimeout(header(req, "grpc-timeout"), Number.MAX_SAFE_INTEGER);
+      if (timeout.timeoutMs !== undefined) {
+        this.deadline = setTimeout(() => this.finish(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeout.timeoutMs);
+      }
+      const negotiated = compressionNegotiate(COMPRESSIONS, header(req, "grpc-encoding"), header(req, "grpc-accept-encoding"), headerAcceptEncoding);
+      this.compression = negotiated.response;
+      if (negotiated.error !== undefined) throw negotiated.error;
+      if (timeout.error !== undefined) throw timeout.error;
+      const input = await this.request(negotiated.request, false);
+      if (this.finished) return;
+      this.identity = shared.authorize(rpc.method, header(req, "authorization"));
+      if (shared.shutdown.aborted) throw unavailable();
+      validate(shared.validator, rpc.method.input, input);
+      const output = await rpc.call(input, this.identity ?? identityKey.defaultValue, this.abort.signal);
+      await this.send(output);
+      this.finish(undefined);
+    } catch (e) {
+      this.finish(toConnectError(e, shared.log, shared.clock.now()));
+    }
+  }
+
+  /**
    * request reads the one request message as connect does: each envelope decompressed, parsed and
    * validated in turn; none, a second one, a partial one or one above readMaxBytes is an error.
    */
-  private async request(compression: Compression | null): Promise<MessageShape<DescMessage>> {
+  private async request(compression: Compression | null, validated = true): Promise<MessageShape<DescMessage>> {
     const { envelopes, error } = await readEnvelopes(this.req, this.shared.readMaxBytes);
-    const { serialization, stream } = this.route;
+    const { serialization, method } = this.route;
+    const kind = method.methodKind === "unary" ? "unary" : "server-streaming";
     let first: MessageShape<DescMessage> | undefined;
     for (const envelope of envelopes) {
       const { data } = await envelopeDecompress(envelope, compression, this.shared.readMaxBytes);
       const message = serialization.getI(true).parse(data);
-      validate(this.shared.validator, stream.method.input, message);
-      if (first !== undefined) throw new ConnectError("protocol error: received extra input message for server-streaming method", Code.Unimplemented);
+      if (validated) validate(this.shared.validator, method.input, message);
+      if (first !== undefined) throw new ConnectError(`protocol error: received extra input message for ${kind} method`, Code.Unimplemented);
       first = message;
     }
     if (error !== undefined) throw error;
-    if (first === undefined) throw new ConnectError("protocol error: missing input message for server-streaming method", Code.Unimplemented);
+    if (first === undefined) throw new ConnectError(`protocol error: missing input message for ${kind} method`, Code.Unimplemented);
     return first;
   }
 
   /** send writes one response message, the response headers first, and waits while the client is slow to read. */
   private async send(init: MessageInitShape<DescMessage>): Promise<void> {
-    const data = this.route.serialization.getO(true).serialize(create(this.route.stream.method.output, init));
+    const data = this.route.serialization.getO(true).serialize(create(this.route.method.output, init));
     const envelope = this.compression !== null && data.byteLength >= this.shared.compressMinBytes ? await envelopeCompress({ flags: 0, data }, this.compression, this.shared.compressMinBytes) : { flags: 0, data };
     if (this.finished) return;
     this.head();
@@ -227,8 +287,11 @@ class Call {
   finish(error: ConnectError | undefined, reply = true): void {
     if (this.finished) return;
     this.finished = true;
-    this.shared.open.delete(this);
-    this.shared.tracker.streamClosed();
+    if (this.route.unary !== undefined) this.shared.tracker.leave();
+    else {
+      this.shared.open.delete(this);
+      this.shared.tracker.streamClosed();
+    }
     clearTimeout(this.deadline);
     this.abort.abort();
     if (reply && !this.res.stream.destroyed) {
@@ -238,7 +301,7 @@ class Call {
       this.res.addTrailers(Object.fromEntries(trailer));
       this.res.end();
     }
-    logCall(this.shared.log, this.route.stream.method, this.started, (this.identity ?? identityKey.defaultValue).name, error);
+    logCall(this.shared.log, this.route.method, this.started, (this.identity ?? identityKey.defaultValue).name, error);
   }
 }
 
