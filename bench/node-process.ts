@@ -17,7 +17,7 @@ import { AccessService } from "../gen/gms/v1/access_pb.js";
 import { ChatEventSchema, ChatEventType } from "../gen/gms/v1/chat_event_pb.js";
 import { ChatService } from "../gen/gms/v1/chat_pb.js";
 import { loadConfig } from "../src/config.js";
-import { listen, type RequestHandler } from "../src/listen.js";
+import { listen, type Listener, type RequestHandler } from "../src/listen.js";
 import { startServer } from "../src/server.js";
 import { openDatabase } from "../src/store/database.js";
 import { clockFromEnv } from "./lib.js";
@@ -87,9 +87,14 @@ async function serveBare(): Promise<Served> {
     },
   }) as RequestHandler;
   const listener = await listen(handler, { host: "127.0.0.1", port: Number(process.env["GMS_PORT"] ?? 0) });
+  return servedBy(listener, () => open);
+}
+
+/** servedBy is a bare server on its listener; `open` counts its open streams. */
+function servedBy(listener: Listener, open: () => number): Served {
   return {
     url: `http://127.0.0.1:${listener.port}`,
-    listeners: () => open,
+    listeners: open,
     async shutdown() {
       await listener.stopAccepting();
       await listener.closeConnections(1000);
@@ -113,14 +118,7 @@ async function serveFloor(): Promise<Served> {
     },
     { host: "127.0.0.1", port: Number(process.env["GMS_PORT"] ?? 0) },
   );
-  return {
-    url: `http://127.0.0.1:${listener.port}`,
-    listeners: () => open,
-    async shutdown() {
-      await listener.stopAccepting();
-      await listener.closeConnections(1000);
-    },
-  };
+  return servedBy(listener, () => open);
 }
 
 const served = process.argv[3] === "bare" ? await serveBare() : process.argv[3] === "floor" ? await serveFloor() : await serveOpengms(process.argv[2]);

@@ -6,15 +6,17 @@ import { setMaxListeners } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import type { Histogram } from "hdr-histogram-js";
 import { Redis } from "ioredis";
 import { AgentService } from "../gen/gms/v1/agent_pb.js";
 import { ChatEventType } from "../gen/gms/v1/chat_event_pb.js";
-import { ChatService, type RequestChatResponse } from "../gen/gms/v1/chat_pb.js";
+import { ChatService, RefreshRequestSchema, RefreshResponseSchema, type RequestChatResponse } from "../gen/gms/v1/chat_pb.js";
 import { openDatabase, redactUrl } from "../src/store/database.js";
 import { envInt, grpcTransports, median, newHistogram, pool, Tracker, type BenchContext, type BenchModule, type Report, type Row } from "./lib.js";
+import { createGrpcLoadClient } from "./grpc-load.js";
 import { cpuMeter, mysqldPid, rssOf, sleep, startServerProcess, type ServerProcess } from "./server-process.js";
 
 /** MYSQL_URL is the server the benchmark creates its databases on (GMS_BENCH_MYSQL_URL). */
@@ -316,6 +318,7 @@ async function polling(ctx: BenchContext, details: Record<string, unknown>, prot
     const node = s.nodes[0];
     const customers = protocol.transports(node.url).map((t) => createClient(ChatService, t));
     const chats = await requestChats(customers, POLLERS);
+    const poller = protocol.poller?.(node.url);
     const next = chats.map((c) => c.nextPosition);
     ctx.log(`polling over ${protocol.name}: ${POLLERS} chats requested`);
     await sleep(2000);
@@ -330,7 +333,7 @@ async function polling(ctx: BenchContext, details: Record<string, unknown>, prot
     const poll = async (i: number) => {
       const chat = chats[i];
       const s0 = performance.now();
-      const r = await customers[i % customers.length].refresh({ chatId: chat.chatId, secureKey: chat.secureKey, fromPosition: next[i], waitSeconds: 0 });
+      const r = poller === undefined ? await customers[i % customers.length].refresh({ chatId: chat.chatId, secureKey: chat.secureKey, fromPosition: next[i], waitSeconds: 0 }) : await poller.poll({ chatId: chat.chatId, secureKey: chat.secureKey, fromPosition: next[i] });
       next[i] = r.nextPosition;
       histogram?.recordValue(Math.max(1, Math.round((performance.now() - s0) * 1000)));
       done++;
@@ -404,21 +407,38 @@ async function polling(ctx: BenchContext, details: Record<string, unknown>, prot
     } finally {
       clearInterval(tick);
       await waitUntil("the last polls", () => Promise.resolve(inFlight.size === 0), 10_000).catch(() => undefined);
+      poller?.close();
     }
   } finally {
     await s.close();
   }
 }
 
+/** Poll is one customer's Refresh (not waiting). */
+type Poll = (req: { chatId: string; secureKey: string; fromPosition: bigint }) => Promise<{ nextPosition: bigint }>;
+
 /** PollProtocol is how the polling customers reach the server. */
 interface PollProtocol {
   name: string;
+  /** transports are the customers' connect clients: they request the chats, and poll unless `poller` is given. */
   transports(url: string): Transport[];
+  /** poller, when given, makes the polls instead: a lean load generator, so the clients' CPU does not crowd the server's. */
+  poller?(url: string): { poll: Poll; close(): void };
 }
 
 /** POLL_PROTOCOLS: apps over gRPC (HTTP/2, shared connections), web widgets over Connect JSON (HTTP/1.1 keep-alive). */
 const POLL_PROTOCOLS: PollProtocol[] = [
-  { name: `gRPC, ${POLL_CONNECTIONS} HTTP/2 connections`, transports: (url) => grpcTransports(url, POLL_CONNECTIONS) },
+  {
+    name: `gRPC, ${POLL_CONNECTIONS} HTTP/2 connections`,
+    transports: (url) => grpcTransports(url, POLL_CONNECTIONS),
+    poller(url) {
+      const client = createGrpcLoadClient(url, POLL_CONNECTIONS);
+      return {
+        poll: (req) => client.unary("/gms.v1.ChatService/Refresh", RefreshRequestSchema, RefreshResponseSchema, create(RefreshRequestSchema, { ...req, waitSeconds: 0 })),
+        close: () => client.close(),
+      };
+    },
+  },
   { name: "Connect JSON, HTTP/1.1 keep-alive", transports: (url) => [createConnectTransport({ baseUrl: url, httpVersion: "1.1" })] },
 ];
 

@@ -242,6 +242,26 @@ describe.each(DIALECTS)("gRPC stream path on %s", (dialect) => {
     }
   });
 
+  it("a long-poll over gRPC (Refresh with wait_seconds) wakes on an event, and lets go of its wait when its client goes", async () => {
+    const chat = await accepted();
+    const key = { chatId: chat.chatId, secureKey: chat.secureKey };
+    const first = await grpcCustomer.refresh({ ...key, fromPosition: 1n });
+    const before = listeners();
+    const woken = grpcCustomer.refresh({ ...key, fromPosition: first.nextPosition, waitSeconds: 30 });
+    await waitFor("the long-poll waiting", () => listeners() > before);
+    await connectAgent.sendMessage({ chatId: chat.chatId, text: "wake up" });
+    const reply = await woken;
+    expect(reply.events.map((e) => e.text)).toContain("wake up");
+    await waitFor("its wait let go", () => listeners() === before);
+    // The clock never moves here: only the client going away can end this one.
+    const going = new AbortController();
+    const cancelled = grpcCustomer.refresh({ ...key, fromPosition: reply.nextPosition, waitSeconds: 30 }, { signal: going.signal });
+    await waitFor("the second long-poll waiting", () => listeners() > before);
+    going.abort();
+    expect((await errorOf(cancelled)).code).toBe(Code.Canceled);
+    await waitFor("the cancelled wait let go", () => listeners() === before);
+  });
+
   it("AgentService Subscribe and WatchQueue over gRPC get what Connect gets", async () => {
     const waiting = await grpcCustomer.requestChat({ service: "lobby", nickname: "Queued" });
     const controller = new AbortController();

@@ -137,7 +137,7 @@ export function chatPolls(chats: Chats, shutdown: AbortSignal) {
       // Only a long-poll waits, so only it needs the shutdown signal joined to the call's.
       const signal = req.waitSeconds > 0 ? AbortSignal.any([callSignal, shutdown]) : callSignal;
       return refreshResponse(await chats.customerRefresh(req.chatId, req.secureKey, Number(req.fromPosition), req.waitSeconds, signal));
-    }),
+    }, { waits: (req) => req.waitSeconds > 0 }),
   };
 }
 

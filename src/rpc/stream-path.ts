@@ -66,15 +66,22 @@ export function connectStream<I extends DescMessage, O extends DescMessage, T>(s
  */
 export interface UnaryRpc<I extends DescMessage = DescMessage, O extends DescMessage = DescMessage> {
   readonly method: DescMethodUnary<I, O>;
+  /**
+   * call does the RPC. On the fast path its signal aborts when the client goes away only for a
+   * request `waits` says may wait (a long-poll); quick ones end on their own, and it never aborts.
+   */
   call(req: MessageShape<I>, caller: Identity, signal: AbortSignal): Promise<MessageInitShape<O>>;
+  /** waits tells whether a request may wait for something to happen (a long-poll): its signal then matters. */
+  readonly waits?: (req: MessageShape<I>) => boolean;
 }
 
 /** unaryRpc types a UnaryRpc from its method. */
 export function unaryRpc<I extends DescMessage, O extends DescMessage>(
   method: DescMethodUnary<I, O>,
   call: (req: MessageShape<I>, caller: Identity, signal: AbortSignal) => Promise<MessageInitShape<O>>,
+  options: { waits?: (req: MessageShape<I>) => boolean } = {},
 ): UnaryRpc<I, O> {
-  return { method, call };
+  return { method, call, ...options };
 }
 
 /** connectUnary is a UnaryRpc as a connect handler. */
@@ -122,6 +129,10 @@ interface Shared extends StreamPathOptions {
 /** The compressions connect-node accepts by default (connectNodeAdapter), in its order. */
 const COMPRESSIONS: Compression[] = [compressionGzip, compressionBrotli];
 const unavailable = () => new ConnectError("the server is shutting down; reconnect", Code.Unavailable);
+/** NEVER is the signal of a unary call that does not wait (UnaryRpc.waits): it never aborts. */
+const NEVER = new AbortController().signal;
+/** CALL_ENDED is why a call's signal aborts once the call is over (the domain reads only that it aborted). */
+const CALL_ENDED = new ConnectError("the call ended", Code.Canceled);
 
 /**
  * createStreamPath builds the gRPC stream path. Open calls are kept in one registry, which the one
@@ -156,7 +167,7 @@ class Call {
   private readonly started = performance.now();
   private identity: Identity | undefined;
   /** abort ends the domain's stream: the client went away, the call failed, or the server shuts down. */
-  private readonly abort = new AbortController();
+  private abort: AbortController | undefined;
   private compression: Compression | null = null;
   private deadline: NodeJS.Timeout | undefined;
   private finished = false;
@@ -172,6 +183,7 @@ class Call {
   async run(): Promise<void> {
     if (this.route.unary !== undefined) return this.runUnary(this.route.unary);
     const { shared, route, req } = this;
+    const abort = (this.abort = new AbortController());
     shared.open.add(this);
     shared.tracker.streamOpened();
     this.res.once("close", this.gone);
@@ -191,7 +203,7 @@ class Call {
       const input = await this.request(negotiated.request);
       if (this.finished) return;
       const stream = route.stream as ServerStream;
-      items = (await stream.open(input, this.identity ?? identityKey.defaultValue, this.abort.signal))[Symbol.asyncIterator]();
+      items = (await stream.open(input, this.identity ?? identityKey.defaultValue, abort.signal))[Symbol.asyncIterator]();
       for (;;) {
         const step = await items.next();
         if (step.done === true) {
@@ -218,7 +230,6 @@ class Call {
   private async runUnary(rpc: UnaryRpc): Promise<void> {
     const { shared, req } = this;
     shared.tracker.enter();
-    this.res.once("close", this.gone);
     try {
       const timeout = parseTimeout(header(req, "grpc-timeout"), Number.MAX_SAFE_INTEGER);
       if (timeout.timeoutMs !== undefined) {
@@ -233,7 +244,12 @@ class Call {
       this.identity = shared.authorize(rpc.method, header(req, "authorization"));
       if (shared.shutdown.aborted) throw unavailable();
       validate(shared.validator, rpc.method.input, input);
-      const output = await rpc.call(input, this.identity ?? identityKey.defaultValue, this.abort.signal);
+      // A call that may wait ends when its client goes; a quick one finishes, its reply dropped.
+      if (rpc.waits?.(input) === true) {
+        this.abort = new AbortController();
+        this.res.once("close", this.gone);
+      }
+      const output = await rpc.call(input, this.identity ?? identityKey.defaultValue, this.abort?.signal ?? NEVER);
       await this.send(output);
       this.finish(undefined);
     } catch (e) {
@@ -293,7 +309,8 @@ class Call {
       this.shared.tracker.streamClosed();
     }
     clearTimeout(this.deadline);
-    this.abort.abort();
+    // A shared reason: abort() without one builds a DOMException (and its stack) per call.
+    this.abort?.abort(CALL_ENDED);
     if (reply && !this.res.stream.destroyed) {
       this.head();
       const trailer = new Headers({ "grpc-status": grpcStatusOk });
