@@ -100,6 +100,8 @@ export function createErrorInterceptor(log: Logger, clock: Clock): Interceptor {
  */
 export function logCall(log: Logger, method: DescMethod, started: number, caller: string, error: unknown): void {
   const code = error === undefined ? undefined : ConnectError.from(error).code;
+  // A busy server logging at warn builds no line for every call.
+  if (!log.isLevelEnabled(code === Code.Internal ? "warn" : "info")) return;
   const fields = { method: `${method.parent.typeName}/${method.name}`, code: code === undefined ? "ok" : Code[code], ms: Math.round((performance.now() - started) * 10) / 10, caller };
   if (code !== Code.Internal) log.info(fields, "rpc");
   else log.warn(fields, "rpc");

@@ -129,6 +129,8 @@ interface Shared extends StreamPathOptions {
 /** The compressions connect-node accepts by default (connectNodeAdapter), in its order. */
 const COMPRESSIONS: Compression[] = [compressionGzip, compressionBrotli];
 const unavailable = () => new ConnectError("the server is shutting down; reconnect", Code.Unavailable);
+/** OK_TRAILERS end a call that succeeded. */
+const OK_TRAILERS = { "grpc-status": grpcStatusOk };
 /** NEVER is the signal of a unary call that does not wait (UnaryRpc.waits): it never aborts. */
 const NEVER = new AbortController().signal;
 /** CALL_ENDED is why a call's signal aborts once the call is over (the domain reads only that it aborted). */
@@ -313,9 +315,12 @@ class Call {
     this.abort?.abort(CALL_ENDED);
     if (reply && !this.res.stream.destroyed) {
       this.head();
-      const trailer = new Headers({ "grpc-status": grpcStatusOk });
-      if (error !== undefined) setTrailerStatus(trailer, error);
-      this.res.addTrailers(Object.fromEntries(trailer));
+      if (error === undefined) this.res.addTrailers(OK_TRAILERS);
+      else {
+        const trailer = new Headers({ "grpc-status": grpcStatusOk });
+        setTrailerStatus(trailer, error);
+        this.res.addTrailers(Object.fromEntries(trailer));
+      }
       this.res.end();
     }
     logCall(this.shared.log, this.route.method, this.started, (this.identity ?? identityKey.defaultValue).name, error);
