@@ -191,12 +191,7 @@ class Call {
     this.res.once("close", this.gone);
     let items: AsyncIterator<unknown> | undefined;
     try {
-      const timeout = parseTimeout(header(req, "grpc-timeout"), Number.MAX_SAFE_INTEGER);
-      if (timeout.timeoutMs !== undefined) {
-        this.deadline = setTimeout(() => this.finish(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeout.timeoutMs);
-      }
-      const negotiated = compressionNegotiate(COMPRESSIONS, header(req, "grpc-encoding"), header(req, "grpc-accept-encoding"), headerAcceptEncoding);
-      this.compression = negotiated.response;
+      const { timeout, negotiated } = this.negotiate();
       this.identity = shared.authorize(route.stream.method, header(req, "authorization"));
       if (shared.shutdown.aborted) throw unavailable();
       // Connect reports these once it reads the request, after the interceptors: so here.
@@ -225,6 +220,21 @@ class Call {
   }
 
   /**
+   * negotiate reads the call's deadline (and arms it) and its compression, as connect's gRPC
+   * handler does first; their errors are for the caller to raise at connect's moment.
+   */
+  private negotiate() {
+    const { req } = this;
+    const timeout = parseTimeout(header(req, "grpc-timeout"), Number.MAX_SAFE_INTEGER);
+    if (timeout.timeoutMs !== undefined) {
+      this.deadline = setTimeout(() => this.finish(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeout.timeoutMs);
+    }
+    const negotiated = compressionNegotiate(COMPRESSIONS, header(req, "grpc-encoding"), header(req, "grpc-accept-encoding"), headerAcceptEncoding);
+    this.compression = negotiated.response;
+    return { timeout, negotiated };
+  }
+
+  /**
    * runUnary serves a unary call in connect's order: the request is read and parsed before the
    * interceptors run (auth, shutdown, validation), as connect's unary invocation does. A unary call
    * in flight is counted for the graceful shutdown, which lets it finish.
@@ -233,12 +243,7 @@ class Call {
     const { shared, req } = this;
     shared.tracker.enter();
     try {
-      const timeout = parseTimeout(header(req, "grpc-timeout"), Number.MAX_SAFE_INTEGER);
-      if (timeout.timeoutMs !== undefined) {
-        this.deadline = setTimeout(() => this.finish(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeout.timeoutMs);
-      }
-      const negotiated = compressionNegotiate(COMPRESSIONS, header(req, "grpc-encoding"), header(req, "grpc-accept-encoding"), headerAcceptEncoding);
-      this.compression = negotiated.response;
+      const { timeout, negotiated } = this.negotiate();
       if (negotiated.error !== undefined) throw negotiated.error;
       if (timeout.error !== undefined) throw timeout.error;
       const input = await this.request(negotiated.request, false);
