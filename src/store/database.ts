@@ -263,13 +263,26 @@ export async function runBatch(q: Queryable, dialect: Dialect, statements: reado
     }
     return out;
   }
+  const batch = compileBatch(statements);
+  const [result] = (await q.raw(batch.sql, batch.bindings as Knex.RawBinding[])) as [unknown];
+  return rowsOfBatch(result, batch.count, statements.length);
+}
+
+/** compileBatch joins statements, after a `lead` statement without bindings, into one multi-statement query. */
+function compileBatch(statements: readonly Statement[], lead?: string): { sql: string; bindings: unknown[]; count: number } {
   const compiled = statements.map((st) => st.toSQL().toNative());
-  const sql = compiled.map((c) => c.sql).join(";\n");
-  const bindings = compiled.flatMap((c) => c.bindings as readonly unknown[]);
-  // mysql2 answers a multi-statement query with one result per statement: rows for a SELECT, a
-  // header object for a write.
-  const [results] = (await q.raw(sql, bindings as Knex.RawBinding[])) as [unknown[]];
-  return results.map((r) => (Array.isArray(r) ? (r as unknown[]) : []));
+  const sql = [...(lead === undefined ? [] : [lead]), ...compiled.map((c) => c.sql)];
+  return { sql: sql.join(";\n"), bindings: compiled.flatMap((c) => c.bindings as readonly unknown[]), count: sql.length };
+}
+
+/**
+ * rowsOfBatch is the rows of the last `last` of a batch's `count` statements. mysql2 answers a
+ * multi-statement query with one result per statement (rows for a read, a header object for a
+ * write), and a single statement with its result alone.
+ */
+function rowsOfBatch(result: unknown, count: number, last: number): unknown[][] {
+  const results = count === 1 ? [result] : (result as unknown[]);
+  return results.slice(count - last).map((r) => (Array.isArray(r) ? (r as unknown[]) : []));
 }
 
 /**
@@ -318,14 +331,10 @@ export async function batchTransaction<T>(db: Database, fn: (tx: Batcher) => Pro
     dialect: "mysql",
     async run(statements) {
       if (statements.length === 0) return [];
-      const compiled = statements.map((st) => st.toSQL().toNative());
-      const sql = compiled.map((c) => c.sql);
-      if (!begun) sql.unshift("START TRANSACTION");
+      const batch = compileBatch(statements, begun ? undefined : "START TRANSACTION");
       // Set before sending: if the batch fails after its BEGIN ran, the ROLLBACK must follow.
       begun = true;
-      const result = await query(sql.join(";\n"), compiled.flatMap((c) => c.bindings as readonly unknown[]));
-      const results = sql.length === 1 ? [result] : (result as unknown[]);
-      return results.slice(sql.length - statements.length).map((r) => (Array.isArray(r) ? (r as unknown[]) : []));
+      return rowsOfBatch(await query(batch.sql, batch.bindings), batch.count, statements.length);
     },
   };
   try {
