@@ -20,11 +20,8 @@ import type { Access } from "../src/domain/access.js";
 import { createApp } from "../src/server.js";
 import { openDatabase, redactUrl, type Database } from "../src/store/database.js";
 import { createGrpcLoadClient, type GrpcLoadClient } from "./grpc-load.js";
-import { compare, rowsOf, scaledClock, type BenchContext, type BenchModule, type Op, type Report, type Row, type Subject } from "./lib.js";
+import { compare, MYSQL_URL, mysqlVersion, rowsOf, scaledClock, type BenchContext, type BenchModule, type Op, type Report, type Row, type Subject } from "./lib.js";
 import { cpuSecondsOf, startServerProcess, type ServerProcess } from "./server-process.js";
-
-/** MYSQL_URL is the server the benchmark creates its database on (GMS_BENCH_MYSQL_URL). */
-const MYSQL_URL = (process.env["GMS_BENCH_MYSQL_URL"] ?? "mysql://root@127.0.0.1:3306").replace(/\/+$/, "");
 
 /** TARGETS are the issue's floors for the server, end to end, against the bare transactions. */
 const TARGETS = { allocateVsSkipLocked: 0.7, allocateVsNaive: 2, match: 0.6 } as const;
@@ -280,14 +277,14 @@ async function run(ctx: BenchContext): Promise<Report> {
       rows.push(...rowsOf("match", results, { [E2E]: TARGETS.match }));
     }
 
-    const [versionRow] = ((await db.knex.raw("select version() as v")) as [{ v: string }[]])[0];
+    const version = await mysqlVersion(db.knex);
     return {
       module: "access",
-      title: `Access numbers on MySQL (${versionRow?.v ?? "?"}), concurrency ${ctx.options.concurrency}: ratios are throughput over the scenario's first row in the same round (median of ${ctx.options.rounds} rounds); cpu is the Node process doing the work (the server process for gRPC rows)`,
+      title: `Access numbers on MySQL (${version ?? "?"}), concurrency ${ctx.options.concurrency}: ratios are throughput over the scenario's first row in the same round (median of ${ctx.options.rounds} rounds); cpu is the Node process doing the work (the server process for gRPC rows)`,
       rows,
       environment: {
         node: process.version,
-        mysql: versionRow?.v,
+        mysql: version,
         mysqlUrl: redactUrl(MYSQL_URL),
         options: ctx.options,
         poolMax: POOL_MAX,

@@ -24,10 +24,7 @@ import { createCallTracker, createErrorInterceptor, createLogInterceptor } from 
 import { createShutdownInterceptor } from "../src/rpc/shutdown.js";
 import { startServer, type RunningServer } from "../src/server.js";
 import { openDatabase, redactUrl, type Database, type Dialect } from "../src/store/database.js";
-import { envInt, grpcTransports, median, newHistogram, pool, Tracker, type BenchContext, type BenchModule, type Report, type Row } from "./lib.js";
-
-/** MYSQL_URL is the server the benchmark creates its database on (GMS_BENCH_MYSQL_URL). */
-const MYSQL_URL = (process.env["GMS_BENCH_MYSQL_URL"] ?? "mysql://root@127.0.0.1:3306").replace(/\/+$/, "");
+import { bearer, envInt, grpcTransports, median, MYSQL_URL, mysqlVersion, newHistogram, pool, Tracker, type BenchContext, type BenchModule, type Report, type Row } from "./lib.js";
 
 /** STREAMS is the number of open chats, each with its agent's stream open (GMS_BENCH_CHAT_STREAMS). */
 const STREAMS = envInt("GMS_BENCH_CHAT_STREAMS", 1000);
@@ -51,15 +48,6 @@ const ENDPOINT = "bench";
 const BASELINE = "connect-node echo (baseline)";
 const CHAT_P50 = "chat, p50 vs baseline";
 const CHAT_P99 = "chat, p99 vs baseline";
-
-/** bearer is a client interceptor sending the agent's API key. */
-const bearer =
-  (key: string): Interceptor =>
-  (next) =>
-  (req) => {
-    req.header.set("authorization", `Bearer ${key}`);
-    return next(req);
-  };
 
 /** serverConfig is the configuration both servers run with: one agent key, customers without a key. */
 function serverConfig(): Config {
@@ -340,11 +328,11 @@ async function freshDatabase(dialect: Dialect): Promise<RunDatabase> {
   }
   const name = `gms_bench_${randomBytes(4).toString("hex")}`;
   const db = await openDatabase(`${MYSQL_URL}/${name}`);
-  const [versionRow] = ((await db.knex.raw("select version() as v")) as [{ v: string }[]])[0];
+  const version = await mysqlVersion(db.knex);
   const admin = await openDatabase(`${MYSQL_URL}/${name}`, { migrate: false, poolMax: 1 });
   return {
     db,
-    label: `MySQL (${versionRow?.v ?? "?"})`,
+    label: `MySQL (${version ?? "?"})`,
     async drop() {
       await admin.knex.raw(`DROP DATABASE IF EXISTS \`${name}\``);
       await admin.close();

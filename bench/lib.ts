@@ -4,7 +4,26 @@ import { fileURLToPath } from "node:url";
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { build, type Histogram } from "hdr-histogram-js";
+import type { Knex } from "knex";
 import type { Clock } from "../src/clock.js";
+
+/** MYSQL_URL is the server the benchmarks create their databases on (GMS_BENCH_MYSQL_URL). */
+export const MYSQL_URL = (process.env["GMS_BENCH_MYSQL_URL"] ?? "mysql://root@127.0.0.1:3306").replace(/\/+$/, "");
+
+/** mysqlVersion is the database server's version, for a report's title and environment. */
+export async function mysqlVersion(knex: Knex): Promise<string | undefined> {
+  const [rows] = (await knex.raw("select version() as v")) as [{ v: string }[]];
+  return rows[0]?.v;
+}
+
+/** bearer is a client interceptor sending an API key. */
+export const bearer =
+  (key: string): Interceptor =>
+  (next) =>
+  (req) => {
+    req.header.set("authorization", `Bearer ${key}`);
+    return next(req);
+  };
 
 /** RESULTS_DIR is where every benchmark module writes its JSON report. */
 export const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), "results");

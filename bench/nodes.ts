@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import type { Histogram } from "hdr-histogram-js";
 import { Redis } from "ioredis";
@@ -15,12 +15,10 @@ import { AgentService } from "../gen/gms/v1/agent_pb.js";
 import { ChatEventType } from "../gen/gms/v1/chat_event_pb.js";
 import { ChatService, RefreshRequestSchema, RefreshResponseSchema, type RequestChatResponse } from "../gen/gms/v1/chat_pb.js";
 import { openDatabase, redactUrl } from "../src/store/database.js";
-import { envInt, grpcTransports, median, newHistogram, pool, Tracker, type BenchContext, type BenchModule, type Report, type Row } from "./lib.js";
+import { bearer, envInt, grpcTransports, median, MYSQL_URL, newHistogram, pool, Tracker, type BenchContext, type BenchModule, type Report, type Row } from "./lib.js";
 import { createGrpcLoadClient } from "./grpc-load.js";
 import { cpuMeter, mysqldPid, rssOf, sleep, startServerProcess, type ServerProcess } from "./server-process.js";
 
-/** MYSQL_URL is the server the benchmark creates its databases on (GMS_BENCH_MYSQL_URL). */
-const MYSQL_URL = (process.env["GMS_BENCH_MYSQL_URL"] ?? "mysql://root@127.0.0.1:3306").replace(/\/+$/, "");
 /** REDIS_URL is the Redis the nodes announce on (GMS_BENCH_REDIS_URL). */
 const REDIS_URL = process.env["GMS_BENCH_REDIS_URL"] ?? "redis://127.0.0.1:6379";
 
@@ -50,14 +48,6 @@ const SETUP_CONCURRENCY = 32;
 
 const AGENT_KEY = `bench-agent-${randomBytes(12).toString("hex")}`;
 const ENDPOINT = "bench";
-
-const bearer =
-  (key: string): Interceptor =>
-  (next) =>
-  (req) => {
-    req.header.set("authorization", `Bearer ${key}`);
-    return next(req);
-  };
 
 /** nodeConfig is the configuration every node runs with: MySQL, Redis, one agent key, customers without a key. */
 const nodeConfig = (databaseUrl: string) => ({

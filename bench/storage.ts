@@ -11,10 +11,7 @@ import type { DataValue } from "../src/domain/value.js";
 import { toValue } from "../src/rpc/convert.js";
 import { startServer, type RunningServer } from "../src/server.js";
 import { openDatabase, redactUrl, type Database } from "../src/store/database.js";
-import { compare, rowsOf, type BenchContext, type BenchModule, type Op, type Report, type Row, type Subject } from "./lib.js";
-
-/** MYSQL_URL is the server the benchmark creates its database on (GMS_BENCH_MYSQL_URL). */
-const MYSQL_URL = (process.env["GMS_BENCH_MYSQL_URL"] ?? "mysql://root@127.0.0.1:3306").replace(/\/+$/, "");
+import { compare, MYSQL_URL, mysqlVersion, rowsOf, type BenchContext, type BenchModule, type Op, type Report, type Row, type Subject } from "./lib.js";
 
 /** TARGETS are the issue's floors for the storage module against raw knex. */
 const TARGETS = { get: 0.7, put: 0.6 } as const;
@@ -194,14 +191,14 @@ async function run(ctx: BenchContext): Promise<Report> {
       }
     }
 
-    const [versionRow] = ((await knex.raw("select version() as v")) as [{ v: string }[]])[0];
+    const version = await mysqlVersion(knex);
     return {
       module: "storage",
-      title: `Storage on MySQL (${versionRow?.v ?? "?"}), concurrency ${ctx.options.concurrency}: ratios are throughput over raw knex in the same round (median of ${ctx.options.rounds} rounds)`,
+      title: `Storage on MySQL (${version ?? "?"}), concurrency ${ctx.options.concurrency}: ratios are throughput over raw knex in the same round (median of ${ctx.options.rounds} rounds)`,
       rows,
       environment: {
         node: process.version,
-        mysql: versionRow?.v,
+        mysql: version,
         mysqlUrl: redactUrl(MYSQL_URL),
         options: ctx.options,
         poolMax: POOL_MAX,
