@@ -68,11 +68,9 @@ const claimSql = (lock: string) =>
  */
 function bareClaim(pool: mysql.Pool, clock: Clock, lock: string): Op {
   const select = claimSql(lock);
-  return async () => {
-    const conn = await pool.getConnection();
-    try {
+  return () =>
+    bareTransaction(pool, async (conn) => {
       const now = clock.now();
-      await conn.query("BEGIN");
       const [rows] = await conn.query<mysql.RowDataPacket[]>(select, [ALLOC_GROUP, now]);
       const number = rows[0]?.["number"] as string | undefined;
       if (number === undefined) throw new Error("bare claim found no free number");
@@ -82,14 +80,22 @@ function bareClaim(pool: mysql.Pool, clock: Clock, lock: string): Op {
         ALLOC_GROUP,
         number,
       ]);
-      await conn.query("COMMIT");
-    } catch (e) {
-      await conn.query("ROLLBACK").catch(() => undefined);
-      throw e;
-    } finally {
-      conn.release();
-    }
-  };
+    });
+}
+
+/** bareTransaction runs `fn` between BEGIN and COMMIT on a connection of the mysql2 pool (ROLLBACK when it throws). */
+async function bareTransaction(pool: mysql.Pool, fn: (conn: mysql.PoolConnection) => Promise<void>): Promise<void> {
+  const conn = await pool.getConnection();
+  try {
+    await conn.query("BEGIN");
+    await fn(conn);
+    await conn.query("COMMIT");
+  } catch (e) {
+    await conn.query("ROLLBACK").catch(() => undefined);
+    throw e;
+  } finally {
+    conn.release();
+  }
 }
 
 /**
@@ -100,10 +106,8 @@ function bareMatch(pool: mysql.Pool, clock: Clock, numbers: readonly string[]): 
   return async (n) => {
     const number = numbers[n];
     if (number === undefined) throw new Error(`the match group has ${numbers.length} numbers; run shorter rounds`);
-    const conn = await pool.getConnection();
-    try {
+    await bareTransaction(pool, async (conn) => {
       const now = clock.now();
-      await conn.query("BEGIN");
       const [rows] = await conn.query<mysql.RowDataPacket[]>(
         `SELECT r.id, r.session_id, s.data_id FROM reservations r JOIN sessions s ON s.id = r.session_id
          WHERE r.access_number = ? AND r.released_at IS NULL AND r.expires_at > ? AND s.expires_at > ? AND s.state = 'active'
@@ -114,13 +118,7 @@ function bareMatch(pool: mysql.Pool, clock: Clock, numbers: readonly string[]): 
       if (row === undefined) throw new Error(`bare match found no reservation on ${number}`);
       await conn.query("UPDATE reservations SET released_at = ? WHERE id = ?", [now, row["id"]]);
       await conn.query("UPDATE access_numbers SET available_at = ? WHERE resource_group = ? AND number = ?", [now, MATCH_GROUP, number]);
-      await conn.query("COMMIT");
-    } catch (e) {
-      await conn.query("ROLLBACK").catch(() => undefined);
-      throw e;
-    } finally {
-      conn.release();
-    }
+    });
   };
 }
 
