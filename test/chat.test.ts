@@ -4,8 +4,11 @@ import { ManualClock } from "../src/clock.js";
 import { parseConfig } from "../src/config.js";
 import type { Actor, ChatStart } from "../src/domain/chat.js";
 import { createApp, type App } from "../src/server.js";
-import type { ChatEventRecord } from "../src/store/chat-store.js";
+import { createLocalBus } from "../src/bus.js";
+import { chatTopic, createTyping } from "../src/domain/chat-typing.js";
+import { setTyping, type ChatEventRecord, type ParticipantRef } from "../src/store/chat-store.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
+import { waitFor } from "./helpers/calls.js";
 import { failure } from "./helpers/failure.js";
 
 const config = parseConfig({
@@ -229,6 +232,37 @@ describe.each(DIALECTS)("chat on %s", (dialect) => {
     expect(seen.filter((e) => e.kind.startsWith("typing")).every((e) => e.position === 0)).toBe(true);
     expect(clock.pendingTimers).toBe(timersBefore);
     expect(app.bus.listenerCount()).toBe(0);
+  });
+
+  it("a quiet timer that fires late still stops the typing it armed, and never a newer start's", async () => {
+    const s = await start();
+    // Timers fire at their time, but once `lag` is set the clock reads that much later when they
+    // run, as a busy event loop makes them.
+    let lag = 0;
+    const late = { now: () => clock.now() + lag, setTimer: (fn: () => void, ms: number) => clock.setTimer(fn, ms) };
+    const bus = createLocalBus();
+    const typing = createTyping(db, late, bus, { coalesceMs: 2_000, timeoutMs: 10_000 });
+    const heard: string[] = [];
+    const off = bus.subscribe(chatTopic(s.chatId), (m) => heard.push((m["event"] as ChatEventRecord).kind));
+    const ann: ParticipantRef = { participantId: "p-ann", nickname: "Ann", kind: "client" };
+    const bob: ParticipantRef = { participantId: "p-bob", nickname: "Bob", kind: "agent" };
+    try {
+      await typing.start(s.chatId, ann, "");
+      lag = 5;
+      clock.advance(10_000);
+      await waitFor("the lapsed typing stopped", async () => (await typing.who(s.chatId)).length === 0 && heard.includes("typing_stopped"));
+      expect(heard).toEqual(["typing_started", "typing_stopped"]);
+      // Bob keeps typing through another node, which extends his row: this node's timer leaves it.
+      await typing.start(s.chatId, bob, "");
+      await setTyping(db.knex, s.chatId, bob, late.now(), late.now() + 20_000);
+      clock.advance(10_000);
+      await new Promise((r) => setTimeout(r, 50));
+      expect((await typing.who(s.chatId)).map((p) => p.participantId)).toEqual(["p-bob"]);
+      expect(heard).toEqual(["typing_started", "typing_stopped", "typing_started"]);
+    } finally {
+      off();
+      await typing.stopAll(s.chatId);
+    }
   });
 
   it("a wrong secure key, an unknown chat and calls after the end are refused", async () => {

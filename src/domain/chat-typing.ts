@@ -1,6 +1,6 @@
 import type { Bus } from "../bus.js";
 import type { Clock } from "../clock.js";
-import { clearTyping, readTyping, setTyping, stopTypingRow, type ChatEventRecord, type EventKind, type ParticipantRef } from "../store/chat-store.js";
+import { clearTyping, lapseTypingRow, readTyping, setTyping, stopTypingRow, type ChatEventRecord, type EventKind, type ParticipantRef } from "../store/chat-store.js";
 import type { Database } from "../store/database.js";
 
 /** eventDraft is an event with every optional field blank, before the store gives it a position. */
@@ -43,18 +43,19 @@ export function createTyping(db: Database, clock: Clock, bus: Bus, options: Typi
     bus.publish(chatTopic(chatId), { kind: "typing", event: event });
   }
 
-  function arm(chatId: string, participantId: string): void {
+  function arm(chatId: string, participant: ParticipantRef): void {
+    const { participantId } = participant;
     const key = `${chatId}/${participantId}`;
     timers.get(key)?.();
     const cancel = clock.setTimer(() => {
       timers.delete(key);
-      void (async () => {
-        const now = clock.now();
-        const row = (await readTyping(db.knex, chatId, now - 1)).find((t) => t.participant.participantId === participantId);
-        if (row === undefined || row.until > now) return;
-        const stopped = await clearTyping(db.knex, chatId, now - 1, participantId);
-        for (const t of stopped) announce(chatId, t.participant, false, "");
-      })().catch(() => undefined);
+      // One statement: only a row that lapsed goes (however late the timer), never one a newer
+      // start extended meanwhile, here or on another node.
+      lapseTypingRow(db.knex, chatId, participantId, clock.now())
+        .then((lapsed) => {
+          if (lapsed) announce(chatId, participant, false, "");
+        })
+        .catch(() => undefined);
     }, options.timeoutMs);
     timers.set(key, cancel);
   }
@@ -74,7 +75,7 @@ export function createTyping(db: Database, clock: Clock, bus: Bus, options: Typi
       const current = (await readTyping(db.knex, chatId, now)).find((t) => t.participant.participantId === from.participantId);
       const coalesced = current !== undefined && now - current.startedAt < options.coalesceMs;
       await setTyping(db.knex, chatId, from, coalesced ? current.startedAt : now, now + options.timeoutMs);
-      arm(chatId, from.participantId);
+      arm(chatId, from);
       if (!coalesced) announce(chatId, from, true, text);
     },
     async stop(chatId, participant) {

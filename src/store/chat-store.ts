@@ -246,6 +246,14 @@ export async function stopTypingRow(q: Queryable, chatId: string, participantId:
   return (await q("chat_typing").where({ chat_id: chatId, participant_id: participantId }).andWhere("until", ">", now).delete()) > 0;
 }
 
+/**
+ * lapseTypingRow deletes a participant's typing row once it has lapsed (until ≤ now) and tells
+ * whether there was one: a quiet timer's stop, which leaves alone a row a newer start extended.
+ */
+export async function lapseTypingRow(q: Queryable, chatId: string, participantId: string, now: number): Promise<boolean> {
+  return (await q("chat_typing").where({ chat_id: chatId, participant_id: participantId }).andWhere("until", "<=", now).delete()) > 0;
+}
+
 /** updateChat changes a chat's state, queue time or expiry. */
 export async function updateChat(
   q: Queryable,
@@ -536,11 +544,9 @@ export async function readTypingOf(q: Queryable, chatIds: readonly string[], now
   return out;
 }
 
-/** clearTyping deletes typing rows of a chat (one participant's, or all); returns how many were live at `now`. */
-export async function clearTyping(q: Queryable, chatId: string, now: number, participantId?: string): Promise<TypingRow[]> {
-  const live = (await readTyping(q, chatId, now)).filter((t) => participantId === undefined || t.participant.participantId === participantId);
-  const del = q("chat_typing").where("chat_id", chatId);
-  if (participantId !== undefined) del.andWhere("participant_id", participantId);
-  await del.delete();
+/** clearTyping deletes a chat's typing rows; returns those that were live at `now`. */
+export async function clearTyping(q: Queryable, chatId: string, now: number): Promise<TypingRow[]> {
+  const live = await readTyping(q, chatId, now);
+  await q("chat_typing").where("chat_id", chatId).delete();
   return live;
 }
