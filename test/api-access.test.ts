@@ -509,10 +509,9 @@ describe.skipIf(!DIALECTS.includes("mysql"))("the claim query on MySQL", () => {
   async function explain(o: Omit<ClaimOptions, "now">) {
     const knex = t.server.app.db.knex;
     const plans = [];
-    const queries = [...claimQueries(knex, "mysql", { ...o, now: Date.now() }), ...claimQueries(knex, "mysql", { ...o, now: Date.now() }, true)];
-    expect(queries.filter((q) => / into @/i.test(q.toSQL().sql))).toHaveLength(o.allocation === "random" ? 2 : 1);
-    for (const q of queries) {
-      const { sql, bindings } = q.toSQL().toNative();
+    const queries = [...claimQueries("mysql", { ...o, now: Date.now() }), ...claimQueries("mysql", { ...o, now: Date.now() }, true)];
+    expect(queries.filter((q) => / into @/i.test(q.sql))).toHaveLength(o.allocation === "random" ? 2 : 1);
+    for (const { sql, bindings } of queries) {
       expect(sql).toMatch(o.locking ? /for update skip locked$/i : /for update$/i);
       const [rows] = (await knex.raw(`EXPLAIN ${sql}`, bindings as never)) as [{ key: string | null; type: string; rows: number; Extra: string | null }[]];
       expect(rows).toHaveLength(1);

@@ -3,9 +3,10 @@
 // the statements before it. Also: values stay bound parameters (a quote in a value is data).
 // batchTransaction (the hot paths' transaction, driving a pooled connection itself on MySQL) commits
 // what its batches did, rolls all of it back when its function throws or a statement fails, and
-// gives the connection back to the pool outside any transaction.
+// gives the connection back to the pool outside any transaction; a batch that commits does so in
+// its own round trip. insertWhen stores rows only while its condition holds.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { batchTransaction, runBatch } from "../src/store/database.js";
+import { batchTransaction, insertWhen, runBatch, sqlText, type Database } from "../src/store/database.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 
 describe.each(DIALECTS)("runBatch on %s", (dialect) => {
@@ -113,6 +114,68 @@ describe.each(DIALECTS)("batchTransaction on %s", (dialect) => {
     await notInTransaction();
     await batchTransaction(db, (tx) => tx.run([tx.q("storage_data").insert(row("bt-8"))]));
     expect(await ids()).toEqual(["bt-1", "bt-2", "bt-8"]);
+  });
+
+  /** countQueries counts the queries batchTransaction sends on the connections it borrows (MySQL; none counted on SQLite). */
+  async function countQueries<T>(d: Database, fn: () => Promise<T>): Promise<{ out: T; sent: string[] }> {
+    if (d.dialect !== "mysql") return { out: await fn(), sent: [] };
+    const client = d.knex.client as { acquireConnection(): Promise<{ query: (...args: unknown[]) => unknown }> };
+    const acquire = client.acquireConnection.bind(client);
+    const sent: string[] = [];
+    const wrapped: unknown[] = [];
+    client.acquireConnection = async () => {
+      const conn = await acquire();
+      if (!wrapped.includes(conn)) {
+        wrapped.push(conn);
+        const query = conn.query.bind(conn);
+        conn.query = (...args: unknown[]) => {
+          sent.push((args[0] as { sql: string }).sql);
+          return query(...args);
+        };
+      }
+      return conn;
+    };
+    try {
+      return { out: await fn(), sent };
+    } finally {
+      client.acquireConnection = acquire;
+      for (const conn of wrapped) delete (conn as { query?: unknown }).query;
+    }
+  }
+
+  it("commits with a batch that says it is the last: one round trip on MySQL, and nothing may run after it", async () => {
+    const { sent } = await countQueries(db, () =>
+      batchTransaction(db, async (tx) => {
+        await tx.run([tx.q("storage_data").insert(row("bt-9"))], { commit: true });
+        await expect(tx.run([tx.q("storage_data").insert(row("bt-10"))])).rejects.toThrow(/after the one that committed/);
+      }),
+    );
+    expect(await ids()).toEqual(["bt-1", "bt-2", "bt-8", "bt-9"]);
+    if (dialect === "mysql") {
+      expect(sent).toHaveLength(1);
+      expect(sent[0]).toMatch(/^START TRANSACTION;[\s\S]*;\nCOMMIT$/);
+    }
+    await notInTransaction();
+  });
+
+  it("rolls back a committing batch whose statement fails (the COMMIT after it never runs)", async () => {
+    const { sent } = await countQueries(db, () =>
+      expect(
+        batchTransaction(db, (tx) => tx.run([tx.q("storage_data").insert(row("bt-11")), tx.q("storage_data").insert(row("bt-1"))], { commit: true })),
+      ).rejects.toThrow(/duplicate|unique/i),
+    );
+    expect(await ids()).toEqual(["bt-1", "bt-2", "bt-8", "bt-9"]);
+    if (dialect === "mysql") expect(sent).toEqual([expect.stringMatching(/COMMIT$/), "ROLLBACK"]);
+    await notInTransaction();
+  });
+
+  it("insertWhen stores its rows only while its condition holds (MySQL: a session variable set earlier in the batch)", async () => {
+    if (dialect !== "mysql") return; // Only MySQL batches use it (FROM DUAL, session variables).
+    const ins = { table: "storage_data", rows: [row("bt-12"), row("bt-13")] };
+    await batchTransaction(db, (tx) => tx.run([sqlText("SET @bt_flag = NULL"), insertWhen(ins, "@bt_flag IS NOT NULL")], { commit: true }));
+    expect(await ids()).toEqual(["bt-1", "bt-2", "bt-8", "bt-9"]);
+    await batchTransaction(db, (tx) => tx.run([sqlText("SET @bt_flag = ?", ["x"]), insertWhen(ins, "@bt_flag IS NOT NULL")], { commit: true }));
+    expect(await ids()).toEqual(["bt-1", "bt-12", "bt-13", "bt-2", "bt-8", "bt-9"]);
   });
 
   it("isolates: what a transaction wrote is invisible to others until it commits", async () => {

@@ -18,9 +18,9 @@ import {
   type LiveReservation,
   type ReservationRow,
 } from "../store/access-store.js";
-import { batcherOf, batchTransaction, type Batcher, type Database, type Statement } from "../store/database.js";
-import { insertSessionStatement, readSession, type SessionRow } from "../store/session-store.js";
-import { insertDataStatements } from "../store/storage-store.js";
+import { batcherOf, batchTransaction, insertStatement, type Batcher, type Database, type InsertRows, type RunOptions } from "../store/database.js";
+import { readSession, sessionInsertRow, type SessionRow } from "../store/session-store.js";
+import { dataInsertRows } from "../store/storage-store.js";
 import { GmsError, invalid, notFound } from "./errors.js";
 import { runOnce, type RequestKey } from "./idempotency.js";
 import { normalizePhone } from "./phone.js";
@@ -166,14 +166,15 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
   };
 
   /**
-   * allocate claims a number of the group and reserves it for the session, after running `before`
-   * (the statements creating the session), all in the caller's transaction; undefined when the
-   * group has no free number. Where any code will do (a locking number, or no code) it is one batch,
-   * a single round trip on MySQL. A shared number's code must differ from the codes of its other
-   * live reservations, known only once the number is claimed, so that case reads them first and
-   * needs `tx.q` to be a knex transaction (see needsReads).
+   * allocate claims a number of the group and reserves it for the session, storing `rows` (the
+   * session and its data, for a new one) only once a number is claimed, all in the caller's
+   * transaction; undefined, with nothing stored, when the group has no free number. Where any code
+   * will do (a locking number, or no code) it is one batch, a single round trip on MySQL, which
+   * commits too when `options.commit` says nothing follows. A shared number's code must differ from
+   * the codes of its other live reservations, known only once the number is claimed, so that case
+   * reads them first and needs `tx.q` to be a knex transaction (see needsReads).
    */
-  async function allocate(tx: Batcher, a: AllocateInput, before: readonly Statement[] = []): Promise<AccessGrant | undefined> {
+  async function allocate(tx: Batcher, a: AllocateInput, rows: readonly InsertRows[] = [], options: RunOptions = {}): Promise<AccessGrant | undefined> {
     const group = groupOf(a.group);
     const now = clock.now();
     const claim = { group: a.group, locking: group.locking, allocation: group.allocation, now };
@@ -183,15 +184,15 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
     let code: string | undefined;
     if (needsReads(a.group, a.provideCode)) {
       const trx = tx.q;
-      await tx.run(before);
       number = await claimNumber(trx, db.dialect, claim);
       if (number !== undefined) {
+        await tx.run(rows.map((ins) => insertStatement(trx, ins)));
         code = freeCode(await liveCodes(trx, number, now), a.codeLength, number);
         await reserve(trx, { ...reservation, accessCode: code, resourceGroup: a.group, accessNumber: number, locking: false }, undefined);
       }
     } else {
       code = a.provideCode ? randomCode(a.codeLength) : undefined;
-      number = await claimAndReserve(tx, claim, { ...reservation, accessCode: code }, before);
+      number = await claimAndReserve(tx, claim, { ...reservation, accessCode: code }, rows, options);
     }
     if (number === undefined) return undefined;
     return grantOf({ ...reservation, id: 0, accessCode: code, resourceGroup: a.group, accessNumber: number, locking: group.locking });
@@ -229,9 +230,9 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
   const bookingOf = (configured: number | undefined, requested: number | undefined, group: ResourceGroupConfig) =>
     pick(configured, requested, group.booking_expiration_timeout ?? config.access.booking_expiration_timeout);
 
-  async function release(tx: Batcher, reservations: readonly ReservationRow[], now: number): Promise<void> {
+  async function release(tx: Batcher, reservations: readonly ReservationRow[], now: number, options: RunOptions = {}): Promise<void> {
     const freeAt = (r: ReservationRow) => now + (config.resources[r.resourceGroup]?.cooldown_seconds ?? 0) * 1000;
-    await tx.run(releaseStatements(tx.q, reservations, now, freeAt));
+    await tx.run(releaseStatements(reservations, now, freeAt), options);
   }
 
   return {
@@ -265,10 +266,13 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
           createdAt: now,
           expiresAt,
         };
-        // The session and its data go with the claim (one round trip on MySQL); the number is
-        // claimed last, so its row lock is held only until the commit that follows.
-        const write = [...insertDataStatements(tx.q, data.row, data.entries), insertSessionStatement(tx.q, session)];
-        const access = allocated(await allocate(tx, { sessionId: session.id, sessionExpiresAt: expiresAt, group: groupName, provideCode, codeLength, bookingSeconds, phoneNumber }, write));
+        // The session and its data are stored with the claim, once it got a number, and (on the
+        // common path) committed in the same round trip on MySQL: the number's row lock is held
+        // for no network round trip.
+        const write = [...dataInsertRows(data.row, data.entries), sessionInsertRow(session)];
+        const access = allocated(
+          await allocate(tx, { sessionId: session.id, sessionExpiresAt: expiresAt, group: groupName, provideCode, codeLength, bookingSeconds, phoneNumber }, write, { commit: true }),
+        );
         return { session: { ...session, access: [access] }, access, ttlSeconds, provideCode };
       };
       return withFreeNumber(groupName, now, () =>
@@ -343,10 +347,12 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
           }
           // Newest first: without return_multiple_matches only the most recent is matched (and released).
           const chosen = input.returnMultiple ? byBoth : byBoth.slice(0, 1);
+          // The release is the transaction's last batch: on MySQL it commits in the same round trip.
           await release(
             tx,
             chosen.map((l) => l.reservation),
             now,
+            { commit: true },
           );
           return chosen;
         });

@@ -1,5 +1,5 @@
 import type { Knex } from "knex";
-import { lockForUpdate, type Batcher, type Dialect, type Queryable, type Statement } from "./database.js";
+import { insertStatement, insertWhen, runBatch, sqlText, type Batcher, type Dialect, type InsertRows, type Queryable, type RunOptions, type SqlText } from "./database.js";
 import { sessionFromSql, type SessionRow, type SessionSql } from "./session-store.js";
 
 /** Allocation is how a group picks among its free numbers. */
@@ -93,9 +93,10 @@ export interface ClaimOptions {
  * random point of a random key. Undefined when no number qualifies.
  */
 export async function claimNumber(q: Queryable, dialect: Dialect, o: ClaimOptions): Promise<string | undefined> {
-  for (const query of claimQueries(q, dialect, o)) {
-    const row = (await query) as { number: string }[];
-    if (row[0] !== undefined) return row[0].number;
+  for (const query of claimQueries(dialect, o)) {
+    const [rows] = await runBatch(q, dialect, [query]);
+    const row = rows?.[0] as { number: string } | undefined;
+    if (row !== undefined) return row.number;
   }
   return undefined;
 }
@@ -105,59 +106,68 @@ const CLAIMED = "@gms_claimed_number";
 
 /**
  * claimQueries are the SELECTs claimNumber runs, in order, until one returns a row: one for
- * round-robin, two for random (from a random pivot up, then below it). Exported so tests can
- * EXPLAIN exactly what the claim runs. With `into` (MySQL), each stores its number in the session
- * variable CLAIMED instead of returning it, and a later one runs only while none was found.
+ * round-robin, two for random (from a random pivot up, then below it). Written as SQL text (the hot
+ * path: knex's builder cost more CPU than the claim's round trip) and exported so tests can EXPLAIN
+ * exactly what the claim runs. With `into` (MySQL), each stores its number in the session variable
+ * CLAIMED instead of returning it, and a later one runs only while none was found.
  */
-export function claimQueries(q: Queryable, dialect: Dialect, o: ClaimOptions, into = false): Knex.QueryBuilder[] {
-  const base = (first: boolean) => {
-    const qb = q("access_numbers").where("resource_group", o.group).andWhere("retired", false);
-    if (o.locking) qb.andWhere("available_at", "<=", o.now);
-    if (into && !first) qb.andWhereRaw(`${CLAIMED} IS NULL`);
-    return qb.select(into ? q.raw(`?? INTO ${CLAIMED}`, ["number"]) : "number").limit(1);
-  };
+export function claimQueries(dialect: Dialect, o: ClaimOptions, into = false): SqlText[] {
   // Non-locking numbers are shared: wait for a busy row rather than skip it, or a burst would find none.
-  const lock = (qb: Knex.QueryBuilder) => lockForUpdate(qb, dialect, o.locking);
-  if (o.allocation === "round-robin") return [lock(base(true).orderBy(o.locking ? "available_at" : "last_used_at").orderBy("number"))];
+  const lock = dialect === "sqlite" ? "" : o.locking ? " FOR UPDATE SKIP LOCKED" : " FOR UPDATE";
+  const query = (first: boolean, extra: string[], extraBindings: unknown[], order: string) => {
+    const where = ["`resource_group` = ?", "`retired` = 0", ...(o.locking ? ["`available_at` <= ?"] : []), ...extra, ...(into && !first ? [`${CLAIMED} IS NULL`] : [])];
+    return sqlText(`SELECT \`number\`${into ? ` INTO ${CLAIMED}` : ""} FROM \`access_numbers\` WHERE ${where.join(" AND ")} ORDER BY ${order} LIMIT 1${lock}`, [
+      o.group,
+      ...(o.locking ? [o.now] : []),
+      ...extraBindings,
+    ]);
+  };
+  if (o.allocation === "round-robin") return [query(true, [], [], o.locking ? "`available_at`, `number`" : "`last_used_at`, `number`")];
   const pivot = Math.random();
-  return [lock(base(true).andWhere("rand_key", ">=", pivot).orderBy("rand_key")), lock(base(false).andWhere("rand_key", "<", pivot).orderBy("rand_key"))];
+  return [query(true, ["`rand_key` >= ?"], [pivot], "`rand_key`"), query(false, ["`rand_key` < ?"], [pivot], "`rand_key`")];
 }
 
 /** NewReservation is a reservation to store on a number the store claims for it. */
 export type NewReservation = Omit<ReservationRow, "id" | "accessNumber" | "resourceGroup" | "locking">;
 
 /**
- * claimAndReserve claims a number as claimNumber does, stores the reservation on it and records
- * the claim (markNumberUsed; a locking number is busy until the reservation expires), after running
- * `before` (e.g. the session the reservation belongs to). On MySQL all of it is one batch: the
- * claim leaves its number in a session variable the INSERT and UPDATE read, so the row lock is held
- * for no network round trip at all. Undefined (no free number) leaves `before` done, for the
- * caller to roll back. On SQLite `tx.q` must be the transaction (batchTransaction's is).
+ * claimAndReserve claims a number as claimNumber does and, only when it got one, stores `rows`
+ * (e.g. the session the reservation belongs to, and its data) and the reservation on it, and
+ * records the claim (markNumberUsed; a locking number is busy until the reservation expires).
+ * Undefined (no free number) has stored nothing. On MySQL all of it is one batch, which commits
+ * the transaction too when `options.commit` says it is the last: the claim leaves its number in a
+ * session variable the later statements read, so the row lock is held for no network round trip
+ * at all. On SQLite `tx.q` must be the transaction (batchTransaction's is).
  */
-export async function claimAndReserve(tx: Batcher, o: ClaimOptions, r: NewReservation, before: readonly Statement[] = []): Promise<string | undefined> {
+export async function claimAndReserve(tx: Batcher, o: ClaimOptions, r: NewReservation, rows: readonly InsertRows[] = [], options: RunOptions = {}): Promise<string | undefined> {
   const { q, dialect } = tx;
   const busyUntil = o.locking ? r.expiresAt : undefined;
   if (dialect === "sqlite") {
-    await tx.run(before);
     const number = await claimNumber(q, dialect, o);
-    if (number !== undefined) await reserve(q, { ...r, resourceGroup: o.group, accessNumber: number, locking: o.locking }, busyUntil);
+    if (number === undefined) return undefined;
+    await tx.run(rows.map((ins) => insertStatement(q, ins)));
+    await reserve(q, { ...r, resourceGroup: o.group, accessNumber: number, locking: o.locking }, busyUntil);
     return number;
   }
-  const results = await tx.run([
-    ...before,
-    q.raw(`SET ${CLAIMED} = NULL`),
-    ...claimQueries(q, dialect, o, true),
-    q.raw(
-      `INSERT INTO reservations (session_id, resource_group, access_number, access_code, phone_number, locking, created_at, expires_at) SELECT ?, ?, ${CLAIMED}, ?, ?, ?, ?, ? FROM DUAL WHERE ${CLAIMED} IS NOT NULL`,
-      [r.sessionId, o.group, r.accessCode ?? null, r.phoneNumber, o.locking, r.createdAt, r.expiresAt],
-    ),
-    q.raw(`UPDATE access_numbers SET last_used_at = ?${busyUntil === undefined ? "" : ", available_at = ?"} WHERE resource_group = ? AND number = ${CLAIMED}`, [
-      r.createdAt,
-      ...(busyUntil === undefined ? [] : [busyUntil]),
-      o.group,
-    ]),
-    q.raw(`SELECT ${CLAIMED} AS number`),
-  ]);
+  const claimed = `${CLAIMED} IS NOT NULL`;
+  const results = await tx.run(
+    [
+      sqlText(`SET ${CLAIMED} = NULL`),
+      ...claimQueries(dialect, o, true),
+      ...rows.map((ins) => insertWhen(ins, claimed)),
+      sqlText(
+        `INSERT INTO reservations (session_id, resource_group, access_number, access_code, phone_number, locking, created_at, expires_at) SELECT ?, ?, ${CLAIMED}, ?, ?, ?, ?, ? FROM DUAL WHERE ${claimed}`,
+        [r.sessionId, o.group, r.accessCode ?? null, r.phoneNumber, o.locking, r.createdAt, r.expiresAt],
+      ),
+      sqlText(`UPDATE access_numbers SET last_used_at = ?${busyUntil === undefined ? "" : ", available_at = ?"} WHERE resource_group = ? AND number = ${CLAIMED}`, [
+        r.createdAt,
+        ...(busyUntil === undefined ? [] : [busyUntil]),
+        o.group,
+      ]),
+      sqlText(`SELECT ${CLAIMED} AS number`),
+    ],
+    options,
+  );
   const row = results[results.length - 1]?.[0] as { number: string | null } | undefined;
   return row?.number ?? undefined;
 }
@@ -243,8 +253,8 @@ export interface CodeFailures {
 
 type CodeFailuresSql = { n: number | string; oldest: number | string | null };
 
-const codeFailuresQuery = (q: Queryable, number: string, since: number) =>
-  q("code_failures").where("access_number", number).andWhere("failed_at", ">", since).count({ n: "*" }).min({ oldest: "failed_at" });
+const codeFailuresQuery = (number: string, since: number) =>
+  sqlText("SELECT COUNT(*) AS n, MIN(failed_at) AS oldest FROM code_failures WHERE access_number = ? AND failed_at > ?", [number, since]);
 
 const codeFailuresOf = (rows: readonly CodeFailuresSql[]): CodeFailures => {
   const row = rows[0];
@@ -263,24 +273,14 @@ export interface LiveReservation {
  * for the caller's transaction.
  */
 export async function lockNumberForMatch(tx: Batcher, number: string, now: number, since: number): Promise<{ failures: CodeFailures; live: LiveReservation[] }> {
-  const { q, dialect } = tx;
-  const reservations = live(q("reservations as r").where("r.access_number", number), now, "r")
-    .join("sessions as s", "s.id", "r.session_id")
-    .andWhere("s.expires_at", ">", now)
-    .andWhere("s.state", "active")
-    .orderBy("r.created_at", "desc")
-    .orderBy("r.id", "desc")
-    .select(
-      "r.*",
-      "s.service as s_service",
-      "s.builtin as s_builtin",
-      "s.state as s_state",
-      "s.phone_number as s_phone_number",
-      "s.data_id as s_data_id",
-      "s.created_at as s_created_at",
-      "s.expires_at as s_expires_at",
-    );
-  const [failures, rows] = await tx.run([codeFailuresQuery(q, number, since), lockForUpdate(reservations, dialect)]);
+  const reservations = sqlText(
+    `SELECT r.*, s.service AS s_service, s.builtin AS s_builtin, s.state AS s_state, s.phone_number AS s_phone_number, s.data_id AS s_data_id, s.created_at AS s_created_at, s.expires_at AS s_expires_at
+     FROM reservations r JOIN sessions s ON s.id = r.session_id
+     WHERE r.access_number = ? AND r.released_at IS NULL AND r.expires_at > ? AND s.expires_at > ? AND s.state = 'active'
+     ORDER BY r.created_at DESC, r.id DESC${tx.dialect === "sqlite" ? "" : " FOR UPDATE"}`,
+    [number, now, now],
+  );
+  const [failures, rows] = await tx.run([codeFailuresQuery(number, since), reservations]);
   return {
     failures: codeFailuresOf(failures as CodeFailuresSql[]),
     live: (rows as (ReservationSql & { [K in keyof SessionSql as K extends "id" ? never : `s_${K}`]: SessionSql[K] })[]).map((r) => ({
@@ -303,11 +303,11 @@ export async function lockNumberForMatch(tx: Batcher, number: string, now: numbe
  * releaseStatements mark reservations released at `now` and set when their locking numbers are
  * free again (`freeAt`: the release plus the group's cool-down), built but not run (runBatch).
  */
-export function releaseStatements(q: Queryable, released: readonly ReservationRow[], now: number, freeAt: (r: ReservationRow) => number): Knex.QueryBuilder[] {
+export function releaseStatements(released: readonly ReservationRow[], now: number, freeAt: (r: ReservationRow) => number): SqlText[] {
   if (released.length === 0) return [];
   return [
-    q("reservations").whereIn("id", released.map((r) => r.id)).update({ released_at: now }),
-    ...released.filter((r) => r.locking).map((r) => q("access_numbers").where({ resource_group: r.resourceGroup, number: r.accessNumber }).update({ available_at: freeAt(r) })),
+    sqlText(`UPDATE reservations SET released_at = ? WHERE id IN (${released.map(() => "?").join(", ")})`, [now, ...released.map((r) => r.id)]),
+    ...released.filter((r) => r.locking).map((r) => sqlText("UPDATE access_numbers SET available_at = ? WHERE resource_group = ? AND number = ?", [freeAt(r), r.resourceGroup, r.accessNumber])),
   ];
 }
 

@@ -242,8 +242,60 @@ export function lockForUpdate<T extends Knex.QueryBuilder>(qb: T, dialect: Diale
   return (skipLocked ? locked.skipLocked() : locked) as T;
 }
 
-/** Statement is a query built but not yet run (a knex builder or raw query). */
-export type Statement = Knex.QueryBuilder | Knex.Raw;
+/**
+ * SqlText is a statement written as SQL text with `?` placeholders and its bound values: what the
+ * hot paths (allocation, matching) send, built without knex's query builder, whose compilation cost
+ * more CPU than the statements' own round trip. Values are always bound, never spliced into the text.
+ */
+export interface SqlText {
+  readonly sql: string;
+  readonly bindings: readonly unknown[];
+}
+
+/** Statement is a query built but not yet run: a knex builder, a knex raw query, or SQL text. */
+export type Statement = Knex.QueryBuilder | Knex.Raw | SqlText;
+
+/** sqlText types a SqlText. */
+export const sqlText = (sql: string, bindings: readonly unknown[] = []): SqlText => ({ sql, bindings });
+
+/** nativeOf is a statement's SQL with `?` placeholders and its values. */
+function nativeOf(st: Statement): SqlText {
+  return "toSQL" in st ? (st.toSQL().toNative() as SqlText) : st;
+}
+
+/** runOne runs one statement on the pool or a transaction, as knex answers it. */
+function runOne(q: Queryable, st: Statement): Promise<unknown> {
+  return "toSQL" in st ? Promise.resolve(st) : Promise.resolve(q.raw(st.sql, st.bindings as Knex.RawBinding[]));
+}
+
+/** InsertRows are rows to insert into one table, all with the same columns. */
+export interface InsertRows {
+  readonly table: string;
+  readonly rows: readonly Record<string, unknown>[];
+}
+
+/** insertStatement is the INSERT of `ins` as a knex builder. */
+export function insertStatement(q: Queryable, ins: InsertRows): Knex.QueryBuilder {
+  return q(ins.table).insert(ins.rows as Record<string, unknown>[]);
+}
+
+/**
+ * insertWhen is the INSERT of `ins` that stores its rows only while `condition` (SQL without
+ * values, e.g. on a session variable a statement before it in the batch set) holds:
+ * `INSERT INTO t (cols) SELECT ?, … FROM DUAL WHERE condition`, one SELECT per row.
+ */
+export function insertWhen(ins: InsertRows, condition: string): SqlText {
+  const columns = Object.keys(ins.rows[0] ?? {});
+  if (columns.length === 0) throw new Error(`insertWhen: no rows for ${ins.table}`);
+  const select = `SELECT ${columns.map(() => "?").join(", ")} FROM DUAL WHERE ${condition}`;
+  return {
+    sql: `INSERT INTO \`${ins.table}\` (${columns.map((c) => `\`${c}\``).join(", ")}) ${ins.rows.map(() => select).join(" UNION ALL ")}`,
+    bindings: ins.rows.flatMap((r) => columns.map((c) => r[c])),
+  };
+}
+
+/** isRead tells whether a statement answers with rows (SELECT or WITH). */
+const isRead = (st: Statement) => /^\s*(select|with)\b/i.test(nativeOf(st).sql);
 
 /**
  * runBatch runs statements in order and returns each one's result rows (empty for writes). On
@@ -254,35 +306,55 @@ export type Statement = Knex.QueryBuilder | Knex.Raw;
  */
 export async function runBatch(q: Queryable, dialect: Dialect, statements: readonly Statement[]): Promise<unknown[][]> {
   if (statements.length === 0) return [];
-  if (dialect === "sqlite" || statements.length === 1) {
+  if (dialect === "sqlite") {
     const out: unknown[][] = [];
     for (const st of statements) {
-      const r: unknown = await st;
+      const r: unknown = await runOne(q, st);
       // Writes answer with ids or counts here; as on MySQL, only a read's rows are kept.
-      out.push(Array.isArray(r) && /^\s*(select|with)\b/i.test(st.toSQL().sql) ? (r as unknown[]) : []);
+      out.push(Array.isArray(r) && isRead(st) ? (r as unknown[]) : []);
     }
     return out;
   }
   const batch = compileBatch(statements);
   const [result] = (await q.raw(batch.sql, batch.bindings as Knex.RawBinding[])) as [unknown];
-  return rowsOfBatch(result, batch.count, statements.length);
+  return rowsOfBatch(result, batch);
 }
 
-/** compileBatch joins statements, after a `lead` statement without bindings, into one multi-statement query. */
-function compileBatch(statements: readonly Statement[], lead?: string): { sql: string; bindings: unknown[]; count: number } {
-  const compiled = statements.map((st) => st.toSQL().toNative());
-  const sql = [...(lead === undefined ? [] : [lead]), ...compiled.map((c) => c.sql)];
-  return { sql: sql.join(";\n"), bindings: compiled.flatMap((c) => c.bindings as readonly unknown[]), count: sql.length };
+/** Batch is statements joined into one multi-statement query; theirs are the results from `first` on, `n` of them. */
+interface Batch {
+  sql: string;
+  bindings: unknown[];
+  /** count is how many statements the query holds, with the lead and the trailer. */
+  count: number;
+  first: number;
+  n: number;
+}
+
+/** compileBatch joins statements, between a `lead` and a `trailer` statement without bindings, into one multi-statement query. */
+function compileBatch(statements: readonly Statement[], lead?: string, trailer?: string): Batch {
+  const compiled = statements.map(nativeOf);
+  const sql = [...(lead === undefined ? [] : [lead]), ...compiled.map((c) => c.sql), ...(trailer === undefined ? [] : [trailer])];
+  return { sql: sql.join(";\n"), bindings: compiled.flatMap((c) => c.bindings), count: sql.length, first: lead === undefined ? 0 : 1, n: statements.length };
 }
 
 /**
- * rowsOfBatch is the rows of the last `last` of a batch's `count` statements. mysql2 answers a
- * multi-statement query with one result per statement (rows for a read, a header object for a
- * write), and a single statement with its result alone.
+ * rowsOfBatch is the rows of a batch's own statements. mysql2 answers a multi-statement query with
+ * one result per statement (rows for a read, a header object for a write), and a single statement
+ * with its result alone.
  */
-function rowsOfBatch(result: unknown, count: number, last: number): unknown[][] {
-  const results = count === 1 ? [result] : (result as unknown[]);
-  return results.slice(count - last).map((r) => (Array.isArray(r) ? (r as unknown[]) : []));
+function rowsOfBatch(result: unknown, batch: Batch): unknown[][] {
+  const results = batch.count === 1 ? [result] : (result as unknown[]);
+  return results.slice(batch.first, batch.first + batch.n).map((r) => (Array.isArray(r) ? (r as unknown[]) : []));
+}
+
+/** RunOptions tune one batch of a transaction. */
+export interface RunOptions {
+  /**
+   * commit says the batch is the transaction's last: on batchTransaction over MySQL the COMMIT rides
+   * with it (one round trip fewer), and nothing may run in the transaction after it. Elsewhere the
+   * transaction commits as usual when its function returns.
+   */
+  commit?: boolean;
 }
 
 /**
@@ -293,11 +365,28 @@ export interface Batcher {
   /** q builds statements; on a batchTransaction over MySQL it is the pool: never run a statement on it directly. */
   readonly q: Queryable;
   readonly dialect: Dialect;
-  run(statements: readonly Statement[]): Promise<unknown[][]>;
+  run(statements: readonly Statement[], options?: RunOptions): Promise<unknown[][]>;
 }
 
-/** batcherOf runs batches on a knex transaction (or the pool). */
-export const batcherOf = (q: Queryable, dialect: Dialect): Batcher => ({ q, dialect, run: (statements) => runBatch(q, dialect, statements) });
+/** afterCommit refuses a batch after the one that said it was the last (RunOptions.commit). */
+const afterCommit = () => new Error("batchTransaction: a batch after the one that committed");
+
+/**
+ * batcherOf runs batches on a knex transaction (or the pool), which commits when its function
+ * returns; it refuses a batch after one that said it was the last, as batchTransaction does.
+ */
+export function batcherOf(q: Queryable, dialect: Dialect): Batcher {
+  let committed = false;
+  return {
+    q,
+    dialect,
+    run(statements, options = {}) {
+      if (committed) return Promise.reject(afterCommit());
+      committed = options.commit === true;
+      return runBatch(q, dialect, statements);
+    },
+  };
+}
 
 /** MysqlConnection is the part of a mysql2 connection (callback API) batchTransaction drives. */
 interface MysqlConnection {
@@ -314,10 +403,11 @@ interface PoolClient {
 /**
  * batchTransaction runs fn in a transaction whose statements all go through the Batcher it is given.
  * On MySQL it drives a connection of knex's pool itself: BEGIN rides with the first batch, COMMIT
- * (or ROLLBACK when fn throws) is one more round trip, so a transaction of one batch is two round
- * trips. A knex transaction costs several times the statements of a short transaction in CPU (it
- * builds a client and a knex instance per transaction) and a round trip for its BEGIN; this is for
- * the hot paths (allocation, matching). On SQLite it is a knex transaction, which costs little there.
+ * with the last when fn says so (RunOptions.commit), else it is one more round trip; ROLLBACK when
+ * fn throws. A transaction of one committing batch is one round trip. A knex transaction costs
+ * several times the statements of a short transaction in CPU (it builds a client and a knex
+ * instance per transaction) and a round trip for its BEGIN; this is for the hot paths (allocation,
+ * matching). On SQLite it is a knex transaction, which costs little there.
  */
 export async function batchTransaction<T>(db: Database, fn: (tx: Batcher) => Promise<T>): Promise<T> {
   if (db.dialect === "sqlite") return db.knex.transaction((trx) => fn(batcherOf(trx, "sqlite")));
@@ -326,24 +416,29 @@ export async function batchTransaction<T>(db: Database, fn: (tx: Batcher) => Pro
   const query = (sql: string, values: readonly unknown[]) =>
     new Promise<unknown>((resolve, reject) => conn.query({ sql, values }, (err, result) => (err === null ? resolve(result) : reject(err))));
   let begun = false;
+  let committed = false;
   const tx: Batcher = {
     q: db.knex,
     dialect: "mysql",
-    async run(statements) {
-      if (statements.length === 0) return [];
-      const batch = compileBatch(statements, begun ? undefined : "START TRANSACTION");
-      // Set before sending: if the batch fails after its BEGIN ran, the ROLLBACK must follow.
+    async run(statements, options = {}) {
+      if (committed) throw afterCommit();
+      if (statements.length === 0 && options.commit !== true) return [];
+      const batch = compileBatch(statements, begun ? undefined : "START TRANSACTION", options.commit === true ? "COMMIT" : undefined);
+      // Set before sending: if the batch fails after its BEGIN ran, the ROLLBACK must follow (the
+      // server stops at the failing statement, so a COMMIT after it has not run).
       begun = true;
-      return rowsOfBatch(await query(batch.sql, batch.bindings), batch.count, statements.length);
+      const result = await query(batch.sql, batch.bindings);
+      committed = options.commit === true;
+      return rowsOfBatch(result, batch);
     },
   };
   try {
     const out = await fn(tx);
-    if (begun) await query("COMMIT", []);
+    if (begun && !committed) await query("COMMIT", []);
     return out;
   } catch (e) {
     // A connection that cannot roll back is broken: destroyed, the pool replaces it.
-    if (begun) await query("ROLLBACK", []).catch(() => conn.destroy());
+    if (begun && !committed) await query("ROLLBACK", []).catch(() => conn.destroy());
     throw e;
   } finally {
     await client.releaseConnection(conn);

@@ -1,5 +1,5 @@
 import type { Knex } from "knex";
-import { lockForUpdate, type Dialect, type Queryable } from "./database.js";
+import { insertStatement, lockForUpdate, type Dialect, type InsertRows, type Queryable } from "./database.js";
 
 /** SessionState is a session's state as stored. */
 export type SessionState = "active" | "ended";
@@ -49,16 +49,15 @@ export async function insertSession(q: Queryable, s: SessionRow): Promise<void> 
 
 /** insertSessionStatement is the INSERT of a new session, built but not run (for runBatch). */
 export function insertSessionStatement(q: Queryable, s: SessionRow): Knex.QueryBuilder {
-  return q("sessions").insert({
-    id: s.id,
-    service: s.service,
-    builtin: s.builtin,
-    state: s.state,
-    phone_number: s.phoneNumber,
-    data_id: s.dataId,
-    created_at: s.createdAt,
-    expires_at: s.expiresAt,
-  });
+  return insertStatement(q, sessionInsertRow(s));
+}
+
+/** sessionInsertRow is the row insertSessionStatement inserts, for a caller that writes it its own way (insertWhen). */
+export function sessionInsertRow(s: SessionRow): InsertRows {
+  return {
+    table: "sessions",
+    rows: [{ id: s.id, service: s.service, builtin: s.builtin, state: s.state, phone_number: s.phoneNumber, data_id: s.dataId, created_at: s.createdAt, expires_at: s.expiresAt }],
+  };
 }
 
 /** readSession returns a session that is live (unexpired) at `now`, locked for update when asked. */

@@ -1,6 +1,6 @@
 import type { Knex } from "knex";
 import type { DataEntries, DataValue } from "../domain/value.js";
-import { lockForUpdate, type Dialect, type Queryable } from "./database.js";
+import { insertStatement, lockForUpdate, type Dialect, type InsertRows, type Queryable } from "./database.js";
 
 /** DataRow is a storage_data row. */
 export interface DataRow {
@@ -82,7 +82,12 @@ export async function insertData(q: Queryable, row: DataRow, entries: DataEntrie
  * entries to replace: no DELETE.
  */
 export function insertDataStatements(q: Queryable, row: DataRow, entries: DataEntries): Knex.QueryBuilder[] {
-  return [q("storage_data").insert({ id: row.id, version: row.version, created_at: row.createdAt, expires_at: row.expiresAt }), ...insertEntriesStatements(q, row.id, entries)];
+  return dataInsertRows(row, entries).map((ins) => insertStatement(q, ins));
+}
+
+/** dataInsertRows are the rows insertDataStatements inserts, for a caller that writes them its own way (insertWhen). */
+export function dataInsertRows(row: DataRow, entries: DataEntries): InsertRows[] {
+  return [{ table: "storage_data", rows: [{ id: row.id, version: row.version, created_at: row.createdAt, expires_at: row.expiresAt }] }, ...entryChunks(row.id, entries)];
 }
 
 /** writeEntries adds entries to a record, replacing those with the same keys. */
@@ -99,20 +104,25 @@ async function insertEntries(q: Queryable, dataId: string, entries: DataEntries)
 
 /** insertEntriesStatements are the INSERTs of entries, in INSERTs of bounded size. */
 function insertEntriesStatements(q: Queryable, dataId: string, entries: DataEntries): Knex.QueryBuilder[] {
-  const out: Knex.QueryBuilder[] = [];
+  return entryChunks(dataId, entries).map((ins) => insertStatement(q, ins));
+}
+
+/** entryChunks are the rows of entries, in chunks of bounded size (one INSERT each). */
+function entryChunks(dataId: string, entries: DataEntries): InsertRows[] {
+  const out: InsertRows[] = [];
   let chunk: EntryRow[] = [];
   let bytes = 0;
   for (const [key, value] of entries) {
     const row = toEntryRow(dataId, key, value);
     if (chunk.length > 0 && bytes + row.size > INSERT_CHUNK_BYTES) {
-      out.push(q("storage_entries").insert(chunk));
+      out.push({ table: "storage_entries", rows: chunk as unknown as Record<string, unknown>[] });
       chunk = [];
       bytes = 0;
     }
     chunk.push(row);
     bytes += row.size;
   }
-  if (chunk.length > 0) out.push(q("storage_entries").insert(chunk));
+  if (chunk.length > 0) out.push({ table: "storage_entries", rows: chunk as unknown as Record<string, unknown>[] });
   return out;
 }
 
