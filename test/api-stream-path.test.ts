@@ -2,9 +2,10 @@
 // connect-node's handler. Real servers on port 0, real sockets; each behaviour is checked against
 // what the connect path answers, and, byte for byte, against a server whose handler leaves every
 // call to connect.
+import * as http from "node:http";
 import * as http2 from "node:http2";
 import { gzipSync } from "node:zlib";
-import { create, fromBinary, toBinary, type DescMessage, type DescService, type MessageShape } from "@bufbuild/protobuf";
+import { create, fromBinary, fromJsonString, toBinary, toJsonString, type MessageInitShape, type DescMessage, type DescService, type MessageShape } from "@bufbuild/protobuf";
 import { ViolationsSchema } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
@@ -15,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentService, AgentServiceSubscribeRequestSchema, WatchQueueRequestSchema } from "../gen/gms/v1/agent_pb.js";
 import { ChatEventSchema, ChatEventType, type ChatEvent } from "../gen/gms/v1/chat_event_pb.js";
 import { MatchInteractionRequestSchema, MatchInteractionResponseSchema, RequestInteractionRequestSchema, RequestInteractionResponseSchema } from "../gen/gms/v1/access_pb.js";
-import { ChatService, RefreshRequestSchema, SubscribeRequestSchema, type RequestChatResponse } from "../gen/gms/v1/chat_pb.js";
+import { ChatService, RefreshRequestSchema, RefreshResponseSchema, SubscribeRequestSchema, type RequestChatResponse } from "../gen/gms/v1/chat_pb.js";
 import { ManualClock } from "../src/clock.js";
 import { parseConfig } from "../src/config.js";
 import { createHealthMonitor } from "../src/health.js";
@@ -595,5 +596,152 @@ describe.each(DIALECTS)("the gRPC stream path against connect, byte for byte, on
     expect(lean).toEqual(connect);
     expect(lean.trailers?.["grpc-status"]).toBe(String(Code.DeadlineExceeded));
     expect([pair.lean.tracker.streams, pair.connect.tracker.streams]).toEqual([0, 0]);
+  });
+});
+
+/** RawHttpResponse is a Connect response as it went over the wire: status, headers (without date), body bytes. */
+interface RawHttpResponse {
+  status: number;
+  headers: Record<string, unknown>;
+  body: string;
+}
+
+/**
+ * rawConnect makes one Connect-protocol call (POST) with node:http (HTTP/1.1) or node:http2 on a
+ * connection of its own and returns what came back.
+ */
+function rawConnect(version: "1.1" | "2", url: string, path: string, body: Uint8Array | string, headers: Record<string, string> = {}): Promise<RawHttpResponse> {
+  const withoutDate = (h: Record<string, unknown>) => Object.fromEntries(Object.entries(h).filter(([k]) => k !== "date"));
+  return new Promise<RawHttpResponse>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    if (version === "1.1") {
+      const req = http.request(`${url}${path}`, { method: "POST", agent: false, headers: { "content-type": "application/json", ...headers } }, (res) => {
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: withoutDate(res.headers), body: Buffer.concat(chunks).toString("hex") }));
+      });
+      req.on("error", reject);
+      req.end(body);
+      return;
+    }
+    const session = http2.connect(url);
+    session.on("error", reject);
+    const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/json", ...headers });
+    let status = 0;
+    let received: Record<string, unknown> = {};
+    stream.on("response", (h) => {
+      const { ":status": s, ...rest } = Object.fromEntries(Object.entries(h));
+      status = Number(s);
+      received = withoutDate(rest);
+    });
+    stream.on("data", (c: Buffer) => chunks.push(c));
+    stream.on("error", reject);
+    stream.on("close", () => {
+      session.close();
+      resolve({ status, headers: received, body: Buffer.concat(chunks).toString("hex") });
+    });
+    stream.end(body);
+  });
+}
+
+describe.each(DIALECTS)("the Connect unary path against connect, byte for byte, on %s", (dialect) => {
+  let db: TestDatabase;
+  let pair: Pair;
+  beforeAll(async () => {
+    db = await createTestDatabase(dialect);
+    pair = await startPair(dialect, db);
+  });
+  afterAll(async () => {
+    await pair?.close();
+    await db?.close();
+  });
+
+  const both = (version: "1.1" | "2", path: string, body: Uint8Array | string, headers?: Record<string, string>) =>
+    Promise.all([rawConnect(version, pair.lean.url, path, body, headers), rawConnect(version, pair.connect.url, path, body, headers)]);
+
+  it.each(["1.1", "2"] as const)("Refresh, RequestInteraction, MatchInteraction in JSON and binary, and their refusals, over HTTP/%s: the same status, headers and bytes", async (version) => {
+    const chat = await pair.customer.requestChat({ service: "lobby", nickname: "Widget" });
+    const key = { chatId: chat.chatId, secureKey: chat.secureKey };
+    const json = <D extends DescMessage>(schema: D, m: MessageInitShape<D>) => toJsonString(schema, create(schema, m));
+    const poll = json(RefreshRequestSchema, { ...key, fromPosition: 1n });
+    const pollBinary = toBinary(RefreshRequestSchema, create(RefreshRequestSchema, { ...key, fromPosition: 1n }));
+    const proto = { "content-type": "application/proto" };
+    const cases: [string, string, Uint8Array | string, Record<string, string>][] = [
+      ["a JSON poll", REFRESH, poll, {}],
+      ["a JSON poll, charset given", REFRESH, poll, { "content-type": "application/json; charset=utf-8" }],
+      ["a binary poll", REFRESH, pollBinary, proto],
+      ["a poll asking for gzip (compressed from 1 byte here)", REFRESH, poll, { "accept-encoding": "gzip, deflate, br" }],
+      ["a gzipped poll", REFRESH, gzipSync(poll), { "content-encoding": "gzip" }],
+      ["a poll with nothing new", REFRESH, json(RefreshRequestSchema, { ...key, fromPosition: 99n }), {}],
+      ["a long-poll cut by Connect-Timeout-Ms", REFRESH, json(RefreshRequestSchema, { ...key, fromPosition: 99n, waitSeconds: 30 }), { "connect-timeout-ms": "300" }],
+      ["a poll with a wrong key", REFRESH, json(RefreshRequestSchema, { chatId: chat.chatId, secureKey: "wrong" }), {}],
+      ["an invalid poll (violations in the details)", REFRESH, json(RefreshRequestSchema, { chatId: "x", fromPosition: 1n }), {}],
+      ["an unknown chat", REFRESH, json(RefreshRequestSchema, { chatId: UNKNOWN_CHAT, secureKey: "k" }), {}],
+      ["not JSON", REFRESH, "{chat", {}],
+      ["an unknown field", REFRESH, '{"chatId":"x","colour":"red"}', {}],
+      ["an empty body", REFRESH, "", {}],
+      ["not protobuf", REFRESH, Buffer.from([0xff, 0xff, 0xff]), proto],
+      ["an unknown encoding", REFRESH, poll, { "content-encoding": "snappy" }],
+      ["gzip that is not", REFRESH, poll, { "content-encoding": "gzip" }],
+      ["a bad Connect-Timeout-Ms", REFRESH, poll, { "connect-timeout-ms": "soon" }],
+      ["an allocation from an unknown group", REQUEST_INTERACTION, json(RequestInteractionRequestSchema, { phoneNumber: "+16505550100", resourceGroup: "nowhere" }), {}],
+      ["an allocation with a garbage phone", REQUEST_INTERACTION, json(RequestInteractionRequestSchema, { phoneNumber: "call me", resourceGroup: "ivr" }), {}],
+      ["a match by a caller without the role", MATCH_INTERACTION, json(MatchInteractionRequestSchema, { accessNumber: "+18005550100" }), { authorization: `Bearer ${AGENT.key}` }],
+      // Connect parses a unary request before its interceptors: garbage beats a missing key.
+      ["garbage from a caller without a key", MATCH_INTERACTION, "[]", {}],
+      ["an invalid match from a caller without a key", MATCH_INTERACTION, json(MatchInteractionRequestSchema, { accessNumber: "" }), {}],
+      ["a match on a number nobody holds (NOT_FOUND with its reason)", MATCH_INTERACTION, json(MatchInteractionRequestSchema, { accessNumber: "+18005550109" }), { authorization: `Bearer ${IVR.key}` }],
+    ];
+    // Refused on its Content-Length alone, before the body (HTTP/2's own framing checks the length: nghttp2 refuses to send such a body).
+    if (version === "1.1") cases.push(["a Content-Length above readMaxBytes", REFRESH, poll, { "content-length": String(64 * 1024 * 1024) }]);
+    const taken = pair.lean.tracker.fastPath;
+    for (const [what, path, body, headers] of cases) {
+      const [lean, connect] = await both(version, path, body, headers);
+      expect(lean, what).toEqual(connect);
+    }
+    expect(pair.lean.tracker.fastPath - taken).toBe(cases.length);
+    const [ok] = await both(version, REFRESH, poll);
+    expect(ok.status).toBe(200);
+    const text = (r: RawHttpResponse) => Buffer.from(r.body, "hex").toString();
+    expect(fromJsonString(RefreshResponseSchema, text(ok)).events.map((e) => ChatEventType[e.type])).toEqual(["PARTICIPANT_JOINED"]);
+    const [refused] = await both(version, REFRESH, json(RefreshRequestSchema, { chatId: chat.chatId, secureKey: "wrong" }));
+    expect(refused.status).toBe(403);
+    expect((JSON.parse(text(refused)) as { code: string }).code).toBe("permission_denied");
+
+    // Allocation and matching succeed alike (the replies differ only in ids and numbers).
+    const grant = json(RequestInteractionRequestSchema, { phoneNumber: "+16505550100", resourceGroup: "ivr" });
+    const grants = await both(version, REQUEST_INTERACTION, grant);
+    expect(grants[0].headers["content-type"]).toBe("application/json");
+    expect(grants.map((g) => g.status)).toEqual([200, 200]);
+    const numbers = grants.map((g) => fromJsonString(RequestInteractionResponseSchema, text(g)).access?.accessNumber ?? "");
+    expect(new Set(numbers).size).toBe(2);
+    const matches = await Promise.all(numbers.map((n, i) => rawConnect(version, i === 0 ? pair.lean.url : pair.connect.url, MATCH_INTERACTION, json(MatchInteractionRequestSchema, { accessNumber: n }), { authorization: `Bearer ${IVR.key}` })));
+    for (const m of matches) expect(fromJsonString(MatchInteractionResponseSchema, text(m)).matches).toHaveLength(1);
+  });
+
+  it("a Connect long-poll wakes on an event, and lets go of its wait when its client goes; GET and streams stay connect's", async () => {
+    const customer = createClient(ChatService, createConnectTransport({ baseUrl: pair.lean.url, httpVersion: "1.1" }));
+    const chat = await customer.requestChat({ service: "lobby", nickname: "Waiter" });
+    const key = { chatId: chat.chatId, secureKey: chat.secureKey };
+    const taken = pair.lean.tracker.fastPath;
+    const waiting = customer.refresh({ ...key, fromPosition: 2n, waitSeconds: 30 });
+    await waitFor("the long-poll in flight", () => pair.lean.tracker.inFlight > 0);
+    await customer.sendMessage({ ...key, text: "hello?" });
+    const woken = await waiting;
+    expect(woken.events.map((e) => [ChatEventType[e.type], e.text])).toEqual([["MESSAGE", "hello?"]]);
+    expect(pair.lean.tracker.fastPath - taken).toBe(1);
+
+    // A client giving up: the server's wait ends with it (nothing left in flight).
+    const gone = new AbortController();
+    const abandoned = customer.refresh({ ...key, fromPosition: 3n, waitSeconds: 30 }, { signal: gone.signal });
+    await waitFor("the second long-poll in flight", () => pair.lean.tracker.inFlight > 0);
+    gone.abort();
+    expect((await errorOf(abandoned)).code).toBe(Code.Canceled);
+    await waitFor("the server letting go", () => pair.lean.tracker.inFlight === 0);
+
+    // GET (Refresh has no side effects) and streams are left to connect, which answers them.
+    const viaGet = createClient(ChatService, createConnectTransport({ baseUrl: pair.lean.url, httpVersion: "1.1", useHttpGet: true }));
+    const before = pair.lean.tracker.fastPath;
+    expect((await viaGet.refresh({ ...key, fromPosition: 1n })).events.length).toBeGreaterThan(1);
+    expect(pair.lean.tracker.fastPath).toBe(before);
   });
 });

@@ -4,15 +4,20 @@
 // response, without connect-node's per-call machinery (universal request/response adapters, a
 // chain of down-levelled async generators per interceptor and per transform, linked AbortSignals,
 // a deadline timer each), which is most of what an idle open stream costs in memory and most of
-// what a short call costs in CPU. Everything else a call sees is the same code as on
-// the connect path: the Authorizer, protovalidate, toConnectError, logCall, connect's own gRPC
-// framing, serialization, compression and trailer helpers.
+// what a short call costs in CPU. The hot unary calls are served the same way over the Connect
+// protocol too (POST application/json or application/proto, HTTP/1.1 or HTTP/2: browsers and web
+// widgets polling through Connect-Web); GET, gRPC-Web and every other call stay connect's.
+// Everything else a call sees is the same code as on the connect path: the Authorizer,
+// protovalidate, toConnectError, logCall, connect's own framing, serialization, compression,
+// error-JSON, status-mapping and trailer helpers.
+import type * as http from "node:http";
 import * as http2 from "node:http2";
 import { create, type DescMessage, type DescMethod, type DescMethodServerStreaming, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { violationsToProto, type Validator } from "@bufbuild/protovalidate";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { compressionNegotiate, createMethodSerializationLookup, encodeEnvelope, envelopeCompress, envelopeDecompress, type Compression } from "@connectrpc/connect/protocol";
+import * as connectProtocol from "@connectrpc/connect/protocol-connect";
 import { contentTypeProto, grpcStatusOk, headerAcceptEncoding, parseContentType, parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
@@ -110,7 +115,8 @@ export interface StreamPathOptions {
 
 /**
  * StreamPath serves a request when it is a gRPC call (HTTP/2, POST, application/grpc or
- * application/grpc+proto) of one of its streams and returns true; any other request is left to
+ * application/grpc+proto) of one of its RPCs, or a Connect unary call (POST, application/json or
+ * application/proto) of one of its unary RPCs, and returns true; any other request is left to
  * connect (false).
  */
 export type StreamPath = (req: Parameters<RequestHandler>[0], res: Parameters<RequestHandler>[1]) => boolean;
@@ -151,13 +157,135 @@ export function createStreamPath(options: StreamPathOptions): StreamPath {
     for (const call of shared.open) call.finish(unavailable());
   });
   return (req, res) => {
-    if (!(req instanceof http2.Http2ServerRequest) || req.method !== "POST") return false;
-    const route = routes.get(req.url.split("?", 1)[0] ?? "");
-    if (route === undefined || parseContentType(req.headers["content-type"] ?? null)?.binary !== true) return false;
+    if (req.method !== "POST") return false;
+    const route = routes.get((req.url ?? "").split("?", 1)[0] ?? "");
+    if (route === undefined) return false;
+    const contentType = req.headers["content-type"] ?? null;
+    if (req instanceof http2.Http2ServerRequest && parseContentType(contentType)?.binary === true) {
+      shared.tracker.tookFastPath();
+      void new Call(shared, route, req, res as http2.Http2ServerResponse).run();
+      return true;
+    }
+    const connect = route.unary === undefined ? undefined : connectProtocol.parseContentType(contentType);
+    if (route.unary === undefined || connect === undefined || connect.stream) return false;
     shared.tracker.tookFastPath();
-    void new Call(shared, route, req, res as http2.Http2ServerResponse).run();
+    void serveConnectUnary(shared, route, route.unary, connect.binary, req, res);
     return true;
   };
+}
+
+/**
+ * serveConnectUnary serves a unary call of the Connect protocol (POST, application/json or
+ * application/proto, over HTTP/1.1 or HTTP/2: browsers through Connect-Web, web widgets polling)
+ * as connect's Connect handler does, step for step: compression and timeout errors first, the
+ * body read whole (within readMaxBytes, checking Content-Length) and parsed, then the
+ * interceptors' rules (auth, shutdown, validation), the call, and one response: the message, or
+ * the error as Connect's JSON with the code's HTTP status. A call that may wait (a long-poll)
+ * ends when its client goes or its Connect-Timeout-Ms passes.
+ */
+async function serveConnectUnary(shared: Shared, route: Route, rpc: UnaryRpc, binary: boolean, req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse): Promise<void> {
+  const started = performance.now();
+  shared.tracker.enter();
+  let identity: Identity | undefined;
+  let abort: AbortController | undefined;
+  let deadline: NodeJS.Timeout | undefined;
+  const gone = () => abort?.abort(CALL_ENDED);
+  const response = new Headers({ "content-type": binary ? connectProtocol.contentTypeUnaryProto : connectProtocol.contentTypeUnaryJson });
+  const timeout = connectProtocol.parseTimeout(header(req, "connect-timeout-ms"), Number.MAX_SAFE_INTEGER);
+  const compression = compressionNegotiate(COMPRESSIONS, header(req, "content-encoding"), header(req, "accept-encoding"), connectProtocol.headerUnaryAcceptEncoding);
+  let status = 200;
+  let body: Uint8Array;
+  let failure: ConnectError | undefined;
+  try {
+    if (compression.error !== undefined) throw compression.error;
+    if (timeout.error !== undefined) throw timeout.error;
+    let bytes = await readBody(req, shared.readMaxBytes, header(req, "content-length"));
+    if (compression.request !== null) bytes = await compression.request.decompress(bytes, shared.readMaxBytes);
+    const input = route.serialization.getI(binary).parse(bytes);
+    identity = shared.authorize(rpc.method, header(req, "authorization"));
+    if (shared.shutdown.aborted) throw unavailable();
+    validate(shared.validator, rpc.method.input, input);
+    if (rpc.waits?.(input) === true) {
+      const waiting = (abort = new AbortController());
+      res.once("close", gone);
+      if (timeout.timeoutMs !== undefined) deadline = setTimeout(() => waiting.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeout.timeoutMs);
+    }
+    const output = await rpc.call(input, identity ?? identityKey.defaultValue, abort?.signal ?? NEVER);
+    body = route.serialization.getO(binary).serialize(create(rpc.method.output, output));
+  } catch (e) {
+    failure = toConnectError(e, shared.log, shared.clock.now());
+    status = connectProtocol.codeToHttpStatus(failure.code);
+    response.set("content-type", connectProtocol.contentTypeUnaryJson);
+    failure.metadata.forEach((value, key) => response.set(key, value));
+    body = connectProtocol.errorToJsonBytes(failure, {});
+  } finally {
+    clearTimeout(deadline);
+    res.off("close", gone);
+    abort?.abort(CALL_ENDED);
+  }
+  try {
+    if (compression.response !== null && body.byteLength >= shared.compressMinBytes) {
+      body = await compression.response.compress(body);
+      response.set("content-encoding", compression.response.name);
+    }
+    response.set("content-length", String(body.byteLength));
+    if (!destroyed(res)) {
+      res.writeHead(status, Object.fromEntries(response));
+      res.end(body);
+    }
+  } finally {
+    shared.tracker.leave();
+    logCall(shared.log, rpc.method, started, (identity ?? identityKey.defaultValue).name, failure);
+  }
+}
+
+/** destroyed tells whether a response can no longer be sent (the client went away). */
+function destroyed(res: http.ServerResponse | http2.Http2ServerResponse): boolean {
+  return res instanceof http2.Http2ServerResponse ? res.stream.destroyed : res.destroyed;
+}
+
+/**
+ * readBody reads a unary request's body whole, as connect's readAllBytes: a Content-Length above
+ * readMaxBytes is refused before anything is read, a body unlike its Content-Length is a protocol
+ * error, one without it is refused once it passes readMaxBytes; a client gone first rejects.
+ */
+function readBody(req: http.IncomingMessage | http2.Http2ServerRequest, readMaxBytes: number, lengthHint: string | null): Promise<Uint8Array> {
+  const hint = lengthHint === null ? Number.NaN : parseInt(lengthHint, 10);
+  const promised = Number.isSafeInteger(hint) && hint >= 0 ? hint : undefined;
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let count = 0;
+    const stop = (error: ConnectError) => {
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("close", onClose);
+      reject(error);
+    };
+    const onData = (chunk: Buffer) => {
+      count += chunk.byteLength;
+      try {
+        if (promised !== undefined && count > promised) throw new ConnectError(`protocol error: promised ${promised} bytes, received ${count}`, Code.InvalidArgument);
+        if (count > readMaxBytes) throw new ConnectError(`message size is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
+      } catch (e) {
+        return stop(e as ConnectError);
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      req.off("data", onData);
+      req.off("close", onClose);
+      if (promised !== undefined && count < promised) reject(new ConnectError(`protocol error: promised ${promised} bytes, received ${count}`, Code.InvalidArgument));
+      else resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
+    };
+    const onClose = () => stop(new ConnectError("the client went away", Code.Canceled));
+    if (promised !== undefined && promised > readMaxBytes) {
+      reject(new ConnectError(`message size ${promised} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted));
+      return;
+    }
+    req.on("data", onData);
+    req.once("end", onEnd);
+    req.once("close", onClose);
+  });
 }
 
 /**
@@ -333,7 +461,7 @@ class Call {
 }
 
 /** header reads a request header as one string, or null (as connect's Headers.get). */
-function header(req: http2.Http2ServerRequest, name: string): string | null {
+function header(req: { readonly headers: http.IncomingHttpHeaders }, name: string): string | null {
   const v = req.headers[name];
   return v === undefined ? null : Array.isArray(v) ? v.join(", ") : v;
 }
