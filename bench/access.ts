@@ -57,6 +57,8 @@ const DOMAIN = "domain, in process";
 const E2E = "gRPC to a server process";
 /** RPC_ALONE is connect-node answering canned replies in a server process: the ceiling the RPC layer sets. */
 const RPC_ALONE = "connect-node alone, canned reply";
+/** FLOOR is listen() alone answering a canned gRPC reply, nothing parsed: the least a unary call costs on Node's HTTP/2. */
+const FLOOR = "node:http2 alone, canned reply";
 
 /** claimSql is the bare claim's SELECT: the free number longest free, locked. */
 const claimSql = (lock: string) =>
@@ -218,6 +220,8 @@ async function run(ctx: BenchContext): Promise<Report> {
   let client: GrpcLoadClient | undefined;
   let bare: ServerProcess | undefined;
   let bareClient: GrpcLoadClient | undefined;
+  let floor: ServerProcess | undefined;
+  let floorClient: GrpcLoadClient | undefined;
   const rows: Row[] = [];
   const longestRunMs = Math.max(ctx.options.roundMs, ctx.options.warmupMs);
   const matchSize = Math.ceil((MATCH_RATE_CEILING * longestRunMs) / 1000);
@@ -245,6 +249,8 @@ async function run(ctx: BenchContext): Promise<Report> {
     client = createGrpcLoadClient(server.url, CONNECTIONS);
     bare = await startServerProcess("connect-node alone", { dir, config: raw, args: ["bare"], log: (line) => ctx.log(line) });
     bareClient = createGrpcLoadClient(bare.url, CONNECTIONS);
+    floor = await startServerProcess("node:http2 alone", { dir, config: raw, args: ["floor"], log: (line) => ctx.log(line) });
+    floorClient = createGrpcLoadClient(floor.url, CONNECTIONS);
     const access = app.access;
 
     if (ctx.wants("allocate")) {
@@ -254,11 +260,12 @@ async function run(ctx: BenchContext): Promise<Report> {
         { name: DOMAIN, op: domainAllocate(access) },
         onServer(server, { name: E2E, op: e2eAllocate(client) }),
         onServer(bare, { name: RPC_ALONE, op: e2eAllocate(bareClient) }),
+        onServer(floor, { name: FLOOR, op: e2eAllocate(floorClient) }),
       ];
       const results = await compare(subjects, { ...ctx.options, afterRun: () => clearAllocations(db), progress: (l) => ctx.log(`allocate: ${l}`) });
       const byName = new Map(results.map((r) => [r.name, r]));
       const pick = (...names: string[]) => names.map((n) => byName.get(n)!);
-      rows.push(...rowsOf("allocate", pick(SKIP_LOCKED, DOMAIN, E2E, RPC_ALONE), { [E2E]: TARGETS.allocateVsSkipLocked }));
+      rows.push(...rowsOf("allocate", pick(SKIP_LOCKED, DOMAIN, E2E, RPC_ALONE, FLOOR), { [E2E]: TARGETS.allocateVsSkipLocked }));
       rows.push(...rowsOf("allocate vs naive lock", pick(NAIVE, DOMAIN, E2E), { [E2E]: TARGETS.allocateVsNaive }));
     }
 
@@ -295,6 +302,7 @@ async function run(ctx: BenchContext): Promise<Report> {
           [DOMAIN]: "createApp(...).access.requestInteraction in the benchmark's process, no app data: session, empty data record, claim, reservation in one transaction",
           [E2E]: `AccessService.RequestInteraction over gRPC (bench/grpc-load.ts, ${CONNECTIONS} HTTP/2 connections) to opengms in its own process (bench/node-process.ts) on 127.0.0.1`,
           [RPC_ALONE]: "the same calls to a server process where connect-node answers a canned reply (bench/node-process.ts bare): the most any server on connect-node can do here",
+          [FLOOR]: "the same calls to a server process where listen() alone answers a canned reply, the request neither parsed nor validated (bench/node-process.ts floor): the most any server on Node's HTTP/2 can do here",
         },
         match: {
           group: `${MATCH_GROUP}: ${matchRange} (${matchNumbers.length} numbers), locking; every number holds one live reservation, refilled between runs`,
@@ -309,8 +317,10 @@ async function run(ctx: BenchContext): Promise<Report> {
   } finally {
     client?.close();
     bareClient?.close();
+    floorClient?.close();
     await server?.stop().catch((e: unknown) => ctx.log(`could not stop the server: ${String(e)}`));
     await bare?.stop().catch((e: unknown) => ctx.log(`could not stop the bare server: ${String(e)}`));
+    await floor?.stop().catch((e: unknown) => ctx.log(`could not stop the floor server: ${String(e)}`));
     await pool.end().catch((e: unknown) => ctx.log(`could not close the mysql2 pool: ${String(e)}`));
     await db.knex.raw(`DROP DATABASE IF EXISTS \`${name}\``).catch((e: unknown) => ctx.log(`could not drop ${name}: ${String(e)}`));
     await db.close();

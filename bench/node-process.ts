@@ -5,7 +5,8 @@
 // listen(), a do-nothing ChatService.Subscribe (one event, then open until cancelled) and canned
 // AccessService answers: what an open stream or a unary call costs before opengms adds anything.
 // With "floor", listen() alone answers every request with gRPC headers and that one event and holds
-// it open: the HTTP/2 stream and Node's request/response objects, the least a handler can cost.
+// it open: the HTTP/2 stream and Node's request/response objects, the least a handler can cost (and
+// answers AccessService calls with a canned reply, for bench/access.ts).
 import { randomUUID } from "node:crypto";
 import type { Http2ServerResponse } from "node:http2";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -13,7 +14,7 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { encodeEnvelope } from "@connectrpc/connect/protocol";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { pino } from "pino";
-import { AccessService } from "../gen/gms/v1/access_pb.js";
+import { AccessService, RequestInteractionResponseSchema } from "../gen/gms/v1/access_pb.js";
 import { ChatEventSchema, ChatEventType } from "../gen/gms/v1/chat_event_pb.js";
 import { ChatService } from "../gen/gms/v1/chat_pb.js";
 import { loadConfig } from "../src/config.js";
@@ -102,14 +103,40 @@ function servedBy(listener: Listener, open: () => number): Served {
   };
 }
 
-/** serveFloor holds every request open after gRPC headers and one event, with nothing but listen(). */
+/**
+ * serveFloor holds every request open after gRPC headers and one event, with nothing but listen().
+ * An AccessService call is answered at once instead, with a canned reply read from no request and
+ * OK trailers: the least a unary gRPC call costs on Node's HTTP/2.
+ */
 async function serveFloor(): Promise<Served> {
   let open = 0;
   const event = encodeEnvelope(0, toBinary(ChatEventSchema, create(ChatEventSchema, { position: 1n, type: ChatEventType.PARTICIPANT_JOINED })));
+  const granted = (): Uint8Array =>
+    encodeEnvelope(
+      0,
+      toBinary(
+        RequestInteractionResponseSchema,
+        create(RequestInteractionResponseSchema, {
+          session: { id: randomUUID(), service: "request-interaction", dataId: randomUUID(), expiresAt: timestampNow() },
+          access: { accessNumber: "+18009000000", resourceGroup: "alloc", expiresAt: timestampNow(), expirationSeconds: 1n },
+          ttlSeconds: 60n,
+        }),
+      ),
+    );
   const listener = await listen(
     (req, res) => {
       // Only gRPC clients call it: HTTP/2.
       const stream = res as Http2ServerResponse;
+      if (req.url?.startsWith("/gms.v1.AccessService/") === true) {
+        req.resume();
+        req.once("end", () => {
+          stream.writeHead(200, { "content-type": "application/grpc+proto" });
+          stream.write(granted());
+          stream.addTrailers({ "grpc-status": "0" });
+          stream.end();
+        });
+        return;
+      }
       open++;
       stream.once("close", () => open--);
       req.resume();

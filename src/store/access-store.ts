@@ -44,10 +44,19 @@ function fromSql(r: ReservationSql): ReservationRow {
   };
 }
 
+/**
+ * liveSql is the condition of a reservation still holding its number at a moment (its one binding):
+ * not released, not expired. The predicate decides, not a sweeper: a reservation frees its number
+ * the moment it expires.
+ */
+function liveSql(alias = ""): string {
+  const p = alias === "" ? "" : `${alias}.`;
+  return `${p}released_at IS NULL AND ${p}expires_at > ?`;
+}
+
 /** live restricts a reservations query to the reservations still holding their number at `now`. */
 function live(qb: Knex.QueryBuilder, now: number, alias = ""): Knex.QueryBuilder {
-  const p = alias === "" ? "" : `${alias}.`;
-  return qb.whereNull(`${p}released_at`).andWhere(`${p}expires_at`, ">", now);
+  return qb.whereRaw(liveSql(alias), [now]);
 }
 
 /**
@@ -276,7 +285,7 @@ export async function lockNumberForMatch(tx: Batcher, number: string, now: numbe
   const reservations = sqlText(
     `SELECT r.*, s.service AS s_service, s.builtin AS s_builtin, s.state AS s_state, s.phone_number AS s_phone_number, s.data_id AS s_data_id, s.created_at AS s_created_at, s.expires_at AS s_expires_at
      FROM reservations r JOIN sessions s ON s.id = r.session_id
-     WHERE r.access_number = ? AND r.released_at IS NULL AND r.expires_at > ? AND s.expires_at > ? AND s.state = 'active'
+     WHERE r.access_number = ? AND ${liveSql("r")} AND s.expires_at > ? AND s.state = 'active'
      ORDER BY r.created_at DESC, r.id DESC${tx.dialect === "sqlite" ? "" : " FOR UPDATE"}`,
     [number, now, now],
   );
