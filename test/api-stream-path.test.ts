@@ -718,6 +718,34 @@ describe.each(DIALECTS)("the Connect unary path against connect, byte for byte, 
     for (const m of matches) expect(fromJsonString(MatchInteractionResponseSchema, text(m)).matches).toHaveLength(1);
   });
 
+  it("one HTTP/1.1 keep-alive connection carries on after refusals, read or unread bodies alike", async () => {
+    const chat = await pair.customer.requestChat({ service: "lobby", nickname: "Kept" });
+    const poll = toJsonString(RefreshRequestSchema, create(RefreshRequestSchema, { chatId: chat.chatId, secureKey: chat.secureKey, fromPosition: 1n }));
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const sockets = new Set<unknown>();
+    const call = (headers: Record<string, string>, body: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.request(`${pair.lean.url}${REFRESH}`, { method: "POST", agent, headers: { "content-type": "application/json", ...headers } }, (res) => {
+          sockets.add(res.socket);
+          res.resume();
+          res.on("end", () => resolve(res.statusCode ?? 0));
+        });
+        req.on("error", reject);
+        req.end(body);
+      });
+    try {
+      // Refused before the body is read (an unknown encoding), after it (not JSON, a wrong key), then served.
+      expect(await call({ "content-encoding": "snappy" }, poll)).toBe(501);
+      expect(await call({}, "{chat")).toBe(400);
+      expect(await call({}, poll.replace(chat.secureKey, "wrong"))).toBe(403);
+      expect(await call({}, poll)).toBe(200);
+      expect(await call({}, poll)).toBe(200);
+      expect(sockets.size).toBe(1);
+    } finally {
+      agent.destroy();
+    }
+  });
+
   it("a Connect long-poll wakes on an event, and lets go of its wait when its client goes; GET and streams stay connect's", async () => {
     const customer = createClient(ChatService, createConnectTransport({ baseUrl: pair.lean.url, httpVersion: "1.1" }));
     const chat = await customer.requestChat({ service: "lobby", nickname: "Waiter" });
