@@ -135,6 +135,11 @@ interface Shared extends StreamPathOptions {
 /** The compressions connect-node accepts by default (connectNodeAdapter), in its order. */
 const COMPRESSIONS: Compression[] = [compressionGzip, compressionBrotli];
 const unavailable = () => new ConnectError("the server is shutting down; reconnect", Code.Unavailable);
+/** timedOut is a call cut by its deadline (grpc-timeout, Connect-Timeout-Ms), in connect's words. */
+const timedOut = () => new ConnectError("the operation timed out", Code.DeadlineExceeded);
+/** tooLarge refuses a request above readMaxBytes, in connect's words (with its size when known). */
+const tooLarge = (readMaxBytes: number, size?: number) =>
+  new ConnectError(`message size ${size === undefined ? "" : `${size} `}is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
 /** OK_TRAILERS end a call that succeeded. */
 const OK_TRAILERS = { "grpc-status": grpcStatusOk };
 /** NEVER is the signal of a unary call that does not wait (UnaryRpc.waits): it never aborts. */
@@ -166,8 +171,9 @@ export function createStreamPath(options: StreamPathOptions): StreamPath {
       void new Call(shared, route, req, res as http2.Http2ServerResponse).run();
       return true;
     }
-    const connect = route.unary === undefined ? undefined : connectProtocol.parseContentType(contentType);
-    if (route.unary === undefined || connect === undefined || connect.stream) return false;
+    if (route.unary === undefined) return false;
+    const connect = connectProtocol.parseContentType(contentType);
+    if (connect === undefined || connect.stream) return false;
     shared.tracker.tookFastPath();
     void serveConnectUnary(shared, route, route.unary, connect.binary, req, res);
     return true;
@@ -202,13 +208,11 @@ async function serveConnectUnary(shared: Shared, route: Route, rpc: UnaryRpc, bi
     let bytes = await readBody(req, shared.readMaxBytes, header(req, "content-length"));
     if (compression.request !== null) bytes = await compression.request.decompress(bytes, shared.readMaxBytes);
     const input = route.serialization.getI(binary).parse(bytes);
-    identity = shared.authorize(rpc.method, header(req, "authorization"));
-    if (shared.shutdown.aborted) throw unavailable();
-    validate(shared.validator, rpc.method.input, input);
+    identity = admit(shared, rpc, input, header(req, "authorization"));
     if (rpc.waits?.(input) === true) {
       const waiting = (abort = new AbortController());
       res.once("close", gone);
-      if (timeout.timeoutMs !== undefined) deadline = setTimeout(() => waiting.abort(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeout.timeoutMs);
+      if (timeout.timeoutMs !== undefined) deadline = setTimeout(() => waiting.abort(timedOut()), timeout.timeoutMs);
     }
     const output = await rpc.call(input, identity ?? identityKey.defaultValue, abort?.signal ?? NEVER);
     body = route.serialization.getO(binary).serialize(create(rpc.method.output, output));
@@ -239,6 +243,17 @@ async function serveConnectUnary(shared: Shared, route: Route, rpc: UnaryRpc, bi
   }
 }
 
+/**
+ * admit applies the interceptors' rules to a parsed unary request, in their order: the caller's
+ * key and role (its identity returned), a server shutting down, protovalidate.
+ */
+function admit(shared: Shared, rpc: UnaryRpc, input: MessageShape<DescMessage>, authorization: string | null): Identity | undefined {
+  const identity = shared.authorize(rpc.method, authorization);
+  if (shared.shutdown.aborted) throw unavailable();
+  validate(shared.validator, rpc.method.input, input);
+  return identity;
+}
+
 /** destroyed tells whether a response can no longer be sent (the client went away). */
 function destroyed(res: http.ServerResponse | http2.Http2ServerResponse): boolean {
   return res instanceof http2.Http2ServerResponse ? res.stream.destroyed : res.destroyed;
@@ -252,6 +267,7 @@ function destroyed(res: http.ServerResponse | http2.Http2ServerResponse): boolea
 function readBody(req: http.IncomingMessage | http2.Http2ServerRequest, readMaxBytes: number, lengthHint: string | null): Promise<Uint8Array> {
   const hint = lengthHint === null ? Number.NaN : parseInt(lengthHint, 10);
   const promised = Number.isSafeInteger(hint) && hint >= 0 ? hint : undefined;
+  const broken = (count: number) => new ConnectError(`protocol error: promised ${promised} bytes, received ${count}`, Code.InvalidArgument);
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let count = 0;
@@ -263,23 +279,19 @@ function readBody(req: http.IncomingMessage | http2.Http2ServerRequest, readMaxB
     };
     const onData = (chunk: Buffer) => {
       count += chunk.byteLength;
-      try {
-        if (promised !== undefined && count > promised) throw new ConnectError(`protocol error: promised ${promised} bytes, received ${count}`, Code.InvalidArgument);
-        if (count > readMaxBytes) throw new ConnectError(`message size is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted);
-      } catch (e) {
-        return stop(e as ConnectError);
-      }
+      if (promised !== undefined && count > promised) return stop(broken(count));
+      if (count > readMaxBytes) return stop(tooLarge(readMaxBytes));
       chunks.push(chunk);
     };
     const onEnd = () => {
       req.off("data", onData);
       req.off("close", onClose);
-      if (promised !== undefined && count < promised) reject(new ConnectError(`protocol error: promised ${promised} bytes, received ${count}`, Code.InvalidArgument));
+      if (promised !== undefined && count < promised) reject(broken(count));
       else resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
     };
     const onClose = () => stop(new ConnectError("the client went away", Code.Canceled));
     if (promised !== undefined && promised > readMaxBytes) {
-      reject(new ConnectError(`message size ${promised} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted));
+      reject(tooLarge(readMaxBytes, promised));
       return;
     }
     req.on("data", onData);
@@ -355,7 +367,7 @@ class Call {
     const { req } = this;
     const timeout = parseTimeout(header(req, "grpc-timeout"), Number.MAX_SAFE_INTEGER);
     if (timeout.timeoutMs !== undefined) {
-      this.deadline = setTimeout(() => this.finish(new ConnectError("the operation timed out", Code.DeadlineExceeded)), timeout.timeoutMs);
+      this.deadline = setTimeout(() => this.finish(timedOut()), timeout.timeoutMs);
     }
     const negotiated = compressionNegotiate(COMPRESSIONS, header(req, "grpc-encoding"), header(req, "grpc-accept-encoding"), headerAcceptEncoding);
     this.compression = negotiated.response;
@@ -376,9 +388,7 @@ class Call {
       if (timeout.error !== undefined) throw timeout.error;
       const input = await this.request(negotiated.request, false);
       if (this.finished) return;
-      this.identity = shared.authorize(rpc.method, header(req, "authorization"));
-      if (shared.shutdown.aborted) throw unavailable();
-      validate(shared.validator, rpc.method.input, input);
+      this.identity = admit(shared, rpc, input, header(req, "authorization"));
       // A call that may wait ends when its client goes; a quick one finishes, its reply dropped.
       if (rpc.waits?.(input) === true) {
         this.abort = new AbortController();
@@ -491,7 +501,7 @@ function readEnvelopes(req: http2.Http2ServerRequest, readMaxBytes: number): Pro
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
       while (buffered.length >= 5) {
         const length = buffered.readUInt32BE(1);
-        if (length > readMaxBytes) return done(new ConnectError(`message size ${length} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted));
+        if (length > readMaxBytes) return done(tooLarge(readMaxBytes, length));
         if (buffered.length < 5 + length) break;
         envelopes.push({ flags: buffered[0] ?? 0, data: buffered.subarray(5, 5 + length) });
         buffered = buffered.subarray(5 + length);
