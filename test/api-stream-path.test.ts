@@ -450,6 +450,39 @@ interface Pair {
   close(): Promise<void>;
 }
 
+/**
+ * usePair starts a Pair on a database of its own before a describe block's tests and stops both
+ * after; the returned object reads through to the running pair.
+ */
+function usePair(dialect: "sqlite" | "mysql"): Pair {
+  let db: TestDatabase | undefined;
+  let pair: Pair | undefined;
+  beforeAll(async () => {
+    db = await createTestDatabase(dialect);
+    pair = await startPair(dialect, db);
+  });
+  afterAll(async () => {
+    await pair?.close();
+    await db?.close();
+  });
+  const running = (): Pair => {
+    if (pair === undefined) throw new Error("the pair is not started");
+    return pair;
+  };
+  return {
+    get lean() {
+      return running().lean;
+    },
+    get connect() {
+      return running().connect;
+    },
+    get customer() {
+      return running().customer;
+    },
+    close: () => running().close(),
+  };
+}
+
 /** startPair serves one app (one database, one bus) on two ports, as createHandler does with and without the gRPC stream path. */
 async function startPair(dialect: "sqlite" | "mysql", db: TestDatabase): Promise<Pair> {
   // Responses compressed from 1 byte, so compression is compared too.
@@ -483,16 +516,7 @@ async function startPair(dialect: "sqlite" | "mysql", db: TestDatabase): Promise
 }
 
 describe.each(DIALECTS)("the gRPC stream path against connect, byte for byte, on %s", (dialect) => {
-  let db: TestDatabase;
-  let pair: Pair;
-  beforeAll(async () => {
-    db = await createTestDatabase(dialect);
-    pair = await startPair(dialect, db);
-  });
-  afterAll(async () => {
-    await pair?.close();
-    await db?.close();
-  });
+  const pair = usePair(dialect);
 
   /** both makes the same call on both servers, at once. */
   const both = (path: string, body: Uint8Array, headers?: Record<string, string>, whileOpen?: (s: http2.ClientHttp2Stream) => void) =>
@@ -644,16 +668,7 @@ function rawConnect(version: "1.1" | "2", url: string, path: string, body: Uint8
 }
 
 describe.each(DIALECTS)("the Connect unary path against connect, byte for byte, on %s", (dialect) => {
-  let db: TestDatabase;
-  let pair: Pair;
-  beforeAll(async () => {
-    db = await createTestDatabase(dialect);
-    pair = await startPair(dialect, db);
-  });
-  afterAll(async () => {
-    await pair?.close();
-    await db?.close();
-  });
+  const pair = usePair(dialect);
 
   const both = (version: "1.1" | "2", path: string, body: Uint8Array | string, headers?: Record<string, string>) =>
     Promise.all([rawConnect(version, pair.lean.url, path, body, headers), rawConnect(version, pair.connect.url, path, body, headers)]);
