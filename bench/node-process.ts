@@ -9,7 +9,7 @@
 // answers AccessService calls with a canned reply, for bench/access.ts).
 import { randomUUID } from "node:crypto";
 import type { Http2ServerResponse } from "node:http2";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { encodeEnvelope } from "@connectrpc/connect/protocol";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -58,6 +58,15 @@ async function serveOpengms(path: string): Promise<Served> {
   return { url: server.url, listeners: () => server.app.bus.listenerCount(), shutdown: () => server.shutdown() };
 }
 
+/** grantReply is a canned RequestInteraction reply, shaped like a real one, for the bare and floor servers. */
+function grantReply(): MessageInitShape<typeof RequestInteractionResponseSchema> {
+  return {
+    session: { id: randomUUID(), service: "request-interaction", dataId: randomUUID(), expiresAt: timestampNow() },
+    access: { accessNumber: "+18009000000", resourceGroup: "alloc", expiresAt: timestampNow(), expirationSeconds: 1n },
+    ttlSeconds: 60n,
+  };
+}
+
 async function serveBare(): Promise<Served> {
   let open = 0;
   const handler = connectNodeAdapter({
@@ -78,11 +87,7 @@ async function serveBare(): Promise<Served> {
       });
       // Canned answers shaped like real ones: what a unary call costs before opengms does anything.
       router.service(AccessService, {
-        requestInteraction: () => ({
-          session: { id: randomUUID(), service: "request-interaction", dataId: randomUUID(), expiresAt: timestampNow() },
-          access: { accessNumber: "+18009000000", resourceGroup: "alloc", expiresAt: timestampNow(), expirationSeconds: 1n },
-          ttlSeconds: 60n,
-        }),
+        requestInteraction: grantReply,
         matchInteraction: (req) => ({ matches: [{ sessionId: randomUUID(), dataId: randomUUID(), service: "request-interaction", phoneNumber: req.accessNumber }] }),
       });
     },
@@ -111,18 +116,7 @@ function servedBy(listener: Listener, open: () => number): Served {
 async function serveFloor(): Promise<Served> {
   let open = 0;
   const event = encodeEnvelope(0, toBinary(ChatEventSchema, create(ChatEventSchema, { position: 1n, type: ChatEventType.PARTICIPANT_JOINED })));
-  const granted = (): Uint8Array =>
-    encodeEnvelope(
-      0,
-      toBinary(
-        RequestInteractionResponseSchema,
-        create(RequestInteractionResponseSchema, {
-          session: { id: randomUUID(), service: "request-interaction", dataId: randomUUID(), expiresAt: timestampNow() },
-          access: { accessNumber: "+18009000000", resourceGroup: "alloc", expiresAt: timestampNow(), expirationSeconds: 1n },
-          ttlSeconds: 60n,
-        }),
-      ),
-    );
+  const granted = () => encodeEnvelope(0, toBinary(RequestInteractionResponseSchema, create(RequestInteractionResponseSchema, grantReply())));
   const listener = await listen(
     (req, res) => {
       // Only gRPC clients call it: HTTP/2.
