@@ -1,4 +1,3 @@
-import type { Knex } from "knex";
 import { insertStatement, lockForUpdate, type Dialect, type InsertRows, type Queryable } from "./database.js";
 
 /** SessionState is a session's state as stored. */
@@ -44,15 +43,10 @@ export function sessionFromSql(r: SessionSql): SessionRow {
 
 /** insertSession stores a new session. */
 export async function insertSession(q: Queryable, s: SessionRow): Promise<void> {
-  await insertSessionStatement(q, s);
+  await insertStatement(q, sessionInsertRow(s));
 }
 
-/** insertSessionStatement is the INSERT of a new session, built but not run (for runBatch). */
-export function insertSessionStatement(q: Queryable, s: SessionRow): Knex.QueryBuilder {
-  return insertStatement(q, sessionInsertRow(s));
-}
-
-/** sessionInsertRow is the row insertSessionStatement inserts, for a caller that writes it its own way (insertWhen). */
+/** sessionInsertRow is the row insertSession inserts, for a caller that writes it its own way (insertWhen, in a batch). */
 export function sessionInsertRow(s: SessionRow): InsertRows {
   return {
     table: "sessions",

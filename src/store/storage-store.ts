@@ -1,4 +1,3 @@
-import type { Knex } from "knex";
 import type { DataEntries, DataValue } from "../domain/value.js";
 import { insertStatement, lockForUpdate, type Dialect, type InsertRows, type Queryable } from "./database.js";
 
@@ -73,19 +72,14 @@ function fromEntryRow(r: EntryRow): DataValue {
 
 /** insertData stores a new record and its entries. */
 export async function insertData(q: Queryable, row: DataRow, entries: DataEntries): Promise<void> {
-  for (const statement of insertDataStatements(q, row, entries)) await statement;
+  for (const ins of dataInsertRows(row, entries)) await insertStatement(q, ins);
 }
 
 /**
- * insertDataStatements are the INSERTs that store a new record and its entries, built but not run,
- * so a caller can send them with other statements in one round trip (runBatch). A new record has no
- * entries to replace: no DELETE.
+ * dataInsertRows are the rows that store a new record and its entries (one INSERT each), for
+ * insertData and for a caller that sends them with other statements in one round trip (insertWhen,
+ * in a batch). A new record has no entries to replace: no DELETE.
  */
-export function insertDataStatements(q: Queryable, row: DataRow, entries: DataEntries): Knex.QueryBuilder[] {
-  return dataInsertRows(row, entries).map((ins) => insertStatement(q, ins));
-}
-
-/** dataInsertRows are the rows insertDataStatements inserts, for a caller that writes them its own way (insertWhen). */
 export function dataInsertRows(row: DataRow, entries: DataEntries): InsertRows[] {
   return [{ table: "storage_data", rows: [{ id: row.id, version: row.version, created_at: row.createdAt, expires_at: row.expiresAt }] }, ...entryChunks(row.id, entries)];
 }
@@ -99,12 +93,7 @@ export async function writeEntries(q: Queryable, dataId: string, entries: DataEn
 
 /** insertEntries inserts entries whose keys the record does not hold. */
 async function insertEntries(q: Queryable, dataId: string, entries: DataEntries): Promise<void> {
-  for (const statement of insertEntriesStatements(q, dataId, entries)) await statement;
-}
-
-/** insertEntriesStatements are the INSERTs of entries, in INSERTs of bounded size. */
-function insertEntriesStatements(q: Queryable, dataId: string, entries: DataEntries): Knex.QueryBuilder[] {
-  return entryChunks(dataId, entries).map((ins) => insertStatement(q, ins));
+  for (const ins of entryChunks(dataId, entries)) await insertStatement(q, ins);
 }
 
 /** entryChunks are the rows of entries, in chunks of bounded size (one INSERT each). */
