@@ -6,6 +6,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { build, type Histogram } from "hdr-histogram-js";
 import type { Knex } from "knex";
 import type { Clock } from "../src/clock.js";
+import { cpuSecondsOf, machineTimes, mysqldPid } from "./server-process.js";
 
 /** MYSQL_URL is the server the benchmarks create their databases on (GMS_BENCH_MYSQL_URL). */
 export const MYSQL_URL = (process.env["GMS_BENCH_MYSQL_URL"] ?? "mysql://root@127.0.0.1:3306").replace(/\/+$/, "");
@@ -79,9 +80,18 @@ export interface RunSample {
    * operation costs in Node, which a busy machine disturbs far less than it disturbs throughput.
    */
   cpuUsPerOp: number;
+  /** dbCpuUsPerOp is the database server's CPU time per operation (µs), when it runs on this machine (else NaN). */
+  dbCpuUsPerOp: number;
+  /** idle is the share of the machine's CPU time left idle during the run (0..1), steal the share the hypervisor gave others. */
+  idle: number;
+  steal: number;
   /** latency holds each operation's latency in microseconds. */
   latency: Histogram;
 }
+
+/** DB_PID is the local database server's process, read once (undefined when it runs elsewhere). */
+const DB_PID = mysqldPid();
+const dbCpuSeconds = () => (DB_PID === undefined ? NaN : cpuSecondsOf(DB_PID));
 
 /**
  * runLoad keeps `concurrency` operations in flight for `durationMs` and measures throughput and
@@ -93,6 +103,8 @@ export async function runLoad(op: Op, concurrency: number, durationMs: number, c
   let ops = 0;
   const cpu0 = process.cpuUsage();
   const other0 = cpuSeconds?.();
+  const db0 = dbCpuSeconds();
+  const machine0 = machineTimes();
   const t0 = performance.now();
   const end = t0 + durationMs;
   const worker = async () => {
@@ -108,7 +120,18 @@ export async function runLoad(op: Op, concurrency: number, durationMs: number, c
   const seconds = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
   const cpuUs = other0 === undefined || cpuSeconds === undefined ? cpu.user + cpu.system : (cpuSeconds() - other0) * 1e6;
-  return { ops, seconds, opsPerSec: ops / seconds, cpuUsPerOp: cpuUs / ops, latency };
+  const machine = machineTimes();
+  const ticks = machine.total - machine0.total;
+  return {
+    ops,
+    seconds,
+    opsPerSec: ops / seconds,
+    cpuUsPerOp: cpuUs / ops,
+    dbCpuUsPerOp: ((dbCpuSeconds() - db0) * 1e6) / ops,
+    idle: ticks > 0 ? (machine.idle - machine0.idle) / ticks : NaN,
+    steal: ticks > 0 ? (machine.steal - machine0.steal) / ticks : NaN,
+    latency,
+  };
 }
 
 /** Subject is one contender of a comparison: the baseline or something measured against it. */
@@ -130,6 +153,10 @@ export interface SubjectResult {
   opsPerSec: number[];
   /** cpuUsPerOp is each round's CPU time per operation (µs), in round order. */
   cpuUsPerOp: number[];
+  /** dbCpuUsPerOp, idle and steal are each round's (see RunSample), in round order. */
+  dbCpuUsPerOp: number[];
+  idle: number[];
+  steal: number[];
   /** latency merges every round's latencies (µs). */
   latency: Histogram;
 }
@@ -148,7 +175,7 @@ export interface CompareOptions extends BenchOptions {
  * always runs first (after the other's writes, purges or GC debt).
  */
 export async function compare(subjects: readonly Subject[], options: CompareOptions): Promise<SubjectResult[]> {
-  const results: SubjectResult[] = subjects.map((s) => ({ name: s.name, opsPerSec: [], cpuUsPerOp: [], latency: newHistogram() }));
+  const results: SubjectResult[] = subjects.map((s) => ({ name: s.name, opsPerSec: [], cpuUsPerOp: [], dbCpuUsPerOp: [], idle: [], steal: [], latency: newHistogram() }));
   for (const s of subjects) {
     await runLoad(s.op, options.concurrency, options.warmupMs);
     await options.afterRun?.();
@@ -162,6 +189,9 @@ export async function compare(subjects: readonly Subject[], options: CompareOpti
       const result = results[i];
       result.opsPerSec.push(sample.opsPerSec);
       result.cpuUsPerOp.push(sample.cpuUsPerOp);
+      result.dbCpuUsPerOp.push(sample.dbCpuUsPerOp);
+      result.idle.push(sample.idle);
+      result.steal.push(sample.steal);
       result.latency.add(sample.latency);
       sample.latency.destroy();
       await options.afterRun?.();
@@ -189,6 +219,11 @@ export interface Row {
   p99Ms: number;
   /** cpuUsPerOp is the median over rounds of the Node process's CPU time per operation (µs). */
   cpuUsPerOp: number;
+  /** dbCpuUsPerOp is the median over rounds of the database server's CPU time per operation (µs), when measured. */
+  dbCpuUsPerOp?: number | undefined;
+  /** idle and steal are the medians over rounds of the machine's idle and stolen shares of CPU time (0..1), when measured. */
+  idle?: number | undefined;
+  steal?: number | undefined;
   /** ratio is the median over rounds of this subject's throughput over the baseline's in that round. */
   ratio?: number | undefined;
   /** target is the lowest acceptable ratio, when the scenario sets one. */
@@ -212,6 +247,9 @@ export function rowsOf(scenario: string, results: readonly SubjectResult[], targ
       p50Ms: r.latency.getValueAtPercentile(50) / 1000,
       p99Ms: r.latency.getValueAtPercentile(99) / 1000,
       cpuUsPerOp: median(r.cpuUsPerOp),
+      dbCpuUsPerOp: median(r.dbCpuUsPerOp),
+      idle: median(r.idle),
+      steal: median(r.steal),
       roundsOpsPerSec: r.opsPerSec.map((x) => Math.round(x * 10) / 10),
     };
     if (i > 0) {
@@ -240,7 +278,7 @@ const fmt = (n: number, digits: number) => (Number.isFinite(n) ? n.toFixed(digit
 
 /** formatTable renders rows as a fixed-width text table. */
 export function formatTable(rows: readonly Row[]): string {
-  const header = ["scenario", "subject", "ops/s", "p50 ms", "p99 ms", "cpu µs/op", "ratio", "target", "result"];
+  const header = ["scenario", "subject", "ops/s", "p50 ms", "p99 ms", "cpu µs/op", "db µs/op", "idle %", "ratio", "target", "result"];
   const lines = rows.map((r) => [
     r.scenario,
     r.subject,
@@ -248,12 +286,14 @@ export function formatTable(rows: readonly Row[]): string {
     fmt(r.p50Ms, 2),
     fmt(r.p99Ms, 2),
     fmt(r.cpuUsPerOp, 0),
+    fmt(r.dbCpuUsPerOp ?? NaN, 0),
+    fmt((r.idle ?? NaN) * 100, 0),
     r.ratio === undefined ? "baseline" : `${fmt(r.ratio, 2)}x`,
     r.target === undefined ? "" : `>= ${fmt(r.target, 2)}x`,
     r.pass === undefined ? "" : r.pass ? "pass" : "FAIL",
   ]);
   const widths = header.map((h, c) => Math.max(h.length, ...lines.map((l) => l[c].length)));
-  const numeric = new Set([2, 3, 4, 5, 6, 7]);
+  const numeric = new Set([2, 3, 4, 5, 6, 7, 8, 9]);
   const render = (cells: readonly string[]) =>
     cells
       .map((cell, c) => (numeric.has(c) ? cell.padStart(widths[c]) : cell.padEnd(widths[c])))
@@ -282,6 +322,9 @@ export function writeReport(report: Report, startedAt: Date): string {
     p50Ms: Math.round(r.p50Ms * 1000) / 1000,
     p99Ms: Math.round(r.p99Ms * 1000) / 1000,
     cpuUsPerOp: Math.round(r.cpuUsPerOp),
+    dbCpuUsPerOp: r.dbCpuUsPerOp === undefined || !Number.isFinite(r.dbCpuUsPerOp) ? undefined : Math.round(r.dbCpuUsPerOp),
+    idle: r.idle === undefined || !Number.isFinite(r.idle) ? undefined : Math.round(r.idle * 1000) / 1000,
+    steal: r.steal === undefined || !Number.isFinite(r.steal) ? undefined : Math.round(r.steal * 1000) / 1000,
     ratio: r.ratio === undefined ? undefined : Math.round(r.ratio * 1000) / 1000,
   }));
   const body = { module: report.module, title: report.title, startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), environment: report.environment, rows };

@@ -43,6 +43,20 @@ export function cpuSecondsOf(pid: number): number {
   return (Number(fields[14 - 3]) + Number(fields[15 - 3])) / CLK_TCK;
 }
 
+/** MachineTimes are the whole machine's CPU times so far (/proc/stat, in ticks): all, idle (with I/O wait) and stolen by the hypervisor. */
+export interface MachineTimes {
+  total: number;
+  idle: number;
+  steal: number;
+}
+
+/** machineTimes reads the first line of /proc/stat: user nice system idle iowait irq softirq steal ... */
+export function machineTimes(): MachineTimes {
+  const fields = readFileSync("/proc/stat", "utf8").split("\n", 1)[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  const [, , , idle = 0, iowait = 0, , , steal = 0] = fields;
+  return { total: fields.reduce((a, b) => a + b, 0), idle: idle + iowait, steal };
+}
+
 /** rssOf is a process's resident memory in bytes, from /proc/<pid>/status. */
 export function rssOf(pid: number): number {
   const kb = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
