@@ -15,6 +15,8 @@ const config = parseConfig({
     shared: { numbers: ["+18005550200"], locking: false, access_code_length: 4 },
     single: { numbers: ["+18005550300"], locking: true },
     extendable: { numbers: ["+18005550400"], locking: true, booking_expiration_timeout: 60, max_booking_expiration_timeout: 600 },
+    // 64 numbers: four lanes (lanesFor).
+    lanes: { numbers: ["+18005551000..+18005551063"], allocation: "round-robin", locking: true, booking_expiration_timeout: 60 },
   },
   services: {
     iPhoneService: { type: "builtin", name: "request-interaction", ttl: 7200, provide_code: false, resource_group: "locked" },
@@ -100,6 +102,56 @@ describe.each(DIALECTS)("access numbers on %s", (dialect) => {
       // Nothing half-created: no session, no data for the refused request.
       const sessions = Number(((await db.knex("sessions").where("expires_at", ">", clock.now()).count({ n: "*" })) as { n: number }[])[0]?.n);
       expect(sessions).toBe(3);
+    });
+
+    it("round-robin hands out the number free the longest", async () => {
+      await drain();
+      const held = [await request({ resourceGroup: "locked" }), await request({ resourceGroup: "locked" }), await request({ resourceGroup: "locked" })];
+      const numbers = held.map((h) => h.access.accessNumber);
+      // Released in the order 2, 0, 1: after the cool-down they come back in that order.
+      for (const i of [2, 0, 1]) {
+        await match(numbers[i]!);
+        clock.advance(1);
+      }
+      clock.advance(5_000);
+      const again = [];
+      for (let i = 0; i < 3; i++) again.push((await request({ resourceGroup: "locked" })).access.accessNumber);
+      expect(again).toEqual([numbers[2], numbers[0], numbers[1]]);
+    });
+
+    it("a large round-robin group is split into lanes: each lane hands out its number free the longest, and a claim finds a free number in any lane", async () => {
+      await drain();
+      const laneOf = new Map(
+        ((await db.knex("access_numbers").where("resource_group", "lanes").select("number", "lane")) as { number: string; lane: number | string }[]).map((r) => [r.number, Number(r.lane)]),
+      );
+      // Consecutive numbers in consecutive lanes, 0 to 3.
+      const configured = config.resources["lanes"]!.numbers;
+      expect(configured.map((n) => laneOf.get(n))).toEqual(configured.map((_, i) => i % 4));
+      const take = async (n: number) => {
+        const got: string[] = [];
+        for (let i = 0; i < n; i++) got.push((await request({ resourceGroup: "lanes" })).access.accessNumber);
+        return got;
+      };
+      // Every number is handed out, the last ones from whichever lanes still have one, then none.
+      const first = await take(64);
+      expect(new Set(first).size).toBe(64);
+      // Claims start in a random lane: 64 of them all in one lane would be a (1/4)^63 chance.
+      expect(new Set(first.slice(0, 16).map((n) => laneOf.get(n))).size).toBeGreaterThan(1);
+      expect((await failure(request({ resourceGroup: "lanes" }))).kind).toBe("resource_exhausted");
+      // Released in a shuffled order, one millisecond apart: within each lane they come back in that order.
+      const released = [...first].sort(() => Math.random() - 0.5);
+      for (const n of released) {
+        await match(n);
+        clock.advance(1);
+      }
+      const second = await take(64);
+      expect(new Set(second).size).toBe(64);
+      // Not the whole group's order (that is one lane's behaviour): each claim started in a random lane.
+      expect(second).not.toEqual(released);
+      for (let lane = 0; lane < 4; lane++) {
+        const inLane = (list: string[]) => list.filter((n) => laneOf.get(n) === lane);
+        expect(inLane(second)).toEqual(inLane(released));
+      }
     });
 
     it("expiry frees the number and the session at the moment it lapses", async () => {
@@ -287,5 +339,28 @@ describe.each(DIALECTS)("access numbers on %s", (dialect) => {
     expect((await app.access.syncNumbers()).retired).toBe(1);
     const row = (await db.knex("access_numbers").where({ number: "+18005559999" }).first()) as { retired: number | boolean };
     expect(Boolean(row.retired)).toBe(true);
+  });
+
+  it("synchronising numbers puts them in lanes by the configured group's size, and moves them when it changes", async () => {
+    const lanesOf = async () =>
+      ((await db.knex("access_numbers").where({ resource_group: "growing", retired: false }).orderBy("number").select("lane")) as { lane: number | string }[]).map((r) => Number(r.lane));
+    const sync = (last: number) =>
+      createApp({
+        config: parseConfig({ resources: { growing: { numbers: [`+18005552000..+1800555${2000 + last}`], allocation: "round-robin", locking: true } } }),
+        db,
+        clock,
+        log: pino({ level: "silent" }),
+      }).access.syncNumbers();
+    // 31 numbers: one lane. 40: two. 80: five. Back to 40: two again, the other 40 retired.
+    await sync(30);
+    expect(await lanesOf()).toEqual(Array.from({ length: 31 }, () => 0));
+    await sync(39);
+    expect(await lanesOf()).toEqual(Array.from({ length: 40 }, (_, i) => i % 2));
+    await sync(79);
+    expect(await lanesOf()).toEqual(Array.from({ length: 80 }, (_, i) => i % 5));
+    expect(await sync(39)).toMatchObject({ retired: 40 });
+    expect(await lanesOf()).toEqual(Array.from({ length: 40 }, (_, i) => i % 2));
+    // That configuration knew only "growing": the file's own groups come back.
+    await app.access.syncNumbers();
   });
 });

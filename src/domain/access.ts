@@ -7,6 +7,7 @@ import {
   claimAndReserve,
   claimNumber,
   groupHasNumbers,
+  lanesFor,
   liveCodes,
   lockNumberForMatch,
   nextFreeAt,
@@ -177,7 +178,7 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
   async function allocate(tx: Batcher, a: AllocateInput, rows: readonly InsertRows[] = [], options: RunOptions = {}): Promise<AccessGrant | undefined> {
     const group = groupOf(a.group);
     const now = clock.now();
-    const claim = { group: a.group, locking: group.locking, allocation: group.allocation, now };
+    const claim = { group: a.group, locking: group.locking, allocation: group.allocation, lanes: lanesFor(group.numbers.length), now };
     const expiresAt = Math.min(now + a.bookingSeconds * 1000, a.sessionExpiresAt);
     const reservation = { sessionId: a.sessionId, phoneNumber: a.phoneNumber, createdAt: now, expiresAt };
     let number: string | undefined;

@@ -59,23 +59,53 @@ function live(qb: Knex.QueryBuilder, now: number, alias = ""): Knex.QueryBuilder
   return qb.whereRaw(liveSql(alias), [now]);
 }
 
+/** LANE_SIZE is about how many numbers one lane of a large group holds; MAX_LANES caps a group's lanes. */
+const LANE_SIZE = 16;
+const MAX_LANES = 64;
+
+/**
+ * lanesFor is how many lanes a group of `count` numbers is split into: one below 2 × LANE_SIZE
+ * numbers (a claim then takes the number free the longest in the whole group), else one per
+ * LANE_SIZE numbers, at most MAX_LANES. The number at position i of the configured list is in lane
+ * i mod lanes, so consecutive numbers fall in different lanes.
+ */
+export const lanesFor = (count: number): number => Math.max(1, Math.min(MAX_LANES, Math.floor(count / LANE_SIZE)));
+
 /**
  * syncNumbers makes access_numbers match the configuration: missing numbers are added, numbers
  * configured again are un-retired, numbers no longer configured are retired (never handed out
- * again; a live reservation on one still matches until it lapses). Idempotent, so several nodes
+ * again; a live reservation on one still matches until it lapses), and every configured number is
+ * put in its lane (lanesFor). Idempotent and decided by the configuration alone, so several nodes
  * starting at once do not conflict.
  */
 export async function syncNumbers(q: Queryable, groups: ReadonlyMap<string, readonly string[]>): Promise<{ added: number; retired: number }> {
   let added = 0;
   let retired = 0;
   for (const [group, numbers] of groups) {
-    const existing = new Set(((await q("access_numbers").where("resource_group", group).select("number")) as { number: string }[]).map((r) => r.number));
-    const fresh = numbers.filter((n) => !existing.has(n));
+    const lanes = lanesFor(numbers.length);
+    const laneOf = new Map(numbers.map((n, i) => [n, i % lanes]));
+    const stored = new Map(
+      ((await q("access_numbers").where("resource_group", group).select("number", "lane")) as { number: string; lane: number | string }[]).map((r) => [r.number, Number(r.lane)]),
+    );
+    const fresh = numbers.filter((n) => !stored.has(n));
     for (let i = 0; i < fresh.length; i += 500) {
-      const rows = fresh.slice(i, i + 500).map((number) => ({ resource_group: group, number, retired: false, available_at: 0, last_used_at: 0, rand_key: Math.random() }));
+      const rows = fresh
+        .slice(i, i + 500)
+        .map((number) => ({ resource_group: group, number, retired: false, available_at: 0, last_used_at: 0, rand_key: Math.random(), lane: laneOf.get(number) ?? 0 }));
       await q("access_numbers").insert(rows).onConflict(["resource_group", "number"]).ignore();
     }
     added += fresh.length;
+    // Numbers in another lane than the configuration now gives them (the group grew or shrank), moved lane by lane.
+    const moves = new Map<number, string[]>();
+    for (const [number, lane] of stored) {
+      const want = laneOf.get(number);
+      if (want !== undefined && want !== lane) moves.set(want, [...(moves.get(want) ?? []), number]);
+    }
+    for (const [lane, moved] of moves) {
+      for (let i = 0; i < moved.length; i += 500) {
+        await q("access_numbers").where("resource_group", group).whereIn("number", moved.slice(i, i + 500)).update({ lane });
+      }
+    }
     for (let i = 0; i < numbers.length; i += 500) {
       await q("access_numbers").where("resource_group", group).whereIn("number", numbers.slice(i, i + 500)).andWhere("retired", true).update({ retired: false });
     }
@@ -90,6 +120,8 @@ export interface ClaimOptions {
   group: string;
   locking: boolean;
   allocation: Allocation;
+  /** lanes is the group's lane count (lanesFor its configured size); a locking round-robin claim starts in a random one. */
+  lanes: number;
   now: number;
 }
 
@@ -98,8 +130,9 @@ export interface ClaimOptions {
  * locking group only a free number (available_at ≤ now) qualifies, and rows other transactions are
  * claiming are skipped (SKIP LOCKED on MySQL), so two claims never take the same number; the index
  * on (group, retired, order column) lets MySQL lock just the row it returns. Round-robin takes the
- * number free the longest (locking) or used the longest ago (non-locking); random starts from a
- * random point of a random key. Undefined when no number qualifies.
+ * number free the longest (locking: in a random lane of a large group, see lanesFor, else in the
+ * whole group) or used the longest ago (non-locking); random starts from a random point of a random
+ * key. Undefined when no number qualifies.
  */
 export async function claimNumber(q: Queryable, dialect: Dialect, o: ClaimOptions): Promise<string | undefined> {
   for (const query of claimQueries(dialect, o)) {
@@ -115,7 +148,8 @@ const CLAIMED = "@gms_claimed_number";
 
 /**
  * claimQueries are the SELECTs claimNumber runs, in order, until one returns a row: one for
- * round-robin, two for random (from a random pivot up, then below it). Written as SQL text (the hot
+ * round-robin (two for a locking group of several lanes: in a random lane, then in the whole
+ * group), two for random (from a random pivot up, then below it). Written as SQL text (the hot
  * path: knex's builder cost more CPU than the claim's round trip) and exported so tests can EXPLAIN
  * exactly what the claim runs. With `into` (MySQL), each stores its number in the session variable
  * CLAIMED instead of returning it, and a later one runs only while none was found.
@@ -131,7 +165,14 @@ export function claimQueries(dialect: Dialect, o: ClaimOptions, into = false): S
       ...extraBindings,
     ]);
   };
-  if (o.allocation === "round-robin") return [query(true, [], [], o.locking ? "`available_at`, `number`" : "`last_used_at`, `number`")];
+  if (o.allocation === "round-robin") {
+    if (!o.locking) return [query(true, [], [], "`last_used_at`, `number`")];
+    const freeLongest = "`available_at`, `number`";
+    if (o.lanes <= 1) return [query(true, [], [], freeLongest)];
+    // Concurrent claims spread over the lanes instead of all skipping one another at the head of one index.
+    const lane = Math.floor(Math.random() * o.lanes);
+    return [query(true, ["`lane` = ?"], [lane], freeLongest), query(false, [], [], freeLongest)];
+  }
   const pivot = Math.random();
   return [query(true, ["`rand_key` >= ?"], [pivot], "`rand_key`"), query(false, ["`rand_key` < ?"], [pivot], "`rand_key`")];
 }
@@ -168,11 +209,7 @@ export async function claimAndReserve(tx: Batcher, o: ClaimOptions, r: NewReserv
         `INSERT INTO reservations (session_id, resource_group, access_number, access_code, phone_number, locking, created_at, expires_at) SELECT ?, ?, ${CLAIMED}, ?, ?, ?, ?, ? FROM DUAL WHERE ${claimed}`,
         [r.sessionId, o.group, r.accessCode ?? null, r.phoneNumber, o.locking, r.createdAt, r.expiresAt],
       ),
-      sqlText(`UPDATE access_numbers SET last_used_at = ?${busyUntil === undefined ? "" : ", available_at = ?"} WHERE resource_group = ? AND number = ${CLAIMED}`, [
-        r.createdAt,
-        ...(busyUntil === undefined ? [] : [busyUntil]),
-        o.group,
-      ]),
+      sqlText(`UPDATE access_numbers SET ${numberUsedColumn(busyUntil)} = ? WHERE resource_group = ? AND number = ${CLAIMED}`, [busyUntil ?? r.createdAt, o.group]),
       sqlText(`SELECT ${CLAIMED} AS number`),
     ],
     options,
@@ -187,11 +224,19 @@ export async function reserve(q: Queryable, r: Omit<ReservationRow, "id">, busyU
   await markNumberUsed(q, r.resourceGroup, r.accessNumber, r.createdAt, busyUntil);
 }
 
-/** markNumberUsed records a claim: a locking number is busy until `busyUntil`. */
+/**
+ * numberUsedColumn is what a claim records: a locking number is busy until `busyUntil`
+ * (available_at); a shared number was used now (last_used_at, the order of a non-locking
+ * round-robin group). One column each: every indexed column a claim writes is one more index entry
+ * moved per claim.
+ */
+const numberUsedColumn = (busyUntil: number | undefined) => (busyUntil === undefined ? "last_used_at" : "available_at");
+
+/** markNumberUsed records a claim (numberUsedColumn). */
 async function markNumberUsed(q: Queryable, group: string, number: string, now: number, busyUntil: number | undefined): Promise<void> {
   await q("access_numbers")
     .where({ resource_group: group, number })
-    .update({ last_used_at: now, ...(busyUntil === undefined ? {} : { available_at: busyUntil }) });
+    .update({ [numberUsedColumn(busyUntil)]: busyUntil ?? now });
 }
 
 /** setNumbersAvailableAt sets when locking numbers are free again (release plus cool-down, or a new expiry). */

@@ -221,6 +221,26 @@ const migrations: Migration[] = [
       });
     },
   },
+  {
+    name: "005_access_lanes",
+    async up(knex) {
+      // A round-robin claim takes the number free the longest. With every claim after the same row,
+      // concurrent claims pile up at the head of one index, where each skips the rows the others are
+      // claiming (on MySQL a costly check of every row another transaction changed). A large group is
+      // therefore split into lanes (syncNumbers assigns them): a claim takes the number free the
+      // longest in a random lane, through this index, and falls back to the whole group.
+      await knex.schema.alterTable("access_numbers", (t) => {
+        t.integer("lane").notNullable().defaultTo(0);
+        t.index(["resource_group", "retired", "lane", "available_at"], "access_numbers_lane");
+      });
+    },
+    async down(knex) {
+      await knex.schema.alterTable("access_numbers", (t) => {
+        t.dropIndex(["resource_group", "retired", "lane", "available_at"], "access_numbers_lane");
+        t.dropColumn("lane");
+      });
+    },
+  },
 ];
 
 /** migrationSource hands knex the migrations above, bound to a dialect. */
