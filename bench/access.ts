@@ -5,7 +5,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import mysql from "mysql2/promise";
 import { pino } from "pino";
 import {
@@ -20,7 +20,8 @@ import type { Access } from "../src/domain/access.js";
 import { createApp } from "../src/server.js";
 import { openDatabase, redactUrl, type Database } from "../src/store/database.js";
 import { createGrpcLoadClient, type GrpcLoadClient } from "./grpc-load.js";
-import { compare, MYSQL_URL, mysqlVersion, rowsOf, scaledClock, type BenchContext, type BenchModule, type Op, type Report, type Row, type Subject } from "./lib.js";
+import { H2LOAD, h2loadUnary, h2loadVersion } from "./h2load.js";
+import { compare, MYSQL_URL, mysqlVersion, rowsOf, scaledClock, type BenchContext, type BenchModule, type Load, type Op, type Report, type Row, type Subject } from "./lib.js";
 import { cpuSecondsOf, startServerProcess, type ServerProcess } from "./server-process.js";
 
 /** TARGETS are the issue's floors for the server, end to end, against the bare transactions. */
@@ -138,13 +139,17 @@ function domainAllocate(access: Access): Op {
   };
 }
 
-function e2eAllocate(client: GrpcLoadClient): Op {
-  const request = create(RequestInteractionRequestSchema, {
+/** allocateRequest is the RequestInteraction every allocation through a server sends. */
+const allocateRequest = () =>
+  create(RequestInteractionRequestSchema, {
     phoneNumber: CALLER,
     resourceGroup: ALLOC_GROUP,
     ttlSeconds: BigInt(SESSION_TTL_SECONDS),
     bookingExpirationTimeoutSeconds: BigInt(BOOKING_SECONDS),
   });
+
+function e2eAllocate(client: GrpcLoadClient): Op {
+  const request = allocateRequest();
   return async () => {
     const res = await client.unary("/gms.v1.AccessService/RequestInteraction", RequestInteractionRequestSchema, RequestInteractionResponseSchema, request);
     if (res.access?.accessNumber === undefined || res.access.accessNumber === "") throw new Error("RequestInteraction answered without a number");
@@ -167,6 +172,32 @@ function e2eMatch(client: GrpcLoadClient, numbers: readonly string[]): Op {
     const request = create(MatchInteractionRequestSchema, { accessNumber: number });
     const res = await client.unary("/gms.v1.AccessService/MatchInteraction", MatchInteractionRequestSchema, MatchInteractionResponseSchema, request);
     if (res.matches.length !== 1) throw new Error(`matched ${res.matches.length} sessions on ${number}`);
+  };
+}
+
+/**
+ * h2loadAllocate sends the same RequestInteraction with h2load; `succeeded` counts the calls that
+ * succeeded (reservations made, for opengms), since h2load cannot read a gRPC status.
+ */
+const h2loadAllocate = (server: ServerProcess, dir: string, succeeded?: () => Promise<number>): Load =>
+  h2loadUnary({
+    url: server.url,
+    path: "/gms.v1.AccessService/RequestInteraction",
+    message: toBinary(RequestInteractionRequestSchema, allocateRequest()),
+    connections: CONNECTIONS,
+    dir,
+    ...(succeeded === undefined ? {} : { succeeded }),
+  });
+
+/** reservationsMade counts the allocation group's reservations made since it was last called. */
+function reservationsMade(db: Database): () => Promise<number> {
+  let last = 0;
+  return async () => {
+    const [row] = (await db.knex("reservations").where("resource_group", ALLOC_GROUP).count({ n: "*" })) as { n: number | string }[];
+    const now = Number(row?.n ?? 0);
+    const made = now - last;
+    last = now;
+    return made;
   };
 }
 
@@ -254,13 +285,17 @@ async function run(ctx: BenchContext): Promise<Report> {
     const access = app.access;
 
     if (ctx.wants("allocate")) {
+      // Calls to the servers go through h2load where it is installed (bench/h2load.ts), else the Node generator.
+      ctx.log(`allocate: calls to the servers sent by ${H2LOAD ?? "bench/grpc-load.ts (h2load is not installed)"}`);
+      const throughServer = (s: ServerProcess, c: GrpcLoadClient, succeeded?: () => Promise<number>) =>
+        H2LOAD === undefined ? { op: e2eAllocate(c) } : { op: e2eAllocate(c), load: h2loadAllocate(s, dir, succeeded) };
       const subjects: Subject[] = [
         { name: SKIP_LOCKED, op: bareClaim(pool, clock, "FOR UPDATE SKIP LOCKED") },
         { name: NAIVE, op: bareClaim(pool, clock, "FOR UPDATE") },
         { name: DOMAIN, op: domainAllocate(access) },
-        onServer(server, { name: E2E, op: e2eAllocate(client) }),
-        onServer(bare, { name: RPC_ALONE, op: e2eAllocate(bareClient) }),
-        onServer(floor, { name: FLOOR, op: e2eAllocate(floorClient) }),
+        onServer(server, { name: E2E, ...throughServer(server, client, reservationsMade(db)) }),
+        onServer(bare, { name: RPC_ALONE, ...throughServer(bare, bareClient) }),
+        onServer(floor, { name: FLOOR, ...throughServer(floor, floorClient) }),
       ];
       const results = await compare(subjects, { ...ctx.options, afterRun: () => clearAllocations(db), progress: (l) => ctx.log(`allocate: ${l}`) });
       const byName = new Map(results.map((r) => [r.name, r]));
@@ -300,7 +335,8 @@ async function run(ctx: BenchContext): Promise<Report> {
           [SKIP_LOCKED]: `mysql2 on its own pool: BEGIN; ${claimSql("FOR UPDATE SKIP LOCKED")}; UPDATE access_numbers SET available_at, last_used_at; COMMIT`,
           [NAIVE]: `the same with ${claimSql("FOR UPDATE")}`,
           [DOMAIN]: "createApp(...).access.requestInteraction in the benchmark's process, no app data: session, empty data record, claim, reservation in one transaction",
-          [E2E]: `AccessService.RequestInteraction over gRPC (bench/grpc-load.ts, ${CONNECTIONS} HTTP/2 connections) to opengms in its own process (bench/node-process.ts) on 127.0.0.1`,
+          [E2E]: `AccessService.RequestInteraction over gRPC (${H2LOAD === undefined ? "bench/grpc-load.ts" : "h2load, bench/h2load.ts; every call checked by the reservations it made"}, ${CONNECTIONS} HTTP/2 connections) to opengms in its own process (bench/node-process.ts) on 127.0.0.1`,
+          loadGenerator: H2LOAD === undefined ? "bench/grpc-load.ts (Node): h2load is not installed" : `${H2LOAD} (${h2loadVersion()})`,
           [RPC_ALONE]: "the same calls to a server process where connect-node answers a canned reply (bench/node-process.ts bare): the most any server on connect-node can do here",
           [FLOOR]: "the same calls to a server process where listen() alone answers a canned reply, the request neither parsed nor validated (bench/node-process.ts floor): the most any server on Node's HTTP/2 can do here",
         },

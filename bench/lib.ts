@@ -93,30 +93,47 @@ export interface RunSample {
 const DB_PID = mysqldPid();
 const dbCpuSeconds = () => (DB_PID === undefined ? NaN : cpuSecondsOf(DB_PID));
 
+/** Driven is what a load did: the operations it completed and their latencies (µs). */
+export interface Driven {
+  ops: number;
+  latency: Histogram;
+}
+
 /**
- * runLoad keeps `concurrency` operations in flight for `durationMs` and measures throughput and
- * latency. The first failing operation fails the run: a benchmark that errors measures nothing.
+ * Load keeps `concurrency` operations in flight for `durationMs`: opLoad's loop in this process, or
+ * a load generator of its own (bench/h2load.ts).
  */
-export async function runLoad(op: Op, concurrency: number, durationMs: number, cpuSeconds?: () => number): Promise<RunSample> {
-  const latency = newHistogram();
-  let started = 0;
-  let ops = 0;
+export type Load = (concurrency: number, durationMs: number) => Promise<Driven>;
+
+/** opLoad runs `op` in `concurrency` loops. The first failing operation fails the run: a benchmark that errors measures nothing. */
+export const opLoad =
+  (op: Op): Load =>
+  async (concurrency, durationMs) => {
+    const latency = newHistogram();
+    let started = 0;
+    let ops = 0;
+    const end = performance.now() + durationMs;
+    const worker = async () => {
+      while (performance.now() < end) {
+        const n = started++;
+        const s = performance.now();
+        await op(n);
+        latency.recordValue(Math.max(1, Math.round((performance.now() - s) * 1000)));
+        ops++;
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+    return { ops, latency };
+  };
+
+/** runLoad runs a load for `durationMs` and measures throughput, latency and CPU. */
+export async function runLoad(load: Load, concurrency: number, durationMs: number, cpuSeconds?: () => number): Promise<RunSample> {
   const cpu0 = process.cpuUsage();
   const other0 = cpuSeconds?.();
   const db0 = dbCpuSeconds();
   const machine0 = machineTimes();
   const t0 = performance.now();
-  const end = t0 + durationMs;
-  const worker = async () => {
-    while (performance.now() < end) {
-      const n = started++;
-      const s = performance.now();
-      await op(n);
-      latency.recordValue(Math.max(1, Math.round((performance.now() - s) * 1000)));
-      ops++;
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
+  const { ops, latency } = await load(concurrency, durationMs);
   const seconds = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
   const cpuUs = other0 === undefined || cpuSeconds === undefined ? cpu.user + cpu.system : (cpuSeconds() - other0) * 1e6;
@@ -139,6 +156,8 @@ export interface Subject {
   /** name labels the subject in the table, e.g. "raw knex". */
   name: string;
   op: Op;
+  /** load, when given, drives the subject instead of `op` in this process (e.g. an external load generator). */
+  load?: Load;
   /**
    * cpuSeconds reads the CPU time so far of the process that does the work, when that is not this
    * one (a server process); cpuUsPerOp is then that process's.
@@ -177,7 +196,7 @@ export interface CompareOptions extends BenchOptions {
 export async function compare(subjects: readonly Subject[], options: CompareOptions): Promise<SubjectResult[]> {
   const results: SubjectResult[] = subjects.map((s) => ({ name: s.name, opsPerSec: [], cpuUsPerOp: [], dbCpuUsPerOp: [], idle: [], steal: [], latency: newHistogram() }));
   for (const s of subjects) {
-    await runLoad(s.op, options.concurrency, options.warmupMs);
+    await runLoad(s.load ?? opLoad(s.op), options.concurrency, options.warmupMs);
     await options.afterRun?.();
   }
   for (let round = 0; round < options.rounds; round++) {
@@ -185,7 +204,7 @@ export async function compare(subjects: readonly Subject[], options: CompareOpti
     if (round % 2 === 1) order.reverse();
     for (const i of order) {
       const subject = subjects[i];
-      const sample = await runLoad(subject.op, options.concurrency, options.roundMs, subject.cpuSeconds);
+      const sample = await runLoad(subject.load ?? opLoad(subject.op), options.concurrency, options.roundMs, subject.cpuSeconds);
       const result = results[i];
       result.opsPerSec.push(sample.opsPerSec);
       result.cpuUsPerOp.push(sample.cpuUsPerOp);
