@@ -18,7 +18,8 @@ import type { Clock } from "../src/clock.js";
 import { expandNumbers, parseConfig } from "../src/config.js";
 import type { Access } from "../src/domain/access.js";
 import { createApp } from "../src/server.js";
-import { openDatabase, redactUrl, type Database } from "../src/store/database.js";
+import { claimQueries, lanesFor } from "../src/store/access-store.js";
+import { openDatabase, redactUrl, type Database, type SqlText } from "../src/store/database.js";
 import { createGrpcLoadClient, type GrpcLoadClient } from "./grpc-load.js";
 import { H2LOAD, h2loadUnary, h2loadVersion } from "./h2load.js";
 import { compare, MYSQL_URL, mysqlVersion, rowsOf, scaledClock, type BenchContext, type BenchModule, type Load, type Op, type Report, type Row, type Subject } from "./lib.js";
@@ -53,6 +54,8 @@ const MATCH_HOLD_SECONDS = 30 * 24 * 3600;
 
 const SKIP_LOCKED = "bare claim, SKIP LOCKED (mysql2)";
 const NAIVE = "naive claim, FOR UPDATE (mysql2)";
+/** BARE_LANES is the bare transaction running opengms's own claim SELECTs (lanes), for information. */
+const BARE_LANES = "bare claim in lanes, SKIP LOCKED (mysql2)";
 const BARE_MATCH = "bare lookup + release (mysql2)";
 const DOMAIN = "domain, in process";
 const E2E = "gRPC to a server process";
@@ -65,24 +68,32 @@ const FLOOR = "node:http2 alone, canned reply";
 const claimSql = (lock: string) =>
   `SELECT number FROM access_numbers WHERE resource_group = ? AND retired = 0 AND available_at <= ? ORDER BY available_at LIMIT 1 ${lock}`;
 
+/** textbookClaim is the bare claim's SELECT, bound: the free number of the group longest free, locked with `lock`. */
+const textbookClaim =
+  (lock: string) =>
+  (now: number): SqlText[] => [{ sql: claimSql(lock), bindings: [ALLOC_GROUP, now] }];
+
+/** lanesClaim is the SELECTs opengms's own claim runs (claimQueries): in a random lane of the group, then in the whole group. */
+const lanesClaim = (now: number): SqlText[] =>
+  claimQueries("mysql", { group: ALLOC_GROUP, locking: true, allocation: "round-robin", lanes: lanesFor(expandNumbers([ALLOC_NUMBERS]).length), now });
+
 /**
- * bareClaim is the allocation baseline: BEGIN; claim the number; mark it busy until the booking
- * lapses; COMMIT. `lock` is "FOR UPDATE SKIP LOCKED" or the naive "FOR UPDATE".
+ * bareClaim is the allocation baseline: BEGIN; claim the number (the first of `selects` that finds
+ * one); mark it busy until the booking lapses; COMMIT. The textbook claim's lock is "FOR UPDATE SKIP
+ * LOCKED" or the naive "FOR UPDATE".
  */
-function bareClaim(pool: mysql.Pool, clock: Clock, lock: string): Op {
-  const select = claimSql(lock);
+function bareClaim(pool: mysql.Pool, clock: Clock, selects: (now: number) => SqlText[]): Op {
   return () =>
     bareTransaction(pool, async (conn) => {
       const now = clock.now();
-      const [rows] = await conn.query<mysql.RowDataPacket[]>(select, [ALLOC_GROUP, now]);
-      const number = rows[0]?.["number"] as string | undefined;
+      let number: string | undefined;
+      for (const select of selects(now)) {
+        const [rows] = await conn.query<mysql.RowDataPacket[]>(select.sql, [...select.bindings] as (string | number)[]);
+        number = rows[0]?.["number"] as string | undefined;
+        if (number !== undefined) break;
+      }
       if (number === undefined) throw new Error("bare claim found no free number");
-      await conn.query("UPDATE access_numbers SET available_at = ?, last_used_at = ? WHERE resource_group = ? AND number = ?", [
-        now + BOOKING_SECONDS * 1000,
-        now,
-        ALLOC_GROUP,
-        number,
-      ]);
+      await conn.query("UPDATE access_numbers SET available_at = ? WHERE resource_group = ? AND number = ?", [now + BOOKING_SECONDS * 1000, ALLOC_GROUP, number]);
     });
 }
 
@@ -290,8 +301,9 @@ async function run(ctx: BenchContext): Promise<Report> {
       const throughServer = (s: ServerProcess, c: GrpcLoadClient, succeeded?: () => Promise<number>) =>
         H2LOAD === undefined ? { op: e2eAllocate(c) } : { op: e2eAllocate(c), load: h2loadAllocate(s, dir, succeeded) };
       const subjects: Subject[] = [
-        { name: SKIP_LOCKED, op: bareClaim(pool, clock, "FOR UPDATE SKIP LOCKED") },
-        { name: NAIVE, op: bareClaim(pool, clock, "FOR UPDATE") },
+        { name: SKIP_LOCKED, op: bareClaim(pool, clock, textbookClaim("FOR UPDATE SKIP LOCKED")) },
+        { name: BARE_LANES, op: bareClaim(pool, clock, lanesClaim) },
+        { name: NAIVE, op: bareClaim(pool, clock, textbookClaim("FOR UPDATE")) },
         { name: DOMAIN, op: domainAllocate(access) },
         onServer(server, { name: E2E, ...throughServer(server, client, reservationsMade(db)) }),
         onServer(bare, { name: RPC_ALONE, ...throughServer(bare, bareClient) }),
@@ -300,7 +312,7 @@ async function run(ctx: BenchContext): Promise<Report> {
       const results = await compare(subjects, { ...ctx.options, afterRun: () => clearAllocations(db), progress: (l) => ctx.log(`allocate: ${l}`) });
       const byName = new Map(results.map((r) => [r.name, r]));
       const pick = (...names: string[]) => names.map((n) => byName.get(n)!);
-      rows.push(...rowsOf("allocate", pick(SKIP_LOCKED, DOMAIN, E2E, RPC_ALONE, FLOOR), { [E2E]: TARGETS.allocateVsSkipLocked }));
+      rows.push(...rowsOf("allocate", pick(SKIP_LOCKED, BARE_LANES, DOMAIN, E2E, RPC_ALONE, FLOOR), { [E2E]: TARGETS.allocateVsSkipLocked }));
       rows.push(...rowsOf("allocate vs naive lock", pick(NAIVE, DOMAIN, E2E), { [E2E]: TARGETS.allocateVsNaive }));
     }
 
@@ -332,7 +344,8 @@ async function run(ctx: BenchContext): Promise<Report> {
         allocate: {
           group: `${ALLOC_GROUP}: ${ALLOC_NUMBERS} (1,000 numbers), locking, round-robin`,
           booking: `${BOOKING_SECONDS} s of clock time, so numbers recycle by expiry ${(BOOKING_SECONDS * 1000) / CLOCK_SPEED} ms after each claim`,
-          [SKIP_LOCKED]: `mysql2 on its own pool: BEGIN; ${claimSql("FOR UPDATE SKIP LOCKED")}; UPDATE access_numbers SET available_at, last_used_at; COMMIT`,
+          [SKIP_LOCKED]: `mysql2 on its own pool: BEGIN; ${claimSql("FOR UPDATE SKIP LOCKED")}; UPDATE access_numbers SET available_at; COMMIT`,
+          [BARE_LANES]: `the same transaction with the SELECTs opengms's claim runs (claimQueries: the free number longest free in a random one of the group's ${lanesFor(expandNumbers([ALLOC_NUMBERS]).length)} lanes, else in the whole group), for information: how much of opengms's figure is its SQL`,
           [NAIVE]: `the same with ${claimSql("FOR UPDATE")}`,
           [DOMAIN]: "createApp(...).access.requestInteraction in the benchmark's process, no app data: session, empty data record, claim, reservation in one transaction",
           [E2E]: `AccessService.RequestInteraction over gRPC (${H2LOAD === undefined ? "bench/grpc-load.ts" : "h2load, bench/h2load.ts; every call checked by the reservations it made"}, ${CONNECTIONS} HTTP/2 connections) to opengms in its own process (bench/node-process.ts) on 127.0.0.1`,
