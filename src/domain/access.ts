@@ -1,4 +1,4 @@
-import { randomInt, randomUUID } from "node:crypto";
+import { randomInt } from "node:crypto";
 import type { Knex } from "knex";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
@@ -28,6 +28,7 @@ import { normalizePhone } from "./phone.js";
 import { DEFAULT_SERVICE_TTL_SECONDS, pick, resolveService } from "./services.js";
 import type { Storage } from "./storage.js";
 import type { DataEntries } from "./value.js";
+import { newId } from "./ids.js";
 
 /** AccessGrant is one reservation as callers see it (GMS `_access_number`, `_access_code`, `_expiration_time`). */
 export interface AccessGrant {
@@ -258,7 +259,7 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       const create = async (tx: Batcher): Promise<RequestInteractionResult> => {
         const data = storage.newRecord(input.appData, expiresAt);
         const session: SessionRow = {
-          id: randomUUID(),
+          id: newId(),
           service: svc.name,
           builtin: svc.builtin,
           state: "active",

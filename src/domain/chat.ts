@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import type { Knex } from "knex";
 import type { Bus, BusMessage } from "../bus.js";
 import type { Clock } from "../clock.js";
@@ -41,6 +41,7 @@ import { runOnce, type RequestKey } from "./idempotency.js";
 import { resolveService } from "./services.js";
 import type { Storage } from "./storage.js";
 import { byteLength, type DataEntries, type DataValue } from "./value.js";
+import { newId } from "./ids.js";
 
 /** The most events one read returns; a longer transcript is read in pages. */
 const PAGE = 500;
@@ -297,7 +298,7 @@ export function createChats({ db, clock, config, storage, bus, pollViews = POLL_
     const claimed = await db.knex.transaction(async (trx) => {
       const chat = await claimWaitingChat(trx, db.dialect, endpoint, now);
       if (chat === undefined) return undefined;
-      const agent: ParticipantRow = { id: randomUUID(), chatId: chat.id, kind: "agent", nickname, identity, joinedAt: now, leftAt: undefined };
+      const agent: ParticipantRow = { id: newId(), chatId: chat.id, kind: "agent", nickname, identity, joinedAt: now, leftAt: undefined };
       await insertParticipant(trx, agent);
       await updateChat(trx, chat.id, { state: "active" });
       emitted.push(await append(trx, chat, draft(refOf(agent), "participant_joined")));
@@ -425,11 +426,11 @@ export function createChats({ db, clock, config, storage, bus, pollViews = POLL_
         now,
         async (trx): Promise<ChatStart> => {
           const data = await storage.createIn(trx, input.appData, expiresAt);
-          const sessionId = randomUUID();
+          const sessionId = newId();
           await insertSession(trx, { id: sessionId, service: svc.name, builtin: svc.builtin, state: "active", phoneNumber: "", dataId: data.dataId, createdAt: now, expiresAt });
           const secureKey = randomBytes(32).toString("base64url");
           const chat: ChatRow = {
-            id: randomUUID(),
+            id: newId(),
             sessionId,
             service: svc.name,
             endpoint,
@@ -438,7 +439,7 @@ export function createChats({ db, clock, config, storage, bus, pollViews = POLL_
             emailAddress: input.emailAddress,
             userData: input.userData,
             secureKeyHash: hashKey(secureKey),
-            customerParticipantId: randomUUID(),
+            customerParticipantId: newId(),
             lastPosition: 0,
             createdAt: now,
             queuedAt: now,
@@ -707,7 +708,7 @@ export function createChats({ db, clock, config, storage, bus, pollViews = POLL_
           agentPresent,
         });
         const stored = await storage.createIn(trx, new Map([["file", { kind: "file" as const, ...file }]]), chat.expiresAt, fileLimitsOnly(limits.files.max_file_bytes));
-        const fileId = randomUUID();
+        const fileId = newId();
         await insertFile(trx, {
           id: fileId,
           chatId: chat.id,

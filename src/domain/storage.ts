@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import type { Knex } from "knex";
 import type { Clock } from "../clock.js";
 import type { Database } from "../store/database.js";
@@ -18,6 +17,7 @@ import {
 import { GmsError, invalid, notFound } from "./errors.js";
 import { runOnce, type RequestKey } from "./idempotency.js";
 import { byteLength, valueSize, type DataEntries, type DataValue } from "./value.js";
+import { newId } from "./ids.js";
 
 /** StorageLimits are the `storage` section of the configuration, in the domain's words. */
 export interface StorageLimits {
@@ -153,7 +153,7 @@ export function createStorage({ db, clock, limits }: StorageDeps): Storage {
   function newRecord(entries: DataEntries, expiresAt: number, own = limits): NewRecord {
     checkEntries(entries, own);
     checkRecord(sizesOf(entries), own);
-    return { row: { id: randomUUID(), version: 1, createdAt: clock.now(), expiresAt }, entries };
+    return { row: { id: newId(), version: 1, createdAt: clock.now(), expiresAt }, entries };
   }
 
   async function createIn(trx: Knex.Transaction, entries: DataEntries, expiresAt: number, own = limits): Promise<StoredData> {
