@@ -99,7 +99,10 @@ export async function syncNumbers(q: Queryable, groups: ReadonlyMap<string, read
     const moves = new Map<number, string[]>();
     for (const [number, lane] of stored) {
       const want = laneOf.get(number);
-      if (want !== undefined && want !== lane) moves.set(want, [...(moves.get(want) ?? []), number]);
+      if (want === undefined || want === lane) continue;
+      const list = moves.get(want);
+      if (list === undefined) moves.set(want, [number]);
+      else list.push(number);
     }
     for (const [lane, moved] of moves) {
       for (let i = 0; i < moved.length; i += 500) {
