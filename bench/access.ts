@@ -35,6 +35,8 @@ const CONNECTIONS = 4;
 /** ALLOC_GROUP is the 1,000-number locking group RequestInteraction allocates from. */
 const ALLOC_GROUP = "alloc";
 const ALLOC_NUMBERS = "+18009000000..+18009000999";
+/** ALLOC_LANES is the allocation group's lane count, as the server computes it. */
+const ALLOC_LANES = lanesFor(expandNumbers([ALLOC_NUMBERS]).length);
 /** MATCH_GROUP is the locking group MatchInteraction matches on: one live reservation per number. */
 const MATCH_GROUP = "match";
 /** MATCH_RATE_CEILING sizes the match group: numbers enough for this many matches a second in the longest run. */
@@ -75,7 +77,7 @@ const textbookClaim =
 
 /** lanesClaim is the SELECTs opengms's own claim runs (claimQueries): in a random lane of the group, then in the whole group. */
 const lanesClaim = (now: number): SqlText[] =>
-  claimQueries("mysql", { group: ALLOC_GROUP, locking: true, allocation: "round-robin", lanes: lanesFor(expandNumbers([ALLOC_NUMBERS]).length), now });
+  claimQueries("mysql", { group: ALLOC_GROUP, locking: true, allocation: "round-robin", lanes: ALLOC_LANES, now });
 
 /**
  * bareClaim is the allocation baseline: BEGIN; claim the number (the first of `selects` that finds
@@ -345,7 +347,7 @@ async function run(ctx: BenchContext): Promise<Report> {
           group: `${ALLOC_GROUP}: ${ALLOC_NUMBERS} (1,000 numbers), locking, round-robin`,
           booking: `${BOOKING_SECONDS} s of clock time, so numbers recycle by expiry ${(BOOKING_SECONDS * 1000) / CLOCK_SPEED} ms after each claim`,
           [SKIP_LOCKED]: `mysql2 on its own pool: BEGIN; ${claimSql("FOR UPDATE SKIP LOCKED")}; UPDATE access_numbers SET available_at; COMMIT`,
-          [BARE_LANES]: `the same transaction with the SELECTs opengms's claim runs (claimQueries: the free number longest free in a random one of the group's ${lanesFor(expandNumbers([ALLOC_NUMBERS]).length)} lanes, else in the whole group), for information: how much of opengms's figure is its SQL`,
+          [BARE_LANES]: `the same transaction with the SELECTs opengms's claim runs (claimQueries: the free number longest free in a random one of the group's ${ALLOC_LANES} lanes, else in the whole group), for information: how much of opengms's figure is its SQL`,
           [NAIVE]: `the same with ${claimSql("FOR UPDATE")}`,
           [DOMAIN]: "createApp(...).access.requestInteraction in the benchmark's process, no app data: session, empty data record, claim, reservation in one transaction",
           [E2E]: `AccessService.RequestInteraction over gRPC (${H2LOAD === undefined ? "bench/grpc-load.ts" : "h2load, bench/h2load.ts; every call checked by the reservations it made"}, ${CONNECTIONS} HTTP/2 connections) to opengms in its own process (bench/node-process.ts) on 127.0.0.1`,

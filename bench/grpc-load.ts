@@ -22,7 +22,7 @@ export interface GrpcLoadClient {
 }
 
 /** frame is a gRPC length-prefixed message: flag 0 (not compressed), 4-byte big-endian length, bytes. */
-function frame(bytes: Uint8Array): Buffer {
+export function frame(bytes: Uint8Array): Buffer {
   const out = Buffer.allocUnsafe(5 + bytes.length);
   out[0] = 0;
   out.writeUInt32BE(bytes.length, 1);

@@ -7,6 +7,7 @@
 import { execFileSync, spawn } from "node:child_process";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { frame } from "./grpc-load.js";
 import { newHistogram, type Load } from "./lib.js";
 
 /** H2LOAD is h2load's path, undefined when it is not installed. */
@@ -36,17 +37,17 @@ export interface H2loadOptions {
   succeeded?: () => Promise<number>;
 }
 
+/** loads counts the loads made, for their file names. */
+let loads = 0;
+
 /** h2loadUnary is a load of unary gRPC calls sent by h2load, each answered with HTTP 200 and counted by `succeeded`. */
 export function h2loadUnary(o: H2loadOptions): Load {
   if (H2LOAD === undefined) throw new Error("h2load is not installed (Debian: apt-get install nghttp2-client)");
   const h2load = H2LOAD;
-  const body = join(o.dir, `h2load-${o.path.replace(/\W+/g, "-")}.bin`);
+  // A body (and logs) of its own per load: several loads may call the same method.
+  const body = join(o.dir, `h2load-${++loads}-${o.path.replace(/\W+/g, "-")}.bin`);
   let runs = 0;
-  // One gRPC message: flag 0 (not compressed), 4-byte big-endian length, the bytes.
-  const framed = Buffer.alloc(5 + o.message.length);
-  framed.writeUInt32BE(o.message.length, 1);
-  framed.set(o.message, 5);
-  writeFileSync(body, framed);
+  writeFileSync(body, frame(o.message));
   return async (concurrency, durationMs) => {
     if (concurrency % o.connections !== 0) throw new Error(`concurrency ${concurrency} is not a multiple of ${o.connections} connections`);
     await o.succeeded?.();

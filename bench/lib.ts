@@ -329,6 +329,9 @@ export function formatTable(rows: readonly Row[]): string {
   return out.join("\n");
 }
 
+/** rounded is `x` rounded to 1/scale, or undefined when it was not measured (undefined or NaN). */
+const rounded = (x: number | undefined, scale: number) => (x === undefined || !Number.isFinite(x) ? undefined : Math.round(x * scale) / scale);
+
 /** writeReport writes a report as JSON to bench/results/<module>-<UTC time>.json and returns the path. */
 export function writeReport(report: Report, startedAt: Date): string {
   mkdirSync(RESULTS_DIR, { recursive: true });
@@ -341,9 +344,9 @@ export function writeReport(report: Report, startedAt: Date): string {
     p50Ms: Math.round(r.p50Ms * 1000) / 1000,
     p99Ms: Math.round(r.p99Ms * 1000) / 1000,
     cpuUsPerOp: Math.round(r.cpuUsPerOp),
-    dbCpuUsPerOp: r.dbCpuUsPerOp === undefined || !Number.isFinite(r.dbCpuUsPerOp) ? undefined : Math.round(r.dbCpuUsPerOp),
-    idle: r.idle === undefined || !Number.isFinite(r.idle) ? undefined : Math.round(r.idle * 1000) / 1000,
-    steal: r.steal === undefined || !Number.isFinite(r.steal) ? undefined : Math.round(r.steal * 1000) / 1000,
+    dbCpuUsPerOp: rounded(r.dbCpuUsPerOp, 1),
+    idle: rounded(r.idle, 1000),
+    steal: rounded(r.steal, 1000),
     ratio: r.ratio === undefined ? undefined : Math.round(r.ratio * 1000) / 1000,
   }));
   const body = { module: report.module, title: report.title, startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), environment: report.environment, rows };
