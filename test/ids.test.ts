@@ -26,6 +26,9 @@ describe("newId", () => {
       const hex = id.replaceAll("-", "");
       return (BigInt(`0x${hex.slice(13, 16)}`) << 62n) | (BigInt(`0x${hex.slice(16)}`) & ((1n << 62n) - 1n));
     };
+    // The random parts are all different too, across the RNG pool's refills (256 ids each): a pool
+    // handing out the same bytes again would repeat them under ids of different milliseconds.
+    expect(new Set(ids.map(randomBits)).size).toBe(1000);
     const tops = ids.map((id) => randomBits(id) >> 42n);
     expect(tops.slice(1).filter((t, i) => t === tops[i]! + 1n)).toHaveLength(0);
   });
