@@ -502,18 +502,11 @@ describe.skipIf(!DIALECTS.includes("mysql"))("the claim query on MySQL", () => {
   });
   afterAll(() => t.close());
 
-  /**
-   * explain runs EXPLAIN on exactly the SELECTs a claim runs: claimNumber's, and the batched ones of
-   * claimAndReserve that leave the number in a session variable.
-   */
+  /** explain runs EXPLAIN on exactly the SELECTs a claim runs (claimQueries). */
   async function explain(o: Omit<ClaimOptions, "now">) {
     const knex = t.server.app.db.knex;
     const plans = [];
-    const plain = claimQueries("mysql", { ...o, now: Date.now() });
-    const into = claimQueries("mysql", { ...o, now: Date.now() }, true);
-    expect(into.filter((q) => / into @/i.test(q.sql))).toHaveLength(plain.length);
-    const queries = [...plain, ...into];
-    for (const { sql, bindings } of queries) {
+    for (const { sql, bindings } of claimQueries("mysql", { ...o, now: Date.now() })) {
       expect(sql).toMatch(o.locking ? /for update skip locked$/i : /for update$/i);
       const [rows] = (await knex.raw(`EXPLAIN ${sql}`, bindings as never)) as [{ key: string | null; type: string; rows: number; Extra: string | null }[]];
       expect(rows).toHaveLength(1);
@@ -522,19 +515,43 @@ describe.skipIf(!DIALECTS.includes("mysql"))("the claim query on MySQL", () => {
     return plans;
   }
 
-  // The group's 2,000 numbers make 64 lanes: a locking round-robin claim looks in one lane, then in the whole group.
-  it.each([
+  const MODES = [
     ["round-robin, locking", { group: "rr", allocation: "round-robin", locking: true, lanes: lanesFor(GROUP_SIZE) }, ["access_numbers_lane", "access_numbers_round_robin"]],
     ["round-robin, locking, one lane", { group: "rr", allocation: "round-robin", locking: true, lanes: 1 }, ["access_numbers_round_robin"]],
     ["random, locking", { group: "rnd", allocation: "random", locking: true, lanes: lanesFor(GROUP_SIZE) }, ["access_numbers_random", "access_numbers_random"]],
+    ["random, shared", { group: "rnd", allocation: "random", locking: false, lanes: lanesFor(GROUP_SIZE) }, ["access_numbers_random", "access_numbers_random"]],
     ["round-robin, shared", { group: "shared", allocation: "round-robin", locking: false, lanes: lanesFor(GROUP_SIZE) }, ["access_numbers_least_used"]],
-  ] as const)("%s: walks its index in order and stops at the first row (no scan, no filesort)", async (_, o, indexes) => {
+  ] as const;
+
+  // The group's 2,000 numbers make 64 lanes: a locking round-robin claim looks in one lane, then in the whole group.
+  it.each(MODES)("%s: walks its index in order and stops at the first row (no scan, no filesort)", async (_, o, indexes) => {
     const plans = await explain(o);
-    // The same SELECTs twice: as claimNumber runs them, then as the batch does (INTO the session variable).
-    expect(plans.map((p) => p.key)).toEqual([...indexes, ...indexes]);
+    expect(plans.map((p) => p.key)).toEqual(indexes);
     for (const plan of plans) {
       expect(plan.type).not.toBe("ALL");
       expect(plan.Extra ?? "").not.toMatch(/filesort|temporary/i);
     }
+  });
+
+  /** shape is a claim SELECT with its values and quoting taken out: what the procedure and claimQueries have in common. */
+  const shape = (sql: string) =>
+    sql
+      .replace(/`/g, "")
+      .replace(/ INTO v_number/i, "")
+      .replace(/\bp_\w+/g, "?")
+      .replace(/\s+/g, " ")
+      .trim();
+
+  it("the stored procedure the batched claim calls runs exactly these SELECTs", async () => {
+    const knex = t.server.app.db.knex;
+    const [routines] = (await knex.raw("SELECT routine_definition AS body FROM information_schema.routines WHERE routine_schema = DATABASE() AND routine_name = 'gms_claim_v1'")) as [
+      { body: string }[],
+    ];
+    expect(routines).toHaveLength(1);
+    const inProcedure = [...routines[0]!.body.matchAll(/SELECT number INTO v_number [^;]*/g)].map((m) => shape(m[0]));
+    // Every branch of the procedure is one of the modes above (each SELECT once), and every mode's SELECTs are in it.
+    const ofModes = new Set(MODES.flatMap(([, o]) => claimQueries("mysql", { ...o, now: 0 }).map((q) => shape(q.sql))));
+    expect(inProcedure).toHaveLength(7);
+    expect(new Set(inProcedure)).toEqual(ofModes);
   });
 });

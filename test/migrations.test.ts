@@ -19,6 +19,13 @@ async function tables(db: Database): Promise<string[]> {
   return names.sort();
 }
 
+/** routines lists the database's stored procedures and functions (MySQL; SQLite has none). */
+async function routines(db: Database): Promise<string[]> {
+  if (db.dialect === "sqlite") return [];
+  const [rows] = (await db.knex.raw("SELECT routine_name AS name FROM information_schema.routines WHERE routine_schema = DATABASE() ORDER BY routine_name")) as [{ name: string }[]];
+  return rows.map((r) => r.name);
+}
+
 /** schema describes every table's columns, to compare a schema before and after a round trip. */
 async function schema(db: Database): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {};
@@ -47,6 +54,7 @@ describe.each(DIALECTS)("migrations on %s", (dialect: Dialect) => {
     const created = (await tables(db)).filter((t) => !KNEX_TABLES.includes(t));
     expect(created).toEqual(expect.arrayContaining(["storage_data", "storage_entries"]));
     const first = await schema(db);
+    expect(await routines(db)).toEqual(dialect === "mysql" ? ["gms_claim_v1"] : []);
     expect(await migrateLatest(db)).toEqual([]);
 
     const storage = createStorage({ db, clock: new ManualClock(), limits: { defaultTtlSeconds: 30, maxEntries: 10, maxKeyBytes: 64, maxValueBytes: 1024, maxDataBytes: 4096 } });
@@ -54,10 +62,12 @@ describe.each(DIALECTS)("migrations on %s", (dialect: Dialect) => {
 
     await migrateDownAll(db);
     expect(await tables(db)).toEqual(KNEX_TABLES);
+    expect(await routines(db)).toEqual([]);
     expect(await appliedMigrations(db)).toEqual([]);
 
     expect(await migrateLatest(db)).toEqual(applied);
     expect(await schema(db)).toEqual(first);
+    expect(await routines(db)).toEqual(dialect === "mysql" ? ["gms_claim_v1"] : []);
     const { dataId } = await storage.create({ ttlSeconds: 60, entries: new Map([["k", { kind: "text", text: "again" }]]), request: { scope: "test", requestId: "r1" } });
     expect((await storage.get(dataId)).entries.get("k")).toEqual({ kind: "text", text: "again" });
   });

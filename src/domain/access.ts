@@ -194,7 +194,7 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       }
     } else {
       code = a.provideCode ? randomCode(a.codeLength) : undefined;
-      number = await claimAndReserve(tx, claim, { ...reservation, accessCode: code }, rows, options);
+      number = await claimAndReserve(tx, claim, { sessionId: a.sessionId, phoneNumber: a.phoneNumber, expiresAt, accessCode: code }, rows, options);
     }
     if (number === undefined) return undefined;
     return grantOf({ ...reservation, id: 0, accessCode: code, resourceGroup: a.group, accessNumber: number, locking: group.locking });

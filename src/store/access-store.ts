@@ -146,51 +146,60 @@ export async function claimNumber(q: Queryable, dialect: Dialect, o: ClaimOption
   return undefined;
 }
 
-/** CLAIMED is the MySQL session variable a batched claim leaves its number in (see claimAndReserve). */
-const CLAIMED = "@gms_claimed_number";
-
 /**
  * claimQueries are the SELECTs claimNumber runs, in order, until one returns a row: one for
  * round-robin (two for a locking group of several lanes: in a random lane, then in the whole
  * group), two for random (from a random pivot up, then below it). Written as SQL text (the hot
  * path: knex's builder cost more CPU than the claim's round trip) and exported so tests can EXPLAIN
- * exactly what the claim runs. With `into` (MySQL), each stores its number in the session variable
- * CLAIMED instead of returning it, and a later one runs only while none was found.
+ * exactly what the claim runs. On MySQL claimAndReserve runs the same SELECTs in the stored
+ * procedure gms_claim_v1 (migration 006).
  */
-export function claimQueries(dialect: Dialect, o: ClaimOptions, into = false): SqlText[] {
+export function claimQueries(dialect: Dialect, o: ClaimOptions): SqlText[] {
   // Non-locking numbers are shared: wait for a busy row rather than skip it, or a burst would find none.
   const lock = dialect === "sqlite" ? "" : o.locking ? " FOR UPDATE SKIP LOCKED" : " FOR UPDATE";
-  const query = (first: boolean, extra: string[], extraBindings: unknown[], order: string) => {
-    const where = ["`resource_group` = ?", "`retired` = 0", ...(o.locking ? ["`available_at` <= ?"] : []), ...extra, ...(into && !first ? [`${CLAIMED} IS NULL`] : [])];
-    return sqlText(`SELECT \`number\`${into ? ` INTO ${CLAIMED}` : ""} FROM \`access_numbers\` WHERE ${where.join(" AND ")} ORDER BY ${order} LIMIT 1${lock}`, [
+  const query = (extra: string[], extraBindings: unknown[], order: string) => {
+    const where = ["`resource_group` = ?", "`retired` = 0", ...(o.locking ? ["`available_at` <= ?"] : []), ...extra];
+    return sqlText(`SELECT \`number\` FROM \`access_numbers\` WHERE ${where.join(" AND ")} ORDER BY ${order} LIMIT 1${lock}`, [
       o.group,
       ...(o.locking ? [o.now] : []),
       ...extraBindings,
     ]);
   };
   if (o.allocation === "round-robin") {
-    if (!o.locking) return [query(true, [], [], "`last_used_at`, `number`")];
+    if (!o.locking) return [query([], [], "`last_used_at`, `number`")];
     const freeLongest = "`available_at`, `number`";
-    if (o.lanes <= 1) return [query(true, [], [], freeLongest)];
-    // Concurrent claims spread over the lanes instead of all skipping one another at the head of one index.
-    const lane = Math.floor(Math.random() * o.lanes);
-    return [query(true, ["`lane` = ?"], [lane], freeLongest), query(false, [], [], freeLongest)];
+    const lane = startLane(o);
+    if (lane === null) return [query([], [], freeLongest)];
+    return [query(["`lane` = ?"], [lane], freeLongest), query([], [], freeLongest)];
   }
   const pivot = Math.random();
-  return [query(true, ["`rand_key` >= ?"], [pivot], "`rand_key`"), query(false, ["`rand_key` < ?"], [pivot], "`rand_key`")];
+  return [query(["`rand_key` >= ?"], [pivot], "`rand_key`"), query(["`rand_key` < ?"], [pivot], "`rand_key`")];
 }
 
-/** NewReservation is a reservation to store on a number the store claims for it. */
-export type NewReservation = Omit<ReservationRow, "id" | "accessNumber" | "resourceGroup" | "locking">;
+/**
+ * startLane is the lane a locking round-robin claim looks in first, at random, so that concurrent
+ * claims spread over the lanes instead of all skipping one another at the head of one index; null
+ * when the group has one lane (or the claim does not use lanes).
+ */
+function startLane(o: ClaimOptions): number | null {
+  return o.allocation === "round-robin" && o.locking && o.lanes > 1 ? Math.floor(Math.random() * o.lanes) : null;
+}
+
+/** CLAIMED is the MySQL session variable gms_claim_v1 leaves its number in (see claimAndReserve). */
+const CLAIMED = "@gms_claimed_number";
+
+/** NewReservation is a reservation to store on a number the store claims for it; it is created at the claim's `now`. */
+export type NewReservation = Omit<ReservationRow, "id" | "accessNumber" | "resourceGroup" | "locking" | "createdAt">;
 
 /**
  * claimAndReserve claims a number as claimNumber does and, only when it got one, stores `rows`
  * (e.g. the session the reservation belongs to, and its data) and the reservation on it, and
  * records the claim (markNumberUsed; a locking number is busy until the reservation expires).
  * Undefined (no free number) has stored nothing. On MySQL all of it is one batch, which commits
- * the transaction too when `options.commit` says it is the last: the claim leaves its number in a
- * session variable the later statements read, so the row lock is held for no network round trip
- * at all. On SQLite `tx.q` must be the transaction (batchTransaction's is).
+ * the transaction too when `options.commit` says it is the last: the stored procedure gms_claim_v1
+ * claims and reserves and leaves the number in a session variable the later statements read, so the
+ * row lock is held for no network round trip at all. On SQLite `tx.q` must be the transaction
+ * (batchTransaction's is).
  */
 export async function claimAndReserve(tx: Batcher, o: ClaimOptions, r: NewReservation, rows: readonly InsertRows[] = [], options: RunOptions = {}): Promise<string | undefined> {
   const { q, dialect } = tx;
@@ -199,20 +208,24 @@ export async function claimAndReserve(tx: Batcher, o: ClaimOptions, r: NewReserv
     const number = await claimNumber(q, dialect, o);
     if (number === undefined) return undefined;
     await tx.run(rows.map((ins) => insertStatement(q, ins)));
-    await reserve(q, { ...r, resourceGroup: o.group, accessNumber: number, locking: o.locking }, busyUntil);
+    await reserve(q, { ...r, createdAt: o.now, resourceGroup: o.group, accessNumber: number, locking: o.locking }, busyUntil);
     return number;
   }
-  const claimed = `${CLAIMED} IS NOT NULL`;
   const results = await tx.run(
     [
-      sqlText(`SET ${CLAIMED} = NULL`),
-      ...claimQueries(dialect, o, true),
-      ...rows.map((ins) => insertWhen(ins, claimed)),
-      sqlText(
-        `INSERT INTO reservations (session_id, resource_group, access_number, access_code, phone_number, locking, created_at, expires_at) SELECT ?, ?, ${CLAIMED}, ?, ?, ?, ?, ? FROM DUAL WHERE ${claimed}`,
-        [r.sessionId, o.group, r.accessCode ?? null, r.phoneNumber, o.locking, r.createdAt, r.expiresAt],
-      ),
-      sqlText(`UPDATE access_numbers SET ${numberUsedColumn(busyUntil)} = ? WHERE resource_group = ? AND number = ${CLAIMED}`, [busyUntil ?? r.createdAt, o.group]),
+      sqlText("CALL gms_claim_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        o.group,
+        o.locking,
+        o.allocation === "random",
+        startLane(o),
+        Math.random(),
+        o.now,
+        r.sessionId,
+        r.accessCode ?? null,
+        r.phoneNumber,
+        r.expiresAt,
+      ]),
+      ...rows.map((ins) => insertWhen(ins, `${CLAIMED} IS NOT NULL`)),
       sqlText(`SELECT ${CLAIMED} AS number`),
     ],
     options,

@@ -241,7 +241,81 @@ const migrations: Migration[] = [
       });
     },
   },
+  {
+    name: "006_claim_procedure",
+    async up(knex, dialect) {
+      if (dialect === "mysql") await knex.raw(CLAIM_PROCEDURE_V1);
+    },
+    async down(knex, dialect) {
+      if (dialect === "mysql") await knex.raw("DROP PROCEDURE IF EXISTS gms_claim_v1");
+    },
+  },
 ];
+
+/**
+ * CLAIM_PROCEDURE_V1 is the claim of a number and its reservation as one stored procedure (MySQL
+ * only; claimAndReserve calls it): the statements claimQueries, insertReservation and markNumberUsed
+ * run on SQLite, the same SELECTs on the same indexes, with their rules decided by IF branches in the
+ * database. Called inside the caller's transaction (it starts and commits none), it leaves the number
+ * it claimed, or NULL, in the session variable @gms_claimed_number, which the caller's later
+ * statements of the same batch read. A batch of a dozen statements cost the database a parse, an
+ * optimisation and a reply packet each; a CALL costs one, and the procedure's statements stay parsed
+ * per connection. Frozen as written: a change is a new procedure (gms_claim_v2) in a new migration.
+ *
+ * - random (p_random): the first number from a random pivot up by rand_key, else below it;
+ * - locking round-robin: the number free the longest (available_at) in lane p_lane when one is
+ *   given, else (or when that lane has none) in the whole group;
+ * - shared round-robin: the number used the longest ago (last_used_at).
+ * A locking group takes only a free number (available_at <= p_now) and skips the rows other claims
+ * hold (SKIP LOCKED); a shared number is waited for (FOR UPDATE). The claimed number is busy until
+ * the reservation expires (locking) or was used now (shared).
+ */
+const CLAIM_PROCEDURE_V1 = `CREATE PROCEDURE gms_claim_v1(
+  IN p_group VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_locking BOOLEAN,
+  IN p_random BOOLEAN,
+  IN p_lane INT,
+  IN p_pivot DOUBLE,
+  IN p_now BIGINT,
+  IN p_session_id VARCHAR(36) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_access_code VARCHAR(12) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_phone_number VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_expires_at BIGINT)
+MODIFIES SQL DATA
+SQL SECURITY INVOKER
+BEGIN
+  DECLARE v_number VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL;
+  IF p_random AND p_locking THEN
+    SELECT number INTO v_number FROM access_numbers WHERE resource_group = p_group AND retired = 0 AND available_at <= p_now AND rand_key >= p_pivot ORDER BY rand_key LIMIT 1 FOR UPDATE SKIP LOCKED;
+    IF v_number IS NULL THEN
+      SELECT number INTO v_number FROM access_numbers WHERE resource_group = p_group AND retired = 0 AND available_at <= p_now AND rand_key < p_pivot ORDER BY rand_key LIMIT 1 FOR UPDATE SKIP LOCKED;
+    END IF;
+  ELSEIF p_random THEN
+    SELECT number INTO v_number FROM access_numbers WHERE resource_group = p_group AND retired = 0 AND rand_key >= p_pivot ORDER BY rand_key LIMIT 1 FOR UPDATE;
+    IF v_number IS NULL THEN
+      SELECT number INTO v_number FROM access_numbers WHERE resource_group = p_group AND retired = 0 AND rand_key < p_pivot ORDER BY rand_key LIMIT 1 FOR UPDATE;
+    END IF;
+  ELSEIF p_locking THEN
+    IF p_lane IS NOT NULL THEN
+      SELECT number INTO v_number FROM access_numbers WHERE resource_group = p_group AND retired = 0 AND available_at <= p_now AND lane = p_lane ORDER BY available_at, number LIMIT 1 FOR UPDATE SKIP LOCKED;
+    END IF;
+    IF v_number IS NULL THEN
+      SELECT number INTO v_number FROM access_numbers WHERE resource_group = p_group AND retired = 0 AND available_at <= p_now ORDER BY available_at, number LIMIT 1 FOR UPDATE SKIP LOCKED;
+    END IF;
+  ELSE
+    SELECT number INTO v_number FROM access_numbers WHERE resource_group = p_group AND retired = 0 ORDER BY last_used_at, number LIMIT 1 FOR UPDATE;
+  END IF;
+  IF v_number IS NOT NULL THEN
+    INSERT INTO reservations (session_id, resource_group, access_number, access_code, phone_number, locking, created_at, expires_at)
+      VALUES (p_session_id, p_group, v_number, p_access_code, p_phone_number, p_locking, p_now, p_expires_at);
+    IF p_locking THEN
+      UPDATE access_numbers SET available_at = p_expires_at WHERE resource_group = p_group AND number = v_number;
+    ELSE
+      UPDATE access_numbers SET last_used_at = p_now WHERE resource_group = p_group AND number = v_number;
+    END IF;
+  END IF;
+  SET @gms_claimed_number = v_number;
+END`;
 
 /** migrationSource hands knex the migrations above, bound to a dialect. */
 export function migrationSource(dialect: Dialect): Knex.MigrationSource<Migration> {
