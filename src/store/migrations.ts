@@ -255,7 +255,7 @@ const migrations: Migration[] = [
 /**
  * CLAIM_PROCEDURE_V1 is the claim of a number and its reservation as one stored procedure (MySQL
  * only; claimAndReserve calls it): the statements claimQueries, insertReservation and markNumberUsed
- * run on SQLite, the same SELECTs on the same indexes, with their rules decided by IF branches in the
+ * run on SQLite, the same SELECTs on the same (named) indexes, with their rules decided by IF branches in the
  * database. Called inside the caller's transaction (it starts and commits none), it leaves the number
  * it claimed, or NULL, in the session variable @gms_claimed_number, which the caller's later
  * statements of the same batch read. A batch of a dozen statements cost the database a parse, an
@@ -286,24 +286,24 @@ SQL SECURITY INVOKER
 BEGIN
   DECLARE v_number VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL;
   IF p_random AND p_locking THEN
-    SELECT number INTO v_number FROM access_numbers WHERE resource_group = p_group AND retired = 0 AND available_at <= p_now AND rand_key >= p_pivot ORDER BY rand_key LIMIT 1 FOR UPDATE SKIP LOCKED;
+    SELECT number INTO v_number FROM access_numbers FORCE INDEX (access_numbers_random) WHERE resource_group = p_group AND retired = 0 AND available_at <= p_now AND rand_key >= p_pivot ORDER BY rand_key LIMIT 1 FOR UPDATE SKIP LOCKED;
     IF v_number IS NULL THEN
-      SELECT number INTO v_number FROM access_numbers WHERE resource_group = p_group AND retired = 0 AND available_at <= p_now AND rand_key < p_pivot ORDER BY rand_key LIMIT 1 FOR UPDATE SKIP LOCKED;
+      SELECT number INTO v_number FROM access_numbers FORCE INDEX (access_numbers_random) WHERE resource_group = p_group AND retired = 0 AND available_at <= p_now AND rand_key < p_pivot ORDER BY rand_key LIMIT 1 FOR UPDATE SKIP LOCKED;
     END IF;
   ELSEIF p_random THEN
-    SELECT number INTO v_number FROM access_numbers WHERE resource_group = p_group AND retired = 0 AND rand_key >= p_pivot ORDER BY rand_key LIMIT 1 FOR UPDATE;
+    SELECT number INTO v_number FROM access_numbers FORCE INDEX (access_numbers_random) WHERE resource_group = p_group AND retired = 0 AND rand_key >= p_pivot ORDER BY rand_key LIMIT 1 FOR UPDATE;
     IF v_number IS NULL THEN
-      SELECT number INTO v_number FROM access_numbers WHERE resource_group = p_group AND retired = 0 AND rand_key < p_pivot ORDER BY rand_key LIMIT 1 FOR UPDATE;
+      SELECT number INTO v_number FROM access_numbers FORCE INDEX (access_numbers_random) WHERE resource_group = p_group AND retired = 0 AND rand_key < p_pivot ORDER BY rand_key LIMIT 1 FOR UPDATE;
     END IF;
   ELSEIF p_locking THEN
     IF p_lane IS NOT NULL THEN
-      SELECT number INTO v_number FROM access_numbers WHERE resource_group = p_group AND retired = 0 AND available_at <= p_now AND lane = p_lane ORDER BY available_at, number LIMIT 1 FOR UPDATE SKIP LOCKED;
+      SELECT number INTO v_number FROM access_numbers FORCE INDEX (access_numbers_lane) WHERE resource_group = p_group AND retired = 0 AND available_at <= p_now AND lane = p_lane ORDER BY available_at, number LIMIT 1 FOR UPDATE SKIP LOCKED;
     END IF;
     IF v_number IS NULL THEN
-      SELECT number INTO v_number FROM access_numbers WHERE resource_group = p_group AND retired = 0 AND available_at <= p_now ORDER BY available_at, number LIMIT 1 FOR UPDATE SKIP LOCKED;
+      SELECT number INTO v_number FROM access_numbers FORCE INDEX (access_numbers_round_robin) WHERE resource_group = p_group AND retired = 0 AND available_at <= p_now ORDER BY available_at, number LIMIT 1 FOR UPDATE SKIP LOCKED;
     END IF;
   ELSE
-    SELECT number INTO v_number FROM access_numbers WHERE resource_group = p_group AND retired = 0 ORDER BY last_used_at, number LIMIT 1 FOR UPDATE;
+    SELECT number INTO v_number FROM access_numbers FORCE INDEX (access_numbers_least_used) WHERE resource_group = p_group AND retired = 0 ORDER BY last_used_at, number LIMIT 1 FOR UPDATE;
   END IF;
   IF v_number IS NOT NULL THEN
     INSERT INTO reservations (session_id, resource_group, access_number, access_code, phone_number, locking, created_at, expires_at)
