@@ -4,7 +4,9 @@
 // batchTransaction (the hot paths' transaction, driving a pooled connection itself on MySQL) commits
 // what its batches did, rolls all of it back when its function throws or a statement fails, and
 // gives the connection back to the pool outside any transaction; a batch that commits does so in
-// its own round trip. insertWhen stores rows only while its condition holds.
+// its own round trip. On MariaDB a batch is one compound statement (BEGIN NOT ATOMIC … END); the
+// same tests run on the multi-statement queries MySQL gets. insertWhen stores rows only while its
+// condition holds.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { batchTransaction, insertWhen, runBatch, sqlText, type Database } from "../src/store/database.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
@@ -67,13 +69,23 @@ describe.each(DIALECTS)("runBatch on %s", (dialect) => {
   });
 });
 
-describe.each(DIALECTS)("batchTransaction on %s", (dialect) => {
+/**
+ * BATCH_MODES are the ways batchTransaction sends a batch: on MySQL as the server allows (on MariaDB
+ * one compound statement) and as a multi-statement query (what MySQL gets); on SQLite one statement
+ * at a time.
+ */
+const BATCH_MODES: [string, boolean | undefined][] = DIALECTS.flatMap((d): [string, boolean | undefined][] =>
+  d === "mysql" ? [["mysql", undefined], ["mysql, multi-statement queries", false]] : [["sqlite", undefined]],
+);
+
+describe.each(BATCH_MODES)("batchTransaction on %s", (mode, compound) => {
+  const dialect = mode.startsWith("mysql") ? "mysql" : "sqlite";
   let db: TestDatabase;
   const row = (id: string) => ({ id, version: 1, created_at: 1, expires_at: 2 });
   const ids = async () => ((await db.knex("storage_data").orderBy("id").pluck("id")) as string[]).filter((id) => id.startsWith("bt-"));
   // One connection: every transaction reuses the one before it, so a leak would show.
   beforeAll(async () => {
-    db = await createTestDatabase(dialect, { poolMax: 1 });
+    db = await createTestDatabase(dialect, { poolMax: 1, ...(compound === undefined ? {} : { compound }) });
   });
   afterAll(() => db.close());
 
@@ -92,6 +104,25 @@ describe.each(DIALECTS)("batchTransaction on %s", (dialect) => {
     expect(out).toEqual([{ id: "bt-1" }]);
     expect(await ids()).toEqual(["bt-1", "bt-2"]);
     await notInTransaction();
+  });
+
+  it("gives each statement of a batch its own rows, reads and writes mixed (empty for writes and for reads that found none)", async () => {
+    const rows = await batchTransaction(db, (tx) =>
+      tx.run([
+        tx.q("storage_data").where("id", "bt-none").select("id"),
+        tx.q("storage_data").where("id", "bt-1").update({ version: 7 }),
+        tx.q("storage_data").where("id", "bt-1").select("version"),
+        tx.q("storage_data").where("id", "bt-1").update({ version: 1 }),
+        tx.q("storage_data").whereIn("id", ["bt-1", "bt-2"]).orderBy("id").select("id", "version"),
+      ]),
+    );
+    expect(rows).toEqual([[], [], [{ version: 7 }], [], [{ id: "bt-1", version: 1 }, { id: "bt-2", version: 1 }]]);
+    await notInTransaction();
+  });
+
+  it.skipIf(dialect !== "mysql")("sends a batch on MariaDB as one compound statement unless told not to", async () => {
+    const [rows] = (await db.knex.raw("SELECT VERSION() AS v")) as [{ v: string }[]];
+    expect(db.compound).toBe(compound ?? /mariadb/i.test(rows[0]!.v));
   });
 
   it("rolls back every batch when the function throws", async () => {
@@ -157,7 +188,7 @@ describe.each(DIALECTS)("batchTransaction on %s", (dialect) => {
     expect(await ids()).toEqual(["bt-1", "bt-2", "bt-8", "bt-9"]);
     if (dialect === "mysql") {
       expect(sent).toHaveLength(1);
-      expect(sent[0]).toMatch(/^START TRANSACTION;[\s\S]*;\nCOMMIT$/);
+      expect(sent[0]).toMatch(db.compound ? /^BEGIN NOT ATOMIC\nSTART TRANSACTION;[\s\S]*;\nCOMMIT;\nEND$/ : /^START TRANSACTION;[\s\S]*;\nCOMMIT$/);
     }
     await notInTransaction();
   });
@@ -169,7 +200,7 @@ describe.each(DIALECTS)("batchTransaction on %s", (dialect) => {
       ).rejects.toThrow(/duplicate|unique/i),
     );
     expect(await ids()).toEqual(["bt-1", "bt-2", "bt-8", "bt-9"]);
-    if (dialect === "mysql") expect(sent).toEqual([expect.stringMatching(/COMMIT$/), "ROLLBACK"]);
+    if (dialect === "mysql") expect(sent).toEqual([expect.stringMatching(db.compound ? /COMMIT;\nEND$/ : /COMMIT$/), "ROLLBACK"]);
     await notInTransaction();
   });
 

@@ -13,6 +13,14 @@ export interface Database {
   readonly knex: Knex;
   /** dialect says which SQL the helpers below must write. */
   readonly dialect: Dialect;
+  /**
+   * compound says batchTransaction sends a batch of several statements as one compound statement
+   * (MariaDB's `BEGIN NOT ATOMIC … END`), which the server answers once, with the rows of its reads
+   * and one OK; a multi-statement query is answered statement by statement, a packet each (a send,
+   * and a wakeup of the client, per statement). MySQL runs compound statements only in stored
+   * programs: false there, and on SQLite.
+   */
+  readonly compound: boolean;
   /** close ends every connection. */
   close(): Promise<void>;
 }
@@ -120,6 +128,8 @@ export interface OpenDatabaseOptions {
   poolMax?: number;
   /** log receives knex's warnings (default: knex writes them to the console). */
   log?: DatabaseLog;
+  /** compound sends batches as compound statements (Database.compound; default: when the server is MariaDB). */
+  compound?: boolean;
 }
 
 /** openDatabase connects to the database at url, creating it (MySQL) and migrating it as needed. */
@@ -134,9 +144,17 @@ export async function openDatabase(url: string, options: OpenDatabaseOptions = {
   }
   const path = url.slice("sqlite:".length);
   const checkpointer = dialect === "sqlite" && path !== ":memory:" ? startCheckpointer(path, 1_000) : undefined;
+  let compound = false;
+  try {
+    if (dialect === "mysql") compound = options.compound ?? (await isMariadb(knex));
+  } catch (e) {
+    await knex.destroy();
+    throw e;
+  }
   const db: Database = {
     knex,
     dialect,
+    compound,
     async close() {
       await checkpointer?.stop();
       await knex.destroy();
@@ -149,6 +167,12 @@ export async function openDatabase(url: string, options: OpenDatabaseOptions = {
     throw e;
   }
   return db;
+}
+
+/** isMariadb tells whether the server is MariaDB (its version says so). */
+async function isMariadb(knex: Knex): Promise<boolean> {
+  const [rows] = (await knex.raw("SELECT VERSION() AS version")) as [{ version: string }[]];
+  return /mariadb/i.test(rows[0]?.version ?? "");
 }
 
 /**
@@ -295,7 +319,7 @@ export function insertWhen(ins: InsertRows, condition: string): SqlText {
 }
 
 /** isRead tells whether a statement answers with rows (SELECT or WITH). */
-const isRead = (st: Statement) => /^\s*(select|with)\b/i.test(nativeOf(st).sql);
+const isRead = (st: Statement | string) => /^\s*(select|with)\b/i.test(typeof st === "string" ? st : nativeOf(st).sql);
 
 /**
  * runBatch runs statements in order and returns each one's result rows (empty for writes). On
@@ -320,7 +344,7 @@ export async function runBatch(q: Queryable, dialect: Dialect, statements: reado
   return rowsOfBatch(result, batch);
 }
 
-/** Batch is statements joined into one multi-statement query; theirs are the results from `first` on, `n` of them. */
+/** Batch is statements joined into one query; theirs are the results from `first` on, `n` of them. */
 interface Batch {
   sql: string;
   bindings: unknown[];
@@ -328,21 +352,38 @@ interface Batch {
   count: number;
   first: number;
   n: number;
+  /** reads, for a compound statement, tells which of the query's statements answer with rows. */
+  reads?: boolean[];
 }
 
-/** compileBatch joins statements, between a `lead` and a `trailer` statement without bindings, into one multi-statement query. */
-function compileBatch(statements: readonly Statement[], lead?: string, trailer?: string): Batch {
+/**
+ * compileBatch joins statements, between a `lead` and a `trailer` statement without bindings, into
+ * one multi-statement query, or with `compound` (and more than one statement) into one compound
+ * statement.
+ */
+function compileBatch(statements: readonly Statement[], lead?: string, trailer?: string, compound = false): Batch {
   const compiled = statements.map(nativeOf);
   const sql = [...(lead === undefined ? [] : [lead]), ...compiled.map((c) => c.sql), ...(trailer === undefined ? [] : [trailer])];
-  return { sql: sql.join(";\n"), bindings: compiled.flatMap((c) => c.bindings), count: sql.length, first: lead === undefined ? 0 : 1, n: statements.length };
+  const batch = { bindings: compiled.flatMap((c) => c.bindings), count: sql.length, first: lead === undefined ? 0 : 1, n: statements.length };
+  if (!compound || sql.length === 1) return { ...batch, sql: sql.join(";\n") };
+  return { ...batch, sql: `BEGIN NOT ATOMIC\n${sql.join(";\n")};\nEND`, reads: sql.map((q) => isRead(q)) };
 }
 
 /**
  * rowsOfBatch is the rows of a batch's own statements. mysql2 answers a multi-statement query with
- * one result per statement (rows for a read, a header object for a write), and a single statement
+ * one result per statement (rows for a read, a header object for a write), a compound statement
+ * with the rows of each of its reads and then its OK (a header object), and a single statement
  * with its result alone.
  */
 function rowsOfBatch(result: unknown, batch: Batch): unknown[][] {
+  if (batch.reads !== undefined) {
+    const sets = batch.reads.some((r) => r) ? (result as unknown[]) : [];
+    const reads = batch.reads.filter((r) => r).length;
+    if (sets.length !== (reads === 0 ? 0 : reads + 1)) throw new Error(`compound statement of ${reads} reads answered with ${sets.length} results`);
+    let next = 0;
+    const rows = batch.reads.map((read) => (read ? (sets[next++] as unknown[]) : []));
+    return rows.slice(batch.first, batch.first + batch.n);
+  }
   const results = batch.count === 1 ? [result] : (result as unknown[]);
   return results.slice(batch.first, batch.first + batch.n).map((r) => (Array.isArray(r) ? (r as unknown[]) : []));
 }
@@ -404,7 +445,8 @@ interface PoolClient {
  * batchTransaction runs fn in a transaction whose statements all go through the Batcher it is given.
  * On MySQL it drives a connection of knex's pool itself: BEGIN rides with the first batch, COMMIT
  * with the last when fn says so (RunOptions.commit), else it is one more round trip; ROLLBACK when
- * fn throws. A transaction of one committing batch is one round trip. A knex transaction costs
+ * fn throws. On MariaDB a batch is one compound statement (Database.compound): a statement that
+ * fails ends it there, as it ends a multi-statement query. A transaction of one committing batch is one round trip. A knex transaction costs
  * several times the statements of a short transaction in CPU (it builds a client and a knex
  * instance per transaction) and a round trip for its BEGIN; this is for the hot paths (allocation,
  * matching). On SQLite it is a knex transaction, which costs little there.
@@ -423,7 +465,7 @@ export async function batchTransaction<T>(db: Database, fn: (tx: Batcher) => Pro
     async run(statements, options = {}) {
       if (committed) throw afterCommit();
       if (statements.length === 0 && options.commit !== true) return [];
-      const batch = compileBatch(statements, begun ? undefined : "START TRANSACTION", options.commit === true ? "COMMIT" : undefined);
+      const batch = compileBatch(statements, begun ? undefined : "START TRANSACTION", options.commit === true ? "COMMIT" : undefined, db.compound);
       // Set before sending: if the batch fails after its BEGIN ran, the ROLLBACK must follow (the
       // server stops at the failing statement, so a COMMIT after it has not run).
       begun = true;

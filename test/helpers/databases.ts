@@ -38,7 +38,7 @@ export interface TestDatabase extends Database {
  * createTestDatabase makes an empty database for one test file: a SQLite file in a temporary folder
  * or a MySQL database with a random name. Closing it deletes it.
  */
-export async function createTestDatabase(dialect: Dialect, options: { migrate?: boolean; poolMax?: number } = {}): Promise<TestDatabase> {
+export async function createTestDatabase(dialect: Dialect, options: { migrate?: boolean; poolMax?: number; compound?: boolean } = {}): Promise<TestDatabase> {
   if (dialect === "sqlite") {
     const dir = mkdtempSync(join(tmpdir(), "opengms-test-"));
     const url = `sqlite:${join(dir, "gms.db")}`;
