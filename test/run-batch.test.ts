@@ -193,6 +193,23 @@ describe.each(BATCH_MODES)("batchTransaction on %s", (mode, compound) => {
     await notInTransaction();
   });
 
+  it("runs a committing batch's `after` reads once it has committed, in the same round trip, their rows last", async () => {
+    const { sent } = await countQueries(db, () =>
+      batchTransaction(db, async (tx) => {
+        const statements = dialect === "mysql" ? [sqlText("SET @bt_after = ?", ["seen"]), tx.q("storage_data").insert(row("bt-after"))] : [tx.q("storage_data").insert(row("bt-after"))];
+        const after = dialect === "mysql" ? [sqlText("SELECT @bt_after AS v")] : [tx.q("storage_data").where("id", "bt-after").select("id")];
+        const rows = await tx.run(statements, { commit: true, after });
+        expect(rows).toEqual([...statements.map(() => []), dialect === "mysql" ? [{ v: "seen" }] : [{ id: "bt-after" }]]);
+      }),
+    );
+    if (dialect === "mysql") {
+      expect(sent).toHaveLength(1);
+      expect(sent[0]).toMatch(/COMMIT;\nSELECT @bt_after AS v(;\nEND)?$/);
+    }
+    await batchTransaction(db, (tx) => tx.run([tx.q("storage_data").where("id", "bt-after").delete()], { commit: true }));
+    await notInTransaction();
+  });
+
   it("rolls back a committing batch whose statement fails (the COMMIT after it never runs)", async () => {
     const { sent } = await countQueries(db, () =>
       expect(

@@ -233,9 +233,9 @@ export async function claimAndReserve(tx: Batcher, o: ClaimOptions, r: NewReserv
         r.expiresAt,
       ]),
       ...rows.map((ins) => insertWhen(ins, `${CLAIMED} IS NOT NULL`)),
-      sqlText(`SELECT ${CLAIMED} AS number`),
     ],
-    options,
+    // The number is read after the COMMIT (when this batch commits): the reply comes in one piece.
+    { ...options, after: [sqlText(`SELECT ${CLAIMED} AS number`)] },
   );
   const row = results[results.length - 1]?.[0] as { number: string | null } | undefined;
   return row?.number ?? undefined;

@@ -344,27 +344,33 @@ export async function runBatch(q: Queryable, dialect: Dialect, statements: reado
   return rowsOfBatch(result, batch);
 }
 
-/** Batch is statements joined into one query; theirs are the results from `first` on, `n` of them. */
+/** Batch is statements joined into one query; `own` are the positions, among its statements, of the ones whose rows the caller gets. */
 interface Batch {
   sql: string;
   bindings: unknown[];
   /** count is how many statements the query holds, with the lead and the trailer. */
   count: number;
-  first: number;
-  n: number;
+  own: number[];
   /** reads, for a compound statement, tells which of the query's statements answer with rows. */
   reads?: boolean[];
 }
 
 /**
- * compileBatch joins statements, between a `lead` and a `trailer` statement without bindings, into
- * one multi-statement query, or with `compound` (and more than one statement) into one compound
- * statement.
+ * compileBatch joins statements, between a `lead` and a `trailer` statement without bindings, and
+ * then `after`, into one multi-statement query, or with `compound` (and more than one statement)
+ * into one compound statement. The rows are the statements' and then after's.
  */
-function compileBatch(statements: readonly Statement[], lead?: string, trailer?: string, compound = false): Batch {
-  const compiled = statements.map(nativeOf);
-  const sql = [...(lead === undefined ? [] : [lead]), ...compiled.map((c) => c.sql), ...(trailer === undefined ? [] : [trailer])];
-  const batch = { bindings: compiled.flatMap((c) => c.bindings), count: sql.length, first: lead === undefined ? 0 : 1, n: statements.length };
+function compileBatch(statements: readonly Statement[], lead?: string, trailer?: string, compound = false, after: readonly Statement[] = []): Batch {
+  const own = statements.map(nativeOf);
+  const then = after.map(nativeOf);
+  const sql = [...(lead === undefined ? [] : [lead]), ...own.map((c) => c.sql), ...(trailer === undefined ? [] : [trailer]), ...then.map((c) => c.sql)];
+  const first = lead === undefined ? 0 : 1;
+  const afterFirst = first + own.length + (trailer === undefined ? 0 : 1);
+  const batch = {
+    bindings: [...own, ...then].flatMap((c) => c.bindings),
+    count: sql.length,
+    own: [...own.map((_, k) => first + k), ...then.map((_, k) => afterFirst + k)],
+  };
   if (!compound || sql.length === 1) return { ...batch, sql: sql.join(";\n") };
   return { ...batch, sql: `BEGIN NOT ATOMIC\n${sql.join(";\n")};\nEND`, reads: sql.map((q) => isRead(q)) };
 }
@@ -376,16 +382,18 @@ function compileBatch(statements: readonly Statement[], lead?: string, trailer?:
  * with its result alone.
  */
 function rowsOfBatch(result: unknown, batch: Batch): unknown[][] {
+  let rows: unknown[][];
   if (batch.reads !== undefined) {
     const sets = batch.reads.some((r) => r) ? (result as unknown[]) : [];
     const reads = batch.reads.filter((r) => r).length;
     if (sets.length !== (reads === 0 ? 0 : reads + 1)) throw new Error(`compound statement of ${reads} reads answered with ${sets.length} results`);
     let next = 0;
-    const rows = batch.reads.map((read) => (read ? (sets[next++] as unknown[]) : []));
-    return rows.slice(batch.first, batch.first + batch.n);
+    rows = batch.reads.map((read) => (read ? (sets[next++] as unknown[]) : []));
+  } else {
+    const results = batch.count === 1 ? [result] : (result as unknown[]);
+    rows = results.map((r) => (Array.isArray(r) ? (r as unknown[]) : []));
   }
-  const results = batch.count === 1 ? [result] : (result as unknown[]);
-  return results.slice(batch.first, batch.first + batch.n).map((r) => (Array.isArray(r) ? (r as unknown[]) : []));
+  return batch.own.map((k) => rows[k] ?? []);
 }
 
 /** RunOptions tune one batch of a transaction. */
@@ -396,6 +404,14 @@ export interface RunOptions {
    * transaction commits as usual when its function returns.
    */
   commit?: boolean;
+  /**
+   * after are reads that need not see the transaction, only what its statements left in session
+   * variables: on batchTransaction over MySQL they follow the COMMIT in the same round trip, so the
+   * reply comes in one piece once the commit is durable (a read before it is sent on its own while
+   * the commit waits for the disk); elsewhere they follow the batch's statements. Their rows come
+   * after the statements'.
+   */
+  after?: readonly Statement[];
 }
 
 /**
@@ -406,6 +422,7 @@ export interface Batcher {
   /** q builds statements; on a batchTransaction over MySQL it is the pool: never run a statement on it directly. */
   readonly q: Queryable;
   readonly dialect: Dialect;
+  /** run runs a batch: the rows of each statement (empty for writes), then of each of options.after. */
   run(statements: readonly Statement[], options?: RunOptions): Promise<unknown[][]>;
 }
 
@@ -424,7 +441,7 @@ export function batcherOf(q: Queryable, dialect: Dialect): Batcher {
     run(statements, options = {}) {
       if (committed) return Promise.reject(afterCommit());
       committed = options.commit === true;
-      return runBatch(q, dialect, statements);
+      return runBatch(q, dialect, [...statements, ...(options.after ?? [])]);
     },
   };
 }
@@ -464,8 +481,9 @@ export async function batchTransaction<T>(db: Database, fn: (tx: Batcher) => Pro
     dialect: "mysql",
     async run(statements, options = {}) {
       if (committed) throw afterCommit();
-      if (statements.length === 0 && options.commit !== true) return [];
-      const batch = compileBatch(statements, begun ? undefined : "START TRANSACTION", options.commit === true ? "COMMIT" : undefined, db.compound);
+      const after = options.after ?? [];
+      if (statements.length === 0 && after.length === 0 && options.commit !== true) return [];
+      const batch = compileBatch(statements, begun ? undefined : "START TRANSACTION", options.commit === true ? "COMMIT" : undefined, db.compound, after);
       // Set before sending: if the batch fails after its BEGIN ran, the ROLLBACK must follow (the
       // server stops at the failing statement, so a COMMIT after it has not run).
       begun = true;
