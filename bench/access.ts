@@ -30,6 +30,13 @@ const TARGETS = { allocateVsSkipLocked: 0.7, allocateVsNaive: 2, match: 0.6 } as
 
 /** POOL_MAX is the connection pool of the mysql2 baselines and the in-process rules: the server's default (src/store/database.ts). */
 const POOL_MAX = 20;
+/**
+ * ALLOCATE_WARMUP_MS is the least warm-up of every allocation subject: a freshly forked server
+ * process needs about ten seconds of calls before V8 has optimised its hot paths (in an A/B run of
+ * two fresh servers, 1,400-1,500 calls/s in the first three seconds, ~2,000 from the tenth on),
+ * and the default second measured mostly that.
+ */
+const ALLOCATE_WARMUP_MS = 10_000;
 /** CONNECTIONS is the number of HTTP/2 connections the gRPC load is spread over. */
 const CONNECTIONS = 4;
 /** ALLOC_GROUP is the 1,000-number locking group RequestInteraction allocates from. */
@@ -311,7 +318,9 @@ async function run(ctx: BenchContext): Promise<Report> {
         onServer(bare, { name: RPC_ALONE, ...throughServer(bare, bareClient) }),
         onServer(floor, { name: FLOOR, ...throughServer(floor, floorClient) }),
       ];
-      const results = await compare(subjects, { ...ctx.options, afterRun: () => clearAllocations(db), progress: (l) => ctx.log(`allocate: ${l}`) });
+      // Every subject warms up at least ALLOCATE_WARMUP_MS: the server process is measured warm.
+      const warmupMs = Math.max(ctx.options.warmupMs, ALLOCATE_WARMUP_MS);
+      const results = await compare(subjects, { ...ctx.options, warmupMs, afterRun: () => clearAllocations(db), progress: (l) => ctx.log(`allocate: ${l}`) });
       const byName = new Map(results.map((r) => [r.name, r]));
       const pick = (...names: string[]) => names.map((n) => byName.get(n)!);
       rows.push(...rowsOf("allocate", pick(SKIP_LOCKED, BARE_LANES, DOMAIN, E2E, RPC_ALONE, FLOOR), { [E2E]: TARGETS.allocateVsSkipLocked }));
@@ -345,6 +354,7 @@ async function run(ctx: BenchContext): Promise<Report> {
         clock: `benchmark and server on one clock running ${CLOCK_SPEED}x real time`,
         allocate: {
           group: `${ALLOC_GROUP}: ${ALLOC_NUMBERS} (1,000 numbers), locking, round-robin`,
+          warmUp: `${Math.max(ctx.options.warmupMs, ALLOCATE_WARMUP_MS) / 1000} s per subject (at least ${ALLOCATE_WARMUP_MS / 1000} s: the server process is measured warm)`,
           booking: `${BOOKING_SECONDS} s of clock time, so numbers recycle by expiry ${(BOOKING_SECONDS * 1000) / CLOCK_SPEED} ms after each claim`,
           [SKIP_LOCKED]: `mysql2 on its own pool: BEGIN; ${claimSql("FOR UPDATE SKIP LOCKED")}; UPDATE access_numbers SET available_at; COMMIT`,
           [BARE_LANES]: `the same transaction with the SELECTs opengms's claim runs (claimQueries: the free number longest free in a random one of the group's ${ALLOC_LANES} lanes, else in the whole group), for information: how much of opengms's figure is its SQL`,
