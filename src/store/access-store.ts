@@ -205,8 +205,8 @@ export type NewReservation = Omit<ReservationRow, "id" | "accessNumber" | "resou
  * Undefined (no free number) has stored nothing. On MySQL all of it is one batch, which commits
  * the transaction too when `options.commit` says it is the last: the stored procedure gms_claim_v1
  * claims and reserves and leaves the number in a session variable the later statements read, so the
- * row lock is held for no network round trip at all. On SQLite `tx.q` must be the transaction
- * (batchTransaction's is).
+ * row lock is held for no network round trip at all; the number is read back after the COMMIT
+ * (RunOptions.after). On SQLite `tx.q` must be the transaction (batchTransaction's is).
  */
 export async function claimAndReserve(tx: Batcher, o: ClaimOptions, r: NewReservation, rows: readonly InsertRows[] = [], options: RunOptions = {}): Promise<string | undefined> {
   const { q, dialect } = tx;
