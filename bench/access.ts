@@ -275,6 +275,8 @@ async function run(ctx: BenchContext): Promise<Report> {
   let floorClient: GrpcLoadClient | undefined;
   const rows: Row[] = [];
   const longestRunMs = Math.max(ctx.options.roundMs, ctx.options.warmupMs);
+  // Every allocation subject warms up at least ALLOCATE_WARMUP_MS: the server process is measured warm.
+  const allocateWarmupMs = Math.max(ctx.options.warmupMs, ALLOCATE_WARMUP_MS);
   const matchSize = Math.ceil((MATCH_RATE_CEILING * longestRunMs) / 1000);
   const matchRange = `+1801${"0".repeat(7)}..+1801${String(matchSize - 1).padStart(7, "0")}`;
   const matchNumbers = expandNumbers([matchRange]);
@@ -318,9 +320,7 @@ async function run(ctx: BenchContext): Promise<Report> {
         onServer(bare, { name: RPC_ALONE, ...throughServer(bare, bareClient) }),
         onServer(floor, { name: FLOOR, ...throughServer(floor, floorClient) }),
       ];
-      // Every subject warms up at least ALLOCATE_WARMUP_MS: the server process is measured warm.
-      const warmupMs = Math.max(ctx.options.warmupMs, ALLOCATE_WARMUP_MS);
-      const results = await compare(subjects, { ...ctx.options, warmupMs, afterRun: () => clearAllocations(db), progress: (l) => ctx.log(`allocate: ${l}`) });
+      const results = await compare(subjects, { ...ctx.options, warmupMs: allocateWarmupMs, afterRun: () => clearAllocations(db), progress: (l) => ctx.log(`allocate: ${l}`) });
       const byName = new Map(results.map((r) => [r.name, r]));
       const pick = (...names: string[]) => names.map((n) => byName.get(n)!);
       rows.push(...rowsOf("allocate", pick(SKIP_LOCKED, BARE_LANES, DOMAIN, E2E, RPC_ALONE, FLOOR), { [E2E]: TARGETS.allocateVsSkipLocked }));
@@ -354,7 +354,7 @@ async function run(ctx: BenchContext): Promise<Report> {
         clock: `benchmark and server on one clock running ${CLOCK_SPEED}x real time`,
         allocate: {
           group: `${ALLOC_GROUP}: ${ALLOC_NUMBERS} (1,000 numbers), locking, round-robin`,
-          warmUp: `${Math.max(ctx.options.warmupMs, ALLOCATE_WARMUP_MS) / 1000} s per subject (at least ${ALLOCATE_WARMUP_MS / 1000} s: the server process is measured warm)`,
+          warmUp: `${allocateWarmupMs / 1000} s per subject (at least ${ALLOCATE_WARMUP_MS / 1000} s: the server process is measured warm)`,
           booking: `${BOOKING_SECONDS} s of clock time, so numbers recycle by expiry ${(BOOKING_SECONDS * 1000) / CLOCK_SPEED} ms after each claim`,
           [SKIP_LOCKED]: `mysql2 on its own pool: BEGIN; ${claimSql("FOR UPDATE SKIP LOCKED")}; UPDATE access_numbers SET available_at; COMMIT`,
           [BARE_LANES]: `the same transaction with the SELECTs opengms's claim runs (claimQueries: the free number longest free in a random one of the group's ${ALLOC_LANES} lanes, else in the whole group), for information: how much of opengms's figure is its SQL`,

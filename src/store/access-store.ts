@@ -210,12 +210,11 @@ export type NewReservation = Omit<ReservationRow, "id" | "accessNumber" | "resou
  */
 export async function claimAndReserve(tx: Batcher, o: ClaimOptions, r: NewReservation, rows: readonly InsertRows[] = [], options: RunOptions = {}): Promise<string | undefined> {
   const { q, dialect } = tx;
-  const busyUntil = o.locking ? r.expiresAt : undefined;
   if (dialect === "sqlite") {
     const number = await claimNumber(q, dialect, o);
     if (number === undefined) return undefined;
     await tx.run(rows.map((ins) => insertStatement(q, ins)));
-    await reserve(q, { ...r, createdAt: o.now, resourceGroup: o.group, accessNumber: number, locking: o.locking }, busyUntil);
+    await reserve(q, { ...r, createdAt: o.now, resourceGroup: o.group, accessNumber: number, locking: o.locking }, o.locking ? r.expiresAt : undefined);
     return number;
   }
   const results = await tx.run(

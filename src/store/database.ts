@@ -463,10 +463,10 @@ interface PoolClient {
  * On MySQL it drives a connection of knex's pool itself: BEGIN rides with the first batch, COMMIT
  * with the last when fn says so (RunOptions.commit), else it is one more round trip; ROLLBACK when
  * fn throws. On MariaDB a batch is one compound statement (Database.compound): a statement that
- * fails ends it there, as it ends a multi-statement query. A transaction of one committing batch is one round trip. A knex transaction costs
- * several times the statements of a short transaction in CPU (it builds a client and a knex
- * instance per transaction) and a round trip for its BEGIN; this is for the hot paths (allocation,
- * matching). On SQLite it is a knex transaction, which costs little there.
+ * fails ends it there, as it ends a multi-statement query. A transaction of one committing batch
+ * is one round trip. A knex transaction costs several times the statements of a short transaction
+ * in CPU (it builds a client and a knex instance per transaction) and a round trip for its BEGIN;
+ * this is for the hot paths (allocation, matching). On SQLite it is a knex transaction, which costs little there.
  */
 export async function batchTransaction<T>(db: Database, fn: (tx: Batcher) => Promise<T>): Promise<T> {
   if (db.dialect === "sqlite") return db.knex.transaction((trx) => fn(batcherOf(trx, "sqlite")));

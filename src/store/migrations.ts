@@ -254,11 +254,11 @@ const migrations: Migration[] = [
 
 /**
  * CLAIM_PROCEDURE_V1 is the claim of a number and its reservation as one stored procedure (MySQL
- * only; claimAndReserve calls it): the statements claimQueries, insertReservation and markNumberUsed
- * run on SQLite, the same SELECTs on the same (named) indexes, with their rules decided by IF branches in the
- * database. Called inside the caller's transaction (it starts and commits none), it leaves the number
- * it claimed, or NULL, in the session variable @gms_claimed_number, which the caller's later
- * statements of the same batch read. A batch of a dozen statements cost the database a parse, an
+ * only; claimAndReserve calls it): the statements claimQueries, insertReservation and
+ * markNumberUsed run on SQLite, the same SELECTs on the same (named) indexes, with their rules
+ * decided by IF branches in the database. Called inside the caller's transaction (it starts and
+ * commits none), it leaves the number it claimed, or NULL, in the session variable
+ * @gms_claimed_number, which the caller's later statements of the same batch read. A batch of a dozen statements cost the database a parse, an
  * optimisation and a reply packet each; a CALL costs one, and the procedure's statements stay parsed
  * per connection. Frozen as written: a change is a new procedure (gms_claim_v2) in a new migration.
  *
