@@ -20,6 +20,7 @@ import type { Access } from "../src/domain/access.js";
 import { createApp } from "../src/server.js";
 import { claimQueries, lanesFor } from "../src/store/access-store.js";
 import { openDatabase, redactUrl, type Database, type SqlText } from "../src/store/database.js";
+import { GRPC_DRIVE, GRPC_DRIVE_MISSING, grpcDriveUnary, grpcDriveVersion } from "./grpc-drive.js";
 import { createGrpcLoadClient, type GrpcLoadClient } from "./grpc-load.js";
 import { H2LOAD, h2loadUnary, h2loadVersion } from "./h2load.js";
 import { compare, MYSQL_URL, mysqlVersion, rowsOf, scaledClock, type BenchContext, type BenchModule, type Load, type Op, type Report, type Row, type Subject } from "./lib.js";
@@ -330,11 +331,18 @@ async function run(ctx: BenchContext): Promise<Report> {
     if (ctx.wants("match")) {
       ctx.log(`match: ${matchNumbers.length} numbers, one live reservation each`);
       await refillMatches(db, clock);
+      // Calls to the servers go through grpc-drive where it could be built (bench/grpc-drive.ts), else the Node generator.
+      ctx.log(`match: calls to the servers sent by ${GRPC_DRIVE ?? `bench/grpc-load.ts (${GRPC_DRIVE_MISSING ?? "grpc-drive is not built"})`}`);
+      const messages = GRPC_DRIVE === undefined ? [] : matchNumbers.map((accessNumber) => toBinary(MatchInteractionRequestSchema, create(MatchInteractionRequestSchema, { accessNumber })));
+      const throughServer = (s: ServerProcess, c: GrpcLoadClient) =>
+        GRPC_DRIVE === undefined
+          ? { op: e2eMatch(c, matchNumbers) }
+          : { op: e2eMatch(c, matchNumbers), load: grpcDriveUnary({ url: s.url, path: "/gms.v1.AccessService/MatchInteraction", messages, connections: CONNECTIONS, dir }) };
       const subjects: Subject[] = [
         { name: BARE_MATCH, op: bareMatch(pool, clock, matchNumbers) },
         { name: DOMAIN, op: domainMatch(access, matchNumbers) },
-        onServer(server, { name: E2E, op: e2eMatch(client, matchNumbers) }),
-        onServer(bare, { name: RPC_ALONE, op: e2eMatch(bareClient, matchNumbers) }),
+        onServer(server, { name: E2E, ...throughServer(server, client) }),
+        onServer(bare, { name: RPC_ALONE, ...throughServer(bare, bareClient) }),
       ];
       const results = await compare(subjects, { ...ctx.options, afterRun: () => refillMatches(db, clock), progress: (l) => ctx.log(`match: ${l}`) });
       rows.push(...rowsOf("match", results, { [E2E]: TARGETS.match }));
@@ -369,7 +377,8 @@ async function run(ctx: BenchContext): Promise<Report> {
           group: `${MATCH_GROUP}: ${matchRange} (${matchNumbers.length} numbers), locking; every number holds one live reservation, refilled between runs`,
           [BARE_MATCH]: "mysql2: BEGIN; SELECT the live reservation of the number joined with its active session FOR UPDATE; UPDATE reservations SET released_at; UPDATE access_numbers SET available_at; COMMIT",
           [DOMAIN]: "createApp(...).access.matchInteraction in process, by access number only (DNIS)",
-          [E2E]: "AccessService.MatchInteraction over gRPC to the server process, by access number only",
+          [E2E]: `AccessService.MatchInteraction over gRPC (${GRPC_DRIVE === undefined ? "bench/grpc-load.ts" : "grpc-drive, bench/grpc-drive.c: a number of its own per call; every call checked by its grpc-status"}, ${CONNECTIONS} HTTP/2 connections) to the server process, by access number only`,
+          loadGenerator: GRPC_DRIVE === undefined ? `bench/grpc-load.ts (Node): ${GRPC_DRIVE_MISSING ?? "grpc-drive is not built"}` : `bench/grpc-drive.c (${grpcDriveVersion()})`,
           [RPC_ALONE]: "the same calls answered with a canned reply by connect-node alone",
         },
         targets: { [E2E]: TARGETS },

@@ -9,7 +9,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { frame } from "./grpc-load.js";
-import { newHistogram, type Load } from "./lib.js";
+import { newHistogram, type Driven, type Load } from "./lib.js";
 
 /** H2LOAD is h2load's path, undefined when it is not installed. */
 export const H2LOAD: string | undefined = (() => {
@@ -65,21 +65,9 @@ export function h2loadUnary(o: H2loadOptions): Load {
       child.once("exit", (code) => (code === 0 ? resolve(text) : reject(new Error(`h2load exited with ${code}: ${text}`))));
     });
     // The log: start time (µs since the epoch), HTTP status, µs until the end of the response.
-    const latency = newHistogram();
-    let ops = 0;
-    let first = Infinity;
-    let last = -Infinity;
-    const lines = readFileSync(log, "utf8").split("\n");
+    const lines = readFileSync(log, "utf8");
     rmSync(log);
-    for (const line of lines) {
-      const [start, status, us] = line.split("\t");
-      if (start === undefined || status === undefined || us === undefined) continue;
-      if (status !== "200") throw new Error(`h2load: a call was answered with HTTP ${status}`);
-      latency.recordValue(Math.max(1, Number(us)));
-      first = Math.min(first, Number(start));
-      last = Math.max(last, Number(start) + Number(us));
-      ops++;
-    }
+    const { ops, latency, seconds } = readCallLog(lines, "200", (status) => `h2load: a call was answered with HTTP ${status}`);
     if (ops === 0) throw new Error(`h2load made no call: ${out}`);
     if (o.succeeded !== undefined) {
       // Calls still in flight when h2load stops may succeed unlogged: at most one per stream.
@@ -87,8 +75,29 @@ export function h2loadUnary(o: H2loadOptions): Load {
       if (ok < ops) throw new Error(`${ops - ok} of ${ops} calls through h2load did not succeed`);
       if (ok > ops + concurrency) throw new Error(`h2load logged ${ops} calls, but ${ok} succeeded`);
     }
-    // The calls' own span, from the first one's start to the last one's end (µs): h2load's start,
-    // its connections and this parsing are not the server's time.
-    return { ops, latency, seconds: (last - first) / 1e6 };
+    return { ops, latency, seconds };
   };
+}
+
+/**
+ * readCallLog reads a load generator's log of calls, a line each: start (µs since the epoch),
+ * status, latency (µs). A status other than `ok` fails the run with `failed(status)`. Throughput is
+ * over the calls' own span, from the first one's start to the last one's end: the generator's
+ * start, its connections and this parsing are not the server's time.
+ */
+export function readCallLog(text: string, ok: string, failed: (status: string) => string): Driven {
+  const latency = newHistogram();
+  let ops = 0;
+  let first = Infinity;
+  let last = -Infinity;
+  for (const line of text.split("\n")) {
+    const [start, status, us] = line.split("\t");
+    if (start === undefined || status === undefined || us === undefined) continue;
+    if (status !== ok) throw new Error(failed(status));
+    latency.recordValue(Math.max(1, Number(us)));
+    first = Math.min(first, Number(start));
+    last = Math.max(last, Number(start) + Number(us));
+    ops++;
+  }
+  return { ops, latency, seconds: ops === 0 ? 0 : (last - first) / 1e6 };
 }
