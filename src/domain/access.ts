@@ -6,6 +6,7 @@ import type { Config, ResourceGroupConfig } from "../config.js";
 import {
   claimAndReserve,
   claimNumber,
+  claimSession,
   groupHasNumbers,
   lanesFor,
   liveCodes,
@@ -15,6 +16,7 @@ import {
   releaseStatements,
   reserve,
   syncNumbers,
+  type ClaimOptions,
   type CodeFailures,
   type LiveReservation,
   type ReservationRow,
@@ -26,7 +28,7 @@ import { GmsError, invalid, notFound } from "./errors.js";
 import { runOnce, type RequestKey } from "./idempotency.js";
 import { normalizePhone } from "./phone.js";
 import { DEFAULT_SERVICE_TTL_SECONDS, pick, resolveService } from "./services.js";
-import type { Storage } from "./storage.js";
+import type { NewRecord, Storage } from "./storage.js";
 import type { DataEntries } from "./value.js";
 import { newId } from "./ids.js";
 
@@ -177,11 +179,7 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
    * reads them first and needs `tx.q` to be a knex transaction (see needsReads).
    */
   async function allocate(tx: Batcher, a: AllocateInput, rows: readonly InsertRows[] = [], options: RunOptions = {}): Promise<AccessGrant | undefined> {
-    const group = groupOf(a.group);
-    const now = clock.now();
-    const claim = { group: a.group, locking: group.locking, allocation: group.allocation, lanes: lanesFor(group.numbers.length), now };
-    const expiresAt = Math.min(now + a.bookingSeconds * 1000, a.sessionExpiresAt);
-    const reservation = { sessionId: a.sessionId, phoneNumber: a.phoneNumber, createdAt: now, expiresAt };
+    const { claim, reservation, group } = claimOf(a, clock.now());
     let number: string | undefined;
     let code: string | undefined;
     if (needsReads(a.group, a.provideCode)) {
@@ -189,15 +187,36 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       number = await claimNumber(trx, db.dialect, claim);
       if (number !== undefined) {
         await tx.run(rows.map((ins) => insertStatement(trx, ins)));
-        code = freeCode(await liveCodes(trx, number, now), a.codeLength, number);
+        code = freeCode(await liveCodes(trx, number, claim.now), a.codeLength, number);
         await reserve(trx, { ...reservation, accessCode: code, resourceGroup: a.group, accessNumber: number, locking: false }, undefined);
       }
     } else {
       code = a.provideCode ? randomCode(a.codeLength) : undefined;
-      number = await claimAndReserve(tx, claim, { sessionId: a.sessionId, phoneNumber: a.phoneNumber, expiresAt, accessCode: code }, rows, options);
+      number = await claimAndReserve(tx, claim, { sessionId: a.sessionId, phoneNumber: a.phoneNumber, expiresAt: reservation.expiresAt, accessCode: code }, rows, options);
     }
     if (number === undefined) return undefined;
     return grantOf({ ...reservation, id: 0, accessCode: code, resourceGroup: a.group, accessNumber: number, locking: group.locking });
+  }
+
+  /**
+   * allocateForNew is allocate for a new session, as a transaction of the store's own that stores
+   * the session and its data record with the claim (claimSession): where any code will do (see
+   * needsReads) and no request id asks for the first reply to be kept.
+   */
+  async function allocateForNew(a: AllocateInput, session: SessionRow, data: NewRecord): Promise<AccessGrant | undefined> {
+    const { claim, reservation, group } = claimOf(a, session.createdAt);
+    const code = a.provideCode ? randomCode(a.codeLength) : undefined;
+    const number = await claimSession(db, claim, { sessionId: a.sessionId, phoneNumber: a.phoneNumber, expiresAt: reservation.expiresAt, accessCode: code }, session, data.row, data.entries);
+    if (number === undefined) return undefined;
+    return grantOf({ ...reservation, id: 0, accessCode: code, resourceGroup: a.group, accessNumber: number, locking: group.locking });
+  }
+
+  /** claimOf is what a claim for `a` asks of the store at `now`, and the reservation it makes (booked until the booking or the session ends). */
+  function claimOf(a: AllocateInput, now: number) {
+    const group = groupOf(a.group);
+    const claim: ClaimOptions = { group: a.group, locking: group.locking, allocation: group.allocation, lanes: lanesFor(group.numbers.length), now };
+    const expiresAt = Math.min(now + a.bookingSeconds * 1000, a.sessionExpiresAt);
+    return { group, claim, reservation: { sessionId: a.sessionId, phoneNumber: a.phoneNumber, createdAt: now, expiresAt } };
   }
 
   /** needsReads tells whether allocating in the group reads between statements (shared numbers with codes). */
@@ -256,7 +275,7 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       const bookingSeconds = bookingOf(svc.options.booking_expiration_timeout, input.bookingSeconds, group);
       const now = clock.now();
       const expiresAt = now + ttlSeconds * 1000;
-      const create = async (tx: Batcher): Promise<RequestInteractionResult> => {
+      const newSession = () => {
         const data = storage.newRecord(input.appData, expiresAt);
         const session: SessionRow = {
           id: newId(),
@@ -268,21 +287,30 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
           createdAt: now,
           expiresAt,
         };
-        // The session and its data are stored with the claim, once it got a number, and (on the
-        // common path) committed in the same round trip on MySQL: the number's row lock is held
-        // for no network round trip.
-        const write = [...dataInsertRows(data.row, data.entries), sessionInsertRow(session)];
-        const access = allocated(
-          await allocate(tx, { sessionId: session.id, sessionExpiresAt: expiresAt, group: groupName, provideCode, codeLength, bookingSeconds, phoneNumber }, write, { commit: true }),
-        );
-        return { session: { ...session, access: [access] }, access, ttlSeconds, provideCode };
+        const alloc: AllocateInput = { sessionId: session.id, sessionExpiresAt: expiresAt, group: groupName, provideCode, codeLength, bookingSeconds, phoneNumber };
+        return { data, session, alloc };
       };
-      return withFreeNumber(groupName, now, () =>
-        // The common case (no request id, no reads between statements) skips knex's transaction.
-        input.request.requestId === "" && !needsReads(groupName, provideCode)
-          ? batchTransaction(db, create)
-          : runOnce(db, input.request, now, (trx) => create(batcherOf(trx, db.dialect)), (r) => r.session.expiresAt),
-      );
+      const result = (session: SessionRow, access: AccessGrant): RequestInteractionResult => ({ session: { ...session, access: [access] }, access, ttlSeconds, provideCode });
+      return withFreeNumber(groupName, now, async () => {
+        // The common case (no request id, any code will do): one transaction of the store's own, one
+        // round trip on MySQL, with the number's row lock held for no network round trip.
+        if (input.request.requestId === "" && !needsReads(groupName, provideCode)) {
+          const { data, session, alloc } = newSession();
+          return result(session, allocated(await allocateForNew(alloc, session, data)));
+        }
+        return runOnce(
+          db,
+          input.request,
+          now,
+          async (trx) => {
+            const { data, session, alloc } = newSession();
+            // The session and its data are stored with the claim, once it got a number.
+            const write = [...dataInsertRows(data.row, data.entries), sessionInsertRow(session)];
+            return result(session, allocated(await allocate(batcherOf(trx, db.dialect), alloc, write)));
+          },
+          (r) => r.session.expiresAt,
+        );
+      });
     },
 
     async requestAccess(input) {

@@ -1,6 +1,22 @@
 import type { Knex } from "knex";
-import { insertStatement, insertWhen, runBatch, sqlText, type Batcher, type Dialect, type InsertRows, type Queryable, type RunOptions, type SqlText } from "./database.js";
-import { sessionFromSql, type SessionRow, type SessionSql } from "./session-store.js";
+import {
+  batchTransaction,
+  callProcedure,
+  insertStatement,
+  insertWhen,
+  runBatch,
+  sqlText,
+  type Batcher,
+  type Database,
+  type Dialect,
+  type InsertRows,
+  type Queryable,
+  type RunOptions,
+  type SqlText,
+} from "./database.js";
+import { sessionFromSql, sessionInsertRow, type SessionRow, type SessionSql } from "./session-store.js";
+import type { DataEntries } from "../domain/value.js";
+import { dataInsertRows, type DataRow } from "./storage-store.js";
 
 /** Allocation is how a group picks among its free numbers. */
 export type Allocation = "random" | "round-robin";
@@ -238,6 +254,46 @@ export async function claimAndReserve(tx: Batcher, o: ClaimOptions, r: NewReserv
   );
   const row = results[results.length - 1]?.[0] as { number: string | null } | undefined;
   return row?.number ?? undefined;
+}
+
+/**
+ * claimSession is RequestInteraction's transaction of its own: it claims a number as claimAndReserve
+ * does and, only when it got one, stores the new session, its data record (with `entries`) and the
+ * reservation, and commits. Undefined (no free number) has stored nothing. On MySQL, for a record
+ * with no entries, it is one prepared CALL of gms_claim_session_v1 (migration 007), which claims,
+ * stores and commits in the database; entries are rows of their own, so a record with some is the
+ * same batch claimAndReserve sends, committed in its round trip. The session, the record and the
+ * reservation are created at the claim's `now`; the session is a new one: active, on the
+ * reservation's phone number, with the record.
+ */
+export async function claimSession(db: Database, o: ClaimOptions, r: NewReservation, session: SessionRow, data: DataRow, entries: DataEntries): Promise<string | undefined> {
+  if (session.state !== "active" || session.phoneNumber !== r.phoneNumber || session.id !== r.sessionId || session.dataId !== data.id || data.expiresAt !== session.expiresAt || data.version !== 1) {
+    throw new Error("claimSession: the session must be a new active one, on the reservation's phone number, with a new record that expires with it");
+  }
+  if (db.dialect === "mysql" && entries.size === 0) {
+    const [row] = (await callProcedure(
+      db,
+      sqlText("CALL gms_claim_session_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        o.group,
+        o.locking,
+        o.allocation === "random",
+        startLane(o),
+        Math.random(),
+        o.now,
+        r.sessionId,
+        r.accessCode ?? null,
+        r.phoneNumber,
+        r.expiresAt,
+        session.service,
+        session.builtin,
+        session.dataId,
+        session.expiresAt,
+      ]),
+    )) as { number: string | null }[];
+    return row?.number ?? undefined;
+  }
+  const rows = [...dataInsertRows({ ...data, createdAt: o.now }, entries), sessionInsertRow({ ...session, createdAt: o.now })];
+  return batchTransaction(db, (tx) => claimAndReserve(tx, o, r, rows, { commit: true }));
 }
 
 /** reserve stores a reservation on a number the caller claimed and records the claim. */

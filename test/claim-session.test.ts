@@ -1,0 +1,110 @@
+// claimSession, RequestInteraction's transaction: on MySQL one prepared CALL of
+// gms_claim_session_v1 for a record without entries, the batched claim otherwise; on SQLite a
+// transaction. Run on both stores, on a pool of one connection, so that what a failed call leaves
+// on its connection is what the next call gets.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { DataEntries } from "../src/domain/value.js";
+import { claimSession, syncNumbers, type ClaimOptions } from "../src/store/access-store.js";
+import type { SessionRow } from "../src/store/session-store.js";
+import type { DataRow } from "../src/store/storage-store.js";
+import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
+
+const NUMBERS = ["+18005552000", "+18005552001"];
+const CALLER = "+16505550100";
+
+describe.each(DIALECTS)("claimSession on %s", (dialect) => {
+  let db: TestDatabase;
+  let now = 1_000_000;
+  let ids = 0;
+
+  /** fresh is a new session (with its record) to claim for, `ttl` ms from now. */
+  const fresh = (ttl = 60_000) => {
+    const n = ++ids;
+    const id = `00000000-0000-4000-8000-${String(n).padStart(12, "0")}`;
+    const dataId = `00000000-0000-4000-9000-${String(n).padStart(12, "0")}`;
+    const session: SessionRow = { id, service: "iPhoneService", builtin: "request-interaction", state: "active", phoneNumber: CALLER, dataId, createdAt: now, expiresAt: now + ttl };
+    const data: DataRow = { id: dataId, version: 1, createdAt: now, expiresAt: now + ttl };
+    return { session, data };
+  };
+  const claim = (): ClaimOptions => ({ group: "g", locking: true, allocation: "round-robin", lanes: 1, now });
+  const book = (s: SessionRow, code?: string) => ({ sessionId: s.id, phoneNumber: CALLER, expiresAt: now + 30_000, accessCode: code });
+  const count = async (table: string) => Number(((await db.knex(table).count({ n: "*" })) as { n: number | string }[])[0]?.n ?? 0);
+  const availableAt = async (number: string) => Number(((await db.knex("access_numbers").where({ resource_group: "g", number }).first("available_at")) as { available_at: number | string }).available_at);
+
+  beforeAll(async () => {
+    db = await createTestDatabase(dialect, { poolMax: 1 });
+    await syncNumbers(db.knex, new Map([["g", NUMBERS]]));
+  });
+  afterAll(() => db.close());
+
+  it("claims the number free the longest and stores the session, its empty record and the reservation, at the claim's time", async () => {
+    const { session, data } = fresh();
+    const number = await claimSession(db, claim(), book(session, "1234"), session, data, new Map());
+    expect(number).toBe(NUMBERS[0]);
+    const stored = (await db.knex("sessions").where("id", session.id).first()) as Record<string, unknown>;
+    expect(stored).toMatchObject({ service: "iPhoneService", builtin: "request-interaction", state: "active", phone_number: CALLER, data_id: data.id });
+    expect(Number(stored["created_at"])).toBe(now);
+    expect(Number(stored["expires_at"])).toBe(now + 60_000);
+    const record = (await db.knex("storage_data").where("id", data.id).first()) as Record<string, unknown>;
+    expect([Number(record["version"]), Number(record["created_at"]), Number(record["expires_at"])]).toEqual([1, now, now + 60_000]);
+    expect(await db.knex("storage_entries").where("data_id", data.id).count({ n: "*" })).toEqual([{ n: 0 }]);
+    const reservation = (await db.knex("reservations").where("session_id", session.id).first()) as Record<string, unknown>;
+    expect(reservation).toMatchObject({ resource_group: "g", access_number: NUMBERS[0], access_code: "1234", phone_number: CALLER });
+    expect([Number(reservation["created_at"]), Number(reservation["expires_at"])]).toEqual([now, now + 30_000]);
+    // Busy until its booking ends.
+    expect(await availableAt(NUMBERS[0]!)).toBe(now + 30_000);
+  });
+
+  it("stores the record's entries with it (a text and a file)", async () => {
+    now += 1;
+    const { session, data } = fresh();
+    const entries: DataEntries = new Map([
+      ["reason", { kind: "text", text: "billing" }],
+      ["photo", { kind: "file", filename: "a.png", contentType: "image/png", content: new Uint8Array([1, 2, 3]) }],
+    ]);
+    expect(await claimSession(db, claim(), book(session), session, data, entries)).toBe(NUMBERS[1]);
+    const rows = (await db.knex("storage_entries").where("data_id", data.id).orderBy("entry_key").select("entry_key", "kind", "size")) as { entry_key: string; kind: string; size: number }[];
+    expect(rows).toEqual([
+      { entry_key: "photo", kind: "file", size: 3 },
+      { entry_key: "reason", kind: "text", size: 7 },
+    ]);
+  });
+
+  it("with no free number stores nothing and says so", async () => {
+    const before = await Promise.all(["sessions", "storage_data", "storage_entries", "reservations"].map(count));
+    const { session, data } = fresh();
+    expect(await claimSession(db, claim(), book(session), session, data, new Map())).toBeUndefined();
+    const withEntries = fresh();
+    expect(await claimSession(db, claim(), book(withEntries.session), withEntries.session, withEntries.data, new Map([["k", { kind: "text", text: "v" }]]))).toBeUndefined();
+    expect(await Promise.all(["sessions", "storage_data", "storage_entries", "reservations"].map(count))).toEqual(before);
+  });
+
+  it("rolls back all of it when a write fails, and its connection serves the next call", async () => {
+    now += 60_000; // Both bookings have ended: both numbers are free.
+    const { session, data } = fresh();
+    // A session with this id exists already: the session's INSERT fails after the claim and the record's.
+    await db.knex("sessions").insert({ id: session.id, service: "x", builtin: "request-interaction", state: "active", phone_number: CALLER, data_id: "d", created_at: 0, expires_at: 0 });
+    const before = await Promise.all(["sessions", "storage_data", "reservations"].map(count));
+    const free = await availableAt(NUMBERS[0]!);
+    await expect(claimSession(db, claim(), book(session), session, data, new Map())).rejects.toThrow(/duplicate|unique/i);
+    expect(await Promise.all(["sessions", "storage_data", "reservations"].map(count))).toEqual(before);
+    expect(await availableAt(NUMBERS[0]!)).toBe(free);
+    if (dialect === "mysql") expect(((await db.knex.raw("SELECT @@in_transaction AS open")) as [unknown[]])[0]).toEqual([{ open: 0 }]);
+    if (dialect === "mysql") {
+      // The procedure rolls back by itself (its EXIT HANDLER), with no ROLLBACK from the caller.
+      await expect(
+        db.knex.raw("CALL gms_claim_session_v1('g', TRUE, FALSE, NULL, 0.5, ?, ?, NULL, ?, ?, 'x', 'request-interaction', ?, ?)", [now, session.id, CALLER, now + 1, data.id, now + 1]),
+      ).rejects.toThrow(/duplicate/i);
+      expect(((await db.knex.raw("SELECT @@in_transaction AS open")) as [unknown[]])[0]).toEqual([{ open: 0 }]);
+      expect(await availableAt(NUMBERS[0]!)).toBe(free);
+    }
+    const next = fresh();
+    expect(await claimSession(db, claim(), book(next.session), next.session, next.data, new Map())).toBe(NUMBERS[0]);
+  });
+
+  it("refuses a session that is not the reservation's new active one", async () => {
+    const { session, data } = fresh();
+    await expect(claimSession(db, claim(), book(session), { ...session, state: "ended" }, data, new Map())).rejects.toThrow("new active one");
+    await expect(claimSession(db, claim(), book(session), session, { ...data, expiresAt: 1 }, new Map())).rejects.toThrow("expires with it");
+  });
+});
