@@ -55,22 +55,44 @@ describe.each(DIALECTS)("claimSession on %s", (dialect) => {
     expect(await availableAt(NUMBERS[0]!)).toBe(now + 30_000);
   });
 
-  it("stores the record's entries with it (a text and a file)", async () => {
-    now += 1;
-    const { session, data } = fresh();
-    const entries: DataEntries = new Map([
-      ["reason", { kind: "text", text: "billing" }],
-      ["photo", { kind: "file", filename: "a.png", contentType: "image/png", content: new Uint8Array([1, 2, 3]) }],
+  it("stores the record's entries with it, byte for byte: small ones inside the CALL (JSON), a large one as rows of its own", async () => {
+    const bytes = new Uint8Array(256).map((_, i) => i);
+    const small: DataEntries = new Map([
+      ["reason", { kind: "text", text: "billing — facture, 請求 🧾" }],
+      ["clé", { kind: "text", text: "" }],
+      ["photo", { kind: "file", filename: "reçu.png", contentType: "image/png", content: bytes }],
     ]);
-    expect(await claimSession(db, claim(), book(session), session, data, entries)).toBe(NUMBERS[1]);
-    const rows = (await db.knex("storage_entries").where("data_id", data.id).orderBy("entry_key").select("entry_key", "kind", "size")) as { entry_key: string; kind: string; size: number }[];
-    expect(rows).toEqual([
-      { entry_key: "photo", kind: "file", size: 3 },
-      { entry_key: "reason", kind: "text", size: 7 },
+    // Over CALL_ENTRIES_MAX_BYTES (64 KiB of values).
+    const large: DataEntries = new Map([
+      ["reason", { kind: "text", text: "x".repeat(40_000) }],
+      ["scan", { kind: "file", filename: "scan.pdf", contentType: "application/pdf", content: new Uint8Array(40_000).fill(7) }],
     ]);
+    for (const entries of [small, large]) {
+      now += 60_000;
+      const { session, data } = fresh();
+      expect(await claimSession(db, claim(), book(session), session, data, entries)).toBeDefined();
+      const rows = (await db.knex("storage_entries").where("data_id", data.id).select("entry_key", "kind", "value", "filename", "content_type", "size")) as Record<string, unknown>[];
+      const stored = new Map(rows.map((r) => [r["entry_key"] as string, r]));
+      expect([...stored.keys()].sort()).toEqual([...entries.keys()].sort());
+      for (const [key, value] of entries) {
+        const row = stored.get(key)!;
+        const content = value.kind === "text" ? Buffer.from(value.text, "utf8") : Buffer.from(value.content);
+        expect(Buffer.from(row["value"] as Uint8Array).equals(content)).toBe(true);
+        expect(row).toMatchObject(
+          value.kind === "text"
+            ? { kind: "text", filename: null, content_type: null, size: content.byteLength }
+            : { kind: "file", filename: value.filename, content_type: value.contentType, size: content.byteLength },
+        );
+      }
+    }
   });
 
   it("with no free number stores nothing and says so", async () => {
+    // Take whatever number is still free.
+    for (let held = 0; held < NUMBERS.length; held++) {
+      const f = fresh();
+      if ((await claimSession(db, claim(), book(f.session), f.session, f.data, new Map())) === undefined) break;
+    }
     const before = await Promise.all(["sessions", "storage_data", "storage_entries", "reservations"].map(count));
     const { session, data } = fresh();
     expect(await claimSession(db, claim(), book(session), session, data, new Map())).toBeUndefined();
@@ -93,7 +115,7 @@ describe.each(DIALECTS)("claimSession on %s", (dialect) => {
     if (dialect === "mysql") {
       // The procedure rolls back by itself (its EXIT HANDLER), with no ROLLBACK from the caller.
       await expect(
-        db.knex.raw("CALL gms_claim_session_v1('g', TRUE, FALSE, NULL, 0.5, ?, ?, NULL, ?, ?, 'x', 'request-interaction', ?, ?)", [now, session.id, CALLER, now + 1, data.id, now + 1]),
+        db.knex.raw("CALL gms_claim_session_v1('g', TRUE, FALSE, NULL, 0.5, ?, ?, NULL, ?, ?, 'x', 'request-interaction', ?, ?, NULL)", [now, session.id, CALLER, now + 1, data.id, now + 1]),
       ).rejects.toThrow(/duplicate/i);
       expect(((await db.knex.raw("SELECT @@in_transaction AS open")) as [unknown[]])[0]).toEqual([{ open: 0 }]);
       expect(await availableAt(NUMBERS[0]!)).toBe(free);

@@ -15,8 +15,8 @@ import {
   type SqlText,
 } from "./database.js";
 import { sessionFromSql, sessionInsertRow, type SessionRow, type SessionSql } from "./session-store.js";
-import type { DataEntries } from "../domain/value.js";
-import { dataInsertRows, type DataRow } from "./storage-store.js";
+import { valueSize, type DataEntries } from "../domain/value.js";
+import { dataInsertRows, entriesJson, type DataRow } from "./storage-store.js";
 
 /** Allocation is how a group picks among its free numbers. */
 export type Allocation = "random" | "round-robin";
@@ -257,12 +257,26 @@ export async function claimAndReserve(tx: Batcher, o: ClaimOptions, r: NewReserv
 }
 
 /**
+ * CALL_ENTRIES_MAX_BYTES is the most data (values' bytes) claimSession sends inside its CALL, as
+ * JSON with base64 values; a larger record's entries go as binary rows of their own, where the
+ * third more bytes and the JSON parse would cost more than the round trip they share.
+ */
+const CALL_ENTRIES_MAX_BYTES = 64 * 1024;
+
+/** bytesOf is the bytes of a record's values. */
+const bytesOf = (entries: DataEntries): number => {
+  let n = 0;
+  for (const v of entries.values()) n += valueSize(v);
+  return n;
+};
+
+/**
  * claimSession is RequestInteraction's transaction of its own: it claims a number as claimAndReserve
  * does and, only when it got one, stores the new session, its data record (with `entries`) and the
- * reservation, and commits. Undefined (no free number) has stored nothing. On MySQL, for a record
- * with no entries, it is one prepared CALL of gms_claim_session_v1 (migration 007), which claims,
- * stores and commits in the database; entries are rows of their own, so a record with some is the
- * same batch claimAndReserve sends, committed in its round trip. The session, the record and the
+ * reservation, and commits. Undefined (no free number) has stored nothing. On MySQL it is one
+ * prepared CALL of gms_claim_session_v1 (migration 007), which claims, stores and commits in the
+ * database, with the entries as JSON (up to CALL_ENTRIES_MAX_BYTES of values; a larger record is
+ * the batch claimAndReserve sends, committed in its round trip). The session, the record and the
  * reservation are created at the claim's `now`; the session is a new one: active, on the
  * reservation's phone number, with the record.
  */
@@ -270,10 +284,10 @@ export async function claimSession(db: Database, o: ClaimOptions, r: NewReservat
   if (session.state !== "active" || session.phoneNumber !== r.phoneNumber || session.id !== r.sessionId || session.dataId !== data.id || data.expiresAt !== session.expiresAt || data.version !== 1) {
     throw new Error("claimSession: the session must be a new active one, on the reservation's phone number, with a new record that expires with it");
   }
-  if (db.dialect === "mysql" && entries.size === 0) {
+  if (db.dialect === "mysql" && bytesOf(entries) <= CALL_ENTRIES_MAX_BYTES) {
     const [row] = (await callProcedure(
       db,
-      sqlText("CALL gms_claim_session_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+      sqlText("CALL gms_claim_session_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
         o.group,
         o.locking,
         o.allocation === "random",
@@ -288,6 +302,7 @@ export async function claimSession(db: Database, o: ClaimOptions, r: NewReservat
         session.builtin,
         session.dataId,
         session.expiresAt,
+        entries.size === 0 ? null : entriesJson(entries),
       ]),
     )) as { number: string | null }[];
     return row?.number ?? undefined;

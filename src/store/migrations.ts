@@ -327,10 +327,11 @@ BEGIN
 END`;
 
 /**
- * CLAIM_SESSION_PROCEDURE_V1 is RequestInteraction's whole transaction when the app sent no data
- * entries (MySQL only; claimSession calls it): it starts a transaction, claims a number and reserves
- * it for the new session (gms_claim_v1), stores the session and its empty data record only when it
- * got one, commits, and answers with the number (NULL: none free, nothing stored). One CALL, sent
+ * CLAIM_SESSION_PROCEDURE_V1 is RequestInteraction's whole transaction (MySQL only; claimSession
+ * calls it): it starts a transaction, claims a number and reserves it for the new session
+ * (gms_claim_v1), stores the session, its data record and the record's entries (p_entries, a JSON
+ * array as entriesJson writes it, or NULL) only when it got one, commits, and answers with the
+ * number (NULL: none free, nothing stored). One CALL, sent
  * as a prepared statement: the database parses nothing per call, where the same batch as a compound
  * statement (BEGIN NOT ATOMIC … END) cost it a parse and a block of its own each time (a tenth of its
  * CPU per claim, and of the client's). Any error rolls the transaction back before it is raised.
@@ -350,7 +351,8 @@ const CLAIM_SESSION_PROCEDURE_V1 = `CREATE PROCEDURE gms_claim_session_v1(
   IN p_service VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
   IN p_builtin VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
   IN p_data_id VARCHAR(36) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-  IN p_session_expires_at BIGINT)
+  IN p_session_expires_at BIGINT,
+  IN p_entries LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin)
 MODIFIES SQL DATA
 SQL SECURITY INVOKER
 BEGIN
@@ -363,6 +365,17 @@ BEGIN
   CALL gms_claim_v1(p_group, p_locking, p_random, p_lane, p_pivot, p_now, p_session_id, p_access_code, p_phone_number, p_booking_expires_at);
   IF @gms_claimed_number IS NOT NULL THEN
     INSERT INTO storage_data (id, version, created_at, expires_at) VALUES (p_data_id, 1, p_now, p_session_expires_at);
+    IF p_entries IS NOT NULL THEN
+      INSERT INTO storage_entries (data_id, entry_key, kind, value, filename, content_type, size)
+        SELECT p_data_id, j.k, j.kind, FROM_BASE64(j.v), j.f, j.t, j.n
+        FROM JSON_TABLE(p_entries, '$[*]' COLUMNS (
+          k VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.k' ERROR ON EMPTY ERROR ON ERROR,
+          kind VARCHAR(8) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.kind' ERROR ON EMPTY ERROR ON ERROR,
+          v LONGTEXT CHARACTER SET ascii PATH '$.v' ERROR ON EMPTY ERROR ON ERROR,
+          f VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.f',
+          t VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.t',
+          n INT PATH '$.n' ERROR ON EMPTY ERROR ON ERROR)) AS j;
+    END IF;
     INSERT INTO sessions (id, service, builtin, state, phone_number, data_id, created_at, expires_at)
       VALUES (p_session_id, p_service, p_builtin, 'active', p_phone_number, p_data_id, p_now, p_session_expires_at);
   END IF;

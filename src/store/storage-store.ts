@@ -84,6 +84,20 @@ export function dataInsertRows(row: DataRow, entries: DataEntries): InsertRows[]
   return [{ table: "storage_data", rows: [{ id: row.id, version: row.version, created_at: row.createdAt, expires_at: row.expiresAt }] }, ...entryChunks(row.id, entries)];
 }
 
+/**
+ * entriesJson is a new record's entries as the JSON array gms_claim_session_v1 stores (migration
+ * 007): per entry its key (k), kind, value in base64 (v), filename (f), content type (t) and size
+ * in bytes (n), the columns toEntryRow gives it.
+ */
+export function entriesJson(entries: DataEntries): string {
+  return JSON.stringify(
+    [...entries].map(([key, value]) => {
+      const row = toEntryRow("", key, value);
+      return { k: row.entry_key, kind: row.kind, v: Buffer.from(row.value.buffer, row.value.byteOffset, row.value.byteLength).toString("base64"), f: row.filename, t: row.content_type, n: row.size };
+    }),
+  );
+}
+
 /** writeEntries adds entries to a record, replacing those with the same keys. */
 export async function writeEntries(q: Queryable, dataId: string, entries: DataEntries): Promise<void> {
   if (entries.size === 0) return;
