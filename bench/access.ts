@@ -69,6 +69,8 @@ const BARE_LANES = "bare claim in lanes, SKIP LOCKED (mysql2)";
 const BARE_MATCH = "bare lookup + release (mysql2)";
 const DOMAIN = "domain, in process";
 const E2E = "gRPC to a server process";
+/** E2E_DATA is the same call with app data (two text entries), for information: what most apps send. */
+const E2E_DATA = "gRPC, with two app data entries";
 /** RPC_ALONE is connect-node answering canned replies in a server process: the ceiling the RPC layer sets. */
 const RPC_ALONE = "connect-node alone, canned reply";
 /** FLOOR is listen() alone answering a canned gRPC reply, nothing parsed: the least a unary call costs on Node's HTTP/2. */
@@ -160,17 +162,21 @@ function domainAllocate(access: Access): Op {
   };
 }
 
-/** allocateRequest is the RequestInteraction every allocation through a server sends. */
-const allocateRequest = () =>
+/** APP_DATA is the app data of the E2E_DATA calls: two short texts, as an app would send. */
+const APP_DATA = { reason: "billing question", customer_id: "C-1029384" };
+
+/** allocateRequest is the RequestInteraction every allocation through a server sends (with APP_DATA when asked). */
+const allocateRequest = (withData = false) =>
   create(RequestInteractionRequestSchema, {
     phoneNumber: CALLER,
     resourceGroup: ALLOC_GROUP,
     ttlSeconds: BigInt(SESSION_TTL_SECONDS),
     bookingExpirationTimeoutSeconds: BigInt(BOOKING_SECONDS),
+    appData: withData ? Object.fromEntries(Object.entries(APP_DATA).map(([k, v]) => [k, { kind: { case: "text" as const, value: v } }])) : {},
   });
 
-function e2eAllocate(client: GrpcLoadClient): Op {
-  const request = allocateRequest();
+function e2eAllocate(client: GrpcLoadClient, withData = false): Op {
+  const request = allocateRequest(withData);
   return async () => {
     const res = await client.unary("/gms.v1.AccessService/RequestInteraction", RequestInteractionRequestSchema, RequestInteractionResponseSchema, request);
     if (res.access?.accessNumber === undefined || res.access.accessNumber === "") throw new Error("RequestInteraction answered without a number");
@@ -200,11 +206,11 @@ function e2eMatch(client: GrpcLoadClient, numbers: readonly string[]): Op {
  * h2loadAllocate sends the same RequestInteraction with h2load; `succeeded` counts the calls that
  * succeeded (reservations made, for opengms), since h2load cannot read a gRPC status.
  */
-const h2loadAllocate = (server: ServerProcess, dir: string, succeeded?: () => Promise<number>): Load =>
+const h2loadAllocate = (server: ServerProcess, dir: string, succeeded?: () => Promise<number>, withData = false): Load =>
   h2loadUnary({
     url: server.url,
     path: "/gms.v1.AccessService/RequestInteraction",
-    message: toBinary(RequestInteractionRequestSchema, allocateRequest()),
+    message: toBinary(RequestInteractionRequestSchema, allocateRequest(withData)),
     connections: CONNECTIONS,
     dir,
     ...(succeeded === undefined ? {} : { succeeded }),
@@ -252,10 +258,13 @@ async function refillMatches(db: Database, clock: Clock): Promise<void> {
   }
 }
 
-/** clearAllocations deletes what allocation runs created (sessions, their data, reservations). */
+/** clearAllocations deletes what allocation runs created (sessions, their data and its entries, reservations). */
 async function clearAllocations(db: Database): Promise<void> {
   const knex = db.knex;
-  await knex.raw("DELETE s, d FROM sessions s LEFT JOIN storage_data d ON d.id = s.data_id WHERE s.id IN (SELECT session_id FROM reservations WHERE resource_group = ?)", [ALLOC_GROUP]);
+  await knex.raw(
+    "DELETE s, d, e FROM sessions s LEFT JOIN storage_data d ON d.id = s.data_id LEFT JOIN storage_entries e ON e.data_id = s.data_id WHERE s.id IN (SELECT session_id FROM reservations WHERE resource_group = ?)",
+    [ALLOC_GROUP],
+  );
   await knex("reservations").where("resource_group", ALLOC_GROUP).delete();
 }
 
@@ -310,22 +319,23 @@ async function run(ctx: BenchContext): Promise<Report> {
     if (ctx.wants("allocate")) {
       // Calls to the servers go through h2load where it is installed (bench/h2load.ts), else the Node generator.
       ctx.log(`allocate: calls to the servers sent by ${H2LOAD ?? "bench/grpc-load.ts (h2load is not installed)"}`);
-      const throughServer = (s: ServerProcess, c: GrpcLoadClient, succeeded?: () => Promise<number>) =>
-        H2LOAD === undefined ? { op: e2eAllocate(c) } : { op: e2eAllocate(c), load: h2loadAllocate(s, dir, succeeded) };
+      const throughServer = (s: ServerProcess, c: GrpcLoadClient, succeeded?: () => Promise<number>, withData = false) =>
+        H2LOAD === undefined ? { op: e2eAllocate(c, withData) } : { op: e2eAllocate(c, withData), load: h2loadAllocate(s, dir, succeeded, withData) };
       const subjects: Subject[] = [
         { name: SKIP_LOCKED, op: bareClaim(pool, clock, textbookClaim("FOR UPDATE SKIP LOCKED")) },
         { name: BARE_LANES, op: bareClaim(pool, clock, lanesClaim) },
         { name: NAIVE, op: bareClaim(pool, clock, textbookClaim("FOR UPDATE")) },
         { name: DOMAIN, op: domainAllocate(access) },
         onServer(server, { name: E2E, ...throughServer(server, client, reservationsMade(db)) }),
+        onServer(server, { name: E2E_DATA, ...throughServer(server, client, reservationsMade(db), true) }),
         onServer(bare, { name: RPC_ALONE, ...throughServer(bare, bareClient) }),
         onServer(floor, { name: FLOOR, ...throughServer(floor, floorClient) }),
       ];
       const results = await compare(subjects, { ...ctx.options, warmupMs: allocateWarmupMs, afterRun: () => clearAllocations(db), progress: (l) => ctx.log(`allocate: ${l}`) });
       const byName = new Map(results.map((r) => [r.name, r]));
       const pick = (...names: string[]) => names.map((n) => byName.get(n)!);
-      rows.push(...rowsOf("allocate", pick(SKIP_LOCKED, BARE_LANES, DOMAIN, E2E, RPC_ALONE, FLOOR), { [E2E]: TARGETS.allocateVsSkipLocked }));
-      rows.push(...rowsOf("allocate vs naive lock", pick(NAIVE, DOMAIN, E2E), { [E2E]: TARGETS.allocateVsNaive }));
+      rows.push(...rowsOf("allocate", pick(SKIP_LOCKED, BARE_LANES, DOMAIN, E2E, E2E_DATA, RPC_ALONE, FLOOR), { [E2E]: TARGETS.allocateVsSkipLocked }));
+      rows.push(...rowsOf("allocate vs naive lock", pick(NAIVE, DOMAIN, E2E, E2E_DATA), { [E2E]: TARGETS.allocateVsNaive }));
     }
 
     if (ctx.wants("match")) {
@@ -369,6 +379,7 @@ async function run(ctx: BenchContext): Promise<Report> {
           [NAIVE]: `the same with ${claimSql("FOR UPDATE")}`,
           [DOMAIN]: "createApp(...).access.requestInteraction in the benchmark's process, no app data: session, empty data record, claim, reservation in one transaction",
           [E2E]: `AccessService.RequestInteraction over gRPC (${H2LOAD === undefined ? "bench/grpc-load.ts" : "h2load, bench/h2load.ts; every call checked by the reservations it made"}, ${CONNECTIONS} HTTP/2 connections) to opengms in its own process (bench/node-process.ts) on 127.0.0.1`,
+          [E2E_DATA]: `the same calls with app data: ${Object.keys(APP_DATA).length} text entries (${Object.entries(APP_DATA).map(([k, v]) => `${k}: "${v}"`).join(", ")}), stored with the session in the same transaction`,
           loadGenerator: H2LOAD === undefined ? "bench/grpc-load.ts (Node): h2load is not installed" : `${H2LOAD} (${h2loadVersion()})`,
           [RPC_ALONE]: "the same calls to a server process where connect-node answers a canned reply (bench/node-process.ts bare): the most any server on connect-node can do here",
           [FLOOR]: "the same calls to a server process where listen() alone answers a canned reply, the request neither parsed nor validated (bench/node-process.ts floor): the most any server on Node's HTTP/2 can do here",
