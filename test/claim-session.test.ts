@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DataEntries } from "../src/domain/value.js";
 import { claimSession, syncNumbers, type ClaimOptions } from "../src/store/access-store.js";
 import type { SessionRow } from "../src/store/session-store.js";
+import { openDatabase } from "../src/store/database.js";
 import type { DataRow } from "../src/store/storage-store.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 
@@ -39,8 +40,7 @@ describe.each(DIALECTS)("claimSession on %s", (dialect) => {
 
   it("claims the number free the longest and stores the session, its empty record and the reservation, at the claim's time", async () => {
     const { session, data } = fresh();
-    const number = await claimSession(db, claim(), book(session, "1234"), session, data, new Map());
-    expect(number).toBe(NUMBERS[0]);
+    expect(await claimSession(db, claim(), book(session, "1234"), session, data, new Map())).toEqual({ accessNumber: NUMBERS[0] });
     const stored = (await db.knex("sessions").where("id", session.id).first()) as Record<string, unknown>;
     expect(stored).toMatchObject({ service: "iPhoneService", builtin: "request-interaction", state: "active", phone_number: CALLER, data_id: data.id });
     expect(Number(stored["created_at"])).toBe(now);
@@ -115,13 +115,53 @@ describe.each(DIALECTS)("claimSession on %s", (dialect) => {
     if (dialect === "mysql") {
       // The procedure rolls back by itself (its EXIT HANDLER), with no ROLLBACK from the caller.
       await expect(
-        db.knex.raw("CALL gms_claim_session_v1('g', TRUE, FALSE, NULL, 0.5, ?, ?, NULL, ?, ?, 'x', 'request-interaction', ?, ?, NULL)", [now, session.id, CALLER, now + 1, data.id, now + 1]),
+        db.knex.raw("CALL gms_claim_session_v1('g', TRUE, FALSE, NULL, 0.5, ?, ?, NULL, ?, ?, 'x', 'request-interaction', ?, ?, NULL, NULL, NULL, NULL, NULL, NULL)", [now, session.id, CALLER, now + 1, data.id, now + 1]),
       ).rejects.toThrow(/duplicate/i);
       expect(((await db.knex.raw("SELECT @@in_transaction AS open")) as [unknown[]])[0]).toEqual([{ open: 0 }]);
       expect(await availableAt(NUMBERS[0]!)).toBe(free);
     }
     const next = fresh();
-    expect(await claimSession(db, claim(), book(next.session), next.session, next.data, new Map())).toBe(NUMBERS[0]);
+    expect(await claimSession(db, claim(), book(next.session), next.session, next.data, new Map())).toEqual({ accessNumber: NUMBERS[0] });
+  });
+
+  it("with a request id keeps the first result, the number put in, and a retry gets it back and claims nothing", async () => {
+    now += 60_000;
+    const keys = await count("idempotency_keys");
+    const once = (requestId: string) => ({ scope: "RequestInteraction:app-1", requestId, keepUntil: now + 60_000, result: (n: string) => JSON.stringify({ access: { accessNumber: n }, all: [n, n] }) });
+    const first = fresh();
+    const claimed = await claimSession(db, claim(), book(first.session), first.session, first.data, new Map(), once("checkout-1"));
+    expect(claimed?.accessNumber).toBeDefined();
+    const kept = JSON.stringify({ access: { accessNumber: claimed!.accessNumber }, all: [claimed!.accessNumber, claimed!.accessNumber] });
+    const stored = (await db.knex("idempotency_keys").where({ scope: "RequestInteraction:app-1", request_id: "checkout-1" }).first()) as Record<string, unknown>;
+    expect(stored["result"]).toBe(kept);
+    expect(Number(stored["expires_at"])).toBe(now + 60_000);
+    const before = await Promise.all(["sessions", "storage_data", "reservations"].map(count));
+    const retry = fresh();
+    expect(await claimSession(db, claim(), book(retry.session), retry.session, retry.data, new Map(), once("checkout-1"))).toEqual({ prior: kept });
+    expect(await Promise.all(["sessions", "storage_data", "reservations"].map(count))).toEqual(before);
+    // Another request id claims on: the last number; then none is free, and that id is not kept.
+    const second = fresh();
+    expect((await claimSession(db, claim(), book(second.session), second.session, second.data, new Map(), once("checkout-2")))?.accessNumber).toBeDefined();
+    const third = fresh();
+    expect(await claimSession(db, claim(), book(third.session), third.session, third.data, new Map(), once("checkout-3"))).toBeUndefined();
+    expect(await count("idempotency_keys")).toBe(keys + 2);
+    // Once a number is free again, the same id claims as a first call.
+    now += 60_000;
+    const later = fresh();
+    expect((await claimSession(db, claim(), book(later.session), later.session, later.data, new Map(), once("checkout-3")))?.accessNumber).toBeDefined();
+  });
+
+  it("with a request id, concurrent first calls claim once: the others wait and get its result", async () => {
+    now += 60_000;
+    const once = { scope: "RequestInteraction:app-2", requestId: "race-1", keepUntil: now + 60_000, result: (n: string) => JSON.stringify({ n }) };
+    const before = await count("reservations");
+    // A pool of its own with a connection per call (SQLite serialises them on its one).
+    const wide = await openDatabase(db.url, { migrate: false, poolMax: 5 });
+    const got = await Promise.all(Array.from({ length: 5 }, () => fresh()).map((f) => claimSession(wide, claim(), book(f.session), f.session, f.data, new Map(), once))).finally(() => wide.close());
+    const claimed = got.filter((g) => g?.accessNumber !== undefined);
+    expect(claimed).toHaveLength(1);
+    expect(got.filter((g) => g?.prior !== undefined)).toEqual(Array.from({ length: 4 }, () => ({ prior: JSON.stringify({ n: claimed[0]!.accessNumber }) })));
+    expect(await count("reservations")).toBe(before + 1);
   });
 
   it("refuses a session that is not the reservation's new active one", async () => {

@@ -200,15 +200,19 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
 
   /**
    * allocateForNew is allocate for a new session, as a transaction of the store's own that stores
-   * the session and its data record with the claim (claimSession): where any code will do (see
-   * needsReads) and no request id asks for the first reply to be kept.
+   * the session and its data record with the claim (claimSession), where any code will do (see
+   * needsReads). `reply` is the result of the call given its grant; with a request id, a retry gets
+   * the first call's reply back and allocates nothing. Undefined: no free number.
    */
-  async function allocateForNew(a: AllocateInput, session: SessionRow, data: NewRecord): Promise<AccessGrant | undefined> {
+  async function allocateForNew<T>(a: AllocateInput, session: SessionRow, data: NewRecord, reply: (grant: AccessGrant) => T, request: RequestKey): Promise<T | undefined> {
     const { claim, reservation, group } = claimOf(a, session.createdAt);
     const code = a.provideCode ? randomCode(a.codeLength) : undefined;
-    const number = await claimSession(db, claim, { sessionId: a.sessionId, phoneNumber: a.phoneNumber, expiresAt: reservation.expiresAt, accessCode: code }, session, data.row, data.entries);
-    if (number === undefined) return undefined;
-    return grantOf({ ...reservation, id: 0, accessCode: code, resourceGroup: a.group, accessNumber: number, locking: group.locking });
+    const grantFor = (accessNumber: string) => grantOf({ ...reservation, id: 0, accessCode: code, resourceGroup: a.group, accessNumber, locking: group.locking });
+    // A retry gets the first reply as JSON round-trips it, as runOnce gives it.
+    const once = request.requestId === "" ? undefined : { scope: request.scope, requestId: request.requestId, keepUntil: session.expiresAt, result: (n: string) => JSON.stringify(reply(grantFor(n))) };
+    const claimed = await claimSession(db, claim, { sessionId: a.sessionId, phoneNumber: a.phoneNumber, expiresAt: reservation.expiresAt, accessCode: code }, session, data.row, data.entries, once);
+    if (claimed === undefined) return undefined;
+    return claimed.prior !== undefined ? (JSON.parse(claimed.prior) as T) : reply(grantFor(claimed.accessNumber));
   }
 
   /** claimOf is what a claim for `a` asks of the store at `now`, and the reservation it makes (booked until the booking or the session ends). */
@@ -232,10 +236,10 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
     return new GmsError("resource_exhausted", `resource group "${group}" has no free number`, { type: "pool_exhausted", resourceGroup: group, nextFreeAt: next });
   }
 
-  /** allocated is a grant, or (undefined) the signal that rolls the transaction back for `exhausted`. */
-  const allocated = (grant: AccessGrant | undefined): AccessGrant => {
-    if (grant === undefined) throw NO_FREE_NUMBER;
-    return grant;
+  /** allocated is what an allocation gave (a grant, a reply), or (undefined) the signal that rolls the transaction back for `exhausted`. */
+  const allocated = <T>(got: T | undefined): T => {
+    if (got === undefined) throw NO_FREE_NUMBER;
+    return got;
   };
 
   /** withFreeNumber runs an allocating transaction and turns "no free number" into its error. */
@@ -292,11 +296,11 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       };
       const result = (session: SessionRow, access: AccessGrant): RequestInteractionResult => ({ session: { ...session, access: [access] }, access, ttlSeconds, provideCode });
       return withFreeNumber(groupName, now, async () => {
-        // The common case (no request id, any code will do): one transaction of the store's own, one
-        // round trip on MySQL, with the number's row lock held for no network round trip.
-        if (input.request.requestId === "" && !needsReads(groupName, provideCode)) {
+        // Where any code will do: one transaction of the store's own, one round trip on MySQL, with
+        // the number's row lock held for no network round trip.
+        if (!needsReads(groupName, provideCode)) {
           const { data, session, alloc } = newSession();
-          return result(session, allocated(await allocateForNew(alloc, session, data)));
+          return allocated(await allocateForNew(alloc, session, data, (access) => result(session, access), input.request));
         }
         return runOnce(
           db,

@@ -1,6 +1,7 @@
 import type { Knex } from "knex";
+import { randomUUID } from "node:crypto";
 import {
-  batchTransaction,
+  batcherOf,
   callProcedure,
   insertStatement,
   insertWhen,
@@ -16,6 +17,7 @@ import {
 } from "./database.js";
 import { sessionFromSql, sessionInsertRow, type SessionRow, type SessionSql } from "./session-store.js";
 import { valueSize, type DataEntries } from "../domain/value.js";
+import { claimRequestId, completeRequestId } from "./idempotency-store.js";
 import { dataInsertRows, entriesJson, type DataRow } from "./storage-store.js";
 
 /** Allocation is how a group picks among its free numbers. */
@@ -270,24 +272,51 @@ const bytesOf = (entries: DataEntries): number => {
   return n;
 };
 
+/** ClaimOnce makes a claimSession idempotent: a retry with the same request id gets the first result. */
+export interface ClaimOnce {
+  scope: string;
+  requestId: string;
+  /** keepUntil is how long the first result is kept for retries. */
+  keepUntil: number;
+  /** result is the reply to keep, given the number the claim got. */
+  result(accessNumber: string): string;
+}
+
+/** ClaimedSession is what claimSession did: claimed a number, or found the first call's result (a retry); undefined when no number was free. */
+export type ClaimedSession = { accessNumber: string; prior?: undefined } | { accessNumber?: undefined; prior: string };
+
+/** NO_NUMBER rolls claimSession's own transaction back when the group had no free number. */
+const NO_NUMBER = Symbol("no free number");
+
 /**
  * claimSession is RequestInteraction's transaction of its own: it claims a number as claimAndReserve
  * does and, only when it got one, stores the new session, its data record (with `entries`) and the
- * reservation, and commits. Undefined (no free number) has stored nothing. On MySQL it is one
- * prepared CALL of gms_claim_session_v1 (migration 007), which claims, stores and commits in the
- * database, with the entries as JSON (up to CALL_ENTRIES_MAX_BYTES of values; a larger record is
- * the batch claimAndReserve sends, committed in its round trip). The session, the record and the
- * reservation are created at the claim's `now`; the session is a new one: active, on the
- * reservation's phone number, with the record.
+ * reservation, and commits. With `once`, a retry with the same request id claims and stores
+ * nothing and gets the first call's result back. Undefined (no free number) has stored nothing,
+ * not the request id either. On MySQL it is one prepared CALL of gms_claim_session_v1 (migration
+ * 007), which does all of it in the database, with the entries as JSON (up to
+ * CALL_ENTRIES_MAX_BYTES of values; a larger record, and SQLite, take a knex transaction around
+ * claimAndReserve's batch). The session, the record and the reservation are created at the claim's
+ * `now`; the session is a new one: active, on the reservation's phone number, with the record.
  */
-export async function claimSession(db: Database, o: ClaimOptions, r: NewReservation, session: SessionRow, data: DataRow, entries: DataEntries): Promise<string | undefined> {
+export async function claimSession(
+  db: Database,
+  o: ClaimOptions,
+  r: NewReservation,
+  session: SessionRow,
+  data: DataRow,
+  entries: DataEntries,
+  once?: ClaimOnce,
+): Promise<ClaimedSession | undefined> {
   if (session.state !== "active" || session.phoneNumber !== r.phoneNumber || session.id !== r.sessionId || session.dataId !== data.id || data.expiresAt !== session.expiresAt || data.version !== 1) {
     throw new Error("claimSession: the session must be a new active one, on the reservation's phone number, with a new record that expires with it");
   }
   if (db.dialect === "mysql" && bytesOf(entries) <= CALL_ENTRIES_MAX_BYTES) {
+    // The number is not known before the CALL: the result is kept with a placeholder the procedure replaces.
+    const placeholder = `gms-claimed-number-${randomUUID()}`;
     const [row] = (await callProcedure(
       db,
-      sqlText("CALL gms_claim_session_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+      sqlText("CALL gms_claim_session_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
         o.group,
         o.locking,
         o.allocation === "random",
@@ -303,12 +332,33 @@ export async function claimSession(db: Database, o: ClaimOptions, r: NewReservat
         session.dataId,
         session.expiresAt,
         entries.size === 0 ? null : entriesJson(entries),
+        once?.scope ?? null,
+        once?.requestId ?? null,
+        once?.keepUntil ?? null,
+        once?.result(placeholder) ?? null,
+        once === undefined ? null : placeholder,
       ]),
-    )) as { number: string | null }[];
-    return row?.number ?? undefined;
+    )) as { number: string | null; prior: string | null }[];
+    if (row?.prior != null) return { prior: row.prior };
+    return row?.number == null ? undefined : { accessNumber: row.number };
   }
   const rows = [...dataInsertRows({ ...data, createdAt: o.now }, entries), sessionInsertRow({ ...session, createdAt: o.now })];
-  return batchTransaction(db, (tx) => claimAndReserve(tx, o, r, rows, { commit: true }));
+  try {
+    return await db.knex.transaction(async (trx): Promise<ClaimedSession> => {
+      if (once !== undefined) {
+        const prior = await claimRequestId(trx, once.scope, once.requestId, o.now, once.keepUntil);
+        if (prior !== undefined) return { prior };
+      }
+      const number = await claimAndReserve(batcherOf(trx, db.dialect), o, r, rows);
+      // Rolled back: the request id, when there is one, is not kept either.
+      if (number === undefined) throw NO_NUMBER;
+      if (once !== undefined) await completeRequestId(trx, once.scope, once.requestId, once.result(number), once.keepUntil);
+      return { accessNumber: number };
+    });
+  } catch (e) {
+    if (e === NO_NUMBER) return undefined;
+    throw e;
+  }
 }
 
 /** reserve stores a reservation on a number the caller claimed and records the claim. */

@@ -330,12 +330,16 @@ END`;
  * CLAIM_SESSION_PROCEDURE_V1 is RequestInteraction's whole transaction (MySQL only; claimSession
  * calls it): it starts a transaction, claims a number and reserves it for the new session
  * (gms_claim_v1), stores the session, its data record and the record's entries (p_entries, a JSON
- * array as entriesJson writes it, or NULL) only when it got one, commits, and answers with the
- * number (NULL: none free, nothing stored). One CALL, sent
- * as a prepared statement: the database parses nothing per call, where the same batch as a compound
- * statement (BEGIN NOT ATOMIC … END) cost it a parse and a block of its own each time (a tenth of its
- * CPU per claim, and of the client's). Any error rolls the transaction back before it is raised.
- * Frozen as written: a change to the tables it writes is a new procedure (gms_claim_session_v2).
+ * array as entriesJson writes it, or NULL) only when it got one, and commits. With a request id
+ * (p_request_id) it first claims the id as claimRequestId does: a retry gets the first call's
+ * result (prior) and nothing is claimed or stored; a first call stores its result (p_result, with
+ * every p_placeholder replaced by the number) under the id until p_keep_until. It answers with one
+ * row: the number and the prior result; both NULL when no number was free, and then nothing is kept
+ * (not the request id either). One CALL, sent as a prepared statement: the database parses nothing
+ * per call, where the same batch as a compound statement (BEGIN NOT ATOMIC … END) cost it a parse
+ * and a block of its own each time (a tenth of its CPU per claim, and of the client's). Any error
+ * rolls the transaction back before it is raised. Frozen as written: a change to the tables it
+ * writes is a new procedure (gms_claim_session_v2).
  */
 const CLAIM_SESSION_PROCEDURE_V1 = `CREATE PROCEDURE gms_claim_session_v1(
   IN p_group VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
@@ -352,35 +356,59 @@ const CLAIM_SESSION_PROCEDURE_V1 = `CREATE PROCEDURE gms_claim_session_v1(
   IN p_builtin VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
   IN p_data_id VARCHAR(36) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
   IN p_session_expires_at BIGINT,
-  IN p_entries LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin)
+  IN p_entries LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_scope VARCHAR(200) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_request_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_keep_until BIGINT,
+  IN p_result MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_placeholder VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin)
 MODIFIES SQL DATA
 SQL SECURITY INVOKER
 BEGIN
+  DECLARE v_prior MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL;
   DECLARE EXIT HANDLER FOR SQLEXCEPTION
   BEGIN
     ROLLBACK;
     RESIGNAL;
   END;
+  SET @gms_claimed_number = NULL;
   START TRANSACTION;
-  CALL gms_claim_v1(p_group, p_locking, p_random, p_lane, p_pivot, p_now, p_session_id, p_access_code, p_phone_number, p_booking_expires_at);
-  IF @gms_claimed_number IS NOT NULL THEN
-    INSERT INTO storage_data (id, version, created_at, expires_at) VALUES (p_data_id, 1, p_now, p_session_expires_at);
-    IF p_entries IS NOT NULL THEN
-      INSERT INTO storage_entries (data_id, entry_key, kind, value, filename, content_type, size)
-        SELECT p_data_id, j.k, j.kind, FROM_BASE64(j.v), j.f, j.t, j.n
-        FROM JSON_TABLE(p_entries, '$[*]' COLUMNS (
-          k VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.k' ERROR ON EMPTY ERROR ON ERROR,
-          kind VARCHAR(8) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.kind' ERROR ON EMPTY ERROR ON ERROR,
-          v LONGTEXT CHARACTER SET ascii PATH '$.v' ERROR ON EMPTY ERROR ON ERROR,
-          f VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.f',
-          t VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.t',
-          n INT PATH '$.n' ERROR ON EMPTY ERROR ON ERROR)) AS j;
-    END IF;
-    INSERT INTO sessions (id, service, builtin, state, phone_number, data_id, created_at, expires_at)
-      VALUES (p_session_id, p_service, p_builtin, 'active', p_phone_number, p_data_id, p_now, p_session_expires_at);
+  IF p_request_id IS NOT NULL THEN
+    DELETE FROM idempotency_keys WHERE scope = p_scope AND request_id = p_request_id AND expires_at <= p_now;
+    -- A concurrent first call holds the key's row lock until it commits: this waits, then finds its result.
+    INSERT INTO idempotency_keys (scope, request_id, result, expires_at) VALUES (p_scope, p_request_id, '', p_keep_until)
+      ON DUPLICATE KEY UPDATE request_id = request_id;
+    SELECT NULLIF(result, '') INTO v_prior FROM idempotency_keys WHERE scope = p_scope AND request_id = p_request_id;
   END IF;
-  COMMIT;
-  SELECT @gms_claimed_number AS number;
+  IF v_prior IS NULL THEN
+    CALL gms_claim_v1(p_group, p_locking, p_random, p_lane, p_pivot, p_now, p_session_id, p_access_code, p_phone_number, p_booking_expires_at);
+    IF @gms_claimed_number IS NOT NULL THEN
+      INSERT INTO storage_data (id, version, created_at, expires_at) VALUES (p_data_id, 1, p_now, p_session_expires_at);
+      IF p_entries IS NOT NULL THEN
+        INSERT INTO storage_entries (data_id, entry_key, kind, value, filename, content_type, size)
+          SELECT p_data_id, j.k, j.kind, FROM_BASE64(j.v), j.f, j.t, j.n
+          FROM JSON_TABLE(p_entries, '$[*]' COLUMNS (
+            k VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.k' ERROR ON EMPTY ERROR ON ERROR,
+            kind VARCHAR(8) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.kind' ERROR ON EMPTY ERROR ON ERROR,
+            v LONGTEXT CHARACTER SET ascii PATH '$.v' ERROR ON EMPTY ERROR ON ERROR,
+            f VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.f',
+            t VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.t',
+            n INT PATH '$.n' ERROR ON EMPTY ERROR ON ERROR)) AS j;
+      END IF;
+      INSERT INTO sessions (id, service, builtin, state, phone_number, data_id, created_at, expires_at)
+        VALUES (p_session_id, p_service, p_builtin, 'active', p_phone_number, p_data_id, p_now, p_session_expires_at);
+      IF p_request_id IS NOT NULL THEN
+        UPDATE idempotency_keys SET result = REPLACE(p_result, p_placeholder, @gms_claimed_number), expires_at = p_keep_until
+          WHERE scope = p_scope AND request_id = p_request_id;
+      END IF;
+    END IF;
+  END IF;
+  IF v_prior IS NULL AND @gms_claimed_number IS NULL THEN
+    ROLLBACK;
+  ELSE
+    COMMIT;
+  END IF;
+  SELECT @gms_claimed_number AS number, v_prior AS prior;
 END`;
 
 /** migrationSource hands knex the migrations above, bound to a dialect. */
