@@ -162,6 +162,11 @@ function domainAllocate(access: Access): Op {
   };
 }
 
+/** E2E_ONCE is the same call with a request id of its own each (safe retries), for information. */
+const E2E_ONCE = "gRPC, with a request_id each";
+/** ALLOCATE_RATE_CEILING sizes E2E_ONCE's list of request ids: enough for this many calls a second in the longest run. */
+const ALLOCATE_RATE_CEILING = 6_000;
+
 /** APP_DATA is the app data of the E2E_DATA calls: two short texts, as an app would send. */
 const APP_DATA = { reason: "billing question", customer_id: "C-1029384" };
 
@@ -175,9 +180,10 @@ const allocateRequest = (withData = false) =>
     appData: withData ? Object.fromEntries(Object.entries(APP_DATA).map(([k, v]) => [k, { kind: { case: "text" as const, value: v } }])) : {},
   });
 
-function e2eAllocate(client: GrpcLoadClient, withData = false): Op {
+function e2eAllocate(client: GrpcLoadClient, withData = false, requestIds?: readonly string[]): Op {
   const request = allocateRequest(withData);
-  return async () => {
+  return async (n) => {
+    if (requestIds !== undefined) request.requestId = requestIds[n] ?? `${requestIds[0]}-${n}`;
     const res = await client.unary("/gms.v1.AccessService/RequestInteraction", RequestInteractionRequestSchema, RequestInteractionResponseSchema, request);
     if (res.access?.accessNumber === undefined || res.access.accessNumber === "") throw new Error("RequestInteraction answered without a number");
   };
@@ -258,9 +264,11 @@ async function refillMatches(db: Database, clock: Clock): Promise<void> {
   }
 }
 
-/** clearAllocations deletes what allocation runs created (sessions, their data and its entries, reservations). */
+/** clearAllocations deletes what allocation runs created (sessions, their data and its entries, reservations, request ids). */
 async function clearAllocations(db: Database): Promise<void> {
   const knex = db.knex;
+  // Every run sends the same request ids from the first: kept, they would answer the next run's calls as retries.
+  await knex("idempotency_keys").delete();
   await knex.raw(
     "DELETE s, d, e FROM sessions s LEFT JOIN storage_data d ON d.id = s.data_id LEFT JOIN storage_entries e ON e.data_id = s.data_id WHERE s.id IN (SELECT session_id FROM reservations WHERE resource_group = ?)",
     [ALLOC_GROUP],
@@ -319,6 +327,9 @@ async function run(ctx: BenchContext): Promise<Report> {
     if (ctx.wants("allocate")) {
       // Calls to the servers go through h2load where it is installed (bench/h2load.ts), else the Node generator.
       ctx.log(`allocate: calls to the servers sent by ${H2LOAD ?? "bench/grpc-load.ts (h2load is not installed)"}`);
+      // A request id of its own per call: sent by grpc-drive where it could be built (h2load sends one body).
+      const requestIds = Array.from({ length: Math.ceil((ALLOCATE_RATE_CEILING * Math.max(longestRunMs, allocateWarmupMs)) / 1000) }, (_, i) => `bench-${i}`);
+      const onceMessages = () => requestIds.map((requestId) => toBinary(RequestInteractionRequestSchema, create(RequestInteractionRequestSchema, { ...allocateRequest(), requestId })));
       const throughServer = (s: ServerProcess, c: GrpcLoadClient, succeeded?: () => Promise<number>, withData = false) =>
         H2LOAD === undefined ? { op: e2eAllocate(c, withData) } : { op: e2eAllocate(c, withData), load: h2loadAllocate(s, dir, succeeded, withData) };
       const subjects: Subject[] = [
@@ -328,14 +339,19 @@ async function run(ctx: BenchContext): Promise<Report> {
         { name: DOMAIN, op: domainAllocate(access) },
         onServer(server, { name: E2E, ...throughServer(server, client, reservationsMade(db)) }),
         onServer(server, { name: E2E_DATA, ...throughServer(server, client, reservationsMade(db), true) }),
+        onServer(server, {
+          name: E2E_ONCE,
+          op: e2eAllocate(client, false, requestIds),
+          ...(GRPC_DRIVE === undefined ? {} : { load: grpcDriveUnary({ url: server.url, path: "/gms.v1.AccessService/RequestInteraction", messages: onceMessages(), connections: CONNECTIONS, dir }) }),
+        }),
         onServer(bare, { name: RPC_ALONE, ...throughServer(bare, bareClient) }),
         onServer(floor, { name: FLOOR, ...throughServer(floor, floorClient) }),
       ];
       const results = await compare(subjects, { ...ctx.options, warmupMs: allocateWarmupMs, afterRun: () => clearAllocations(db), progress: (l) => ctx.log(`allocate: ${l}`) });
       const byName = new Map(results.map((r) => [r.name, r]));
       const pick = (...names: string[]) => names.map((n) => byName.get(n)!);
-      rows.push(...rowsOf("allocate", pick(SKIP_LOCKED, BARE_LANES, DOMAIN, E2E, E2E_DATA, RPC_ALONE, FLOOR), { [E2E]: TARGETS.allocateVsSkipLocked }));
-      rows.push(...rowsOf("allocate vs naive lock", pick(NAIVE, DOMAIN, E2E, E2E_DATA), { [E2E]: TARGETS.allocateVsNaive }));
+      rows.push(...rowsOf("allocate", pick(SKIP_LOCKED, BARE_LANES, DOMAIN, E2E, E2E_DATA, E2E_ONCE, RPC_ALONE, FLOOR), { [E2E]: TARGETS.allocateVsSkipLocked }));
+      rows.push(...rowsOf("allocate vs naive lock", pick(NAIVE, DOMAIN, E2E, E2E_DATA, E2E_ONCE), { [E2E]: TARGETS.allocateVsNaive }));
     }
 
     if (ctx.wants("match")) {
@@ -380,6 +396,7 @@ async function run(ctx: BenchContext): Promise<Report> {
           [DOMAIN]: "createApp(...).access.requestInteraction in the benchmark's process, no app data: session, empty data record, claim, reservation in one transaction",
           [E2E]: `AccessService.RequestInteraction over gRPC (${H2LOAD === undefined ? "bench/grpc-load.ts" : "h2load, bench/h2load.ts; every call checked by the reservations it made"}, ${CONNECTIONS} HTTP/2 connections) to opengms in its own process (bench/node-process.ts) on 127.0.0.1`,
           [E2E_DATA]: `the same calls with app data: ${Object.keys(APP_DATA).length} text entries (${Object.entries(APP_DATA).map(([k, v]) => `${k}: "${v}"`).join(", ")}), stored with the session in the same transaction`,
+          [E2E_ONCE]: `the same calls with a request_id of their own each (${GRPC_DRIVE === undefined ? "bench/grpc-load.ts" : "grpc-drive: h2load sends one body"}; the ids are cleared between runs), the reply kept for retries in the same transaction`,
           loadGenerator: H2LOAD === undefined ? "bench/grpc-load.ts (Node): h2load is not installed" : `${H2LOAD} (${h2loadVersion()})`,
           [RPC_ALONE]: "the same calls to a server process where connect-node answers a canned reply (bench/node-process.ts bare): the most any server on connect-node can do here",
           [FLOOR]: "the same calls to a server process where listen() alone answers a canned reply, the request neither parsed nor validated (bench/node-process.ts floor): the most any server on Node's HTTP/2 can do here",
