@@ -151,6 +151,19 @@ describe.each(DIALECTS)("claimSession on %s", (dialect) => {
     expect((await claimSession(db, claim(), book(later.session), later.session, later.data, new Map(), once("checkout-3")))?.accessNumber).toBeDefined();
   });
 
+  it("with a request id and a record too large for the CALL, keeps the first result the same way", async () => {
+    now += 60_000;
+    const large: DataEntries = new Map([["scan", { kind: "file", filename: "scan.pdf", contentType: "application/pdf", content: new Uint8Array(70_000).fill(9) }]]);
+    const once = { scope: "RequestInteraction:app-3", requestId: "large-1", keepUntil: now + 60_000, result: (n: string) => JSON.stringify({ n }) };
+    const first = fresh();
+    const claimed = await claimSession(db, claim(), book(first.session), first.session, first.data, large, once);
+    expect(claimed?.accessNumber).toBeDefined();
+    const before = await Promise.all(["sessions", "storage_data", "storage_entries", "reservations"].map(count));
+    const retry = fresh();
+    expect(await claimSession(db, claim(), book(retry.session), retry.session, retry.data, large, once)).toEqual({ prior: JSON.stringify({ n: claimed!.accessNumber }) });
+    expect(await Promise.all(["sessions", "storage_data", "storage_entries", "reservations"].map(count))).toEqual(before);
+  });
+
   it("with a request id, concurrent first calls claim once: the others wait and get its result", async () => {
     now += 60_000;
     const once = { scope: "RequestInteraction:app-2", requestId: "race-1", keepUntil: now + 60_000, result: (n: string) => JSON.stringify({ n }) };

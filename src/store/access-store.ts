@@ -2,6 +2,7 @@ import type { Knex } from "knex";
 import { randomUUID } from "node:crypto";
 import {
   batcherOf,
+  batchTransaction,
   callProcedure,
   insertStatement,
   insertWhen,
@@ -295,8 +296,9 @@ const NO_NUMBER = Symbol("no free number");
  * nothing and gets the first call's result back. Undefined (no free number) has stored nothing,
  * not the request id either. On MySQL it is one prepared CALL of gms_claim_session_v1 (migration
  * 007), which does all of it in the database, with the entries as JSON (up to
- * CALL_ENTRIES_MAX_BYTES of values; a larger record, and SQLite, take a knex transaction around
- * claimAndReserve's batch). The session, the record and the reservation are created at the claim's
+ * CALL_ENTRIES_MAX_BYTES of values). A larger record, and SQLite, take claimAndReserve's batch in
+ * a batchTransaction (one round trip on MySQL), or with `once` in a knex transaction with the
+ * request id's claim (claimRequestId) before it. The session, the record and the reservation are created at the claim's
  * `now`; the session is a new one: active, on the reservation's phone number, with the record.
  */
 export async function claimSession(
@@ -343,16 +345,19 @@ export async function claimSession(
     return row?.number == null ? undefined : { accessNumber: row.number };
   }
   const rows = [...dataInsertRows({ ...data, createdAt: o.now }, entries), sessionInsertRow({ ...session, createdAt: o.now })];
+  if (once === undefined) {
+    // One batch, committed in its round trip on MySQL (stores nothing when it claims nothing).
+    const number = await batchTransaction(db, (tx) => claimAndReserve(tx, o, r, rows, { commit: true }));
+    return number === undefined ? undefined : { accessNumber: number };
+  }
   try {
     return await db.knex.transaction(async (trx): Promise<ClaimedSession> => {
-      if (once !== undefined) {
-        const prior = await claimRequestId(trx, once.scope, once.requestId, o.now, once.keepUntil);
-        if (prior !== undefined) return { prior };
-      }
+      const prior = await claimRequestId(trx, once.scope, once.requestId, o.now, once.keepUntil);
+      if (prior !== undefined) return { prior };
       const number = await claimAndReserve(batcherOf(trx, db.dialect), o, r, rows);
-      // Rolled back: the request id, when there is one, is not kept either.
+      // Rolled back: the request id is not kept either.
       if (number === undefined) throw NO_NUMBER;
-      if (once !== undefined) await completeRequestId(trx, once.scope, once.requestId, once.result(number), once.keepUntil);
+      await completeRequestId(trx, once.scope, once.requestId, once.result(number), once.keepUntil);
       return { accessNumber: number };
     });
   } catch (e) {
