@@ -1,7 +1,7 @@
 // bench/grpc-drive.c drives unary gRPC calls over cleartext HTTP/2 (h2c) with a body of their own
 // each, on libnghttp2 (Debian's libnghttp2-dev): what h2load does for one body sent over and over,
-// for calls that must differ (MatchInteraction on a number of its own per call). A few µs of CPU
-// per call, where the Node generator (bench/grpc-load.ts) spends 150-200 µs on the two cores the
+// for calls that must differ (MatchInteraction on a number of its own per call). About 22 µs of
+// CPU per call with its start and its log, as h2load's here, where the Node generator (bench/grpc-load.ts) spends 150-200 µs on the two cores the
 // server and the database share. bench/grpc-drive.ts compiles and runs it.
 //
 //   grpc-drive HOST PORT PATH CONNECTIONS STREAMS DURATION_MS BODIES LOG [HEADER: VALUE]...
