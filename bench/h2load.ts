@@ -1,7 +1,8 @@
 // bench/h2load.ts drives unary gRPC calls with h2load (nghttp2's HTTP/2 load generator, written in
 // C; Debian's nghttp2-client). Where it is installed, it sends the allocation benchmark's calls:
-// about 22 µs of CPU per call with its start and its log, where the Node generator (bench/grpc-load.ts) spends 150-200 µs that the
-// server and the database would otherwise have on this machine's two shared cores. h2load sends one
+// about 22 µs of CPU per call with its start and its log, where the Node generator
+// (bench/grpc-load.ts) spends 150-200 µs that the server and the database would otherwise have on
+// this machine's two shared cores. h2load sends one
 // body over and over and cannot read a gRPC status, so a load built here takes a `succeeded` count
 // of its own (e.g. the rows the calls created) and fails the run when a call did not succeed. Its
 // throughput is over the calls' own span in its log, not the time around the h2load process.
