@@ -2,10 +2,10 @@
 // C; Debian's nghttp2-client). Where it is installed, it sends the allocation benchmark's calls:
 // about 22 µs of CPU per call with its start and its log, where the Node generator
 // (bench/grpc-load.ts) spends 150-200 µs that the server and the database would otherwise have on
-// this machine's two shared cores. h2load sends one
-// body over and over and cannot read a gRPC status, so a load built here takes a `succeeded` count
-// of its own (e.g. the rows the calls created) and fails the run when a call did not succeed. Its
-// throughput is over the calls' own span in its log, not the time around the h2load process.
+// this machine's two shared cores. h2load sends one body over and over and cannot read a gRPC
+// status, so a load built here takes a `succeeded` count of its own (e.g. the rows the calls
+// created) and fails the run when a call did not succeed. Its throughput is over the calls' own
+// span in its log, not the time around the h2load process.
 import { execFileSync, spawn } from "node:child_process";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
