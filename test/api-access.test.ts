@@ -11,7 +11,7 @@ import type { Value } from "../gen/gms/v1/value_pb.js";
 import { ManualClock } from "../src/clock.js";
 import { expandNumbers, loadConfig } from "../src/config.js";
 import { startServer, type RunningServer } from "../src/server.js";
-import { claimQueries, lanesFor, type ClaimOptions } from "../src/store/access-store.js";
+import { claimQueries, codeFailuresQuery, lanesFor, liveOnNumberQuery, type ClaimOptions } from "../src/store/access-store.js";
 import { errorOf } from "./helpers/calls.js";
 import { DIALECTS, createTestDatabase } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
@@ -553,5 +553,15 @@ describe.skipIf(!DIALECTS.includes("mysql"))("the claim query on MySQL", () => {
     const ofModes = new Set(MODES.flatMap(([, o]) => claimQueries("mysql", { ...o, now: 0 }).map((q) => shape(q.sql))));
     expect(inProcedure).toHaveLength(7);
     expect(new Set(inProcedure)).toEqual(ofModes);
+  });
+
+  it("the match's stored procedure runs exactly the SELECTs lockNumberForMatch runs elsewhere", async () => {
+    const knex = t.server.app.db.knex;
+    const [routines] = (await knex.raw("SELECT routine_definition AS body FROM information_schema.routines WHERE routine_schema = DATABASE() AND routine_name = 'gms_match_lock_v1'")) as [
+      { body: string }[],
+    ];
+    expect(routines).toHaveLength(1);
+    const inProcedure = [...routines[0]!.body.matchAll(/SELECT [^;]*/g)].map((m) => shape(m[0]));
+    expect(inProcedure).toEqual([shape(codeFailuresQuery("+1", 0).sql), shape(liveOnNumberQuery("mysql", "+1", 0).sql)]);
   });
 });

@@ -8,7 +8,7 @@
 // same tests run on the multi-statement queries MySQL gets. insertWhen stores rows only while its
 // condition holds.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { batchTransaction, insertWhen, runBatch, sqlText, type Database } from "../src/store/database.js";
+import { batcherOf, batchTransaction, insertWhen, runBatch, sqlText, type Database } from "../src/store/database.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 
 describe.each(DIALECTS)("runBatch on %s", (dialect) => {
@@ -244,6 +244,77 @@ describe.each(BATCH_MODES)("batchTransaction on %s", (mode, compound) => {
       expect(seen.map(Number)).toEqual([0, 1]);
     } finally {
       await other.close();
+    }
+  });
+});
+
+describe.skipIf(!DIALECTS.includes("mysql"))("batchTransaction's call on mysql (a prepared CALL of a procedure)", () => {
+  let db: TestDatabase;
+  const ids = async () => ((await db.knex("storage_data").orderBy("id").pluck("id")) as string[]).filter((id) => id.startsWith("pc-"));
+  const notInTransaction = async () => {
+    const [rows] = (await db.knex.raw("SELECT @@in_transaction AS t")) as [{ t: number }[]];
+    expect(rows[0]?.t).toBe(0);
+  };
+  const handler = "DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;";
+  const insert = "INSERT INTO storage_data (id, version, created_at, expires_at) VALUES (p_id, 1, 1, 2);";
+  // One connection: what a call leaves on it is what the next transaction gets.
+  beforeAll(async () => {
+    db = await createTestDatabase("mysql", { poolMax: 1 });
+    await db.knex.raw(`CREATE PROCEDURE pc_begin(IN p_id VARCHAR(36)) BEGIN ${handler} START TRANSACTION; ${insert} SELECT p_id AS a; SELECT 2 AS b; END`);
+    await db.knex.raw(`CREATE PROCEDURE pc_commit(IN p_id VARCHAR(36)) BEGIN ${handler} ${insert} COMMIT; END`);
+  });
+  afterAll(() => db.close());
+
+  it("gives the rows of each result set; a procedure that begins and one that commits make one transaction", async () => {
+    const sets = await batchTransaction(db, async (tx) => {
+      const out = await tx.call!(sqlText("CALL pc_begin(?)", ["pc-1"]), { begins: true });
+      await tx.run([tx.q("storage_data").insert({ id: "pc-2", version: 1, created_at: 1, expires_at: 2 })]);
+      await tx.call!(sqlText("CALL pc_commit(?)", ["pc-3"]), { commits: true });
+      await expect(tx.run([sqlText("SELECT 1")])).rejects.toThrow("after the one that committed");
+      return out;
+    });
+    expect(sets).toEqual([[{ a: "pc-1" }], [{ b: 2 }]]);
+    expect(await ids()).toEqual(["pc-1", "pc-2", "pc-3"]);
+    await notInTransaction();
+  });
+
+  it("rolls back what a procedure began when the function throws, or when the committing procedure fails", async () => {
+    await expect(
+      batchTransaction(db, async (tx) => {
+        await tx.call!(sqlText("CALL pc_begin(?)", ["pc-4"]), { begins: true });
+        throw new Error("no match");
+      }),
+    ).rejects.toThrow("no match");
+    await notInTransaction();
+    await expect(
+      batchTransaction(db, async (tx) => {
+        await tx.call!(sqlText("CALL pc_begin(?)", ["pc-5"]), { begins: true });
+        await tx.call!(sqlText("CALL pc_commit(?)", ["pc-1"]), { commits: true });
+      }),
+    ).rejects.toThrow(/duplicate/i);
+    expect(await ids()).toEqual(["pc-1", "pc-2", "pc-3"]);
+    await notInTransaction();
+  });
+
+  it("refuses a procedure that begins once the transaction began, and any other before it began", async () => {
+    await expect(
+      batchTransaction(db, async (tx) => {
+        await tx.run([tx.q("storage_data").insert({ id: "pc-6", version: 1, created_at: 1, expires_at: 2 })]);
+        await tx.call!(sqlText("CALL pc_begin(?)", ["pc-7"]), { begins: true });
+      }),
+    ).rejects.toThrow("called after it began");
+    await expect(batchTransaction(db, (tx) => tx.call!(sqlText("CALL pc_commit(?)", ["pc-8"]), { commits: true }))).rejects.toThrow("before the transaction began");
+    expect(await ids()).toEqual(["pc-1", "pc-2", "pc-3"]);
+    await notInTransaction();
+  });
+
+  it("is only where a procedure may begin the transaction: not on a knex transaction, not on SQLite", async () => {
+    await db.knex.transaction(async (trx) => expect("call" in batcherOf(trx, "mysql")).toBe(false));
+    const lite = await createTestDatabase("sqlite");
+    try {
+      await batchTransaction(lite, async (tx) => expect("call" in tx).toBe(false));
+    } finally {
+      await lite.close();
     }
   });
 });

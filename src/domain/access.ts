@@ -13,6 +13,7 @@ import {
   lockNumberForMatch,
   nextFreeAt,
   recordCodeFailure,
+  releaseAndCommit,
   releaseStatements,
   reserve,
   syncNumbers,
@@ -255,9 +256,11 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
   const bookingOf = (configured: number | undefined, requested: number | undefined, group: ResourceGroupConfig) =>
     pick(configured, requested, group.booking_expiration_timeout ?? config.access.booking_expiration_timeout);
 
-  async function release(tx: Batcher, reservations: readonly ReservationRow[], now: number, options: RunOptions = {}): Promise<void> {
-    const freeAt = (r: ReservationRow) => now + (config.resources[r.resourceGroup]?.cooldown_seconds ?? 0) * 1000;
-    await tx.run(releaseStatements(reservations, now, freeAt), options);
+  /** freeAt is when a released reservation's number is free again: the release plus its group's cool-down. */
+  const freeAt = (now: number) => (r: ReservationRow) => now + (config.resources[r.resourceGroup]?.cooldown_seconds ?? 0) * 1000;
+
+  async function release(tx: Batcher, reservations: readonly ReservationRow[], now: number): Promise<void> {
+    await tx.run(releaseStatements(reservations, now, freeAt(now)));
   }
 
   return {
@@ -382,11 +385,11 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
           // Newest first: without return_multiple_matches only the most recent is matched (and released).
           const chosen = input.returnMultiple ? byBoth : byBoth.slice(0, 1);
           // The release is the transaction's last batch: on MySQL it commits in the same round trip.
-          await release(
+          await releaseAndCommit(
             tx,
             chosen.map((l) => l.reservation),
             now,
-            { commit: true },
+            freeAt(now),
           );
           return chosen;
         });

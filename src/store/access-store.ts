@@ -455,7 +455,7 @@ export interface CodeFailures {
 
 type CodeFailuresSql = { n: number | string; oldest: number | string | null };
 
-const codeFailuresQuery = (number: string, since: number) =>
+export const codeFailuresQuery = (number: string, since: number) =>
   sqlText("SELECT COUNT(*) AS n, MIN(failed_at) AS oldest FROM code_failures WHERE access_number = ? AND failed_at > ?", [number, since]);
 
 const codeFailuresOf = (rows: readonly CodeFailuresSql[]): CodeFailures => {
@@ -475,17 +475,14 @@ export interface LiveReservation {
  * for the caller's transaction.
  */
 export async function lockNumberForMatch(tx: Batcher, number: string, now: number, since: number): Promise<{ failures: CodeFailures; live: LiveReservation[] }> {
-  const reservations = sqlText(
-    `SELECT r.*, s.service AS s_service, s.builtin AS s_builtin, s.state AS s_state, s.phone_number AS s_phone_number, s.data_id AS s_data_id, s.created_at AS s_created_at, s.expires_at AS s_expires_at
-     FROM reservations r JOIN sessions s ON s.id = r.session_id
-     WHERE r.access_number = ? AND ${liveSql("r")} AND s.expires_at > ? AND s.state = 'active'
-     ORDER BY r.created_at DESC, r.id DESC${tx.dialect === "sqlite" ? "" : " FOR UPDATE"}`,
-    [number, now, now],
-  );
-  const [failures, rows] = await tx.run([codeFailuresQuery(number, since), reservations]);
+  // On batchTransaction over MySQL, the same SELECTs as the prepared CALL of gms_match_lock_v1 (migration 008), which begins the transaction.
+  const [failures, rows] =
+    tx.call !== undefined
+      ? await tx.call(sqlText("CALL gms_match_lock_v1(?, ?, ?)", [number, now, since]), { begins: true })
+      : await tx.run([codeFailuresQuery(number, since), liveOnNumberQuery(tx.dialect, number, now)]);
   return {
-    failures: codeFailuresOf(failures as CodeFailuresSql[]),
-    live: (rows as (ReservationSql & { [K in keyof SessionSql as K extends "id" ? never : `s_${K}`]: SessionSql[K] })[]).map((r) => ({
+    failures: codeFailuresOf((failures ?? []) as CodeFailuresSql[]),
+    live: ((rows ?? []) as (ReservationSql & { [K in keyof SessionSql as K extends "id" ? never : `s_${K}`]: SessionSql[K] })[]).map((r) => ({
       reservation: fromSql(r),
       session: sessionFromSql({
         id: r.session_id,
@@ -499,6 +496,30 @@ export async function lockNumberForMatch(tx: Batcher, number: string, now: numbe
       }),
     })),
   };
+}
+
+/** liveOnNumberQuery is the live reservations on a number with their active sessions, newest first, locked (on MySQL). */
+export const liveOnNumberQuery = (dialect: Dialect, number: string, now: number): SqlText =>
+  sqlText(
+    `SELECT r.*, s.service AS s_service, s.builtin AS s_builtin, s.state AS s_state, s.phone_number AS s_phone_number, s.data_id AS s_data_id, s.created_at AS s_created_at, s.expires_at AS s_expires_at
+     FROM reservations r JOIN sessions s ON s.id = r.session_id
+     WHERE r.access_number = ? AND ${liveSql("r")} AND s.expires_at > ? AND s.state = 'active'
+     ORDER BY r.created_at DESC, r.id DESC${dialect === "sqlite" ? "" : " FOR UPDATE"}`,
+    [number, now, now],
+  );
+
+/**
+ * releaseAndCommit releases reservations (releaseStatements) as the transaction's last batch: on
+ * batchTransaction over MySQL one reservation is the prepared CALL of gms_release_v1 (migration
+ * 008), which commits; several are one batch with the COMMIT.
+ */
+export async function releaseAndCommit(tx: Batcher, released: readonly ReservationRow[], now: number, freeAt: (r: ReservationRow) => number): Promise<void> {
+  const [only] = released;
+  if (tx.call !== undefined && only !== undefined && released.length === 1) {
+    await tx.call(sqlText("CALL gms_release_v1(?, ?, ?, ?, ?, ?)", [only.id, now, only.locking, only.resourceGroup, only.accessNumber, freeAt(only)]), { commits: true });
+    return;
+  }
+  await tx.run(releaseStatements(released, now, freeAt), { commit: true });
 }
 
 /**

@@ -424,6 +424,25 @@ export interface Batcher {
   readonly dialect: Dialect;
   /** run runs a batch: the rows of each statement (empty for writes), then of each of options.after. */
   run(statements: readonly Statement[], options?: RunOptions): Promise<unknown[][]>;
+  /**
+   * call, where the Batcher has it (batchTransaction over MySQL), runs one CALL of a stored
+   * procedure as a prepared statement (parsed once per connection) and gives the rows of each of
+   * its result sets. `effect` says what the procedure does to the transaction: it begins it (the
+   * first thing the transaction runs) or ends it with its COMMIT (nothing may run after); such a
+   * procedure must roll back by itself on an error.
+   */
+  call?(statement: SqlText, effect?: CallEffect): Promise<unknown[][]>;
+}
+
+/** CallEffect is what a procedure run by Batcher.call does to its transaction. */
+export interface CallEffect {
+  begins?: boolean;
+  commits?: boolean;
+}
+
+/** resultSetsOf is the rows of each result set of a CALL, whose answer ends with its OK. */
+function resultSetsOf(result: unknown): unknown[][] {
+  return Array.isArray(result) ? (result as unknown[]).filter((r): r is unknown[] => Array.isArray(r)) : [];
 }
 
 /** afterCommit refuses a batch after the one that said it was the last (RunOptions.commit). */
@@ -475,9 +494,22 @@ export async function batchTransaction<T>(db: Database, fn: (tx: Batcher) => Pro
   const conn = (await client.acquireConnection()) as MysqlConnection;
   const query = (sql: string, values: readonly unknown[]) =>
     new Promise<unknown>((resolve, reject) => conn.query({ sql, values }, (err, result) => (err === null ? resolve(result) : reject(err))));
+  const execute = (sql: string, values: readonly unknown[]) =>
+    new Promise<unknown>((resolve, reject) => conn.execute({ sql, values }, (err, result) => (err === null ? resolve(result) : reject(err))));
   let begun = false;
   let committed = false;
   const tx: Batcher = {
+    async call(statement, effect = {}) {
+      if (committed) throw afterCommit();
+      if (effect.begins === true && begun) throw new Error("batchTransaction: a procedure that begins the transaction, called after it began");
+      // As for a batch: set before sending, so that a failure is followed by a ROLLBACK (a no-op
+      // when the procedure rolled back by itself).
+      if (effect.begins === true) begun = true;
+      if (!begun) throw new Error("batchTransaction: a procedure called before the transaction began");
+      const result = await execute(statement.sql, statement.bindings);
+      committed = effect.commits === true;
+      return resultSetsOf(result);
+    },
     q: db.knex,
     dialect: "mysql",
     async run(statements, options = {}) {
@@ -524,10 +556,8 @@ export async function callProcedure(db: Database, call: SqlText): Promise<unknow
       else conn.query({ sql, values }, done);
     });
   try {
-    const result = await run(call.sql, call.bindings, true);
-    // A CALL answers with each result set of the procedure, then its OK.
-    const first = Array.isArray(result) ? (result[0] as unknown) : undefined;
-    return Array.isArray(first) ? (first as unknown[]) : [];
+    const [first] = resultSetsOf(await run(call.sql, call.bindings, true));
+    return first ?? [];
   } catch (e) {
     await run("ROLLBACK", [], false).catch(() => conn.destroy());
     throw e;

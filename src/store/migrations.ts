@@ -259,6 +259,19 @@ const migrations: Migration[] = [
       if (dialect === "mysql") await knex.raw("DROP PROCEDURE IF EXISTS gms_claim_session_v1");
     },
   },
+  {
+    name: "008_match_procedures",
+    async up(knex, dialect) {
+      if (dialect !== "mysql") return;
+      await knex.raw(MATCH_LOCK_PROCEDURE_V1);
+      await knex.raw(RELEASE_PROCEDURE_V1);
+    },
+    async down(knex, dialect) {
+      if (dialect !== "mysql") return;
+      await knex.raw("DROP PROCEDURE IF EXISTS gms_release_v1");
+      await knex.raw("DROP PROCEDURE IF EXISTS gms_match_lock_v1");
+    },
+  },
 ];
 
 /**
@@ -409,6 +422,62 @@ BEGIN
     COMMIT;
   END IF;
   SELECT @gms_claimed_number AS number, v_prior AS prior;
+END`;
+
+/**
+ * MATCH_LOCK_PROCEDURE_V1 is the first step of MatchInteraction (MySQL only; lockNumberForMatch
+ * calls it): it begins the transaction and answers with the code failures on the number since
+ * p_since (count and oldest) and the number's live reservations with their active sessions,
+ * newest first, locked: the SELECTs lockNumberForMatch runs on SQLite. The transaction stays open
+ * for the rules to decide and the release (gms_release_v1) to commit; an error rolls it back.
+ * Prepared once per connection, as gms_claim_session_v1. Frozen as written.
+ */
+const MATCH_LOCK_PROCEDURE_V1 = `CREATE PROCEDURE gms_match_lock_v1(
+  IN p_number VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_now BIGINT,
+  IN p_since BIGINT)
+MODIFIES SQL DATA
+SQL SECURITY INVOKER
+BEGIN
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    ROLLBACK;
+    RESIGNAL;
+  END;
+  START TRANSACTION;
+  SELECT COUNT(*) AS n, MIN(failed_at) AS oldest FROM code_failures WHERE access_number = p_number AND failed_at > p_since;
+  SELECT r.*, s.service AS s_service, s.builtin AS s_builtin, s.state AS s_state, s.phone_number AS s_phone_number, s.data_id AS s_data_id, s.created_at AS s_created_at, s.expires_at AS s_expires_at
+    FROM reservations r JOIN sessions s ON s.id = r.session_id
+    WHERE r.access_number = p_number AND r.released_at IS NULL AND r.expires_at > p_now AND s.expires_at > p_now AND s.state = 'active'
+    ORDER BY r.created_at DESC, r.id DESC FOR UPDATE;
+END`;
+
+/**
+ * RELEASE_PROCEDURE_V1 releases one reservation and commits (MySQL only; releaseAndCommit calls it
+ * for the common match of one reservation): released now, and its number, when locking, free at
+ * p_free_at (the release plus the group's cool-down), as releaseStatements write it. An error rolls
+ * the transaction back. Frozen as written.
+ */
+const RELEASE_PROCEDURE_V1 = `CREATE PROCEDURE gms_release_v1(
+  IN p_id BIGINT,
+  IN p_now BIGINT,
+  IN p_locking BOOLEAN,
+  IN p_group VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_number VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_free_at BIGINT)
+MODIFIES SQL DATA
+SQL SECURITY INVOKER
+BEGIN
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    ROLLBACK;
+    RESIGNAL;
+  END;
+  UPDATE reservations SET released_at = p_now WHERE id = p_id;
+  IF p_locking THEN
+    UPDATE access_numbers SET available_at = p_free_at WHERE resource_group = p_group AND number = p_number;
+  END IF;
+  COMMIT;
 END`;
 
 /** migrationSource hands knex the migrations above, bound to a dialect. */
