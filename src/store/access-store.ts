@@ -3,7 +3,6 @@ import { randomUUID } from "node:crypto";
 import {
   batcherOf,
   batchTransaction,
-  callProcedure,
   insertStatement,
   insertWhen,
   runBatch,
@@ -316,31 +315,33 @@ export async function claimSession(
   if (db.dialect === "mysql" && bytesOf(entries) <= CALL_ENTRIES_MAX_BYTES) {
     // The number is not known before the CALL: the result is kept with a placeholder the procedure replaces.
     const placeholder = `gms-claimed-number-${randomUUID()}`;
-    const [row] = (await callProcedure(
-      db,
-      sqlText("CALL gms_claim_session_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-        o.group,
-        o.locking,
-        o.allocation === "random",
-        startLane(o),
-        Math.random(),
-        o.now,
-        r.sessionId,
-        r.accessCode ?? null,
-        r.phoneNumber,
-        r.expiresAt,
-        session.service,
-        session.builtin,
-        session.dataId,
-        session.expiresAt,
-        entries.size === 0 ? null : entriesJson(entries),
-        once?.scope ?? null,
-        once?.requestId ?? null,
-        once?.keepUntil ?? null,
-        once?.result(placeholder) ?? null,
-        once === undefined ? null : placeholder,
-      ]),
-    )) as { number: string | null; prior: string | null }[];
+    const call = sqlText("CALL gms_claim_session_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+      o.group,
+      o.locking,
+      o.allocation === "random",
+      startLane(o),
+      Math.random(),
+      o.now,
+      r.sessionId,
+      r.accessCode ?? null,
+      r.phoneNumber,
+      r.expiresAt,
+      session.service,
+      session.builtin,
+      session.dataId,
+      session.expiresAt,
+      entries.size === 0 ? null : entriesJson(entries),
+      once?.scope ?? null,
+      once?.requestId ?? null,
+      once?.keepUntil ?? null,
+      once?.result(placeholder) ?? null,
+      once === undefined ? null : placeholder,
+    ]);
+    const [rows] = await batchTransaction(db, (tx) => {
+      if (tx.call === undefined) throw new Error("claimSession: batchTransaction on MySQL calls procedures");
+      return tx.call(call, { begins: true, commits: true });
+    });
+    const [row] = (rows ?? []) as { number: string | null; prior: string | null }[];
     if (row?.prior != null) return { prior: row.prior };
     return row?.number == null ? undefined : { accessNumber: row.number };
   }

@@ -465,7 +465,7 @@ export function batcherOf(q: Queryable, dialect: Dialect): Batcher {
   };
 }
 
-/** MysqlConnection is the part of a mysql2 connection (callback API) batchTransaction and callProcedure drive. */
+/** MysqlConnection is the part of a mysql2 connection (callback API) batchTransaction drives. */
 interface MysqlConnection {
   query(options: { sql: string; values: readonly unknown[] }, cb: (err: Error | null, result: unknown) => void): void;
   execute(options: { sql: string; values: readonly unknown[] }, cb: (err: Error | null, result: unknown) => void): void;
@@ -532,34 +532,6 @@ export async function batchTransaction<T>(db: Database, fn: (tx: Batcher) => Pro
   } catch (e) {
     // A connection that cannot roll back is broken: destroyed, the pool replaces it.
     if (begun && !committed) await query("ROLLBACK", []).catch(() => conn.destroy());
-    throw e;
-  } finally {
-    await client.releaseConnection(conn);
-  }
-}
-
-/**
- * callProcedure runs one CALL of a stored procedure that starts and ends its own transaction (and
- * rolls it back on any error), on a connection of knex's pool, as a prepared statement: mysql2
- * prepares it once per connection, so the database parses nothing per call. The rows of the
- * procedure's first result set. MySQL only. Should the CALL fail before the procedure could roll
- * back (a broken connection), a ROLLBACK follows, and a connection that cannot take it is destroyed.
- */
-export async function callProcedure(db: Database, call: SqlText): Promise<unknown[]> {
-  if (db.dialect !== "mysql") throw new Error("callProcedure: stored procedures are MySQL's");
-  const client = db.knex.client as PoolClient;
-  const conn = (await client.acquireConnection()) as MysqlConnection;
-  const run = (sql: string, values: readonly unknown[], prepared: boolean) =>
-    new Promise<unknown>((resolve, reject) => {
-      const done = (err: Error | null, result: unknown) => (err === null ? resolve(result) : reject(err));
-      if (prepared) conn.execute({ sql, values }, done);
-      else conn.query({ sql, values }, done);
-    });
-  try {
-    const [first] = resultSetsOf(await run(call.sql, call.bindings, true));
-    return first ?? [];
-  } catch (e) {
-    await run("ROLLBACK", [], false).catch(() => conn.destroy());
     throw e;
   } finally {
     await client.releaseConnection(conn);
