@@ -23,7 +23,7 @@ import {
   type ReservationRow,
 } from "../store/access-store.js";
 import { batcherOf, batchTransaction, insertStatement, type Batcher, type Database, type InsertRows, type RunOptions } from "../store/database.js";
-import { readSession, sessionInsertRow, type SessionRow } from "../store/session-store.js";
+import { lockSession, sessionInsertRow, type SessionRow } from "../store/session-store.js";
 import { dataInsertRows } from "../store/storage-store.js";
 import { GmsError, invalid, notFound } from "./errors.js";
 import { runOnce, type RequestKey } from "./idempotency.js";
@@ -330,28 +330,19 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       const codeLength = pick(svc.options.access_code_length, input.codeLength, group.access_code_length);
       const bookingSeconds = bookingOf(svc.options.booking_expiration_timeout, input.bookingSeconds, group);
       const now = clock.now();
+      // The session locked, then the claim: on MySQL the claim's batch commits in its round trip.
+      const grant = async (tx: Batcher, options: RunOptions): Promise<AccessGrant> => {
+        const session = await lockSession(tx, input.sessionId, now);
+        if (session === undefined) throw notFound(`session ${input.sessionId}`);
+        if (session.state !== "active") throw new GmsError("failed_precondition", `session ${input.sessionId} is not active`);
+        const alloc = { sessionId: session.id, sessionExpiresAt: session.expiresAt, group: groupName, provideCode, codeLength, bookingSeconds, phoneNumber: phone ?? session.phoneNumber };
+        return allocated(await allocate(tx, alloc, [], options));
+      };
       return withFreeNumber(groupName, now, () =>
-        runOnce(
-          db,
-          input.request,
-          now,
-          async (trx) => {
-            const session = await readSession(trx, input.sessionId, now, db.dialect);
-            if (session === undefined) throw notFound(`session ${input.sessionId}`);
-            if (session.state !== "active") throw new GmsError("failed_precondition", `session ${input.sessionId} is not active`);
-            const grant = await allocate(batcherOf(trx, db.dialect), {
-              sessionId: session.id,
-              sessionExpiresAt: session.expiresAt,
-              group: groupName,
-              provideCode,
-              codeLength,
-              bookingSeconds,
-              phoneNumber: phone ?? session.phoneNumber,
-            });
-            return allocated(grant);
-          },
-          (r) => r.expiresAt,
-        ),
+        // Without a request id, and where any code will do, it skips knex's transaction: two round trips.
+        input.request.requestId === "" && !needsReads(groupName, provideCode)
+          ? batchTransaction(db, (tx) => grant(tx, { commit: true }))
+          : runOnce(db, input.request, now, (trx) => grant(batcherOf(trx, db.dialect), {}), (r) => r.expiresAt),
       );
     },
 

@@ -1,4 +1,4 @@
-import { insertStatement, lockForUpdate, type Dialect, type InsertRows, type Queryable } from "./database.js";
+import { insertStatement, lockForUpdate, sqlText, type Batcher, type Dialect, type InsertRows, type Queryable } from "./database.js";
 
 /** SessionState is a session's state as stored. */
 export type SessionState = "active" | "ended";
@@ -58,6 +58,16 @@ export function sessionInsertRow(s: SessionRow): InsertRows {
 export async function readSession(q: Queryable, id: string, now: number, lock?: Dialect): Promise<SessionRow | undefined> {
   const qb = q("sessions").where("id", id).andWhere("expires_at", ">", now);
   const row = (await (lock === undefined ? qb : lockForUpdate(qb, lock)).first()) as SessionSql | undefined;
+  return row === undefined ? undefined : sessionFromSql(row);
+}
+
+/**
+ * lockSession is readSession, locked, as a batch of the caller's transaction (Batcher: on
+ * batchTransaction over MySQL it begins the transaction in the same round trip).
+ */
+export async function lockSession(tx: Batcher, id: string, now: number): Promise<SessionRow | undefined> {
+  const [rows] = await tx.run([sqlText(`SELECT * FROM sessions WHERE id = ? AND expires_at > ?${tx.dialect === "sqlite" ? "" : " FOR UPDATE"}`, [id, now])]);
+  const row = rows?.[0] as SessionSql | undefined;
   return row === undefined ? undefined : sessionFromSql(row);
 }
 
