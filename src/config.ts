@@ -151,7 +151,8 @@ export const configSchema = z.strictObject({
     .strictObject({
       default_ttl_seconds: seconds.max(31_536_000).default(30),
       max_entries: z.number().int().positive().max(10_000).default(100),
-      max_key_bytes: z.number().int().positive().max(1024).default(256),
+      // The MySQL key column holds 512 characters (a longer one would not fit InnoDB's index): at most 512 bytes always fit.
+      max_key_bytes: z.number().int().positive().max(512).default(256),
       max_value_bytes: z.number().int().positive().max(16 * 1024 * 1024).default(1024 * 1024),
       max_data_bytes: z.number().int().positive().max(64 * 1024 * 1024).default(10 * 1024 * 1024),
       sweep_interval_seconds: z.number().positive().default(30),

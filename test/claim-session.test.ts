@@ -60,11 +60,14 @@ describe.each(DIALECTS)("claimSession on %s", (dialect) => {
     const small: DataEntries = new Map([
       ["reason", { kind: "text", text: "billing — facture, 請求 🧾" }],
       ["clé", { kind: "text", text: "" }],
+      // The longest key storage.max_key_bytes allows (512 bytes) fits the key column.
+      ["k".repeat(512), { kind: "text", text: "long key" }],
       ["photo", { kind: "file", filename: "reçu.png", contentType: "image/png", content: bytes }],
     ]);
     // Over CALL_ENTRIES_MAX_BYTES (64 KiB of values).
     const large: DataEntries = new Map([
       ["reason", { kind: "text", text: "x".repeat(40_000) }],
+      ["é".repeat(256), { kind: "text", text: "long key" }],
       ["scan", { kind: "file", filename: "scan.pdf", contentType: "application/pdf", content: new Uint8Array(40_000).fill(7) }],
     ]);
     for (const entries of [small, large]) {

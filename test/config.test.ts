@@ -84,6 +84,11 @@ describe("validation names the offending key", () => {
     expect(configError({ services: { s: { service: "request-interaction", resource_group: "nope" } } }).message).toContain("services.s.resource_group");
   });
 
+  it("a key limit above what the key column holds (512)", () => {
+    expect(parseConfig({ storage: { max_key_bytes: 512 } }).storage.max_key_bytes).toBe(512);
+    expect(configError({ storage: { max_key_bytes: 513 } }).message).toContain("storage.max_key_bytes");
+  });
+
   it("lists every problem at once", () => {
     const e = configError({ server: { port: -1 }, storage: { max_entries: "many" } });
     expect(e.message).toContain("server.port");
