@@ -10,8 +10,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { frame } from "./grpc-load.js";
-import { readCallLog } from "./h2load.js";
-import type { Load } from "./lib.js";
+import { readCallLog, type Load } from "./lib.js";
 
 const SOURCE = join(dirname(fileURLToPath(import.meta.url)), "grpc-drive.c");
 

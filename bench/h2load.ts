@@ -10,7 +10,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { frame } from "./grpc-load.js";
-import { newHistogram, type Driven, type Load } from "./lib.js";
+import { readCallLog, type Load } from "./lib.js";
 
 /** H2LOAD is h2load's path, undefined when it is not installed. */
 export const H2LOAD: string | undefined = (() => {
@@ -78,27 +78,4 @@ export function h2loadUnary(o: H2loadOptions): Load {
     }
     return { ops, latency, seconds };
   };
-}
-
-/**
- * readCallLog reads a load generator's log of calls, a line each: start (µs since the epoch),
- * status, latency (µs). A status other than `ok` fails the run with `failed(status)`. Throughput is
- * over the calls' own span, from the first one's start to the last one's end: the generator's
- * start, its connections and this parsing are not the server's time.
- */
-export function readCallLog(text: string, ok: string, failed: (status: string) => string): Driven {
-  const latency = newHistogram();
-  let ops = 0;
-  let first = Infinity;
-  let last = -Infinity;
-  for (const line of text.split("\n")) {
-    const [start, status, us] = line.split("\t");
-    if (start === undefined || status === undefined || us === undefined) continue;
-    if (status !== ok) throw new Error(failed(status));
-    latency.recordValue(Math.max(1, Number(us)));
-    first = Math.min(first, Number(start));
-    last = Math.max(last, Number(start) + Number(us));
-    ops++;
-  }
-  return { ops, latency, seconds: ops === 0 ? 0 : (last - first) / 1e6 };
 }

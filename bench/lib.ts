@@ -111,6 +111,29 @@ export interface Driven {
  */
 export type Load = (concurrency: number, durationMs: number) => Promise<Driven>;
 
+/**
+ * readCallLog reads a load generator's log of calls, a line each: start (µs since the epoch),
+ * status, latency (µs). A status other than `ok` fails the run with `failed(status)`. Throughput is
+ * over the calls' own span, from the first one's start to the last one's end: the generator's
+ * start, its connections and this parsing are not the server's time.
+ */
+export function readCallLog(text: string, ok: string, failed: (status: string) => string): Driven {
+  const latency = newHistogram();
+  let ops = 0;
+  let first = Infinity;
+  let last = -Infinity;
+  for (const line of text.split("\n")) {
+    const [start, status, us] = line.split("\t");
+    if (start === undefined || status === undefined || us === undefined) continue;
+    if (status !== ok) throw new Error(failed(status));
+    latency.recordValue(Math.max(1, Number(us)));
+    first = Math.min(first, Number(start));
+    last = Math.max(last, Number(start) + Number(us));
+    ops++;
+  }
+  return { ops, latency, seconds: ops === 0 ? 0 : (last - first) / 1e6 };
+}
+
 /** opLoad runs `op` in `concurrency` loops. The first failing operation fails the run: a benchmark that errors measures nothing. */
 export const opLoad =
   (op: Op): Load =>

@@ -213,6 +213,24 @@ function startLane(o: ClaimOptions): number | null {
 /** CLAIMED is the MySQL session variable gms_claim_v1 leaves its number in (see claimAndReserve). */
 const CLAIMED = "@gms_claimed_number";
 
+/**
+ * claimArguments are gms_claim_v1's arguments, in its order: the claim (group, locking, random,
+ * start lane, random pivot, now) and the reservation (session, code, phone, expiry);
+ * gms_claim_session_v1 takes the same first.
+ */
+const claimArguments = (o: ClaimOptions, r: NewReservation): unknown[] => [
+  o.group,
+  o.locking,
+  o.allocation === "random",
+  startLane(o),
+  Math.random(),
+  o.now,
+  r.sessionId,
+  r.accessCode ?? null,
+  r.phoneNumber,
+  r.expiresAt,
+];
+
 /** NewReservation is a reservation to store on a number the store claims for it; it is created at the claim's `now`. */
 export type NewReservation = Omit<ReservationRow, "id" | "accessNumber" | "resourceGroup" | "locking" | "createdAt">;
 
@@ -237,18 +255,7 @@ export async function claimAndReserve(tx: Batcher, o: ClaimOptions, r: NewReserv
   }
   const results = await tx.run(
     [
-      sqlText("CALL gms_claim_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-        o.group,
-        o.locking,
-        o.allocation === "random",
-        startLane(o),
-        Math.random(),
-        o.now,
-        r.sessionId,
-        r.accessCode ?? null,
-        r.phoneNumber,
-        r.expiresAt,
-      ]),
+      sqlText("CALL gms_claim_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", claimArguments(o, r)),
       ...rows.map((ins) => insertWhen(ins, `${CLAIMED} IS NOT NULL`)),
     ],
     // The number is read after the COMMIT (when this batch commits): the reply comes in one piece.
@@ -316,16 +323,7 @@ export async function claimSession(
     // The number is not known before the CALL: the result is kept with a placeholder the procedure replaces.
     const placeholder = `gms-claimed-number-${randomUUID()}`;
     const call = sqlText("CALL gms_claim_session_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-      o.group,
-      o.locking,
-      o.allocation === "random",
-      startLane(o),
-      Math.random(),
-      o.now,
-      r.sessionId,
-      r.accessCode ?? null,
-      r.phoneNumber,
-      r.expiresAt,
+      ...claimArguments(o, r),
       session.service,
       session.builtin,
       session.dataId,
