@@ -157,7 +157,7 @@ function domainAllocate(access: Access): Op {
       ttlSeconds: SESSION_TTL_SECONDS,
       bookingSeconds: BOOKING_SECONDS,
       appData: new Map(),
-      request: { scope: "bench", requestId: "" },
+      request: { scope: "bench", requestId: "", digest: "" },
     });
   };
 }
@@ -328,7 +328,7 @@ async function run(ctx: BenchContext): Promise<Report> {
       // Calls to the servers go through h2load where it is installed (bench/h2load.ts), else the Node generator.
       ctx.log(`allocate: calls to the servers sent by ${H2LOAD ?? "bench/grpc-load.ts (h2load is not installed)"}`);
       // A request id of its own per call: sent by grpc-drive where it could be built (h2load sends one body).
-      const requestIds = Array.from({ length: Math.ceil((ALLOCATE_RATE_CEILING * Math.max(longestRunMs, allocateWarmupMs)) / 1000) }, (_, i) => `bench-${i}`);
+      const requestIds = Array.from({ length: Math.ceil((ALLOCATE_RATE_CEILING * Math.max(longestRunMs, allocateWarmupMs)) / 1000) }, (_, i) => `bench-request-id-${String(i).padStart(8, "0")}`);
       const onceMessages = () => requestIds.map((requestId) => toBinary(RequestInteractionRequestSchema, create(RequestInteractionRequestSchema, { ...allocateRequest(), requestId })));
       const throughServer = (s: ServerProcess, c: GrpcLoadClient, succeeded?: () => Promise<number>, withData = false) =>
         H2LOAD === undefined ? { op: e2eAllocate(c, withData) } : { op: e2eAllocate(c, withData), load: h2loadAllocate(s, dir, succeeded, withData) };

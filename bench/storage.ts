@@ -113,7 +113,7 @@ function domainGet(storage: Storage, ids: readonly string[]): Op {
 
 function domainPut(storage: Storage, size: Size): Op {
   return async () => {
-    await storage.create({ ttlSeconds: TTL_SECONDS, entries: new Map([[KEY, size.value]]), request: { scope: "bench", requestId: "" } });
+    await storage.create({ ttlSeconds: TTL_SECONDS, entries: new Map([[KEY, size.value]]), request: { scope: "bench", requestId: "", digest: "" } });
   };
 }
 

@@ -35,7 +35,7 @@ describe.each(DIALECTS)("access numbers on %s", (dialect) => {
   let app: App;
 
   const request = (o: Partial<RequestInteractionInput> = {}) =>
-    app.access.requestInteraction({ service: "", phoneNumber: "+16504669999", appData: new Map(), request: { scope: "t", requestId: "" }, ...o });
+    app.access.requestInteraction({ service: "", phoneNumber: "+16504669999", appData: new Map(), request: { scope: "t", requestId: "", digest: "" }, ...o });
   const match = (accessNumber: string, o: { phoneNumber?: string; accessCode?: string; returnMultiple?: boolean; returnData?: boolean } = {}) =>
     app.access.matchInteraction({ service: "", accessNumber, returnMultiple: false, returnData: false, ...o });
   /** drain matches every live reservation of a group's numbers, so each test starts with a free pool. */
@@ -259,7 +259,7 @@ describe.each(DIALECTS)("access numbers on %s", (dialect) => {
   describe("retries and guessing", () => {
     it("a retried request with the same request id returns the first reply and allocates nothing", async () => {
       await drain();
-      const key = { scope: "RequestInteraction:tester", requestId: `retry-${++requestIds}` };
+      const key = { scope: "RequestInteraction:tester", requestId: `retry-${++requestIds}`, digest: "d" };
       const first = await request({ resourceGroup: "locked", request: key });
       const again = await request({ resourceGroup: "locked", request: key });
       expect(again).toEqual(first);
@@ -287,12 +287,12 @@ describe.each(DIALECTS)("access numbers on %s", (dialect) => {
     it("request-access adds a reservation to an active session; a session holds several", async () => {
       await drain();
       const r = await request({ resourceGroup: "locked", ttlSeconds: 600 });
-      const more = await app.access.requestAccess({ service: "", sessionId: r.session.id, resourceGroup: "shared", provideCode: true, request: { scope: "t", requestId: "" } });
+      const more = await app.access.requestAccess({ service: "", sessionId: r.session.id, resourceGroup: "shared", provideCode: true, request: { scope: "t", requestId: "", digest: "" } });
       expect(more.accessCode).toMatch(/^[0-9]{4}$/);
       expect((await app.sessions.get(r.session.id)).access.map((a) => a.resourceGroup).sort()).toEqual(["locked", "shared"]);
       const m = await match(more.accessNumber, { accessCode: more.accessCode });
       expect(m[0]?.sessionId).toBe(r.session.id);
-      expect((await failure(app.access.requestAccess({ service: "", sessionId: "00000000-0000-4000-8000-000000000000", resourceGroup: "shared", request: { scope: "t", requestId: "" } }))).kind).toBe(
+      expect((await failure(app.access.requestAccess({ service: "", sessionId: "00000000-0000-4000-8000-000000000000", resourceGroup: "shared", request: { scope: "t", requestId: "", digest: "" } }))).kind).toBe(
         "not_found",
       );
     });
@@ -305,7 +305,7 @@ describe.each(DIALECTS)("access numbers on %s", (dialect) => {
       expect((await app.sessions.get(r.session.id)).state).toBe("ended");
       expect((await failure(app.storage.get(r.session.dataId))).kind).toBe("not_found");
       expect((await failure(match(r.access.accessNumber))).kind).toBe("not_found");
-      expect((await failure(app.access.requestAccess({ service: "", sessionId: r.session.id, resourceGroup: "locked", request: { scope: "t", requestId: "" } }))).kind).toBe(
+      expect((await failure(app.access.requestAccess({ service: "", sessionId: r.session.id, resourceGroup: "locked", request: { scope: "t", requestId: "", digest: "" } }))).kind).toBe(
         "failed_precondition",
       );
       expect((await request({ resourceGroup: "single" })).access.accessNumber).toBe(r.access.accessNumber);

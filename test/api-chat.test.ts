@@ -395,7 +395,8 @@ describe.each(DIALECTS)("ChatService and AgentService over the wire on %s", (dia
   it("a retried RequestChat with the same request_id returns the same chat and secure key", async () => {
     const requestId = `retry-${dialect}-${Date.now()}`;
     const first = await request({ service: "lobby", requestId });
-    const retry = await customerConnect.requestChat({ service: "lobby", nickname: "Ann", requestId });
+    // The same request over another protocol: a retry (a request that differs is another caller's).
+    const retry = await customerConnect.requestChat({ service: "lobby", nickname: "Ann", subject: "billing", userData: { tier: "gold" }, requestId });
     expect(retry.chatId).toBe(first.chatId);
     expect(retry.secureKey).toBe(first.secureKey);
     expect(retry.participantId).toBe(first.participantId);

@@ -38,7 +38,7 @@ describe.each(DIALECTS)("chat extras on %s", (dialect) => {
       emailAddress: "",
       userData: { tier: "gold" },
       appData: new Map(),
-      request: { scope: "t", requestId: "" },
+      request: { scope: "t", requestId: "", digest: "" },
     });
   const customer = (s: ChatStart): Promise<Actor> => app.chats.customer(s.chatId, s.secureKey);
   /** acceptThis accepts chats on an endpoint until it gets the one asked for; returns that agent. */

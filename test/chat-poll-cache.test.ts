@@ -51,7 +51,7 @@ describe.each(DIALECTS)("polls answered from memory on %s", (dialect) => {
       emailAddress: "",
       userData: {},
       appData: new Map(),
-      request: { scope: "t", requestId: "" },
+      request: { scope: "t", requestId: "", digest: "" },
     });
   /** acceptOnB has an agent on node B take the chat (every test leaves none waiting). */
   const acceptOnB = async (s: ChatStart) => {

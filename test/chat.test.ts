@@ -46,7 +46,7 @@ describe.each(DIALECTS)("chat on %s", (dialect) => {
       emailAddress: "",
       userData: { tier: "gold" },
       appData: new Map([["order", { kind: "text", text: "A-17" }]]),
-      request: { scope: "t", requestId: "" },
+      request: { scope: "t", requestId: "", digest: "" },
       ...o,
     });
   const accept = (identity = "agent-1", wait = 0, signal = never) => app.chats.accept("support", "Bob", identity, wait, signal);
@@ -291,7 +291,7 @@ describe.each(DIALECTS)("chat on %s", (dialect) => {
   });
 
   it("first and last name stand for a nickname; a retried request_id returns the same chat", async () => {
-    const request = { scope: "RequestChat:t", requestId: `chat-${dialect}` };
+    const request = { scope: "RequestChat:t", requestId: `chat-${dialect}`, digest: "d" };
     const a = await start({ nickname: "", firstName: "Ann", lastName: "Lee", request });
     const b = await start({ nickname: "", firstName: "Ann", lastName: "Lee", request });
     expect(b.chatId).toBe(a.chatId);

@@ -58,7 +58,7 @@ describe.each(DIALECTS)("migrations on %s", (dialect: Dialect) => {
     expect(await migrateLatest(db)).toEqual([]);
 
     const storage = createStorage({ db, clock: new ManualClock(), limits: { defaultTtlSeconds: 30, maxEntries: 10, maxKeyBytes: 64, maxValueBytes: 1024, maxDataBytes: 4096 } });
-    await storage.create({ ttlSeconds: 60, entries: new Map([["k", { kind: "text", text: "v" }]]), request: { scope: "test", requestId: "r1" } });
+    await storage.create({ ttlSeconds: 60, entries: new Map([["k", { kind: "text", text: "v" }]]), request: { scope: "test", requestId: "r1", digest: "d" } });
 
     await migrateDownAll(db);
     expect(await tables(db)).toEqual(KNEX_TABLES);
@@ -68,7 +68,7 @@ describe.each(DIALECTS)("migrations on %s", (dialect: Dialect) => {
     expect(await migrateLatest(db)).toEqual(applied);
     expect(await schema(db)).toEqual(first);
     expect(await routines(db)).toEqual(dialect === "mysql" ? ["gms_claim_session_v1", "gms_claim_v1", "gms_match_lock_v1", "gms_release_v1"] : []);
-    const { dataId } = await storage.create({ ttlSeconds: 60, entries: new Map([["k", { kind: "text", text: "again" }]]), request: { scope: "test", requestId: "r1" } });
+    const { dataId } = await storage.create({ ttlSeconds: 60, entries: new Map([["k", { kind: "text", text: "again" }]]), request: { scope: "test", requestId: "r1", digest: "d" } });
     expect((await storage.get(dataId)).entries.get("k")).toEqual({ kind: "text", text: "again" });
   });
 });

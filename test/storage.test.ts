@@ -8,7 +8,7 @@ import { failure } from "./helpers/failure.js";
 const limits: StorageLimits = { defaultTtlSeconds: 30, maxEntries: 5, maxKeyBytes: 16, maxValueBytes: 1024, maxDataBytes: 2048 };
 const text = (t: string): DataValue => ({ kind: "text", text: t });
 const entries = (o: Record<string, string>): DataEntries => new Map(Object.entries(o).map(([k, v]) => [k, text(v)]));
-const noRequest = { scope: "test", requestId: "" };
+const noRequest = { scope: "test", requestId: "", digest: "" };
 
 
 describe.each(DIALECTS)("storage on %s", (dialect) => {
@@ -152,7 +152,7 @@ describe.each(DIALECTS)("storage on %s", (dialect) => {
   });
 
   it("a retried create with the same request id stores once and returns the first result", async () => {
-    const request = { scope: "CreateData:test", requestId: `req-${dialect}` };
+    const request = { scope: "CreateData:test", requestId: `req-${dialect}`, digest: "d" };
     const before = await rowCount();
     const results = await Promise.all([1, 2, 3].map(() => storage.create({ ttlSeconds: 60, entries: entries({ a: "1" }), request })));
     expect(new Set(results.map((r) => r.dataId)).size).toBe(1);

@@ -24,11 +24,11 @@ describe.each(DIALECTS)("sweeper on %s", (dialect) => {
 
   it("deletes expired sessions, data, chats, old reservations and request ids; keeps live ones", async () => {
     const request = (i: number) =>
-      app.access.requestInteraction({ service: "", phoneNumber: "+15550000000", resourceGroup: "pool", ttlSeconds: 60, appData: new Map([["k", { kind: "text", text: String(i) }]]), request: { scope: "s", requestId: `r${i}` } });
+      app.access.requestInteraction({ service: "", phoneNumber: "+15550000000", resourceGroup: "pool", ttlSeconds: 60, appData: new Map([["k", { kind: "text", text: String(i) }]]), request: { scope: "s", requestId: `r${i}`, digest: "d" } });
     for (let i = 0; i < 20; i++) await request(i);
-    await app.chats.requestChat({ service: "", nickname: "Ann", firstName: "", lastName: "", subject: "", emailAddress: "", userData: {}, appData: new Map(), request: { scope: "c", requestId: "" } });
+    await app.chats.requestChat({ service: "", nickname: "Ann", firstName: "", lastName: "", subject: "", emailAddress: "", userData: {}, appData: new Map(), request: { scope: "c", requestId: "", digest: "" } });
     clock.advance(25 * 3600 * 1000);
-    const live = await app.access.requestInteraction({ service: "", phoneNumber: "+15550000001", resourceGroup: "pool", ttlSeconds: 600, appData: new Map(), request: { scope: "s", requestId: "live" } });
+    const live = await app.access.requestInteraction({ service: "", phoneNumber: "+15550000001", resourceGroup: "pool", ttlSeconds: 600, appData: new Map(), request: { scope: "s", requestId: "live", digest: "d" } });
     const sweeper = createSweeper({ db, clock, storage: app.storage, batchSize: 7 });
     let total = 0;
     for (let i = 0; i < 20; i++) {

@@ -26,7 +26,7 @@ import { batcherOf, batchTransaction, insertStatement, type Batcher, type Databa
 import { lockSession, sessionInsertRow, type SessionRow } from "../store/session-store.js";
 import { dataInsertRows } from "../store/storage-store.js";
 import { GmsError, invalid, notFound } from "./errors.js";
-import { runOnce, type RequestKey } from "./idempotency.js";
+import { keptReply, priorReply, runOnce, type RequestKey } from "./idempotency.js";
 import { normalizePhone } from "./phone.js";
 import { DEFAULT_SERVICE_TTL_SECONDS, pick, resolveService } from "./services.js";
 import type { NewRecord, Storage } from "./storage.js";
@@ -210,10 +210,10 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
     const code = a.provideCode ? randomCode(a.codeLength) : undefined;
     const grantFor = (accessNumber: string) => grantOf({ ...reservation, id: 0, accessCode: code, resourceGroup: a.group, accessNumber, locking: group.locking });
     // A retry gets the first reply as JSON round-trips it, as runOnce gives it.
-    const once = request.requestId === "" ? undefined : { scope: request.scope, requestId: request.requestId, keepUntil: session.expiresAt, result: (n: string) => JSON.stringify(reply(grantFor(n))) };
+    const once = request.requestId === "" ? undefined : { scope: request.scope, requestId: request.requestId, keepUntil: session.expiresAt, result: (n: string) => keptReply(request, reply(grantFor(n))) };
     const claimed = await claimSession(db, claim, { sessionId: a.sessionId, phoneNumber: a.phoneNumber, expiresAt: reservation.expiresAt, accessCode: code }, session, data.row, data.entries, once);
     if (claimed === undefined) return undefined;
-    return claimed.prior !== undefined ? (JSON.parse(claimed.prior) as T) : reply(grantFor(claimed.accessNumber));
+    return claimed.prior !== undefined ? priorReply<T>(request, claimed.prior) : reply(grantFor(claimed.accessNumber));
   }
 
   /** claimOf is what a claim for `a` asks of the store at `now`, and the reservation it makes (booked until the booking or the session ends). */

@@ -5,6 +5,7 @@ import { AccessService } from "../../gen/gms/v1/access_pb.js";
 import { SessionState, type SessionSchema } from "../../gen/gms/v1/session_pb.js";
 import type { Access, AccessGrant, SessionView } from "../domain/access.js";
 import { fromEntries, optionalNumber, timestamp, toEntries } from "./convert.js";
+import { requestKey } from "./request-key.js";
 import { connectUnary, unaryRpc } from "./stream-path.js";
 
 /** accessAccess says who may call each AccessService RPC (admin may call all). */
@@ -58,7 +59,7 @@ export function accessRpcs(access: Access) {
         bookingSeconds: optionalNumber(req.bookingExpirationTimeoutSeconds),
         codeLength: req.accessCodeLength,
         appData: fromEntries(req.appData),
-        request: { scope: `RequestInteraction:${caller.name}`, requestId: req.requestId },
+        request: requestKey(AccessService.method.requestInteraction, caller, req),
       });
       return { session: sessionMessage(r.session), access: accessInfo(r.access), ttlSeconds: BigInt(r.ttlSeconds), provideCode: r.provideCode };
     }),
@@ -71,7 +72,7 @@ export function accessRpcs(access: Access) {
         phoneNumber: orUndefined(req.phoneNumber),
         bookingSeconds: optionalNumber(req.bookingExpirationTimeoutSeconds),
         codeLength: req.accessCodeLength,
-        request: { scope: `RequestAccess:${caller.name}`, requestId: req.requestId },
+        request: requestKey(AccessService.method.requestAccess, caller, req),
       });
       return { access: accessInfo(g) };
     }),

@@ -9,10 +9,15 @@ export interface Identity {
   readonly name: string;
   /** roles are the caller's roles. */
   readonly roles: ReadonlySet<Role>;
+  /**
+   * keyed tells whether the caller presented an API key of its own. Callers without one (anonymous,
+   * or every caller of an open server) share a name, so nothing may be scoped to their name alone.
+   */
+  readonly keyed: boolean;
 }
 
 /** identityKey carries the caller's Identity from the auth interceptor to the handlers. */
-export const identityKey = createContextKey<Identity>({ name: "anonymous", roles: new Set() }, { description: "caller identity" });
+export const identityKey = createContextKey<Identity>({ name: "anonymous", roles: new Set(), keyed: false }, { description: "caller identity" });
 
 /** callerOf returns the identity the auth interceptor established for this call. */
 export function callerOf(ctx: HandlerContext): Identity {
@@ -68,8 +73,8 @@ export function createAuthorizer(options: AuthOptions): Authorizer {
     roles: new Set(k.roles),
   }));
   const open = keys.length === 0;
-  const everyRole: Identity = { name: "open", roles: new Set(ROLES) };
-  const anonymous: Identity = { name: "anonymous", roles: new Set(options.publicRoles) };
+  const everyRole: Identity = { name: "open", roles: new Set(ROLES), keyed: false };
+  const anonymous: Identity = { name: "anonymous", roles: new Set(options.publicRoles), keyed: false };
 
   function identify(header: string | null): Identity | undefined {
     if (header === null) return anonymous;
@@ -79,7 +84,7 @@ export function createAuthorizer(options: AuthOptions): Authorizer {
     let found: Identity | undefined;
     // Every key is compared, found or not, so timing says nothing about which one matched.
     for (const k of keys) {
-      if (timingSafeEqual(presented, k.digest) && found === undefined) found = { name: k.name, roles: k.roles };
+      if (timingSafeEqual(presented, k.digest) && found === undefined) found = { name: k.name, roles: k.roles, keyed: true };
     }
     return found;
   }

@@ -13,6 +13,7 @@ import type { Chats, DownloadedFile, FileLimitsView, NewFile, RefreshResult } fr
 import type { ChatEventRecord, EventKind, ParticipantKind, ParticipantRef } from "../store/chat-store.js";
 import { callerOf } from "./auth.js";
 import { fromEntries, timestamp } from "./convert.js";
+import { requestKey } from "./request-key.js";
 import { connectStream, connectUnary, serverStream, unaryRpc } from "./stream-path.js";
 
 const eventTypes: Record<EventKind, ChatEventType> = {
@@ -158,7 +159,7 @@ export function chatService(chats: Chats, shutdown: AbortSignal): ServiceImpl<ty
         emailAddress: req.emailAddress,
         userData: req.userData,
         appData: fromEntries(req.appData),
-        request: { scope: `RequestChat:${callerOf(ctx).name}`, requestId: req.requestId },
+        request: requestKey(ctx.method, callerOf(ctx), req),
       });
       return { ...r, events: r.events.map(chatEvent), nextPosition: BigInt(r.nextPosition) };
     },

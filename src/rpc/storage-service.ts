@@ -3,6 +3,7 @@ import { StorageService } from "../../gen/gms/v1/storage_pb.js";
 import type { Storage } from "../domain/storage.js";
 import { callerOf } from "./auth.js";
 import { fromEntries, optionalNumber, timestamp, toEntries, toValue } from "./convert.js";
+import { requestKey } from "./request-key.js";
 
 /** storageAccess says who may call each StorageService RPC: GMS apps and the backends behind them. */
 export const storageAccess = {
@@ -20,7 +21,7 @@ export function storageService(storage: Storage): ServiceImpl<typeof StorageServ
       const r = await storage.create({
         ttlSeconds: optionalNumber(req.ttlSeconds),
         entries: fromEntries(req.entries),
-        request: { scope: `CreateData:${callerOf(ctx).name}`, requestId: req.requestId },
+        request: requestKey(ctx.method, callerOf(ctx), req),
       });
       return { dataId: r.dataId, expiresAt: timestamp(r.expiresAt), version: BigInt(r.version) };
     },

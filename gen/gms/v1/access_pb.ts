@@ -70,7 +70,8 @@ export type RequestInteractionRequest = Message<"gms.v1.RequestInteractionReques
   appData: { [key: string]: Value };
 
   /**
-   * request_id makes retries safe: a retry with the same id returns the first reply.
+   * request_id makes retries safe: a retry of the same request with the same id returns the first
+   * reply (see README "Retries": callers without an API key send at least 16 characters).
    *
    * @generated from field: string request_id = 7;
    */
@@ -190,7 +191,8 @@ export type RequestAccessRequest = Message<"gms.v1.RequestAccessRequest"> & {
   accessCodeLength?: number | undefined;
 
   /**
-   * request_id makes retries safe: a retry with the same id returns the first reply.
+   * request_id makes retries safe: a retry of the same request with the same id returns the first
+   * reply (see README "Retries": callers without an API key send at least 16 characters).
    *
    * @generated from field: string request_id = 7;
    */

@@ -80,7 +80,8 @@ export type RequestChatRequest = Message<"gms.v1.RequestChatRequest"> & {
   appData: { [key: string]: Value };
 
   /**
-   * request_id makes retries safe: a retry with the same id returns the first chat.
+   * request_id makes retries safe: a retry of the same request with the same id returns the first
+   * chat (see README "Retries": callers without an API key send at least 16 characters).
    *
    * @generated from field: string request_id = 9;
    */

@@ -40,8 +40,9 @@ export type CreateDataRequest = Message<"gms.v1.CreateDataRequest"> & {
   entries: { [key: string]: Value };
 
   /**
-   * request_id makes retries safe: a retry with the same id returns the first result and stores
-   * nothing new. Up to 128 printable characters.
+   * request_id makes retries safe: a retry of the same request with the same id returns the first
+   * result and stores nothing new. Up to 128 printable characters; callers without an API key send
+   * at least 16 (see README "Retries").
    *
    * @generated from field: string request_id = 3;
    */
