@@ -1,6 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { ValueSchema, type Value } from "../../gen/gms/v1/value_pb.js";
+// Installed before any request is decoded: a "__proto__" map key stays a key (see map-keys.ts).
+import "./map-keys.js";
 import type { DataEntries, DataValue } from "../domain/value.js";
 
 /** fromValue turns a protobuf Value into a domain value (protovalidate has made sure one kind is set). */
