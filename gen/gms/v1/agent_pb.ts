@@ -876,7 +876,10 @@ export const WaitingChatSchema: GenMessage<WaitingChat> = /*@__PURE__*/
 /**
  * AgentService is the contact center's side of chat: agent desktops and bots accept waiting chats
  * and talk in them. Calls are keyed by chat_id and authorised by the caller's API key (role
- * `agent`): only the agent who joined a chat, or an admin, may act in it.
+ * `agent`): only the agent who joined a chat, or an admin, may act in it. An agent who has left or
+ * transferred a chat reads nothing newer than their leaving (Refresh and Subscribe stop at their
+ * PARTICIPANT_LEFT, DownloadFile finds only the files uploaded before it); an admin reads all. To an
+ * agent, an unknown chat and a chat it is not in are the same PERMISSION_DENIED.
  *
  * @generated from service gms.v1.AgentService
  */
