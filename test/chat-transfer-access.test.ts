@@ -5,12 +5,18 @@
 // DownloadFile of a file uploaded later. A supervisor (admin) reads everything. And an agent key
 // does not learn whether a chat id exists: an unknown chat and a chat it is not in answer alike.
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentService } from "../gen/gms/v1/agent_pb.js";
 import { ChatEventType, type ChatEvent } from "../gen/gms/v1/chat_event_pb.js";
 import { ChatService } from "../gen/gms/v1/chat_pb.js";
-import { errorOf, waitFor } from "./helpers/calls.js";
-import { DIALECTS } from "./helpers/databases.js";
+import { ManualClock } from "../src/clock.js";
+import { parseConfig } from "../src/config.js";
+import { startServer } from "../src/server.js";
+import { openDatabase } from "../src/store/database.js";
+import { bearer, errorOf, waitFor } from "./helpers/calls.js";
+import { DIALECTS, type TestDatabase } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 const ALICE = { name: "alice", key: "alice-key-0123456789ab" };
@@ -56,11 +62,13 @@ const file = (name: string) => ({ filename: name, contentType: "text/plain", con
 
 describe.each(DIALECTS)("an agent who transferred a chat, on %s", (dialect) => {
   let t: TestServer;
+  let clock: ManualClock;
   let customer: Client<typeof ChatService>;
   const agent = (key: string, kind: "grpc" | "connect" = "grpc") => createClient(AgentService, t.transport(kind, key));
 
   beforeAll(async () => {
-    t = await startTestServer(dialect, { config });
+    clock = new ManualClock(Date.now());
+    t = await startTestServer(dialect, { config, clock });
     customer = createClient(ChatService, t.grpc);
   });
   afterAll(() => t?.close());
@@ -195,5 +203,41 @@ describe.each(DIALECTS)("an agent who transferred a chat, on %s", (dialect) => {
     }
     // A supervisor may know a chat does not exist.
     expect((await errorOf(agent(BOSS.key).refresh({ chatId: UNKNOWN_CHAT, fromPosition: 1n }))).code).toBe(Code.NotFound);
+  });
+
+  it("a read under way on another node, which never hears of the transfer, stops at the agent's leaving", async () => {
+    // Node X: the same database, its own in-process bus: it learns of events only from the store.
+    const db = await openDatabase((t.server.app.db as TestDatabase).url);
+    const x = await startServer({ config: parseConfig({ ...config, server: { host: "127.0.0.1", port: 0 } }, "node x"), db, log: pino({ level: "silent" }), clock, sweep: false });
+    try {
+      const aliceOnX = createClient(AgentService, createGrpcTransport({ baseUrl: x.url, interceptors: [bearer(ALICE.key)] }));
+      const chat = await customer.requestChat({ service: "first", nickname: "Ann" });
+      const key = { chatId: chat.chatId, secureKey: chat.secureKey };
+      const accepted = await agent(ALICE.key).acceptChat({ endpoint: "first", nickname: "Alice" });
+      const next = accepted.nextPosition;
+      const stream = read(aliceOnX.subscribe({ chatId: chat.chatId, fromPosition: 1n }));
+      await stream.until("alice's replay on node X", (e) => e.position === next - 1n);
+      let settled = false;
+      const poll = aliceOnX.refresh({ chatId: chat.chatId, fromPosition: next, waitSeconds: 30 }).finally(() => (settled = true));
+      // On the first node: alice transfers, bob accepts, the customer writes.
+      await agent(ALICE.key).transferChat({ chatId: chat.chatId, endpoint: "second" });
+      await agent(BOB.key).acceptChat({ endpoint: "second", nickname: "Bob" });
+      await customer.sendMessage({ ...key, text: "secret for bob" });
+      // Node X finds it all in the store: the long-poll when its wait is up, the stream at its catch-up look.
+      // (The clock moves until the poll has answered: it may have started waiting only now.)
+      await waitFor("node X's long-poll", () => {
+        clock.advance(31_000);
+        return settled;
+      });
+      const polled = await poll;
+      expect(polled.events.map((e) => e.type)).toEqual([ChatEventType.PARTICIPANT_LEFT]);
+      expect(polled.events[0]?.from?.participantId).toBe(accepted.participantId);
+      expect(polled.chatEnded).toBe(true);
+      expect(await Promise.race([stream.ended, new Promise((r) => setTimeout(() => r("still open"), 15_000))])).toBeUndefined();
+      expect(stored(stream.events).at(-1)?.position).toBe(next);
+      expect(texts(stream.events)).not.toContain("secret for bob");
+    } finally {
+      await x.shutdown();
+    }
   });
 });
