@@ -20,11 +20,13 @@ import {
   insertChat,
   insertParticipant,
   lastPosition,
+  leavePosition,
   readChat,
   readEvents,
   readParticipants,
   updateChat,
   updateParticipant,
+  uploadPosition,
   type ChatEventRecord,
   type ChatRow,
   type ParticipantRef,
@@ -92,6 +94,29 @@ export interface Actor {
   ended: boolean;
   /** lastPosition is the chat's last position when the actor was looked up. */
   lastPosition: number;
+  /**
+   * readUpTo is, for an agent who has left or transferred the chat, the position of their leaving
+   * (PARTICIPANT_LEFT): they read nothing after it. Undefined: no bound (a supervisor reads all).
+   */
+  readUpTo?: number | undefined;
+  /**
+   * boundByLeave is true for an agent who is not a supervisor: a read that was under way when they
+   * left (an open Subscribe, a waiting Refresh) stops at their own PARTICIPANT_LEFT.
+   */
+  boundByLeave?: boolean | undefined;
+}
+
+/** isOwnLeave says whether the event is the actor's leaving, past which an agent reads nothing. */
+function isOwnLeave(actor: Actor, e: ChatEventRecord): boolean {
+  return actor.boundByLeave === true && e.kind === "participant_left" && e.from.participantId === actor.participant.participantId;
+}
+
+/** readable cuts events to what the actor may read: up to readUpTo, and up to their own leaving. */
+function readable(actor: Actor, events: ChatEventRecord[]): { events: ChatEventRecord[]; departed: boolean } {
+  let out = actor.readUpTo === undefined ? events : events.filter((e) => e.position <= (actor.readUpTo ?? 0));
+  const leave = out.findIndex((e) => isOwnLeave(actor, e));
+  if (leave >= 0) out = out.slice(0, leave + 1);
+  return { events: out, departed: actor.readUpTo !== undefined || leave >= 0 };
 }
 
 /** RefreshResult is a poll's answer. */
@@ -389,10 +414,13 @@ export function createChats({ db, clock, config, storage, bus, pollViews = POLL_
       // long-poll (fresh) reads the store, so an announcement it missed before it listened is found.
       const known = polls.known(actor.chatId);
       const last = Math.max(actor.lastPosition, known?.lastPosition ?? 0);
-      const events = !fresh && last < start ? [] : await readFrom(actor.chatId, start);
-      polls.saw(actor.chatId, events);
+      const beyond = actor.readUpTo !== undefined && start > actor.readUpTo;
+      const read = beyond || (!fresh && last < start) ? [] : await readFrom(actor.chatId, start);
+      polls.saw(actor.chatId, read);
+      // An agent who has left or transferred reads up to their leaving, and the chat is over for them.
+      const { events, departed } = readable(actor, read);
       // Ended before this call, or since: then CHAT_ENDED is among the events read after it.
-      const chatEnded = actor.ended || known?.ended === true || events.some((e) => e.kind === "chat_ended");
+      const chatEnded = departed || actor.ended || known?.ended === true || events.some((e) => e.kind === "chat_ended");
       const typingNow = chatEnded ? [] : (await polls.typing(actor.chatId)).filter((p) => p.participantId !== actor.participant.participantId);
       return { events, nextPosition: (events[events.length - 1]?.position ?? start - 1) + 1, chatEnded, typing: typingNow };
     };
@@ -464,14 +492,23 @@ export function createChats({ db, clock, config, storage, bus, pollViews = POLL_
     },
 
     async agent(chatId, identity, isAdmin) {
+      // An unknown chat and a chat the agent is not in are the same answer: an agent's key does not
+      // learn which chat ids exist. A supervisor (admin) may know.
+      const notJoined = () => new GmsError("permission_denied", `${identity} has not joined chat ${chatId}`);
       const chat = await readChat(db.knex, chatId, clock.now());
-      if (chat === undefined) throw new GmsError("not_found", `chat ${chatId} not found`);
+      if (chat === undefined) throw isAdmin ? new GmsError("not_found", `chat ${chatId} not found`) : notJoined();
       const mine = (await readParticipants(db.knex, chatId)).filter((p) => p.kind === "agent" && p.identity === identity);
       const current = mine.find((p) => p.leftAt === undefined) ?? mine[mine.length - 1];
       const known = { ended: chat.state === "ended", lastPosition: chat.lastPosition };
-      if (current !== undefined) return { chatId, participant: refOf(current), present: current.leftAt === undefined, ...known };
+      if (current !== undefined) {
+        const present = current.leftAt === undefined;
+        const actor: Actor = { chatId, participant: refOf(current), present, ...known, boundByLeave: !isAdmin };
+        // Left or transferred (every time they were in it): nothing newer than their last leaving.
+        if (!present && !isAdmin) actor.readUpTo = (await leavePosition(db.knex, chatId, mine.map((p) => p.id))) ?? 0;
+        return actor;
+      }
       if (isAdmin) return { chatId, participant: { participantId: `supervisor:${identity}`, nickname: identity, kind: "supervisor" }, present: true, ...known };
-      throw new GmsError("permission_denied", `${identity} has not joined chat ${chatId}`);
+      throw notJoined();
     },
 
     async accept(endpoint, nickname, identity, waitSeconds, signal) {
@@ -533,6 +570,9 @@ export function createChats({ db, clock, config, storage, bus, pollViews = POLL_
 
     async *subscribe(actor, from, signal) {
       await noteActivity(actor);
+      // The stream ends after CHAT_ENDED, and for an agent after their own leaving (readable()).
+      const isLast = (e: ChatEventRecord) => e.kind === "chat_ended" || isOwnLeave(actor, e) || (actor.readUpTo !== undefined && e.position >= actor.readUpTo);
+      if (actor.readUpTo !== undefined && Math.max(1, from) > actor.readUpTo) return;
       const queue: ChatEventRecord[] = [];
       let wake: (() => void) | undefined;
       let lookInStore = false;
@@ -561,7 +601,7 @@ export function createChats({ db, clock, config, storage, bus, pollViews = POLL_
           for (const e of page) {
             yield e;
             next = e.position + 1;
-            if (e.kind === "chat_ended") return;
+            if (isLast(e)) return;
           }
           if (page.length < PAGE) break;
         }
@@ -587,7 +627,7 @@ export function createChats({ db, clock, config, storage, bus, pollViews = POLL_
             if (m.position === next) {
               yield m;
               next = m.position + 1;
-              if (m.kind === "chat_ended") return;
+              if (isLast(m)) return;
               continue;
             }
             // A jump: an announcement was missed (or arrived out of order). Fetch the gap from the store.
@@ -596,7 +636,7 @@ export function createChats({ db, clock, config, storage, bus, pollViews = POLL_
           for (const e of page) {
             yield e;
             next = e.position + 1;
-            if (e.kind === "chat_ended") return;
+            if (isLast(e)) return;
           }
           if (page.length === PAGE) lookInStore = true;
         }
@@ -728,7 +768,11 @@ export function createChats({ db, clock, config, storage, bus, pollViews = POLL_
     async downloadFile(actor, fileId) {
       await noteActivity(actor);
       const file = await readFile(db.knex, actor.chatId, fileId);
-      if (file === undefined) throw new GmsError("not_found", `file ${fileId} not found in chat ${actor.chatId}`);
+      const notFound = () => new GmsError("not_found", `file ${fileId} not found in chat ${actor.chatId}`);
+      if (file === undefined) throw notFound();
+      // An agent who has left downloads only what was uploaded before they left: a later file is as
+      // unknown to them as one that never was.
+      if (actor.readUpTo !== undefined && ((await uploadPosition(db.knex, actor.chatId, fileId)) ?? Infinity) > actor.readUpTo) throw notFound();
       const value = (await storage.get(file.dataId)).entries.get("file");
       if (value?.kind !== "file") throw new GmsError("not_found", `file ${fileId} has expired`);
       const uploader = (await readParticipants(db.knex, actor.chatId)).find((p) => p.id === file.participantId);
@@ -758,6 +802,8 @@ export function createChats({ db, clock, config, storage, bus, pollViews = POLL_
     },
 
     async fileLimits(actor) {
+      // What the chat holds now is newer than an agent's leaving.
+      if (actor.readUpTo !== undefined) ensurePresent(actor);
       await noteActivity(actor);
       const used = await usage(db.knex, actor.chatId);
       return { ...limits.files, usedFiles: used.count, usedBytes: used.bytes };

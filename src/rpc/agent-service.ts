@@ -4,7 +4,7 @@ import { AgentService, type QueueUpdateSchema } from "../../gen/gms/v1/agent_pb.
 import type { Actor, Chats, QueueState } from "../domain/chat.js";
 import { callerOf, hasRole, type Identity } from "./auth.js";
 import { chatEvent, chatFileMessage, fileLimitsMessage, newFile, participantMessage, refreshResponse } from "./chat-service.js";
-import { timestamp, toEntries } from "./convert.js";
+import { exactNumber, timestamp, toEntries } from "./convert.js";
 import { connectStream, serverStream } from "./stream-path.js";
 
 /** agentAccess says who may call each AgentService RPC: agents (admin may call all). */
@@ -40,7 +40,7 @@ export function agentStreams(chats: Chats) {
   return {
     subscribe: serverStream(
       AgentService.method.subscribe,
-      async (req, caller, signal) => chats.subscribe(await agentActor(chats, req.chatId, caller), Number(req.fromPosition), signal),
+      async (req, caller, signal) => chats.subscribe(await agentActor(chats, req.chatId, caller), exactNumber(req.fromPosition, "from_position"), signal),
       chatEvent,
     ),
     watchQueue: serverStream(AgentService.method.watchQueue, async (req, _caller, signal) => chats.watchQueue(req.endpoint, signal), queueUpdate),
@@ -90,7 +90,7 @@ export function agentService(chats: Chats, shutdown: AbortSignal): ServiceImpl<t
       return {};
     },
     async refresh(req, ctx) {
-      return refreshResponse(await chats.refresh(await actor(req.chatId, ctx), Number(req.fromPosition), req.waitSeconds, AbortSignal.any([ctx.signal, shutdown])));
+      return refreshResponse(await chats.refresh(await actor(req.chatId, ctx), exactNumber(req.fromPosition, "from_position"), req.waitSeconds, AbortSignal.any([ctx.signal, shutdown])));
     },
     subscribe: connectStream(streams.subscribe),
     async leaveChat(req, ctx) {

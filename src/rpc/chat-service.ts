@@ -12,7 +12,7 @@ import {
 import type { Chats, DownloadedFile, FileLimitsView, NewFile, RefreshResult } from "../domain/chat.js";
 import type { ChatEventRecord, EventKind, ParticipantKind, ParticipantRef } from "../store/chat-store.js";
 import { callerOf } from "./auth.js";
-import { fromEntries, timestamp } from "./convert.js";
+import { exactNumber, fromEntries, timestamp } from "./convert.js";
 import { requestKey } from "./request-key.js";
 import { connectStream, connectUnary, serverStream, unaryRpc } from "./stream-path.js";
 
@@ -121,7 +121,7 @@ export function chatStreams(chats: Chats) {
   return {
     subscribe: serverStream(
       ChatService.method.subscribe,
-      async (req, _caller, signal) => chats.subscribe(await chats.customer(req.chatId, req.secureKey), Number(req.fromPosition), signal),
+      async (req, _caller, signal) => chats.subscribe(await chats.customer(req.chatId, req.secureKey), exactNumber(req.fromPosition, "from_position"), signal),
       chatEvent,
     ),
   };
@@ -137,7 +137,7 @@ export function chatPolls(chats: Chats, shutdown: AbortSignal) {
       // Authenticated by the chat rules themselves: a poll may be answered from this node's memory.
       // Only a long-poll waits, so only it needs the shutdown signal joined to the call's.
       const signal = req.waitSeconds > 0 ? AbortSignal.any([callSignal, shutdown]) : callSignal;
-      return refreshResponse(await chats.customerRefresh(req.chatId, req.secureKey, Number(req.fromPosition), req.waitSeconds, signal));
+      return refreshResponse(await chats.customerRefresh(req.chatId, req.secureKey, exactNumber(req.fromPosition, "from_position"), req.waitSeconds, signal));
     }, { waits: (req) => req.waitSeconds > 0 }),
   };
 }

@@ -1,6 +1,9 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { ValueSchema, type Value } from "../../gen/gms/v1/value_pb.js";
+// Installed before any request is decoded: a "__proto__" map key stays a key (see map-keys.ts).
+import "./map-keys.js";
+import { invalid } from "../domain/errors.js";
 import type { DataEntries, DataValue } from "../domain/value.js";
 
 /** fromValue turns a protobuf Value into a domain value (protovalidate has made sure one kind is set). */
@@ -45,6 +48,17 @@ export function timestamp(ms: number): Timestamp {
 }
 
 /** optionalNumber turns an optional int64 field (bigint) into a number. */
-export function optionalNumber(v: bigint | number | undefined): number | undefined {
-  return v === undefined ? undefined : Number(v);
+export function optionalNumber(v: bigint | number | undefined, field = "value"): number | undefined {
+  return v === undefined ? undefined : exactNumber(v, field);
+}
+
+/**
+ * exactNumber turns an int64 field (bigint) into a number, refusing one a number cannot hold
+ * exactly (above 2^53-1): the contract's rules refuse those first; this keeps any path that missed
+ * them from rounding.
+ */
+export function exactNumber(v: bigint | number, field: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n)) throw invalid(`${field}: must be at most ${Number.MAX_SAFE_INTEGER}`);
+  return n;
 }

@@ -372,6 +372,25 @@ export async function readEvents(q: Queryable, chatId: string, from: number, lim
   return rows.map(eventFromSql);
 }
 
+/**
+ * leavePosition is the position of the last PARTICIPANT_LEFT event of any of the participants (an
+ * agent's rows in one chat): where an agent who left or transferred stops reading. Read through the
+ * (chat_id, participant_id, …) index.
+ */
+export async function leavePosition(q: Queryable, chatId: string, participantIds: readonly string[]): Promise<number | undefined> {
+  if (participantIds.length === 0) return undefined;
+  const row = (await q("chat_events").where("chat_id", chatId).whereIn("participant_id", participantIds).andWhere("kind", "participant_left").max({ p: "position" }).first()) as
+    | { p: number | string | null }
+    | undefined;
+  return row?.p === null || row?.p === undefined ? undefined : Number(row.p);
+}
+
+/** uploadPosition is the position of the FILE_UPLOADED event of a chat's file. */
+export async function uploadPosition(q: Queryable, chatId: string, fileId: string): Promise<number | undefined> {
+  const row = (await q("chat_events").where({ chat_id: chatId, kind: "file_uploaded", file_id: fileId }).min({ p: "position" }).first()) as { p: number | string | null } | undefined;
+  return row?.p === null || row?.p === undefined ? undefined : Number(row.p);
+}
+
 /** lastPosition reads a chat's last assigned position (catching up after a missed announcement). */
 export async function lastPosition(q: Queryable, chatId: string): Promise<number | undefined> {
   const row = (await q("chats").where("id", chatId).first("last_position")) as { last_position: number | string } | undefined;
