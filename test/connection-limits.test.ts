@@ -16,13 +16,16 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { stringify as toYaml } from "yaml";
 import type { ChatEvent } from "../gen/gms/v1/chat_event_pb.js";
+import { AgentService, type QueueUpdate } from "../gen/gms/v1/agent_pb.js";
 import { ChatService } from "../gen/gms/v1/chat_pb.js";
 import { StorageService } from "../gen/gms/v1/storage_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../gen/grpc/health/v1/health_pb.js";
-import { listen, type Listener, type RequestHandler } from "../src/listen.js";
-import { errorOf, waitFor } from "./helpers/calls.js";
+import { parseConfig } from "../src/config.js";
+import { blockListOf, defaultMaxConnections, listen, peerOf, type Listener, type RequestHandler } from "../src/listen.js";
+import { bearer, errorOf, waitFor } from "./helpers/calls.js";
 
 const ROOT = join(import.meta.dirname, "..");
+const AGENT_KEY = "agent-key-0123456789abcdef";
 
 /** ServerChild is `opengms serve` in a child process with a lowered descriptor limit. */
 interface ServerChild {
@@ -42,6 +45,7 @@ async function startChild(nofile: number, server: Record<string, unknown>): Prom
       server: { host: "127.0.0.1", port: 0, shutdown_grace_seconds: 1, ...server },
       log: { level: "info" },
       database: { url: `sqlite:${join(dir, "gms.db")}` },
+      auth: { api_keys: [{ name: "agent", key: AGENT_KEY, roles: ["agent"] }], public_roles: ["app"] },
       services: { lobby: { service: "request-chat", endpoint: "lobby", ttl: 600 } },
     }),
   );
@@ -120,13 +124,14 @@ function h2From(url: string, localAddress: string): http2.ClientHttp2Session {
 }
 
 /** Clients from one loopback address: gRPC, Connect over HTTP/2 and Connect over HTTP/1.1. */
-function transports(url: string, localAddress: string): Record<"grpc" | "connectH2" | "connectH1", Transport> {
+function transports(url: string, localAddress: string, key?: string): Record<"grpc" | "connectH2" | "connectH1", Transport> {
   const port = Number(new URL(url).port);
   const createConnection = () => net.connect({ port, host: "127.0.0.1", localAddress });
+  const interceptors = key === undefined ? [] : [bearer(key)];
   return {
-    grpc: createGrpcTransport({ baseUrl: url, nodeOptions: { createConnection } }),
-    connectH2: createConnectTransport({ baseUrl: url, httpVersion: "2", nodeOptions: { createConnection } }),
-    connectH1: createConnectTransport({ baseUrl: url, httpVersion: "1.1", nodeOptions: { localAddress, agent: new http.Agent({ keepAlive: true }) } }),
+    grpc: createGrpcTransport({ baseUrl: url, interceptors, nodeOptions: { createConnection } }),
+    connectH2: createConnectTransport({ baseUrl: url, httpVersion: "2", interceptors, nodeOptions: { createConnection } }),
+    connectH1: createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors, nodeOptions: { localAddress, agent: new http.Agent({ keepAlive: true }) } }),
   };
 }
 
@@ -235,7 +240,7 @@ describe("timeouts and per-peer stream caps (separate process, descriptor limit 
     expect(goaway).toBe(true);
   });
 
-  it("keeps open Subscribe streams (stream path, connect over HTTP/2 and HTTP/1.1) past every idle timeout", async () => {
+  it("keeps open Subscribe and WatchQueue streams (stream path, connect over HTTP/2 and HTTP/1.1) past every idle timeout", async () => {
     const grpc = createClient(ChatService, transports(child.url, "127.0.0.7").grpc);
     const h2 = createClient(ChatService, transports(child.url, "127.0.0.8").connectH2);
     const h1 = createClient(ChatService, transports(child.url, "127.0.0.9").connectH1);
@@ -257,12 +262,28 @@ describe("timeouts and per-peer stream caps (separate process, descriptor limit 
       void ended.then((r) => (result = r));
       return { items, result: () => result };
     });
-    await waitFor("every stream's first event", () => readers.every((r) => r.items.length > 0), 10_000);
+    const queues = ["127.0.0.15", "127.0.0.16"].map((address, i) => {
+      const t = transports(child.url, address, AGENT_KEY);
+      const items: QueueUpdate[] = [];
+      let result: string | undefined;
+      void (async () => {
+        for await (const q of createClient(AgentService, i === 0 ? t.grpc : t.connectH2).watchQueue({ endpoint: "lobby" }, { signal: abort.signal })) items.push(q);
+        return "ended";
+      })().then(
+        (r) => (result = r),
+        (e: unknown) => (result = String(e)),
+      );
+      return { items, result: () => result };
+    });
+    await waitFor("every stream's first event", () => readers.every((r) => r.items.length > 0) && queues.every((q) => q.items.length > 0), 10_000);
     // Well past the first-bytes, request, keep-alive and idle-session timeouts.
     await new Promise((r) => setTimeout(r, 2_000));
-    expect(readers.map((r) => r.result())).toEqual([undefined, undefined, undefined]);
+    expect([...readers, ...queues].map((r) => r.result())).toEqual([undefined, undefined, undefined, undefined, undefined]);
     await grpc.sendMessage({ chatId: chat.chatId, secureKey: chat.secureKey, text: "still there?" });
     await waitFor("the message on every stream", () => readers.every((r) => r.items.some((e) => e.text === "still there?")), 10_000);
+    const before = queues.map((q) => q.items.length);
+    await grpc.requestChat({ service: "lobby", nickname: "Cy" });
+    await waitFor("the queue's change on every WatchQueue", () => queues.every((q, i) => q.items.length > (before[i] ?? 0)), 10_000);
   });
 
   it("refuses streams above the per-peer cap across sessions with REFUSED_STREAM", async () => {
@@ -349,5 +370,61 @@ describe("TLS: handshake timeout and per-peer connection cap", () => {
       socket.once("error", reject);
     });
     expect(answer).toMatch(/^HTTP\/1\.1 204/);
+  });
+});
+
+describe("the global connection cap (in process)", () => {
+  let listener: Listener;
+  beforeAll(async () => {
+    const handler: RequestHandler = (_req, res) => {
+      res.statusCode = 204;
+      res.end();
+    };
+    // Loopback is unlimited per peer by default, but the global cap holds for everyone.
+    listener = await listen(handler, { host: "127.0.0.1", port: 0, limits: { maxConnections: 5, firstBytesTimeoutMs: 60_000 } });
+  });
+  afterAll(async () => {
+    await listener.stopAccepting();
+    await listener.closeConnections(100);
+  });
+
+  it("closes connections above it at once, and takes new ones once others have gone", async () => {
+    const held = await openSilent(listener.port, "127.0.0.1", 8);
+    await waitFor("three connections closed", () => held.filter((s) => s.closed).length === 3, 5_000);
+    held.forEach((s) => s.socket.destroy());
+    await waitFor("a connection served again", async () => {
+      const res = await fetch(`http://127.0.0.1:${listener.port}/`).catch(() => undefined);
+      return res?.status === 204;
+    }, 5_000);
+  });
+});
+
+describe("peers and limits", () => {
+  it("counts IPv4 by address and IPv6 by its /64", () => {
+    expect(peerOf("203.0.113.7")).toBe("203.0.113.7");
+    expect(peerOf("::ffff:203.0.113.7")).toBe("203.0.113.7");
+    expect(peerOf("2001:db8:1:2:3:4:5:6")).toBe("2001:db8:1:2::/64");
+    expect(peerOf("2001:db8:1:2::9")).toBe("2001:db8:1:2::/64");
+    expect(peerOf("2001:db8::1")).toBe("2001:db8:0:0::/64");
+    expect(peerOf("::1")).toBe("0:0:0:0::/64");
+    expect(peerOf("fe80::1%eth0")).toBe("fe80:0:0:0::/64");
+    expect(peerOf(undefined)).toBe("unknown");
+  });
+
+  it("matches unlimited peers by address and range, and refuses anything else in the configuration", () => {
+    const list = blockListOf(["10.0.0.0/8", "192.0.2.1", "2001:db8::/32"]);
+    expect(list.check("10.1.2.3", "ipv4")).toBe(true);
+    expect(list.check("192.0.2.1", "ipv4")).toBe(true);
+    expect(list.check("192.0.2.2", "ipv4")).toBe(false);
+    expect(list.check("2001:db8:5::1", "ipv6")).toBe(true);
+    for (const bad of ["localhost", "10.0.0.0/33", "::1/129", "1.2.3.4/8/8", ""]) {
+      expect(() => parseConfig({ server: { unlimited_peers: [bad] } })).toThrow(/unlimited_peers/);
+    }
+    expect(parseConfig({}).server.unlimited_peers).toEqual(["127.0.0.1", "::1"]);
+  });
+
+  it("leaves a reserve of the descriptor limit by default", () => {
+    const limit = Number(/^Max open files\s+(\d+)/m.exec(readFileSync("/proc/self/limits", "utf8"))?.[1]);
+    expect(defaultMaxConnections()).toBe(limit - Math.max(64, Math.floor(limit / 10)));
   });
 });
