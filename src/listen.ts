@@ -285,17 +285,24 @@ export async function listen(rpcHandler: RequestHandler, options: ListenOptions)
     } else if (req instanceof http2.Http2ServerRequest) {
       const stream = req.stream;
       const who = peers.get(stream.session as http2.Http2Session);
-      if (who?.capped === true) {
-        const n = streamsOf.get(who.peer) ?? 0;
+      const capped = who?.capped === true ? who.peer : undefined;
+      if (capped !== undefined) {
+        const n = streamsOf.get(capped) ?? 0;
         if (n >= limits.maxStreamsPerPeer) {
-          warner.hit("server.max_streams_per_peer", limits.maxStreamsPerPeer, who.peer);
+          warner.hit("server.max_streams_per_peer", limits.maxStreamsPerPeer, capped);
           stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
           return;
         }
-        streamsOf.set(who.peer, n + 1);
-        stream.once("close", () => release(streamsOf, who.peer));
+        streamsOf.set(capped, n + 1);
       }
-      if (!stream.endAfterHeaders) incomplete.set(stream, performance.now());
+      const waiting = !stream.endAfterHeaders;
+      if (waiting) incomplete.set(stream, performance.now());
+      if (capped !== undefined || waiting) {
+        stream.once("close", () => {
+          if (capped !== undefined) release(streamsOf, capped);
+          if (waiting) incomplete.delete(stream);
+        });
+      }
     }
     rpcHandler(req, res);
   };
