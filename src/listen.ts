@@ -213,11 +213,14 @@ export async function listen(rpcHandler: RequestHandler, options: ListenOptions)
     else counts.set(peer, n);
   };
 
+  /** The accepted sockets by their peer's address and port: an HTTP/2 session finds its own (with TLS, under the TLS socket). */
+  const accepted = new Map<string, net.Socket>();
   const sessions = new Set<http2.ServerHttp2Session>();
   const idleTimers = new Map<http2.ServerHttp2Session, NodeJS.Timeout>();
   const track = (session: http2.ServerHttp2Session) => {
     sessions.add(session);
     const address = session.socket.remoteAddress;
+    const raw = accepted.get(`${address}|${session.socket.remotePort}`);
     peers.set(session, { peer: peerOf(address), capped: !isUnlimited(address) });
     // Idle: no open stream. Armed at the start and whenever the last stream closes.
     let open = 0;
@@ -227,8 +230,11 @@ export async function listen(rpcHandler: RequestHandler, options: ListenOptions)
         setTimeout(() => {
           idleTimers.delete(session);
           if (session.closed || session.destroyed) return;
-          session.goaway(http2.constants.NGHTTP2_NO_ERROR);
-          session.close();
+          // With no stream open, destroy is the graceful close: nghttp2 sends GOAWAY (NO_ERROR) and
+          // the socket is ended. A peer that does not read might hold the socket half-closed: the
+          // accepted socket is cut a second later whatever happens.
+          session.destroy();
+          setTimeout(() => raw?.destroy(), 1_000).unref();
         }, limits.http2IdleTimeoutMs).unref(),
       );
     };
@@ -383,7 +389,12 @@ export async function listen(rpcHandler: RequestHandler, options: ListenOptions)
       socket.once("close", () => release(connectionsOf, peer));
     }
     sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
+    const endpoint = `${address}|${socket.remotePort}`;
+    accepted.set(endpoint, socket);
+    socket.once("close", () => {
+      sockets.delete(socket);
+      accepted.delete(endpoint);
+    });
     accept(socket);
   });
   // Above the global cap, Node closes a connection before it becomes a socket.

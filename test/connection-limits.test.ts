@@ -341,7 +341,8 @@ describe("TLS: handshake timeout and per-peer connection cap", () => {
       host: "127.0.0.1",
       port: 0,
       tls: { cert, key },
-      limits: { firstBytesTimeoutMs: 300, maxConnectionsPerPeer: 5, unlimitedPeers: [] },
+      headersTimeoutMs: 300,
+      limits: { firstBytesTimeoutMs: 300, http2IdleTimeoutMs: 300, maxConnectionsPerPeer: 5, unlimitedPeers: [] },
     });
   });
   afterAll(async () => {
@@ -354,6 +355,21 @@ describe("TLS: handshake timeout and per-peer connection cap", () => {
     const silent = await openSilent(listener.port, "127.0.0.12", 3);
     cleanup.push(() => silent.forEach((s) => s.socket.destroy()));
     await waitFor("the silent TLS connections closed", () => silent.every((s) => s.closed), 10_000);
+  });
+
+  it("closes a connection silent after its handshake, whichever protocol it chose", async () => {
+    for (const protocol of ["h2", "http/1.1"]) {
+      const socket = tls.connect({ socket: net.connect({ host: "127.0.0.1", port: listener.port, localAddress: "127.0.0.15" }), servername: "localhost", ca, ALPNProtocols: [protocol] });
+      cleanup.push(() => socket.destroy());
+      socket.on("error", () => {});
+      let closed = false;
+      socket.once("close", () => (closed = true));
+      // Read what the server says (HTTP/2 SETTINGS and GOAWAY, HTTP/1.1's 408), to see its end.
+      socket.resume();
+      await new Promise((r) => socket.once("secureConnect", r));
+      expect(socket.alpnProtocol).toBe(protocol);
+      await waitFor(`the silent ${protocol} connection closed`, () => closed, 10_000);
+    }
   });
 
   it("closes connections above the per-peer cap at once, and serves other peers", async () => {
