@@ -178,11 +178,11 @@ describe("timeouts and per-peer stream caps (separate process, descriptor limit 
   let child: ServerChild;
   beforeAll(async () => {
     child = await startChild(512, {
-      first_bytes_timeout_seconds: 0.3,
-      headers_timeout_seconds: 0.3,
-      request_timeout_seconds: 0.4,
-      keep_alive_timeout_seconds: 0.3,
-      http2_idle_timeout_seconds: 0.4,
+      first_bytes_timeout_seconds: 0.5,
+      headers_timeout_seconds: 0.5,
+      request_timeout_seconds: 0.5,
+      keep_alive_timeout_seconds: 0.5,
+      http2_idle_timeout_seconds: 0.5,
       max_streams_per_connection: 2,
       max_streams_per_peer: 3,
       unlimited_peers: [],
@@ -277,7 +277,7 @@ describe("timeouts and per-peer stream caps (separate process, descriptor limit 
     });
     await waitFor("every stream's first event", () => readers.every((r) => r.items.length > 0) && queues.every((q) => q.items.length > 0), 10_000);
     // Well past the first-bytes, request, keep-alive and idle-session timeouts.
-    await new Promise((r) => setTimeout(r, 2_000));
+    await new Promise((r) => setTimeout(r, 2_500));
     expect([...readers, ...queues].map((r) => r.result())).toEqual([undefined, undefined, undefined, undefined, undefined]);
     await grpc.sendMessage({ chatId: chat.chatId, secureKey: chat.secureKey, text: "still there?" });
     await waitFor("the message on every stream", () => readers.every((r) => r.items.some((e) => e.text === "still there?")), 10_000);
