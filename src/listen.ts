@@ -409,7 +409,15 @@ export async function listen(rpcHandler: RequestHandler, options: ListenOptions)
     });
   });
   // Out of descriptors (EMFILE) an accept fails: the server goes on with the connections it has.
-  outer.on("error", (e: NodeJS.ErrnoException) => warner.hit("accept", 0, e.code ?? "error"));
+  let acceptFailures = 0;
+  let acceptLogged = -Infinity;
+  outer.on("error", (e: NodeJS.ErrnoException) => {
+    acceptFailures++;
+    if (performance.now() - acceptLogged < 10_000) return;
+    acceptLogged = performance.now();
+    options.log?.warn({ code: e.code, failures: acceptFailures, open: sockets.size }, "accepting a connection failed (out of descriptors? see server.max_connections)");
+    acceptFailures = 0;
+  });
 
   let closed: Promise<void> | undefined;
   return {
