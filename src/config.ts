@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 
@@ -16,6 +17,14 @@ export const BUILTINS = [
 ] as const;
 /** Builtin is the name of one GMS builtin service. */
 export type Builtin = (typeof BUILTINS)[number];
+
+/** isAddressOrRange accepts an IPv4 or IPv6 address, alone or with a prefix length (CIDR). */
+function isAddressOrRange(entry: string): boolean {
+  const [address = "", prefix, ...rest] = entry.split("/");
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return false;
+  return prefix === undefined || (/^[0-9]{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128));
+}
 
 const phoneNumber = /^\+?[0-9]{2,20}$/;
 const seconds = z.number().int().positive();
@@ -126,6 +135,19 @@ export const configSchema = z.strictObject({
       cors_origins: z.array(z.string().min(1)).default([]),
       shutdown_grace_seconds: z.number().positive().max(300).default(10),
       headers_timeout_seconds: z.number().positive().max(300).default(30),
+      /** first_bytes_timeout_seconds: a new connection must be routable (or finish its TLS handshake) by then. */
+      first_bytes_timeout_seconds: z.number().positive().max(300).default(10),
+      /** request_timeout_seconds: a request's headers and body must have arrived in full by then. */
+      request_timeout_seconds: z.number().positive().max(3_600).default(120),
+      keep_alive_timeout_seconds: z.number().positive().max(300).default(5),
+      http2_idle_timeout_seconds: z.number().positive().max(86_400).default(120),
+      /** max_connections, when not set, is the open-file limit less a reserve (src/listen.ts defaultMaxConnections). */
+      max_connections: z.number().int().positive().optional(),
+      max_connections_per_peer: z.number().int().positive().default(256),
+      max_streams_per_connection: z.number().int().positive().max(2 ** 31 - 1).default(1_000),
+      max_streams_per_peer: z.number().int().positive().default(5_000),
+      /** unlimited_peers are addresses or CIDR ranges the per-peer caps do not apply to (a reverse proxy, the host itself). */
+      unlimited_peers: z.array(z.string().refine(isAddressOrRange, "an IP address or a CIDR range like 10.0.0.0/8")).default(["127.0.0.1", "::1"]),
       /** compress_min_bytes, when set, gzips responses at least this large for clients that accept it. */
       compress_min_bytes: z.number().int().min(0).optional(),
     })

@@ -244,6 +244,18 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
       port: config.server.port,
       tls: config.server.tls,
       headersTimeoutMs: config.server.headers_timeout_seconds * 1000,
+      limits: {
+        firstBytesTimeoutMs: config.server.first_bytes_timeout_seconds * 1000,
+        requestTimeoutMs: config.server.request_timeout_seconds * 1000,
+        keepAliveTimeoutMs: config.server.keep_alive_timeout_seconds * 1000,
+        http2IdleTimeoutMs: config.server.http2_idle_timeout_seconds * 1000,
+        maxConnections: config.server.max_connections,
+        maxConnectionsPerPeer: config.server.max_connections_per_peer,
+        maxStreamsPerConnection: config.server.max_streams_per_connection,
+        maxStreamsPerPeer: config.server.max_streams_per_peer,
+        unlimitedPeers: config.server.unlimited_peers,
+      },
+      log: log.child({ component: "listen" }),
     });
   } catch (e) {
     health.stop();
