@@ -4,7 +4,7 @@
 // session kills the server's query or connection. Never is the shared database itself stopped.
 import { Writable } from "node:stream";
 import Sqlite from "better-sqlite3";
-import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import knexFactory, { type Knex } from "knex";
 import { pino, type Logger } from "pino";
@@ -50,11 +50,27 @@ async function timed(call: Promise<unknown>): Promise<{ code: Code | "ok"; ms: n
   return { code, ms: performance.now() - started };
 }
 
-const transports = (baseUrl: string): Record<string, Transport> => ({
-  "Connect JSON": createConnectTransport({ baseUrl, httpVersion: "1.1" }),
-  gRPC: createGrpcTransport({ baseUrl }),
-  "gRPC-Web": createGrpcWebTransport({ baseUrl, httpVersion: "1.1" }),
-});
+/**
+ * serverDeadline sends a deadline of `ms` in the protocol's header without the client enforcing it
+ * (connect's clients end a call with `timeoutMs` themselves): what the server answers is measured.
+ */
+const serverDeadline =
+  (header: "connect-timeout-ms" | "grpc-timeout", ms: number): Interceptor =>
+  (next) =>
+  (req) => {
+    req.header.set(header, header === "grpc-timeout" ? `${ms}m` : String(ms));
+    return next(req);
+  };
+
+/** transports are a client of each protocol, sending a server-side deadline of deadlineMs when given. */
+const transports = (baseUrl: string, deadlineMs?: number): Record<string, Transport> => {
+  const deadline = (header: "connect-timeout-ms" | "grpc-timeout") => (deadlineMs === undefined ? [] : [serverDeadline(header, deadlineMs)]);
+  return {
+    "Connect JSON": createConnectTransport({ baseUrl, httpVersion: "1.1", interceptors: deadline("connect-timeout-ms") }),
+    gRPC: createGrpcTransport({ baseUrl, interceptors: deadline("grpc-timeout") }),
+    "gRPC-Web": createGrpcWebTransport({ baseUrl, httpVersion: "1.1", interceptors: deadline("grpc-timeout") }),
+  };
+};
 
 /** Timeouts of the server under the black hole: short, so that the test waits little. */
 const QUERY_TIMEOUT_S = 3;
@@ -110,18 +126,20 @@ describe.runIf(DIALECTS.includes("mysql"))("a MySQL database that stops answerin
     proxy.blackHole();
     try {
       const calls: Record<string, Promise<unknown>> = {};
-      for (const [name, transport] of Object.entries(clients)) {
+      // The client gives up (CANCELED) only well after the deadline it sent.
+      const options = { signal: AbortSignal.timeout(10_000) };
+      for (const [name, transport] of Object.entries(transports(server.url, 1000))) {
         const storage = createClient(StorageService, transport);
-        calls[`CreateData over ${name}`] = storage.createData({ ttlSeconds: 60n, entries: { a: text("x") } }, { timeoutMs: 1000 });
+        calls[`CreateData over ${name}`] = storage.createData({ ttlSeconds: 60n, entries: { a: text("x") } }, options);
         // The hot calls take the fast path over gRPC and Connect (stream-path.ts), connect-node's over gRPC-Web.
-        calls[`RequestInteraction over ${name}`] = createClient(AccessService, transport).requestInteraction({ service: "app", phoneNumber: "6504669999" }, { timeoutMs: 1000 });
+        calls[`RequestInteraction over ${name}`] = createClient(AccessService, transport).requestInteraction({ service: "app", phoneNumber: "6504669999" }, options);
         const chats = createClient(ChatService, transport);
         calls[`Subscribe over ${name}`] = (async () => {
-          for await (const _ of chats.subscribe({ ...key, fromPosition: 1n }, { timeoutMs: 1000 })) {
+          for await (const _ of chats.subscribe({ ...key, fromPosition: 1n }, options)) {
             // the replay needs the database: nothing comes
           }
         })();
-        calls[`SendMessage over ${name}`] = chats.sendMessage({ ...key, text: "hello" }, { timeoutMs: 1000 });
+        calls[`SendMessage over ${name}`] = chats.sendMessage({ ...key, text: "hello" }, options);
       }
       const outcomes = Object.fromEntries(await Promise.all(Object.entries(calls).map(async ([name, call]) => [name, await timed(call)] as const)));
       for (const [name, { code, ms }] of Object.entries(outcomes)) {
