@@ -60,9 +60,15 @@ function knexText(m: unknown): string {
   return looksLikeSql(line) ? "(a message quoting SQL, left out)" : line.slice(0, 300);
 }
 
-/** knexLog adapts a DatabaseLog to knex's `log` option; without one, knex's messages are dropped rather than printed with console.log. */
-function knexLog(log: DatabaseLog | undefined): Knex.Config["log"] {
-  if (log === undefined) return { warn: () => {}, error: () => {}, deprecate: () => {}, debug: () => {} };
+/** stderrLog writes knex's warnings and errors to stderr (the CLI's `migrate`, tests), as knexText allows. */
+const stderrLog: DatabaseLog = {
+  warn: (m) => process.stderr.write(`${m}\n`),
+  error: (m) => process.stderr.write(`${m}\n`),
+  debug: () => {},
+};
+
+/** knexLog adapts a DatabaseLog (default: stderr) to knex's `log` option: every message through knexText. */
+function knexLog(log: DatabaseLog = stderrLog): Knex.Config["log"] {
   const text = knexText;
   return {
     warn: (m: unknown) => log.warn(`knex: ${text(m)}`),
