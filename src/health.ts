@@ -27,9 +27,10 @@ export interface HealthOptions {
 
 /**
  * createHealthMonitor probes the database with `SELECT 1`: every intervalMs while it answers, every
- * downIntervalMs while it does not; one probe at a time. A probe unanswered within timeoutMs (a
- * frozen database, a network black hole) counts as a failure, as a refused connection does; its
- * statement is bounded by the same time (on MySQL its connection is then closed).
+ * downIntervalMs while it does not; one probe at a time, on a connection of its own (Database.ping:
+ * a pool busy with calls is not a database down). A probe unanswered within timeoutMs (a frozen
+ * database, a network black hole) counts as a failure, as a refused connection does; its statement
+ * is bounded by the same time (on MySQL its connection is then closed).
  */
 export function createHealthMonitor(db: Database, log: Logger, options: HealthOptions = {}): HealthMonitor {
   const intervalMs = options.intervalMs ?? 2000;
@@ -51,20 +52,12 @@ export function createHealthMonitor(db: Database, log: Logger, options: HealthOp
 
   const probeOnce = async (): Promise<HealthStatus> => {
     if (stopped) return "not_serving";
-    let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([
-        db.knex.raw("SELECT 1").options({ queryTimeoutMs: timeoutMs }),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error("probe timed out")), timeoutMs);
-        }),
-      ]);
+      await db.ping(timeoutMs);
       if (!stopped) set("serving");
     } catch {
       // Why is not logged here: the failing calls log it, described without values.
       set("not_serving");
-    } finally {
-      clearTimeout(timer);
     }
     return status;
   };

@@ -50,7 +50,8 @@ program
   .description("bring the database schema up to date and exit")
   .action(async () => {
     const config = configOrExit(program.opts<{ config?: string }>().config);
-    const db = await openDatabase(config.database.url, { ...databaseOptions(config), migrate: false });
+    // Migrations run without the query timeout: one may take long.
+    const db = await openDatabase(config.database.url, { ...databaseOptions(config), queryTimeoutMs: 0, migrate: false });
     try {
       const applied = await migrateLatest(db);
       process.stdout.write(applied.length === 0 ? "schema up to date\n" : `applied ${applied.join(", ")}\n`);

@@ -22,6 +22,11 @@ export interface Database {
    * programs: false there, and on SQLite.
    */
   readonly compound: boolean;
+  /**
+   * ping runs `SELECT 1`, failing when the database has not answered within timeoutMs. On MySQL it
+   * has a connection of its own, so that it measures the database, not a pool busy with calls.
+   */
+  ping(timeoutMs: number): Promise<void>;
   /** close ends every connection. */
   close(): Promise<void>;
 }
@@ -279,12 +284,15 @@ export async function openDatabase(url: string, options: OpenDatabaseOptions = {
     await ensureMysqlDatabase(url, timeouts);
     knex = mysqlKnex(url, options.poolMax ?? 20, timeouts, options.log);
   }
+  // The health probe's own connection (Database.ping).
+  const probe = dialect === "mysql" ? mysqlKnex(url, 1, { ...timeouts }, options.log) : undefined;
   const path = url.slice("sqlite:".length);
   const checkpointer = dialect === "sqlite" && path !== ":memory:" ? startCheckpointer(path, 1_000) : undefined;
   let compound = false;
   try {
     if (dialect === "mysql") compound = options.compound ?? (await isMariadb(knex));
   } catch (e) {
+    await probe?.destroy();
     await knex.destroy();
     throw e;
   }
@@ -292,8 +300,22 @@ export async function openDatabase(url: string, options: OpenDatabaseOptions = {
     knex,
     dialect,
     compound,
+    async ping(timeoutMs) {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([
+          (probe ?? knex).raw("SELECT 1").options({ queryTimeoutMs: timeoutMs }),
+          new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`the database did not answer a probe within ${timeoutMs} ms`)), timeoutMs);
+          }),
+        ]);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
     async close() {
       await checkpointer?.stop();
+      await probe?.destroy();
       await knex.destroy();
     },
   };
