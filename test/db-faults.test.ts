@@ -16,7 +16,7 @@ import type { Value } from "../gen/gms/v1/value_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../gen/grpc/health/v1/health_pb.js";
 import { databaseOptions, parseConfig, type Config } from "../src/config.js";
 import { startServer, type RunningServer } from "../src/server.js";
-import { openDatabase, type Database } from "../src/store/database.js";
+import { describeError, isDuplicateKey, openDatabase, type Database } from "../src/store/database.js";
 import { errorOf, waitFor } from "./helpers/calls.js";
 import { DIALECTS, MYSQL_URL, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { BlackHoleProxy } from "./helpers/tcp-proxy.js";
@@ -260,6 +260,24 @@ describe.each(DIALECTS)("failing queries on %s", (dialect) => {
   afterAll(async () => {
     await server?.shutdown();
     await testDb?.close();
+  });
+
+  it("describeError keeps a database error's code and statement kind, never its SQL, values or message", async () => {
+    const secret = `SECRET-dup-${dialect}-0a9b`;
+    await testDb.knex("storage_data").insert({ id: "dup-1", version: 1, expires_at: Date.now() + 60_000, created_at: Date.now() });
+    const dup: unknown = await testDb.knex
+      .raw("INSERT INTO storage_entries (data_id, entry_key, kind, value, size) VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)", ["dup-1", secret, "text", secret, 1, "dup-1", secret, "text", secret, 1])
+      .then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+    // The database's own message quotes the duplicate key ("Duplicate entry 'dup-1-SECRET…'"), knex's the statement.
+    expect(isDuplicateKey(dup)).toBe(true);
+    const described = describeError(dup);
+    expect(JSON.stringify(described)).not.toContain(secret);
+    expect(JSON.stringify(described)).not.toContain("dup-1");
+    expect(described.code).toMatch(/^(ER_DUP_ENTRY|SQLITE_CONSTRAINT)/);
+    expect(described.operation).toBe("insert storage_entries");
   });
 
   it.runIf(dialect === "sqlite")("a busy SQLite database answers UNAVAILABLE, and the log holds no value", async () => {
