@@ -77,6 +77,17 @@ const QUERY_TIMEOUT_S = 3;
 const ACQUIRE_TIMEOUT_S = 2;
 const CONNECT_TIMEOUT_S = 2;
 
+describe("database.* timeouts in the configuration", () => {
+  it("have defaults, reach openDatabase in milliseconds, and refuse a bad value naming the key", () => {
+    expect(databaseOptions(parseConfig({}))).toEqual({ queryTimeoutMs: 10_000, acquireTimeoutMs: 5_000, connectTimeoutMs: 5_000, busyTimeoutMs: 5_000, poolMax: 20 });
+    const set = parseConfig({ database: { query_timeout_seconds: 2.5, acquire_timeout_seconds: 1, connect_timeout_seconds: 3, sqlite_busy_timeout_seconds: 0, pool_max: 4 } });
+    expect(databaseOptions(set)).toEqual({ queryTimeoutMs: 2_500, acquireTimeoutMs: 1_000, connectTimeoutMs: 3_000, busyTimeoutMs: 0, poolMax: 4 });
+    for (const [key, value] of [["query_timeout_seconds", 0], ["acquire_timeout_seconds", -1], ["connect_timeout_seconds", "5"], ["pool_max", 1.5]] as const) {
+      expect(() => parseConfig({ database: { [key]: value } })).toThrow(`database.${key}`);
+    }
+  });
+});
+
 describe.runIf(DIALECTS.includes("mysql"))("a MySQL database that stops answering (black-holed, TCP up)", () => {
   let testDb: TestDatabase;
   let proxy: BlackHoleProxy;
