@@ -161,6 +161,16 @@ export const configSchema = z.strictObject({
         .string()
         .regex(/^(sqlite:.+|mysql:\/\/.+)$/, 'expected "sqlite:<path>" or "mysql://user@host:port/database"')
         .default("sqlite:data/gms.db"),
+      /** query_timeout_seconds ends a MySQL statement the database has not answered by then (its connection is closed). */
+      query_timeout_seconds: z.number().positive().max(3_600).default(10),
+      /** acquire_timeout_seconds bounds the wait for a pooled connection. */
+      acquire_timeout_seconds: z.number().positive().max(3_600).default(5),
+      /** connect_timeout_seconds bounds opening a MySQL connection. */
+      connect_timeout_seconds: z.number().positive().max(3_600).default(5),
+      /** sqlite_busy_timeout_seconds is how long a SQLite statement waits for another connection's lock (it blocks the server meanwhile). */
+      sqlite_busy_timeout_seconds: z.number().min(0).max(60).default(5),
+      /** pool_max is the largest MySQL connection pool. */
+      pool_max: z.number().int().positive().max(1_000).default(20),
     })
     .prefault({}),
   auth: z
@@ -307,4 +317,25 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   const url = env["GMS_DATABASE_URL"];
   if (url !== undefined && url !== "") doc["database"] = { ...doc["database"], url };
   return parseConfig(doc, path);
+}
+
+/** DatabaseOptions are the store's timeouts and pool size from `database.*`, in openDatabase's terms. */
+export interface DatabaseOptions {
+  queryTimeoutMs: number;
+  acquireTimeoutMs: number;
+  connectTimeoutMs: number;
+  busyTimeoutMs: number;
+  poolMax: number;
+}
+
+/** databaseOptions reads the `database.*` timeouts and pool size for openDatabase. */
+export function databaseOptions(config: Config): DatabaseOptions {
+  const d = config.database;
+  return {
+    queryTimeoutMs: Math.round(d.query_timeout_seconds * 1000),
+    acquireTimeoutMs: Math.round(d.acquire_timeout_seconds * 1000),
+    connectTimeoutMs: Math.round(d.connect_timeout_seconds * 1000),
+    busyTimeoutMs: Math.round(d.sqlite_busy_timeout_seconds * 1000),
+    poolMax: d.pool_max,
+  };
 }

@@ -1,7 +1,7 @@
 import { Command } from "commander";
 import { pino } from "pino";
-import { ConfigError, loadConfig, type Config } from "./config.js";
-import { migrateLatest, openDatabase, redactUrl } from "./store/database.js";
+import { ConfigError, databaseOptions, loadConfig, type Config } from "./config.js";
+import { describeError, migrateLatest, openDatabase, redactUrl } from "./store/database.js";
 import { startServer } from "./server.js";
 
 function configOrExit(path: string | undefined): Config {
@@ -26,8 +26,9 @@ program
   .description("run the server")
   .action(async () => {
     const config = configOrExit(program.opts<{ config?: string }>().config);
-    const log = pino({ level: config.log.level, base: { service: "opengms" } });
-    const db = await openDatabase(config.database.url, { log: log.child({ component: "database" }) });
+    // Any error logged as `err` is described without SQL, values or a database message (describeError).
+    const log = pino({ level: config.log.level, base: { service: "opengms" }, serializers: { err: describeError } });
+    const db = await openDatabase(config.database.url, { ...databaseOptions(config), log: log.child({ component: "database" }) });
     log.info({ database: redactUrl(config.database.url) }, "database ready");
     const server = await startServer({ config, db, log });
     const stop = (signal: string) => {
@@ -35,7 +36,7 @@ program
       server.shutdown().then(
         () => process.exit(0),
         (e: unknown) => {
-          log.error({ err: e }, "shutdown failed");
+          log.error({ err: describeError(e) }, "shutdown failed");
           process.exit(1);
         },
       );
@@ -49,7 +50,8 @@ program
   .description("bring the database schema up to date and exit")
   .action(async () => {
     const config = configOrExit(program.opts<{ config?: string }>().config);
-    const db = await openDatabase(config.database.url, { migrate: false });
+    // Migrations run without the query timeout: one may take long.
+    const db = await openDatabase(config.database.url, { ...databaseOptions(config), queryTimeoutMs: 0, migrate: false });
     try {
       const applied = await migrateLatest(db);
       process.stdout.write(applied.length === 0 ? "schema up to date\n" : `applied ${applied.join(", ")}\n`);

@@ -29,13 +29,13 @@ import { agentAccess, agentService, agentStreams } from "./rpc/agent-service.js"
 import { chatAccess, chatPolls, chatService, chatStreams } from "./rpc/chat-service.js";
 import { createAuthInterceptor, createAuthorizer, PUBLIC, type Access } from "./rpc/auth.js";
 import { healthService } from "./rpc/health-service.js";
-import { createCallTracker, createErrorInterceptor, createLogInterceptor, type CallTracker } from "./rpc/observe.js";
+import { createAvailabilityInterceptor, createCallTracker, createDeadlineInterceptor, createErrorInterceptor, createLogInterceptor, type CallTracker } from "./rpc/observe.js";
 import { reflectionServices } from "./rpc/reflection-service.js";
 import { sessionAccess, sessionService } from "./rpc/session-service.js";
 import { createShutdownInterceptor } from "./rpc/shutdown.js";
 import { createStreamPath } from "./rpc/stream-path.js";
 import { storageAccess, storageService } from "./rpc/storage-service.js";
-import type { Database } from "./store/database.js";
+import { describeError, type Database } from "./store/database.js";
 
 /** App is the domain, wired to its dependencies: what the RPC handlers call. */
 export interface App {
@@ -165,7 +165,8 @@ export interface HandlerParts {
 
 /**
  * createHandler builds the Node request handler serving every protocol. Interceptors run outermost
- * first: log, auth, shutdown, validation, then the error mapping closest to the handler. The gRPC
+ * first: log, deadline, auth, shutdown, availability (fail fast while health is NOT_SERVING),
+ * validation, then the error mapping closest to the handler. The gRPC
  * calls of the long-lived chat streams and of the hot unary calls (polls, allocation, matching)
  * take the gRPC stream path (src/rpc/stream-path.ts), which applies the same rules at a fraction
  * of connect's memory per open stream and CPU per call.
@@ -175,8 +176,10 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   const validator = createValidator();
   const interceptors: Interceptor[] = [
     createLogInterceptor(app.log, parts.tracker),
+    createDeadlineInterceptor(),
     createAuthInterceptor(authorize),
     createShutdownInterceptor(parts.shutdown),
+    createAvailabilityInterceptor(parts.health),
     createValidateInterceptor({ validator }),
     createErrorInterceptor(app.log, app.clock),
   ];
@@ -197,6 +200,7 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
     clock: app.clock,
     tracker: parts.tracker,
     shutdown: parts.shutdown,
+    health: parts.health,
     readMaxBytes,
     compressMinBytes,
   });
@@ -306,7 +310,7 @@ function startSweeper(app: App): NodeJS.Timeout {
       .then((counts) => {
         if (Object.values(counts).some((n) => n > 0)) app.log.debug(counts, "swept expired rows");
       })
-      .catch((e: unknown) => app.log.warn({ err: e }, "sweep failed"))
+      .catch((e: unknown) => app.log.warn({ err: describeError(e) }, "sweep failed"))
       .finally(() => {
         running = false;
       });

@@ -458,7 +458,7 @@ describe.each(DIALECTS)("the seed's iPhoneService from config/gms.yaml on %s", (
   beforeAll(async () => {
     const seed = loadConfig({ path: "config/gms.yaml", env: {} });
     const db = await createTestDatabase(dialect);
-    const config = { ...seed, server: { ...seed.server, host: "127.0.0.1", port: 0, cors_origins: [] }, database: { url: db.url } };
+    const config = { ...seed, server: { ...seed.server, host: "127.0.0.1", port: 0, cors_origins: [] }, database: { ...seed.database, url: db.url } };
     server = await startServer({ config, db, log: pino({ level: "silent" }), clock, sweep: false });
     client = createClient(AccessService, createGrpcTransport({ baseUrl: server.url }));
   });

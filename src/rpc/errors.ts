@@ -10,7 +10,7 @@ import {
   RateLimitedSchema,
 } from "../../gen/gms/v1/error_details_pb.js";
 import { GmsError, type FailureDetail, type FailureKind } from "../domain/errors.js";
-import { isUnavailable } from "../store/database.js";
+import { describeError, isUnavailable } from "../store/database.js";
 
 const codes: Record<FailureKind, Code> = {
   invalid_argument: Code.InvalidArgument,
@@ -53,8 +53,10 @@ function detailOf(detail: FailureDetail, now: number) {
 
 /**
  * toConnectError turns whatever a handler threw into the error a caller sees: a domain refusal
- * keeps its message and detail under its gRPC code; a lost database is UNAVAILABLE; anything else
- * is logged and answered INTERNAL without SQL or stack.
+ * keeps its message and detail under its gRPC code; a database that cannot serve now (unreachable,
+ * a connection lost, a timeout, a lock wait, a busy SQLite file: isUnavailable) is UNAVAILABLE;
+ * anything else is answered INTERNAL. Both are logged, described without SQL, values or the
+ * database's message (describeError); the caller gets neither SQL nor stack.
  */
 export function toConnectError(e: unknown, log: Logger, now = Date.now()): ConnectError {
   if (e instanceof ConnectError) return e;
@@ -63,9 +65,9 @@ export function toConnectError(e: unknown, log: Logger, now = Date.now()): Conne
     return new ConnectError(e.message, codes[e.kind], undefined, details, e);
   }
   if (isUnavailable(e)) {
-    log.error({ err: e }, "database unavailable");
+    log.error({ err: describeError(e) }, "database unavailable");
     return new ConnectError("the store is unavailable; retry later", Code.Unavailable, undefined, undefined, e);
   }
-  log.error({ err: e }, "internal error");
+  log.error({ err: describeError(e) }, "internal error");
   return new ConnectError("internal error", Code.Internal, undefined, undefined, e);
 }

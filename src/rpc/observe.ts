@@ -2,6 +2,7 @@ import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryResponse } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
+import type { HealthStatus } from "../health.js";
 import { identityKey } from "./auth.js";
 import { toConnectError } from "./errors.js";
 
@@ -140,6 +141,101 @@ export function createLogInterceptor(log: Logger, tracker: CallTracker): Interce
         } catch (e) {
           line(e);
           throw e;
+        }
+      })(),
+    };
+  };
+}
+
+/** needsStore tells whether a method needs the database: every opengms service; health and reflection do not. */
+export function needsStore(method: DescMethod): boolean {
+  return method.parent.typeName.startsWith("gms.");
+}
+
+/** storeDown is the refusal of a call while health says the database is not serving. */
+const storeDown = () => new ConnectError("the store is unavailable; retry later", Code.Unavailable);
+
+/** Availability is what a call reads to fail fast: the health monitor's status. */
+export interface Availability {
+  readonly status: HealthStatus;
+}
+
+/**
+ * refuseWhileStoreDown fails a call that needs the store with UNAVAILABLE at once while health
+ * says NOT_SERVING (the database unreachable or unresponsive), instead of letting it wait for a
+ * connection or a query timeout. Every path applies it (the interceptor below, stream-path.ts).
+ */
+export function refuseWhileStoreDown(health: Availability, method: DescMethod): void {
+  if (health.status === "not_serving" && needsStore(method)) throw storeDown();
+}
+
+/** createAvailabilityInterceptor applies refuseWhileStoreDown on the connect path. */
+export function createAvailabilityInterceptor(health: Availability): Interceptor {
+  return (next) => (req) => {
+    refuseWhileStoreDown(health, req.method);
+    return next(req);
+  };
+}
+
+/** abortError is the error a call ends with once its signal aborts: DEADLINE_EXCEEDED at its deadline, CANCELED when the client left. */
+function abortError(signal: AbortSignal): ConnectError {
+  const reason: unknown = signal.reason;
+  return reason instanceof ConnectError ? reason : new ConnectError("the call was cancelled", Code.Canceled, undefined, undefined, reason);
+}
+
+/** untilAborted settles as `p` does, or rejects with abortError once `signal` aborts, whichever comes first. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    p.catch(() => undefined);
+    return Promise.reject(abortError(signal));
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortError(signal));
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e as Error);
+      },
+    );
+  });
+}
+
+/**
+ * createDeadlineInterceptor ends a call at its deadline (`grpc-timeout`, `Connect-Timeout-Ms`) with
+ * DEADLINE_EXCEEDED, as the gRPC stream path does: connect-node aborts the call's signal then but
+ * answers only when the handler returns, which a database that stopped answering delays for as long
+ * as it is gone. A unary call and a stream's opening and every message are raced against the
+ * signal; the handler's own work, left behind, ends at the query timeout (its result dropped; a
+ * write may still commit, which a retry with the same request_id / client_message_id finds).
+ */
+export function createDeadlineInterceptor(): Interceptor {
+  return (next) => async (req) => {
+    const signal = req.signal;
+    const res = await untilAborted(next(req), signal);
+    if (!res.stream) return res;
+    const messages = res.message;
+    return {
+      ...res,
+      message: (async function* () {
+        const it = messages[Symbol.asyncIterator]();
+        let done = false;
+        try {
+          for (;;) {
+            const step = await untilAborted(it.next(), signal);
+            if (step.done === true) {
+              done = true;
+              return;
+            }
+            yield step.value;
+          }
+        } finally {
+          // A stream left at its deadline ends on the same signal; its cleanup runs once it returns.
+          if (!done) void it.return?.(undefined)?.catch(() => undefined);
         }
       })(),
     };

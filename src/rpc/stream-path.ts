@@ -24,7 +24,7 @@ import type { Clock } from "../clock.js";
 import type { RequestHandler } from "../listen.js";
 import { callerOf, identityKey, type Authorizer, type Identity } from "./auth.js";
 import { toConnectError } from "./errors.js";
-import { logCall, type CallTracker } from "./observe.js";
+import { logCall, refuseWhileStoreDown, type Availability, type CallTracker } from "./observe.js";
 
 /**
  * ServerStream is a server-streaming RPC written once and served by both paths: through connect
@@ -108,6 +108,8 @@ export interface StreamPathOptions {
   tracker: CallTracker;
   /** shutdown ends every open stream with UNAVAILABLE and refuses new calls, as the shutdown interceptor does. */
   shutdown: AbortSignal;
+  /** health fails calls at once while it says NOT_SERVING, as the availability interceptor does (refuseWhileStoreDown). */
+  health: Availability;
   /** readMaxBytes and compressMinBytes are connect's options of the same name. */
   readMaxBytes: number;
   compressMinBytes: number;
@@ -210,11 +212,22 @@ async function serveConnectUnary(shared: Shared, route: Route, rpc: UnaryRpc, bi
     const input = route.serialization.getI(binary).parse(bytes);
     identity = admit(shared, rpc, input, header(req, "authorization"));
     if (rpc.waits?.(input) === true) {
-      const waiting = (abort = new AbortController());
+      abort = new AbortController();
       res.once("close", gone);
-      if (timeout.timeoutMs !== undefined) deadline = setTimeout(() => waiting.abort(timedOut()), timeout.timeoutMs);
     }
-    const output = await rpc.call(input, identity ?? identityKey.defaultValue, abort?.signal ?? NEVER);
+    const call = rpc.call(input, identity ?? identityKey.defaultValue, abort?.signal ?? NEVER);
+    // Every call ends at its deadline, a quick one too (a database that stopped answering), its reply dropped.
+    const timeoutMs = timeout.timeoutMs;
+    const expired =
+      timeoutMs === undefined
+        ? undefined
+        : new Promise<never>((_, reject) => {
+            deadline = setTimeout(() => {
+              abort?.abort(timedOut());
+              reject(timedOut());
+            }, timeoutMs);
+          });
+    const output = await (expired === undefined ? call : Promise.race([call, expired]));
     body = route.serialization.getO(binary).serialize(create(rpc.method.output, output));
   } catch (e) {
     failure = toConnectError(e, shared.log, shared.clock.now());
@@ -250,6 +263,7 @@ async function serveConnectUnary(shared: Shared, route: Route, rpc: UnaryRpc, bi
 function admit(shared: Shared, rpc: UnaryRpc, input: MessageShape<DescMessage>, authorization: string | null): Identity | undefined {
   const identity = shared.authorize(rpc.method, authorization);
   if (shared.shutdown.aborted) throw unavailable();
+  refuseWhileStoreDown(shared.health, rpc.method);
   validate(shared.validator, rpc.method.input, input);
   return identity;
 }
@@ -334,6 +348,7 @@ class Call {
       const { timeout, negotiated } = this.negotiate();
       this.identity = shared.authorize(route.stream.method, header(req, "authorization"));
       if (shared.shutdown.aborted) throw unavailable();
+      refuseWhileStoreDown(shared.health, route.stream.method);
       // Connect reports these once it reads the request, after the interceptors: so here.
       if (negotiated.error !== undefined) throw negotiated.error;
       if (timeout.error !== undefined) throw timeout.error;

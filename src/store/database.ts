@@ -1,4 +1,5 @@
 import { mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import knexFactory, { type Knex } from "knex";
 import { migrationSource } from "./migrations.js";
@@ -21,6 +22,11 @@ export interface Database {
    * programs: false there, and on SQLite.
    */
   readonly compound: boolean;
+  /**
+   * ping runs `SELECT 1`, failing when the database has not answered within timeoutMs. On MySQL it
+   * has a connection of its own, so that it measures the database, not a pool busy with calls.
+   */
+  ping(timeoutMs: number): Promise<void>;
   /** close ends every connection. */
   close(): Promise<void>;
 }
@@ -47,10 +53,28 @@ export interface DatabaseLog {
   debug(message: string): void;
 }
 
-/** knexLog adapts a DatabaseLog to knex's `log` option. */
-function knexLog(log: DatabaseLog | undefined): Knex.Config["log"] {
-  if (log === undefined) return undefined;
-  const text = (m: unknown) => (typeof m === "string" ? m : m instanceof Error ? m.message : JSON.stringify(m));
+/**
+ * knexText is what of one of knex's own messages may be logged ("Acquire connection error: …",
+ * "Connection Error: …"): its first line, without a stack, an error's SQL or its values. knex writes
+ * no statement into these, but an error it prints could carry one (a driver's message quoting a
+ * value): then only the error's code is kept.
+ */
+function knexText(m: unknown): string {
+  if (m instanceof Error) return describeError(m).summary;
+  const line = (typeof m === "string" ? m : "(a non-text message)").split("\n", 1)[0] ?? "";
+  return looksLikeSql(line) ? "(a message quoting SQL, left out)" : line.slice(0, 300);
+}
+
+/** stderrLog writes knex's warnings and errors to stderr (the CLI's `migrate`, tests), as knexText allows. */
+const stderrLog: DatabaseLog = {
+  warn: (m) => process.stderr.write(`${m}\n`),
+  error: (m) => process.stderr.write(`${m}\n`),
+  debug: () => {},
+};
+
+/** knexLog adapts a DatabaseLog (default: stderr) to knex's `log` option: every message through knexText. */
+function knexLog(log: DatabaseLog = stderrLog): Knex.Config["log"] {
+  const text = knexText;
   return {
     warn: (m: unknown) => log.warn(`knex: ${text(m)}`),
     error: (m: unknown) => log.error(`knex: ${text(m)}`),
@@ -59,13 +83,25 @@ function knexLog(log: DatabaseLog | undefined): Knex.Config["log"] {
   };
 }
 
+/** Timeouts are the store's bounds on waiting for the database (OpenDatabaseOptions). */
+interface Timeouts {
+  /** queryMs bounds each MySQL statement; 0: none (migrations run without it). */
+  queryMs: number;
+  acquireMs: number;
+  connectMs: number;
+  busyMs: number;
+}
+
 /** sqliteKnex opens a SQLite file (or `:memory:`) tuned for a small server: WAL, NORMAL sync. */
-function sqliteKnex(path: string, log?: DatabaseLog): Knex {
+function sqliteKnex(path: string, timeouts: Timeouts, log?: DatabaseLog): Knex {
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   return knexFactory({
     client: "better-sqlite3",
     connection: { filename: path },
     useNullAsDefault: true,
+    // A failing statement's error message gets its SQL with `?`, never with the values spliced in.
+    compileSqlOnError: false,
+    acquireConnectionTimeout: timeouts.acquireMs,
     log: knexLog(log),
     pool: {
       min: 1,
@@ -75,7 +111,9 @@ function sqliteKnex(path: string, log?: DatabaseLog): Knex {
         conn.pragma("synchronous = NORMAL");
         // Checkpoints run in a worker thread (sqlite-checkpointer.ts), not in a request's commit.
         if (path !== ":memory:") conn.pragma("wal_autocheckpoint = 0");
-        conn.pragma("busy_timeout = 5000");
+        // better-sqlite3 is synchronous: a statement waiting for another connection's lock holds
+        // the event loop for up to this long, then fails SQLITE_BUSY (answered UNAVAILABLE).
+        conn.pragma(`busy_timeout = ${Math.max(0, Math.round(timeouts.busyMs))}`);
         conn.pragma("foreign_keys = ON");
         done(null, conn);
       },
@@ -87,14 +125,24 @@ function sqliteKnex(path: string, log?: DatabaseLog): Knex {
  * mysqlKnex opens a MySQL/MariaDB pool. Sessions run READ COMMITTED: allocation locks the row it
  * claims and nothing else, and the store never relies on repeatable reads.
  */
-function mysqlKnex(url: string, poolMax: number, log?: DatabaseLog): Knex {
+function mysqlKnex(url: string, poolMax: number, timeouts: Timeouts, log?: DatabaseLog): Knex {
   return knexFactory({
-    client: "mysql2",
+    client: timedMysqlClient(timeouts) as unknown as typeof Knex.Client,
     log: knexLog(log),
+    // A failing statement's error message gets its SQL with `?`, never with the values spliced in.
+    compileSqlOnError: false,
+    acquireConnectionTimeout: timeouts.acquireMs,
     // multipleStatements lets runBatch send a transaction's statements in one round trip. Every
     // value the store sends is a bound parameter, never spliced into SQL text, so a batch can only
     // hold the statements the store wrote.
-    connection: { uri: url, charset: "utf8mb4", supportBigNumbers: true, bigNumberStrings: false, multipleStatements: true } as Knex.MySql2ConnectionConfig,
+    connection: {
+      uri: url,
+      charset: "utf8mb4",
+      supportBigNumbers: true,
+      bigNumberStrings: false,
+      multipleStatements: true,
+      connectTimeout: timeouts.connectMs,
+    } as Knex.MySql2ConnectionConfig,
     pool: {
       min: 0,
       max: poolMax,
@@ -105,14 +153,90 @@ function mysqlKnex(url: string, poolMax: number, log?: DatabaseLog): Knex {
   });
 }
 
+/** QUERY_TIMEOUT is the code of a QueryTimeoutError. */
+export const QUERY_TIMEOUT = "GMS_QUERY_TIMEOUT";
+
+/**
+ * QueryTimeoutError is a MySQL statement the database did not answer within the query timeout. The
+ * connection that ran it has been closed: the server may still run the statement (and commit it, in
+ * autocommit), but no later statement can queue behind it on that connection.
+ */
+export class QueryTimeoutError extends Error {
+  override name = "QueryTimeoutError";
+  readonly code = QUERY_TIMEOUT;
+  constructor(ms: number) {
+    super(`the database did not answer within ${ms} ms (query timeout); the connection was closed`);
+  }
+}
+
+/** ClosableConnection is the part of a mysql2 connection a timed-out statement closes. */
+interface ClosableConnection {
+  destroy(): void;
+  stream?: { destroy?(): void };
+}
+
+/**
+ * withQueryTimeout rejects with a QueryTimeoutError when `run` has not settled within ms, and closes
+ * the connection it runs on (socket and all): mysql2's own `timeout` option answers the caller but
+ * leaves the statement pending on the connection, which goes back to the pool with it.
+ */
+function withQueryTimeout<T>(run: Promise<T>, conn: ClosableConnection, ms: number): Promise<T> {
+  if (!(ms > 0)) return run;
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      try {
+        conn.destroy();
+        conn.stream?.destroy?.();
+      } catch {
+        // Closing a broken connection can throw; it is gone either way.
+      }
+      reject(new QueryTimeoutError(ms));
+    }, ms);
+    run.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e as Error);
+      },
+    );
+  });
+}
+
+/** MysqlClientClass is knex's mysql2 client class, as far as timedMysqlClient uses it. */
+type MysqlClientClass = new (config: Knex.Config) => { _query(connection: unknown, obj: unknown): Promise<unknown> };
+
+/**
+ * timedMysqlClient is knex's mysql2 client with a query timeout on every statement (the pool's and
+ * every transaction's, whose client derives from the same class): see withQueryTimeout.
+ */
+function timedMysqlClient(timeouts: Timeouts): MysqlClientClass {
+  const Base = createRequire(import.meta.url)("knex/lib/dialects/mysql2/index.js") as MysqlClientClass;
+  return class TimedMysql2Client extends Base {
+    override _query(connection: unknown, obj: unknown): Promise<unknown> {
+      // A statement may bound itself more tightly: `.options({ queryTimeoutMs })` (the health probe).
+      const query = obj as { options?: Record<string, unknown> } | undefined;
+      let ms = timeouts.queryMs;
+      if (typeof query?.options?.["queryTimeoutMs"] === "number") {
+        const { queryTimeoutMs, ...rest } = query.options;
+        ms = ms > 0 ? Math.min(ms, queryTimeoutMs as number) : (queryTimeoutMs as number);
+        query.options = rest;
+      }
+      return withQueryTimeout(super._query(connection, obj), connection as ClosableConnection, ms);
+    }
+  };
+}
+
 /** ensureMysqlDatabase creates the URL's database when it does not exist yet. */
-async function ensureMysqlDatabase(url: string): Promise<void> {
+async function ensureMysqlDatabase(url: string, timeouts: Timeouts): Promise<void> {
   const parsed = new URL(url);
   const name = decodeURIComponent(parsed.pathname.replace(/^\//, ""));
   if (name === "") throw new Error(`database url "${redactUrl(url)}" names no database`);
   if (!/^[A-Za-z0-9_$-]+$/.test(name)) throw new Error(`database name "${name}" has characters opengms does not quote`);
   parsed.pathname = "/";
-  const admin = mysqlKnex(parsed.toString(), 1);
+  const admin = mysqlKnex(parsed.toString(), 1, timeouts);
   try {
     await admin.raw(`CREATE DATABASE IF NOT EXISTS \`${name}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
   } finally {
@@ -130,24 +254,45 @@ export interface OpenDatabaseOptions {
   log?: DatabaseLog;
   /** compound sends batches as compound statements (Database.compound; default: when the server is MariaDB). */
   compound?: boolean;
+  /**
+   * queryTimeoutMs ends a MySQL statement the database has not answered within it: the call fails
+   * as unavailable and the connection that ran it is closed (default 10 s; 0: none). Migrations run without it.
+   */
+  queryTimeoutMs?: number;
+  /** acquireTimeoutMs bounds the wait for a pooled connection (default 5 s). */
+  acquireTimeoutMs?: number;
+  /** connectTimeoutMs bounds opening a MySQL connection (default 5 s). */
+  connectTimeoutMs?: number;
+  /** busyTimeoutMs is SQLite's busy timeout (default 5 s). */
+  busyTimeoutMs?: number;
 }
 
 /** openDatabase connects to the database at url, creating it (MySQL) and migrating it as needed. */
 export async function openDatabase(url: string, options: OpenDatabaseOptions = {}): Promise<Database> {
   const dialect = dialectOf(url);
+  // The query timeout applies once the schema is ready: a migration may take long.
+  const timeouts: Timeouts = {
+    queryMs: 0,
+    acquireMs: options.acquireTimeoutMs ?? 5_000,
+    connectMs: options.connectTimeoutMs ?? 5_000,
+    busyMs: options.busyTimeoutMs ?? 5_000,
+  };
   let knex: Knex;
   if (dialect === "sqlite") {
-    knex = sqliteKnex(url.slice("sqlite:".length), options.log);
+    knex = sqliteKnex(url.slice("sqlite:".length), timeouts, options.log);
   } else {
-    await ensureMysqlDatabase(url);
-    knex = mysqlKnex(url, options.poolMax ?? 20, options.log);
+    await ensureMysqlDatabase(url, timeouts);
+    knex = mysqlKnex(url, options.poolMax ?? 20, timeouts, options.log);
   }
+  // The health probe's own connection (Database.ping).
+  const probe = dialect === "mysql" ? mysqlKnex(url, 1, { ...timeouts }, options.log) : undefined;
   const path = url.slice("sqlite:".length);
   const checkpointer = dialect === "sqlite" && path !== ":memory:" ? startCheckpointer(path, 1_000) : undefined;
   let compound = false;
   try {
     if (dialect === "mysql") compound = options.compound ?? (await isMariadb(knex));
   } catch (e) {
+    await probe?.destroy();
     await knex.destroy();
     throw e;
   }
@@ -155,8 +300,22 @@ export async function openDatabase(url: string, options: OpenDatabaseOptions = {
     knex,
     dialect,
     compound,
+    async ping(timeoutMs) {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([
+          (probe ?? knex).raw("SELECT 1").options({ queryTimeoutMs: timeoutMs }),
+          new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`the database did not answer a probe within ${timeoutMs} ms`)), timeoutMs);
+          }),
+        ]);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
     async close() {
       await checkpointer?.stop();
+      await probe?.destroy();
       await knex.destroy();
     },
   };
@@ -166,6 +325,8 @@ export async function openDatabase(url: string, options: OpenDatabaseOptions = {
     await db.close();
     throw e;
   }
+  timeouts.queryMs = options.queryTimeoutMs ?? 10_000;
+  queryTimeouts.set(db, timeouts);
   return db;
 }
 
@@ -246,14 +407,138 @@ export function isDuplicateKey(e: unknown): boolean {
   return err.code === "ER_DUP_ENTRY" || err.code === "SQLITE_CONSTRAINT_PRIMARYKEY" || err.code === "SQLITE_CONSTRAINT_UNIQUE";
 }
 
-/** isUnavailable tells whether an error means the database cannot be reached. */
+/**
+ * UNAVAILABLE_CODES are the error codes that say the database cannot serve now, though the request
+ * was fine: it is unreachable, the connection broke (inside a transaction too), it timed out, a
+ * lock could not be had in time, an operator killed the statement, the server is going down.
+ */
+const UNAVAILABLE_CODES = new Set([
+  // network and connection
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+  "PROTOCOL_CONNECTION_LOST",
+  "PROTOCOL_SEQUENCE_TIMEOUT",
+  "ER_CON_COUNT_ERROR",
+  "ER_TOO_MANY_USER_CONNECTIONS",
+  QUERY_TIMEOUT,
+  // the server: shutting down, killing or timing out a statement, lock waits and deadlocks
+  "ER_SERVER_SHUTDOWN",
+  "ER_CONNECTION_KILLED",
+  "ER_QUERY_INTERRUPTED",
+  "ER_STATEMENT_TIMEOUT",
+  "ER_QUERY_TIMEOUT",
+  "ER_CLIENT_INTERACTION_TIMEOUT",
+  "ER_LOCK_WAIT_TIMEOUT",
+  "ER_LOCK_DEADLOCK",
+  "ER_NET_READ_INTERRUPTED",
+  "ER_NET_WRITE_INTERRUPTED",
+  "ER_NET_READ_ERROR",
+  "ER_NET_ERROR_ON_WRITE",
+]);
+
+/**
+ * isUnavailable tells whether an error means the database cannot serve now (UNAVAILABLE, for the
+ * caller to retry): unreachable, a connection lost (mysql2 marks it `fatal`, and a transaction's
+ * next statement on it fails "Can't add new command when connection is in closed state"), a
+ * timeout (query, pool, connect), a killed statement, a lock wait, or a busy SQLite database.
+ */
 export function isUnavailable(e: unknown): boolean {
-  const err = e as { code?: string; name?: string; message?: string };
+  if (typeof e !== "object" || e === null) return false;
+  const err = e as { code?: unknown; name?: unknown; message?: unknown; fatal?: unknown };
+  const code = typeof err.code === "string" ? err.code : "";
+  const message = typeof err.message === "string" ? err.message : "";
   return (
     err.name === "KnexTimeoutError" ||
-    ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "PROTOCOL_CONNECTION_LOST", "ER_CON_COUNT_ERROR", "EPIPE"].includes(err.code ?? "") ||
-    /Connection lost|connect ECONNREFUSED/.test(err.message ?? "")
+    err.name === "QueryTimeoutError" ||
+    UNAVAILABLE_CODES.has(code) ||
+    // SQLITE_BUSY, SQLITE_BUSY_SNAPSHOT, SQLITE_LOCKED, SQLITE_LOCKED_SHAREDCACHE …
+    /^SQLITE_(BUSY|LOCKED)/.test(code) ||
+    err.fatal === true ||
+    /Connection lost|connect ECONNREFUSED|connection is in closed state|Pool is closed|pool is probably full/i.test(message)
   );
+}
+
+/** SafeError is what of an error may be logged: never its message when it could quote SQL or values. */
+export interface SafeError {
+  /** type is the error's class name (QueryTimeoutError, KnexTimeoutError, SqliteError, Error …). */
+  type: string;
+  code?: string;
+  errno?: number;
+  sqlState?: string;
+  /** operation is the failed statement's kind and table, e.g. "insert storage_entries", when known. */
+  operation?: string;
+  /** message is kept only for errors that cannot carry SQL or values (not from the database). */
+  message?: string;
+  stack?: string;
+  cause?: SafeError;
+  /** summary is one line: what a log message may say about the error. */
+  summary: string;
+}
+
+/** looksLikeSql tells whether a text seems to quote a statement. */
+function looksLikeSql(text: string): boolean {
+  return /\b(select|insert|update|delete|replace|call|begin|set|with)\b[\s\S]*\b(from|into|set|values|where|not atomic|@)\b|\bcall\s+\w+\s*\(|\binsert\s+into\b/i.test(text);
+}
+
+/** operationOf names a statement by its verb and table, e.g. "delete storage_entries" (no values). */
+function operationOf(sql: string): string | undefined {
+  const verb = /^\s*(?:\/\*[\s\S]*?\*\/\s*)?(\w+)/.exec(sql)?.[1]?.toLowerCase();
+  if (verb === undefined) return undefined;
+  const table = /\b(?:into|from|update|call|table)\s+[`"]?([A-Za-z0-9_$]+)/i.exec(sql)?.[1];
+  return table === undefined ? verb : `${verb} ${table}`;
+}
+
+/** isDatabaseError tells whether an error comes from the database or its driver (and may quote SQL or values). */
+function isDatabaseError(err: Record<string, unknown>, message: string): boolean {
+  const code = typeof err["code"] === "string" ? err["code"] : "";
+  return (
+    "sql" in err ||
+    "sqlMessage" in err ||
+    "sqlState" in err ||
+    "errno" in err ||
+    /^(ER_|SQLITE_|PROTOCOL_|HA_)/.test(code) ||
+    err["name"] === "SqliteError" ||
+    looksLikeSql(message)
+  );
+}
+
+/**
+ * describeError is what of an error a log may hold (as `err`): its type, code, errno, SQL state and
+ * the failed statement's kind and table; for an error from the database or its driver never its
+ * message, SQL, values or stack, which quote the statement and its values (knex prefixes the
+ * message with the SQL; a MySQL message quotes a duplicate key's value). Other errors keep their
+ * message and stack.
+ */
+export function describeError(e: unknown, depth = 0): SafeError {
+  if (typeof e !== "object" || e === null) return { type: typeof e, summary: `a thrown ${typeof e}` };
+  const err = e as Record<string, unknown>;
+  const type = typeof err["name"] === "string" ? err["name"] : (e.constructor?.name ?? "Object");
+  const message = typeof err["message"] === "string" ? err["message"] : "";
+  const out: SafeError = { type, summary: type };
+  if (typeof err["code"] === "string" || typeof err["code"] === "number") out.code = String(err["code"]);
+  if (typeof err["errno"] === "number") out.errno = err["errno"];
+  if (typeof err["sqlState"] === "string") out.sqlState = err["sqlState"];
+  if (typeof err["sql"] === "string") {
+    const op = operationOf(err["sql"]);
+    if (op !== undefined) out.operation = op;
+  } else if (looksLikeSql(message)) {
+    const op = operationOf(message);
+    if (op !== undefined) out.operation = op;
+  }
+  const fromDatabase = isDatabaseError(err, message);
+  if (!fromDatabase || type === "QueryTimeoutError" || type === "KnexTimeoutError") {
+    if (!looksLikeSql(message)) out.message = message.split("\n", 1)[0]?.slice(0, 300) ?? "";
+    if (!fromDatabase && typeof err["stack"] === "string") out.stack = err["stack"].split("\n").slice(1).join("\n");
+  }
+  if (err["cause"] !== undefined && depth < 3) out.cause = describeError(err["cause"], depth + 1);
+  out.summary = [type, out.code, out.errno, out.sqlState, out.operation, out.message].filter((x) => x !== undefined && x !== "").join(" ");
+  return out;
 }
 
 /**
@@ -466,11 +751,13 @@ export function batcherOf(q: Queryable, dialect: Dialect): Batcher {
 }
 
 /** MysqlConnection is the part of a mysql2 connection (callback API) batchTransaction drives. */
-interface MysqlConnection {
+interface MysqlConnection extends ClosableConnection {
   query(options: { sql: string; values: readonly unknown[] }, cb: (err: Error | null, result: unknown) => void): void;
   execute(options: { sql: string; values: readonly unknown[] }, cb: (err: Error | null, result: unknown) => void): void;
-  destroy(): void;
 }
+
+/** queryTimeouts are the timeouts of each open database, for batchTransaction, which drives connections itself. */
+const queryTimeouts = new WeakMap<Database, Timeouts>();
 
 /** PoolClient is the part of knex's client that lends and takes back its pooled connections. */
 interface PoolClient {
@@ -492,10 +779,11 @@ export async function batchTransaction<T>(db: Database, fn: (tx: Batcher) => Pro
   if (db.dialect === "sqlite") return db.knex.transaction((trx) => fn(batcherOf(trx, "sqlite")));
   const client = db.knex.client as PoolClient;
   const conn = (await client.acquireConnection()) as MysqlConnection;
+  const timeoutMs = queryTimeouts.get(db)?.queryMs ?? 0;
   const query = (sql: string, values: readonly unknown[]) =>
-    new Promise<unknown>((resolve, reject) => conn.query({ sql, values }, (err, result) => (err === null ? resolve(result) : reject(err))));
+    withQueryTimeout(new Promise<unknown>((resolve, reject) => conn.query({ sql, values }, (err, result) => (err === null ? resolve(result) : reject(err)))), conn, timeoutMs);
   const execute = (sql: string, values: readonly unknown[]) =>
-    new Promise<unknown>((resolve, reject) => conn.execute({ sql, values }, (err, result) => (err === null ? resolve(result) : reject(err))));
+    withQueryTimeout(new Promise<unknown>((resolve, reject) => conn.execute({ sql, values }, (err, result) => (err === null ? resolve(result) : reject(err)))), conn, timeoutMs);
   let begun = false;
   let committed = false;
   const tx: Batcher = {

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import knexFactory from "knex";
-import { openDatabase, type Database, type Dialect } from "../../src/store/database.js";
+import { openDatabase, type Database, type Dialect, type OpenDatabaseOptions } from "../../src/store/database.js";
 
 /** MYSQL_URL is the server the MySQL runs use; each test database is created on it and dropped. */
 export const MYSQL_URL = (process.env["GMS_TEST_MYSQL_URL"] ?? "mysql://root@127.0.0.1:3306").replace(/\/+$/, "");
@@ -38,7 +38,7 @@ export interface TestDatabase extends Database {
  * createTestDatabase makes an empty database for one test file: a SQLite file in a temporary folder
  * or a MySQL database with a random name. Closing it deletes it.
  */
-export async function createTestDatabase(dialect: Dialect, options: { migrate?: boolean; poolMax?: number; compound?: boolean } = {}): Promise<TestDatabase> {
+export async function createTestDatabase(dialect: Dialect, options: OpenDatabaseOptions = {}): Promise<TestDatabase> {
   if (dialect === "sqlite") {
     const dir = mkdtempSync(join(tmpdir(), "opengms-test-"));
     const url = `sqlite:${join(dir, "gms.db")}`;
