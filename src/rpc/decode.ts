@@ -144,8 +144,15 @@ export function connectAdapter(options: ConnectAdapterOptions): RequestHandler {
       .then((uRes) => (values.get(enteredKey) ? uRes : refused(uRes, handler.method, log)))
       .then((uRes) => universalResponseToNodeResponse(uRes, res as http.ServerResponse))
       .catch((e: unknown) => {
-        // A response that could not be written: the client went away, or reset its stream.
-        log.debug({ method: `${handler.method.parent.typeName}/${handler.method.name}`, code: Code[ConnectError.from(e).code] }, "rpc response not written");
+        // A response that could not be written: the client went away, or reset its stream. Anything
+        // else before the answer began is this server's fault: answered INTERNAL, not left hanging.
+        const code = ConnectError.from(e).code;
+        if (code !== Code.Canceled && code !== Code.Aborted && !res.headersSent && !res.writableEnded) {
+          log.error({ err: e, method: `${handler.method.parent.typeName}/${handler.method.name}` }, "rpc failed before its response");
+          refuse(req, res, new ConnectError("internal error", Code.Internal));
+          return;
+        }
+        log.debug({ method: `${handler.method.parent.typeName}/${handler.method.name}`, code: Code[code] }, "rpc response not written");
       });
   };
 }
@@ -157,18 +164,32 @@ export function connectAdapter(options: ConnectAdapterOptions): RequestHandler {
  * nothing (gRPC, whose trailers are fixed once its empty body ends).
  */
 async function refused(uRes: UniversalServerResponse, method: DescMethod, log: Logger): Promise<UniversalServerResponse> {
-  const contentType = uRes.header?.get("content-type") ?? "";
   const body = await readAll(uRes.body);
+  try {
+    return await rewrite({ ...uRes, body: createAsyncIterable(body.byteLength === 0 ? [] : [body]) }, body, method, log);
+  } catch (e) {
+    // An answer this code cannot read is passed on as connect made it.
+    log.error({ err: e, method: `${method.parent.typeName}/${method.name}` }, "rpc refusal not rewritten");
+    return { ...uRes, body: createAsyncIterable(body.byteLength === 0 ? [] : [body]) };
+  }
+}
+
+/** rewrite is refused's work on the answer's body, read whole. */
+async function rewrite(uRes: UniversalServerResponse, body: Uint8Array, method: DescMethod, log: Logger): Promise<UniversalServerResponse> {
+  const contentType = uRes.header?.get("content-type") ?? "";
   let code: Code | undefined;
+  // Connect and gRPC-Web compress an error as any answer (compressMinBytes): read it through.
+  const encoding = COMPRESSIONS.find((c) => c.name === (uRes.header?.get("content-encoding") ?? uRes.header?.get("grpc-encoding")));
   if (contentType.startsWith("application/grpc-web")) {
     code = Code.Unknown;
     const chunks: Uint8Array[] = [];
     for (let at = 0; at + 5 <= body.byteLength; ) {
       const flags = body[at] ?? 0;
       const length = new DataView(body.buffer, body.byteOffset + at + 1, 4).getUint32(0);
-      const data = body.subarray(at + 5, at + 5 + length);
+      let data = body.subarray(at + 5, at + 5 + length);
       at += 5 + length;
-      if (flags !== trailerFlag) {
+      if (flags === (trailerFlag | 1) && encoding !== undefined) data = await encoding.decompress(data, 1024 * 1024);
+      else if (flags !== trailerFlag) {
         // A message (there is none) or a compressed trailer: passed on as it is.
         chunks.push(encodeEnvelope(flags, data));
         continue;
@@ -188,22 +209,21 @@ async function refused(uRes: UniversalServerResponse, method: DescMethod, log: L
     const fixed = error === undefined ? undefined : undecodable(error);
     if (fixed !== undefined && fixed !== error && uRes.trailer !== undefined) setTrailerStatus(uRes.trailer, fixed);
     code = fixed?.code ?? (uRes.status === 200 ? undefined : connectProtocol.codeFromHttpStatus(uRes.status));
-    uRes = { ...uRes, body: createAsyncIterable(body.byteLength === 0 ? [] : [body]) };
   } else if (contentType.startsWith(connectProtocol.contentTypeUnaryJson) && uRes.status !== 200) {
-    const error = connectProtocol.errorFromJsonBytes(body, undefined, new ConnectError(`HTTP ${uRes.status}`, connectProtocol.codeFromHttpStatus(uRes.status)));
+    const json = encoding === undefined ? body : await encoding.decompress(body, 1024 * 1024);
+    const error = connectProtocol.errorFromJsonBytes(json, undefined, new ConnectError(`HTTP ${uRes.status}`, connectProtocol.codeFromHttpStatus(uRes.status)));
     const fixed = undecodable(error);
     code = fixed.code;
-    if (fixed === error) uRes = { ...uRes, body: createAsyncIterable([body]) };
-    else {
-      const json = connectProtocol.errorToJsonBytes(fixed, {});
+    if (fixed !== error) {
+      let fixedBody = connectProtocol.errorToJsonBytes(fixed, {});
+      if (encoding !== undefined) fixedBody = await encoding.compress(fixedBody);
       const header = new Headers(uRes.header);
-      header.set("content-length", String(json.byteLength));
-      uRes = { ...uRes, status: connectProtocol.codeToHttpStatus(fixed.code), header, body: createAsyncIterable([json]) };
+      header.set("content-length", String(fixedBody.byteLength));
+      uRes = { ...uRes, status: connectProtocol.codeToHttpStatus(fixed.code), header, body: createAsyncIterable([fixedBody]) };
     }
   } else {
     // 415, 405, 505: no protocol takes the request as it came.
     code = connectProtocol.codeFromHttpStatus(uRes.status);
-    uRes = { ...uRes, body: createAsyncIterable(body.byteLength === 0 ? [] : [body]) };
   }
   if (code !== undefined) logUndecodable(log, method, code);
   return uRes;
