@@ -9,6 +9,7 @@
 // and GMS_HOSTILE_SEED=<seed> replays it.
 import * as http from "node:http";
 import * as http2 from "node:http2";
+import * as net from "node:net";
 import { Writable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import { create, toBinary, toJsonString, type DescField, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
@@ -486,6 +487,70 @@ describe.each(DIALECTS)("hostile input on %s", (dialect) => {
     const after = await readBack();
     expect(Buffer.from(after.data).equals(Buffer.from(before)), "stored record unchanged").toBe(true);
     expect(Buffer.from(after.transcript).equals(Buffer.from(transcript)), "chat transcript unchanged").toBe(true);
+  });
+});
+
+/** rawHttp sends bytes on a socket of its own and returns the status line of the answer. */
+function rawHttp(port: number, text: string): Promise<string> {
+  return new Promise((resolve) => {
+    let out = "";
+    const socket = net.connect(port, "127.0.0.1", () => socket.end(text));
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve(`no answer: ${out.slice(0, 80)}`);
+    }, CLIENT_LIMIT_MS);
+    socket.on("data", (d: Buffer) => (out += d.toString("latin1")));
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      clearTimeout(timer);
+      resolve(out.split("\r\n", 1)[0] ?? "");
+    });
+  });
+}
+
+describe.each(DIALECTS)("requests connect-node cannot describe, on %s", (dialect) => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer(dialect);
+  });
+  afterAll(() => t?.close());
+
+  // connect-node builds a URL from the Host header and throws (synchronously, in the request
+  // listener) when there is none: an HTTP/1.0 request without a Host took the whole server down.
+  it("HTTP/1.0 without a Host, and odd Hosts and targets: answered, never 500, and the server lives on", async () => {
+    const body = "{}";
+    const post = (line: string, host: string | undefined, type = "application/json") =>
+      `${line}\r\n${host === undefined ? "" : `Host: ${host}\r\n`}Content-Type: ${type}\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    const requests = [
+      post("POST /gms.v1.StorageService/GetData HTTP/1.0", undefined),
+      post("POST /gms.v1.ChatService/Refresh HTTP/1.0", undefined),
+      post("POST /grpc.health.v1.Health/Check HTTP/1.0", undefined, "application/grpc-web+proto"),
+      "GET /gms.v1.StorageService/GetData?connect=v1&encoding=json&message=%7B%7D HTTP/1.0\r\n\r\n",
+      post("POST /gms.v1.StorageService/GetData HTTP/1.1", "a b"),
+      post("POST /gms.v1.StorageService/GetData HTTP/1.1", "[::1"),
+      post("POST /gms.v1.StorageService/GetData HTTP/1.1", "x:99999"),
+      post("POST http://x/gms.v1.StorageService/GetData HTTP/1.1", "x"),
+      post("POST * HTTP/1.1", "x"),
+    ];
+    for (const request of requests) {
+      const line = await rawHttp(t.server.port, request);
+      expect(line, request.split("\r\n", 1)[0]).toMatch(/^HTTP\/1\.[01] [1-4]\d\d /);
+    }
+    expect((await createClient(Health, t.grpc).check({})).status).toBe(Status.SERVING);
+  });
+
+  it("an unknown method is UNIMPLEMENTED over gRPC and gRPC-Web, 404 over Connect", async () => {
+    const session = http2.connect(t.server.url);
+    session.on("error", () => {});
+    for (const path of ["/gms.v1.StorageService/Nope", "/nope.v1.Nothing/Call", "/"]) {
+      const grpc = await send2(session, { kind: "", method: "POST", path, headers: { "content-type": "application/grpc", te: "trailers" }, body: envelope(new Uint8Array(0)) });
+      expect(String(grpc.headers["grpc-status"] ?? grpc.trailers["grpc-status"]), path).toBe("12");
+      const web = await send2(session, { kind: "", method: "POST", path, headers: { "content-type": "application/grpc-web+proto" }, body: envelope(new Uint8Array(0)) });
+      expect(String(web.headers["grpc-status"] ?? web.trailers["grpc-status"]), path).toBe("12");
+      const connect = await send1(t.server.url, { kind: "", method: "POST", path, headers: { "content-type": "application/json" }, body: Buffer.from("{}") });
+      expect(connect.status, path).toBe(404);
+    }
+    session.close();
   });
 });
 
