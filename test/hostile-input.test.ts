@@ -12,7 +12,7 @@ import * as http2 from "node:http2";
 import * as net from "node:net";
 import { Writable } from "node:stream";
 import { brotliDecompressSync, gunzipSync, gzipSync } from "node:zlib";
-import { create, toBinary, toJsonString, type DescField, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
+import { create, toBinary, toJsonString, type MessageShape, type DescField, type DescMessage, type DescMethod, type DescService } from "@bufbuild/protobuf";
 import { ScalarType } from "@bufbuild/protobuf";
 import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
@@ -67,6 +67,12 @@ function rng(seed: number) {
 type Rng = ReturnType<typeof rng>;
 
 /**
+ * TARGETS are ids and keys of a chat and a record made for the barrage (not the ones it must leave
+ * alone), so requests built from samples reach the domain's rules rather than stop at NOT_FOUND.
+ */
+const TARGETS: Record<string, string> = {};
+
+/**
  * sample fills every field of a message with a plausible value (ids as UUIDs that name nothing
  * stored), so bit flips start from a request that decodes and mostly passes validation.
  */
@@ -75,7 +81,7 @@ function sample(desc: DescMessage, r: Rng, depth = 0): Record<string, unknown> {
   const scalar = (f: DescField & { scalar?: ScalarType }, t: ScalarType): unknown => {
     switch (t) {
       case ScalarType.STRING:
-        return f.name.endsWith("_id") ? r.uuid() : f.name.includes("key") ? "k" : "hostile";
+        return TARGETS[f.name] ?? (f.name.endsWith("_id") ? r.uuid() : f.name.includes("key") ? "k" : "hostile");
       case ScalarType.BYTES:
         return r.bytes(8);
       case ScalarType.BOOL:
@@ -235,6 +241,9 @@ function hostiles(p: Protocol, m: DescMethod, r: Rng): Hostile[] {
     add("invalid UTF-8 in a string field", wrap(Buffer.from([0x0a, 0x04, 0xff, 0xfe, 0xc3, 0x28])));
     add("nested start groups", wrap(NESTED_GROUPS));
     add("nested messages", wrap(NESTED_MESSAGES));
+    for (const end of ["max", "min"] as const) add(`numbers at their type's ${end === "max" ? "" : "negative "}limit`, wrap(toBinary(m.input, atLimits(m.input, r, end))));
+    // One field at a time (the others plausible), so each reaches the domain past the others' bounds.
+    if (p.kind === "grpc") for (const name of numericFields(m.input)) for (const end of ["max", "min"] as const) add(`${name} at its type's ${end} limit`, wrap(toBinary(m.input, atLimits(m.input, r, end, name))));
     add("varint of 11 bytes", wrap(Buffer.from([0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01])));
     add("length-delimited field longer than the message", wrap(Buffer.from([0x0a, 0xff, 0xff, 0xff, 0x0f, 0x41])));
   } else {
@@ -245,6 +254,8 @@ function hostiles(p: Protocol, m: DescMethod, r: Rng): Hostile[] {
     add("invalid UTF-8 in a string", wrap(Buffer.concat([Buffer.from(`{"${firstStringField(m.input) ?? "x"}":"a`), Buffer.from([0xff, 0xfe, 0xc3, 0x28]), Buffer.from('"}')])));
     add("int64 out of range", wrap(Buffer.from(jsonWithNumbers(m.input, '"9223372036854775808"'))));
     add("number 1e400", wrap(Buffer.from(jsonWithNumbers(m.input, "1e400"))));
+    for (const end of ["max", "min"] as const) add(`numbers at their type's ${end === "max" ? "" : "negative "}limit`, wrap(Buffer.from(toJsonString(m.input, atLimits(m.input, r, end)))));
+    if (!p.http2) for (const name of numericFields(m.input)) for (const end of ["max", "min"] as const) add(`${name} at its type's ${end} limit`, wrap(Buffer.from(toJsonString(m.input, atLimits(m.input, r, end, name)))));
     add("number -1e400", wrap(Buffer.from(jsonWithNumbers(m.input, "-1e400"))));
     add("number NaN", wrap(Buffer.from(jsonWithNumbers(m.input, '"NaN"'))));
     add("huge string", wrap(Buffer.from(JSON.stringify({ [firstStringField(m.input) ?? "x"]: "x".repeat(300_000) }))));
@@ -318,6 +329,48 @@ function firstStringField(desc: DescMessage): string | undefined {
 function jsonWithNumbers(desc: DescMessage, value: string): string {
   const parts = desc.fields.filter((f) => f.fieldKind === "scalar" && f.scalar !== ScalarType.STRING && f.scalar !== ScalarType.BYTES && f.scalar !== ScalarType.BOOL).map((f) => `"${f.jsonName}":${value}`);
   return `{${parts.join(",")}}`;
+}
+
+/** LIMITS are the largest and smallest value of each numeric type. */
+const LIMITS: Partial<Record<ScalarType, [bigint | number, bigint | number]>> = {
+  [ScalarType.INT64]: [2n ** 63n - 1n, -(2n ** 63n)],
+  [ScalarType.SINT64]: [2n ** 63n - 1n, -(2n ** 63n)],
+  [ScalarType.SFIXED64]: [2n ** 63n - 1n, -(2n ** 63n)],
+  [ScalarType.UINT64]: [2n ** 64n - 1n, 0n],
+  [ScalarType.FIXED64]: [2n ** 64n - 1n, 0n],
+  [ScalarType.INT32]: [2147483647, -2147483648],
+  [ScalarType.SINT32]: [2147483647, -2147483648],
+  [ScalarType.SFIXED32]: [2147483647, -2147483648],
+  [ScalarType.UINT32]: [4294967295, 0],
+  [ScalarType.FIXED32]: [4294967295, 0],
+  [ScalarType.DOUBLE]: [Number.MAX_VALUE, -Number.MAX_VALUE],
+  [ScalarType.FLOAT]: [3.4028234663852886e38, -3.4028234663852886e38],
+};
+
+/**
+ * atLimits is a plausible request (sample) with every numeric field at the largest (or smallest)
+ * value its type holds: it decodes and mostly validates, so the domain has to cope with it.
+ * Positions are left alone: a from_position of 2^63-1 answers INTERNAL today (Refresh's
+ * next_position cannot be encoded: issue 16, item 7, fixed by another change); once positions are
+ * validated, drop the `position` exclusions here and in numericFields.
+ */
+function atLimits(desc: DescMessage, r: Rng, end: "max" | "min", only?: string): MessageShape<DescMessage> {
+  const message = create(desc, sample(desc, r) as never) as unknown as Record<string, unknown>;
+  const visit = (d: DescMessage, m: Record<string, unknown>) => {
+    for (const f of d.fields) {
+      if (f.fieldKind === "scalar" && !f.name.includes("position") && (only === undefined || only === f.name)) {
+        const limit = LIMITS[f.scalar]?.[end === "max" ? 0 : 1];
+        if (limit !== undefined && f.oneof === undefined) m[f.localName] = limit;
+      } else if (f.fieldKind === "message" && f.oneof === undefined && typeof m[f.localName] === "object" && m[f.localName] !== null) visit(f.message, m[f.localName] as Record<string, unknown>);
+    }
+  };
+  visit(desc, message);
+  return message as unknown as MessageShape<DescMessage>;
+}
+
+/** numericFields are the names of a message's own numeric fields (not positions: see atLimits). */
+function numericFields(desc: DescMessage): string[] {
+  return desc.fields.filter((f) => f.fieldKind === "scalar" && LIMITS[f.scalar] !== undefined && f.oneof === undefined && !f.name.includes("position")).map((f) => f.name);
 }
 
 /** Answer is what came back: the HTTP status, headers and trailers, and the body. */
@@ -466,7 +519,9 @@ async function barrage(url: string, seed: number): Promise<{ internals: string[]
       const all = hostiles(p, m, r);
       // Every kind for the calls of both paths' hot methods, a rotating share for the others.
       const full = m.name === "CreateData" || m.name === "RequestAccess" || (m.parent.typeName === "gms.v1.ChatService" && m.name === "Refresh") || (m.parent.typeName === "gms.v1.ChatService" && m.name === "Subscribe");
-      const chosen = full ? all : Array.from({ length: Math.min(KINDS_PER_CALL, all.length) }, (_, i) => all[(rotation + i) % all.length] as Hostile);
+      // The numbers at their limits reach each method's domain rules: every method gets them.
+      const window = Array.from({ length: Math.min(KINDS_PER_CALL, all.length) }, (_, i) => all[(rotation + i) % all.length] as Hostile);
+      const chosen = full ? all : [...new Set([...window, ...all.filter((h) => h.kind.includes("limit"))])];
       rotation += KINDS_PER_CALL;
       for (const h of chosen) {
         const label = `${m.parent.typeName}/${m.name} over ${p.name}: ${h.kind}`;
@@ -512,14 +567,21 @@ describe.each(DIALECTS)("hostile input on %s", (dialect) => {
     const chats = createClient(ChatService, t.grpc);
     const started = await chats.requestChat({ nickname: "hostile-test" });
     chat = { chatId: started.chatId, secureKey: started.secureKey };
+    // Accepted, so no AcceptChat of the barrage takes it from the queue.
+    await createClient(AgentService, t.grpc).acceptChat({ endpoint: "default", nickname: "agent" });
     for (const text of ["first", "second \u{1F4AC}", "third"]) await chats.sendMessage({ ...chat, text });
     ({ data: before, transcript } = await readBack());
+    // What the barrage aims at instead: a waiting chat and a record of its own.
+    const target = await chats.requestChat({ nickname: "target" });
+    const targetData = await storage.createData({ ttlSeconds: 60n, entries: { a: { kind: { case: "text", value: "b" } } } });
+    Object.assign(TARGETS, { endpoint: "default", chat_id: target.chatId, secure_key: target.secureKey, data_id: targetData.dataId });
   });
   afterAll(() => t?.close());
 
   it("answers no garbage with INTERNAL, stays SERVING, and keeps what was stored byte for byte", { timeout: 180_000 }, async () => {
     const { internals, sent, timedOut } = await barrage(t.server.url, SEED);
     expect(sent).toBeGreaterThan(2000);
+    console.info(`hostile-input on ${dialect}: ${sent} requests, seed ${SEED}, ${internals.length} INTERNAL`);
     if (internals.length > 0) console.error(`hostile-input: seed ${SEED} (replay with GMS_HOSTILE_SEED=${SEED}); INTERNAL answers:\n${internals.join("\n")}`);
     if (timedOut.length > 0) console.error(`hostile-input: seed ${SEED}: no answer within ${CLIENT_LIMIT_MS} ms:\n${timedOut.join("\n")}`);
     expect(internals, `seed ${SEED}`).toEqual([]);
