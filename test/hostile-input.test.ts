@@ -16,6 +16,7 @@ import { create, toBinary, toJsonString, type MessageShape, type DescField, type
 import { ScalarType } from "@bufbuild/protobuf";
 import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
+import { codeFromString } from "@connectrpc/connect/protocol-connect";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AccessService } from "../gen/gms/v1/access_pb.js";
@@ -250,7 +251,10 @@ function hostiles(p: Protocol, m: DescMethod, r: Rng): Hostile[] {
     add("malformed JSON", wrap(Buffer.from(validJson.slice(0, Math.max(1, r.int(validJson.length))))));
     add("random text", wrap(Buffer.from(r.bytes(1 + r.int(64)).map((b) => 0x20 + (b % 0x5f)))));
     add("deeply nested arrays", wrap(NESTED_ARRAYS));
+    // Under an unknown name a nest is skipped (unknown fields are ignored); under a known one it is read.
     add("deeply nested objects", wrap(NESTED_OBJECTS));
+    add("deeply nested arrays in a field", wrap(Buffer.concat([Buffer.from(`{"${m.input.fields[0]?.jsonName ?? "x"}":`), NESTED_ARRAYS, Buffer.from("}")])));
+    add("deeply nested objects in a field", wrap(Buffer.concat([Buffer.from(`{"${m.input.fields[0]?.jsonName ?? "x"}":`), NESTED_OBJECTS, Buffer.from("}")])));
     add("invalid UTF-8 in a string", wrap(Buffer.concat([Buffer.from(`{"${firstStringField(m.input) ?? "x"}":"a`), Buffer.from([0xff, 0xfe, 0xc3, 0x28]), Buffer.from('"}')])));
     add("int64 out of range", wrap(Buffer.from(jsonWithNumbers(m.input, '"9223372036854775808"'))));
     add("number 1e400", wrap(Buffer.from(jsonWithNumbers(m.input, "1e400"))));
@@ -478,6 +482,18 @@ function internal(a: Answer): string | undefined {
   return undefined;
 }
 
+/** codeOf is the code an answer carries: "3" (a gRPC code, in any protocol's words) or "http 415". */
+function codeOf(a: Answer): string {
+  const status = a.headers["grpc-status"] ?? a.trailers["grpc-status"];
+  if (status !== undefined) return String(status);
+  const text = readable(a);
+  const web = /grpc-status:\s*(\d+)/.exec(text);
+  if (web !== null) return web[1] as string;
+  const connect = /"code"\s*:\s*"([a-z_]+)"/.exec(text);
+  if (connect !== null) return String(codeFromString(connect[1] as string) ?? connect[1]);
+  return `http ${a.status}`;
+}
+
 /** pool runs the tasks with at most `width` in flight. */
 async function pool<T>(tasks: (() => Promise<T>)[], width: number): Promise<T[]> {
   const results: T[] = [];
@@ -611,6 +627,97 @@ function rawHttp(port: number, text: string): Promise<string> {
     });
   });
 }
+
+/** EXPECTED are the codes of the kinds whose answer is certain (random garbage may decode). */
+const EXPECTED: Record<string, string> = {
+  "invalid UTF-8 in a string field": "3",
+  "varint of 11 bytes": "3",
+  "length-delimited field longer than the message": "3",
+  "malformed JSON": "3",
+  "deeply nested arrays": "3",
+  "deeply nested arrays in a field": "3",
+  "invalid UTF-8 in a string": "3",
+  "number 1e400": "3",
+  "int64 out of range": "3",
+  "envelope longer than the body": "3",
+  "envelope of 4 GiB": "8",
+  "half an envelope header": "3",
+  "compressed flag without an encoding": "3",
+  "bad gzip": "3",
+  "truncated gzip": "3",
+  "gzip bomb above the read limit": "8",
+  "unknown encoding": "12",
+  'content type "text/plain"': "http 415",
+  'content type "application/xml"': "http 415",
+  "grpc-timeout: abc": "3",
+  "grpc-timeout: -1S": "3",
+  "grpc-timeout: 99999999999H": "3",
+  "connect-timeout-ms: abc": "3",
+  "connect-timeout-ms: -1": "3",
+  "connect-timeout-ms: 99999999999999999999": "3",
+  "GET bad base64": "3",
+  "GET base64 of odd length": "3",
+  "GET malformed JSON message": "3",
+  "GET invalid UTF-8": "3",
+  "GET bad gzip": "3",
+  "GET unknown compression": "12",
+};
+
+describe("undecodable requests, code by code", () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer("sqlite");
+  });
+  afterAll(() => t?.close());
+
+  // Both paths: CreateData and GetData (connect), RequestAccess and Refresh (the fast path's unary
+  // calls over gRPC and Connect), Subscribe (its stream over gRPC; connect's over Connect and gRPC-Web).
+  const methods = [StorageService.method.createData, StorageService.method.getData, AccessService.method.requestAccess, ChatService.method.refresh, ChatService.method.subscribe];
+  it.each(PROTOCOLS.map((p) => [p.name, p] as const))("%s: the caller's code for each kind", async (_name, p) => {
+    const session = http2.connect(t.server.url);
+    session.on("error", () => {});
+    const wrong: string[] = [];
+    for (const m of methods) {
+      for (const h of hostiles(p, m, rng(SEED))) {
+        const want = EXPECTED[h.kind];
+        if (want === undefined) continue;
+        const a = p.http2 ? await send2(session, h) : await send1(t.server.url, h);
+        const got = codeOf(a);
+        if (got !== want) wrong.push(`${m.name} ${h.kind}: ${got}, not ${want}`);
+      }
+    }
+    session.close();
+    expect(wrong).toEqual([]);
+  });
+});
+
+describe("JSON with invalid UTF-8", () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer("sqlite");
+  });
+  afterAll(() => t?.close());
+
+  // A lenient decoder would store U+FFFD where the wire carried 0xFF: an acknowledged write of
+  // something the caller never sent.
+  it.each([
+    ["connect path (CreateData)", "/gms.v1.StorageService/CreateData", '{"ttlSeconds":"60","entries":{"k":{"text":"a', '"}}}'],
+    ["fast path (Refresh)", "/gms.v1.ChatService/Refresh", '{"chatId":"0b7f8a4e-9c1d-4f5e-8a2b-3c4d5e6f7a8b","secureKey":"k', '"}'],
+  ])("%s: INVALID_ARGUMENT, nothing stored", async (_label, path, head, tail) => {
+    const body = Buffer.concat([Buffer.from(head), Buffer.from([0xff, 0x62]), Buffer.from(tail)]);
+    for (const version of ["1.1", "2"]) {
+      const h: Hostile = { kind: "", method: "POST", path, headers: { "content-type": "application/json" }, body };
+      let a: Answer;
+      if (version === "2") {
+        const session = http2.connect(t.server.url);
+        a = await send2(session, h);
+        session.close();
+      } else a = await send1(t.server.url, h);
+      expect(a.status, version).toBe(400);
+      expect(codeOf(a), version).toBe("3");
+    }
+  });
+});
 
 describe.each(DIALECTS)("requests connect-node cannot describe, on %s", (dialect) => {
   let t: TestServer;
