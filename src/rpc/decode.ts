@@ -67,9 +67,9 @@ export const COMPRESSIONS: Compression[] = [decompressing(compressionGzip), deco
 /**
  * JSON_OPTIONS make JSON requests with invalid UTF-8 undecodable (connect's default decoder would
  * store U+FFFD in place of what the wire carried). Binary strings are checked by protobuf-es.
+ * connect's JSON serialization reads `textDecoder` from these options (createJsonSerialization),
+ * though the handler options' type does not name it; test/hostile-input.test.ts checks it works.
  */
-// connect's JSON serialization reads `textDecoder` from these options (createJsonSerialization);
-// the handler options' type does not name it.
 export const JSON_OPTIONS = { textDecoder: new TextDecoder("utf-8", { fatal: true }) } as Partial<JsonReadOptions>;
 
 /** enteredKey marks a call that reached the interceptors: its request was decoded, or is a stream's. */
