@@ -2,7 +2,6 @@ import { setMaxListeners } from "node:events";
 import type { DescService } from "@bufbuild/protobuf";
 import { createValidator } from "@bufbuild/protovalidate";
 import { cors as connectCors, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createValidateInterceptor } from "@connectrpc/validate";
 import type { Logger } from "pino";
 import { AccessService } from "../gen/gms/v1/access_pb.js";
@@ -29,6 +28,7 @@ import { agentAccess, agentService, agentStreams } from "./rpc/agent-service.js"
 import { chatAccess, chatPolls, chatService, chatStreams } from "./rpc/chat-service.js";
 import { createAuthInterceptor, createAuthorizer, PUBLIC, type Access } from "./rpc/auth.js";
 import { healthService } from "./rpc/health-service.js";
+import { connectAdapter } from "./rpc/decode.js";
 import { createAvailabilityInterceptor, createCallTracker, createDeadlineInterceptor, createErrorInterceptor, createLogInterceptor, type CallTracker } from "./rpc/observe.js";
 import { reflectionServices } from "./rpc/reflection-service.js";
 import { sessionAccess, sessionService } from "./rpc/session-service.js";
@@ -189,7 +189,9 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   const compressMinBytes = app.config.server.compress_min_bytes ?? Number.POSITIVE_INFINITY;
   // A little above the largest legal request: a full data record plus its keys and framing.
   const readMaxBytes = Math.max(storage.max_data_bytes + storage.max_entries * (storage.max_key_bytes + 64), app.config.chat.files.max_file_bytes) + 64 * 1024;
-  const adapter = connectNodeAdapter({ routes: routes(app, parts.health, parts.shutdown), interceptors, compressMinBytes, readMaxBytes }) as RequestHandler;
+  // connectAdapter is connect-node's adapter with undecodable requests answered as the caller's
+  // mistake (INVALID_ARGUMENT, never INTERNAL) and logged at warn: src/rpc/decode.ts.
+  const adapter = connectAdapter({ routes: routes(app, parts.health, parts.shutdown), interceptors, compressMinBytes, readMaxBytes, log: app.log });
   if (parts.grpcStreamPath === false) return withCors(adapter, app.config.server.cors_origins);
   const streams = createStreamPath({
     streams: [...Object.values(chatStreams(app.chats)), ...Object.values(agentStreams(app.chats))],

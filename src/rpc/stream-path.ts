@@ -15,7 +15,6 @@ import * as http2 from "node:http2";
 import { create, type DescMessage, type DescMethod, type DescMethodServerStreaming, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { violationsToProto, type Validator } from "@bufbuild/protovalidate";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
-import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import { compressionNegotiate, createMethodSerializationLookup, encodeEnvelope, envelopeCompress, envelopeDecompress, type Compression } from "@connectrpc/connect/protocol";
 import * as connectProtocol from "@connectrpc/connect/protocol-connect";
 import { contentTypeProto, grpcStatusOk, headerAcceptEncoding, parseContentType, parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
@@ -23,6 +22,7 @@ import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import type { RequestHandler } from "../listen.js";
 import { callerOf, identityKey, type Authorizer, type Identity } from "./auth.js";
+import { COMPRESSIONS, JSON_OPTIONS, logUndecodable, undecodable } from "./decode.js";
 import { toConnectError } from "./errors.js";
 import { logCall, refuseWhileStoreDown, type Availability, type CallTracker } from "./observe.js";
 
@@ -134,8 +134,6 @@ interface Shared extends StreamPathOptions {
   open: Set<Call>;
 }
 
-/** The compressions connect-node accepts by default (connectNodeAdapter), in its order. */
-const COMPRESSIONS: Compression[] = [compressionGzip, compressionBrotli];
 const unavailable = () => new ConnectError("the server is shutting down; reconnect", Code.Unavailable);
 /** timedOut is a call cut by its deadline (grpc-timeout, Connect-Timeout-Ms), in connect's words. */
 const timedOut = () => new ConnectError("the operation timed out", Code.DeadlineExceeded);
@@ -155,7 +153,7 @@ const CALL_ENDED = new ConnectError("the call ended", Code.Canceled);
  */
 export function createStreamPath(options: StreamPathOptions): StreamPath {
   const routes = new Map<string, Route>();
-  const serialization = (method: DescMethod) => createMethodSerializationLookup(method, undefined, undefined, { readMaxBytes: options.readMaxBytes, writeMaxBytes: 0xffffffff });
+  const serialization = (method: DescMethod) => createMethodSerializationLookup(method, undefined, JSON_OPTIONS, { readMaxBytes: options.readMaxBytes, writeMaxBytes: 0xffffffff });
   const path = (method: DescMethod) => `/${method.parent.typeName}/${method.name}`;
   for (const stream of options.streams) routes.set(path(stream.method), { method: stream.method, stream, serialization: serialization(stream.method) });
   for (const unary of options.unary ?? []) routes.set(path(unary.method), { method: unary.method, unary, serialization: serialization(unary.method) });
@@ -205,11 +203,13 @@ async function serveConnectUnary(shared: Shared, route: Route, rpc: UnaryRpc, bi
   let body: Uint8Array;
   let failure: ConnectError | undefined;
   try {
-    if (compression.error !== undefined) throw compression.error;
-    if (timeout.error !== undefined) throw timeout.error;
-    let bytes = await readBody(req, shared.readMaxBytes, header(req, "content-length"));
-    if (compression.request !== null) bytes = await compression.request.decompress(bytes, shared.readMaxBytes);
-    const input = route.serialization.getI(binary).parse(bytes);
+    const input = await decoding(shared, rpc.method, async () => {
+      if (compression.error !== undefined) throw compression.error;
+      if (timeout.error !== undefined) throw timeout.error;
+      let bytes = await readBody(req, shared.readMaxBytes, header(req, "content-length"));
+      if (compression.request !== null) bytes = await compression.request.decompress(bytes, shared.readMaxBytes);
+      return route.serialization.getI(binary).parse(bytes);
+    });
     identity = admit(shared, rpc, input, header(req, "authorization"));
     if (rpc.waits?.(input) === true) {
       abort = new AbortController();
@@ -254,6 +254,25 @@ async function serveConnectUnary(shared: Shared, route: Route, rpc: UnaryRpc, bi
     shared.tracker.leave();
     logCall(shared.log, rpc.method, started, (identity ?? identityKey.defaultValue).name, failure);
   }
+}
+
+/**
+ * decoding runs the steps that read and decode a request: what fails there is the caller's mistake
+ * (undecodable: never INTERNAL), logged at warn with the method.
+ */
+async function decoding<T>(shared: Shared, method: DescMethod, decode: () => Promise<T>): Promise<T> {
+  try {
+    return await decode();
+  } catch (e) {
+    throw refusal(shared, method, e);
+  }
+}
+
+/** refusal is the error a request that could not be decoded gets (undecodable), logged. */
+function refusal(shared: Shared, method: DescMethod, e: unknown): ConnectError {
+  const error = undecodable(e);
+  logUndecodable(shared.log, method, error.code);
+  return error;
 }
 
 /**
@@ -350,9 +369,7 @@ class Call {
       if (shared.shutdown.aborted) throw unavailable();
       refuseWhileStoreDown(shared.health, route.stream.method);
       // Connect reports these once it reads the request, after the interceptors: so here.
-      if (negotiated.error !== undefined) throw negotiated.error;
-      if (timeout.error !== undefined) throw timeout.error;
-      const input = await this.request(negotiated.request);
+      const input = await this.request(negotiated, timeout.error);
       if (this.finished) return;
       const stream = route.stream as ServerStream;
       items = (await stream.open(input, this.identity ?? identityKey.defaultValue, abort.signal))[Symbol.asyncIterator]();
@@ -399,9 +416,7 @@ class Call {
     shared.tracker.enter();
     try {
       const { timeout, negotiated } = this.negotiate();
-      if (negotiated.error !== undefined) throw negotiated.error;
-      if (timeout.error !== undefined) throw timeout.error;
-      const input = await this.request(negotiated.request, false);
+      const input = await this.request(negotiated, timeout.error, false);
       if (this.finished) return;
       this.identity = admit(shared, rpc, input, header(req, "authorization"));
       // A call that may wait ends when its client goes; a quick one finishes, its reply dropped.
@@ -418,22 +433,25 @@ class Call {
   }
 
   /**
-   * request reads the one request message as connect does: each envelope decompressed, parsed and
-   * validated in turn; none, a second one, a partial one or one above readMaxBytes is an error.
+   * request reads the one request message as connect does: the negotiation's errors first, then
+   * each envelope decompressed, parsed and (for a stream) validated in turn; none, a second one, a
+   * partial one or one above readMaxBytes is an error. A request that cannot be decoded is the
+   * caller's mistake (decoding).
    */
-  private async request(compression: Compression | null, validated = true): Promise<MessageShape<DescMessage>> {
-    const { envelopes, error } = await readEnvelopes(this.req, this.shared.readMaxBytes);
+  private async request(negotiated: { request: Compression | null; error?: ConnectError | undefined }, timeoutError: ConnectError | undefined, validated = true): Promise<MessageShape<DescMessage>> {
     const { serialization, method } = this.route;
     const kind = method.methodKind === "unary" ? "unary" : "server-streaming";
     let first: MessageShape<DescMessage> | undefined;
+    if (negotiated.error !== undefined) throw refusal(this.shared, method, negotiated.error);
+    if (timeoutError !== undefined) throw refusal(this.shared, method, timeoutError);
+    const { envelopes, error } = await decoding(this.shared, method, () => readEnvelopes(this.req, this.shared.readMaxBytes));
     for (const envelope of envelopes) {
-      const { data } = await envelopeDecompress(envelope, compression, this.shared.readMaxBytes);
-      const message = serialization.getI(true).parse(data);
+      const message = await decoding(this.shared, method, async () => serialization.getI(true).parse((await envelopeDecompress(envelope, negotiated.request, this.shared.readMaxBytes)).data));
       if (validated) validate(this.shared.validator, method.input, message);
       if (first !== undefined) throw new ConnectError(`protocol error: received extra input message for ${kind} method`, Code.Unimplemented);
       first = message;
     }
-    if (error !== undefined) throw error;
+    if (error !== undefined) throw refusal(this.shared, method, error);
     if (first === undefined) throw new ConnectError(`protocol error: missing input message for ${kind} method`, Code.Unimplemented);
     return first;
   }
