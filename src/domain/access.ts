@@ -16,6 +16,7 @@ import {
   releaseAndCommit,
   releaseStatements,
   reserve,
+  retryDeadlocks,
   syncNumbers,
   type ClaimOptions,
   type CodeFailures,
@@ -358,7 +359,8 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       let failures: CodeFailures = { count: 0, oldest: undefined };
       let matched: LiveReservation[];
       try {
-        matched = await batchTransaction(db, async (tx) => {
+        // A deadlock with CancelSession or ExtendSession on a matched session rolls it back: run again.
+        matched = await retryDeadlocks(() => batchTransaction(db, async (tx) => {
           const found = await lockNumberForMatch(tx, number, now, now - windowMs);
           failures = found.failures;
           if (failures.count >= guard.max_failures) {
@@ -383,7 +385,7 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
             freeAt(now),
           );
           return chosen;
-        });
+        }));
       } catch (e) {
         if (code !== undefined && e instanceof GmsError && e.detail?.type === "no_match") {
           await recordCodeFailure(db.knex, number, now);
