@@ -983,3 +983,57 @@ describe.runIf(DIALECTS.includes("mysql"))("ExtendSession and CancelSession raci
     }, 150_000);
   }
 });
+
+/**
+ * The code-guessing guard under concurrency: however many wrong codes arrive at once, no more than
+ * `max_failures` of them in a window are weighed against the number's codes (answered NOT_FOUND);
+ * the rest are refused (RESOURCE_EXHAUSTED, rate limited), and so is the right code after them.
+ */
+describe.each(DIALECTS)("the code-guessing guard under concurrent guesses on %s", (dialect) => {
+  let db: TestDatabase;
+  let clock: ManualClock;
+  let app: App;
+
+  beforeAll(async () => {
+    db = await createTestDatabase(dialect);
+    clock = new ManualClock();
+    app = createApp({ config, db, clock, log: pino({ level: "silent" }) });
+    await app.access.syncNumbers();
+  });
+  afterAll(() => db.close());
+
+  it("at most max_failures guesses per window are weighed, however many come at once", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 2, max: 12 }), fc.nat(GUARD.max_failures - 1), async (guesses, before) => {
+        clock.advance(24 * 3600 * 1000);
+        const r = await app.access.requestInteraction({
+          service: "",
+          phoneNumber: PHONES[0]!,
+          resourceGroup: "lockr",
+          provideCode: true,
+          ttlSeconds: 70,
+          appData: new Map(),
+          request: { scope: "t", requestId: "" },
+        });
+        const number = r.access.accessNumber;
+        const code = r.access.accessCode!;
+        const wrong = (i: number) => String((Number(code) + 1 + i) % 100_000).padStart(5, "0");
+        const guess = (c: string) =>
+          app.access.matchInteraction({ service: "", accessNumber: number, accessCode: c, returnMultiple: false, returnData: false }).then(
+            () => "matched",
+            (e: unknown) => (e instanceof GmsError ? e.kind : `failed: ${(e as Error).message}`),
+          );
+        // Some wrong guesses one at a time first, then a burst.
+        for (let i = 0; i < before; i++) expect(await guess(wrong(i))).toBe("not_found");
+        const answers = await Promise.all(Array.from({ length: guesses }, (_, i) => guess(wrong(before + i))));
+        const weighed = answers.filter((a) => a === "not_found").length;
+        expect(answers.filter((a) => a !== "not_found" && a !== "resource_exhausted")).toEqual([]);
+        expect(weighed).toBeLessThanOrEqual(Math.max(0, GUARD.max_failures - before));
+        // Once the weighed guesses reach the limit the number is locked for the rest of the window,
+        // even for the right code; a guess refused unweighed is no failure (as one refused alone).
+        expect(await guess(code)).toBe(before + weighed >= GUARD.max_failures ? "resource_exhausted" : "matched");
+      }),
+      { seed: SEED, numRuns: 15 },
+    );
+  }, 120_000);
+});

@@ -468,11 +468,6 @@ export async function setReservationExpiry(q: Queryable, ids: readonly number[],
   await q("reservations").whereIn("id", ids).update({ expires_at: expiresAt });
 }
 
-/** recordCodeFailure counts a failed match that gave an access code. */
-export async function recordCodeFailure(q: Queryable, number: string, now: number): Promise<void> {
-  await q("code_failures").insert({ access_number: number, failed_at: now });
-}
-
 /** CodeFailures are a number's recent failed code matches: how many, and when the oldest was. */
 export interface CodeFailures {
   count: number;
@@ -488,6 +483,15 @@ const codeFailuresOf = (rows: readonly CodeFailuresSql[]): CodeFailures => {
   const row = rows[0];
   return { count: Number(row?.n ?? 0), oldest: row?.oldest === null || row?.oldest === undefined ? undefined : Number(row.oldest) };
 };
+
+/** countCodeFailures reads a number's failed code matches after `since` in the caller's transaction. */
+export async function countCodeFailures(tx: Batcher, number: string, since: number): Promise<CodeFailures> {
+  const [rows] = await tx.run([codeFailuresQuery(number, since)]);
+  return codeFailuresOf((rows ?? []) as CodeFailuresSql[]);
+}
+
+/** codeFailureInsert is the statement that counts a failed match that gave an access code, for a batch (runBatch). */
+export const codeFailureInsert = (number: string, now: number): SqlText => sqlText("INSERT INTO code_failures (access_number, failed_at) VALUES (?, ?)", [number, now]);
 
 /** LiveReservation is a live reservation with its active session. */
 export interface LiveReservation {
