@@ -16,16 +16,19 @@
  *
  * Reproduce a failure with the seed (and path) fast-check prints: GMS_PROPERTY_SEED=<seed>.
  */
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import fc from "fast-check";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AccessService } from "../gen/gms/v1/access_pb.js";
 import { ManualClock } from "../src/clock.js";
-import { parseConfig } from "../src/config.js";
+import { expandNumbers, parseConfig } from "../src/config.js";
 import type { AccessGrant } from "../src/domain/access.js";
 import { GmsError } from "../src/domain/errors.js";
 import type { DataValue } from "../src/domain/value.js";
 import { createApp, type App } from "../src/server.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
+import { startTestServer, type TestServer } from "./helpers/server.js";
 
 /** SEED makes every run reproducible; fast-check prints it (with the failing path) on a failure. */
 const SEED = Number(process.env["GMS_PROPERTY_SEED"] ?? 20261216);
@@ -472,7 +475,7 @@ function linearize(m: Model, calls: readonly { op: Op; outcome: Outcome }[], s: 
 type Spec =
   | { kind: "interaction"; group: Group; provideCode: boolean; phone: number; ttl: number; booking: number | undefined; scope: number; requestId: number | undefined }
   | { kind: "access"; pick: number; group: Group; provideCode: boolean; phone: number | undefined; booking: number | undefined; scope: number; requestId: number | undefined }
-  | { kind: "match"; how: "number" | "phone" | "code" | "codePhone" | "wrongCode" | "stranger"; pick: number; phone: number; multiple: boolean; data: boolean; wrong: string; formatted: boolean }
+  | { kind: "match"; how: "number" | "phone" | "code" | "codePhone" | "wrongCode" | "stranger" | "lapsed"; pick: number; phone: number; multiple: boolean; data: boolean; wrong: string; formatted: boolean }
   | { kind: "cancel"; pick: number }
   | { kind: "extend"; pick: number; ttl: number }
   | { kind: "get"; pick: number };
@@ -511,7 +514,7 @@ const specArb: fc.Arbitrary<Spec> = fc.oneof(
     weight: 5,
     arbitrary: fc.record({
       kind: fc.constant("match" as const),
-      how: fc.constantFrom("number" as const, "phone" as const, "code" as const, "codePhone" as const, "wrongCode" as const, "stranger" as const),
+      how: fc.constantFrom("number" as const, "phone" as const, "code" as const, "codePhone" as const, "wrongCode" as const, "stranger" as const, "lapsed" as const),
       pick: fc.nat(),
       phone: fc.nat(PHONES.length - 1),
       multiple: fc.boolean(),
@@ -563,7 +566,10 @@ function resolve(m: Model, spec: Spec, now: number): Op {
     case "match": {
       // Mostly a reservation still live (with a code, when the call gives one), now and then any the model knows.
       const wantsCode = spec.how === "code" || spec.how === "codePhone";
-      const candidates = spec.pick % 4 === 0 ? m.reservations : liveOf(m, now).filter((x) => !wantsCode || x.code !== undefined);
+      // "lapsed": the reservation that lapsed last (not released), at the moment it lapses or after.
+      const lapsed = m.reservations.filter((x) => !x.released && x.expiresAt <= now).sort((a, b) => b.expiresAt - a.expiresAt);
+      const candidates =
+        spec.how === "lapsed" ? lapsed.slice(0, 1) : spec.pick % 4 === 0 ? m.reservations : liveOf(m, now).filter((x) => !wantsCode || x.code !== undefined);
       const rs = candidates.length === 0 ? m.reservations : candidates;
       const r = rs.length === 0 ? undefined : rs[Math.floor(spec.pick / 4) % rs.length];
       const number = r?.number ?? ALL_NUMBERS[spec.pick % ALL_NUMBERS.length]!.number;
@@ -582,6 +588,8 @@ function resolve(m: Model, spec: Spec, now: number): Op {
           return { ...base, phone: undefined, code: spec.wrong };
         case "stranger":
           return { ...base, phone: "+15550009999", code: undefined };
+        case "lapsed":
+          return { ...base, phone: undefined, code: r?.code };
       }
       break;
     }
@@ -1036,4 +1044,104 @@ describe.each(DIALECTS)("the code-guessing guard under concurrent guesses on %s"
       { seed: SEED, numRuns: 15 },
     );
   }, 120_000);
+});
+
+/** RACE_GROUPS are the locking pools of the gRPC race: a few sizes, round-robin and random. */
+const RACE_GROUPS = {
+  duo: { numbers: ["+18005550500", "+18005550501"], allocation: "round-robin", locking: true, booking_expiration_timeout: 120 },
+  quad: { numbers: ["+18005550510..+18005550513"], allocation: "random", locking: true, booking_expiration_timeout: 120 },
+  seven: { numbers: ["+18005550520..+18005550526"], allocation: "round-robin", locking: true, booking_expiration_timeout: 120 },
+} as const;
+
+/**
+ * The real server over real sockets, on MariaDB: N RequestInteraction racing for M numbers, with
+ * MatchInteraction (DNIS only) racing them, come out exactly right: no number held twice, every
+ * match names the session that got its number, a loser only when every number was held, the
+ * store holds exactly the winners not matched, and afterwards every number is handed out again.
+ */
+describe.runIf(DIALECTS.includes("mysql"))("racing allocations and matches over gRPC on mysql", () => {
+  let t: TestServer;
+  let clock: ManualClock;
+  let access: Client<typeof AccessService>;
+
+  beforeAll(async () => {
+    clock = new ManualClock(Date.now());
+    t = await startTestServer("mysql", { clock, config: { resources: RACE_GROUPS } });
+    access = createClient(AccessService, t.grpc);
+  });
+  afterAll(() => t.close());
+
+  type Settled<T> = { ok: true; value: T } | { ok: false; code: Code; message: string };
+  const settle = <T>(p: Promise<T>): Promise<Settled<T>> =>
+    p.then(
+      (value) => ({ ok: true as const, value }),
+      (e: unknown) => {
+        const err = ConnectError.from(e);
+        return { ok: false as const, code: err.code, message: err.rawMessage };
+      },
+    );
+
+  it("N racing RequestInteraction on M numbers, with matches racing them, come out exactly right", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom(...(Object.keys(RACE_GROUPS) as (keyof typeof RACE_GROUPS)[])),
+        fc.integer({ min: 1, max: 20 }),
+        fc.array(fc.nat(), { maxLength: 10 }),
+        async (group, n, matchPicks) => {
+          clock.advance(24 * 3600 * 1000);
+          const numbers = expandNumbers([...RACE_GROUPS[group].numbers]);
+          const m = numbers.length;
+          const ask = (i: number) => settle(access.requestInteraction({ phoneNumber: `+1650555${String(i).padStart(4, "0")}`, resourceGroup: group, ttlSeconds: 600n, appData: {} }));
+          const match = (number: string) => settle(access.matchInteraction({ accessNumber: number }));
+          const [requests, matches] = await Promise.all([
+            Promise.all(Array.from({ length: n }, (_, i) => ask(i))),
+            Promise.all(matchPicks.map((p) => match(numbers[p % m]!))),
+          ]);
+          const matchedNumbers = matchPicks.map((p) => numbers[p % m]!);
+          // Losers are told the pool is exhausted; a match finds a session or nothing.
+          expect(requests.flatMap((r) => (r.ok || r.code === Code.ResourceExhausted ? [] : [r]))).toEqual([]);
+          expect(matches.flatMap((r) => (r.ok || r.code === Code.NotFound ? [] : [r]))).toEqual([]);
+          const won = requests.flatMap((r) => (r.ok ? [{ session: r.value.session!.id, number: r.value.access!.accessNumber }] : []));
+          const lost = requests.length - won.length;
+          const numberOf = new Map(won.map((w) => [w.session, w.number]));
+          expect(numberOf.size).toBe(won.length);
+          for (const w of won) expect(numbers).toContain(w.number);
+          // Each match released the session that got the number it was called on, once.
+          const released = new Set<string>();
+          matches.forEach((r, k) => {
+            if (!r.ok) return;
+            expect(r.value.matches).toHaveLength(1);
+            const session = r.value.matches[0]!.sessionId;
+            expect(numberOf.get(session), "a match names a session that got the number").toBe(matchedNumbers[k]);
+            expect(released.has(session), "a session is matched once").toBe(false);
+            released.add(session);
+          });
+          // A number is handed out again only after its holder was matched.
+          for (const number of numbers) {
+            const holders = won.filter((w) => w.number === number);
+            expect(holders.filter((w) => !released.has(w.session)).length, `${number} held twice`).toBeLessThanOrEqual(1);
+          }
+          // A loser only when every number was held: the winners then held all of them.
+          if (lost > 0) expect(won.length).toBeGreaterThanOrEqual(m);
+          expect(won.length).toBeLessThanOrEqual(m + released.size);
+          // The store holds exactly the winners not matched.
+          const knex = t.server.app.db.knex;
+          const live = (await knex("reservations").whereNull("released_at").andWhere("expires_at", ">", clock.now()).andWhere("resource_group", group).select("session_id", "access_number")) as {
+            session_id: string;
+            access_number: string;
+          }[];
+          expect(new Map(live.map((r) => [r.session_id, r.access_number]))).toEqual(new Map(won.filter((w) => !released.has(w.session)).map((w) => [w.session, w.number])));
+          // Every live reservation matches its session by the number alone; then the whole pool is handed out again.
+          for (const r of live) {
+            const got = await access.matchInteraction({ accessNumber: r.access_number });
+            expect(got.matches.map((x) => x.sessionId)).toEqual([r.session_id]);
+          }
+          const again = await Promise.all(Array.from({ length: m }, (_, i) => ask(1000 + i)));
+          expect(again.every((r) => r.ok)).toBe(true);
+          expect(new Set(again.map((r) => (r.ok ? r.value.access!.accessNumber : "")))).toEqual(new Set(numbers));
+        },
+      ),
+      { seed: SEED, numRuns: 12 },
+    );
+  }, 180_000);
 });
