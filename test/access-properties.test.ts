@@ -11,10 +11,12 @@
  * - every acknowledged reservation is matchable until it lapses, and not after.
  *
  * A model of the live sessions and reservations predicts every answer. A concurrent batch passes
- * when some order of its calls (a linearization) explains every answer. After each step the live
- * reservations in the database are compared with the model's.
+ * when some order of its calls (a linearization) explains every answer and the store after it.
+ * After each step the store's live reservations, live sessions and numbers (free at, used at) must
+ * be the model's, and the invariants are checked on the store itself.
  *
- * Reproduce a failure with the seed (and path) fast-check prints: GMS_PROPERTY_SEED=<seed>.
+ * Reproduce a failure with what fast-check prints: GMS_PROPERTY_SEED=<seed> GMS_PROPERTY_PATH=<path>
+ * (a batch's interleaving is the database's, so a concurrent failure may need a few tries).
  */
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import fc from "fast-check";
@@ -25,6 +27,7 @@ import { ManualClock } from "../src/clock.js";
 import { expandNumbers, parseConfig } from "../src/config.js";
 import type { AccessGrant } from "../src/domain/access.js";
 import { GmsError } from "../src/domain/errors.js";
+import { createSweeper } from "../src/domain/sweeper.js";
 import type { DataValue } from "../src/domain/value.js";
 import { createApp, type App } from "../src/server.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
@@ -34,6 +37,8 @@ import { startTestServer, type TestServer } from "./helpers/server.js";
 const SEED = Number(process.env["GMS_PROPERTY_SEED"] ?? 20261216);
 /** RUNS is how many command sequences each dialect runs. */
 const RUNS = Number(process.env["GMS_PROPERTY_RUNS"] ?? 30);
+/** REPLAY replays one failing case (the path fast-check printed) of SEED. */
+const REPLAY = process.env["GMS_PROPERTY_PATH"] === undefined ? {} : { path: process.env["GMS_PROPERTY_PATH"], endOnFailure: true };
 
 const config = parseConfig({
   access: { booking_expiration_timeout: 30, code_attempts: { max_failures: 3, window_seconds: 20 } },
@@ -157,7 +162,11 @@ interface GetOp {
   kind: "get";
   sessionId: string;
 }
-type Op = InteractionOp | AccessOp | MatchOp | CancelOp | ExtendOp | GetOp;
+/** SweepOp is the background sweeper's pass: it deletes what has lapsed and must change nothing live. */
+interface SweepOp {
+  kind: "sweep";
+}
+type Op = InteractionOp | AccessOp | MatchOp | CancelOp | ExtendOp | GetOp | SweepOp;
 
 type Outcome = { ok: true; value: unknown } | { ok: false; kind: string; detail: unknown; message: string };
 
@@ -411,6 +420,8 @@ function apply(m: Model, op: Op, outcome: Outcome, s: Step): string | undefined 
       if (s.serial) return checkView(m, s, session, outcome.value as SessionValue);
       return undefined;
     }
+    case "sweep":
+      return outcome.ok ? undefined : fail(`the sweeper failed: ${describeOutcome(outcome)}`);
     case "get": {
       const session = m.sessions[op.sessionId];
       if (session === undefined || session.expiresAt <= s.now) return outcome.ok || outcome.kind !== "not_found" ? fail(`expected NOT_FOUND, got ${describeOutcome(outcome)}`) : undefined;
@@ -478,7 +489,8 @@ type Spec =
   | { kind: "match"; how: "number" | "phone" | "code" | "codePhone" | "wrongCode" | "stranger" | "lapsed"; pick: number; phone: number; multiple: boolean; data: boolean; wrong: string; formatted: boolean }
   | { kind: "cancel"; pick: number }
   | { kind: "extend"; pick: number; ttl: number }
-  | { kind: "get"; pick: number };
+  | { kind: "get"; pick: number }
+  | { kind: "sweep" };
 
 const groupArb = fc.constantFrom(...GROUPS);
 const bookingArb = fc.option(fc.constantFrom(3, 12, 50), { nil: undefined });
@@ -526,6 +538,7 @@ const specArb: fc.Arbitrary<Spec> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("cancel" as const), pick: fc.nat() }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant("extend" as const), pick: fc.nat(), ttl: fc.constantFrom(5, 30, 90) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("get" as const), pick: fc.nat() }) },
+  { weight: 1, arbitrary: fc.constant({ kind: "sweep" as const }) },
 );
 
 /** pickSession picks a session the model knows (lapsed and ended ones too), now and then an unknown one. */
@@ -599,6 +612,8 @@ function resolve(m: Model, spec: Spec, now: number): Op {
       return { kind: "extend", sessionId: pickSession(m, spec.pick), ttl: spec.ttl };
     case "get":
       return { kind: "get", sessionId: pickSession(m, spec.pick) };
+    case "sweep":
+      return { kind: "sweep" };
   }
 }
 
@@ -639,6 +654,8 @@ async function run(app: App, op: Op): Promise<Outcome> {
           return app.sessions.extend(op.sessionId, op.ttl);
         case "get":
           return app.sessions.get(op.sessionId);
+        case "sweep":
+          return createSweeper({ db: app.db, clock: app.clock, storage: app.storage, batchSize: 50 }).sweep();
       }
     })();
     return { ok: true, value };
@@ -913,7 +930,7 @@ describe.each(DIALECTS)("allocation and matching properties on %s", (dialect) =>
         const model = emptyModel(await readNumbers(world));
         await fc.asyncModelRun(() => ({ model, real: world }), cmds);
       }),
-      { seed: SEED, numRuns: RUNS },
+      { seed: SEED, numRuns: RUNS, ...REPLAY },
     );
   }, 240_000);
 });
@@ -1041,7 +1058,7 @@ describe.each(DIALECTS)("the code-guessing guard under concurrent guesses on %s"
         // even for the right code; a guess refused unweighed is no failure (as one refused alone).
         expect(await guess(code)).toBe(before + weighed >= GUARD.max_failures ? "resource_exhausted" : "matched");
       }),
-      { seed: SEED, numRuns: 15 },
+      { seed: SEED, numRuns: 15, ...REPLAY },
     );
   }, 120_000);
 });
@@ -1141,7 +1158,7 @@ describe.runIf(DIALECTS.includes("mysql"))("racing allocations and matches over 
           expect(new Set(again.map((r) => (r.ok ? r.value.access!.accessNumber : "")))).toEqual(new Set(numbers));
         },
       ),
-      { seed: SEED, numRuns: 12 },
+      { seed: SEED, numRuns: 12, ...REPLAY },
     );
   }, 180_000);
 });
