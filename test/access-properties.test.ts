@@ -936,6 +936,26 @@ describe.each(DIALECTS)("allocation and matching properties on %s", (dialect) =>
 });
 
 /**
+ * queued is how many statements on the test's database have been running a second or more: while
+ * a transaction of the test holds a row, those are the calls queued for it. (PROCESSLIST, not
+ * INNODB_TRX: a locking read of one row by its key waits in the optimizer's "Statistics" step,
+ * where a busy MariaDB may not list it as a lock wait.)
+ */
+async function queued(db: TestDatabase): Promise<number> {
+  const [rows] = (await db.knex.raw(
+    "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND COMMAND IN ('Query', 'Execute') AND TIME >= 1 AND ID <> CONNECTION_ID()",
+  )) as [{ n: number | string }[]];
+  return Number(rows[0]?.n);
+}
+
+/** untilQueued waits (a minute at most) until `n` calls are queued (queued). */
+async function untilQueued(db: TestDatabase, n: number): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while ((await queued(db)) < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  expect(await queued(db)).toBeGreaterThanOrEqual(n);
+}
+
+/**
  * Regression (found by the property above on MariaDB): a match locks a number's reservations, then
  * their sessions; ExtendSession and CancelSession lock the session, then write its reservations.
  * Run together they deadlocked and one of them failed with ER_LOCK_DEADLOCK. Made deterministic
@@ -956,23 +976,7 @@ describe.runIf(DIALECTS.includes("mysql"))("ExtendSession and CancelSession raci
   });
   afterAll(() => db.close());
 
-  /**
-   * waiting is how many statements on the test's database have been running a second or more:
-   * while the test's transaction holds the session's row, those are the calls queued for it.
-   * (PROCESSLIST, not INNODB_TRX: a locking read of one row by its key waits in the optimizer's
-   * "Statistics" step, where a busy MariaDB may not list it as a lock wait.)
-   */
-  const waiting = async () => {
-    const [rows] = (await db.knex.raw(
-      "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND COMMAND IN ('Query', 'Execute') AND TIME >= 1 AND ID <> CONNECTION_ID()",
-    )) as [{ n: number | string }[]];
-    return Number(rows[0]?.n);
-  };
-  const untilWaiting = async (n: number) => {
-    const deadline = Date.now() + 60_000;
-    while ((await waiting()) < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    expect(await waiting()).toBeGreaterThanOrEqual(n);
-  };
+  const untilWaiting = (n: number) => untilQueued(db, n);
 
   for (const kind of ["extend", "cancel"] as const) {
     it(`${kind} and a match queued on one session both finish`, async () => {
@@ -1014,6 +1018,56 @@ describe.runIf(DIALECTS.includes("mysql"))("ExtendSession and CancelSession raci
       expect(live.access.length).toBe(kind === "extend" ? 1 : 0);
     }, 150_000);
   }
+});
+
+/**
+ * Regression (found by the property tests on MariaDB): a match reads the number's failed guesses
+ * before its candidates' row locks are granted. A match without a code that queued behind a wrong
+ * guess still matched after that guess had locked the number. Here a transaction of the test holds
+ * the reservation's row while the match queues, then commits the failure that locks the number.
+ */
+describe.runIf(DIALECTS.includes("mysql"))("a match queued behind the guess that locks the number on mysql", () => {
+  let db: TestDatabase;
+  let clock: ManualClock;
+  let app: App;
+
+  beforeAll(async () => {
+    db = await createTestDatabase("mysql");
+    clock = new ManualClock();
+    app = createApp({ config, db, clock, log: pino({ level: "silent" }) });
+    await app.access.syncNumbers();
+  });
+  afterAll(() => db.close());
+
+  it("is refused once the guesses before it reached the limit", async () => {
+    const r = await app.access.requestInteraction({
+      service: "",
+      phoneNumber: PHONES[0]!,
+      resourceGroup: "lock",
+      ttlSeconds: 70,
+      appData: new Map(),
+      request: { scope: "t", requestId: "" },
+    });
+    const number = r.access.accessNumber;
+    const match = (accessCode?: string) =>
+      app.access.matchInteraction({ service: "", accessNumber: number, accessCode, returnMultiple: false, returnData: false }).then(
+        () => "matched",
+        (e: unknown) => (e instanceof GmsError ? e.kind : `failed: ${(e as Error).message}`),
+      );
+    for (let i = 0; i < GUARD.max_failures - 1; i++) expect(await match("999999")).toBe("not_found");
+    const trx = await db.knex.transaction();
+    try {
+      await trx("reservations").where("access_number", number).whereNull("released_at").forUpdate().select("id");
+      const queued = match();
+      await untilQueued(db, 1);
+      // The last failure the guard allows, committed while the match waits.
+      await trx("code_failures").insert({ access_number: number, failed_at: clock.now() });
+      await trx.commit();
+      expect(await queued).toBe("resource_exhausted");
+    } finally {
+      if (!trx.isCompleted()) await trx.rollback();
+    }
+  }, 120_000);
 });
 
 /**

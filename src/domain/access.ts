@@ -362,9 +362,12 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       const outcome = await retryDeadlocks(() => batchTransaction(db, async (tx): Promise<{ matched: LiveReservation[] } | { refused: GmsError }> => {
           const found = await lockNumberForMatch(tx, number, now, now - windowMs);
           failures = found.failures;
-          // On MySQL the count was read before the candidates' row locks were granted: a guess that
-          // waited for them counts again, now that the guesses before it have committed their failures.
-          if (code !== undefined && db.dialect === "mysql" && found.live.length > 0 && failures.count < guard.max_failures) failures = await countCodeFailures(tx, number, now - windowMs);
+          // On MySQL the count was read before the candidates' row locks were granted: a guess (or a
+          // match on a number already guessed at) that waited for them counts again, now that the
+          // guesses before it have committed their failures. A match without a code on a number
+          // without failures, the common case, does not: it stays two round trips.
+          const recount = code !== undefined || failures.count > 0;
+          if (recount && db.dialect === "mysql" && found.live.length > 0 && failures.count < guard.max_failures) failures = await countCodeFailures(tx, number, now - windowMs);
           if (failures.count >= guard.max_failures) {
             const until = (failures.oldest ?? now) + windowMs;
             throw new GmsError("resource_exhausted", `too many wrong access codes for ${number}; matching is refused until the window ends`, { type: "rate_limited", until });
