@@ -7,15 +7,17 @@ import {
   claimAndReserve,
   claimNumber,
   claimSession,
+  codeFailureInsert,
+  countCodeFailures,
   groupHasNumbers,
   lanesFor,
   liveCodes,
   lockNumberForMatch,
   nextFreeAt,
-  recordCodeFailure,
   releaseAndCommit,
   releaseStatements,
   reserve,
+  retryDeadlocks,
   syncNumbers,
   type ClaimOptions,
   type CodeFailures,
@@ -356,22 +358,33 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       const windowMs = guard.window_seconds * 1000;
       // What the guard needs to know (failures) comes from the database: several nodes count alike.
       let failures: CodeFailures = { count: 0, oldest: undefined };
-      let matched: LiveReservation[];
-      try {
-        matched = await batchTransaction(db, async (tx) => {
+      // A deadlock with CancelSession or ExtendSession on a matched session rolls it back: run again.
+      const outcome = await retryDeadlocks(() => batchTransaction(db, async (tx): Promise<{ matched: LiveReservation[] } | { refused: GmsError }> => {
           const found = await lockNumberForMatch(tx, number, now, now - windowMs);
           failures = found.failures;
+          // On MySQL the count was read before the candidates' row locks were granted: a guess (or a
+          // match on a number already guessed at) that waited for them counts again, now that the
+          // guesses before it have committed their failures. A match without a code on a number
+          // without failures, the common case, does not: it stays two round trips.
+          const recount = code !== undefined || failures.count > 0;
+          if (recount && db.dialect === "mysql" && found.live.length > 0 && failures.count < guard.max_failures) failures = await countCodeFailures(tx, number, now - windowMs);
           if (failures.count >= guard.max_failures) {
             const until = (failures.oldest ?? now) + windowMs;
             throw new GmsError("resource_exhausted", `too many wrong access codes for ${number}; matching is refused until the window ends`, { type: "rate_limited", until });
           }
+          // A wrong code is counted in the transaction, before the candidates' locks are let go: guesses
+          // at one number queue for them, and each counts the ones before it (at most max_failures weighed).
+          const noMatch = async (refused: GmsError) => {
+            if (code !== undefined) await tx.run([codeFailureInsert(number, now)], { commit: true });
+            return { refused };
+          };
           const live = found.live;
-          if (live.length === 0) throw new GmsError("not_found", `no live reservation on ${number}`, { type: "no_match", reason: "no_reservation" });
+          if (live.length === 0) return noMatch(new GmsError("not_found", `no live reservation on ${number}`, { type: "no_match", reason: "no_reservation" }));
           const byCode = code === undefined ? live : live.filter((l) => l.reservation.accessCode === code);
           const byBoth = phone === undefined ? byCode : byCode.filter((l) => l.reservation.phoneNumber === phone);
           if (byBoth.length === 0) {
             const reason = byCode.length === 0 ? "code_mismatch" : "phone_mismatch";
-            throw new GmsError("not_found", `no session matches the call on ${number} (${reason.replace("_", " ")})`, { type: "no_match", reason });
+            return noMatch(new GmsError("not_found", `no session matches the call on ${number} (${reason.replace("_", " ")})`, { type: "no_match", reason }));
           }
           // Newest first: without return_multiple_matches only the most recent is matched (and released).
           const chosen = input.returnMultiple ? byBoth : byBoth.slice(0, 1);
@@ -382,17 +395,15 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
             now,
             freeAt(now),
           );
-          return chosen;
-        });
-      } catch (e) {
-        if (code !== undefined && e instanceof GmsError && e.detail?.type === "no_match") {
-          await recordCodeFailure(db.knex, number, now);
-          if (failures.count + 1 >= guard.max_failures) {
-            log.warn({ event: "security", kind: "access_code_guessing", accessNumber: number, failures: failures.count + 1, windowSeconds: guard.window_seconds }, "access number locked against code guessing");
-          }
+          return { matched: chosen };
+        }));
+      if ("refused" in outcome) {
+        if (code !== undefined && failures.count + 1 >= guard.max_failures) {
+          log.warn({ event: "security", kind: "access_code_guessing", accessNumber: number, failures: failures.count + 1, windowSeconds: guard.window_seconds }, "access number locked against code guessing");
         }
-        throw e;
+        throw outcome.refused;
       }
+      const matched = outcome.matched;
       const results: MatchResult[] = [];
       for (const { session } of matched) {
         let data: DataEntries | undefined;

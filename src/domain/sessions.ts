@@ -1,6 +1,6 @@
 import type { Clock } from "../clock.js";
 import type { Config } from "../config.js";
-import { liveReservationsOfSession, setNumbersAvailableAt, setReservationExpiry } from "../store/access-store.js";
+import { liveReservationsOfSession, retryDeadlocks, setNumbersAvailableAt, setReservationExpiry } from "../store/access-store.js";
 import type { Database } from "../store/database.js";
 import { extendChatsOfSession } from "../store/chat-store.js";
 import { readSession, updateSession } from "../store/session-store.js";
@@ -43,14 +43,17 @@ export function createSessions({ db, clock, config, storage, access }: SessionsD
 
     async cancel(sessionId) {
       const now = clock.now();
-      await db.knex.transaction(async (trx) => {
-        const session = await readSession(trx, sessionId, now, db.dialect);
-        if (session === undefined) throw notFound(`session ${sessionId}`);
-        if (session.state === "ended") return; // cancelling twice is harmless, so retries are safe
-        await access.release(trx, await liveReservationsOfSession(trx, sessionId, now), now);
-        await deleteData(trx, session.dataId, now);
-        await updateSession(trx, sessionId, { state: "ended" });
-      });
+      // A match on one of its numbers may deadlock with it: the loser is rolled back and runs again.
+      await retryDeadlocks(() =>
+        db.knex.transaction(async (trx) => {
+          const session = await readSession(trx, sessionId, now, db.dialect);
+          if (session === undefined) throw notFound(`session ${sessionId}`);
+          if (session.state === "ended") return; // cancelling twice is harmless, so retries are safe
+          await access.release(trx, await liveReservationsOfSession(trx, sessionId, now), now);
+          await deleteData(trx, session.dataId, now);
+          await updateSession(trx, sessionId, { state: "ended" });
+        }),
+      );
     },
 
     async updateData(sessionId, entries, removeKeys) {
@@ -67,22 +70,25 @@ export function createSessions({ db, clock, config, storage, access }: SessionsD
     async extend(sessionId, ttlSeconds) {
       const now = clock.now();
       const expiresAt = now + ttlSeconds * 1000;
-      await db.knex.transaction(async (trx) => {
-        const session = await readSession(trx, sessionId, now, db.dialect);
-        if (session === undefined) throw notFound(`session ${sessionId}`);
-        if (session.state !== "active") throw inactive(sessionId);
-        await updateSession(trx, sessionId, { expiresAt });
-        await storage.updateIn(trx, { dataId: session.dataId, entries: new Map(), removeKeys: [], ttlSeconds });
-        await extendChatsOfSession(trx, sessionId, expiresAt);
-        // Each reservation is extended as far as its group allows, never past the session.
-        for (const r of await liveReservationsOfSession(trx, sessionId, now)) {
-          const max = config.resources[r.resourceGroup]?.max_booking_expiration_timeout ?? 0;
-          const until = Math.min(expiresAt, Math.max(r.expiresAt, now + max * 1000));
-          if (until === r.expiresAt) continue;
-          await setReservationExpiry(trx, [r.id], until);
-          if (r.locking) await setNumbersAvailableAt(trx, [{ group: r.resourceGroup, number: r.accessNumber }], until);
-        }
-      });
+      // As cancel: a deadlock with a match is run again.
+      await retryDeadlocks(() =>
+        db.knex.transaction(async (trx) => {
+          const session = await readSession(trx, sessionId, now, db.dialect);
+          if (session === undefined) throw notFound(`session ${sessionId}`);
+          if (session.state !== "active") throw inactive(sessionId);
+          await updateSession(trx, sessionId, { expiresAt });
+          await storage.updateIn(trx, { dataId: session.dataId, entries: new Map(), removeKeys: [], ttlSeconds });
+          await extendChatsOfSession(trx, sessionId, expiresAt);
+          // Each reservation is extended as far as its group allows, never past the session.
+          for (const r of await liveReservationsOfSession(trx, sessionId, now)) {
+            const max = config.resources[r.resourceGroup]?.max_booking_expiration_timeout ?? 0;
+            const until = Math.min(expiresAt, Math.max(r.expiresAt, now + max * 1000));
+            if (until === r.expiresAt) continue;
+            await setReservationExpiry(trx, [r.id], until);
+            if (r.locking) await setNumbersAvailableAt(trx, [{ group: r.resourceGroup, number: r.accessNumber }], until);
+          }
+        }),
+      );
       return view(sessionId, now);
     },
   };

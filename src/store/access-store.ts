@@ -20,6 +20,33 @@ import { valueSize, type DataEntries } from "../domain/value.js";
 import { claimRequestId, completeRequestId } from "./idempotency-store.js";
 import { dataInsertRows, entriesJson, type DataRow } from "./storage-store.js";
 
+/** isDeadlock tells whether MySQL chose the transaction as a deadlock's victim (it rolled it back). */
+export function isDeadlock(e: unknown): boolean {
+  const err = e as { code?: string; errno?: number };
+  return err.code === "ER_LOCK_DEADLOCK" || err.errno === 1213;
+}
+
+/** DEADLOCK_ATTEMPTS is how many times retryDeadlocks runs a transaction the database keeps choosing as a deadlock's victim. */
+const DEADLOCK_ATTEMPTS = 5;
+
+/**
+ * retryDeadlocks runs a transaction again when MySQL rolled it back as a deadlock's victim. A match
+ * locks a number's reservations, then their sessions; CancelSession and ExtendSession lock the
+ * session, then write its reservations: run together on one session they can deadlock, and the
+ * victim, rolled back whole, is safe to run again. SQLite never deadlocks (one writer at a time).
+ */
+export async function retryDeadlocks<T>(run: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await run();
+    } catch (e) {
+      if (!isDeadlock(e) || attempt >= DEADLOCK_ATTEMPTS) throw e;
+      // A short random pause, so that the two do not meet again at once.
+      await new Promise((r) => setTimeout(r, Math.random() * 5 * attempt));
+    }
+  }
+}
+
 /** Allocation is how a group picks among its free numbers. */
 export type Allocation = "random" | "round-robin";
 
@@ -441,11 +468,6 @@ export async function setReservationExpiry(q: Queryable, ids: readonly number[],
   await q("reservations").whereIn("id", ids).update({ expires_at: expiresAt });
 }
 
-/** recordCodeFailure counts a failed match that gave an access code. */
-export async function recordCodeFailure(q: Queryable, number: string, now: number): Promise<void> {
-  await q("code_failures").insert({ access_number: number, failed_at: now });
-}
-
 /** CodeFailures are a number's recent failed code matches: how many, and when the oldest was. */
 export interface CodeFailures {
   count: number;
@@ -461,6 +483,15 @@ const codeFailuresOf = (rows: readonly CodeFailuresSql[]): CodeFailures => {
   const row = rows[0];
   return { count: Number(row?.n ?? 0), oldest: row?.oldest === null || row?.oldest === undefined ? undefined : Number(row.oldest) };
 };
+
+/** countCodeFailures reads a number's failed code matches after `since` in the caller's transaction. */
+export async function countCodeFailures(tx: Batcher, number: string, since: number): Promise<CodeFailures> {
+  const [rows] = await tx.run([codeFailuresQuery(number, since)]);
+  return codeFailuresOf((rows ?? []) as CodeFailuresSql[]);
+}
+
+/** codeFailureInsert is the statement that counts a failed match that gave an access code, for a batch (runBatch). */
+export const codeFailureInsert = (number: string, now: number): SqlText => sqlText("INSERT INTO code_failures (access_number, failed_at) VALUES (?, ?)", [number, now]);
 
 /** LiveReservation is a live reservation with its active session. */
 export interface LiveReservation {
