@@ -634,7 +634,7 @@ async function run(app: App, op: Op): Promise<Outcome> {
             ttlSeconds: op.ttl,
             bookingSeconds: op.booking,
             appData: new Map([["marker", { kind: "text", text: op.marker }]]),
-            request: { scope: op.scope, requestId: op.requestId },
+            request: { scope: op.scope, requestId: op.requestId, digest: "the same request" },
           });
         case "access":
           return app.access.requestAccess({
@@ -644,7 +644,7 @@ async function run(app: App, op: Op): Promise<Outcome> {
             provideCode: op.provideCode,
             phoneNumber: op.phone,
             bookingSeconds: op.booking,
-            request: { scope: op.scope, requestId: op.requestId },
+            request: { scope: op.scope, requestId: op.requestId, digest: "the same request" },
           });
         case "match":
           return app.access.matchInteraction({ service: "", accessNumber: op.number, phoneNumber: op.phone, accessCode: op.code, returnMultiple: op.multiple, returnData: op.data });
@@ -988,7 +988,7 @@ describe.runIf(DIALECTS.includes("mysql"))("ExtendSession and CancelSession raci
         ttlSeconds: 70,
         bookingSeconds: 12,
         appData: new Map(),
-        request: { scope: "t", requestId: "" },
+        request: { scope: "t", requestId: "", digest: "" },
       });
       const trx = await db.knex.transaction();
       try {
@@ -1046,7 +1046,7 @@ describe.runIf(DIALECTS.includes("mysql"))("a match queued behind the guess that
       resourceGroup: "lock",
       ttlSeconds: 70,
       appData: new Map(),
-      request: { scope: "t", requestId: "" },
+      request: { scope: "t", requestId: "", digest: "" },
     });
     const number = r.access.accessNumber;
     const match = (accessCode?: string) =>
@@ -1099,7 +1099,7 @@ describe.each(DIALECTS)("the code-guessing guard under concurrent guesses on %s"
           provideCode: true,
           ttlSeconds: 70,
           appData: new Map(),
-          request: { scope: "t", requestId: "" },
+          request: { scope: "t", requestId: "", digest: "" },
         });
         const number = r.access.accessNumber;
         const code = r.access.accessCode!;
