@@ -1,7 +1,8 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Bus, BusMessage } from "../bus.js";
 import type { Clock } from "../clock.js";
-import { lastPosition, readChatWithCustomer, readTyping, type ChatEventRecord, type ChatMark, type ParticipantRef, type TypingRow } from "../store/chat-store.js";
+import { lastPosition, readChatWithCustomer, readTyping, type ChatMark, type TypingRow } from "../store/chat-store.js";
+import type { ChatEventRecord, ParticipantRef } from "./chat-vocabulary.js";
 import type { Database } from "../store/database.js";
 import { chatTopic } from "./chat-typing.js";
 import type { StreamWatch } from "./chat-watch.js";

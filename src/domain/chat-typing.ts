@@ -1,6 +1,7 @@
 import type { Bus } from "../bus.js";
 import type { Clock } from "../clock.js";
-import { clearTyping, lapseTypingRow, readTyping, setTyping, stopTypingRow, type ChatEventRecord, type EventKind, type ParticipantRef } from "../store/chat-store.js";
+import { clearTyping, lapseTypingRow, readTyping, setTyping, stopTypingRow } from "../store/chat-store.js";
+import type { ChatEventRecord, EventKind, ParticipantRef } from "./chat-vocabulary.js";
 import type { Database } from "../store/database.js";
 
 /** eventDraft is an event with every optional field blank, before the store gives it a position. */

@@ -4,34 +4,8 @@ import type { Bus, BusMessage } from "../bus.js";
 import type { Clock } from "../clock.js";
 import type { Config } from "../config.js";
 import { deleteData } from "../store/storage-store.js";
-import {
-  appendEvent,
-  claimWaitingChat,
-  customerSeenAt,
-  idleChats,
-  insertFile,
-  liveFiles,
-  markFileDeleted,
-  readFile,
-  touchCustomer,
-  waitingChats,
-  type ChatFileRow,
-  findEventByClientId,
-  insertChat,
-  insertParticipant,
-  lastPosition,
-  leavePosition,
-  readChat,
-  readEvents,
-  readParticipants,
-  updateChat,
-  updateParticipant,
-  uploadPosition,
-  type ChatEventRecord,
-  type ChatRow,
-  type ParticipantRef,
-  type ParticipantRow,
-} from "../store/chat-store.js";
+import { appendEvent, claimWaitingChat, customerSeenAt, idleChats, insertFile, liveFiles, markFileDeleted, readFile, touchCustomer, waitingChats, type ChatFileRow, findEventByClientId, insertChat, insertParticipant, lastPosition, leavePosition, readChat, readEvents, readParticipants, updateChat, updateParticipant, uploadPosition, type ChatRow, type ParticipantRow } from "../store/chat-store.js";
+import type { ChatEventRecord, ParticipantRef } from "./chat-vocabulary.js";
 import type { Database } from "../store/database.js";
 import { insertSession, readSession } from "../store/session-store.js";
 import { checkUpload, type FileRules } from "./chat-files.js";

@@ -10,7 +10,7 @@ import {
   type ParticipantSchema,
 } from "../../gen/gms/v1/chat_event_pb.js";
 import type { Chats, DownloadedFile, FileLimitsView, NewFile, RefreshResult } from "../domain/chat.js";
-import type { ChatEventRecord, EventKind, ParticipantKind, ParticipantRef } from "../store/chat-store.js";
+import type { ChatEventRecord, EventKind, ParticipantKind, ParticipantRef } from "../domain/chat-vocabulary.js";
 import { callerOf } from "./auth.js";
 import { exactNumber, fromEntries, timestamp } from "./convert.js";
 import { requestKey } from "./request-key.js";
