@@ -21,7 +21,7 @@ import { loadConfig } from "../src/config.js";
 import { listen, type Listener, type RequestHandler } from "../src/listen.js";
 import { startServer } from "../src/server.js";
 import { openDatabase } from "../src/store/database.js";
-import { clockFromEnv } from "./lib.js";
+import { clockFromEnv } from "./clock.js";
 
 /** NodeRequest is what the parent asks, by id. */
 export type NodeRequest = { id: number; type: "stats"; gc: boolean } | { id: number; type: "stop" };

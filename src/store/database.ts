@@ -2,11 +2,11 @@ import { mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import knexFactory, { type Knex } from "knex";
+import type { Dialect } from "./dialect.js";
 import { migrationSource } from "./migrations.js";
 import { startCheckpointer } from "./sqlite-checkpointer.js";
 
-/** Dialect is the kind of database behind the store. */
-export type Dialect = "sqlite" | "mysql";
+export type { Dialect } from "./dialect.js";
 
 /** Database is an open connection pool with its dialect. */
 export interface Database {

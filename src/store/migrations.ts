@@ -1,5 +1,5 @@
 import type { Knex } from "knex";
-import type { Dialect } from "./database.js";
+import type { Dialect } from "./dialect.js";
 
 /** Migration is one step of the schema, written as code so it runs the same on both dialects. */
 interface Migration {

@@ -1,0 +1,2 @@
+/** Dialect is the kind of database behind the store. */
+export type Dialect = "sqlite" | "mysql";
