@@ -1,6 +1,24 @@
 // bench/run.ts runs the benchmark modules in sequence: `npm run bench` runs them all,
 // `npm run bench -- storage` one module, `npm run bench -- storage:put` its scenarios naming "put".
+import { spawnSync } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { benchOptions, formatTable, writeReport, type BenchModule } from "./lib.js";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+
+/**
+ * checkTools runs the benchmark's checks of its own load generators against a real server
+ * (bench/*.test.ts, apart from `npm test`) before anything is measured: a generator that miscounts
+ * would make every figure after it wrong. GMS_BENCH_SKIP_TOOL_CHECK=1 skips it.
+ */
+function checkTools(): void {
+  if (process.env["GMS_BENCH_SKIP_TOOL_CHECK"] === "1") return;
+  process.stderr.write("\n== checking the benchmark's tools (bench/tools.test.ts)\n");
+  const vitest = join(ROOT, "node_modules", ".bin", "vitest");
+  const r = spawnSync(vitest, ["run", "--config", join(ROOT, "bench", "vitest.config.ts")], { cwd: ROOT, stdio: ["ignore", "inherit", "inherit"] });
+  if (r.status !== 0) throw new UsageError("the benchmark's tools failed their check (bench/tools.test.ts): nothing measured");
+}
 
 /** MODULES are the benchmark modules by name, in the order they run: add a module with one line. */
 const MODULES: Record<string, () => Promise<BenchModule>> = {
@@ -31,6 +49,7 @@ function parseFilters(args: readonly string[]): Filter[] {
 async function main(): Promise<number> {
   const filters = parseFilters(process.argv.slice(2));
   const options = benchOptions();
+  checkTools();
   let failed = 0;
   for (const [name, load] of Object.entries(MODULES)) {
     const mine = filters.filter((f) => f.module === name);

@@ -1,7 +1,7 @@
 // The benchmark's own load generator for calls that differ (bench/grpc-drive.c), against the real
 // server: every call with a body of its own, its grpc-status read (trailers and trailers-only), the
-// headers sent. Skipped where the machine cannot build it (no C compiler or libnghttp2-dev);
-// .ci/run installs both.
+// headers sent. Not part of `npm test` (the server needs no C toolchain): `npm run bench` runs it
+// first, through bench/vitest.config.ts, whenever grpc-drive can be built; skipped where it cannot.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,9 +9,9 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AccessService, MatchInteractionRequestSchema } from "../gen/gms/v1/access_pb.js";
-import { GRPC_DRIVE, GRPC_DRIVE_MISSING, grpcDriveUnary } from "../bench/grpc-drive.js";
+import { GRPC_DRIVE, GRPC_DRIVE_MISSING, grpcDriveUnary } from "./grpc-drive.js";
 import { expandNumbers } from "../src/config.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { startTestServer, type TestServer } from "../test/helpers/server.js";
 
 const NUMBERS = "+18005551000..+18005551029";
 const IVR_KEY = "ivr-key-0123456789abcdef";
