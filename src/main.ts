@@ -1,7 +1,8 @@
 import { Command } from "commander";
 import { pino } from "pino";
 import { ConfigError, databaseOptions, loadConfig, type Config } from "./config.js";
-import { describeError, migrateLatest, openDatabase, redactUrl } from "./store/database.js";
+import { migrateLatest, openDatabase, redactUrl } from "./store/database.js";
+import { describeError } from "./store/errors.js";
 import { startServer } from "./server.js";
 
 function configOrExit(path: string | undefined): Config {

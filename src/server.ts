@@ -35,7 +35,8 @@ import { sessionAccess, sessionService } from "./rpc/session-service.js";
 import { createShutdownInterceptor } from "./rpc/shutdown.js";
 import { createStreamPath } from "./rpc/stream-path.js";
 import { storageAccess, storageService } from "./rpc/storage-service.js";
-import { describeError, type Database } from "./store/database.js";
+import type { Database } from "./store/database.js";
+import { describeError } from "./store/errors.js";
 
 /** App is the domain, wired to its dependencies: what the RPC handlers call. */
 export interface App {

@@ -16,7 +16,8 @@ import type { Value } from "../gen/gms/v1/value_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../gen/grpc/health/v1/health_pb.js";
 import { databaseOptions, parseConfig, type Config } from "../src/config.js";
 import { startServer, type RunningServer } from "../src/server.js";
-import { describeError, isDuplicateKey, openDatabase, type Database } from "../src/store/database.js";
+import { openDatabase, type Database } from "../src/store/database.js";
+import { describeError, isDuplicateKey } from "../src/store/errors.js";
 import { errorOf, waitFor } from "./helpers/calls.js";
 import { DIALECTS, MYSQL_URL, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { BlackHoleProxy } from "./helpers/tcp-proxy.js";
@@ -241,7 +242,7 @@ describe.runIf(DIALECTS.includes("mysql"))("a timed-out MySQL query", () => {
       (err: unknown) => err,
     );
     expect(e).toBeDefined();
-    const { isUnavailable } = await import("../src/store/database.js");
+    const { isUnavailable } = await import("../src/store/errors.js");
     expect(isUnavailable(e)).toBe(true);
     proxy.restore();
     // The connection that ran it was closed, not put back in the pool with the statement pending:

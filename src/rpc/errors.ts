@@ -10,7 +10,7 @@ import {
   RateLimitedSchema,
 } from "../../gen/gms/v1/error_details_pb.js";
 import { GmsError, type FailureDetail, type FailureKind } from "../domain/errors.js";
-import { describeError, isUnavailable } from "../store/database.js";
+import { describeError, isUnavailable } from "../store/errors.js";
 
 const codes: Record<FailureKind, Code> = {
   invalid_argument: Code.InvalidArgument,

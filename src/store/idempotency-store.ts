@@ -1,4 +1,5 @@
-import { isDuplicateKey, type Queryable } from "./database.js";
+import type { Queryable } from "./database.js";
+import { isDuplicateKey } from "./errors.js";
 
 /**
  * claimRequestId reserves (scope, requestId) inside the caller's transaction. It returns undefined
