@@ -8,7 +8,8 @@
 // same tests run on the multi-statement queries MySQL gets. insertWhen stores rows only while its
 // condition holds.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { batcherOf, batchTransaction, insertWhen, runBatch, sqlText, type Database } from "../src/store/database.js";
+import { type Database } from "../src/store/database.js";
+import { batcherOf, batchTransaction, insertWhen, runBatch, sqlText } from "../src/store/batch.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 
 describe.each(DIALECTS)("runBatch on %s", (dialect) => {

@@ -24,7 +24,8 @@ import {
   type LiveReservation,
   type ReservationRow,
 } from "../store/access-store.js";
-import { batcherOf, batchTransaction, insertStatement, type Batcher, type Database, type InsertRows, type RunOptions } from "../store/database.js";
+import { type Database } from "../store/database.js";
+import { batcherOf, batchTransaction, insertStatement, type Batcher, type InsertRows, type RunOptions } from "../store/batch.js";
 import { lockSession, sessionInsertRow, type SessionRow } from "../store/session-store.js";
 import { dataInsertRows } from "../store/storage-store.js";
 import { GmsError, invalid, notFound } from "./errors.js";

@@ -1,20 +1,7 @@
 import type { Knex } from "knex";
 import { randomUUID } from "node:crypto";
-import {
-  batcherOf,
-  batchTransaction,
-  insertStatement,
-  insertWhen,
-  runBatch,
-  sqlText,
-  type Batcher,
-  type Database,
-  type Dialect,
-  type InsertRows,
-  type Queryable,
-  type RunOptions,
-  type SqlText,
-} from "./database.js";
+import { type Database, type Dialect, type Queryable } from "./database.js";
+import { batcherOf, batchTransaction, insertStatement, insertWhen, runBatch, sqlText, type Batcher, type InsertRows, type RunOptions, type SqlText } from "./batch.js";
 import { sessionFromSql, sessionInsertRow, type SessionRow, type SessionSql } from "./session-store.js";
 import { valueSize, type DataEntries } from "../domain/value.js";
 import { claimRequestId, completeRequestId } from "./idempotency-store.js";

@@ -1,4 +1,5 @@
-import { insertStatement, lockForUpdate, sqlText, type Batcher, type Dialect, type InsertRows, type Queryable } from "./database.js";
+import { lockForUpdate, type Dialect, type Queryable } from "./database.js";
+import { insertStatement, sqlText, type Batcher, type InsertRows } from "./batch.js";
 
 /** SessionState is a session's state as stored. */
 export type SessionState = "active" | "ended";

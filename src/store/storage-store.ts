@@ -1,5 +1,6 @@
 import type { DataEntries, DataValue } from "../domain/value.js";
-import { insertStatement, lockForUpdate, type Dialect, type InsertRows, type Queryable } from "./database.js";
+import { lockForUpdate, type Dialect, type Queryable } from "./database.js";
+import { insertStatement, type InsertRows } from "./batch.js";
 
 /** DataRow is a storage_data row. */
 export interface DataRow {
