@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
-import { createLocalBus, type Bus, type BusMessage } from "./bus.js";
+import { createLocalBus, topic as topicNamed, type Bus, type BusMessage } from "./bus.js";
 
 /** The Redis channel prefix of opengms announcements. */
 const PREFIX = "opengms:";
@@ -41,17 +41,21 @@ export function createRedisBus(url: string, log: Logger): Bus {
       return;
     }
     if (parsed.node === node) return;
-    local.publish(channel.slice(PREFIX.length), parsed.message);
+    // Only what opengms nodes publish: an object with a kind (a topic's own type says the rest).
+    if (typeof parsed.message !== "object" || parsed.message === null || typeof parsed.message.kind !== "string") return;
+    // A message from another node is published as it came, on the topic its channel names.
+    local.publish(topicNamed(channel.slice(PREFIX.length)), parsed.message);
   });
 
   return {
     publish(topic, message) {
       local.publish(topic, message);
       if (pub.status !== "ready") return;
-      pub.publish(PREFIX + topic, JSON.stringify({ node, message })).catch(warn);
+      pub.publish(PREFIX + topic.name, JSON.stringify({ node, message })).catch(warn);
     },
-    subscribe(topic, listener) {
-      const off = local.subscribe(topic, listener);
+    subscribe(t, listener) {
+      const off = local.subscribe(t, listener);
+      const topic = t.name;
       const n = (counts.get(topic) ?? 0) + 1;
       counts.set(topic, n);
       if (n === 1) sub.subscribe(PREFIX + topic).catch(warn);

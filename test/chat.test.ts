@@ -244,7 +244,7 @@ describe.each(DIALECTS)("chat on %s", (dialect) => {
     const bus = createLocalBus();
     const typing = createTyping(db, late, bus, { coalesceMs: 2_000, timeoutMs: 10_000 });
     const heard: string[] = [];
-    const off = bus.subscribe(chatTopic(s.chatId), (m) => heard.push((m["event"] as ChatEventRecord).kind));
+    const off = bus.subscribe(chatTopic(s.chatId), (m) => heard.push(m.event.kind));
     const ann: ParticipantRef = { participantId: "p-ann", nickname: "Ann", kind: "client" };
     const bob: ParticipantRef = { participantId: "p-bob", nickname: "Bob", kind: "agent" };
     try {

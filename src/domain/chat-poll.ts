@@ -1,10 +1,10 @@
 import { createHash, timingSafeEqual } from "node:crypto";
-import type { Bus, BusMessage } from "../bus.js";
+import type { Bus } from "../bus.js";
 import type { Clock } from "../clock.js";
 import { lastPosition, readChatWithCustomer, readTyping, type ChatMark, type TypingRow } from "../store/chat-store.js";
 import type { ChatEventRecord, ParticipantRef } from "./chat-vocabulary.js";
 import type { Database } from "../store/database.js";
-import { chatTopic } from "./chat-typing.js";
+import { chatTopic, type ChatAnnouncement } from "./chat-typing.js";
 import type { StreamWatch } from "./chat-watch.js";
 import { GmsError } from "./errors.js";
 
@@ -123,14 +123,14 @@ export function createPollViews(db: Database, clock: Clock, bus: Bus, watch: Str
     v.drop();
   }
 
-  function hear(v: View, m: BusMessage): void {
+  function hear(v: View, m: ChatAnnouncement): void {
     if (m.kind === "typing") {
       v.typing = undefined;
       v.typingGen++;
       return;
     }
-    const e = m["event"] as ChatEventRecord | undefined;
-    if (m.kind !== "event" || e === undefined || !(e.position > 0)) return;
+    const e = m.event;
+    if (!(e.position > 0)) return;
     v.lastPosition = Math.max(v.lastPosition, e.position);
     if (e.kind === "chat_ended") v.ended = true;
   }

@@ -1,4 +1,4 @@
-import type { Bus } from "../bus.js";
+import { topic, type Bus, type Topic } from "../bus.js";
 import type { Clock } from "../clock.js";
 import { clearTyping, lapseTypingRow, readTyping, setTyping, stopTypingRow } from "../store/chat-store.js";
 import type { ChatEventRecord, EventKind, ParticipantRef } from "./chat-vocabulary.js";
@@ -9,8 +9,14 @@ export function eventDraft(from: ParticipantRef, kind: EventKind, time: number, 
   return { kind, from, text: "", messageType: "", time, userData: {}, clientMessageId: "", fileId: "", fileName: "", fileSize: 0, fileContentType: "", ...more };
 }
 
+/**
+ * ChatAnnouncement is what a chat's bus topic carries: an event just committed (position > 0), or
+ * a live typing notice (position 0).
+ */
+export type ChatAnnouncement = { kind: "event"; event: ChatEventRecord } | { kind: "typing"; event: ChatEventRecord };
+
 /** chatTopic is the bus topic of one chat's announcements. */
-export const chatTopic = (chatId: string) => `chat:${chatId}`;
+export const chatTopic = (chatId: string): Topic<ChatAnnouncement> => topic(`chat:${chatId}`);
 
 /** TypingOptions are the coalescing and quiet times, in milliseconds. */
 export interface TypingOptions {

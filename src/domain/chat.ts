@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { Knex } from "knex";
-import type { Bus, BusMessage } from "../bus.js";
+import { topic, type Bus, type BusMessage, type Topic } from "../bus.js";
 import type { Clock } from "../clock.js";
 import type { Config } from "../config.js";
 import { deleteData } from "../store/storage-store.js";
@@ -194,7 +194,14 @@ export interface QueueState {
   waiting: { chatId: string; subject: string; nickname: string; queuedAt: number }[];
 }
 
-const queueTopic = (endpoint: string) => `queue:${endpoint}`;
+/** QueueAnnouncement is what an endpoint's queue topic carries: a chat queued on it, claimed from it, or removed. */
+export interface QueueAnnouncement {
+  kind: "queued" | "claimed" | "removed";
+  chatId: string;
+}
+
+/** queueTopic is the bus topic of one endpoint's queue. */
+const queueTopic = (endpoint: string): Topic<QueueAnnouncement> => topic(`queue:${endpoint}`);
 const refOf = (p: ParticipantRow): ParticipantRef => ({ participantId: p.id, nickname: p.nickname, kind: p.kind });
 
 /** createChats builds the chat rules. */
@@ -255,10 +262,10 @@ export function createChats({ db, clock, config, storage, bus, pollViews = POLL_
    * waitFor resolves when a message arrives on the topic, the time is up, or the signal aborts,
    * and leaves no listener or timer behind.
    */
-  function waitFor(topic: string, ms: number, signal: AbortSignal, accept: (m: BusMessage) => boolean = () => true): { ready: Promise<void>; cancel: () => void } {
+  function waitFor<M extends BusMessage>(on: Topic<M>, ms: number, signal: AbortSignal, accept: (m: M) => boolean = () => true): { ready: Promise<void>; cancel: () => void } {
     let done: () => void = () => undefined;
     const ready = new Promise<void>((resolve) => (done = resolve));
-    const off = bus.subscribe(topic, (m) => {
+    const off = bus.subscribe(on, (m) => {
       if (accept(m)) finish();
     });
     const cancelTimer = clock.setTimer(() => finish(), ms);
@@ -551,7 +558,7 @@ export function createChats({ db, clock, config, storage, bus, pollViews = POLL_
       let wake: (() => void) | undefined;
       let lookInStore = false;
       const off = bus.subscribe(chatTopic(actor.chatId), (m) => {
-        queue.push(m["event"] as ChatEventRecord);
+        queue.push(m.event);
         wake?.();
       });
       const onAbort = () => wake?.();
