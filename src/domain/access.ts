@@ -30,6 +30,7 @@ import { lockSession, sessionInsertRow, type SessionRow } from "../store/session
 import { dataInsertRows } from "../store/storage-store.js";
 import { GmsError, invalid, notFound } from "./errors.js";
 import { keptReply, priorReply, runOnce, type RequestKey } from "./idempotency.js";
+import { chooseMatches, guardRefusal, locksNow } from "./matching.js";
 import { normalizePhone } from "./phone.js";
 import { DEFAULT_SERVICE_TTL_SECONDS, pick, resolveService } from "./services.js";
 import type { NewRecord, Storage } from "./storage.js";
@@ -357,6 +358,7 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       const now = clock.now();
       const guard = config.access.code_attempts;
       const windowMs = guard.window_seconds * 1000;
+      const codeGuard = { maxFailures: guard.max_failures, windowMs };
       // What the guard needs to know (failures) comes from the database: several nodes count alike.
       let failures: CodeFailures = { count: 0, oldest: undefined };
       // A deadlock with CancelSession or ExtendSession on a matched session rolls it back: run again.
@@ -369,9 +371,9 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
           // without failures, the common case, does not: it stays two round trips.
           const recount = code !== undefined || failures.count > 0;
           if (recount && db.dialect === "mysql" && found.live.length > 0 && failures.count < guard.max_failures) failures = await countCodeFailures(tx, number, now - windowMs);
-          if (failures.count >= guard.max_failures) {
-            const until = (failures.oldest ?? now) + windowMs;
-            throw new GmsError("resource_exhausted", `too many wrong access codes for ${number}; matching is refused until the window ends`, { type: "rate_limited", until });
+          const locked = guardRefusal(failures, codeGuard, now);
+          if (locked !== undefined) {
+            throw new GmsError("resource_exhausted", `too many wrong access codes for ${number}; matching is refused until the window ends`, { type: "rate_limited", until: locked.until });
           }
           // A wrong code is counted in the transaction, before the candidates' locks are let go: guesses
           // at one number queue for them, and each counts the ones before it (at most max_failures weighed).
@@ -379,16 +381,14 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
             if (code !== undefined) await tx.run([codeFailureInsert(number, now)], { commit: true });
             return { refused };
           };
-          const live = found.live;
-          if (live.length === 0) return noMatch(new GmsError("not_found", `no live reservation on ${number}`, { type: "no_match", reason: "no_reservation" }));
-          const byCode = code === undefined ? live : live.filter((l) => l.reservation.accessCode === code);
-          const byBoth = phone === undefined ? byCode : byCode.filter((l) => l.reservation.phoneNumber === phone);
-          if (byBoth.length === 0) {
-            const reason = byCode.length === 0 ? "code_mismatch" : "phone_mismatch";
-            return noMatch(new GmsError("not_found", `no session matches the call on ${number} (${reason.replace("_", " ")})`, { type: "no_match", reason }));
-          }
           // Newest first: without return_multiple_matches only the most recent is matched (and released).
-          const chosen = input.returnMultiple ? byBoth : byBoth.slice(0, 1);
+          const decided = chooseMatches(found.live, { code, phone, returnMultiple: input.returnMultiple });
+          if ("reason" in decided) {
+            const { reason } = decided;
+            const message = reason === "no_reservation" ? `no live reservation on ${number}` : `no session matches the call on ${number} (${reason.replace("_", " ")})`;
+            return noMatch(new GmsError("not_found", message, { type: "no_match", reason }));
+          }
+          const chosen = decided.matched;
           // The release is the transaction's last batch: on MySQL it commits in the same round trip.
           await releaseAndCommit(
             tx,
@@ -399,7 +399,7 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
           return { matched: chosen };
         }));
       if ("refused" in outcome) {
-        if (code !== undefined && failures.count + 1 >= guard.max_failures) {
+        if (code !== undefined && locksNow(failures.count, codeGuard)) {
           log.warn({ event: "security", kind: "access_code_guessing", accessNumber: number, failures: failures.count + 1, windowSeconds: guard.window_seconds }, "access number locked against code guessing");
         }
         throw outcome.refused;
