@@ -27,6 +27,7 @@ import { findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol
 import { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 import type { Logger } from "pino";
 import type { RequestHandler } from "../listen.js";
+import { methodName } from "./observe.js";
 
 /**
  * undecodable turns an error raised while reading and decoding a request into the caller's error:
@@ -45,7 +46,14 @@ export function undecodable(e: unknown): ConnectError {
 export function logUndecodable(log: Logger, method: DescMethod, code: Code): void {
   // A client going away is not a bad request.
   if (code === Code.Canceled) return;
-  log.warn({ method: `${method.parent.typeName}/${method.name}`, code: Code[code] }, "rpc request could not be decoded");
+  log.warn({ method: methodName(method), code: Code[code] }, "rpc request could not be decoded");
+}
+
+/** refuseUndecodable is undecodable with its warning logged: what every decoding step on either path throws. */
+export function refuseUndecodable(log: Logger, method: DescMethod, e: unknown): ConnectError {
+  const error = undecodable(e);
+  logUndecodable(log, method, error.code);
+  return error;
 }
 
 /**
@@ -91,9 +99,7 @@ function decodeInterceptor(log: Logger): Interceptor {
         try {
           yield* input;
         } catch (e) {
-          const error = undecodable(e);
-          logUndecodable(log, method, error.code);
-          throw error;
+          throw refuseUndecodable(log, method, e);
         }
       })(),
     });
@@ -148,11 +154,11 @@ export function connectAdapter(options: ConnectAdapterOptions): RequestHandler {
         // else before the answer began is this server's fault: answered INTERNAL, not left hanging.
         const code = ConnectError.from(e).code;
         if (code !== Code.Canceled && code !== Code.Aborted && !res.headersSent && !res.writableEnded) {
-          log.error({ err: e, method: `${handler.method.parent.typeName}/${handler.method.name}` }, "rpc failed before its response");
+          log.error({ err: e, method: methodName(handler.method) }, "rpc failed before its response");
           refuse(req, res, new ConnectError("internal error", Code.Internal));
           return;
         }
-        log.debug({ method: `${handler.method.parent.typeName}/${handler.method.name}`, code: Code[code] }, "rpc response not written");
+        log.debug({ method: methodName(handler.method), code: Code[code] }, "rpc response not written");
       });
   };
 }
@@ -169,7 +175,7 @@ async function refused(uRes: UniversalServerResponse, method: DescMethod, log: L
     return await rewrite({ ...uRes, body: createAsyncIterable(body.byteLength === 0 ? [] : [body]) }, body, method, log);
   } catch (e) {
     // An answer this code cannot read is passed on as connect made it.
-    log.error({ err: e, method: `${method.parent.typeName}/${method.name}` }, "rpc refusal not rewritten");
+    log.error({ err: e, method: methodName(method) }, "rpc refusal not rewritten");
     return { ...uRes, body: createAsyncIterable(body.byteLength === 0 ? [] : [body]) };
   }
 }

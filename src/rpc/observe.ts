@@ -103,7 +103,7 @@ export function logCall(log: Logger, method: DescMethod, started: number, caller
   const code = error === undefined ? undefined : ConnectError.from(error).code;
   // A busy server logging at warn builds no line for every call.
   if (!log.isLevelEnabled(code === Code.Internal ? "warn" : "info")) return;
-  const fields = { method: `${method.parent.typeName}/${method.name}`, code: code === undefined ? "ok" : Code[code], ms: Math.round((performance.now() - started) * 10) / 10, caller };
+  const fields = { method: methodName(method), code: code === undefined ? "ok" : Code[code], ms: Math.round((performance.now() - started) * 10) / 10, caller };
   if (code !== Code.Internal) log.info(fields, "rpc");
   else log.warn(fields, "rpc");
 }
@@ -145,6 +145,11 @@ export function createLogInterceptor(log: Logger, tracker: CallTracker): Interce
       })(),
     };
   };
+}
+
+/** methodName is how logs name an RPC: "gms.v1.StorageService/CreateData". */
+export function methodName(method: DescMethod): string {
+  return `${method.parent.typeName}/${method.name}`;
 }
 
 /** needsStore tells whether a method needs the database: every opengms service; health and reflection do not. */

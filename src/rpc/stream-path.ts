@@ -22,7 +22,7 @@ import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import type { RequestHandler } from "../listen.js";
 import { callerOf, identityKey, type Authorizer, type Identity } from "./auth.js";
-import { COMPRESSIONS, JSON_OPTIONS, logUndecodable, undecodable } from "./decode.js";
+import { COMPRESSIONS, JSON_OPTIONS, refuseUndecodable } from "./decode.js";
 import { toConnectError } from "./errors.js";
 import { logCall, refuseWhileStoreDown, type Availability, type CallTracker } from "./observe.js";
 
@@ -268,11 +268,9 @@ async function decoding<T>(shared: Shared, method: DescMethod, decode: () => Pro
   }
 }
 
-/** refusal is the error a request that could not be decoded gets (undecodable), logged. */
+/** refusal is the error a request that could not be decoded gets, logged (refuseUndecodable). */
 function refusal(shared: Shared, method: DescMethod, e: unknown): ConnectError {
-  const error = undecodable(e);
-  logUndecodable(shared.log, method, error.code);
-  return error;
+  return refuseUndecodable(shared.log, method, e);
 }
 
 /**
