@@ -4,14 +4,9 @@ import { type Database, type Dialect, type Queryable } from "./database.js";
 import { batcherOf, batchTransaction, insertStatement, insertWhen, runBatch, sqlText, type Batcher, type InsertRows, type RunOptions, type SqlText } from "./batch.js";
 import { sessionFromSql, sessionInsertRow, type SessionRow, type SessionSql } from "./session-store.js";
 import { valueSize, type DataEntries } from "../domain/value.js";
+import { isDeadlock } from "./errors.js";
 import { claimRequestId, completeRequestId } from "./idempotency-store.js";
 import { dataInsertRows, entriesJson, type DataRow } from "./storage-store.js";
-
-/** isDeadlock tells whether MySQL chose the transaction as a deadlock's victim (it rolled it back). */
-export function isDeadlock(e: unknown): boolean {
-  const err = e as { code?: string; errno?: number };
-  return err.code === "ER_LOCK_DEADLOCK" || err.errno === 1213;
-}
 
 /** DEADLOCK_ATTEMPTS is how many times retryDeadlocks runs a transaction the database keeps choosing as a deadlock's victim. */
 const DEADLOCK_ATTEMPTS = 5;

@@ -23,6 +23,12 @@ export function isDuplicateKey(e: unknown): boolean {
   return err.code === "ER_DUP_ENTRY" || err.code === "SQLITE_CONSTRAINT_PRIMARYKEY" || err.code === "SQLITE_CONSTRAINT_UNIQUE";
 }
 
+/** isDeadlock tells whether MySQL chose the transaction as a deadlock's victim (it rolled it back). */
+export function isDeadlock(e: unknown): boolean {
+  const err = e as { code?: string; errno?: number };
+  return err.code === "ER_LOCK_DEADLOCK" || err.errno === 1213;
+}
+
 /**
  * UNAVAILABLE_CODES are the error codes that say the database cannot serve now, though the request
  * was fine: it is unreachable, the connection broke (inside a transaction too), it timed out, a
