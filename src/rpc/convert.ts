@@ -47,8 +47,8 @@ export function timestamp(ms: number): Timestamp {
   return timestampFromMs(ms);
 }
 
-/** optionalNumber turns an optional int64 field (bigint) into a number. */
-export function optionalNumber(v: bigint | number | undefined, field = "value"): number | undefined {
+/** optionalNumber turns an optional int64 field (bigint) into a number (see exactNumber; `field` names it in the refusal). */
+export function optionalNumber(v: bigint | number | undefined, field: string): number | undefined {
   return v === undefined ? undefined : exactNumber(v, field);
 }
 

@@ -19,7 +19,7 @@ export function storageService(storage: Storage): ServiceImpl<typeof StorageServ
   return {
     async createData(req, ctx) {
       const r = await storage.create({
-        ttlSeconds: optionalNumber(req.ttlSeconds),
+        ttlSeconds: optionalNumber(req.ttlSeconds, "ttl_seconds"),
         entries: fromEntries(req.entries),
         request: requestKey(ctx.method, callerOf(ctx), req),
       });
@@ -37,8 +37,8 @@ export function storageService(storage: Storage): ServiceImpl<typeof StorageServ
         dataId: req.dataId,
         entries: fromEntries(req.entries),
         removeKeys: req.removeKeys,
-        ttlSeconds: optionalNumber(req.ttlSeconds),
-        expectedVersion: optionalNumber(req.expectedVersion),
+        ttlSeconds: optionalNumber(req.ttlSeconds, "ttl_seconds"),
+        expectedVersion: optionalNumber(req.expectedVersion, "expected_version"),
       });
       return { expiresAt: timestamp(r.expiresAt), version: BigInt(r.version) };
     },
