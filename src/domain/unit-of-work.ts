@@ -1,0 +1,18 @@
+/**
+ * UnitOfWork is an open transaction as the domain sees it: opaque. A rule that must change several
+ * aggregates together (a session, its data and its reservations) opens one with Transactions.run
+ * and hands it to each store it calls; only the store that made it knows what it is (on SQL, a
+ * knex transaction: see src/store/unit-of-work.ts). The domain never sees a statement, a row or a
+ * COMMIT: a unit of work commits when the function given to `run` resolves and rolls back when it
+ * throws.
+ */
+export interface UnitOfWork {
+  /** brand keeps any other value from passing for a unit of work. */
+  readonly __unitOfWork: unique symbol;
+}
+
+/** Transactions opens units of work. */
+export interface Transactions {
+  /** run runs fn in a new unit of work: committed when fn resolves, rolled back when it throws. */
+  run<T>(fn: (uow: UnitOfWork) => Promise<T>): Promise<T>;
+}
