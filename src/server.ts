@@ -19,8 +19,9 @@ import { createRedisBus } from "./redis-bus.js";
 import { createAccess, type Access as AccessRules } from "./domain/access.js";
 import { createChats, type Chats } from "./domain/chat.js";
 import { createSessions, type Sessions } from "./domain/sessions.js";
+import type { UnitOfWork } from "./domain/unit-of-work.js";
 import { createStorage, type Storage } from "./domain/storage.js";
-import { createSweeper } from "./domain/sweeper.js";
+import { createSweeper, type SweepCounts } from "./domain/sweeper.js";
 import { createHealthMonitor, type HealthMonitor } from "./health.js";
 import { listen, type Listener, type RequestHandler } from "./listen.js";
 import { accessAccess, accessRpcs, accessService } from "./rpc/access-service.js";
@@ -35,13 +36,18 @@ import { sessionAccess, sessionService } from "./rpc/session-service.js";
 import { createShutdownInterceptor } from "./rpc/shutdown.js";
 import { createStreamPath } from "./rpc/stream-path.js";
 import { storageAccess, storageService } from "./rpc/storage-service.js";
+import { extendChatsOfSession, sweepExpiredChats } from "./store/chat-store.js";
 import type { Database } from "./store/database.js";
 import { describeError } from "./store/errors.js";
+import { createStores, type Stores } from "./store/stores.js";
+import { trxOf } from "./store/unit-of-work.js";
 
 /** App is the domain, wired to its dependencies: what the RPC handlers call. */
 export interface App {
   config: Config;
   db: Database;
+  /** stores are the aggregates' stores on db, which the domain modules were given. */
+  stores: Stores;
   clock: Clock;
   log: Logger;
   storage: Storage;
@@ -61,10 +67,13 @@ export interface AppDeps {
   bus?: Bus | undefined;
 }
 
-/** createApp builds the domain modules from the configuration and their dependencies. */
+/** createApp builds the stores on the database and the domain modules on them. */
 export function createApp({ config, db, log, clock = systemClock, bus = defaultBus(config, log) }: AppDeps): App {
+  const stores = createStores(db);
   const storage = createStorage({
-    db,
+    store: stores.storage,
+    transactions: stores.transactions,
+    requestIds: stores.requestIds,
     clock,
     limits: {
       defaultTtlSeconds: config.storage.default_ttl_seconds,
@@ -74,10 +83,11 @@ export function createApp({ config, db, log, clock = systemClock, bus = defaultB
       maxDataBytes: config.storage.max_data_bytes,
     },
   });
-  const access = createAccess({ db, clock, config, storage, log });
-  const sessions = createSessions({ db, clock, config, storage, access });
-  const chats = createChats({ db, clock, config, storage, bus });
-  return { config, db, clock, log, storage, access, sessions, bus, chats };
+  const access = createAccess({ store: stores.access, clock, config, storage, log });
+  // Chats are extended with their session through the chat store's function, in the session's unit of work.
+  const chats = { extendChatsOfSession: (uow: UnitOfWork, sessionId: string, expiresAt: number) => extendChatsOfSession(trxOf(uow), sessionId, expiresAt) };
+  const sessions = createSessions({ store: stores.sessions, transactions: stores.transactions, clock, storage, access, chats });
+  return { config, db, stores, clock, log, storage, access, sessions, bus, chats: createChats({ db, clock, config, storage, bus }) };
 }
 
 /** defaultBus is Redis pub/sub when `bus.redis_url` is configured, else the in-process bus. */
@@ -301,9 +311,23 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   };
 }
 
+/** createAppSweeper is the sweeper of an app's stores (the chats' through the chat store's function), in batches of `batchSize`. */
+export function createAppSweeper(app: App, batchSize: number): { sweep(): Promise<SweepCounts> } {
+  const { stores, db } = app;
+  return createSweeper({
+    clock: app.clock,
+    storage: app.storage,
+    sessions: stores.sessions,
+    chats: { sweep: (now, batch) => sweepExpiredChats(db.knex, now, batch) },
+    access: stores.access,
+    requestIds: stores.requestIds,
+    batchSize,
+  });
+}
+
 /** startSweeper deletes expired rows in the background, in bounded batches. */
 function startSweeper(app: App): NodeJS.Timeout {
-  const sweeper = createSweeper({ db: app.db, clock: app.clock, storage: app.storage, batchSize: app.config.storage.sweep_batch_size });
+  const sweeper = createAppSweeper(app, app.config.storage.sweep_batch_size);
   let running = false;
   const timer = setInterval(() => {
     if (running) return;

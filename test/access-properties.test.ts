@@ -27,9 +27,8 @@ import { ManualClock } from "../src/clock.js";
 import { expandNumbers, parseConfig } from "../src/config.js";
 import type { AccessGrant } from "../src/domain/access.js";
 import { GmsError } from "../src/domain/errors.js";
-import { createSweeper } from "../src/domain/sweeper.js";
 import type { DataValue } from "../src/domain/value.js";
-import { createApp, type App } from "../src/server.js";
+import { createApp, createAppSweeper, type App } from "../src/server.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -655,7 +654,7 @@ async function run(app: App, op: Op): Promise<Outcome> {
         case "get":
           return app.sessions.get(op.sessionId);
         case "sweep":
-          return createSweeper({ db: app.db, clock: app.clock, storage: app.storage, batchSize: 50 }).sweep();
+          return createAppSweeper(app, 50).sweep();
       }
     })();
     return { ok: true, value };

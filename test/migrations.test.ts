@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
 import { createStorage } from "../src/domain/storage.js";
+import { createStores } from "../src/store/stores.js";
 import { migrateDownAll, migrateLatest, openDatabase, type Database, type Dialect } from "../src/store/database.js";
 import { DIALECTS, MYSQL_URL, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 
@@ -54,10 +55,11 @@ describe.each(DIALECTS)("migrations on %s", (dialect: Dialect) => {
     const created = (await tables(db)).filter((t) => !KNEX_TABLES.includes(t));
     expect(created).toEqual(expect.arrayContaining(["storage_data", "storage_entries"]));
     const first = await schema(db);
-    expect(await routines(db)).toEqual(dialect === "mysql" ? ["gms_claim_session_v1", "gms_claim_v1", "gms_match_lock_v1", "gms_release_v1"] : []);
+    expect(await routines(db)).toEqual(dialect === "mysql" ? ["gms_claim_session_v1", "gms_claim_session_v2", "gms_claim_v1", "gms_claim_v2", "gms_match_lock_v1", "gms_match_lock_v2", "gms_release_v1"] : []);
     expect(await migrateLatest(db)).toEqual([]);
 
-    const storage = createStorage({ db, clock: new ManualClock(), limits: { defaultTtlSeconds: 30, maxEntries: 10, maxKeyBytes: 64, maxValueBytes: 1024, maxDataBytes: 4096 } });
+    const stores = createStores(db);
+    const storage = createStorage({ store: stores.storage, transactions: stores.transactions, requestIds: stores.requestIds, clock: new ManualClock(), limits: { defaultTtlSeconds: 30, maxEntries: 10, maxKeyBytes: 64, maxValueBytes: 1024, maxDataBytes: 4096 } });
     await storage.create({ ttlSeconds: 60, entries: new Map([["k", { kind: "text", text: "v" }]]), request: { scope: "test", requestId: "r1", digest: "d" } });
 
     await migrateDownAll(db);
@@ -67,7 +69,7 @@ describe.each(DIALECTS)("migrations on %s", (dialect: Dialect) => {
 
     expect(await migrateLatest(db)).toEqual(applied);
     expect(await schema(db)).toEqual(first);
-    expect(await routines(db)).toEqual(dialect === "mysql" ? ["gms_claim_session_v1", "gms_claim_v1", "gms_match_lock_v1", "gms_release_v1"] : []);
+    expect(await routines(db)).toEqual(dialect === "mysql" ? ["gms_claim_session_v1", "gms_claim_session_v2", "gms_claim_v1", "gms_claim_v2", "gms_match_lock_v1", "gms_match_lock_v2", "gms_release_v1"] : []);
     const { dataId } = await storage.create({ ttlSeconds: 60, entries: new Map([["k", { kind: "text", text: "again" }]]), request: { scope: "test", requestId: "r1", digest: "d" } });
     expect((await storage.get(dataId)).entries.get("k")).toEqual({ kind: "text", text: "again" });
   });

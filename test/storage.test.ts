@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
 import { createStorage, type Storage, type StorageLimits } from "../src/domain/storage.js";
+import { createStores } from "../src/store/stores.js";
 import type { DataEntries, DataValue } from "../src/domain/value.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { failure } from "./helpers/failure.js";
@@ -9,6 +10,12 @@ const limits: StorageLimits = { defaultTtlSeconds: 30, maxEntries: 5, maxKeyByte
 const text = (t: string): DataValue => ({ kind: "text", text: t });
 const entries = (o: Record<string, string>): DataEntries => new Map(Object.entries(o).map(([k, v]) => [k, text(v)]));
 const noRequest = { scope: "test", requestId: "", digest: "" };
+
+/** storageStoresOf are the stores createStorage needs, on a database. */
+const storageStoresOf = (db: TestDatabase) => {
+  const stores = createStores(db);
+  return { store: stores.storage, transactions: stores.transactions, requestIds: stores.requestIds };
+};
 
 
 describe.each(DIALECTS)("storage on %s", (dialect) => {
@@ -20,7 +27,7 @@ describe.each(DIALECTS)("storage on %s", (dialect) => {
   beforeAll(async () => {
     db = await createTestDatabase(dialect);
     clock = new ManualClock();
-    storage = createStorage({ db, clock, limits });
+    storage = createStorage({ ...storageStoresOf(db), clock, limits });
   });
   afterAll(() => db.close());
 
@@ -134,7 +141,7 @@ describe.each(DIALECTS)("storage on %s", (dialect) => {
   });
 
   it("50 concurrent updates each adding its own key lose no key", async () => {
-    const wide = createStorage({ db, clock, limits: { ...limits, maxEntries: 100 } });
+    const wide = createStorage({ ...storageStoresOf(db), clock, limits: { ...limits, maxEntries: 100 } });
     const { dataId } = await wide.create({ ttlSeconds: 600, entries: entries({}), request: noRequest });
     await Promise.all(Array.from({ length: 50 }, (_, i) => wide.update({ dataId, entries: entries({ [`k${i}`]: String(i) }), removeKeys: [] })));
     const record = await wide.get(dataId);

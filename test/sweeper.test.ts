@@ -2,8 +2,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
 import { parseConfig } from "../src/config.js";
-import { createSweeper } from "../src/domain/sweeper.js";
-import { createApp, type App } from "../src/server.js";
+import { createApp, createAppSweeper, type App } from "../src/server.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 
 const config = parseConfig({ resources: { pool: { numbers: ["+18005550100..+18005550149"], locking: true, booking_expiration_timeout: 60 } } });
@@ -29,7 +28,7 @@ describe.each(DIALECTS)("sweeper on %s", (dialect) => {
     await app.chats.requestChat({ service: "", nickname: "Ann", firstName: "", lastName: "", subject: "", emailAddress: "", userData: {}, appData: new Map(), request: { scope: "c", requestId: "", digest: "" } });
     clock.advance(25 * 3600 * 1000);
     const live = await app.access.requestInteraction({ service: "", phoneNumber: "+15550000001", resourceGroup: "pool", ttlSeconds: 600, appData: new Map(), request: { scope: "s", requestId: "live", digest: "d" } });
-    const sweeper = createSweeper({ db, clock, storage: app.storage, batchSize: 7 });
+    const sweeper = createAppSweeper(app, 7);
     let total = 0;
     for (let i = 0; i < 20; i++) {
       const c = await sweeper.sweep();
@@ -50,7 +49,7 @@ describe.each(DIALECTS)("sweeper on %s", (dialect) => {
   it.skipIf(dialect !== "mysql")("several sweepers at once share the work without deadlocks", async () => {
     const rows = Array.from({ length: 3000 }, (_, i) => ({ id: `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`, version: 1, created_at: 0, expires_at: 1 }));
     for (let i = 0; i < rows.length; i += 500) await db.knex("storage_data").insert(rows.slice(i, i + 500));
-    const sweepers = [0, 1, 2].map(() => createSweeper({ db, clock, storage: app.storage, batchSize: 100 }));
+    const sweepers = [0, 1, 2].map(() => createAppSweeper(app, 100));
     const results = await Promise.all(sweepers.map((s) => s.sweep()));
     expect(results.reduce((n, r) => n + r.data, 0)).toBe(3000);
     expect(await count("storage_data")).toBe(1);

@@ -1,39 +1,16 @@
 import { randomInt } from "node:crypto";
-import type { Knex } from "knex";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import type { Config, ResourceGroupConfig } from "../config.js";
-import {
-  claimAndReserve,
-  claimNumber,
-  claimSession,
-  codeFailureInsert,
-  countCodeFailures,
-  groupHasNumbers,
-  lanesFor,
-  liveCodes,
-  lockNumberForMatch,
-  nextFreeAt,
-  releaseAndCommit,
-  releaseStatements,
-  reserve,
-  retryDeadlocks,
-  syncNumbers,
-  type ClaimOptions,
-  type CodeFailures,
-  type LiveReservation,
-  type ReservationRow,
-} from "../store/access-store.js";
-import { type Database } from "../store/database.js";
-import { batcherOf, batchTransaction, insertStatement, type Batcher, type InsertRows, type RunOptions } from "../store/batch.js";
-import { lockSession, sessionInsertRow, type SessionRow } from "../store/session-store.js";
-import { dataInsertRows } from "../store/storage-store.js";
+import type { AccessStore, Booking, Claimed, CodeChooser, Extension, KeptReply, LiveReservation, Release, Reservation, ResourceGroup } from "./access-store.js";
 import { GmsError, invalid, notFound } from "./errors.js";
-import { keptReply, priorReply, runOnce, type RequestKey } from "./idempotency.js";
-import { chooseMatches, guardRefusal, locksNow } from "./matching.js";
+import { keptReply, priorReply, type RequestKey } from "./idempotency.js";
+import { judgeCall, locksNow } from "./matching.js";
 import { normalizePhone } from "./phone.js";
 import { DEFAULT_SERVICE_TTL_SECONDS, pick, resolveService } from "./services.js";
-import type { NewRecord, Storage } from "./storage.js";
+import type { Session } from "./session-store.js";
+import type { Storage } from "./storage.js";
+import type { UnitOfWork } from "./unit-of-work.js";
 import type { DataEntries } from "./value.js";
 import { newId } from "./ids.js";
 
@@ -48,7 +25,7 @@ export interface AccessGrant {
 }
 
 /** SessionView is a session with its live reservations. */
-export interface SessionView extends SessionRow {
+export interface SessionView extends Session {
   access: AccessGrant[];
 }
 
@@ -106,7 +83,7 @@ export interface MatchResult {
 }
 
 /** grantOf turns a reservation into what callers see of it. */
-export function grantOf(r: ReservationRow): AccessGrant {
+export function grantOf(r: Pick<Reservation, "accessNumber" | "accessCode" | "resourceGroup" | "createdAt" | "expiresAt">): AccessGrant {
   return {
     accessNumber: r.accessNumber,
     accessCode: r.accessCode,
@@ -123,36 +100,58 @@ export function randomCode(length: number): string {
   return code.slice(0, length);
 }
 
-/** freeCode draws a code none of `taken` holds; a number crowded with codes asks for longer ones. */
-function freeCode(taken: ReadonlySet<string>, length: number, number: string): string {
-  for (let i = 0; i < 20; i++) {
+/** CODE_DRAWS is how many codes freeCode draws before it calls a number crowded. */
+const CODE_DRAWS = 20;
+
+/**
+ * freeCode draws a code none of `taken` (the live codes on `number`) holds; a number crowded with
+ * codes asks for longer ones (RESOURCE_EXHAUSTED).
+ */
+export function freeCode(taken: ReadonlySet<string>, length: number, number: string | undefined): string {
+  for (let i = 0; i < CODE_DRAWS; i++) {
     const candidate = randomCode(length);
     if (!taken.has(candidate)) return candidate;
   }
-  throw new GmsError("resource_exhausted", `no free ${length}-digit access code on ${number}; use longer codes`);
+  throw new GmsError("resource_exhausted", `no free ${length}-digit access code on ${number ?? "the number"}; use longer codes`);
 }
 
-/** NO_FREE_NUMBER rolls an allocating transaction back when its group has no free number. */
-const NO_FREE_NUMBER = new Error("no free number");
+/** codeChooser is the store's code chooser for `length`-digit codes (freeCode). */
+export const codeChooser =
+  (length: number): CodeChooser =>
+  (taken, number) =>
+    freeCode(taken, length, number);
+
+/** bookingSecondsOf applies GMS's precedence to a booking's length: the service's option > the request's > the group's > the global default. */
+export function bookingSecondsOf(service: number | undefined, requested: number | undefined, group: number | undefined, globalDefault: number): number {
+  return pick(service, requested, group ?? globalDefault);
+}
+
+/** bookedUntil is when a reservation booked at `now` for `bookingSeconds` lapses: never after its session. */
+export function bookedUntil(now: number, bookingSeconds: number, sessionExpiresAt: number): number {
+  return Math.min(now + bookingSeconds * 1000, sessionExpiresAt);
+}
+
+/** freeAfterRelease is when a number released at `now` is free again: after its group's cool-down. */
+export function freeAfterRelease(now: number, cooldownSeconds: number): number {
+  return now + cooldownSeconds * 1000;
+}
+
+/**
+ * extendedUntil is a live reservation's expiry when its session is extended at `now` to
+ * `sessionExpiresAt`: as far as its group allows (maxBookingSeconds from now), never past the
+ * session, and never shorter than it was.
+ */
+export function extendedUntil(expiresAt: number, now: number, sessionExpiresAt: number, maxBookingSeconds: number): number {
+  return Math.min(sessionExpiresAt, Math.max(expiresAt, now + maxBookingSeconds * 1000));
+}
 
 /** AccessDeps are what the access rules need. */
 export interface AccessDeps {
-  db: Database;
+  store: AccessStore;
   clock: Clock;
   config: Config;
   storage: Storage;
   log: Logger;
-}
-
-/** AllocateInput is one reservation to make inside a transaction. */
-interface AllocateInput {
-  sessionId: string;
-  sessionExpiresAt: number;
-  group: string;
-  provideCode: boolean;
-  codeLength: number;
-  bookingSeconds: number;
-  phoneNumber: string;
 }
 
 /** Access is request-interaction, request-access and match-interaction over the store. */
@@ -162,116 +161,95 @@ export interface Access {
   requestInteraction(input: RequestInteractionInput): Promise<RequestInteractionResult>;
   requestAccess(input: RequestAccessInput): Promise<AccessGrant>;
   matchInteraction(input: MatchInput): Promise<MatchResult[]>;
-  /** release frees reservations now (cool-down applies to locking numbers), inside a transaction. */
-  release(trx: Knex.Transaction, reservations: readonly ReservationRow[], now: number): Promise<void>;
+  /** grants are a session's live reservations at `now`, as callers see them (in the unit of work when given). */
+  grants(sessionId: string, now: number, uow?: UnitOfWork): Promise<AccessGrant[]>;
+  /** releaseSessionIn frees a session's live reservations at `now` in the caller's unit of work (cool-down applies to locking numbers). */
+  releaseSessionIn(uow: UnitOfWork, sessionId: string, now: number): Promise<void>;
+  /** extendSessionIn extends a session's live reservations for its new expiry in the caller's unit of work (extendedUntil). */
+  extendSessionIn(uow: UnitOfWork, sessionId: string, now: number, sessionExpiresAt: number): Promise<void>;
+}
+
+/**
+ * keeper is the KeptReply for a call's request key (none without a request id): the reply a claim
+ * that got a number and code gets, kept as keptReply gives it, until keepUntil of it.
+ */
+function keeper<T>(key: RequestKey, replyOf: (accessNumber: string, accessCode: string | undefined) => T, keepUntil: (reply: T) => number): KeptReply | undefined {
+  if (key.requestId === "") return undefined;
+  return {
+    id: { scope: key.scope, requestId: key.requestId },
+    reply(accessNumber, accessCode) {
+      const reply = replyOf(accessNumber, accessCode);
+      return { reply: keptReply(key, reply), keepUntil: keepUntil(reply) };
+    },
+  };
 }
 
 /** createAccess builds the access-number rules. */
-export function createAccess({ db, clock, config, storage, log }: AccessDeps): Access {
+export function createAccess({ store, clock, config, storage, log }: AccessDeps): Access {
   const groupOf = (name: string): ResourceGroupConfig => {
     const group = config.resources[name];
     if (group === undefined) throw invalid(`resource_group: no resource group "${name}" is configured`);
     return group;
   };
 
-  /**
-   * allocate claims a number of the group and reserves it for the session, storing `rows` (the
-   * session and its data, for a new one) only once a number is claimed, all in the caller's
-   * transaction; undefined, with nothing stored, when the group has no free number. Where any code
-   * will do (a locking number, or no code) it is one batch, a single round trip on MySQL, which
-   * commits too when `options.commit` says nothing follows. A shared number's code must differ from
-   * the codes of its other live reservations, known only once the number is claimed, so that case
-   * reads them first and needs `tx.q` to be a knex transaction (see needsReads).
-   */
-  async function allocate(tx: Batcher, a: AllocateInput, rows: readonly InsertRows[] = [], options: RunOptions = {}): Promise<AccessGrant | undefined> {
-    const { claim, reservation, group } = claimOf(a, clock.now());
-    let number: string | undefined;
-    let code: string | undefined;
-    if (needsReads(a.group, a.provideCode)) {
-      const trx = tx.q;
-      number = await claimNumber(trx, db.dialect, claim);
-      if (number !== undefined) {
-        await tx.run(rows.map((ins) => insertStatement(trx, ins)));
-        code = freeCode(await liveCodes(trx, number, claim.now), a.codeLength, number);
-        await reserve(trx, { ...reservation, accessCode: code, resourceGroup: a.group, accessNumber: number, locking: false }, undefined);
-      }
-    } else {
-      code = a.provideCode ? randomCode(a.codeLength) : undefined;
-      number = await claimAndReserve(tx, claim, { sessionId: a.sessionId, phoneNumber: a.phoneNumber, expiresAt: reservation.expiresAt, accessCode: code }, rows, options);
-    }
-    if (number === undefined) return undefined;
-    return grantOf({ ...reservation, id: 0, accessCode: code, resourceGroup: a.group, accessNumber: number, locking: group.locking });
-  }
+  /** resourceGroupOf is a configured group as a claim needs it. */
+  const resourceGroupOf = (name: string): ResourceGroup => {
+    const g = groupOf(name);
+    return { name, locking: g.locking, allocation: g.allocation, size: g.numbers.length };
+  };
 
   /**
-   * allocateForNew is allocate for a new session, as a transaction of the store's own that stores
-   * the session and its data record with the claim (claimSession), where any code will do (see
-   * needsReads). `reply` is the result of the call given its grant; with a request id, a retry gets
-   * the first call's reply back and allocates nothing. Undefined: no free number.
-   */
-  async function allocateForNew<T>(a: AllocateInput, session: SessionRow, data: NewRecord, reply: (grant: AccessGrant) => T, request: RequestKey): Promise<T | undefined> {
-    const { claim, reservation, group } = claimOf(a, session.createdAt);
-    const code = a.provideCode ? randomCode(a.codeLength) : undefined;
-    const grantFor = (accessNumber: string) => grantOf({ ...reservation, id: 0, accessCode: code, resourceGroup: a.group, accessNumber, locking: group.locking });
-    // A retry gets the first reply as JSON round-trips it, as runOnce gives it.
-    const once = request.requestId === "" ? undefined : { scope: request.scope, requestId: request.requestId, keepUntil: session.expiresAt, result: (n: string) => keptReply(request, reply(grantFor(n))) };
-    const claimed = await claimSession(db, claim, { sessionId: a.sessionId, phoneNumber: a.phoneNumber, expiresAt: reservation.expiresAt, accessCode: code }, session, data.row, data.entries, once);
-    if (claimed === undefined) return undefined;
-    return claimed.prior !== undefined ? priorReply<T>(request, claimed.prior) : reply(grantFor(claimed.accessNumber));
-  }
-
-  /** claimOf is what a claim for `a` asks of the store at `now`, and the reservation it makes (booked until the booking or the session ends). */
-  function claimOf(a: AllocateInput, now: number) {
-    const group = groupOf(a.group);
-    const claim: ClaimOptions = { group: a.group, locking: group.locking, allocation: group.allocation, lanes: lanesFor(group.numbers.length), now };
-    const expiresAt = Math.min(now + a.bookingSeconds * 1000, a.sessionExpiresAt);
-    return { group, claim, reservation: { sessionId: a.sessionId, phoneNumber: a.phoneNumber, createdAt: now, expiresAt } };
-  }
-
-  /** needsReads tells whether allocating in the group reads between statements (shared numbers with codes). */
-  const needsReads = (group: string, provideCode: boolean) => provideCode && !groupOf(group).locking;
-
-  /**
-   * exhausted is the error for a group with no free number, told once the transaction that found
-   * none has rolled back: when the next number frees up, or that the group has none at all.
+   * exhausted is the error for a group with no free number, told once the claim that found none
+   * has rolled back: when the next number frees up, or that the group has none at all.
    */
   async function exhausted(group: string, now: number): Promise<GmsError> {
-    const next = groupOf(group).locking ? await nextFreeAt(db.knex, group, now) : undefined;
-    if (!(await groupHasNumbers(db.knex, group))) return new GmsError("failed_precondition", `resource group "${group}" has no numbers`);
+    const next = groupOf(group).locking ? await store.nextFreeAt(group, now) : undefined;
+    if (!(await store.hasNumbers(group))) return new GmsError("failed_precondition", `resource group "${group}" has no numbers`);
     return new GmsError("resource_exhausted", `resource group "${group}" has no free number`, { type: "pool_exhausted", resourceGroup: group, nextFreeAt: next });
   }
 
-  /** allocated is what an allocation gave (a grant, a reply), or (undefined) the signal that rolls the transaction back for `exhausted`. */
-  const allocated = <T>(got: T | undefined): T => {
-    if (got === undefined) throw NO_FREE_NUMBER;
-    return got;
-  };
-
-  /** withFreeNumber runs an allocating transaction and turns "no free number" into its error. */
-  async function withFreeNumber<T>(group: string, now: number, run: () => Promise<T>): Promise<T> {
-    try {
-      return await run();
-    } catch (e) {
-      throw e === NO_FREE_NUMBER ? await exhausted(group, now) : e;
-    }
+  /** claim is what an allocation claimed, or (undefined: no free number) the group's `exhausted` error. */
+  async function claim(group: string, now: number, got: Promise<Claimed | undefined>): Promise<Claimed> {
+    const claimed = await got;
+    if (claimed === undefined) throw await exhausted(group, now);
+    return claimed;
   }
 
-  /** bookingOf applies the precedence service option > request > group option > global default. */
+  /** bookingOf is the booking length for a service option and a request in a group. */
   const bookingOf = (configured: number | undefined, requested: number | undefined, group: ResourceGroupConfig) =>
-    pick(configured, requested, group.booking_expiration_timeout ?? config.access.booking_expiration_timeout);
+    bookingSecondsOf(configured, requested, group.booking_expiration_timeout, config.access.booking_expiration_timeout);
 
-  /** freeAt is when a released reservation's number is free again: the release plus its group's cool-down. */
-  const freeAt = (now: number) => (r: ReservationRow) => now + (config.resources[r.resourceGroup]?.cooldown_seconds ?? 0) * 1000;
-
-  async function release(tx: Batcher, reservations: readonly ReservationRow[], now: number): Promise<void> {
-    await tx.run(releaseStatements(reservations, now, freeAt(now)));
-  }
+  /** releaseOf frees a reservation at `now`, its number free again after its group's cool-down. */
+  const releaseOf = (reservation: Reservation, now: number): Release => ({
+    reservation,
+    freeAt: freeAfterRelease(now, config.resources[reservation.resourceGroup]?.cooldown_seconds ?? 0),
+  });
 
   return {
-    release: (trx, reservations, now) => release(batcherOf(trx, db.dialect), reservations, now),
     syncNumbers() {
-      const groups = new Map(Object.entries(config.resources).map(([name, g]) => [name, g.numbers]));
-      return db.knex.transaction((trx) => syncNumbers(trx, groups));
+      return store.syncNumbers(new Map(Object.entries(config.resources).map(([name, g]) => [name, g.numbers])));
+    },
+
+    async grants(sessionId, now, uow) {
+      return (await store.liveReservations(sessionId, now, uow)).map(grantOf);
+    },
+
+    async releaseSessionIn(uow, sessionId, now) {
+      const live = await store.liveReservations(sessionId, now, uow);
+      await store.release(
+        uow,
+        live.map((r) => releaseOf(r, now)),
+        now,
+      );
+    },
+
+    async extendSessionIn(uow, sessionId, now, sessionExpiresAt) {
+      const extensions: Extension[] = [];
+      for (const r of await store.liveReservations(sessionId, now, uow)) {
+        const until = extendedUntil(r.expiresAt, now, sessionExpiresAt, config.resources[r.resourceGroup]?.max_booking_expiration_timeout ?? 0);
+        if (until !== r.expiresAt) extensions.push({ reservation: r, until });
+      }
+      await store.extend(uow, extensions);
     },
 
     async requestInteraction(input) {
@@ -286,42 +264,28 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       const bookingSeconds = bookingOf(svc.options.booking_expiration_timeout, input.bookingSeconds, group);
       const now = clock.now();
       const expiresAt = now + ttlSeconds * 1000;
-      const newSession = () => {
-        const data = storage.newRecord(input.appData, expiresAt);
-        const session: SessionRow = {
-          id: newId(),
-          service: svc.name,
-          builtin: svc.builtin,
-          state: "active",
-          phoneNumber,
-          dataId: data.row.id,
-          createdAt: now,
-          expiresAt,
-        };
-        const alloc: AllocateInput = { sessionId: session.id, sessionExpiresAt: expiresAt, group: groupName, provideCode, codeLength, bookingSeconds, phoneNumber };
-        return { data, session, alloc };
+      const record = storage.newRecord(input.appData, expiresAt);
+      const session: Session = { id: newId(), service: svc.name, builtin: svc.builtin, state: "active", phoneNumber, dataId: record.id, createdAt: now, expiresAt };
+      const until = bookedUntil(now, bookingSeconds, expiresAt);
+      const result = (accessNumber: string, accessCode: string | undefined): RequestInteractionResult => {
+        const access = grantOf({ accessNumber, accessCode, resourceGroup: groupName, createdAt: now, expiresAt: until });
+        return { session: { ...session, access: [access] }, access, ttlSeconds, provideCode };
       };
-      const result = (session: SessionRow, access: AccessGrant): RequestInteractionResult => ({ session: { ...session, access: [access] }, access, ttlSeconds, provideCode });
-      return withFreeNumber(groupName, now, async () => {
-        // Where any code will do: one transaction of the store's own, one round trip on MySQL, with
-        // the number's row lock held for no network round trip.
-        if (!needsReads(groupName, provideCode)) {
-          const { data, session, alloc } = newSession();
-          return allocated(await allocateForNew(alloc, session, data, (access) => result(session, access), input.request));
-        }
-        return runOnce(
-          db,
-          input.request,
+      const claimed = await claim(
+        groupName,
+        now,
+        store.openSession({
+          group: resourceGroupOf(groupName),
           now,
-          async (trx) => {
-            const { data, session, alloc } = newSession();
-            // The session and its data are stored with the claim, once it got a number.
-            const write = [...dataInsertRows(data.row, data.entries), sessionInsertRow(session)];
-            return result(session, allocated(await allocate(batcherOf(trx, db.dialect), alloc, write)));
-          },
-          (r) => r.session.expiresAt,
-        );
-      });
+          session,
+          record,
+          bookedUntil: until,
+          chooseCode: provideCode ? codeChooser(codeLength) : undefined,
+          // A retry gets the first reply as JSON round-trips it.
+          once: keeper(input.request, result, (r) => r.session.expiresAt),
+        }),
+      );
+      return claimed.prior !== undefined ? priorReply<RequestInteractionResult>(input.request, claimed.prior) : result(claimed.accessNumber, claimed.accessCode);
     },
 
     async requestAccess(input) {
@@ -334,20 +298,31 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       const codeLength = pick(svc.options.access_code_length, input.codeLength, group.access_code_length);
       const bookingSeconds = bookingOf(svc.options.booking_expiration_timeout, input.bookingSeconds, group);
       const now = clock.now();
-      // The session locked, then the claim: on MySQL the claim's batch commits in its round trip.
-      const grant = async (tx: Batcher, options: RunOptions): Promise<AccessGrant> => {
-        const session = await lockSession(tx, input.sessionId, now);
+      // The booking, decided on the session as the store locked it.
+      let booked: Booking | undefined;
+      const book = (session: Session | undefined): Booking => {
         if (session === undefined) throw notFound(`session ${input.sessionId}`);
         if (session.state !== "active") throw new GmsError("failed_precondition", `session ${input.sessionId} is not active`);
-        const alloc = { sessionId: session.id, sessionExpiresAt: session.expiresAt, group: groupName, provideCode, codeLength, bookingSeconds, phoneNumber: phone ?? session.phoneNumber };
-        return allocated(await allocate(tx, alloc, [], options));
+        booked = { phoneNumber: phone ?? session.phoneNumber, expiresAt: bookedUntil(now, bookingSeconds, session.expiresAt) };
+        return booked;
       };
-      return withFreeNumber(groupName, now, () =>
-        // Without a request id, and where any code will do, it skips knex's transaction: two round trips.
-        input.request.requestId === "" && !needsReads(groupName, provideCode)
-          ? batchTransaction(db, (tx) => grant(tx, { commit: true }))
-          : runOnce(db, input.request, now, (trx) => grant(batcherOf(trx, db.dialect), {}), (r) => r.expiresAt),
+      const grantFor = (accessNumber: string, accessCode: string | undefined): AccessGrant => {
+        if (booked === undefined) throw new Error("requestAccess: a grant before the session was booked");
+        return grantOf({ accessNumber, accessCode, resourceGroup: groupName, createdAt: now, expiresAt: booked.expiresAt });
+      };
+      const claimed = await claim(
+        groupName,
+        now,
+        store.addReservation({
+          sessionId: input.sessionId,
+          group: resourceGroupOf(groupName),
+          now,
+          book,
+          chooseCode: provideCode ? codeChooser(codeLength) : undefined,
+          once: keeper(input.request, grantFor, (g) => g.expiresAt),
+        }),
       );
+      return claimed.prior !== undefined ? priorReply<AccessGrant>(input.request, claimed.prior) : grantFor(claimed.accessNumber, claimed.accessCode);
     },
 
     async matchInteraction(input) {
@@ -357,56 +332,31 @@ export function createAccess({ db, clock, config, storage, log }: AccessDeps): A
       const code = input.accessCode;
       const now = clock.now();
       const guard = config.access.code_attempts;
-      const windowMs = guard.window_seconds * 1000;
-      const codeGuard = { maxFailures: guard.max_failures, windowMs };
-      // What the guard needs to know (failures) comes from the database: several nodes count alike.
-      let failures: CodeFailures = { count: 0, oldest: undefined };
-      // A deadlock with CancelSession or ExtendSession on a matched session rolls it back: run again.
-      const outcome = await retryDeadlocks(() => batchTransaction(db, async (tx): Promise<{ matched: LiveReservation[] } | { refused: GmsError }> => {
-          const found = await lockNumberForMatch(tx, number, now, now - windowMs);
-          failures = found.failures;
-          // On MySQL the count was read before the candidates' row locks were granted: a guess (or a
-          // match on a number already guessed at) that waited for them counts again, now that the
-          // guesses before it have committed their failures. A match without a code on a number
-          // without failures, the common case, does not: it stays two round trips.
-          const recount = code !== undefined || failures.count > 0;
-          if (recount && db.dialect === "mysql" && found.live.length > 0 && failures.count < guard.max_failures) failures = await countCodeFailures(tx, number, now - windowMs);
-          const locked = guardRefusal(failures, codeGuard, now);
-          if (locked !== undefined) {
-            throw new GmsError("resource_exhausted", `too many wrong access codes for ${number}; matching is refused until the window ends`, { type: "rate_limited", until: locked.until });
-          }
-          // A wrong code is counted in the transaction, before the candidates' locks are let go: guesses
-          // at one number queue for them, and each counts the ones before it (at most max_failures weighed).
-          const noMatch = async (refused: GmsError) => {
-            if (code !== undefined) await tx.run([codeFailureInsert(number, now)], { commit: true });
-            return { refused };
-          };
-          // Newest first: without return_multiple_matches only the most recent is matched (and released).
-          const decided = chooseMatches(found.live, { code, phone, returnMultiple: input.returnMultiple });
-          if ("reason" in decided) {
-            const { reason } = decided;
-            const message = reason === "no_reservation" ? `no live reservation on ${number}` : `no session matches the call on ${number} (${reason.replace("_", " ")})`;
-            return noMatch(new GmsError("not_found", message, { type: "no_match", reason }));
-          }
-          const chosen = decided.matched;
-          // The release is the transaction's last batch: on MySQL it commits in the same round trip.
-          await releaseAndCommit(
-            tx,
-            chosen.map((l) => l.reservation),
-            now,
-            freeAt(now),
-          );
-          return { matched: chosen };
-        }));
-      if ("refused" in outcome) {
-        if (code !== undefined && locksNow(failures.count, codeGuard)) {
-          log.warn({ event: "security", kind: "access_code_guessing", accessNumber: number, failures: failures.count + 1, windowSeconds: guard.window_seconds }, "access number locked against code guessing");
+      const codeGuard = { maxFailures: guard.max_failures, windowMs: guard.window_seconds * 1000 };
+      // The store holds the number's candidates while judgeCall decides: the release, or a wrong code
+      // counted, commits before they are let go, so guesses at one number queue for them and each
+      // counts the ones before it (at most max_failures weighed). The failures come from the
+      // database: several nodes count alike.
+      const decided = await store.match(number, now, now - codeGuard.windowMs, ({ live, failures }) => {
+        const verdict = judgeCall(live, failures, { code, phone, returnMultiple: input.returnMultiple }, codeGuard, now);
+        // Newest first: without return_multiple_matches only the most recent is matched (and released).
+        if ("matched" in verdict) return { release: verdict.matched.map((l) => releaseOf(l.reservation, now)), matched: verdict.matched };
+        return { countFailure: verdict.countFailure, verdict, failuresBefore: failures.count };
+      });
+      if (decided.release === undefined) {
+        const { verdict } = decided;
+        if ("locked" in verdict) {
+          throw new GmsError("resource_exhausted", `too many wrong access codes for ${number}; matching is refused until the window ends`, { type: "rate_limited", until: verdict.locked.until });
         }
-        throw outcome.refused;
+        const { reason } = verdict;
+        if (code !== undefined && locksNow(decided.failuresBefore, codeGuard)) {
+          log.warn({ event: "security", kind: "access_code_guessing", accessNumber: number, failures: decided.failuresBefore + 1, windowSeconds: guard.window_seconds }, "access number locked against code guessing");
+        }
+        const message = reason === "no_reservation" ? `no live reservation on ${number}` : `no session matches the call on ${number} (${reason.replace("_", " ")})`;
+        throw new GmsError("not_found", message, { type: "no_match", reason });
       }
-      const matched = outcome.matched;
       const results: MatchResult[] = [];
-      for (const { session } of matched) {
+      for (const { session } of decided.matched as LiveReservation[]) {
         let data: DataEntries | undefined;
         if (input.returnData) data = await storage.get(session.dataId).then((d) => d.entries, () => new Map());
         results.push({ sessionId: session.id, dataId: session.dataId, service: session.service, phoneNumber: session.phoneNumber, data });

@@ -1,7 +1,7 @@
-import type { Knex } from "knex";
-import type { Database } from "../store/database.js";
-import { claimRequestId, completeRequestId } from "../store/idempotency-store.js";
 import { GmsError } from "./errors.js";
+import type { IdempotencyStore } from "./idempotency-store.js";
+import { isLegacyDatabase, legacyOnce, legacyTransactionOf, type LegacyDatabase, type LegacyTransaction } from "./legacy-sql.js";
+import type { Transactions, UnitOfWork } from "./unit-of-work.js";
 
 /**
  * RequestKey identifies a create-like call for retries: who called, what, and the caller's id. A
@@ -41,25 +41,46 @@ export function priorReply<T>(key: RequestKey, stored: string): T {
   return kept.reply as T;
 }
 
+/** PROVISIONAL_KEEP_MS is how long a request id is held while its first call runs, until the reply says how long to keep it. */
+const PROVISIONAL_KEEP_MS = 24 * 3600 * 1000;
+
+/** Once is what runOnce needs: units of work, and where request ids are kept. */
+export interface Once {
+  transactions: Transactions;
+  requestIds: IdempotencyStore;
+}
+
 /**
- * runOnce runs `create` in a transaction, once per request key: a retry with the same key and the
+ * runOnce runs `create` in a unit of work, once per request key: a retry with the same key and the
  * same request gets the first result back (as JSON round-trips it) and creates nothing. The key is
  * remembered until `keepUntil(result)`.
  */
-export async function runOnce<T>(
-  db: Database,
+export function runOnce<T>(once: Once, key: RequestKey, now: number, create: (uow: UnitOfWork) => Promise<T>, keepUntil: (result: T) => number): Promise<T>;
+/** @deprecated runOnce on the database with chat.ts's own SQL transaction: its call, until its store takes units of work (see legacy-sql.ts). */
+export function runOnce<T>(db: LegacyDatabase, key: RequestKey, now: number, create: (trx: LegacyTransaction) => Promise<T>, keepUntil: (result: T) => number): Promise<T>;
+export function runOnce<T>(
+  deps: Once | LegacyDatabase,
   key: RequestKey,
   now: number,
-  create: (trx: Knex.Transaction) => Promise<T>,
+  create: ((uow: UnitOfWork) => Promise<T>) | ((trx: LegacyTransaction) => Promise<T>),
   keepUntil: (result: T) => number,
 ): Promise<T> {
-  if (key.requestId === "") return db.knex.transaction(create);
-  return db.knex.transaction(async (trx) => {
+  if (isLegacyDatabase(deps)) {
+    const legacy = create as (trx: LegacyTransaction) => Promise<T>;
+    return runOnceIn(legacyOnce(deps), key, now, (uow) => legacy(legacyTransactionOf(uow)), keepUntil);
+  }
+  return runOnceIn(deps, key, now, create as (uow: UnitOfWork) => Promise<T>, keepUntil);
+}
+
+async function runOnceIn<T>({ transactions, requestIds }: Once, key: RequestKey, now: number, create: (uow: UnitOfWork) => Promise<T>, keepUntil: (result: T) => number): Promise<T> {
+  if (key.requestId === "") return transactions.run(create);
+  const id = { scope: key.scope, requestId: key.requestId };
+  return transactions.run(async (uow) => {
     // Claimed with a provisional expiry; the real one is known once the result is.
-    const prior = await claimRequestId(trx, key.scope, key.requestId, now, now + 24 * 3600 * 1000);
+    const prior = await requestIds.claim(uow, id, now, now + PROVISIONAL_KEEP_MS);
     if (prior !== undefined) return priorReply<T>(key, prior);
-    const result = await create(trx);
-    await completeRequestId(trx, key.scope, key.requestId, keptReply(key, result), keepUntil(result));
+    const result = await create(uow);
+    await requestIds.complete(uow, id, keptReply(key, result), keepUntil(result));
     return result;
   });
 }

@@ -1,6 +1,7 @@
 // The rules of matching a call (GMS match-interaction), as plain functions: which of a number's live
 // reservations a call matches, why none does, and when the code-guessing guard refuses to try.
-// access.ts runs them inside the match's transaction; they need no database.
+// access.ts hands judgeCall to the store's match, which runs it between its statements, holding
+// the number's candidates; they need no database.
 
 /** MatchCandidate is a live reservation as matching sees it. */
 export interface MatchCandidate {
@@ -49,4 +50,23 @@ export function guardRefusal(failures: { count: number; oldest: number | undefin
 /** locksNow tells whether one more failure (this call's) reaches the limit: the moment to log a security event. */
 export function locksNow(failuresBefore: number, guard: CodeGuard): boolean {
   return failuresBefore + 1 >= guard.maxFailures;
+}
+
+/** Verdict is what a call gets on a number: the reservations it matches, or a refusal, and whether it counts as a failed code. */
+export type Verdict<T> =
+  | { matched: T[] }
+  | { locked: { until: number }; countFailure: false }
+  | { reason: NoMatchReason; countFailure: boolean };
+
+/**
+ * judgeCall decides a call on a number, given its live reservations (newest first) and its recent
+ * failed codes: refused while the guard holds the number locked (nothing counted); else what
+ * chooseMatches picks; a call that matches nothing counts as a failed code when it gave a code.
+ */
+export function judgeCall<T extends MatchCandidate>(live: readonly T[], failures: { count: number; oldest: number | undefined }, call: Call, guard: CodeGuard, now: number): Verdict<T> {
+  const locked = guardRefusal(failures, guard, now);
+  if (locked !== undefined) return { locked, countFailure: false };
+  const decided = chooseMatches(live, call);
+  if ("reason" in decided) return { reason: decided.reason, countFailure: call.code !== undefined };
+  return decided;
 }

@@ -1,22 +1,27 @@
 import type { Clock } from "../clock.js";
-import type { Config } from "../config.js";
-import { liveReservationsOfSession, retryDeadlocks, setNumbersAvailableAt, setReservationExpiry } from "../store/access-store.js";
-import type { Database } from "../store/database.js";
-import { extendChatsOfSession } from "../store/chat-store.js";
-import { readSession, updateSession } from "../store/session-store.js";
-import { deleteData } from "../store/storage-store.js";
-import { grantOf, type Access, type SessionView } from "./access.js";
+import type { Access, SessionView } from "./access.js";
 import { GmsError, notFound } from "./errors.js";
+import type { SessionStore } from "./session-store.js";
 import type { Storage } from "./storage.js";
+import type { Transactions, UnitOfWork } from "./unit-of-work.js";
 import type { DataEntries } from "./value.js";
+
+/**
+ * SessionChats is what the session rules need of chats: a session's chats (and their files) live
+ * as long as it does, so extending it extends them, in the same unit of work.
+ */
+export interface SessionChats {
+  extendChatsOfSession(uow: UnitOfWork, sessionId: string, expiresAt: number): Promise<void>;
+}
 
 /** SessionsDeps are what the session rules need. */
 export interface SessionsDeps {
-  db: Database;
+  store: SessionStore;
+  transactions: Transactions;
   clock: Clock;
-  config: Config;
   storage: Storage;
   access: Access;
+  chats: SessionChats;
 }
 
 /** Sessions manages service instances: read, cancel, update their data, extend their life. */
@@ -28,12 +33,11 @@ export interface Sessions {
 }
 
 /** createSessions builds the session rules. */
-export function createSessions({ db, clock, config, storage, access }: SessionsDeps): Sessions {
+export function createSessions({ store, transactions, clock, storage, access, chats }: SessionsDeps): Sessions {
   async function view(sessionId: string, now: number): Promise<SessionView> {
-    const session = await readSession(db.knex, sessionId, now);
+    const session = await store.read(sessionId, now);
     if (session === undefined) throw notFound(`session ${sessionId}`);
-    const reservations = await liveReservationsOfSession(db.knex, sessionId, now);
-    return { ...session, access: reservations.map(grantOf) };
+    return { ...session, access: await access.grants(sessionId, now) };
   }
 
   const inactive = (id: string) => new GmsError("failed_precondition", `session ${id} is not active`);
@@ -44,25 +48,26 @@ export function createSessions({ db, clock, config, storage, access }: SessionsD
     async cancel(sessionId) {
       const now = clock.now();
       // A match on one of its numbers may deadlock with it: the loser is rolled back and runs again.
-      await retryDeadlocks(() =>
-        db.knex.transaction(async (trx) => {
-          const session = await readSession(trx, sessionId, now, db.dialect);
+      await transactions.run(
+        async (uow) => {
+          const session = await store.lock(uow, sessionId, now);
           if (session === undefined) throw notFound(`session ${sessionId}`);
           if (session.state === "ended") return; // cancelling twice is harmless, so retries are safe
-          await access.release(trx, await liveReservationsOfSession(trx, sessionId, now), now);
-          await deleteData(trx, session.dataId, now);
-          await updateSession(trx, sessionId, { state: "ended" });
-        }),
+          await access.releaseSessionIn(uow, sessionId, now);
+          await storage.deleteIn(uow, session.dataId);
+          await store.update(uow, sessionId, { state: "ended" });
+        },
+        { retryConflicts: true },
       );
     },
 
     async updateData(sessionId, entries, removeKeys) {
       const now = clock.now();
-      return db.knex.transaction(async (trx) => {
-        const session = await readSession(trx, sessionId, now, db.dialect);
+      return transactions.run(async (uow) => {
+        const session = await store.lock(uow, sessionId, now);
         if (session === undefined) throw notFound(`session ${sessionId}`);
         if (session.state !== "active") throw inactive(sessionId);
-        const r = await storage.updateIn(trx, { dataId: session.dataId, entries, removeKeys });
+        const r = await storage.updateIn(uow, { dataId: session.dataId, entries, removeKeys });
         return { version: r.version };
       });
     },
@@ -71,23 +76,18 @@ export function createSessions({ db, clock, config, storage, access }: SessionsD
       const now = clock.now();
       const expiresAt = now + ttlSeconds * 1000;
       // As cancel: a deadlock with a match is run again.
-      await retryDeadlocks(() =>
-        db.knex.transaction(async (trx) => {
-          const session = await readSession(trx, sessionId, now, db.dialect);
+      await transactions.run(
+        async (uow) => {
+          const session = await store.lock(uow, sessionId, now);
           if (session === undefined) throw notFound(`session ${sessionId}`);
           if (session.state !== "active") throw inactive(sessionId);
-          await updateSession(trx, sessionId, { expiresAt });
-          await storage.updateIn(trx, { dataId: session.dataId, entries: new Map(), removeKeys: [], ttlSeconds });
-          await extendChatsOfSession(trx, sessionId, expiresAt);
+          await store.update(uow, sessionId, { expiresAt });
+          await storage.updateIn(uow, { dataId: session.dataId, entries: new Map(), removeKeys: [], ttlSeconds });
+          await chats.extendChatsOfSession(uow, sessionId, expiresAt);
           // Each reservation is extended as far as its group allows, never past the session.
-          for (const r of await liveReservationsOfSession(trx, sessionId, now)) {
-            const max = config.resources[r.resourceGroup]?.max_booking_expiration_timeout ?? 0;
-            const until = Math.min(expiresAt, Math.max(r.expiresAt, now + max * 1000));
-            if (until === r.expiresAt) continue;
-            await setReservationExpiry(trx, [r.id], until);
-            if (r.locking) await setNumbersAvailableAt(trx, [{ group: r.resourceGroup, number: r.accessNumber }], until);
-          }
-        }),
+          await access.extendSessionIn(uow, sessionId, now, expiresAt);
+        },
+        { retryConflicts: true },
       );
       return view(sessionId, now);
     },

@@ -1,21 +1,10 @@
-import type { Knex } from "knex";
 import type { Clock } from "../clock.js";
-import type { Database } from "../store/database.js";
-import {
-  deleteData,
-  insertData,
-  lockData,
-  readData,
-  readEntry,
-  removeEntries,
-  setDataVersion,
-  sweepExpiredData,
-  writeEntries,
-  type DataRecord,
-  type DataRow,
-} from "../store/storage-store.js";
 import { GmsError, invalid, notFound } from "./errors.js";
-import { runOnce, type RequestKey } from "./idempotency.js";
+import { runOnce, type Once, type RequestKey } from "./idempotency.js";
+import type { IdempotencyStore } from "./idempotency-store.js";
+import { asUnit, type LegacyTransaction } from "./legacy-sql.js";
+import type { DataRecord, StorageStore } from "./storage-store.js";
+import type { Transactions, UnitOfWork } from "./unit-of-work.js";
 import { byteLength, valueSize, type DataEntries, type DataValue } from "./value.js";
 import { newId } from "./ids.js";
 
@@ -33,12 +22,6 @@ export interface StoredData {
   dataId: string;
   expiresAt: number;
   version: number;
-}
-
-/** NewRecord is a checked record not stored yet: its storage_data row and its entries. */
-export interface NewRecord {
-  row: DataRow;
-  entries: DataEntries;
 }
 
 /** CreateDataInput is what CreateData stores. */
@@ -114,21 +97,26 @@ function sizesOf(entries: DataEntries): Map<string, number> {
 export interface Storage {
   create(input: CreateDataInput): Promise<StoredData>;
   /**
-   * createIn stores a record inside the caller's transaction (sessions keep their data this way);
-   * `own` replaces the configured limits for records with limits of their own (chat files).
+   * createIn stores a record inside the caller's unit of work (chats keep their data and files
+   * this way); `own` replaces the configured limits for records with limits of their own (chat
+   * files).
    */
-  createIn(trx: Knex.Transaction, entries: DataEntries, expiresAt: number, own?: StorageLimits): Promise<StoredData>;
+  createIn(uow: UnitOfWork, entries: DataEntries, expiresAt: number, own?: StorageLimits): Promise<StoredData>;
+  /** @deprecated createIn in chat.ts's own SQL transaction: its call, until its store takes units of work (see legacy-sql.ts). */
+  createIn(trx: LegacyTransaction, entries: DataEntries, expiresAt: number, own?: StorageLimits): Promise<StoredData>;
   /**
-   * newRecord checks entries against the limits and gives the record createIn would store, for a
-   * caller that writes it with other statements in one round trip (insertDataStatements).
+   * newRecord checks entries against the limits and gives the record createIn would store (version
+   * 1, created now), for a store that writes it with other rows its own way (a new session's).
    */
-  newRecord(entries: DataEntries, expiresAt: number): NewRecord;
+  newRecord(entries: DataEntries, expiresAt: number): DataRecord;
   get(dataId: string): Promise<DataRecord>;
   getEntry(dataId: string, key: string): Promise<DataValue>;
   update(input: UpdateDataInput): Promise<StoredData>;
-  /** updateIn applies an update inside the caller's transaction. */
-  updateIn(trx: Knex.Transaction, input: UpdateDataInput): Promise<StoredData>;
+  /** updateIn applies an update inside the caller's unit of work. */
+  updateIn(uow: UnitOfWork, input: UpdateDataInput): Promise<StoredData>;
   delete(dataId: string): Promise<void>;
+  /** deleteIn deletes a record, live or not, inside the caller's unit of work (a cancelled session's). */
+  deleteIn(uow: UnitOfWork, dataId: string): Promise<void>;
   /** sweep deletes expired records in bounded batches until none is left or `maxBatches` ran. */
   sweep(batchSize: number, maxBatches?: number): Promise<number>;
   /** limits are the limits this storage enforces. */
@@ -137,37 +125,40 @@ export interface Storage {
 
 /** StorageDeps are what the storage rules need. */
 export interface StorageDeps {
-  db: Database;
+  store: StorageStore;
+  transactions: Transactions;
+  requestIds: IdempotencyStore;
   clock: Clock;
   limits: StorageLimits;
 }
 
-/** createStorage builds the Storage API's rules over a database. */
-export function createStorage({ db, clock, limits }: StorageDeps): Storage {
+/** createStorage builds the Storage API's rules over a store. */
+export function createStorage({ store, transactions, requestIds, clock, limits }: StorageDeps): Storage {
+  const once: Once = { transactions, requestIds };
   const ttlMs = (ttlSeconds: number | undefined) => {
     const ttl = ttlSeconds ?? limits.defaultTtlSeconds;
     if (!Number.isInteger(ttl) || ttl <= 0) throw invalid("ttl_seconds: must be a positive number of seconds");
     return ttl * 1000;
   };
 
-  function newRecord(entries: DataEntries, expiresAt: number, own = limits): NewRecord {
+  function newRecord(entries: DataEntries, expiresAt: number, own = limits): DataRecord {
     checkEntries(entries, own);
     checkRecord(sizesOf(entries), own);
-    return { row: { id: newId(), version: 1, createdAt: clock.now(), expiresAt }, entries };
+    return { id: newId(), version: 1, createdAt: clock.now(), expiresAt, entries };
   }
 
-  async function createIn(trx: Knex.Transaction, entries: DataEntries, expiresAt: number, own = limits): Promise<StoredData> {
-    const { row } = newRecord(entries, expiresAt, own);
-    await insertData(trx, row, entries);
-    return { dataId: row.id, expiresAt, version: 1 };
+  async function createIn(uow: UnitOfWork, entries: DataEntries, expiresAt: number, own = limits): Promise<StoredData> {
+    const record = newRecord(entries, expiresAt, own);
+    await store.insert(uow, record);
+    return { dataId: record.id, expiresAt, version: 1 };
   }
 
-  async function updateIn(trx: Knex.Transaction, input: UpdateDataInput): Promise<StoredData> {
+  async function updateIn(uow: UnitOfWork, input: UpdateDataInput): Promise<StoredData> {
     const overlap = input.removeKeys.find((k) => input.entries.has(k));
     if (overlap !== undefined) throw invalid(`remove_keys: "${overlap}" is also set in entries`);
     checkEntries(input.entries, limits);
     const now = clock.now();
-    const current = await lockData(trx, db.dialect, input.dataId, now);
+    const current = await store.lock(uow, input.dataId, now);
     if (current === undefined) throw notFound(`data ${input.dataId}`);
     if (input.expectedVersion !== undefined && input.expectedVersion !== current.version) {
       throw new GmsError("failed_precondition", `data ${input.dataId} is at version ${current.version}, not ${input.expectedVersion}`);
@@ -176,47 +167,50 @@ export function createStorage({ db, clock, limits }: StorageDeps): Storage {
     for (const k of input.removeKeys) sizes.delete(k);
     for (const [k, v] of input.entries) sizes.set(k, valueSize(v));
     checkRecord(sizes, limits);
-    await removeEntries(trx, input.dataId, input.removeKeys);
-    await writeEntries(trx, input.dataId, input.entries);
     const version = current.version + 1;
     const expiresAt = input.ttlSeconds === undefined ? current.expiresAt : now + ttlMs(input.ttlSeconds);
-    await setDataVersion(trx, input.dataId, version, expiresAt);
+    await store.change(uow, input.dataId, { remove: input.removeKeys, set: input.entries, version, expiresAt });
     return { dataId: input.dataId, expiresAt, version };
   }
 
   return {
     limits,
-    createIn,
+    // chat.ts's own SQL transaction is the unit of work it wraps (legacy-sql.ts).
+    createIn: (uow: UnitOfWork | LegacyTransaction, entries: DataEntries, expiresAt: number, own?: StorageLimits) =>
+      createIn(asUnit(uow), entries, expiresAt, own),
     newRecord: (entries, expiresAt) => newRecord(entries, expiresAt),
     updateIn,
     async create(input) {
       const ttl = ttlMs(input.ttlSeconds);
       const now = clock.now();
-      return runOnce(db, input.request, now, (trx) => createIn(trx, input.entries, now + ttl), (r) => r.expiresAt);
+      return runOnce(once, input.request, now, (uow) => createIn(uow, input.entries, now + ttl), (r) => r.expiresAt);
     },
     async get(dataId) {
-      const record = await readData(db.knex, dataId, clock.now());
+      const record = await store.read(dataId, clock.now());
       if (record === undefined) throw notFound(`data ${dataId}`);
       return record;
     },
     async getEntry(dataId, key) {
-      const found = await readEntry(db.knex, dataId, key, clock.now());
+      const found = await store.readEntry(dataId, key, clock.now());
       if (found === undefined) throw notFound(`data ${dataId}`);
       if (found.value === undefined) throw notFound(`key "${key}" in data ${dataId}`);
       return found.value;
     },
     update(input) {
       if (input.ttlSeconds !== undefined) ttlMs(input.ttlSeconds);
-      return db.knex.transaction((trx) => updateIn(trx, input));
+      return transactions.run((uow) => updateIn(uow, input));
     },
     async delete(dataId) {
-      const existed = await db.knex.transaction((trx) => deleteData(trx, dataId, clock.now()));
+      const existed = await transactions.run((uow) => store.delete(uow, dataId, clock.now()));
       if (!existed) throw notFound(`data ${dataId}`);
+    },
+    async deleteIn(uow, dataId) {
+      await store.delete(uow, dataId, clock.now());
     },
     async sweep(batchSize, maxBatches = 100) {
       let total = 0;
       for (let i = 0; i < maxBatches; i++) {
-        const n = await sweepExpiredData(db.knex, clock.now(), batchSize);
+        const n = await store.sweep(clock.now(), batchSize);
         total += n;
         if (n < batchSize) break;
       }

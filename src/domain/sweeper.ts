@@ -1,9 +1,4 @@
 import type { Clock } from "../clock.js";
-import { sweepAccess } from "../store/access-store.js";
-import { sweepExpiredChats } from "../store/chat-store.js";
-import type { Database } from "../store/database.js";
-import { sweepRequestIds } from "../store/idempotency-store.js";
-import { sweepExpiredSessions } from "../store/session-store.js";
 import type { Storage } from "./storage.js";
 
 /** Ended reservations and code failures are kept this long (for inspection), then deleted. */
@@ -18,11 +13,19 @@ export interface SweepCounts {
   requestIds: number;
 }
 
-/** SweeperDeps are what the sweeper needs. */
+/** Sweepable is a store that deletes, in batches of at most `batch`, what ended by `before`, and says how many it deleted. */
+export interface Sweepable {
+  sweep(before: number, batch: number): Promise<number>;
+}
+
+/** SweeperDeps are what the sweeper needs: the data's rules, which sweep in batches of their own, and each store. */
 export interface SweeperDeps {
-  db: Database;
   clock: Clock;
   storage: Storage;
+  sessions: Sweepable;
+  chats: Sweepable;
+  access: Sweepable;
+  requestIds: Sweepable;
   batchSize: number;
 }
 
@@ -31,16 +34,16 @@ export interface SweeperDeps {
  * every read already treats a lapsed row as gone. Its statements lock rows in key order, so
  * sweepers on several nodes run at once without deadlocks.
  */
-export function createSweeper({ db, clock, storage, batchSize }: SweeperDeps): { sweep(): Promise<SweepCounts> } {
+export function createSweeper({ clock, storage, sessions, chats, access, requestIds, batchSize }: SweeperDeps): { sweep(): Promise<SweepCounts> } {
   return {
     async sweep() {
       const now = clock.now();
       return {
         data: await storage.sweep(batchSize),
-        sessions: await sweepExpiredSessions(db.knex, now, batchSize),
-        chats: await sweepExpiredChats(db.knex, now, batchSize),
-        access: await sweepAccess(db.knex, now - KEEP_ENDED_MS, batchSize),
-        requestIds: await sweepRequestIds(db.knex, now, batchSize),
+        sessions: await sessions.sweep(now, batchSize),
+        chats: await chats.sweep(now, batchSize),
+        access: await access.sweep(now - KEEP_ENDED_MS, batchSize),
+        requestIds: await requestIds.sweep(now, batchSize),
       };
     },
   };

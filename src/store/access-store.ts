@@ -1,49 +1,36 @@
-import type { Knex } from "knex";
+// The access numbers' store on SQL (the contract: src/domain/access-store.ts). Each operation has
+// one MySQL path and one SQLite path, side by side (…Mysql / …Sqlite), where the two differ; the
+// rest is plain knex on both. On MySQL the hot paths are stored procedures and batches driven by
+// batchTransaction (src/store/batch.ts): RequestInteraction is one prepared CALL
+// (gms_claim_session_v2), RequestAccess two round trips (the session locked; the claim with its
+// COMMIT), a match two (gms_match_lock_v2; the release, or the failed code, with the COMMIT). Why
+// each path is what it is, with the figures: src/store/README.md.
 import { randomUUID } from "node:crypto";
+import type { Knex } from "knex";
+import type {
+  AccessStore,
+  Allocation,
+  Claimed,
+  CodeChooser,
+  CodeFailures,
+  Extension,
+  KeptReply,
+  LiveReservation,
+  LockedNumber,
+  MatchDecision,
+  NewSessionClaim,
+  Release,
+  Reservation,
+  ResourceGroup,
+  SessionClaim,
+} from "../domain/access-store.js";
 import { type Database, type Dialect, type Queryable } from "./database.js";
-import { batcherOf, batchTransaction, insertStatement, insertWhen, runBatch, sqlText, type Batcher, type InsertRows, type RunOptions, type SqlText } from "./batch.js";
-import { sessionFromSql, sessionInsertRow, type SessionRow, type SessionSql } from "./session-store.js";
-import { valueSize, type DataEntries } from "../domain/value.js";
-import { isDeadlock } from "./errors.js";
+import { batchTransaction, runBatch, sqlText, type Batcher, type SqlText } from "./batch.js";
+import { retryDeadlocks } from "./errors.js";
 import { claimRequestId, completeRequestId } from "./idempotency-store.js";
-import { dataInsertRows, entriesJson, type DataRow } from "./storage-store.js";
-
-/** DEADLOCK_ATTEMPTS is how many times retryDeadlocks runs a transaction the database keeps choosing as a deadlock's victim. */
-const DEADLOCK_ATTEMPTS = 5;
-
-/**
- * retryDeadlocks runs a transaction again when MySQL rolled it back as a deadlock's victim. A match
- * locks a number's reservations, then their sessions; CancelSession and ExtendSession lock the
- * session, then write its reservations: run together on one session they can deadlock, and the
- * victim, rolled back whole, is safe to run again. SQLite never deadlocks (one writer at a time).
- */
-export async function retryDeadlocks<T>(run: () => Promise<T>): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await run();
-    } catch (e) {
-      if (!isDeadlock(e) || attempt >= DEADLOCK_ATTEMPTS) throw e;
-      // A short random pause, so that the two do not meet again at once.
-      await new Promise((r) => setTimeout(r, Math.random() * 5 * attempt));
-    }
-  }
-}
-
-/** Allocation is how a group picks among its free numbers. */
-export type Allocation = "random" | "round-robin";
-
-/** ReservationRow is a reservations row: one number held for one session. */
-export interface ReservationRow {
-  id: number;
-  sessionId: string;
-  resourceGroup: string;
-  accessNumber: string;
-  accessCode: string | undefined;
-  phoneNumber: string;
-  locking: boolean;
-  createdAt: number;
-  expiresAt: number;
-}
+import { insertSession, readSession, sessionFromSql, type SessionSql } from "./session-store.js";
+import { entriesJson, insertData } from "./storage-store.js";
+import { trxOf } from "./unit-of-work.js";
 
 interface ReservationSql {
   id: number | string;
@@ -57,7 +44,7 @@ interface ReservationSql {
   expires_at: number | string;
 }
 
-function fromSql(r: ReservationSql): ReservationRow {
+function fromSql(r: ReservationSql): Reservation {
   return {
     id: Number(r.id),
     sessionId: r.session_id,
@@ -105,7 +92,7 @@ export const lanesFor = (count: number): number => Math.max(1, Math.min(MAX_LANE
  * put in its lane (lanesFor). Idempotent and decided by the configuration alone, so several nodes
  * starting at once do not conflict.
  */
-export async function syncNumbers(q: Queryable, groups: ReadonlyMap<string, readonly string[]>): Promise<{ added: number; retired: number }> {
+async function syncNumbers(q: Queryable, groups: ReadonlyMap<string, readonly string[]>): Promise<{ added: number; retired: number }> {
   let added = 0;
   let retired = 0;
   for (const [group, numbers] of groups) {
@@ -155,16 +142,16 @@ export interface ClaimOptions {
   now: number;
 }
 
+/** claimOptionsOf are the claim options of a resource group at `now`. */
+const claimOptionsOf = (g: ResourceGroup, now: number): ClaimOptions => ({ group: g.name, locking: g.locking, allocation: g.allocation, lanes: lanesFor(g.size), now });
+
 /**
- * claimNumber picks a number of the group and locks its row for the caller's transaction. In a
- * locking group only a free number (available_at ≤ now) qualifies, and rows other transactions are
- * claiming are skipped (SKIP LOCKED on MySQL), so two claims never take the same number; the index
- * on (group, retired, order column) lets MySQL lock just the row it returns. Round-robin takes the
- * number free the longest (locking: in a random lane of a large group, see lanesFor, else in the
- * whole group) or used the longest ago (non-locking); random starts from a random point of a random
- * key. Undefined when no number qualifies.
+ * claimNumber picks a number of the group and locks its row for the caller's transaction: on
+ * SQLite (which serialises its writers) the claim itself; MySQL runs the same SELECTs in
+ * gms_claim_v2. In a locking group only a free number (available_at ≤ now) qualifies. Undefined
+ * when no number qualifies.
  */
-export async function claimNumber(q: Queryable, dialect: Dialect, o: ClaimOptions): Promise<string | undefined> {
+async function claimNumber(q: Queryable, dialect: Dialect, o: ClaimOptions): Promise<string | undefined> {
   for (const query of claimQueries(dialect, o)) {
     const [rows] = await runBatch(q, dialect, [query]);
     const row = rows?.[0] as { number: string } | undefined;
@@ -174,15 +161,18 @@ export async function claimNumber(q: Queryable, dialect: Dialect, o: ClaimOption
 }
 
 /**
- * claimQueries are the SELECTs claimNumber runs, in order, until one returns a row: one for
+ * claimQueries are the SELECTs a claim runs, in order, until one returns a row: one for
  * round-robin (two for a locking group of several lanes: in a random lane, then in the whole
- * group), two for random (from a random pivot up, then below it). Written as SQL text (the hot
- * path: knex's builder cost more CPU than the claim's round trip) and exported so tests can EXPLAIN
- * exactly what the claim runs. On MySQL claimAndReserve runs the same SELECTs in the stored
- * procedure gms_claim_v1 (migration 006). Each names the index it reads (FORCE INDEX on MySQL,
- * INDEXED BY on SQLite): the plan that locks the one row it returns is then not left to the
- * optimizer's estimates, and MariaDB no longer weighs the table's other indexes on every claim
- * (a tenth of its CPU per claim).
+ * group), two for random (from a random pivot up, then below it). Round-robin takes the number
+ * free the longest (locking) or used the longest ago (shared); random starts from a random point
+ * of a random key. On MySQL a locking group skips the rows other claims hold (SKIP LOCKED), so two
+ * claims never take the same number, and a shared number is waited for. Written as SQL text (the
+ * hot path: knex's builder cost more CPU than the claim's round trip). claimNumber runs them on
+ * SQLite; on MySQL the stored procedure gms_claim_v2 runs the same SELECTs (a test compares them),
+ * and they are exported so tests and the benchmark can EXPLAIN exactly what a claim runs. Each
+ * names the index it reads (FORCE INDEX on MySQL, INDEXED BY on SQLite): the plan that locks the
+ * one row it returns is then not left to the optimizer's estimates, and MariaDB no longer weighs
+ * the table's other indexes on every claim (a tenth of its CPU per claim).
  */
 export function claimQueries(dialect: Dialect, o: ClaimOptions): SqlText[] {
   // Non-locking numbers are shared: wait for a busy row rather than skip it, or a burst would find none.
@@ -219,13 +209,18 @@ function startLane(o: ClaimOptions): number | null {
   return o.allocation === "round-robin" && o.locking && o.lanes > 1 ? Math.floor(Math.random() * o.lanes) : null;
 }
 
-/** CLAIMED is the MySQL session variable gms_claim_v1 leaves its number in (see claimAndReserve). */
-const CLAIMED = "@gms_claimed_number";
+/** NewReservation is a reservation to make on the number a claim gets, created at the claim's `now`. */
+interface NewReservation {
+  sessionId: string;
+  phoneNumber: string;
+  expiresAt: number;
+  accessCode: string | undefined;
+}
 
 /**
- * claimArguments are gms_claim_v1's arguments, in its order: the claim (group, locking, random,
+ * claimArguments are gms_claim_v2's arguments, in its order: the claim (group, locking, random,
  * start lane, random pivot, now) and the reservation (session, code, phone, expiry);
- * gms_claim_session_v1 takes the same first.
+ * gms_claim_session_v2 takes the same first.
  */
 const claimArguments = (o: ClaimOptions, r: NewReservation): unknown[] => [
   o.group,
@@ -240,224 +235,285 @@ const claimArguments = (o: ClaimOptions, r: NewReservation): unknown[] => [
   r.expiresAt,
 ];
 
-/** NewReservation is a reservation to store on a number the store claims for it; it is created at the claim's `now`. */
-export type NewReservation = Omit<ReservationRow, "id" | "accessNumber" | "resourceGroup" | "locking" | "createdAt">;
+/**
+ * CODE_ATTEMPTS bounds how many times a MySQL claim draws its code again after gms_claim_v2 found
+ * it taken on the number it claimed (each draw avoids every code read there so far: only a code
+ * taken meanwhile by a concurrent claim can collide again).
+ */
+const CODE_ATTEMPTS = 10;
 
 /**
- * claimAndReserve claims a number as claimNumber does and, only when it got one, stores `rows`
- * (e.g. the session the reservation belongs to, and its data) and the reservation on it, and
- * records the claim (markNumberUsed; a locking number is busy until the reservation expires).
- * Undefined (no free number) has stored nothing. On MySQL all of it is one batch, which commits
- * the transaction too when `options.commit` says it is the last: the stored procedure gms_claim_v1
- * claims and reserves and leaves the number in a session variable the later statements read, so the
- * row lock is held for no network round trip at all; the number is read back after the COMMIT
- * (RunOptions.after). On SQLite `tx.q` must be the transaction (batchTransaction's is).
+ * withFreeCode runs a MySQL claim until its code is free: `claim` with the code drawn; when the code
+ * was taken on the number claimed (takenOn), the number's live codes are read, the code drawn
+ * again avoiding them, and the claim runs again (its transaction rolled back, nothing kept).
  */
-export async function claimAndReserve(tx: Batcher, o: ClaimOptions, r: NewReservation, rows: readonly InsertRows[] = [], options: RunOptions = {}): Promise<string | undefined> {
-  const { q, dialect } = tx;
-  if (dialect === "sqlite") {
-    const number = await claimNumber(q, dialect, o);
-    if (number === undefined) return undefined;
-    await tx.run(rows.map((ins) => insertStatement(q, ins)));
-    await reserve(q, { ...r, createdAt: o.now, resourceGroup: o.group, accessNumber: number, locking: o.locking }, o.locking ? r.expiresAt : undefined);
-    return number;
+async function withFreeCode<T>(
+  db: Database,
+  chooseCode: CodeChooser | undefined,
+  now: number,
+  claim: (code: string | undefined) => Promise<{ takenOn: string } | { result: T }>,
+): Promise<T> {
+  const taken = new Set<string>();
+  let takenOn: string | undefined;
+  for (let attempt = 1; ; attempt++) {
+    const got = await claim(chooseCode?.(taken, takenOn));
+    if ("result" in got) return got.result;
+    if (attempt >= CODE_ATTEMPTS) throw new Error(`access codes on ${got.takenOn} kept colliding with concurrent claims`);
+    takenOn = got.takenOn;
+    for (const code of await liveCodes(db.knex, takenOn, now)) taken.add(code);
   }
-  const results = await tx.run(
-    [
-      sqlText("CALL gms_claim_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", claimArguments(o, r)),
-      ...rows.map((ins) => insertWhen(ins, `${CLAIMED} IS NOT NULL`)),
-    ],
-    // The number is read after the COMMIT (when this batch commits): the reply comes in one piece.
-    { ...options, after: [sqlText(`SELECT ${CLAIMED} AS number`)] },
-  );
-  const row = results[results.length - 1]?.[0] as { number: string | null } | undefined;
-  return row?.number ?? undefined;
 }
 
-/**
- * CALL_ENTRIES_MAX_BYTES is the most data (values' bytes) claimSession sends inside its CALL, as
- * JSON with base64 values; a larger record's entries go as binary rows of their own, where the
- * third more bytes and the JSON parse would cost more than the round trip they share.
- */
-const CALL_ENTRIES_MAX_BYTES = 64 * 1024;
-
-/** bytesOf is the bytes of a record's values. */
-const bytesOf = (entries: DataEntries): number => {
-  let n = 0;
-  for (const v of entries.values()) n += valueSize(v);
-  return n;
-};
-
-/** ClaimOnce makes a claimSession idempotent: a retry with the same request id gets the first result. */
-export interface ClaimOnce {
-  scope: string;
-  requestId: string;
-  /** keepUntil is how long the first result is kept for retries. */
-  keepUntil: number;
-  /** result is the reply to keep, given the number the claim got. */
-  result(accessNumber: string): string;
+/** liveCodes are the access codes of the live reservations of a number. */
+async function liveCodes(q: Queryable, number: string, now: number): Promise<Set<string>> {
+  const rows = (await live(q("reservations").where("access_number", number), now).whereNotNull("access_code").select("access_code")) as { access_code: string }[];
+  return new Set(rows.map((r) => r.access_code));
 }
 
-/** ClaimedSession is what claimSession did: claimed a number, or found the first call's result (a retry); undefined when no number was free. */
-export type ClaimedSession = { accessNumber: string; prior?: undefined } | { accessNumber?: undefined; prior: string };
+/** PROVISIONAL_KEEP_MS is how long a request id is held while its first call runs, until its reply says how long to keep it. */
+const PROVISIONAL_KEEP_MS = 24 * 3600 * 1000;
 
-/** NO_NUMBER rolls claimSession's own transaction back when the group had no free number. */
+/** placeholderOf is the text a kept reply holds in place of a number the database claims later (replaced in the database). */
+const placeholderOf = () => `gms-claimed-number-${randomUUID()}`;
+
+/** keptFor is the reply `once` keeps for a claim whose number is the placeholder, with the placeholder; undefined without once. */
+function keptFor(once: KeptReply | undefined, code: string | undefined) {
+  if (once === undefined) return undefined;
+  const placeholder = placeholderOf();
+  return { ...once.reply(placeholder, code), placeholder };
+}
+
+/** NO_NUMBER rolls a SQLite claim's transaction back when the group had no free number. */
 const NO_NUMBER = Symbol("no free number");
 
-/**
- * claimSession is RequestInteraction's transaction of its own: it claims a number as claimAndReserve
- * does and, only when it got one, stores the new session, its data record (with `entries`) and the
- * reservation, and commits. With `once`, a retry with the same request id claims and stores
- * nothing and gets the first call's result back. Undefined (no free number) has stored nothing,
- * not the request id either. On MySQL it is one prepared CALL of gms_claim_session_v1 (migration
- * 007), which does all of it in the database, with the entries as JSON (up to
- * CALL_ENTRIES_MAX_BYTES of values). A larger record, and SQLite, take claimAndReserve's batch in
- * a batchTransaction (one round trip on MySQL), or with `once` in a knex transaction with the
- * request id's claim (claimRequestId) before it. The session, the record and the reservation are created at the claim's
- * `now`; the session is a new one: active, on the reservation's phone number, with the record.
- */
-export async function claimSession(
-  db: Database,
-  o: ClaimOptions,
-  r: NewReservation,
-  session: SessionRow,
-  data: DataRow,
-  entries: DataEntries,
-  once?: ClaimOnce,
-): Promise<ClaimedSession | undefined> {
-  if (session.state !== "active" || session.phoneNumber !== r.phoneNumber || session.id !== r.sessionId || session.dataId !== data.id || data.expiresAt !== session.expiresAt || data.version !== 1) {
-    throw new Error("claimSession: the session must be a new active one, on the reservation's phone number, with a new record that expires with it");
-  }
-  if (db.dialect === "mysql" && bytesOf(entries) <= CALL_ENTRIES_MAX_BYTES) {
-    // The number is not known before the CALL: the result is kept with a placeholder the procedure replaces.
-    const placeholder = `gms-claimed-number-${randomUUID()}`;
-    const call = sqlText("CALL gms_claim_session_v1(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-      ...claimArguments(o, r),
-      session.service,
-      session.builtin,
-      session.dataId,
-      session.expiresAt,
-      entries.size === 0 ? null : entriesJson(entries),
-      once?.scope ?? null,
-      once?.requestId ?? null,
-      once?.keepUntil ?? null,
-      once?.result(placeholder) ?? null,
-      once === undefined ? null : placeholder,
-    ]);
-    const [rows] = await batchTransaction(db, (tx) => {
-      if (tx.call === undefined) throw new Error("claimSession: batchTransaction on MySQL calls procedures");
-      return tx.call(call, { begins: true, commits: true });
-    });
-    const [row] = (rows ?? []) as { number: string | null; prior: string | null }[];
-    if (row?.prior != null) return { prior: row.prior };
-    return row?.number == null ? undefined : { accessNumber: row.number };
-  }
-  const rows = [...dataInsertRows({ ...data, createdAt: o.now }, entries), sessionInsertRow({ ...session, createdAt: o.now })];
-  if (once === undefined) {
-    // One batch, committed in its round trip on MySQL (stores nothing when it claims nothing).
-    const number = await batchTransaction(db, (tx) => claimAndReserve(tx, o, r, rows, { commit: true }));
-    return number === undefined ? undefined : { accessNumber: number };
-  }
+/** claimed is a transaction's outcome without NO_NUMBER: undefined when it threw it. */
+async function claimed<T>(run: () => Promise<T>): Promise<T | undefined> {
   try {
-    return await db.knex.transaction(async (trx): Promise<ClaimedSession> => {
-      const prior = await claimRequestId(trx, once.scope, once.requestId, o.now, once.keepUntil);
-      if (prior !== undefined) return { prior };
-      const number = await claimAndReserve(batcherOf(trx, db.dialect), o, r, rows);
-      // Rolled back: the request id is not kept either.
-      if (number === undefined) throw NO_NUMBER;
-      await completeRequestId(trx, once.scope, once.requestId, once.result(number), once.keepUntil);
-      return { accessNumber: number };
-    });
+    return await run();
   } catch (e) {
     if (e === NO_NUMBER) return undefined;
     throw e;
   }
 }
 
-/** reserve stores a reservation on a number the caller claimed and records the claim. */
-export async function reserve(q: Queryable, r: Omit<ReservationRow, "id">, busyUntil: number | undefined): Promise<void> {
-  await insertReservation(q, r);
-  await markNumberUsed(q, r.resourceGroup, r.accessNumber, r.createdAt, busyUntil);
+/**
+ * checkNewSession refuses a claim whose session is not a new active one with a new record (version
+ * 1) expiring with it: what gms_claim_session_v2 writes of them whatever it is given.
+ */
+function checkNewSession(c: NewSessionClaim): void {
+  const { session, record } = c;
+  if (session.state !== "active" || session.dataId !== record.id || record.expiresAt !== session.expiresAt || record.version !== 1) {
+    throw new Error("openSession: the session must be a new active one, with a new record that expires with it");
+  }
 }
 
 /**
- * numberUsedColumn is what a claim records: a locking number is busy until `busyUntil`
+ * openSessionMysql is RequestInteraction's claim on MySQL: one prepared CALL of
+ * gms_claim_session_v2 (migration 009), which begins, claims, stores the session, its record with
+ * its entries (as JSON, whatever their size) and the reservation, keeps the reply under the
+ * request id, and commits, all in the database; the row lock on the number is held for no network
+ * round trip. A code taken on a shared number: drawn again and called again (withFreeCode).
+ */
+function openSessionMysql(db: Database, c: NewSessionClaim): Promise<Claimed | undefined> {
+  const o = claimOptionsOf(c.group, c.now);
+  const { session, record } = c;
+  const entries = record.entries.size === 0 ? null : entriesJson(record.entries);
+  return withFreeCode<Claimed | undefined>(db, c.chooseCode, c.now, async (code) => {
+    const kept = keptFor(c.once, code);
+    const call = sqlText("CALL gms_claim_session_v2(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+      ...claimArguments(o, { sessionId: session.id, phoneNumber: session.phoneNumber, expiresAt: c.bookedUntil, accessCode: code }),
+      session.service,
+      session.builtin,
+      record.id,
+      session.expiresAt,
+      entries,
+      c.once?.id.scope ?? null,
+      c.once?.id.requestId ?? null,
+      kept?.keepUntil ?? null,
+      kept?.reply ?? null,
+      kept?.placeholder ?? null,
+    ]);
+    const [rows] = await retryDeadlocks(() => batchTransaction(db, (tx) => callOf(tx)(call, { begins: true, commits: true })));
+    const [row] = (rows ?? []) as { number: string | null; prior: string | null; taken_on: string | null }[];
+    if (row?.taken_on != null) return { takenOn: row.taken_on };
+    if (row?.prior != null) return { result: { prior: row.prior } };
+    return { result: row?.number == null ? undefined : { accessNumber: row.number, accessCode: code } };
+  });
+}
+
+/**
+ * openSessionSqlite is RequestInteraction's claim on SQLite: a transaction that claims the request
+ * id, claims a number and its code (claimSqlite), stores the record, the session and the
+ * reservation, and keeps the reply.
+ */
+function openSessionSqlite(db: Database, c: NewSessionClaim): Promise<Claimed | undefined> {
+  const o = claimOptionsOf(c.group, c.now);
+  const { session, record, once } = c;
+  return claimed(() =>
+    db.knex.transaction(async (trx): Promise<Claimed> => {
+      const prior = once === undefined ? undefined : await claimRequestId(trx, once.id, c.now, c.now + PROVISIONAL_KEEP_MS);
+      if (prior !== undefined) return { prior };
+      const got = await claimSqlite(trx, o, { sessionId: session.id, phoneNumber: session.phoneNumber, expiresAt: c.bookedUntil }, c.chooseCode);
+      await insertData(trx, { ...record, createdAt: c.now });
+      await insertSession(trx, { ...session, createdAt: c.now });
+      if (once !== undefined) {
+        const kept = once.reply(got.accessNumber, got.accessCode);
+        await completeRequestId(trx, once.id, kept.reply, kept.keepUntil);
+      }
+      return got;
+    }),
+  );
+}
+
+/**
+ * claimSqlite claims a number in the caller's SQLite transaction, draws the reservation's code
+ * (on a shared number, avoiding its live codes), and stores the reservation and the claim
+ * (markNumberUsed); throws NO_NUMBER when the group has no free number.
+ */
+async function claimSqlite(trx: Knex.Transaction, o: ClaimOptions, r: Omit<NewReservation, "accessCode">, chooseCode: CodeChooser | undefined) {
+  const number = await claimNumber(trx, "sqlite", o);
+  if (number === undefined) throw NO_NUMBER;
+  const code = chooseCode === undefined ? undefined : chooseCode(o.locking ? new Set() : await liveCodes(trx, number, o.now), number);
+  await trx("reservations").insert({
+    session_id: r.sessionId,
+    resource_group: o.group,
+    access_number: number,
+    access_code: code ?? null,
+    phone_number: r.phoneNumber,
+    locking: o.locking,
+    created_at: o.now,
+    expires_at: r.expiresAt,
+    released_at: null,
+  });
+  await markNumberUsed(trx, o, number, r.expiresAt);
+  return { accessNumber: number, accessCode: code };
+}
+
+/**
+ * markNumberUsed records a claim: a locking number is busy until its reservation expires
  * (available_at); a shared number was used now (last_used_at, the order of a non-locking
  * round-robin group). One column each: every indexed column a claim writes is one more index entry
  * moved per claim.
  */
-const numberUsedColumn = (busyUntil: number | undefined) => (busyUntil === undefined ? "last_used_at" : "available_at");
-
-/** markNumberUsed records a claim (numberUsedColumn). */
-async function markNumberUsed(q: Queryable, group: string, number: string, now: number, busyUntil: number | undefined): Promise<void> {
+async function markNumberUsed(q: Queryable, o: ClaimOptions, number: string, expiresAt: number): Promise<void> {
   await q("access_numbers")
-    .where({ resource_group: group, number })
-    .update({ [numberUsedColumn(busyUntil)]: busyUntil ?? now });
+    .where({ resource_group: o.group, number })
+    .update(o.locking ? { available_at: expiresAt } : { last_used_at: o.now });
 }
 
-/** setNumbersAvailableAt sets when locking numbers are free again (release plus cool-down, or a new expiry). */
-export async function setNumbersAvailableAt(q: Queryable, numbers: readonly { group: string; number: string }[], availableAt: number): Promise<void> {
-  for (const n of numbers) await q("access_numbers").where({ resource_group: n.group, number: n.number }).update({ available_at: availableAt });
+/** requestIdClaim are the statements that claim a request id, as claimRequestId does, for a batch: its prior result is the last one's row. */
+const requestIdClaim = (once: KeptReply, now: number): SqlText[] => [
+  sqlText("DELETE FROM idempotency_keys WHERE scope = ? AND request_id = ? AND expires_at <= ?", [once.id.scope, once.id.requestId, now]),
+  // A concurrent first call holds the key's row lock until it commits: this waits, then finds its result.
+  sqlText("INSERT INTO idempotency_keys (scope, request_id, result, expires_at) VALUES (?, ?, '', ?) ON DUPLICATE KEY UPDATE request_id = request_id", [
+    once.id.scope,
+    once.id.requestId,
+    now + PROVISIONAL_KEEP_MS,
+  ]),
+  sqlText("SELECT NULLIF(result, '') AS prior FROM idempotency_keys WHERE scope = ? AND request_id = ?", [once.id.scope, once.id.requestId]),
+];
+
+/** CLAIMED and TAKEN_ON are the session variables gms_claim_v2 leaves its number, and a taken code's number, in. */
+const CLAIMED = "@gms_claimed_number";
+const TAKEN_ON = "@gms_code_taken_on";
+
+/**
+ * addReservationMysql is RequestAccess's claim on MySQL, two round trips on batchTransaction: the
+ * BEGIN, the request id's claim and the session locked (FOR UPDATE); then, booked by the rules,
+ * the CALL of gms_claim_v2, the reply kept (or, with no number, the request id let go) and the
+ * COMMIT, the number read after it. A code taken on a shared number: drawn again and run again.
+ */
+function addReservationMysql(db: Database, c: SessionClaim): Promise<Claimed | undefined> {
+  const o = claimOptionsOf(c.group, c.now);
+  const { once } = c;
+  return withFreeCode<Claimed | undefined>(db, c.chooseCode, c.now, (code) =>
+    retryDeadlocks(() =>
+      batchTransaction(db, async (tx) => {
+        const found = await tx.run([...(once === undefined ? [] : requestIdClaim(once, c.now)), sqlText("SELECT * FROM sessions WHERE id = ? AND expires_at > ? FOR UPDATE", [c.sessionId, c.now])]);
+        const prior = once === undefined ? undefined : ((found[2]?.[0] as { prior: string | null } | undefined)?.prior ?? undefined);
+        if (prior !== undefined) return { result: { prior } };
+        const row = found[found.length - 1]?.[0] as SessionSql | undefined;
+        const booking = c.book(row === undefined ? undefined : sessionFromSql(row));
+        const kept = keptFor(once, code);
+        const keep =
+          once === undefined || kept === undefined
+            ? []
+            : [
+                sqlText(`UPDATE idempotency_keys SET result = REPLACE(?, ?, ${CLAIMED}), expires_at = ? WHERE scope = ? AND request_id = ? AND ${CLAIMED} IS NOT NULL`, [
+                  kept.reply,
+                  kept.placeholder,
+                  kept.keepUntil,
+                  once.id.scope,
+                  once.id.requestId,
+                ]),
+                // No number: the request id is not kept (the claim's rollback, in a batch that commits).
+                sqlText(`DELETE FROM idempotency_keys WHERE scope = ? AND request_id = ? AND ${CLAIMED} IS NULL`, [once.id.scope, once.id.requestId]),
+              ];
+        const results = await tx.run([sqlText("CALL gms_claim_v2(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", claimArguments(o, { sessionId: c.sessionId, ...booking, accessCode: code })), ...keep], {
+          commit: true,
+          // The number is read after the COMMIT: the reply comes in one piece.
+          after: [sqlText(`SELECT ${CLAIMED} AS number, ${TAKEN_ON} AS taken_on`)],
+        });
+        const got = results[results.length - 1]?.[0] as { number: string | null; taken_on: string | null } | undefined;
+        if (got?.taken_on != null) return { takenOn: got.taken_on };
+        return { result: got?.number == null ? undefined : { accessNumber: got.number, accessCode: code } };
+      }),
+    ),
+  );
 }
 
 /**
- * nextFreeAt is the earliest moment after `now` a number of a locking group frees up; undefined when
- * none is busy. Numbers free by the committed data (available_at ≤ now) are left out: a claim found
- * none of them, so each is being claimed by a transaction in flight, whose new expiry is not visible.
+ * addReservationSqlite is RequestAccess's claim on SQLite: a transaction that claims the request
+ * id, reads the session, books it, claims (claimSqlite) and keeps the reply.
  */
-export async function nextFreeAt(q: Queryable, group: string, now: number): Promise<number | undefined> {
+function addReservationSqlite(db: Database, c: SessionClaim): Promise<Claimed | undefined> {
+  const o = claimOptionsOf(c.group, c.now);
+  const { once } = c;
+  return claimed(() =>
+    db.knex.transaction(async (trx): Promise<Claimed> => {
+      const prior = once === undefined ? undefined : await claimRequestId(trx, once.id, c.now, c.now + PROVISIONAL_KEEP_MS);
+      if (prior !== undefined) return { prior };
+      const booking = c.book(await readSession(trx, c.sessionId, c.now));
+      const got = await claimSqlite(trx, o, { sessionId: c.sessionId, ...booking }, c.chooseCode);
+      if (once !== undefined) {
+        const kept = once.reply(got.accessNumber, got.accessCode);
+        await completeRequestId(trx, once.id, kept.reply, kept.keepUntil);
+      }
+      return got;
+    }),
+  );
+}
+
+/** callOf is a batchTransaction's procedure call: every one on MySQL has it. */
+function callOf(tx: Batcher): NonNullable<Batcher["call"]> {
+  if (tx.call === undefined) throw new Error("batchTransaction on MySQL calls procedures");
+  return tx.call.bind(tx);
+}
+
+/** nextFreeAt: see AccessStore. Numbers free by the committed data are left out: a claim found none, so each is being claimed. */
+async function nextFreeAt(q: Queryable, group: string, now: number): Promise<number | undefined> {
   const row = (await q("access_numbers").where("resource_group", group).andWhere("retired", false).andWhere("available_at", ">", now).min({ at: "available_at" }).first()) as
     | { at: number | string | null }
     | undefined;
   return row?.at === null || row?.at === undefined ? undefined : Number(row.at);
 }
 
-/** groupHasNumbers tells whether a group has any number that may be handed out. */
-export async function groupHasNumbers(q: Queryable, group: string): Promise<boolean> {
-  return (await q("access_numbers").where("resource_group", group).andWhere("retired", false).first("number")) !== undefined;
-}
-
-/** liveCodes are the access codes of the live reservations of a number. */
-export async function liveCodes(q: Queryable, number: string, now: number): Promise<Set<string>> {
-  const rows = (await live(q("reservations").where("access_number", number), now).whereNotNull("access_code").select("access_code")) as { access_code: string }[];
-  return new Set(rows.map((r) => r.access_code));
-}
-
-/** insertReservation stores a reservation and returns its id. */
-async function insertReservation(q: Queryable, r: Omit<ReservationRow, "id">): Promise<number> {
-  const [id] = (await q("reservations").insert({
-    session_id: r.sessionId,
-    resource_group: r.resourceGroup,
-    access_number: r.accessNumber,
-    access_code: r.accessCode ?? null,
-    phone_number: r.phoneNumber,
-    locking: r.locking,
-    created_at: r.createdAt,
-    expires_at: r.expiresAt,
-    released_at: null,
-  })) as number[];
-  return Number(id);
-}
-
 /** liveReservationsOfSession lists a session's live reservations, oldest first. */
-export async function liveReservationsOfSession(q: Queryable, sessionId: string, now: number): Promise<ReservationRow[]> {
+async function liveReservationsOfSession(q: Queryable, sessionId: string, now: number): Promise<Reservation[]> {
   return ((await live(q("reservations").where("session_id", sessionId), now).orderBy("id")) as ReservationSql[]).map(fromSql);
 }
 
-/** setReservationExpiry gives live reservations a new expiry. */
-export async function setReservationExpiry(q: Queryable, ids: readonly number[], expiresAt: number): Promise<void> {
-  if (ids.length === 0) return;
-  await q("reservations").whereIn("id", ids).update({ expires_at: expiresAt });
-}
-
-/** CodeFailures are a number's recent failed code matches: how many, and when the oldest was. */
-export interface CodeFailures {
-  count: number;
-  oldest: number | undefined;
+/** extendReservations gives live reservations new expiries, and their locking numbers the same. */
+async function extendReservations(q: Queryable, extensions: readonly Extension[]): Promise<void> {
+  for (const { reservation: r, until } of extensions) {
+    await q("reservations").where("id", r.id).update({ expires_at: until });
+    if (r.locking) await q("access_numbers").where({ resource_group: r.resourceGroup, number: r.accessNumber }).update({ available_at: until });
+  }
 }
 
 type CodeFailuresSql = { n: number | string; oldest: number | string | null };
 
+/** codeFailuresQuery counts a number's failed code matches after `since` (gms_match_lock_v2 runs the same SELECT). */
 export const codeFailuresQuery = (number: string, since: number) =>
   sqlText("SELECT COUNT(*) AS n, MIN(failed_at) AS oldest FROM code_failures WHERE access_number = ? AND failed_at > ?", [number, since]);
 
@@ -466,51 +522,13 @@ const codeFailuresOf = (rows: readonly CodeFailuresSql[]): CodeFailures => {
   return { count: Number(row?.n ?? 0), oldest: row?.oldest === null || row?.oldest === undefined ? undefined : Number(row.oldest) };
 };
 
-/** countCodeFailures reads a number's failed code matches after `since` in the caller's transaction. */
-export async function countCodeFailures(tx: Batcher, number: string, since: number): Promise<CodeFailures> {
-  const [rows] = await tx.run([codeFailuresQuery(number, since)]);
-  return codeFailuresOf((rows ?? []) as CodeFailuresSql[]);
-}
-
-/** codeFailureInsert is the statement that counts a failed match that gave an access code, for a batch (runBatch). */
-export const codeFailureInsert = (number: string, now: number): SqlText => sqlText("INSERT INTO code_failures (access_number, failed_at) VALUES (?, ?)", [number, now]);
-
-/** LiveReservation is a live reservation with its active session. */
-export interface LiveReservation {
-  reservation: ReservationRow;
-  session: SessionRow;
-}
+/** codeFailureInsert is the statement that counts a failed match that gave an access code. */
+const codeFailureInsert = (number: string, now: number): SqlText => sqlText("INSERT INTO code_failures (access_number, failed_at) VALUES (?, ?)", [number, now]);
 
 /**
- * lockNumberForMatch reads, in one round trip, a number's failed code matches after `since` and its
- * live reservations whose sessions are active, newest first, locked (with their sessions, on MySQL)
- * for the caller's transaction.
+ * liveOnNumberQuery is the live reservations on a number with their active sessions, newest first,
+ * locked (on MySQL; gms_match_lock_v2 runs the same SELECT).
  */
-export async function lockNumberForMatch(tx: Batcher, number: string, now: number, since: number): Promise<{ failures: CodeFailures; live: LiveReservation[] }> {
-  // On batchTransaction over MySQL, the same SELECTs as the prepared CALL of gms_match_lock_v1 (migration 008), which begins the transaction.
-  const [failures, rows] =
-    tx.call !== undefined
-      ? await tx.call(sqlText("CALL gms_match_lock_v1(?, ?, ?)", [number, now, since]), { begins: true })
-      : await tx.run([codeFailuresQuery(number, since), liveOnNumberQuery(tx.dialect, number, now)]);
-  return {
-    failures: codeFailuresOf((failures ?? []) as CodeFailuresSql[]),
-    live: ((rows ?? []) as (ReservationSql & { [K in keyof SessionSql as K extends "id" ? never : `s_${K}`]: SessionSql[K] })[]).map((r) => ({
-      reservation: fromSql(r),
-      session: sessionFromSql({
-        id: r.session_id,
-        service: r.s_service,
-        builtin: r.s_builtin,
-        state: r.s_state,
-        phone_number: r.s_phone_number,
-        data_id: r.s_data_id,
-        created_at: r.s_created_at,
-        expires_at: r.s_expires_at,
-      }),
-    })),
-  };
-}
-
-/** liveOnNumberQuery is the live reservations on a number with their active sessions, newest first, locked (on MySQL). */
 export const liveOnNumberQuery = (dialect: Dialect, number: string, now: number): SqlText =>
   sqlText(
     `SELECT r.*, s.service AS s_service, s.builtin AS s_builtin, s.state AS s_state, s.phone_number AS s_phone_number, s.data_id AS s_data_id, s.created_at AS s_created_at, s.expires_at AS s_expires_at
@@ -520,34 +538,77 @@ export const liveOnNumberQuery = (dialect: Dialect, number: string, now: number)
     [number, now, now],
   );
 
+/** liveOf is liveOnNumberQuery's rows as live reservations with their sessions. */
+function liveOf(rows: readonly unknown[]): LiveReservation[] {
+  return (rows as (ReservationSql & { [K in keyof SessionSql as K extends "id" ? never : `s_${K}`]: SessionSql[K] })[]).map((r) => ({
+    reservation: fromSql(r),
+    session: sessionFromSql({
+      id: r.session_id,
+      service: r.s_service,
+      builtin: r.s_builtin,
+      state: r.s_state,
+      phone_number: r.s_phone_number,
+      data_id: r.s_data_id,
+      created_at: r.s_created_at,
+      expires_at: r.s_expires_at,
+    }),
+  }));
+}
+
 /**
- * releaseAndCommit releases reservations (releaseStatements) as the transaction's last batch: on
- * batchTransaction over MySQL one reservation is the prepared CALL of gms_release_v1 (migration
- * 008), which commits; several are one batch with the COMMIT.
+ * matchMysql is a match on MySQL, two round trips on batchTransaction: the prepared CALL of
+ * gms_match_lock_v2 (migration 009), which begins and answers with the locked candidates and the
+ * failures counted after; then, decided, the release with the COMMIT (one reservation: the
+ * prepared CALL of gms_release_v1, migration 008; several: one batch), or the failed code with the
+ * COMMIT. A refusal that counts nothing commits (nothing was written). A deadlock with a cancel or
+ * an extend of a matched session runs it again.
  */
-export async function releaseAndCommit(tx: Batcher, released: readonly ReservationRow[], now: number, freeAt: (r: ReservationRow) => number): Promise<void> {
-  const [only] = released;
-  if (tx.call !== undefined && only !== undefined && released.length === 1) {
-    await tx.call(sqlText("CALL gms_release_v1(?, ?, ?, ?, ?, ?)", [only.id, now, only.locking, only.resourceGroup, only.accessNumber, freeAt(only)]), { commits: true });
-    return;
-  }
-  await tx.run(releaseStatements(released, now, freeAt), { commit: true });
+function matchMysql<D extends MatchDecision>(db: Database, number: string, now: number, since: number, decide: (locked: LockedNumber) => D): Promise<D> {
+  return retryDeadlocks(() =>
+    batchTransaction(db, async (tx) => {
+      const [rows, failures] = await callOf(tx)(sqlText("CALL gms_match_lock_v2(?, ?, ?)", [number, now, since]), { begins: true });
+      const decided = decide({ live: liveOf(rows ?? []), failures: codeFailuresOf((failures ?? []) as CodeFailuresSql[]) });
+      const [only] = decided.release ?? [];
+      if (only !== undefined && decided.release?.length === 1) {
+        const r = only.reservation;
+        await callOf(tx)(sqlText("CALL gms_release_v1(?, ?, ?, ?, ?, ?)", [r.id, now, r.locking, r.resourceGroup, r.accessNumber, only.freeAt]), { commits: true });
+      } else if (decided.release !== undefined) {
+        await tx.run(releaseStatements(decided.release, now), { commit: true });
+      } else if (decided.countFailure) {
+        await tx.run([codeFailureInsert(number, now)], { commit: true });
+      }
+      return decided;
+    }),
+  );
+}
+
+/** matchSqlite is a match on SQLite: a transaction that reads the candidates and the failures, decides and writes. */
+function matchSqlite<D extends MatchDecision>(db: Database, number: string, now: number, since: number, decide: (locked: LockedNumber) => D): Promise<D> {
+  return db.knex.transaction(async (trx) => {
+    const [rows, failures] = await runBatch(trx, "sqlite", [liveOnNumberQuery("sqlite", number, now), codeFailuresQuery(number, since)]);
+    const decided = decide({ live: liveOf(rows ?? []), failures: codeFailuresOf((failures ?? []) as CodeFailuresSql[]) });
+    if (decided.release !== undefined) await runBatch(trx, "sqlite", releaseStatements(decided.release, now));
+    else if (decided.countFailure) await runBatch(trx, "sqlite", [codeFailureInsert(number, now)]);
+    return decided;
+  });
 }
 
 /**
  * releaseStatements mark reservations released at `now` and set when their locking numbers are
- * free again (`freeAt`: the release plus the group's cool-down), built but not run (runBatch).
+ * free again (freeAt: the release plus the group's cool-down), built but not run (runBatch).
  */
-export function releaseStatements(released: readonly ReservationRow[], now: number, freeAt: (r: ReservationRow) => number): SqlText[] {
-  if (released.length === 0) return [];
+function releaseStatements(releases: readonly Release[], now: number): SqlText[] {
+  if (releases.length === 0) return [];
   return [
-    sqlText(`UPDATE reservations SET released_at = ? WHERE id IN (${released.map(() => "?").join(", ")})`, [now, ...released.map((r) => r.id)]),
-    ...released.filter((r) => r.locking).map((r) => sqlText("UPDATE access_numbers SET available_at = ? WHERE resource_group = ? AND number = ?", [freeAt(r), r.resourceGroup, r.accessNumber])),
+    sqlText(`UPDATE reservations SET released_at = ? WHERE id IN (${releases.map(() => "?").join(", ")})`, [now, ...releases.map((r) => r.reservation.id)]),
+    ...releases
+      .filter((r) => r.reservation.locking)
+      .map(({ reservation: r, freeAt }) => sqlText("UPDATE access_numbers SET available_at = ? WHERE resource_group = ? AND number = ?", [freeAt, r.resourceGroup, r.accessNumber])),
   ];
 }
 
 /** sweepAccess deletes reservations that ended before `before` and code failures older than it. */
-export async function sweepAccess(q: Queryable, before: number, batch: number): Promise<number> {
+async function sweepAccess(q: Queryable, before: number, batch: number): Promise<number> {
   const ended = (await q("reservations")
     .where((w) => {
       void w.where("expires_at", "<=", before).orWhere("released_at", "<=", before);
@@ -558,4 +619,26 @@ export async function sweepAccess(q: Queryable, before: number, batch: number): 
   const failures = (await q("code_failures").where("failed_at", "<=", before).select("id").limit(batch)) as { id: number }[];
   if (failures.length > 0) await q("code_failures").whereIn("id", failures.map((r) => r.id)).delete();
   return ended.length + failures.length;
+}
+
+/** createAccessStore keeps access numbers, reservations and failed codes in the database. */
+export function createAccessStore(db: Database): AccessStore {
+  const mysql = db.dialect === "mysql";
+  return {
+    syncNumbers: (groups) => db.knex.transaction((trx) => syncNumbers(trx, groups)),
+    openSession(c) {
+      checkNewSession(c);
+      return mysql ? openSessionMysql(db, c) : openSessionSqlite(db, c);
+    },
+    addReservation: (c) => (mysql ? addReservationMysql(db, c) : addReservationSqlite(db, c)),
+    nextFreeAt: (group, now) => nextFreeAt(db.knex, group, now),
+    hasNumbers: async (group) => (await db.knex("access_numbers").where("resource_group", group).andWhere("retired", false).first("number")) !== undefined,
+    liveReservations: (sessionId, now, uow) => liveReservationsOfSession(uow === undefined ? db.knex : trxOf(uow), sessionId, now),
+    async release(uow, releases, now) {
+      await runBatch(trxOf(uow), db.dialect, releaseStatements(releases, now));
+    },
+    extend: (uow, extensions) => extendReservations(trxOf(uow), extensions),
+    match: (number, now, since, decide) => (mysql ? matchMysql(db, number, now, since, decide) : matchSqlite(db, number, now, since, decide)),
+    sweep: (before, batch) => sweepAccess(db.knex, before, batch),
+  };
 }

@@ -29,6 +29,27 @@ export function isDeadlock(e: unknown): boolean {
   return err.code === "ER_LOCK_DEADLOCK" || err.errno === 1213;
 }
 
+/** DEADLOCK_ATTEMPTS is how many times retryDeadlocks runs a transaction the database keeps choosing as a deadlock's victim. */
+const DEADLOCK_ATTEMPTS = 5;
+
+/**
+ * retryDeadlocks runs a transaction again when MySQL rolled it back as a deadlock's victim. A match
+ * locks a number's reservations, then their sessions; CancelSession and ExtendSession lock the
+ * session, then write its reservations: run together on one session they can deadlock, and the
+ * victim, rolled back whole, is safe to run again. SQLite never deadlocks (one writer at a time).
+ */
+export async function retryDeadlocks<T>(run: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await run();
+    } catch (e) {
+      if (!isDeadlock(e) || attempt >= DEADLOCK_ATTEMPTS) throw e;
+      // A short random pause, so that the two do not meet again at once.
+      await new Promise((r) => setTimeout(r, Math.random() * 5 * attempt));
+    }
+  }
+}
+
 /**
  * UNAVAILABLE_CODES are the error codes that say the database cannot serve now, though the request
  * was fine: it is unreachable, the connection broke (inside a transaction too), it timed out, a

@@ -272,6 +272,21 @@ const migrations: Migration[] = [
       await knex.raw("DROP PROCEDURE IF EXISTS gms_match_lock_v1");
     },
   },
+  {
+    name: "009_claim_and_match_v2",
+    async up(knex, dialect) {
+      if (dialect !== "mysql") return;
+      await knex.raw(CLAIM_PROCEDURE_V2);
+      await knex.raw(CLAIM_SESSION_PROCEDURE_V2);
+      await knex.raw(MATCH_LOCK_PROCEDURE_V2);
+    },
+    async down(knex, dialect) {
+      if (dialect !== "mysql") return;
+      await knex.raw("DROP PROCEDURE IF EXISTS gms_match_lock_v2");
+      await knex.raw("DROP PROCEDURE IF EXISTS gms_claim_session_v2");
+      await knex.raw("DROP PROCEDURE IF EXISTS gms_claim_v2");
+    },
+  },
 ];
 
 /**
@@ -478,6 +493,182 @@ BEGIN
     UPDATE access_numbers SET available_at = p_free_at WHERE resource_group = p_group AND number = p_number;
   END IF;
   COMMIT;
+END`;
+
+/**
+ * CLAIM_PROCEDURE_V2 is gms_claim_v1 (which see) with a shared number's access code kept unique
+ * (MySQL only; the access store's claims call it, gms_claim_session_v2 among them). A code drawn
+ * before the number was known (p_access_code, on a non-locking group) that a live reservation on
+ * the claimed number already holds claims nothing: no reservation, the number untouched,
+ * @gms_claimed_number NULL, and @gms_code_taken_on set to the number, for the caller to draw again
+ * avoiding its codes. The codes are read with a locking read: the latest committed ones, whatever
+ * snapshot the caller's transaction read before (a request id's), and none can be added under it
+ * (a shared number's claims queue on its row anyway). Produces no result set, so it can be CALLed
+ * inside a batch. Frozen as written.
+ */
+const CLAIM_PROCEDURE_V2 = `CREATE PROCEDURE gms_claim_v2(
+  IN p_group VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_locking BOOLEAN,
+  IN p_random BOOLEAN,
+  IN p_lane INT,
+  IN p_pivot DOUBLE,
+  IN p_now BIGINT,
+  IN p_session_id VARCHAR(36) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_access_code VARCHAR(12) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_phone_number VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_expires_at BIGINT)
+MODIFIES SQL DATA
+SQL SECURITY INVOKER
+BEGIN
+  DECLARE v_number VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL;
+  DECLARE v_taken INT DEFAULT 0;
+  SET @gms_code_taken_on = NULL;
+  IF p_random AND p_locking THEN
+    SELECT number INTO v_number FROM access_numbers FORCE INDEX (access_numbers_random) WHERE resource_group = p_group AND retired = 0 AND available_at <= p_now AND rand_key >= p_pivot ORDER BY rand_key LIMIT 1 FOR UPDATE SKIP LOCKED;
+    IF v_number IS NULL THEN
+      SELECT number INTO v_number FROM access_numbers FORCE INDEX (access_numbers_random) WHERE resource_group = p_group AND retired = 0 AND available_at <= p_now AND rand_key < p_pivot ORDER BY rand_key LIMIT 1 FOR UPDATE SKIP LOCKED;
+    END IF;
+  ELSEIF p_random THEN
+    SELECT number INTO v_number FROM access_numbers FORCE INDEX (access_numbers_random) WHERE resource_group = p_group AND retired = 0 AND rand_key >= p_pivot ORDER BY rand_key LIMIT 1 FOR UPDATE;
+    IF v_number IS NULL THEN
+      SELECT number INTO v_number FROM access_numbers FORCE INDEX (access_numbers_random) WHERE resource_group = p_group AND retired = 0 AND rand_key < p_pivot ORDER BY rand_key LIMIT 1 FOR UPDATE;
+    END IF;
+  ELSEIF p_locking THEN
+    IF p_lane IS NOT NULL THEN
+      SELECT number INTO v_number FROM access_numbers FORCE INDEX (access_numbers_lane) WHERE resource_group = p_group AND retired = 0 AND available_at <= p_now AND lane = p_lane ORDER BY available_at, number LIMIT 1 FOR UPDATE SKIP LOCKED;
+    END IF;
+    IF v_number IS NULL THEN
+      SELECT number INTO v_number FROM access_numbers FORCE INDEX (access_numbers_round_robin) WHERE resource_group = p_group AND retired = 0 AND available_at <= p_now ORDER BY available_at, number LIMIT 1 FOR UPDATE SKIP LOCKED;
+    END IF;
+  ELSE
+    SELECT number INTO v_number FROM access_numbers FORCE INDEX (access_numbers_least_used) WHERE resource_group = p_group AND retired = 0 ORDER BY last_used_at, number LIMIT 1 FOR UPDATE;
+  END IF;
+  IF v_number IS NOT NULL AND p_access_code IS NOT NULL AND NOT p_locking THEN
+    SELECT COUNT(*) INTO v_taken FROM reservations
+      WHERE access_number = v_number AND access_code = p_access_code AND released_at IS NULL AND expires_at > p_now LOCK IN SHARE MODE;
+    IF v_taken > 0 THEN
+      SET @gms_code_taken_on = v_number;
+      SET v_number = NULL;
+    END IF;
+  END IF;
+  IF v_number IS NOT NULL THEN
+    INSERT INTO reservations (session_id, resource_group, access_number, access_code, phone_number, locking, created_at, expires_at)
+      VALUES (p_session_id, p_group, v_number, p_access_code, p_phone_number, p_locking, p_now, p_expires_at);
+    IF p_locking THEN
+      UPDATE access_numbers SET available_at = p_expires_at WHERE resource_group = p_group AND number = v_number;
+    ELSE
+      UPDATE access_numbers SET last_used_at = p_now WHERE resource_group = p_group AND number = v_number;
+    END IF;
+  END IF;
+  SET @gms_claimed_number = v_number;
+END`;
+
+/**
+ * CLAIM_SESSION_PROCEDURE_V2 is gms_claim_session_v1 (which see: RequestInteraction's whole
+ * transaction in one prepared CALL) claiming through gms_claim_v2, so a shared number's code is
+ * unique too: a code already taken there claims and stores nothing, rolls back (the request id is
+ * not kept either) and answers with the number in taken_on, for the caller to draw another code
+ * and call again. Its row: the number, the prior result, taken_on. The access store sends every
+ * record's entries as JSON (p_entries), whatever their size. Frozen as written.
+ */
+const CLAIM_SESSION_PROCEDURE_V2 = `CREATE PROCEDURE gms_claim_session_v2(
+  IN p_group VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_locking BOOLEAN,
+  IN p_random BOOLEAN,
+  IN p_lane INT,
+  IN p_pivot DOUBLE,
+  IN p_now BIGINT,
+  IN p_session_id VARCHAR(36) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_access_code VARCHAR(12) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_phone_number VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_booking_expires_at BIGINT,
+  IN p_service VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_builtin VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_data_id VARCHAR(36) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_session_expires_at BIGINT,
+  IN p_entries LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_scope VARCHAR(200) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_request_id VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_keep_until BIGINT,
+  IN p_result MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_placeholder VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin)
+MODIFIES SQL DATA
+SQL SECURITY INVOKER
+BEGIN
+  DECLARE v_prior MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL;
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    ROLLBACK;
+    RESIGNAL;
+  END;
+  SET @gms_claimed_number = NULL;
+  SET @gms_code_taken_on = NULL;
+  START TRANSACTION;
+  IF p_request_id IS NOT NULL THEN
+    DELETE FROM idempotency_keys WHERE scope = p_scope AND request_id = p_request_id AND expires_at <= p_now;
+    -- A concurrent first call holds the key's row lock until it commits: this waits, then finds its result.
+    INSERT INTO idempotency_keys (scope, request_id, result, expires_at) VALUES (p_scope, p_request_id, '', p_keep_until)
+      ON DUPLICATE KEY UPDATE request_id = request_id;
+    SELECT NULLIF(result, '') INTO v_prior FROM idempotency_keys WHERE scope = p_scope AND request_id = p_request_id;
+  END IF;
+  IF v_prior IS NULL THEN
+    CALL gms_claim_v2(p_group, p_locking, p_random, p_lane, p_pivot, p_now, p_session_id, p_access_code, p_phone_number, p_booking_expires_at);
+    IF @gms_claimed_number IS NOT NULL THEN
+      INSERT INTO storage_data (id, version, created_at, expires_at) VALUES (p_data_id, 1, p_now, p_session_expires_at);
+      IF p_entries IS NOT NULL THEN
+        INSERT INTO storage_entries (data_id, entry_key, kind, value, filename, content_type, size)
+          SELECT p_data_id, j.k, j.kind, FROM_BASE64(j.v), j.f, j.t, j.n
+          FROM JSON_TABLE(p_entries, '$[*]' COLUMNS (
+            k VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.k' ERROR ON EMPTY ERROR ON ERROR,
+            kind VARCHAR(8) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.kind' ERROR ON EMPTY ERROR ON ERROR,
+            v LONGTEXT CHARACTER SET ascii PATH '$.v' ERROR ON EMPTY ERROR ON ERROR,
+            f VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.f',
+            t VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.t',
+            n INT PATH '$.n' ERROR ON EMPTY ERROR ON ERROR)) AS j;
+      END IF;
+      INSERT INTO sessions (id, service, builtin, state, phone_number, data_id, created_at, expires_at)
+        VALUES (p_session_id, p_service, p_builtin, 'active', p_phone_number, p_data_id, p_now, p_session_expires_at);
+      IF p_request_id IS NOT NULL THEN
+        UPDATE idempotency_keys SET result = REPLACE(p_result, p_placeholder, @gms_claimed_number), expires_at = p_keep_until
+          WHERE scope = p_scope AND request_id = p_request_id;
+      END IF;
+    END IF;
+  END IF;
+  IF v_prior IS NULL AND @gms_claimed_number IS NULL THEN
+    ROLLBACK;
+  ELSE
+    COMMIT;
+  END IF;
+  SELECT @gms_claimed_number AS number, v_prior AS prior, @gms_code_taken_on AS taken_on;
+END`;
+
+/**
+ * MATCH_LOCK_PROCEDURE_V2 is gms_match_lock_v1 (which see) with its two SELECTs the other way
+ * round: the number's live reservations with their active sessions, newest first, locked; then the
+ * code failures since p_since, counted once those locks are held. A guess (or any match) that
+ * waited for the candidates behind another guess counts that guess's failure, committed before it
+ * let them go: guesses at one number are weighed one after another, with no second count (v1's
+ * count, read before the locks were granted, had to be read again). Answers with the locked rows,
+ * then the count (n, oldest). Frozen as written.
+ */
+const MATCH_LOCK_PROCEDURE_V2 = `CREATE PROCEDURE gms_match_lock_v2(
+  IN p_number VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+  IN p_now BIGINT,
+  IN p_since BIGINT)
+MODIFIES SQL DATA
+SQL SECURITY INVOKER
+BEGIN
+  DECLARE EXIT HANDLER FOR SQLEXCEPTION
+  BEGIN
+    ROLLBACK;
+    RESIGNAL;
+  END;
+  START TRANSACTION;
+  SELECT r.*, s.service AS s_service, s.builtin AS s_builtin, s.state AS s_state, s.phone_number AS s_phone_number, s.data_id AS s_data_id, s.created_at AS s_created_at, s.expires_at AS s_expires_at
+    FROM reservations r JOIN sessions s ON s.id = r.session_id
+    WHERE r.access_number = p_number AND r.released_at IS NULL AND r.expires_at > p_now AND s.expires_at > p_now AND s.state = 'active'
+    ORDER BY r.created_at DESC, r.id DESC FOR UPDATE;
+  SELECT COUNT(*) AS n, MIN(failed_at) AS oldest FROM code_failures WHERE access_number = p_number AND failed_at > p_since;
 END`;
 
 /** migrationSource hands knex the migrations above, bound to a dialect. */

@@ -1,24 +1,12 @@
+// The data records' store on SQL (the contract: src/domain/storage-store.ts). One path for both
+// dialects: plain knex, the lock a FOR UPDATE on MySQL (SQLite serialises its writers); a record
+// and its entries are read in one statement. A new session's record is written by the access
+// store's claim (on MySQL inside gms_claim_session_v2, its entries as entriesJson gives them).
+import type { DataRecord, LockedRecord, RecordChange, RecordHead, StorageStore } from "../domain/storage-store.js";
 import type { DataEntries, DataValue } from "../domain/value.js";
-import { lockForUpdate, type Dialect, type Queryable } from "./database.js";
+import { lockForUpdate, type Database, type Dialect, type Queryable } from "./database.js";
 import { insertStatement, type InsertRows } from "./batch.js";
-
-/** DataRow is a storage_data row. */
-export interface DataRow {
-  id: string;
-  version: number;
-  createdAt: number;
-  expiresAt: number;
-}
-
-/** DataRecord is a live record with its entries. */
-export interface DataRecord extends DataRow {
-  entries: DataEntries;
-}
-
-/** LockedData is a record locked for update, with the size of each entry (not the values). */
-export interface LockedData extends DataRow {
-  sizes: Map<string, number>;
-}
+import { trxOf } from "./unit-of-work.js";
 
 interface EntryRow {
   data_id: string;
@@ -40,7 +28,7 @@ interface DataRowSql {
 /** Largest batch of entry bytes sent in one INSERT, well under MySQL's max_allowed_packet. */
 const INSERT_CHUNK_BYTES = 4 * 1024 * 1024;
 
-function toDataRow(r: DataRowSql): DataRow {
+function toDataRow(r: DataRowSql): RecordHead {
   return { id: r.id, version: Number(r.version), createdAt: Number(r.created_at), expiresAt: Number(r.expires_at) };
 }
 
@@ -71,23 +59,15 @@ function fromEntryRow(r: EntryRow): DataValue {
   };
 }
 
-/** insertData stores a new record and its entries. */
-export async function insertData(q: Queryable, row: DataRow, entries: DataEntries): Promise<void> {
-  for (const ins of dataInsertRows(row, entries)) await insertStatement(q, ins);
+/** insertData stores a new record and its entries (one INSERT each; a new record has no entries to replace). */
+export async function insertData(q: Queryable, record: DataRecord): Promise<void> {
+  await q("storage_data").insert({ id: record.id, version: record.version, created_at: record.createdAt, expires_at: record.expiresAt });
+  await insertEntries(q, record.id, record.entries);
 }
 
 /**
- * dataInsertRows are the rows that store a new record and its entries (one INSERT each), for
- * insertData and for a caller that sends them with other statements in one round trip (insertWhen,
- * in a batch). A new record has no entries to replace: no DELETE.
- */
-export function dataInsertRows(row: DataRow, entries: DataEntries): InsertRows[] {
-  return [{ table: "storage_data", rows: [{ id: row.id, version: row.version, created_at: row.createdAt, expires_at: row.expiresAt }] }, ...entryChunks(row.id, entries)];
-}
-
-/**
- * entriesJson is a new record's entries as the JSON array gms_claim_session_v1 stores (migration
- * 007): per entry its key (k), kind, value in base64 (v), filename (f), content type (t) and size
+ * entriesJson is a new record's entries as the JSON array gms_claim_session_v1 and v2 store
+ * (migrations 007, 009): per entry its key (k), kind, value in base64 (v), filename (f), content type (t) and size
  * in bytes (n), the columns toEntryRow gives it.
  */
 export function entriesJson(entries: DataEntries): string {
@@ -100,7 +80,7 @@ export function entriesJson(entries: DataEntries): string {
 }
 
 /** writeEntries adds entries to a record, replacing those with the same keys. */
-export async function writeEntries(q: Queryable, dataId: string, entries: DataEntries): Promise<void> {
+async function writeEntries(q: Queryable, dataId: string, entries: DataEntries): Promise<void> {
   if (entries.size === 0) return;
   await q("storage_entries").where("data_id", dataId).whereIn("entry_key", [...entries.keys()]).delete();
   await insertEntries(q, dataId, entries);
@@ -131,7 +111,7 @@ function entryChunks(dataId: string, entries: DataEntries): InsertRows[] {
 }
 
 /** removeEntries deletes entries of a record by key. */
-export async function removeEntries(q: Queryable, dataId: string, keys: readonly string[]): Promise<void> {
+async function removeEntries(q: Queryable, dataId: string, keys: readonly string[]): Promise<void> {
   if (keys.length === 0) return;
   await q("storage_entries").where("data_id", dataId).whereIn("entry_key", keys).delete();
 }
@@ -144,7 +124,7 @@ type DataWithEntrySql = Omit<DataRowSql, "id"> & { [K in keyof Omit<EntryRow, "d
  * tables: a single round trip, and the record and its entries come from one consistent read even
  * when an update commits meanwhile.
  */
-export async function readData(q: Queryable, id: string, now: number): Promise<DataRecord | undefined> {
+async function readData(q: Queryable, id: string, now: number): Promise<DataRecord | undefined> {
   const rows = await q("storage_data as d")
     .leftJoin("storage_entries as e", "e.data_id", "d.id")
     .where("d.id", id)
@@ -162,7 +142,7 @@ export async function readData(q: Queryable, id: string, now: number): Promise<D
 }
 
 /** readEntry returns one entry of a record live at `now`: undefined when there is no such record. */
-export async function readEntry(q: Queryable, id: string, key: string, now: number): Promise<{ value: DataValue | undefined } | undefined> {
+async function readEntry(q: Queryable, id: string, key: string, now: number): Promise<{ value: DataValue | undefined } | undefined> {
   const rows = (await q("storage_data as d")
     .leftJoin("storage_entries as e", function () {
       this.on("e.data_id", "=", "d.id").andOn("e.entry_key", "=", q.raw("?", [key]));
@@ -176,16 +156,18 @@ export async function readEntry(q: Queryable, id: string, key: string, now: numb
 }
 
 /** lockData locks a record live at `now` for an update and returns its version and entry sizes. */
-export async function lockData(q: Queryable, dialect: Dialect, id: string, now: number): Promise<LockedData | undefined> {
+async function lockData(q: Queryable, dialect: Dialect, id: string, now: number): Promise<LockedRecord | undefined> {
   const row = (await lockForUpdate(q("storage_data").where("id", id).andWhere("expires_at", ">", now), dialect).first()) as DataRowSql | undefined;
   if (row === undefined) return undefined;
   const sizes = await q("storage_entries").where("data_id", id).select<{ entry_key: string; size: number }[]>("entry_key", "size");
   return { ...toDataRow(row), sizes: new Map(sizes.map((s) => [s.entry_key, Number(s.size)])) };
 }
 
-/** setDataVersion records a record's new version and expiry after an update. */
-export async function setDataVersion(q: Queryable, id: string, version: number, expiresAt: number): Promise<void> {
-  await q("storage_data").where("id", id).update({ version, expires_at: expiresAt });
+/** changeData applies a change to a record the caller holds: keys removed, entries set, the new version and expiry. */
+async function changeData(q: Queryable, id: string, change: RecordChange): Promise<void> {
+  await removeEntries(q, id, change.remove);
+  await writeEntries(q, id, change.set);
+  await q("storage_data").where("id", id).update({ version: change.version, expires_at: change.expiresAt });
 }
 
 /** deleteData deletes a record (live or not) with its entries; false when there was none live. */
@@ -202,10 +184,23 @@ export async function deleteData(q: Queryable, id: string, now: number): Promise
  * ever wait for each other, never deadlock; a record lapsed is never revived, so nothing is lost
  * between the statements.
  */
-export async function sweepExpiredData(q: Queryable, now: number, batch: number): Promise<number> {
+async function sweepExpiredData(q: Queryable, now: number, batch: number): Promise<number> {
   const rows = (await q("storage_data").where("expires_at", "<=", now).select("id").limit(batch)) as { id: string }[];
   if (rows.length === 0) return 0;
   const ids = rows.map((r) => r.id).sort();
   await q("storage_entries").whereIn("data_id", ids).delete();
   return q("storage_data").whereIn("id", ids).andWhere("expires_at", "<=", now).delete();
+}
+
+/** createStorageStore keeps data records in the database's storage_data and storage_entries tables. */
+export function createStorageStore(db: Database): StorageStore {
+  return {
+    insert: (uow, record) => insertData(trxOf(uow), record),
+    read: (id, now) => readData(db.knex, id, now),
+    readEntry: (id, key, now) => readEntry(db.knex, id, key, now),
+    lock: (uow, id, now) => lockData(trxOf(uow), db.dialect, id, now),
+    change: (uow, id, change) => changeData(trxOf(uow), id, change),
+    delete: (uow, id, now) => deleteData(trxOf(uow), id, now),
+    sweep: (now, batch) => sweepExpiredData(db.knex, now, batch),
+  };
 }
