@@ -542,9 +542,9 @@ describe.skipIf(!DIALECTS.includes("mysql"))("the claim query on MySQL", () => {
       .replace(/\s+/g, " ")
       .trim();
 
-  it("the stored procedure the batched claim calls runs exactly these SELECTs", async () => {
+  it("the stored procedure every claim calls runs exactly these SELECTs", async () => {
     const knex = t.server.app.db.knex;
-    const [routines] = (await knex.raw("SELECT routine_definition AS body FROM information_schema.routines WHERE routine_schema = DATABASE() AND routine_name = 'gms_claim_v1'")) as [
+    const [routines] = (await knex.raw("SELECT routine_definition AS body FROM information_schema.routines WHERE routine_schema = DATABASE() AND routine_name = 'gms_claim_v2'")) as [
       { body: string }[],
     ];
     expect(routines).toHaveLength(1);
@@ -555,13 +555,13 @@ describe.skipIf(!DIALECTS.includes("mysql"))("the claim query on MySQL", () => {
     expect(new Set(inProcedure)).toEqual(ofModes);
   });
 
-  it("the match's stored procedure runs exactly the SELECTs lockNumberForMatch runs elsewhere", async () => {
+  it("the match's stored procedure runs exactly the SELECTs a match runs on SQLite, the count once the candidates are locked", async () => {
     const knex = t.server.app.db.knex;
-    const [routines] = (await knex.raw("SELECT routine_definition AS body FROM information_schema.routines WHERE routine_schema = DATABASE() AND routine_name = 'gms_match_lock_v1'")) as [
+    const [routines] = (await knex.raw("SELECT routine_definition AS body FROM information_schema.routines WHERE routine_schema = DATABASE() AND routine_name = 'gms_match_lock_v2'")) as [
       { body: string }[],
     ];
     expect(routines).toHaveLength(1);
     const inProcedure = [...routines[0]!.body.matchAll(/SELECT [^;]*/g)].map((m) => shape(m[0]));
-    expect(inProcedure).toEqual([shape(codeFailuresQuery("+1", 0).sql), shape(liveOnNumberQuery("mysql", "+1", 0).sql)]);
+    expect(inProcedure).toEqual([shape(liveOnNumberQuery("mysql", "+1", 0).sql), shape(codeFailuresQuery("+1", 0).sql)]);
   });
 });

@@ -49,7 +49,7 @@ export interface KeptReply {
 }
 
 /** Claimed is what an allocation got: a number (and code), or the first call's kept reply (a retry). */
-export type Claimed = { accessNumber: string; accessCode: string | undefined; prior?: undefined } | { prior: string };
+export type Claimed = { accessNumber: string; accessCode: string | undefined; prior?: undefined } | { prior: string; accessNumber?: undefined; accessCode?: undefined };
 
 /** NewSessionClaim is RequestInteraction's allocation: a number for a new session, stored with the session and its data. */
 export interface NewSessionClaim {

@@ -626,7 +626,7 @@ export function createAccessStore(db: Database): AccessStore {
   const mysql = db.dialect === "mysql";
   return {
     syncNumbers: (groups) => db.knex.transaction((trx) => syncNumbers(trx, groups)),
-    openSession(c) {
+    async openSession(c) {
       checkNewSession(c);
       return mysql ? openSessionMysql(db, c) : openSessionSqlite(db, c);
     },
