@@ -333,7 +333,7 @@ function openSessionMysql(db: Database, c: NewSessionClaim): Promise<Claimed | u
       kept?.reply ?? null,
       kept?.placeholder ?? null,
     ]);
-    const [rows] = await retryDeadlocks(() => batchTransaction(db, (tx) => callOf(tx)(call, { begins: true, commits: true })));
+    const [rows] = await batchTransaction(db, (tx) => callOf(tx)(call, { begins: true, commits: true }));
     const [row] = (rows ?? []) as { number: string | null; prior: string | null; taken_on: string | null }[];
     if (row?.taken_on != null) return { takenOn: row.taken_on };
     if (row?.prior != null) return { result: { prior: row.prior } };
@@ -427,38 +427,36 @@ function addReservationMysql(db: Database, c: SessionClaim): Promise<Claimed | u
   const o = claimOptionsOf(c.group, c.now);
   const { once } = c;
   return withFreeCode<Claimed | undefined>(db, c.chooseCode, c.now, (code) =>
-    retryDeadlocks(() =>
-      batchTransaction(db, async (tx) => {
-        const found = await tx.run([...(once === undefined ? [] : requestIdClaim(once, c.now)), sqlText("SELECT * FROM sessions WHERE id = ? AND expires_at > ? FOR UPDATE", [c.sessionId, c.now])]);
-        const prior = once === undefined ? undefined : ((found[2]?.[0] as { prior: string | null } | undefined)?.prior ?? undefined);
-        if (prior !== undefined) return { result: { prior } };
-        const row = found[found.length - 1]?.[0] as SessionSql | undefined;
-        const booking = c.book(row === undefined ? undefined : sessionFromSql(row));
-        const kept = keptFor(once, code);
-        const keep =
-          once === undefined || kept === undefined
-            ? []
-            : [
-                sqlText(`UPDATE idempotency_keys SET result = REPLACE(?, ?, ${CLAIMED}), expires_at = ? WHERE scope = ? AND request_id = ? AND ${CLAIMED} IS NOT NULL`, [
-                  kept.reply,
-                  kept.placeholder,
-                  kept.keepUntil,
-                  once.id.scope,
-                  once.id.requestId,
-                ]),
-                // No number: the request id is not kept (the claim's rollback, in a batch that commits).
-                sqlText(`DELETE FROM idempotency_keys WHERE scope = ? AND request_id = ? AND ${CLAIMED} IS NULL`, [once.id.scope, once.id.requestId]),
-              ];
-        const results = await tx.run([sqlText("CALL gms_claim_v2(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", claimArguments(o, { sessionId: c.sessionId, ...booking, accessCode: code })), ...keep], {
-          commit: true,
-          // The number is read after the COMMIT: the reply comes in one piece.
-          after: [sqlText(`SELECT ${CLAIMED} AS number, ${TAKEN_ON} AS taken_on`)],
-        });
-        const got = results[results.length - 1]?.[0] as { number: string | null; taken_on: string | null } | undefined;
-        if (got?.taken_on != null) return { takenOn: got.taken_on };
-        return { result: got?.number == null ? undefined : { accessNumber: got.number, accessCode: code } };
-      }),
-    ),
+    batchTransaction(db, async (tx) => {
+      const found = await tx.run([...(once === undefined ? [] : requestIdClaim(once, c.now)), sqlText("SELECT * FROM sessions WHERE id = ? AND expires_at > ? FOR UPDATE", [c.sessionId, c.now])]);
+      const prior = once === undefined ? undefined : ((found[2]?.[0] as { prior: string | null } | undefined)?.prior ?? undefined);
+      if (prior !== undefined) return { result: { prior } };
+      const row = found[found.length - 1]?.[0] as SessionSql | undefined;
+      const booking = c.book(row === undefined ? undefined : sessionFromSql(row));
+      const kept = keptFor(once, code);
+      const keep =
+        once === undefined || kept === undefined
+          ? []
+          : [
+              sqlText(`UPDATE idempotency_keys SET result = REPLACE(?, ?, ${CLAIMED}), expires_at = ? WHERE scope = ? AND request_id = ? AND ${CLAIMED} IS NOT NULL`, [
+                kept.reply,
+                kept.placeholder,
+                kept.keepUntil,
+                once.id.scope,
+                once.id.requestId,
+              ]),
+              // No number: the request id is not kept (the claim's rollback, in a batch that commits).
+              sqlText(`DELETE FROM idempotency_keys WHERE scope = ? AND request_id = ? AND ${CLAIMED} IS NULL`, [once.id.scope, once.id.requestId]),
+            ];
+      const results = await tx.run([sqlText("CALL gms_claim_v2(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", claimArguments(o, { sessionId: c.sessionId, ...booking, accessCode: code })), ...keep], {
+        commit: true,
+        // The number is read after the COMMIT: the reply comes in one piece.
+        after: [sqlText(`SELECT ${CLAIMED} AS number, ${TAKEN_ON} AS taken_on`)],
+      });
+      const got = results[results.length - 1]?.[0] as { number: string | null; taken_on: string | null } | undefined;
+      if (got?.taken_on != null) return { takenOn: got.taken_on };
+      return { result: got?.number == null ? undefined : { accessNumber: got.number, accessCode: code } };
+    }),
   );
 }
 

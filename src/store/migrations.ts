@@ -501,10 +501,10 @@ END`;
  * before the number was known (p_access_code, on a non-locking group) that a live reservation on
  * the claimed number already holds claims nothing: no reservation, the number untouched,
  * @gms_claimed_number NULL, and @gms_code_taken_on set to the number, for the caller to draw again
- * avoiding its codes. The codes are read with a locking read: the latest committed ones, whatever
- * snapshot the caller's transaction read before (a request id's), and none can be added under it
- * (a shared number's claims queue on its row anyway). Produces no result set, so it can be CALLed
- * inside a batch. Frozen as written.
+ * avoiding its codes. The codes are the latest committed (the store's connections run READ
+ * COMMITTED), and no claim adds one meanwhile: claims of a shared number queue on its row lock.
+ * A release not yet committed still counts its code as taken. Produces no result set, so it can
+ * be CALLed inside a batch. Frozen as written.
  */
 const CLAIM_PROCEDURE_V2 = `CREATE PROCEDURE gms_claim_v2(
   IN p_group VARCHAR(128) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
@@ -545,7 +545,7 @@ BEGIN
   END IF;
   IF v_number IS NOT NULL AND p_access_code IS NOT NULL AND NOT p_locking THEN
     SELECT COUNT(*) INTO v_taken FROM reservations
-      WHERE access_number = v_number AND access_code = p_access_code AND released_at IS NULL AND expires_at > p_now LOCK IN SHARE MODE;
+      WHERE access_number = v_number AND access_code = p_access_code AND released_at IS NULL AND expires_at > p_now;
     IF v_taken > 0 THEN
       SET @gms_code_taken_on = v_number;
       SET v_number = NULL;
