@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { chooseMatches, guardRefusal, locksNow, type MatchCandidate } from "../src/domain/matching.js";
+import { chooseMatches, guardRefusal, judgeCall, locksNow, type MatchCandidate } from "../src/domain/matching.js";
 
 // The rules of matching, without a database: the fast tier beside the store and server tests.
 
@@ -54,5 +54,29 @@ describe("the code-guessing guard", () => {
     expect(locksNow(3, guard)).toBe(false);
     expect(locksNow(4, guard)).toBe(true);
     expect(locksNow(5, guard)).toBe(true);
+  });
+});
+
+describe("judgeCall", () => {
+  const guard = { maxFailures: 3, windowMs: 60_000 };
+  const live = [r("b", "+16505550002", "222222"), r("a", "+16505550001", "111111")];
+  const none = { count: 0, oldest: undefined };
+
+  it("matches what chooseMatches picks, counting nothing", () => {
+    expect(judgeCall(live, none, { code: "111111", returnMultiple: false }, guard, 1_000)).toEqual({ matched: [live[1]] });
+    expect(judgeCall(live, { count: 2, oldest: 500 }, { returnMultiple: true }, guard, 1_000)).toEqual({ matched: live });
+  });
+
+  it("a call that matches nothing counts as a failed code only when it gave a code", () => {
+    expect(judgeCall(live, none, { code: "999999", returnMultiple: false }, guard, 1_000)).toEqual({ reason: "code_mismatch", countFailure: true });
+    expect(judgeCall(live, none, { code: "111111", phone: "+16505550009", returnMultiple: false }, guard, 1_000)).toEqual({ reason: "phone_mismatch", countFailure: true });
+    expect(judgeCall(live, none, { phone: "+16505550009", returnMultiple: false }, guard, 1_000)).toEqual({ reason: "phone_mismatch", countFailure: false });
+    expect(judgeCall([], none, { returnMultiple: false }, guard, 1_000)).toEqual({ reason: "no_reservation", countFailure: false });
+    expect(judgeCall([], none, { code: "1", returnMultiple: false }, guard, 1_000)).toEqual({ reason: "no_reservation", countFailure: true });
+  });
+
+  it("a number locked by the guard refuses every call, the right code too, and counts nothing", () => {
+    expect(judgeCall(live, { count: 3, oldest: 500 }, { code: "111111", returnMultiple: false }, guard, 1_000)).toEqual({ locked: { until: 60_500 }, countFailure: false });
+    expect(judgeCall(live, { count: 3, oldest: 500 }, { returnMultiple: false }, guard, 1_000)).toEqual({ locked: { until: 60_500 }, countFailure: false });
   });
 });
