@@ -2,7 +2,7 @@ import { randomInt } from "node:crypto";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import type { Config, ResourceGroupConfig } from "../config.js";
-import type { AccessStore, Booking, Claimed, CodeChooser, Extension, KeptReply, LiveReservation, Release, Reservation, ResourceGroup } from "./access-store.js";
+import type { AccessStore, Booking, Claimed, CodeChooser, Extension, KeptReply, Release, Reservation, ResourceGroup } from "./access-store.js";
 import { GmsError, invalid, notFound } from "./errors.js";
 import { keptReply, priorReply, type RequestKey } from "./idempotency.js";
 import { judgeCall, locksNow } from "./matching.js";
@@ -356,7 +356,7 @@ export function createAccess({ store, clock, config, storage, log }: AccessDeps)
         throw new GmsError("not_found", message, { type: "no_match", reason });
       }
       const results: MatchResult[] = [];
-      for (const { session } of decided.matched as LiveReservation[]) {
+      for (const { session } of decided.matched) {
         let data: DataEntries | undefined;
         if (input.returnData) data = await storage.get(session.dataId).then((d) => d.entries, () => new Map());
         results.push({ sessionId: session.id, dataId: session.dataId, service: session.service, phoneNumber: session.phoneNumber, data });

@@ -146,14 +146,14 @@ export interface ClaimOptions {
 const claimOptionsOf = (g: ResourceGroup, now: number): ClaimOptions => ({ group: g.name, locking: g.locking, allocation: g.allocation, lanes: lanesFor(g.size), now });
 
 /**
- * claimNumber picks a number of the group and locks its row for the caller's transaction: on
- * SQLite (which serialises its writers) the claim itself; MySQL runs the same SELECTs in
- * gms_claim_v2. In a locking group only a free number (available_at ≤ now) qualifies. Undefined
- * when no number qualifies.
+ * claimNumberSqlite picks a number of the group in the caller's SQLite transaction (SQLite
+ * serialises its writers, so no other claim can take it before the transaction ends); MySQL runs
+ * the same SELECTs in gms_claim_v2. In a locking group only a free number (available_at ≤ now)
+ * qualifies. Undefined when no number qualifies.
  */
-async function claimNumber(q: Queryable, dialect: Dialect, o: ClaimOptions): Promise<string | undefined> {
-  for (const query of claimQueries(dialect, o)) {
-    const [rows] = await runBatch(q, dialect, [query]);
+async function claimNumberSqlite(trx: Knex.Transaction, o: ClaimOptions): Promise<string | undefined> {
+  for (const query of claimQueries("sqlite", o)) {
+    const [rows] = await runBatch(trx, "sqlite", [query]);
     const row = rows?.[0] as { number: string } | undefined;
     if (row !== undefined) return row.number;
   }
@@ -167,8 +167,8 @@ async function claimNumber(q: Queryable, dialect: Dialect, o: ClaimOptions): Pro
  * free the longest (locking) or used the longest ago (shared); random starts from a random point
  * of a random key. On MySQL a locking group skips the rows other claims hold (SKIP LOCKED), so two
  * claims never take the same number, and a shared number is waited for. Written as SQL text (the
- * hot path: knex's builder cost more CPU than the claim's round trip). claimNumber runs them on
- * SQLite; on MySQL the stored procedure gms_claim_v2 runs the same SELECTs (a test compares them),
+ * hot path: knex's builder cost more CPU than the claim's round trip). claimNumberSqlite runs them
+ * on SQLite; on MySQL the stored procedure gms_claim_v2 runs the same SELECTs (a test compares them),
  * and they are exported so tests and the benchmark can EXPLAIN exactly what a claim runs. Each
  * names the index it reads (FORCE INDEX on MySQL, INDEXED BY on SQLite): the plan that locks the
  * one row it returns is then not left to the optimizer's estimates, and MariaDB no longer weighs
@@ -371,7 +371,7 @@ function openSessionSqlite(db: Database, c: NewSessionClaim): Promise<Claimed | 
  * (markNumberUsed); throws NO_NUMBER when the group has no free number.
  */
 async function claimSqlite(trx: Knex.Transaction, o: ClaimOptions, r: Omit<NewReservation, "accessCode">, chooseCode: CodeChooser | undefined) {
-  const number = await claimNumber(trx, "sqlite", o);
+  const number = await claimNumberSqlite(trx, o);
   if (number === undefined) throw NO_NUMBER;
   const code = chooseCode === undefined ? undefined : chooseCode(o.locking ? new Set() : await liveCodes(trx, number, o.now), number);
   await trx("reservations").insert({
