@@ -133,7 +133,8 @@ export const configSchema = z.strictObject({
     .strictObject({
       host: z.string().default("0.0.0.0"),
       port: z.number().int().min(0).max(65_535).default(8080),
-      tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+      /** tls: PEM files of the server's certificate and key; client_ca makes it mutual TLS (clients need a certificate it signed). */
+      tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1), client_ca: z.string().min(1).optional() }).optional(),
       cors_origins: z.array(z.string().min(1)).default([]),
       shutdown_grace_seconds: z.number().positive().max(300).default(10),
       headers_timeout_seconds: z.number().positive().max(300).default(30),

@@ -249,7 +249,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     listener = await listen(handler, {
       host: config.server.host,
       port: config.server.port,
-      tls: config.server.tls,
+      tls: config.server.tls === undefined ? undefined : { cert: config.server.tls.cert, key: config.server.tls.key, clientCa: config.server.tls.client_ca },
       headersTimeoutMs: config.server.headers_timeout_seconds * 1000,
       limits: {
         firstBytesTimeoutMs: config.server.first_bytes_timeout_seconds * 1000,
