@@ -17,7 +17,7 @@ import type { Config } from "./config.js";
 import { createLocalBus, type Bus } from "./bus.js";
 import { createRedisBus } from "./redis-bus.js";
 import { createAccess, type Access as AccessRules } from "./domain/access.js";
-import { createChats, type Chats } from "./domain/chat.js";
+import { createChats, type Chats } from "./domain/chat/index.js";
 import { createSessions, type Sessions } from "./domain/sessions.js";
 import { createStorage, type Storage } from "./domain/storage.js";
 import { createSweeper } from "./domain/sweeper.js";

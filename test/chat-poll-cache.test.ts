@@ -1,4 +1,4 @@
-// Polls answered from the node's memory (src/domain/chat-poll.ts): no database work when nothing is
+// Polls answered from the node's memory (src/domain/chat/poll.ts): no database work when nothing is
 // new, and never an event hidden longer than one watch interval, nor a wrong key accepted. "Another
 // node" is a second set of chat rules on its own connection pool and its own in-process bus: what it
 // announces never reaches node A, as when the bus link between two nodes is cut.
@@ -8,8 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLocalBus } from "../src/bus.js";
 import { ManualClock } from "../src/clock.js";
 import { parseConfig } from "../src/config.js";
-import { createChats, type ChatStart, type Chats } from "../src/domain/chat.js";
-import { eventDraft } from "../src/domain/chat-typing.js";
+import { createChats, type ChatStart, type Chats } from "../src/domain/chat/index.js";
+import { eventDraft } from "../src/domain/chat/typing.js";
 import { createApp, type App } from "../src/server.js";
 import { appendEvent, readChat } from "../src/store/chat-store.js";
 import { openDatabase, type Database } from "../src/store/database.js";
@@ -21,7 +21,7 @@ const config = parseConfig({
   chat: { idle_timeout_seconds: 45, typing_timeout_seconds: 10, typing_coalesce_seconds: 8 },
   services: { support: { type: "builtin", service: "request-chat", endpoint: "support", ttl: 3600 } },
 });
-/** WATCH_MS is the node-wide watch's interval (CATCH_UP_MS in src/domain/chat.ts). */
+/** WATCH_MS is the node-wide watch's interval (CATCH_UP_MS in src/domain/chat/index.ts). */
 const WATCH_MS = 5_000;
 /** ACTIVITY_MS is how often a polling customer's activity is written: a quarter of the idle timeout. */
 const ACTIVITY_MS = 45_000 / 4;

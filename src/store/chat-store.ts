@@ -1,4 +1,4 @@
-import type { ChatEventRecord, ChatState, EventKind, ParticipantKind, ParticipantRef } from "../domain/chat-vocabulary.js";
+import type { ChatEventRecord, ChatState, EventKind, ParticipantKind, ParticipantRef } from "../domain/chat/vocabulary.js";
 import { lockForUpdate, type Dialect, type Queryable } from "./database.js";
 
 /** ChatRow is a chats row. */

@@ -1,8 +1,8 @@
-import { topic, type Bus, type Topic } from "../bus.js";
-import type { Clock } from "../clock.js";
-import { clearTyping, lapseTypingRow, readTyping, setTyping, stopTypingRow } from "../store/chat-store.js";
-import type { ChatEventRecord, EventKind, ParticipantRef } from "./chat-vocabulary.js";
-import type { Database } from "../store/database.js";
+import { topic, type Bus, type Topic } from "../../bus.js";
+import type { Clock } from "../../clock.js";
+import { clearTyping, lapseTypingRow, readTyping, setTyping, stopTypingRow } from "../../store/chat-store.js";
+import type { ChatEventRecord, EventKind, ParticipantRef } from "./vocabulary.js";
+import type { Database } from "../../store/database.js";
 
 /** eventDraft is an event with every optional field blank, before the store gives it a position. */
 export function eventDraft(from: ParticipantRef, kind: EventKind, time: number, more: Partial<ChatEventRecord> = {}): Omit<ChatEventRecord, "chatId" | "position"> {

@@ -1,6 +1,6 @@
-import type { Clock } from "../clock.js";
-import { chatMarks, readTypingOf, touchCustomers, type ChatMark, type TypingRow } from "../store/chat-store.js";
-import type { Database } from "../store/database.js";
+import type { Clock } from "../../clock.js";
+import { chatMarks, readTypingOf, touchCustomers, type ChatMark, type TypingRow } from "../../store/chat-store.js";
+import type { Database } from "../../store/database.js";
 
 /** Watcher is one open event stream, as the node-wide checks see it. */
 export interface Watcher {
@@ -13,7 +13,7 @@ export interface Watcher {
   poke(): void;
 }
 
-/** ViewWatcher is a chat's poll view (chat-poll.ts), as the node-wide checks see it. */
+/** ViewWatcher is a chat's poll view (poll.ts), as the node-wide checks see it. */
 export interface ViewWatcher {
   chatId: string;
   /**

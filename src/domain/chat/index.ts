@@ -1,23 +1,23 @@
 import { randomBytes } from "node:crypto";
 import type { Knex } from "knex";
-import { topic, type Bus, type BusMessage, type Topic } from "../bus.js";
-import type { Clock } from "../clock.js";
-import type { Config } from "../config.js";
-import { deleteData } from "../store/storage-store.js";
-import { appendEvent, claimWaitingChat, customerSeenAt, idleChats, insertFile, liveFiles, markFileDeleted, readFile, touchCustomer, waitingChats, type ChatFileRow, findEventByClientId, insertChat, insertParticipant, lastPosition, leavePosition, readChat, readEvents, readParticipants, updateChat, updateParticipant, uploadPosition, type ChatRow, type ParticipantRow } from "../store/chat-store.js";
-import type { ChatEventRecord, ParticipantRef } from "./chat-vocabulary.js";
-import type { Database } from "../store/database.js";
-import { insertSession, readSession } from "../store/session-store.js";
-import { checkUpload, type FileRules } from "./chat-files.js";
-import { createPollViews, hashKey, POLL_VIEW_DEFAULTS, type PollViewOptions } from "./chat-poll.js";
-import { chatTopic, createTyping, eventDraft } from "./chat-typing.js";
-import { createStreamWatch } from "./chat-watch.js";
-import { GmsError, invalid } from "./errors.js";
-import { runOnce, type RequestKey } from "./idempotency.js";
-import { resolveService } from "./services.js";
-import type { Storage } from "./storage.js";
-import { byteLength, type DataEntries, type DataValue } from "./value.js";
-import { newId } from "./ids.js";
+import { topic, type Bus, type BusMessage, type Topic } from "../../bus.js";
+import type { Clock } from "../../clock.js";
+import type { Config } from "../../config.js";
+import { deleteData } from "../../store/storage-store.js";
+import { appendEvent, claimWaitingChat, customerSeenAt, idleChats, insertFile, liveFiles, markFileDeleted, readFile, touchCustomer, waitingChats, type ChatFileRow, findEventByClientId, insertChat, insertParticipant, lastPosition, leavePosition, readChat, readEvents, readParticipants, updateChat, updateParticipant, uploadPosition, type ChatRow, type ParticipantRow } from "../../store/chat-store.js";
+import type { ChatEventRecord, ParticipantRef } from "./vocabulary.js";
+import type { Database } from "../../store/database.js";
+import { insertSession, readSession } from "../../store/session-store.js";
+import { checkUpload, type FileRules } from "./file-rules.js";
+import { createPollViews, hashKey, POLL_VIEW_DEFAULTS, type PollViewOptions } from "./poll.js";
+import { chatTopic, createTyping, eventDraft } from "./typing.js";
+import { createStreamWatch } from "./watch.js";
+import { GmsError, invalid } from "../errors.js";
+import { runOnce, type RequestKey } from "../idempotency.js";
+import { resolveService } from "../services.js";
+import type { Storage } from "../storage.js";
+import { byteLength, type DataEntries, type DataValue } from "../value.js";
+import { newId } from "../ids.js";
 
 /** The most events one read returns; a longer transcript is read in pages. */
 const PAGE = 500;
@@ -132,7 +132,7 @@ export interface Chats {
   refresh(actor: Actor, from: number, waitSeconds: number, signal: AbortSignal): Promise<RefreshResult>;
   /**
    * customerRefresh is the customer's Refresh, authentication included. A poll that does not wait is
-   * answered from this node's view of the chat (chat-poll.ts) when the view says nothing new is
+   * answered from this node's view of the chat (poll.ts) when the view says nothing new is
    * stored: no database work, bar the customer's activity, written at most every idle/4.
    */
   customerRefresh(chatId: string, secureKey: string, from: number, waitSeconds: number, signal: AbortSignal): Promise<RefreshResult>;
@@ -390,7 +390,7 @@ export function createChats({ db, clock, config, storage, bus, pollViews = POLL_
     const start = Math.max(1, from);
     const answer = async (fresh: boolean): Promise<RefreshResult> => {
       // Where the transcript ends is known to the lookup that authenticated the caller, in this same
-      // call, and, kept current since, to the chat's poll view if this node keeps one (chat-poll.ts
+      // call, and, kept current since, to the chat's poll view if this node keeps one (poll.ts
       // says how fresh it is): a poll with nothing new to read skips the transcript query. A
       // long-poll (fresh) reads the store, so an announcement it missed before it listened is found.
       const known = polls.known(actor.chatId);

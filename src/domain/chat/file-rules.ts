@@ -1,5 +1,5 @@
-import type { Config } from "../config.js";
-import { GmsError } from "./errors.js";
+import type { Config } from "../../config.js";
+import { GmsError } from "../errors.js";
 
 /** FileRules are the `chat.files` limits. */
 export type FileRules = Config["chat"]["files"];

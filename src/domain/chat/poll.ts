@@ -1,12 +1,12 @@
 import { createHash, timingSafeEqual } from "node:crypto";
-import type { Bus } from "../bus.js";
-import type { Clock } from "../clock.js";
-import { lastPosition, readChatWithCustomer, readTyping, type ChatMark, type TypingRow } from "../store/chat-store.js";
-import type { ChatEventRecord, ParticipantRef } from "./chat-vocabulary.js";
-import type { Database } from "../store/database.js";
-import { chatTopic, type ChatAnnouncement } from "./chat-typing.js";
-import type { StreamWatch } from "./chat-watch.js";
-import { GmsError } from "./errors.js";
+import type { Bus } from "../../bus.js";
+import type { Clock } from "../../clock.js";
+import { lastPosition, readChatWithCustomer, readTyping, type ChatMark, type TypingRow } from "../../store/chat-store.js";
+import type { ChatEventRecord, ParticipantRef } from "./vocabulary.js";
+import type { Database } from "../../store/database.js";
+import { chatTopic, type ChatAnnouncement } from "./typing.js";
+import type { StreamWatch } from "./watch.js";
+import { GmsError } from "../errors.js";
 
 /** hashKey is how a chat's secure key is kept: its SHA-256, never the key. */
 export const hashKey = (key: string) => createHash("sha256").update(key, "utf8").digest("hex");
@@ -50,7 +50,7 @@ export const POLL_VIEW_DEFAULTS: PollViewOptions = { max: 10_000, idleMs: 60_000
  *   lookup and the subscription slips by). An announcement raises the view's position (never lowers
  *   it) and CHAT_ENDED marks it ended; a typing announcement makes it forget who types (read again
  *   at the next poll). On this node an announcement is heard before the committing call returns.
- * - the node-wide watch (chat-watch.ts): every interval it reads, in one statement per batch, the
+ * - the node-wide watch (watch.ts): every interval it reads, in one statement per batch, the
  *   position, state and expiry of every viewed chat, and who types in them. The view takes the
  *   position and end it lacked, the expiry as stored, and forgets its typing when it differs.
  *   A chat no longer stored drops its view.
