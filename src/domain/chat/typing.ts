@@ -1,33 +1,17 @@
-import { topic, type Bus, type Topic } from "../../bus.js";
+/**
+ * Who is typing in a chat: TYPING_STARTED and TYPING_STOPPED notices, coalesced, and stopped by a
+ * quiet timer. The state lives in the store (every node reports the same and coalesces alike);
+ * notices are live only (position 0, never in the transcript). The rules of coalescing are
+ * typingStart in rules.ts.
+ */
+import type { Bus } from "../../bus.js";
 import type { Clock } from "../../clock.js";
-import { clearTyping, lapseTypingRow, readTyping, setTyping, stopTypingRow } from "../../store/chat-store.js";
-import type { ChatEventRecord, EventKind, ParticipantRef } from "./vocabulary.js";
-import type { Database } from "../../store/database.js";
+import { eventDraft, typingStart, type TypingTimes } from "./rules.js";
+import type { ChatStore } from "./store.js";
+import { chatTopic } from "./topics.js";
+import type { ChatEventRecord, ParticipantRef } from "./vocabulary.js";
 
-/** eventDraft is an event with every optional field blank, before the store gives it a position. */
-export function eventDraft(from: ParticipantRef, kind: EventKind, time: number, more: Partial<ChatEventRecord> = {}): Omit<ChatEventRecord, "chatId" | "position"> {
-  return { kind, from, text: "", messageType: "", time, userData: {}, clientMessageId: "", fileId: "", fileName: "", fileSize: 0, fileContentType: "", ...more };
-}
-
-/**
- * ChatAnnouncement is what a chat's bus topic carries: an event just committed (position > 0), or
- * a live typing notice (position 0).
- */
-export type ChatAnnouncement = { kind: "event"; event: ChatEventRecord } | { kind: "typing"; event: ChatEventRecord };
-
-/** chatTopic is the bus topic of one chat's announcements. */
-export const chatTopic = (chatId: string): Topic<ChatAnnouncement> => topic(`chat:${chatId}`);
-
-/** TypingOptions are the coalescing and quiet times, in milliseconds. */
-export interface TypingOptions {
-  coalesceMs: number;
-  timeoutMs: number;
-}
-
-/**
- * Typing keeps who is typing. The state lives in the database (chat_typing), so every node reports
- * the same and coalesces alike; notices are live only (position 0, never in the transcript).
- */
+/** Typing keeps who is typing (see the module comment). */
 export interface Typing {
   /** start notes the participant typing: TYPING_STARTED at most once per coalescing window. */
   start(chatId: string, from: ParticipantRef, text: string): Promise<void>;
@@ -39,9 +23,9 @@ export interface Typing {
   who(chatId: string): Promise<ParticipantRef[]>;
 }
 
-/** createTyping builds the typing state over the database, announcing on the bus. */
-export function createTyping(db: Database, clock: Clock, bus: Bus, options: TypingOptions): Typing {
-  // This node's quiet timers; each re-checks the database before announcing a stop, because the
+/** createTyping builds the typing state over the store, announcing on the bus. */
+export function createTyping(store: ChatStore, clock: Clock, bus: Bus, times: TypingTimes): Typing {
+  // This node's quiet timers; each re-checks the store before announcing a stop, because the
   // participant may have kept typing through another node.
   const timers = new Map<string, () => void>();
 
@@ -56,14 +40,15 @@ export function createTyping(db: Database, clock: Clock, bus: Bus, options: Typi
     timers.get(key)?.();
     const cancel = clock.setTimer(() => {
       timers.delete(key);
-      // One statement: only a row that lapsed goes (however late the timer), never one a newer
-      // start extended meanwhile, here or on another node.
-      lapseTypingRow(db.knex, chatId, participantId, clock.now())
+      // Only a row that lapsed goes (however late the timer), never one a newer start extended
+      // meanwhile, here or on another node.
+      store
+        .lapseTyping(chatId, participantId, clock.now())
         .then((lapsed) => {
           if (lapsed) announce(chatId, participant, false, "");
         })
         .catch(() => undefined);
-    }, options.timeoutMs);
+    }, times.timeoutMs);
     timers.set(key, cancel);
   }
 
@@ -79,23 +64,23 @@ export function createTyping(db: Database, clock: Clock, bus: Bus, options: Typi
   return {
     async start(chatId, from, text) {
       const now = clock.now();
-      const current = (await readTyping(db.knex, chatId, now)).find((t) => t.participant.participantId === from.participantId);
-      const coalesced = current !== undefined && now - current.startedAt < options.coalesceMs;
-      await setTyping(db.knex, chatId, from, coalesced ? current.startedAt : now, now + options.timeoutMs);
+      const current = (await store.typing(chatId, now)).find((t) => t.participant.participantId === from.participantId);
+      const next = typingStart(current, now, times);
+      await store.setTyping(chatId, from, next.startedAt, next.until);
       arm(chatId, from);
-      if (!coalesced) announce(chatId, from, true, text);
+      if (next.announce) announce(chatId, from, true, text);
     },
     async stop(chatId, participant) {
       disarm(chatId, participant.participantId);
-      // One statement: its row count says whether the participant was typing.
-      if (await stopTypingRow(db.knex, chatId, participant.participantId, clock.now())) announce(chatId, participant, false, "");
+      // One statement: it says whether the participant was typing.
+      if (await store.stopTyping(chatId, participant.participantId, clock.now())) announce(chatId, participant, false, "");
     },
     async stopAll(chatId) {
       disarm(chatId);
-      for (const t of await clearTyping(db.knex, chatId, clock.now())) announce(chatId, t.participant, false, "");
+      for (const t of await store.clearTyping(chatId, clock.now())) announce(chatId, t.participant, false, "");
     },
     async who(chatId) {
-      return (await readTyping(db.knex, chatId, clock.now())).map((t) => t.participant);
+      return (await store.typing(chatId, clock.now())).map((t) => t.participant);
     },
   };
 }
