@@ -19,6 +19,7 @@ import { createRedisBus } from "./redis-bus.js";
 import { createAccess, type Access as AccessRules } from "./domain/access.js";
 import { createChats, type Chats } from "./domain/chat/index.js";
 import type { PollViewOptions } from "./domain/chat/poll.js";
+import type { ChatStore } from "./domain/chat/store.js";
 import { runOnce } from "./domain/idempotency.js";
 import { createSessions, type Sessions } from "./domain/sessions.js";
 import { createStorage, type Storage } from "./domain/storage.js";
@@ -82,12 +83,16 @@ export function createApp({ config, db, log, clock = systemClock, bus = defaultB
   });
   const access = createAccess({ db, clock, config, storage, log });
   const sessions = createSessions({ db, clock, config, storage, access });
-  const chats = createChatsOn(db, { clock, config, storage, bus });
+  // One chat store for every module that keeps chats (the sessions' ExtendSession and the sweeper too, once they take it).
+  const chatStore = createChatStore(db);
+  const chats = createChatsOn(db, { store: chatStore, clock, config, storage, bus });
   return { config, db, clock, log, storage, access, sessions, bus, chats };
 }
 
 /** ChatsOnDeps are what the chat rules need besides their database. */
 export interface ChatsOnDeps {
+  /** store keeps the chats (default: createChatStore over the database). */
+  store?: ChatStore | undefined;
   clock: Clock;
   config: Config;
   storage: Storage;
@@ -101,9 +106,9 @@ export interface ChatsOnDeps {
  * transactions, and the session, storage and idempotency modules adapted to what a chat needs of
  * them (ChatSessions, ChatData, RunOnce in src/domain/chat/store.ts).
  */
-export function createChatsOn(db: Database, { clock, config, storage, bus, pollViews }: ChatsOnDeps): Chats {
+export function createChatsOn(db: Database, { store = createChatStore(db), clock, config, storage, bus, pollViews }: ChatsOnDeps): Chats {
   return createChats({
-    store: createChatStore(db),
+    store,
     transactions: transactionsOf(db),
     once: (key, now, create, keepUntil) => runOnce(db, key, now, (trx) => create(unitOf(trx)), keepUntil),
     sessions: {

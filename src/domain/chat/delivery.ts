@@ -5,15 +5,14 @@
  * long-poll, and a stream that replays from a position and goes live. How far an agent who has
  * left reads is rules.ts's; the node-wide look for missed announcements is watch.ts's.
  */
-import type { ChatCore } from "./core.js";
-import { PAGE } from "./core.js";
+import type { UnitOfWork } from "../unit-of-work.js";
+import { PAGE, type ChatCore } from "./core.js";
 import type { PollViews } from "./poll.js";
-import { checkText, endsStream, ensureOpen, ensurePresent, hasEnded, mergeUserData, mustRead, nextPosition, othersTyping, pollEnded, readable, beyondReach } from "./rules.js";
+import { beyondReach, checkText, endsStream, ensureOpen, ensurePresent, hasEnded, mergeUserData, mustRead, nextPosition, othersTyping, pollEnded, readable } from "./rules.js";
 import { chatTopic } from "./topics.js";
 import type { Typing } from "./typing.js";
-import type { StreamWatch } from "./watch.js";
 import type { Actor, Chat, ChatEventRecord, EventKind, ParticipantRef } from "./vocabulary.js";
-import type { UnitOfWork } from "../unit-of-work.js";
+import type { StreamWatch } from "./watch.js";
 
 /** SendInput is a message to send. */
 export interface SendInput {

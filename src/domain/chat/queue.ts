@@ -4,9 +4,9 @@
  * claimed or removed. A chat enters a queue through lifecycle.ts (started, left by its last agent,
  * transferred).
  */
-import type { DataEntries, DataValue } from "../value.js";
-import { newId } from "../ids.js";
 import { GmsError } from "../errors.js";
+import { newId } from "../ids.js";
+import type { DataEntries, DataValue } from "../value.js";
 import { CATCH_UP_MS, PAGE, type ChatCore } from "./core.js";
 import { refOf } from "./rules.js";
 import type { ChatData, ChatSessions } from "./store.js";
