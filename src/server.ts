@@ -17,7 +17,10 @@ import type { Config } from "./config.js";
 import { createLocalBus, type Bus } from "./bus.js";
 import { createRedisBus } from "./redis-bus.js";
 import { createAccess, type Access as AccessRules } from "./domain/access.js";
-import { createChats, type Chats } from "./domain/chat.js";
+import { createChats, type Chats } from "./domain/chat/index.js";
+import type { PollViewOptions } from "./domain/chat/poll.js";
+import type { ChatStore } from "./domain/chat/store.js";
+import { runOnce } from "./domain/idempotency.js";
 import { createSessions, type Sessions } from "./domain/sessions.js";
 import { createStorage, type Storage } from "./domain/storage.js";
 import { createSweeper } from "./domain/sweeper.js";
@@ -35,7 +38,11 @@ import { sessionAccess, sessionService } from "./rpc/session-service.js";
 import { createShutdownInterceptor } from "./rpc/shutdown.js";
 import { createStreamPath } from "./rpc/stream-path.js";
 import { storageAccess, storageService } from "./rpc/storage-service.js";
+import { createChatStore } from "./store/chat-store.js";
 import type { Database } from "./store/database.js";
+import { insertSession, readSession } from "./store/session-store.js";
+import { deleteData } from "./store/storage-store.js";
+import { transactionsOf, trxOf, unitOf } from "./store/unit-of-work.js";
 import { describeError } from "./store/errors.js";
 
 /** App is the domain, wired to its dependencies: what the RPC handlers call. */
@@ -76,8 +83,50 @@ export function createApp({ config, db, log, clock = systemClock, bus = defaultB
   });
   const access = createAccess({ db, clock, config, storage, log });
   const sessions = createSessions({ db, clock, config, storage, access });
-  const chats = createChats({ db, clock, config, storage, bus });
+  // One chat store for every module that keeps chats (the sessions' ExtendSession and the sweeper too, once they take it).
+  const chatStore = createChatStore(db);
+  const chats = createChatsOn(db, { store: chatStore, clock, config, storage, bus });
   return { config, db, clock, log, storage, access, sessions, bus, chats };
+}
+
+/** ChatsOnDeps are what the chat rules need besides their database. */
+export interface ChatsOnDeps {
+  /** store keeps the chats (default: createChatStore over the database). */
+  store?: ChatStore | undefined;
+  clock: Clock;
+  config: Config;
+  storage: Storage;
+  bus: Bus;
+  /** pollViews bounds this node's poll views (default POLL_VIEW_DEFAULTS). */
+  pollViews?: PollViewOptions | undefined;
+}
+
+/**
+ * createChatsOn builds the chat rules over a database: the SQL chat store, units of work as its
+ * transactions, and the session, storage and idempotency modules adapted to what a chat needs of
+ * them (ChatSessions, ChatData, RunOnce in src/domain/chat/store.ts).
+ */
+export function createChatsOn(db: Database, { store = createChatStore(db), clock, config, storage, bus, pollViews }: ChatsOnDeps): Chats {
+  return createChats({
+    store,
+    transactions: transactionsOf(db),
+    once: (key, now, create, keepUntil) => runOnce(db, key, now, (trx) => create(unitOf(trx)), keepUntil),
+    sessions: {
+      insert: (uow, s) => insertSession(trxOf(uow), { ...s, state: "active", phoneNumber: "" }),
+      dataIdOf: async (sessionId, now) => (await readSession(db.knex, sessionId, now))?.dataId,
+    },
+    data: {
+      createIn: (uow, entries, expiresAt, own) => storage.createIn(trxOf(uow), entries, expiresAt, own),
+      get: (dataId) => storage.get(dataId),
+      deleteIn: async (uow, dataId, now) => {
+        await deleteData(trxOf(uow), dataId, now);
+      },
+    },
+    clock,
+    config,
+    bus,
+    pollViews,
+  });
 }
 
 /** defaultBus is Redis pub/sub when `bus.redis_url` is configured, else the in-process bus. */

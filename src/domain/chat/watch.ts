@@ -1,6 +1,10 @@
-import type { Clock } from "../clock.js";
-import { chatMarks, readTypingOf, touchCustomers, type ChatMark, type TypingRow } from "../store/chat-store.js";
-import type { Database } from "../store/database.js";
+/**
+ * The node-wide watch: one periodic look at the store for every open stream and poll view of this
+ * node, so a lost announcement delays an event by one interval at most, never loses it.
+ */
+import type { Clock } from "../../clock.js";
+import type { ChatStore } from "./store.js";
+import type { ChatMark, TypingRecord } from "./vocabulary.js";
 
 /** Watcher is one open event stream, as the node-wide checks see it. */
 export interface Watcher {
@@ -13,14 +17,14 @@ export interface Watcher {
   poke(): void;
 }
 
-/** ViewWatcher is a chat's poll view (chat-poll.ts), as the node-wide checks see it. */
+/** ViewWatcher is a chat's poll view (poll.ts), as the node-wide checks see it. */
 export interface ViewWatcher {
   chatId: string;
   /**
    * check hands the view what the store says at this look: the chat's mark (undefined: the chat is
    * gone) and who types in it. The view takes what it lacks and forgets what no longer matches.
    */
-  check(mark: ChatMark | undefined, typing: readonly TypingRow[]): void;
+  check(mark: ChatMark | undefined, typing: readonly TypingRecord[]): void;
 }
 
 /** StreamWatch keeps the node's open streams and poll views honest without a timer or a query per chat. */
@@ -44,7 +48,7 @@ const BATCH = 500;
  * misleads it for one interval at most; and chats with an open customer stream are marked active.
  * One statement per batch of chats for the positions, one for the views' typing.
  */
-export function createStreamWatch(db: Database, clock: Clock, options: { intervalMs: number; heartbeatMs: number }): StreamWatch {
+export function createStreamWatch(store: ChatStore, clock: Clock, options: { intervalMs: number; heartbeatMs: number }): StreamWatch {
   const watchers = new Set<Watcher>();
   const views = new Set<ViewWatcher>();
   let cancel: (() => void) | undefined;
@@ -60,7 +64,7 @@ export function createStreamWatch(db: Database, clock: Clock, options: { interva
     const ids = [...new Set([...byChat.keys(), ...viewIds])];
     const marks = new Map<string, ChatMark>();
     for (let i = 0; i < ids.length; i += BATCH) {
-      const batch = await chatMarks(db.knex, ids.slice(i, i + BATCH));
+      const batch = await store.marks(ids.slice(i, i + BATCH));
       for (const [chatId, mark] of batch) {
         marks.set(chatId, mark);
         for (const w of byChat.get(chatId) ?? []) if (mark.lastPosition >= w.next()) w.poke();
@@ -68,7 +72,7 @@ export function createStreamWatch(db: Database, clock: Clock, options: { interva
     }
     for (let i = 0; i < viewIds.length; i += BATCH) {
       const batch = viewIds.slice(i, i + BATCH);
-      const typing = await readTypingOf(db.knex, batch, clock.now());
+      const typing = await store.typingOf(batch, clock.now());
       const inBatch = new Set(batch);
       for (const v of looked) if (inBatch.has(v.chatId) && views.has(v)) v.check(marks.get(v.chatId), typing.get(v.chatId) ?? []);
     }
@@ -77,7 +81,7 @@ export function createStreamWatch(db: Database, clock: Clock, options: { interva
     if (now - lastBeat >= options.heartbeatMs) {
       lastBeat = now;
       const customers = [...new Set([...watchers].filter((w) => w.customer).map((w) => w.chatId))];
-      for (let i = 0; i < customers.length; i += BATCH) await touchCustomers(db.knex, customers.slice(i, i + BATCH), now);
+      for (let i = 0; i < customers.length; i += BATCH) await store.touchCustomers(customers.slice(i, i + BATCH), now);
     }
   }
 

@@ -1,15 +1,16 @@
-import { createHash, timingSafeEqual } from "node:crypto";
-import type { Bus } from "../bus.js";
-import type { Clock } from "../clock.js";
-import { lastPosition, readChatWithCustomer, readTyping, type ChatMark, type TypingRow } from "../store/chat-store.js";
-import type { ChatEventRecord, ParticipantRef } from "./chat-vocabulary.js";
-import type { Database } from "../store/database.js";
-import { chatTopic, type ChatAnnouncement } from "./chat-typing.js";
-import type { StreamWatch } from "./chat-watch.js";
-import { GmsError } from "./errors.js";
-
-/** hashKey is how a chat's secure key is kept: its SHA-256, never the key. */
-export const hashKey = (key: string) => createHash("sha256").update(key, "utf8").digest("hex");
+/**
+ * Poll views: what this node knows of each chat whose customer recently polled it, so that a poll
+ * with nothing new is answered from memory (PollViews says how it stays fresh).
+ */
+import { timingSafeEqual } from "node:crypto";
+import type { Bus } from "../../bus.js";
+import type { Clock } from "../../clock.js";
+import { GmsError } from "../errors.js";
+import { hashKey, typingLive } from "./rules.js";
+import type { ChatStore } from "./store.js";
+import { chatTopic, type ChatAnnouncement } from "./topics.js";
+import type { ChatMark, ChatEventRecord, ParticipantRef, TypingRecord } from "./vocabulary.js";
+import type { StreamWatch } from "./watch.js";
 
 /** Customer is the customer of a chat, as a lookup found it (the chat rules make an Actor of it). */
 export interface Customer {
@@ -50,7 +51,7 @@ export const POLL_VIEW_DEFAULTS: PollViewOptions = { max: 10_000, idleMs: 60_000
  *   lookup and the subscription slips by). An announcement raises the view's position (never lowers
  *   it) and CHAT_ENDED marks it ended; a typing announcement makes it forget who types (read again
  *   at the next poll). On this node an announcement is heard before the committing call returns.
- * - the node-wide watch (chat-watch.ts): every interval it reads, in one statement per batch, the
+ * - the node-wide watch (watch.ts): every interval it reads, in one statement per batch, the
  *   position, state and expiry of every viewed chat, and who types in them. The view takes the
  *   position and end it lacked, the expiry as stored, and forgets its typing when it differs.
  *   A chat no longer stored drops its view.
@@ -99,7 +100,7 @@ interface View extends Known {
   present: boolean;
   expiresAt: number;
   /** typing is who types, as last read (rows live then), or undefined when it must be read again. */
-  typing: TypingRow[] | undefined;
+  typing: TypingRecord[] | undefined;
   /** typingGen counts what made `typing` unknown: a read begun before it is not kept. */
   typingGen: number;
   usedAt: number;
@@ -107,14 +108,14 @@ interface View extends Known {
 }
 
 const denied = () => new GmsError("permission_denied", "wrong chat_id or secure_key");
-const typingKey = (rows: readonly TypingRow[]) =>
+const typingKey = (rows: readonly TypingRecord[]) =>
   rows
     .map((t) => `${t.participant.participantId}:${t.startedAt}:${t.until}`)
     .sort()
     .join(",");
 
 /** createPollViews keeps poll views over the store, the bus and the node-wide watch. */
-export function createPollViews(db: Database, clock: Clock, bus: Bus, watch: StreamWatch, options: PollViewOptions = POLL_VIEW_DEFAULTS): PollViews {
+export function createPollViews(store: ChatStore, clock: Clock, bus: Bus, watch: StreamWatch, options: PollViewOptions = POLL_VIEW_DEFAULTS): PollViews {
   /** The views, least recently polled first (a poll moves its view to the end). */
   const views = new Map<string, View>();
 
@@ -135,7 +136,7 @@ export function createPollViews(db: Database, clock: Clock, bus: Bus, watch: Str
     if (e.kind === "chat_ended") v.ended = true;
   }
 
-  function check(v: View, mark: ChatMark | undefined, typing: readonly TypingRow[]): void {
+  function check(v: View, mark: ChatMark | undefined, typing: readonly TypingRecord[]): void {
     if (mark === undefined || clock.now() - v.usedAt >= options.idleMs) return drop(v);
     v.lastPosition = Math.max(v.lastPosition, mark.lastPosition);
     v.ended ||= mark.ended;
@@ -174,7 +175,7 @@ export function createPollViews(db: Database, clock: Clock, bus: Bus, watch: Str
       drop(oldest);
     }
     // Listening now: what was committed between the lookup and the subscription is in the store.
-    const last = await lastPosition(db.knex, chatId).catch(() => undefined);
+    const last = await store.lastPosition(chatId).catch(() => undefined);
     if (last === undefined) drop(v);
     else v.lastPosition = Math.max(v.lastPosition, last);
     return v;
@@ -182,7 +183,7 @@ export function createPollViews(db: Database, clock: Clock, bus: Bus, watch: Str
 
   /** lookup authenticates through the store and brings the chat's view, if any, up to what it read. */
   async function lookup(chatId: string, secureKey: string, keep: boolean): Promise<Customer> {
-    const found = await readChatWithCustomer(db.knex, chatId, clock.now());
+    const found = await store.readChatWithCustomer(chatId, clock.now());
     // Compared even for an unknown chat, so it costs the same as a wrong key.
     const matches = timingSafeEqual(Buffer.from(hashKey(secureKey)), Buffer.from(found?.chat.secureKeyHash ?? hashKey("")));
     const v = views.get(chatId);
@@ -241,9 +242,9 @@ export function createPollViews(db: Database, clock: Clock, bus: Bus, watch: Str
     async typing(chatId) {
       const now = clock.now();
       const v = views.get(chatId);
-      if (v?.typing !== undefined && v.typing.every((t) => t.until > now)) return v.typing.map((t) => t.participant);
+      if (v?.typing !== undefined && typingLive(v.typing, now)) return v.typing.map((t) => t.participant);
       const gen = v?.typingGen;
-      const rows = await readTyping(db.knex, chatId, now);
+      const rows = await store.typing(chatId, now);
       // Kept unless a typing change was heard while reading (then the next poll reads again).
       if (v !== undefined && views.get(chatId) === v && v.typingGen === gen) v.typing = rows;
       return rows.map((t) => t.participant);
