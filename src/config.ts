@@ -1,7 +1,9 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
+import { resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { BUNDLED_CONFIG } from "./package-info.js";
 
 /** ROLES are the caller roles an API key can carry; each RPC declares which of them may call it. */
 export const ROLES = ["app", "ivr", "agent", "backend", "admin"] as const;
@@ -131,7 +133,8 @@ export const configSchema = z.strictObject({
     .strictObject({
       host: z.string().default("0.0.0.0"),
       port: z.number().int().min(0).max(65_535).default(8080),
-      tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+      /** tls: PEM files of the server's certificate and key; client_ca makes it mutual TLS (clients need a certificate it signed). */
+      tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1), client_ca: z.string().min(1).optional() }).optional(),
       cors_origins: z.array(z.string().min(1)).default([]),
       shutdown_grace_seconds: z.number().positive().max(300).default(10),
       headers_timeout_seconds: z.number().positive().max(300).default(30),
@@ -282,16 +285,31 @@ export function parseConfig(raw: unknown, source = "configuration"): Config {
 
 /** LoadConfigOptions say where the configuration comes from. */
 export interface LoadConfigOptions {
-  /** path is the YAML file; default $GMS_CONFIG, then config/gms.yaml. */
+  /** path is the YAML file; default: see configPath. */
   path?: string | undefined;
   /** env supplies GMS_CONFIG, GMS_PORT and GMS_DATABASE_URL; default process.env. */
   env?: Record<string, string | undefined>;
+  /** cwd is the directory a relative default is looked up in; default process.cwd(). */
+  cwd?: string;
 }
 
-/** loadConfig reads the YAML file, applies GMS_PORT and GMS_DATABASE_URL, and validates the result. */
+/**
+ * configPath is the configuration file loadConfig reads: `path` when given, else $GMS_CONFIG, else
+ * config/gms.yaml in the working directory when there is one, else the example configuration
+ * shipped with opengms (BUNDLED_CONFIG), so that it starts wherever the process is started.
+ */
+export function configPath(options: LoadConfigOptions = {}): string {
+  const env = options.env ?? process.env;
+  const given = options.path ?? (env["GMS_CONFIG"] === "" ? undefined : env["GMS_CONFIG"]);
+  if (given !== undefined) return given;
+  const local = resolve(options.cwd ?? process.cwd(), "config", "gms.yaml");
+  return existsSync(local) ? local : BUNDLED_CONFIG;
+}
+
+/** loadConfig reads the YAML file (configPath), applies GMS_PORT and GMS_DATABASE_URL, and validates the result. */
 export function loadConfig(options: LoadConfigOptions = {}): Config {
   const env = options.env ?? process.env;
-  const path = options.path ?? env["GMS_CONFIG"] ?? "config/gms.yaml";
+  const path = configPath(options);
   let text: string;
   try {
     text = readFileSync(path, "utf8");

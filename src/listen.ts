@@ -15,8 +15,12 @@ export type RequestHandler = (
 export interface ListenOptions {
   host: string;
   port: number;
-  /** tls, when set, serves TLS with ALPN for h2 and http/1.1; cert and key are PEM file paths. */
-  tls?: { cert: string; key: string } | undefined;
+  /**
+   * tls, when set, serves TLS with ALPN for h2 and http/1.1; cert and key are PEM file paths. With
+   * clientCa (a PEM file of CA certificates), it is mutual TLS: a client must present a certificate
+   * signed by one of them, or its handshake fails.
+   */
+  tls?: { cert: string; key: string; clientCa?: string | undefined } | undefined;
   /** headersTimeoutMs is how long an HTTP/1.1 client may take to send a request's headers (default 30 s). */
   headersTimeoutMs?: number | undefined;
   /** limits bound what a connection and a peer may hold, and for how long (defaults: CONNECTION_DEFAULTS). */
@@ -322,6 +326,7 @@ export async function listen(rpcHandler: RequestHandler, options: ListenOptions)
       {
         cert: readFileSync(options.tls.cert),
         key: readFileSync(options.tls.key),
+        ...(options.tls.clientCa === undefined ? {} : { ca: readFileSync(options.tls.clientCa), requestCert: true, rejectUnauthorized: true }),
         allowHTTP1: true,
         ALPNProtocols: ["h2", "http/1.1"],
         handshakeTimeout: limits.firstBytesTimeoutMs,

@@ -1,10 +1,14 @@
+#!/usr/bin/env node
+// The `opengms` command: serve (the default), migrate, check-config, --version.
 import { Command } from "commander";
 import { pino } from "pino";
-import { ConfigError, databaseOptions, loadConfig, type Config } from "./config.js";
+import { ConfigError, configPath, databaseOptions, loadConfig, type Config } from "./config.js";
+import { VERSION } from "./package-info.js";
 import { migrateLatest, openDatabase, redactUrl } from "./store/database.js";
 import { describeError } from "./store/errors.js";
 import { startServer } from "./server.js";
 
+/** configOrExit loads the configuration, or exits with status 2 saying what is wrong with it. */
 function configOrExit(path: string | undefined): Config {
   try {
     return loadConfig({ path });
@@ -20,15 +24,18 @@ function configOrExit(path: string | undefined): Config {
 const program = new Command()
   .name("opengms")
   .description("Open mobile contact-center services (GMS-style) over gRPC, Connect and gRPC-Web")
-  .option("-c, --config <path>", "configuration file (default $GMS_CONFIG, then config/gms.yaml)");
+  .version(VERSION, "-V, --version", "print the version and exit")
+  .option("-c, --config <path>", "configuration file (default $GMS_CONFIG, then ./config/gms.yaml, then the example shipped with opengms)");
 
 program
   .command("serve", { isDefault: true })
   .description("run the server")
   .action(async () => {
-    const config = configOrExit(program.opts<{ config?: string }>().config);
+    const path = program.opts<{ config?: string }>().config;
+    const config = configOrExit(path);
     // Any error logged as `err` is described without SQL, values or a database message (describeError).
     const log = pino({ level: config.log.level, base: { service: "opengms" }, serializers: { err: describeError } });
+    log.info({ version: VERSION, config: configPath({ path }), database: redactUrl(config.database.url), pid: process.pid }, "opengms starting");
     const db = await openDatabase(config.database.url, { ...databaseOptions(config), log: log.child({ component: "database" }) });
     log.info({ database: redactUrl(config.database.url) }, "database ready");
     const server = await startServer({ config, db, log });

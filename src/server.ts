@@ -17,9 +17,10 @@ import type { Config } from "./config.js";
 import { createLocalBus, type Bus } from "./bus.js";
 import { createRedisBus } from "./redis-bus.js";
 import { createAccess, type Access as AccessRules } from "./domain/access.js";
-import { createChats, type Chats } from "./domain/chat.js";
+import { createChats, type Chats } from "./domain/chat/index.js";
+import type { PollViewOptions } from "./domain/chat/poll.js";
+import { runOnce } from "./domain/idempotency.js";
 import { createSessions, type Sessions } from "./domain/sessions.js";
-import type { UnitOfWork } from "./domain/unit-of-work.js";
 import { createStorage, type Storage } from "./domain/storage.js";
 import { createSweeper, type SweepCounts } from "./domain/sweeper.js";
 import { createHealthMonitor, type HealthMonitor } from "./health.js";
@@ -36,11 +37,9 @@ import { sessionAccess, sessionService } from "./rpc/session-service.js";
 import { createShutdownInterceptor } from "./rpc/shutdown.js";
 import { createStreamPath } from "./rpc/stream-path.js";
 import { storageAccess, storageService } from "./rpc/storage-service.js";
-import { extendChatsOfSession, sweepExpiredChats } from "./store/chat-store.js";
 import type { Database } from "./store/database.js";
 import { describeError } from "./store/errors.js";
 import { createStores, type Stores } from "./store/stores.js";
-import { trxOf } from "./store/unit-of-work.js";
 
 /** App is the domain, wired to its dependencies: what the RPC handlers call. */
 export interface App {
@@ -84,10 +83,48 @@ export function createApp({ config, db, log, clock = systemClock, bus = defaultB
     },
   });
   const access = createAccess({ store: stores.access, clock, config, storage, log });
-  // Chats are extended with their session through the chat store's function, in the session's unit of work.
-  const chats = { extendChatsOfSession: (uow: UnitOfWork, sessionId: string, expiresAt: number) => extendChatsOfSession(trxOf(uow), sessionId, expiresAt) };
-  const sessions = createSessions({ store: stores.sessions, transactions: stores.transactions, clock, storage, access, chats });
-  return { config, db, stores, clock, log, storage, access, sessions, bus, chats: createChats({ db, clock, config, storage, bus }) };
+  // A session's chats are extended with it (the chat store's extendChatsOfSession, in the session's unit of work).
+  const sessions = createSessions({ store: stores.sessions, transactions: stores.transactions, clock, storage, access, chats: stores.chats });
+  const chats = createChatsOn(stores, { clock, config, storage, bus });
+  return { config, db, stores, clock, log, storage, access, sessions, bus, chats };
+}
+
+/** ChatsOnDeps are what the chat rules need besides the stores. */
+export interface ChatsOnDeps {
+  clock: Clock;
+  config: Config;
+  storage: Storage;
+  bus: Bus;
+  /** pollViews bounds this node's poll views (default POLL_VIEW_DEFAULTS). */
+  pollViews?: PollViewOptions | undefined;
+}
+
+/**
+ * createChatsOn builds the chat rules on the stores: the chat store, units of work, and the
+ * session, storage and idempotency modules adapted to what a chat needs of them (ChatSessions,
+ * ChatData, RunOnce in src/domain/chat/store.ts).
+ */
+export function createChatsOn(stores: Stores, { clock, config, storage, bus, pollViews }: ChatsOnDeps): Chats {
+  return createChats({
+    store: stores.chats,
+    transactions: stores.transactions,
+    once: (key, now, create, keepUntil) => runOnce(stores, key, now, create, keepUntil),
+    sessions: {
+      insert: (uow, s) => stores.sessions.insert(uow, { ...s, state: "active", phoneNumber: "" }),
+      dataIdOf: async (sessionId, now) => (await stores.sessions.read(sessionId, now))?.dataId,
+    },
+    data: {
+      createIn: (uow, entries, expiresAt, own) => storage.createIn(uow, entries, expiresAt, own),
+      get: (dataId) => storage.get(dataId),
+      deleteIn: async (uow, dataId, now) => {
+        await stores.storage.delete(uow, dataId, now);
+      },
+    },
+    clock,
+    config,
+    bus,
+    pollViews,
+  });
 }
 
 /** defaultBus is Redis pub/sub when `bus.redis_url` is configured, else the in-process bus. */
@@ -259,7 +296,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     listener = await listen(handler, {
       host: config.server.host,
       port: config.server.port,
-      tls: config.server.tls,
+      tls: config.server.tls === undefined ? undefined : { cert: config.server.tls.cert, key: config.server.tls.key, clientCa: config.server.tls.client_ca },
       headersTimeoutMs: config.server.headers_timeout_seconds * 1000,
       limits: {
         firstBytesTimeoutMs: config.server.first_bytes_timeout_seconds * 1000,
@@ -311,14 +348,14 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   };
 }
 
-/** createAppSweeper is the sweeper of an app's stores (the chats' through the chat store's function), in batches of `batchSize`. */
+/** createAppSweeper is the sweeper of an app's stores, in batches of `batchSize`. */
 export function createAppSweeper(app: App, batchSize: number): { sweep(): Promise<SweepCounts> } {
-  const { stores, db } = app;
+  const { stores } = app;
   return createSweeper({
     clock: app.clock,
     storage: app.storage,
     sessions: stores.sessions,
-    chats: { sweep: (now, batch) => sweepExpiredChats(db.knex, now, batch) },
+    chats: stores.chats,
     access: stores.access,
     requestIds: stores.requestIds,
     batchSize,

@@ -2,7 +2,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
 import { parseConfig } from "../src/config.js";
-import type { Actor, ChatStart, QueueState } from "../src/domain/chat.js";
+import type { Actor, ChatStart, QueueState } from "../src/domain/chat/index.js";
 import { createApp, type App } from "../src/server.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { failure } from "./helpers/failure.js";

@@ -1,4 +1,4 @@
-// Polls answered from the node's memory (src/domain/chat-poll.ts): no database work when nothing is
+// Polls answered from the node's memory (src/domain/chat/poll.ts): no database work when nothing is
 // new, and never an event hidden longer than one watch interval, nor a wrong key accepted. "Another
 // node" is a second set of chat rules on its own connection pool and its own in-process bus: what it
 // announces never reaches node A, as when the bus link between two nodes is cut.
@@ -8,11 +8,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLocalBus } from "../src/bus.js";
 import { ManualClock } from "../src/clock.js";
 import { parseConfig } from "../src/config.js";
-import { createChats, type ChatStart, type Chats } from "../src/domain/chat.js";
-import { eventDraft } from "../src/domain/chat-typing.js";
-import { createApp, type App } from "../src/server.js";
-import { appendEvent, readChat } from "../src/store/chat-store.js";
+import type { ChatStart, Chats } from "../src/domain/chat/index.js";
+import { eventDraft } from "../src/domain/chat/rules.js";
+import { createApp, createChatsOn, type App } from "../src/server.js";
+import { createChatStore } from "../src/store/chat-store.js";
+import { transactionsOf } from "../src/store/unit-of-work.js";
 import { openDatabase, type Database } from "../src/store/database.js";
+import { createStores } from "../src/store/stores.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { failure } from "./helpers/failure.js";
 
@@ -21,7 +23,7 @@ const config = parseConfig({
   chat: { idle_timeout_seconds: 45, typing_timeout_seconds: 10, typing_coalesce_seconds: 8 },
   services: { support: { type: "builtin", service: "request-chat", endpoint: "support", ttl: 3600 } },
 });
-/** WATCH_MS is the node-wide watch's interval (CATCH_UP_MS in src/domain/chat.ts). */
+/** WATCH_MS is the node-wide watch's interval (CATCH_UP_MS in src/domain/chat/core.ts). */
 const WATCH_MS = 5_000;
 /** ACTIVITY_MS is how often a polling customer's activity is written: a quarter of the idle timeout. */
 const ACTIVITY_MS = 45_000 / 4;
@@ -156,9 +158,10 @@ describe.each(DIALECTS)("polls answered from memory on %s", (dialect) => {
     expect(after.events.map((e) => `${e.position}:${e.kind}:${e.text}`)).toEqual(["2:participant_joined:", "3:message:hello from B"]);
 
     // Written to the store with no announcement at all: the same.
-    await db.knex.transaction(async (trx) => {
-      const chat = (await readChat(trx, s.chatId, clock.now(), db.dialect))!;
-      await appendEvent(trx, chat, eventDraft(agent.participant, "message", clock.now(), { text: "never announced" }));
+    const store = createChatStore(db);
+    await transactionsOf(db).run(async (uow) => {
+      const chat = (await store.lockChat(uow, s.chatId, clock.now()))!;
+      await store.append(uow, chat, eventDraft(agent.participant, "message", clock.now(), { text: "never announced" }));
     });
     expect((await poll(s, 4)).events).toEqual([]);
     await look();
@@ -262,7 +265,7 @@ describe.each(DIALECTS)("polls answered from memory on %s", (dialect) => {
     const busC = createLocalBus();
     // A clock of its own: its watch's looks do not move node A's.
     const clockC = new ManualClock(clock.now());
-    const c = createChats({ db: dbC, clock: clockC, config, storage: a.storage, bus: busC, pollViews: { max: 3, idleMs: 3 * WATCH_MS } });
+    const c = createChatsOn(createStores(dbC), { clock: clockC, config, storage: a.storage, bus: busC, pollViews: { max: 3, idleMs: 3 * WATCH_MS } });
     try {
       const chats = [await start(), await start(), await start(), await start(), await start()];
       for (const s of chats) expect(kinds(await poll(s, 1, c))).toEqual(["participant_joined:client"]);

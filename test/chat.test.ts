@@ -2,12 +2,13 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock } from "../src/clock.js";
 import { parseConfig } from "../src/config.js";
-import type { Actor, ChatStart } from "../src/domain/chat.js";
+import type { Actor, ChatStart } from "../src/domain/chat/index.js";
 import { createApp, type App } from "../src/server.js";
 import { createLocalBus } from "../src/bus.js";
-import { chatTopic, createTyping } from "../src/domain/chat-typing.js";
-import { setTyping } from "../src/store/chat-store.js";
-import type { ChatEventRecord, ParticipantRef } from "../src/domain/chat-vocabulary.js";
+import { createTyping } from "../src/domain/chat/typing.js";
+import { chatTopic } from "../src/domain/chat/topics.js";
+import { createChatStore } from "../src/store/chat-store.js";
+import type { ChatEventRecord, ParticipantRef } from "../src/domain/chat/vocabulary.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { waitFor } from "./helpers/calls.js";
 import { failure } from "./helpers/failure.js";
@@ -242,7 +243,8 @@ describe.each(DIALECTS)("chat on %s", (dialect) => {
     let lag = 0;
     const late = { now: () => clock.now() + lag, setTimer: (fn: () => void, ms: number) => clock.setTimer(fn, ms) };
     const bus = createLocalBus();
-    const typing = createTyping(db, late, bus, { coalesceMs: 2_000, timeoutMs: 10_000 });
+    const store = createChatStore(db);
+    const typing = createTyping(store, late, bus, { coalesceMs: 2_000, timeoutMs: 10_000 });
     const heard: string[] = [];
     const off = bus.subscribe(chatTopic(s.chatId), (m) => heard.push(m.event.kind));
     const ann: ParticipantRef = { participantId: "p-ann", nickname: "Ann", kind: "client" };
@@ -255,7 +257,7 @@ describe.each(DIALECTS)("chat on %s", (dialect) => {
       expect(heard).toEqual(["typing_started", "typing_stopped"]);
       // Bob keeps typing through another node, which extends his row: this node's timer leaves it.
       await typing.start(s.chatId, bob, "");
-      await setTyping(db.knex, s.chatId, bob, late.now(), late.now() + 20_000);
+      await store.setTyping(s.chatId, bob, late.now(), late.now() + 20_000);
       clock.advance(10_000);
       await new Promise((r) => setTimeout(r, 50));
       expect((await typing.who(s.chatId)).map((p) => p.participantId)).toEqual(["p-bob"]);

@@ -1,11 +1,12 @@
 import { execFile } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify as toYaml } from "yaml";
-import { ConfigError, expandNumbers, loadConfig, parseConfig } from "../src/config.js";
+import { ConfigError, configPath, expandNumbers, loadConfig, parseConfig } from "../src/config.js";
+import { BUNDLED_CONFIG } from "../src/package-info.js";
 
 /** configError parses `raw` and returns the ConfigError it must raise. */
 function configError(raw: unknown): ConfigError {
@@ -202,5 +203,28 @@ describe("loadConfig and the command line", () => {
     const { code, stdout } = await checkConfig(good);
     expect(code).toBe(0);
     expect(stdout).toContain("configuration is valid");
+  });
+});
+
+describe("which configuration file is read (configPath)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "gms-config-path-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("is --config first, then GMS_CONFIG", () => {
+    expect(configPath({ path: "/etc/a.yaml", env: { GMS_CONFIG: "/etc/b.yaml" }, cwd: dir })).toBe("/etc/a.yaml");
+    expect(configPath({ env: { GMS_CONFIG: "/etc/b.yaml" }, cwd: dir })).toBe("/etc/b.yaml");
+  });
+
+  it("is the example shipped with opengms where the working directory has no config/gms.yaml (or GMS_CONFIG is empty)", () => {
+    expect(configPath({ env: {}, cwd: dir })).toBe(BUNDLED_CONFIG);
+    expect(configPath({ env: { GMS_CONFIG: "" }, cwd: dir })).toBe(BUNDLED_CONFIG);
+    expect(loadConfig({ env: {}, cwd: dir }).server.port).toBe(8080);
+  });
+
+  it("is config/gms.yaml of the working directory where there is one", () => {
+    mkdirSync(join(dir, "config"), { recursive: true });
+    writeFileSync(join(dir, "config", "gms.yaml"), toYaml({ server: { port: 9191 } }));
+    expect(configPath({ env: {}, cwd: dir })).toBe(join(dir, "config", "gms.yaml"));
+    expect(loadConfig({ env: {}, cwd: dir }).server.port).toBe(9191);
   });
 });

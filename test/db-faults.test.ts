@@ -20,7 +20,7 @@ import { openDatabase, type Database } from "../src/store/database.js";
 import { describeError, isDuplicateKey } from "../src/store/errors.js";
 import { errorOf, waitFor } from "./helpers/calls.js";
 import { DIALECTS, MYSQL_URL, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
-import { BlackHoleProxy } from "./helpers/tcp-proxy.js";
+import { TcpProxy } from "./helpers/tcp-proxy.js";
 
 const text = (t: string): Value => ({ $typeName: "gms.v1.Value", kind: { case: "text", value: t } });
 
@@ -91,7 +91,7 @@ describe("database.* timeouts in the configuration", () => {
 
 describe.runIf(DIALECTS.includes("mysql"))("a MySQL database that stops answering (black-holed, TCP up)", () => {
   let testDb: TestDatabase;
-  let proxy: BlackHoleProxy;
+  let proxy: TcpProxy;
   let server: RunningServer;
   let config: Config;
   let clients: ReturnType<typeof transports>;
@@ -99,7 +99,7 @@ describe.runIf(DIALECTS.includes("mysql"))("a MySQL database that stops answerin
   beforeAll(async () => {
     testDb = await createTestDatabase("mysql");
     const target = new URL(MYSQL_URL);
-    proxy = new BlackHoleProxy(target.hostname, Number(target.port || 3306));
+    proxy = new TcpProxy(target.hostname, Number(target.port || 3306));
     await proxy.start();
     const proxied = new URL(testDb.url);
     proxied.host = `127.0.0.1:${proxy.port}`;
@@ -212,13 +212,13 @@ describe.runIf(DIALECTS.includes("mysql"))("a MySQL database that stops answerin
 
 describe.runIf(DIALECTS.includes("mysql"))("a timed-out MySQL query", () => {
   let testDb: TestDatabase;
-  let proxy: BlackHoleProxy;
+  let proxy: TcpProxy;
   let db: Database;
 
   beforeAll(async () => {
     testDb = await createTestDatabase("mysql");
     const target = new URL(MYSQL_URL);
-    proxy = new BlackHoleProxy(target.hostname, Number(target.port || 3306));
+    proxy = new TcpProxy(target.hostname, Number(target.port || 3306));
     await proxy.start();
     const proxied = new URL(testDb.url);
     proxied.host = `127.0.0.1:${proxy.port}`;

@@ -1,5 +1,3 @@
-import * as net from "node:net";
-import type { AddressInfo } from "node:net";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { pino } from "pino";
@@ -12,6 +10,7 @@ import { openDatabase } from "../src/store/database.js";
 import { errorOf, waitFor } from "./helpers/calls.js";
 import { DIALECTS, MYSQL_URL, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
+import { TcpProxy } from "./helpers/tcp-proxy.js";
 
 /** WatchRecording is a Health Watch stream being read in the background. */
 interface WatchRecording {
@@ -95,49 +94,6 @@ describe.each(DIALECTS)("health on %s", (dialect) => {
   });
 });
 
-/**
- * TcpProxy forwards connections to a target, and can cut them: every piped socket is destroyed and
- * the port refuses connections until restore() listens on it again.
- */
-class TcpProxy {
-  private readonly sockets = new Set<net.Socket>();
-  private server: net.Server | undefined;
-  port = 0;
-
-  constructor(
-    private readonly targetHost: string,
-    private readonly targetPort: number,
-  ) {}
-
-  async restore(): Promise<void> {
-    const server = net.createServer((client) => {
-      const upstream = net.connect(this.targetPort, this.targetHost);
-      for (const s of [client, upstream]) {
-        this.sockets.add(s);
-        s.once("close", () => this.sockets.delete(s));
-        s.on("error", () => {
-          client.destroy();
-          upstream.destroy();
-        });
-      }
-      client.pipe(upstream).pipe(client);
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(this.port, "127.0.0.1", resolve);
-    });
-    this.server = server;
-    this.port = (server.address() as AddressInfo).port;
-  }
-
-  async cut(): Promise<void> {
-    const server = this.server;
-    this.server = undefined;
-    for (const s of this.sockets) s.destroy();
-    if (server !== undefined) await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
-}
-
 describe.runIf(DIALECTS.includes("mysql"))("health while MySQL becomes unreachable", () => {
   let testDb: TestDatabase;
   let proxy: TcpProxy;
@@ -147,7 +103,7 @@ describe.runIf(DIALECTS.includes("mysql"))("health while MySQL becomes unreachab
     testDb = await createTestDatabase("mysql");
     const target = new URL(MYSQL_URL);
     proxy = new TcpProxy(target.hostname, Number(target.port || 3306));
-    await proxy.restore();
+    await proxy.start();
     const proxied = new URL(testDb.url);
     proxied.host = `127.0.0.1:${proxy.port}`;
     const db = await openDatabase(proxied.toString());
@@ -156,7 +112,7 @@ describe.runIf(DIALECTS.includes("mysql"))("health while MySQL becomes unreachab
   });
   afterAll(async () => {
     await server?.shutdown();
-    await proxy?.cut();
+    await proxy?.close();
     await testDb?.close();
   });
 
@@ -177,7 +133,7 @@ describe.runIf(DIALECTS.includes("mysql"))("health while MySQL becomes unreachab
       // A call that needs the store says so with a code a client retries, not INTERNAL.
       expect((await errorOf(storage.getData({ dataId }))).code).toBe(Code.Unavailable);
 
-      await proxy.restore();
+      await proxy.reopen();
       await waitFor("SERVING again on the stream", () => watch.statuses.length >= 3);
       expect(watch.statuses).toEqual([Status.SERVING, Status.NOT_SERVING, Status.SERVING]);
       expect((await health.check({})).status).toBe(Status.SERVING);

@@ -7,7 +7,7 @@ import { ManualClock } from "../src/clock.js";
 import { createStorage } from "../src/domain/storage.js";
 import { createStores } from "../src/store/stores.js";
 import { migrateDownAll, migrateLatest, openDatabase, type Database, type Dialect } from "../src/store/database.js";
-import { DIALECTS, MYSQL_URL, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
+import { DATABASE_PREFIX, DIALECTS, MYSQL_URL, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 
 const KNEX_TABLES = ["knex_migrations", "knex_migrations_lock"];
 
@@ -99,7 +99,7 @@ describe.each(DIALECTS)("three nodes starting at once on a fresh %s database", (
   let cleanup: () => Promise<void>;
   beforeAll(() => {
     if (dialect === "mysql") {
-      const name = `gms_t_race_${randomBytes(6).toString("hex")}`;
+      const name = `${DATABASE_PREFIX}race_${randomBytes(6).toString("hex")}`;
       url = `${MYSQL_URL}/${name}`;
       cleanup = async () => {
         const admin = await openDatabase(`${MYSQL_URL}/${name}`, { migrate: false, poolMax: 1 });

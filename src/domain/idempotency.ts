@@ -1,6 +1,5 @@
 import { GmsError } from "./errors.js";
 import type { IdempotencyStore } from "./idempotency-store.js";
-import { isLegacyDatabase, legacyOnce, legacyTransactionOf, type LegacyDatabase, type LegacyTransaction } from "./legacy-sql.js";
 import type { Transactions, UnitOfWork } from "./unit-of-work.js";
 
 /**
@@ -55,24 +54,7 @@ export interface Once {
  * same request gets the first result back (as JSON round-trips it) and creates nothing. The key is
  * remembered until `keepUntil(result)`.
  */
-export function runOnce<T>(once: Once, key: RequestKey, now: number, create: (uow: UnitOfWork) => Promise<T>, keepUntil: (result: T) => number): Promise<T>;
-/** @deprecated runOnce on the database with chat.ts's own SQL transaction: its call, until its store takes units of work (see legacy-sql.ts). */
-export function runOnce<T>(db: LegacyDatabase, key: RequestKey, now: number, create: (trx: LegacyTransaction) => Promise<T>, keepUntil: (result: T) => number): Promise<T>;
-export function runOnce<T>(
-  deps: Once | LegacyDatabase,
-  key: RequestKey,
-  now: number,
-  create: ((uow: UnitOfWork) => Promise<T>) | ((trx: LegacyTransaction) => Promise<T>),
-  keepUntil: (result: T) => number,
-): Promise<T> {
-  if (isLegacyDatabase(deps)) {
-    const legacy = create as (trx: LegacyTransaction) => Promise<T>;
-    return runOnceIn(legacyOnce(deps), key, now, (uow) => legacy(legacyTransactionOf(uow)), keepUntil);
-  }
-  return runOnceIn(deps, key, now, create as (uow: UnitOfWork) => Promise<T>, keepUntil);
-}
-
-async function runOnceIn<T>({ transactions, requestIds }: Once, key: RequestKey, now: number, create: (uow: UnitOfWork) => Promise<T>, keepUntil: (result: T) => number): Promise<T> {
+export async function runOnce<T>({ transactions, requestIds }: Once, key: RequestKey, now: number, create: (uow: UnitOfWork) => Promise<T>, keepUntil: (result: T) => number): Promise<T> {
   if (key.requestId === "") return transactions.run(create);
   const id = { scope: key.scope, requestId: key.requestId };
   return transactions.run(async (uow) => {

@@ -2,7 +2,6 @@ import type { Clock } from "../clock.js";
 import { GmsError, invalid, notFound } from "./errors.js";
 import { runOnce, type Once, type RequestKey } from "./idempotency.js";
 import type { IdempotencyStore } from "./idempotency-store.js";
-import { asUnit, type LegacyTransaction } from "./legacy-sql.js";
 import type { DataRecord, StorageStore } from "./storage-store.js";
 import type { Transactions, UnitOfWork } from "./unit-of-work.js";
 import { byteLength, valueSize, type DataEntries, type DataValue } from "./value.js";
@@ -102,8 +101,6 @@ export interface Storage {
    * files).
    */
   createIn(uow: UnitOfWork, entries: DataEntries, expiresAt: number, own?: StorageLimits): Promise<StoredData>;
-  /** @deprecated createIn in chat.ts's own SQL transaction: its call, until its store takes units of work (see legacy-sql.ts). */
-  createIn(trx: LegacyTransaction, entries: DataEntries, expiresAt: number, own?: StorageLimits): Promise<StoredData>;
   /**
    * newRecord checks entries against the limits and gives the record createIn would store (version
    * 1, created now), for a store that writes it with other rows its own way (a new session's).
@@ -175,9 +172,7 @@ export function createStorage({ store, transactions, requestIds, clock, limits }
 
   return {
     limits,
-    // chat.ts's own SQL transaction is the unit of work it wraps (legacy-sql.ts).
-    createIn: (uow: UnitOfWork | LegacyTransaction, entries: DataEntries, expiresAt: number, own?: StorageLimits) =>
-      createIn(asUnit(uow), entries, expiresAt, own),
+    createIn,
     newRecord: (entries, expiresAt) => newRecord(entries, expiresAt),
     updateIn,
     async create(input) {

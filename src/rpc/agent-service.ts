@@ -1,7 +1,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { AgentService, type QueueUpdateSchema } from "../../gen/gms/v1/agent_pb.js";
-import type { Actor, Chats, QueueState } from "../domain/chat.js";
+import type { Actor, Chats, QueueState } from "../domain/chat/index.js";
 import { callerOf, hasRole, type Identity } from "./auth.js";
 import { chatEvent, chatFileMessage, fileLimitsMessage, newFile, participantMessage, refreshResponse } from "./chat-service.js";
 import { exactNumber, timestamp, toEntries } from "./convert.js";

@@ -9,8 +9,8 @@ import {
   type FileLimitsSchema,
   type ParticipantSchema,
 } from "../../gen/gms/v1/chat_event_pb.js";
-import type { Chats, DownloadedFile, FileLimitsView, NewFile, RefreshResult } from "../domain/chat.js";
-import type { ChatEventRecord, EventKind, ParticipantKind, ParticipantRef } from "../domain/chat-vocabulary.js";
+import type { Chats, DownloadedFile, FileLimitsView, NewFile, RefreshResult } from "../domain/chat/index.js";
+import type { ChatEventRecord, EventKind, ParticipantKind, ParticipantRef } from "../domain/chat/vocabulary.js";
 import { callerOf } from "./auth.js";
 import { exactNumber, fromEntries, timestamp } from "./convert.js";
 import { requestKey } from "./request-key.js";

@@ -1,10 +1,12 @@
 // The SQL stores of one database, built together: what src/server.ts hands the domain.
 import type { AccessStore } from "../domain/access-store.js";
+import type { ChatStore } from "../domain/chat/store.js";
 import type { IdempotencyStore } from "../domain/idempotency-store.js";
 import type { SessionStore } from "../domain/session-store.js";
 import type { StorageStore } from "../domain/storage-store.js";
 import type { Transactions } from "../domain/unit-of-work.js";
 import { createAccessStore } from "./access-store.js";
+import { createChatStore } from "./chat-store.js";
 import type { Database } from "./database.js";
 import { createIdempotencyStore } from "./idempotency-store.js";
 import { createSessionStore } from "./session-store.js";
@@ -18,6 +20,7 @@ export interface Stores {
   sessions: SessionStore;
   storage: StorageStore;
   requestIds: IdempotencyStore;
+  chats: ChatStore;
 }
 
 /** createStores builds every aggregate's store on a database. */
@@ -28,5 +31,6 @@ export function createStores(db: Database): Stores {
     sessions: createSessionStore(db),
     storage: createStorageStore(db),
     requestIds: createIdempotencyStore(db),
+    chats: createChatStore(db),
   };
 }

@@ -8,6 +8,20 @@ import { openDatabase, type Database, type Dialect, type OpenDatabaseOptions } f
 /** MYSQL_URL is the server the MySQL runs use; each test database is created on it and dropped. */
 export const MYSQL_URL = (process.env["GMS_TEST_MYSQL_URL"] ?? "mysql://root@127.0.0.1:3306").replace(/\/+$/, "");
 
+/**
+ * DATABASE_PREFIX starts the name of every MySQL database the tests create (GMS_TEST_DB_PREFIX,
+ * default "gms_t_"), so that test runs sharing a database server can be told apart, granted
+ * CREATE/DROP on `prefix%` only, and cleaned up by name.
+ */
+export const DATABASE_PREFIX = databasePrefix(process.env["GMS_TEST_DB_PREFIX"]);
+
+/** databasePrefix checks a prefix: letters, digits and underscores, at most 40 (a database name has 64). */
+export function databasePrefix(raw: string | undefined): string {
+  const prefix = raw === undefined || raw === "" ? "gms_t_" : raw;
+  if (!/^[A-Za-z0-9_]{1,40}$/.test(prefix)) throw new Error(`GMS_TEST_DB_PREFIX must be 1 to 40 letters, digits or underscores, not "${prefix}"`);
+  return prefix;
+}
+
 async function probeMysql(): Promise<string | undefined> {
   const knex = knexFactory({ client: "mysql2", connection: { uri: MYSQL_URL, connectTimeout: 3000 } as never, pool: { min: 0, max: 1 } });
   try {
@@ -52,7 +66,7 @@ export async function createTestDatabase(dialect: Dialect, options: OpenDatabase
       },
     };
   }
-  const name = `gms_t_${randomBytes(6).toString("hex")}`;
+  const name = `${DATABASE_PREFIX}${randomBytes(6).toString("hex")}`;
   const url = `${MYSQL_URL}/${name}`;
   const db = await openDatabase(url, options);
   return {

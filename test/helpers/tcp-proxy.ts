@@ -2,12 +2,14 @@ import * as net from "node:net";
 import type { AddressInfo } from "node:net";
 
 /**
- * BlackHoleProxy forwards TCP connections to a target and can turn into a black hole: bytes stop
- * flowing both ways while every socket stays open (a frozen database or a network that drops
- * packets, TCP still up), and new connections are accepted but get nothing. restore() lets the held
- * bytes through again, as TCP retransmission would once the network is back.
+ * TcpProxy forwards TCP connections to a target and fails them the two ways a database goes away:
+ * - blackHole(): bytes stop flowing both ways while every socket stays open (a frozen database or a
+ *   network that drops packets, TCP still up), and new connections are accepted but get nothing;
+ *   restore() lets the held bytes through again, as TCP retransmission would once the network is back.
+ * - cut(): every connection is destroyed and the port refuses new ones (a database that is down);
+ *   reopen() listens on the same port again.
  */
-export class BlackHoleProxy {
+export class TcpProxy {
   private readonly pairs = new Set<{ client: net.Socket; upstream: net.Socket | undefined }>();
   private server: net.Server | undefined;
   private holed = false;
@@ -20,6 +22,16 @@ export class BlackHoleProxy {
 
   /** start listens on a free port. */
   async start(): Promise<void> {
+    await this.listen(0);
+  }
+
+  /** reopen listens again, on the same port, after cut(). */
+  async reopen(): Promise<void> {
+    if (this.server !== undefined) throw new Error("the proxy is listening: reopen() follows cut()");
+    await this.listen(this.port);
+  }
+
+  private async listen(port: number): Promise<void> {
     const server = net.createServer((client) => {
       const pair: { client: net.Socket; upstream: net.Socket | undefined } = { client, upstream: undefined };
       this.pairs.add(pair);
@@ -35,7 +47,7 @@ export class BlackHoleProxy {
     });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen(0, "127.0.0.1", resolve);
+      server.listen(port, "127.0.0.1", resolve);
     });
     this.server = server;
     this.port = (server.address() as AddressInfo).port;
@@ -83,11 +95,18 @@ export class BlackHoleProxy {
     }
   }
 
+  /** cut destroys every connection, both ways, and stops listening: the port refuses connections until reopen(). */
+  async cut(): Promise<void> {
+    this.holed = false;
+    await this.close();
+  }
+
   /** connections is the number of client connections the proxy holds. */
   get connections(): number {
     return this.pairs.size;
   }
 
+  /** close destroys every connection and stops listening. */
   async close(): Promise<void> {
     for (const { client, upstream } of this.pairs) {
       client.destroy();
