@@ -3,6 +3,7 @@ import { isIP } from "node:net";
 import { resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { numberingOf, phoneReader } from "./domain/phone.js";
 import { BUNDLED_CONFIG } from "./package-info.js";
 
 /** ROLES are the caller roles an API key can carry; each RPC declares which of them may call it. */
@@ -197,6 +198,15 @@ export const configSchema = z.strictObject({
   access: z
     .strictObject({
       booking_expiration_timeout: seconds.max(86_400).default(30),
+      /**
+       * default_country_code (e.g. "1", "44") makes numbers compare in E.164: a national number, as
+       * an app or an IVR may send it, is read as this country's; configured numbers are read the same way.
+       */
+      default_country_code: z.string().regex(/^[1-9][0-9]{0,2}$/, "1 to 3 digits, not starting with 0").optional(),
+      /** trunk_prefix is dropped from national numbers ("1" for country code 1, else "0"; "" for none). */
+      trunk_prefix: z.string().regex(/^[0-9]{0,3}$/, "0 to 3 digits").optional(),
+      /** international_prefix starts numbers dialled abroad ("011" for country code 1, else "00"). */
+      international_prefix: z.string().regex(/^[0-9]{1,4}$/, "1 to 4 digits").optional(),
       code_attempts: z
         .strictObject({
           max_failures: z.number().int().positive().default(5),
@@ -253,8 +263,18 @@ export function parseConfig(raw: unknown, source = "configuration"): Config {
   const result = configSchema.safeParse(raw ?? {});
   if (result.success) {
     const config = result.data;
+    // With a country code, configured numbers are read as calls' numbers are: in E.164.
+    const read = phoneReader(numberingOf(config.access));
+    for (const [group, g] of Object.entries(config.resources)) {
+      try {
+        g.numbers = g.numbers.map((n) => read(`resources.${group}.numbers`, n));
+      } catch (e) {
+        throw new ConfigError(`${source}: ${(e as Error).message}`);
+      }
+    }
     const owner = new Map<string, string>();
     for (const [group, { numbers }] of Object.entries(config.resources)) {
+      if (new Set(numbers).size !== numbers.length) throw new ConfigError(`${source}: resources.${group}.numbers: a number is listed twice (in E.164)`);
       for (const n of numbers) {
         const other = owner.get(n);
         // A number dialled identifies its reservations, so it may sit in one group only.

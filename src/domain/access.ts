@@ -6,7 +6,7 @@ import type { AccessStore, Booking, Claimed, CodeChooser, Extension, KeptReply, 
 import { GmsError, invalid, notFound } from "./errors.js";
 import { keptReply, priorReply, type RequestKey } from "./idempotency.js";
 import { judgeCall, locksNow } from "./matching.js";
-import { normalizePhone } from "./phone.js";
+import { numberingOf, phoneReader } from "./phone.js";
 import { DEFAULT_SERVICE_TTL_SECONDS, pick, resolveService } from "./services.js";
 import type { Session } from "./session-store.js";
 import type { Storage } from "./storage.js";
@@ -192,6 +192,9 @@ export function createAccess({ store, clock, config, storage, log }: AccessDeps)
     return group;
   };
 
+  /** readPhone reads phone and access numbers under the configured numbering plan (access.default_country_code). */
+  const readPhone = phoneReader(numberingOf(config.access));
+
   /** resourceGroupOf is a configured group as a claim needs it. */
   const resourceGroupOf = (name: string): ResourceGroup => {
     const g = groupOf(name);
@@ -254,7 +257,7 @@ export function createAccess({ store, clock, config, storage, log }: AccessDeps)
 
     async requestInteraction(input) {
       const svc = resolveService(config, input.service, "request-interaction");
-      const phoneNumber = normalizePhone("phone_number", input.phoneNumber);
+      const phoneNumber = readPhone("phone_number", input.phoneNumber);
       const groupName = pick(svc.options.resource_group, input.resourceGroup, undefined);
       if (groupName === undefined) throw new GmsError("failed_precondition", `no resource group: service "${svc.name}" configures none and the request gives none`);
       const group = groupOf(groupName);
@@ -293,7 +296,7 @@ export function createAccess({ store, clock, config, storage, log }: AccessDeps)
       const groupName = pick(svc.options.resource_group, input.resourceGroup, undefined);
       if (groupName === undefined) throw new GmsError("failed_precondition", "no resource group: resource_group is required");
       const group = groupOf(groupName);
-      const phone = input.phoneNumber === undefined ? undefined : normalizePhone("phone_number", input.phoneNumber);
+      const phone = input.phoneNumber === undefined ? undefined : readPhone("phone_number", input.phoneNumber);
       const provideCode = pick(svc.options.provide_code, input.provideCode, false);
       const codeLength = pick(svc.options.access_code_length, input.codeLength, group.access_code_length);
       const bookingSeconds = bookingOf(svc.options.booking_expiration_timeout, input.bookingSeconds, group);
@@ -327,8 +330,8 @@ export function createAccess({ store, clock, config, storage, log }: AccessDeps)
 
     async matchInteraction(input) {
       resolveService(config, input.service, "match-interaction");
-      const number = normalizePhone("access_number", input.accessNumber);
-      const phone = input.phoneNumber === undefined ? undefined : normalizePhone("phone_number", input.phoneNumber);
+      const number = readPhone("access_number", input.accessNumber);
+      const phone = input.phoneNumber === undefined ? undefined : readPhone("phone_number", input.phoneNumber);
       const code = input.accessCode;
       const now = clock.now();
       const guard = config.access.code_attempts;
