@@ -2,7 +2,7 @@
 // result file of each benchmark module in bench/results/, between the README's figures markers.
 // `npm run bench:figures` rewrites the table; `npm run bench:figures -- --prune` also deletes every
 // other result file, so that the repository keeps only the files the table is made from.
-// test/bench-figures.test.ts checks that the README's table is what this produces from the files present.
+// test/unit/bench-figures.test.ts checks that the README's table is what this produces from the files present.
 import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";

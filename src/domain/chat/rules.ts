@@ -2,7 +2,7 @@
  * The chat rules as plain functions: who may act in which state, what leaving, transferring and
  * ending do to a chat, how far an agent who left may read, when typing coalesces and lapses, what
  * a file may be. No store, no bus, no clock: the modules beside this one call them with what they
- * read, and test/chat-rules.test.ts checks them without a database.
+ * read, and test/unit/chat-rules.test.ts checks them without a database.
  */
 import { createHash } from "node:crypto";
 import type { Config } from "../../config.js";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseConfig } from "../src/config.js";
+import { parseConfig } from "../../src/config.js";
 import {
   agentActor,
   agentPresent,
@@ -31,9 +31,9 @@ import {
   typingLive,
   typingStart,
   type FileRules,
-} from "../src/domain/chat/rules.js";
-import type { Actor, ChatEventRecord, EventKind, Participant, ParticipantRef } from "../src/domain/chat/vocabulary.js";
-import { GmsError } from "../src/domain/errors.js";
+} from "../../src/domain/chat/rules.js";
+import type { Actor, ChatEventRecord, EventKind, Participant, ParticipantRef } from "../../src/domain/chat/vocabulary.js";
+import { GmsError } from "../../src/domain/errors.js";
 
 // The chat's decisions (src/domain/chat/rules.ts), without a database.
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { chooseMatches, guardRefusal, judgeCall, locksNow, type MatchCandidate } from "../src/domain/matching.js";
+import { chooseMatches, guardRefusal, judgeCall, locksNow, type MatchCandidate } from "../../src/domain/matching.js";
 
 // The rules of matching, without a database: the fast tier beside the store and server tests.
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { bookedUntil, bookingSecondsOf, codeChooser, extendedUntil, freeAfterRelease, freeCode, grantOf, randomCode } from "../src/domain/access.js";
-import { GmsError } from "../src/domain/errors.js";
+import { bookedUntil, bookingSecondsOf, codeChooser, extendedUntil, freeAfterRelease, freeCode, grantOf, randomCode } from "../../src/domain/access.js";
+import { GmsError } from "../../src/domain/errors.js";
 
 // The access rules the store runs or is given, without a database: the fast tier beside the store
 // and server tests.

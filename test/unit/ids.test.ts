@@ -1,6 +1,6 @@
 import { validate, version } from "uuid";
 import { describe, expect, it } from "vitest";
-import { newId } from "../src/domain/ids.js";
+import { newId } from "../../src/domain/ids.js";
 
 describe("newId", () => {
   it("is a UUID version 7 whose first 48 bits are the time of its making", () => {

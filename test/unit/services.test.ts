@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { parseConfig } from "../src/config.js";
-import { GmsError } from "../src/domain/errors.js";
-import { pick, resolveService } from "../src/domain/services.js";
+import { parseConfig } from "../../src/config.js";
+import { GmsError } from "../../src/domain/errors.js";
+import { pick, resolveService } from "../../src/domain/services.js";
 
 // Services from configuration and GMS's option precedence, without a database.
 

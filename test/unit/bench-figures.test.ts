@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { END, figuresTable, newestPerModule, parseResultName, readResults, README_PATH, START, staleFiles, withFigures, type ResultFile } from "../bench/figures.js";
+import { END, figuresTable, newestPerModule, parseResultName, readResults, README_PATH, START, staleFiles, withFigures, type ResultFile } from "../../bench/figures.js";
 
 /** result is a result file of a module with one row, named as `npm run bench` names them. */
 function result(file: string, rows = 1): ResultFile {
