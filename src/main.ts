@@ -58,8 +58,10 @@ program
   .description("bring the database schema up to date and exit")
   .action(async () => {
     const config = configOrExit(program.opts<{ config?: string }>().config);
+    // knex's own messages (a migration lock held by another node) go to stderr as JSON lines.
+    const log = pino({ level: config.log.level, base: { service: "opengms" }, serializers: { err: describeError } }, pino.destination(2));
     // Migrations run without the query timeout: one may take long.
-    const db = await openDatabase(config.database.url, { ...databaseOptions(config), queryTimeoutMs: 0, migrate: false });
+    const db = await openDatabase(config.database.url, { ...databaseOptions(config), queryTimeoutMs: 0, migrate: false, log: log.child({ component: "database" }) });
     try {
       const applied = await migrateLatest(db);
       process.stdout.write(applied.length === 0 ? "schema up to date\n" : `applied ${applied.join(", ")}\n`);

@@ -19,7 +19,7 @@ import { startServer, type RunningServer } from "../src/server.js";
 import { openDatabase, type Database } from "../src/store/database.js";
 import { describeError, isDuplicateKey } from "../src/store/errors.js";
 import { errorOf, waitFor } from "./helpers/calls.js";
-import { DIALECTS, MYSQL_URL, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
+import { DIALECTS, MYSQL_URL, createTestDatabase, recordingLog, type TestDatabase } from "./helpers/databases.js";
 import { TcpProxy } from "./helpers/tcp-proxy.js";
 
 const text = (t: string): Value => ({ $typeName: "gms.v1.Value", kind: { case: "text", value: t } });
@@ -222,7 +222,7 @@ describe.runIf(DIALECTS.includes("mysql"))("a timed-out MySQL query", () => {
     await proxy.start();
     const proxied = new URL(testDb.url);
     proxied.host = `127.0.0.1:${proxy.port}`;
-    db = await openDatabase(proxied.toString(), { migrate: false, poolMax: 1, queryTimeoutMs: 500, acquireTimeoutMs: 1000, connectTimeoutMs: 1000 });
+    db = await openDatabase(proxied.toString(), { migrate: false, poolMax: 1, queryTimeoutMs: 500, acquireTimeoutMs: 1000, connectTimeoutMs: 1000, log: recordingLog() });
   });
   afterAll(async () => {
     proxy?.restore();

@@ -8,7 +8,7 @@ import { parseConfig } from "../src/config.js";
 import { GMS_SERVICES, startServer, type RunningServer } from "../src/server.js";
 import { openDatabase } from "../src/store/database.js";
 import { errorOf, waitFor } from "./helpers/calls.js";
-import { DIALECTS, MYSQL_URL, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
+import { DIALECTS, MYSQL_URL, createTestDatabase, recordingLog, type TestDatabase } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { TcpProxy } from "./helpers/tcp-proxy.js";
 
@@ -106,7 +106,7 @@ describe.runIf(DIALECTS.includes("mysql"))("health while MySQL becomes unreachab
     await proxy.start();
     const proxied = new URL(testDb.url);
     proxied.host = `127.0.0.1:${proxy.port}`;
-    const db = await openDatabase(proxied.toString());
+    const db = await openDatabase(proxied.toString(), { log: recordingLog() });
     const config = parseConfig({ server: { host: "127.0.0.1", port: 0 }, database: { url: proxied.toString() } });
     server = await startServer({ config, db, log: pino({ level: process.env["GMS_TEST_LOG"] ?? "silent" }), sweep: false });
   });

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import knexFactory from "knex";
-import { openDatabase, type Database, type Dialect, type OpenDatabaseOptions } from "../../src/store/database.js";
+import { openDatabase, type Database, type DatabaseLog, type Dialect, type OpenDatabaseOptions } from "../../src/store/database.js";
 
 /** MYSQL_URL is the server the MySQL runs use; each test database is created on it and dropped. */
 export const MYSQL_URL = (process.env["GMS_TEST_MYSQL_URL"] ?? "mysql://root@127.0.0.1:3306").replace(/\/+$/, "");
@@ -40,6 +40,20 @@ if (mysqlProblem !== undefined) {
   process.stderr.write(`\n*** MySQL at ${MYSQL_URL} is unreachable (${mysqlProblem}): MySQL runs are SKIPPED ***\n\n`);
 }
 
+/** RecordingLog is a DatabaseLog that keeps knex's messages for a test to read instead of printing them. */
+export interface RecordingLog extends DatabaseLog {
+  readonly lines: string[];
+}
+
+/**
+ * recordingLog keeps knex's own messages ("Acquire connection error", "Connection Error" when a test
+ * cuts the database on purpose): a green run prints nothing that looks like a failure.
+ */
+export function recordingLog(): RecordingLog {
+  const lines: string[] = [];
+  return { lines, warn: (m) => lines.push(m), error: (m) => lines.push(m), debug: () => undefined };
+}
+
 /** DIALECTS are the stores every store test runs on; MySQL only when reachable (always in CI). */
 export const DIALECTS: Dialect[] = mysqlProblem === undefined ? ["sqlite", "mysql"] : ["sqlite"];
 
@@ -52,7 +66,8 @@ export interface TestDatabase extends Database {
  * createTestDatabase makes an empty database for one test file: a SQLite file in a temporary folder
  * or a MySQL database with a random name. Closing it deletes it.
  */
-export async function createTestDatabase(dialect: Dialect, options: OpenDatabaseOptions = {}): Promise<TestDatabase> {
+export async function createTestDatabase(dialect: Dialect, given: OpenDatabaseOptions = {}): Promise<TestDatabase> {
+  const options = { log: recordingLog(), ...given };
   if (dialect === "sqlite") {
     const dir = mkdtempSync(join(tmpdir(), "opengms-test-"));
     const url = `sqlite:${join(dir, "gms.db")}`;
