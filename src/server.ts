@@ -33,7 +33,7 @@ import { createAvailabilityInterceptor, createCallTracker, createDeadlineInterce
 import { reflectionServices } from "./rpc/reflection-service.js";
 import { sessionAccess, sessionService } from "./rpc/session-service.js";
 import { createShutdownInterceptor } from "./rpc/shutdown.js";
-import { createStreamPath } from "./rpc/stream-path.js";
+import { createLeanPath } from "./rpc/lean-path.js";
 import { storageAccess, storageService } from "./rpc/storage-service.js";
 import type { Database } from "./store/database.js";
 import { describeError } from "./store/errors.js";
@@ -158,10 +158,10 @@ export interface HandlerParts {
   tracker: CallTracker;
   shutdown: AbortSignal;
   /**
-   * grpcStreamPath serves the gRPC calls of the chat streams and the hot unary calls on the gRPC
-   * stream path (default true); false leaves every call to connect (to compare the two).
+   * leanPath serves the gRPC calls of the chat streams and the hot unary calls on the lean path
+   * (default true); false leaves every call to connect (to compare the two).
    */
-  grpcStreamPath?: boolean;
+  leanPath?: boolean;
 }
 
 /**
@@ -169,7 +169,7 @@ export interface HandlerParts {
  * first: log, deadline, auth, shutdown, availability (fail fast while health is NOT_SERVING),
  * validation, then the error mapping closest to the handler. The gRPC
  * calls of the long-lived chat streams and of the hot unary calls (polls, allocation, matching)
- * take the gRPC stream path (src/rpc/stream-path.ts), which applies the same rules at a fraction
+ * take the lean path (src/rpc/lean-path.ts), which applies the same rules at a fraction
  * of connect's memory per open stream and CPU per call.
  */
 export function createHandler(app: App, parts: HandlerParts): RequestHandler {
@@ -193,8 +193,8 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   // connectAdapter is connect-node's adapter with undecodable requests answered as the caller's
   // mistake (INVALID_ARGUMENT, never INTERNAL) and logged at warn: src/rpc/decode.ts.
   const adapter = connectAdapter({ routes: routes(app, parts.health, parts.shutdown), interceptors, compressMinBytes, readMaxBytes, log: app.log });
-  if (parts.grpcStreamPath === false) return withCors(adapter, app.config.server.cors_origins);
-  const streams = createStreamPath({
+  if (parts.leanPath === false) return withCors(adapter, app.config.server.cors_origins);
+  const streams = createLeanPath({
     streams: [...Object.values(chatStreams(app.chats)), ...Object.values(agentStreams(app.chats))],
     unary: [...Object.values(accessRpcs(app.access)), ...Object.values(chatPolls(app.chats, parts.shutdown))],
     authorize,

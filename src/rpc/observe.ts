@@ -6,7 +6,7 @@ import type { HealthStatus } from "../health.js";
 import { identityKey } from "./auth.js";
 import { toConnectError } from "./errors.js";
 
-/** CallTracker counts the unary calls in flight, so a shutdown can wait for them, and the open gRPC stream-path streams. */
+/** CallTracker counts the unary calls in flight, so a shutdown can wait for them, and the streams open on the lean path. */
 export interface CallTracker {
   readonly inFlight: number;
   enter(): void;
@@ -14,22 +14,22 @@ export interface CallTracker {
   /** idle resolves once no unary call is in flight. */
   idle(): Promise<void>;
   /**
-   * streams is the number of server streams open on the gRPC stream path (stream-path.ts), which
-   * ends them itself on shutdown: what an operator (or a test) reads to see streams let go.
+   * streams is the number of server streams open on the lean path (lean-path.ts): what an operator
+   * (or a test) reads to see streams let go.
    */
   readonly streams: number;
   streamOpened(): void;
   streamClosed(): void;
-  /** fastPath counts the calls the gRPC fast path (stream-path.ts) has taken, streams and unary alike. */
-  readonly fastPath: number;
-  tookFastPath(): void;
+  /** leanCalls counts the calls the lean path (lean-path.ts) has taken, streams and unary alike. */
+  readonly leanCalls: number;
+  tookLeanPath(): void;
 }
 
 /** createCallTracker makes an empty CallTracker. */
 export function createCallTracker(): CallTracker {
   let inFlight = 0;
   let streams = 0;
-  let fastPath = 0;
+  let leanCalls = 0;
   let waiters: (() => void)[] = [];
   return {
     get inFlight() {
@@ -57,11 +57,11 @@ export function createCallTracker(): CallTracker {
     streamClosed() {
       streams--;
     },
-    get fastPath() {
-      return fastPath;
+    get leanCalls() {
+      return leanCalls;
     },
-    tookFastPath() {
-      fastPath++;
+    tookLeanPath() {
+      leanCalls++;
     },
   };
 }
@@ -96,7 +96,7 @@ export function createErrorInterceptor(log: Logger, clock: Clock): Interceptor {
 /**
  * logCall writes the one JSON line an RPC gets when it ends: method, code (ok, or the error's),
  * duration since `started` (performance.now()) and caller name; never keys, message contents or
- * files. INTERNAL is a warning. The log interceptor and the gRPC stream path both write it here,
+ * files. INTERNAL is a warning. The log interceptor and the lean path both write it here,
  * so a call logs the same whichever path served it.
  */
 export function logCall(log: Logger, method: DescMethod, started: number, caller: string, error: unknown): void {
@@ -168,7 +168,7 @@ export interface Availability {
 /**
  * refuseWhileStoreDown fails a call that needs the store with UNAVAILABLE at once while health
  * says NOT_SERVING (the database unreachable or unresponsive), instead of letting it wait for a
- * connection or a query timeout. Every path applies it (the interceptor below, stream-path.ts).
+ * connection or a query timeout. Every path applies it (the interceptor below, lean-path.ts).
  */
 export function refuseWhileStoreDown(health: Availability, method: DescMethod): void {
   if (health.status === "not_serving" && needsStore(method)) throw storeDown();
@@ -212,7 +212,7 @@ function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
 
 /**
  * createDeadlineInterceptor ends a call at its deadline (`grpc-timeout`, `Connect-Timeout-Ms`) with
- * DEADLINE_EXCEEDED, as the gRPC stream path does: connect-node aborts the call's signal then but
+ * DEADLINE_EXCEEDED, as the lean path does: connect-node aborts the call's signal then but
  * answers only when the handler returns, which a database that stopped answering delays for as long
  * as it is gone. A unary call and a stream's opening and every message are raced against the
  * signal; the handler's own work, left behind, ends at the query timeout (its result dropped; a

@@ -1,101 +1,35 @@
-// The gRPC stream path (the gRPC fast path): the long-lived server streams (a customer's or an
-// agent's Subscribe, an agent's WatchQueue) and the hot unary calls (a customer's Refresh poll,
-// RequestInteraction, RequestAccess, MatchInteraction) served over gRPC straight on the HTTP/2
-// response, without connect-node's per-call machinery (universal request/response adapters, a
-// chain of down-levelled async generators per interceptor and per transform, linked AbortSignals,
-// a deadline timer each), which is most of what an idle open stream costs in memory and most of
-// what a short call costs in CPU. The hot unary calls are served the same way over the Connect
-// protocol too (POST application/json or application/proto, HTTP/1.1 or HTTP/2: browsers and web
-// widgets polling through Connect-Web); GET, gRPC-Web and every other call stay connect's.
-// Everything else a call sees is the same code as on the connect path: the Authorizer,
-// protovalidate, toConnectError, logCall, connect's own framing, serialization, compression,
-// error-JSON, status-mapping and trailer helpers.
+// The lean path: the RPCs written as a UnaryRpc or a ServerStream (src/rpc/lean-rpc.ts) served
+// straight on Node's HTTP request and response, without connect-node's per-call machinery
+// (universal request/response adapters, a chain of down-levelled async generators per interceptor
+// and per transform, linked AbortSignals, a deadline timer each), which is most of what an idle
+// open stream costs in memory and most of what a short call costs in CPU. It serves them over gRPC
+// (HTTP/2, POST, application/grpc or application/grpc+proto): the long-lived server streams (a
+// customer's or an agent's Subscribe, an agent's WatchQueue) and the hot unary calls (a customer's
+// Refresh poll, RequestInteraction, RequestAccess, MatchInteraction); and the hot unary calls over
+// the Connect protocol too (POST application/json or application/proto, HTTP/1.1 or HTTP/2:
+// browsers and web widgets polling through Connect-Web). GET, gRPC-Web, Connect streams and every
+// other call stay connect's. Everything else a call sees is the same code as on the connect path:
+// the Authorizer, protovalidate, toConnectError, logCall, connect's own framing, serialization,
+// compression, error-JSON, status-mapping and trailer helpers.
 import type * as http from "node:http";
 import * as http2 from "node:http2";
-import { create, type DescMessage, type DescMethod, type DescMethodServerStreaming, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { create, type DescMessage, type DescMethod, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { violationsToProto, type Validator } from "@bufbuild/protovalidate";
-import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { compressionNegotiate, createMethodSerializationLookup, encodeEnvelope, envelopeCompress, envelopeDecompress, type Compression } from "@connectrpc/connect/protocol";
 import * as connectProtocol from "@connectrpc/connect/protocol-connect";
 import { contentTypeProto, grpcStatusOk, headerAcceptEncoding, parseContentType, parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import type { RequestHandler } from "../listen.js";
-import { callerOf, identityKey, type Authorizer, type Identity } from "./auth.js";
+import { identityKey, type Authorizer, type Identity } from "./auth.js";
 import { COMPRESSIONS, JSON_OPTIONS, refuseUndecodable } from "./decode.js";
 import { toConnectError } from "./errors.js";
+import type { ServerStream, UnaryRpc } from "./lean-rpc.js";
 import { logCall, refuseWhileStoreDown, type Availability, type CallTracker } from "./observe.js";
 
-/**
- * ServerStream is a server-streaming RPC written once and served by both paths: through connect
- * (connectStream: Connect, gRPC-Web, HTTP/1.1) and through the gRPC stream path. `open` is the
- * domain call, `message` maps one of its items onto the response, so no path adds a generator of
- * its own to map them.
- */
-export interface ServerStream<I extends DescMessage = DescMessage, O extends DescMessage = DescMessage, T = unknown> {
-  readonly method: DescMethodServerStreaming<I, O>;
-  /**
-   * open checks the request against the domain (a chat's secure key, an agent's place in it) and
-   * returns the items to send; they must end once `signal` aborts.
-   */
-  open(req: MessageShape<I>, caller: Identity, signal: AbortSignal): Promise<AsyncIterable<T>>;
-  /** message maps one item onto the response message. */
-  message(item: T): MessageInitShape<O>;
-}
-
-/** serverStream types a ServerStream from its method (a helper: the interface alone cannot infer I and O). */
-export function serverStream<I extends DescMessage, O extends DescMessage, T>(
-  method: DescMethodServerStreaming<I, O>,
-  open: (req: MessageShape<I>, caller: Identity, signal: AbortSignal) => Promise<AsyncIterable<T>>,
-  message: (item: T) => MessageInitShape<O>,
-): ServerStream<I, O, T> {
-  return { method, open, message };
-}
-
-/**
- * connectStream is a ServerStream as a connect handler. The domain ends a stream quietly when its
- * signal aborts; a stream cut by the call's deadline ends with DEADLINE_EXCEEDED, as on the gRPC
- * stream path.
- */
-export function connectStream<I extends DescMessage, O extends DescMessage, T>(stream: ServerStream<I, O, T>) {
-  return async function* (req: MessageShape<I>, ctx: HandlerContext): AsyncGenerator<MessageInitShape<O>> {
-    for await (const item of await stream.open(req, callerOf(ctx), ctx.signal)) yield stream.message(item);
-    if (ctx.signal.aborted && ConnectError.from(ctx.signal.reason).code === Code.DeadlineExceeded) throw ctx.signal.reason;
-  };
-}
-
-/**
- * UnaryRpc is a unary RPC written once and served by both paths, like ServerStream: the hot ones
- * (a customer's poll, allocation, matching), where connect-node's per-call machinery costs more CPU
- * than the call's own work.
- */
-export interface UnaryRpc<I extends DescMessage = DescMessage, O extends DescMessage = DescMessage> {
-  readonly method: DescMethodUnary<I, O>;
-  /**
-   * call does the RPC. On the fast path its signal aborts when the client goes away only for a
-   * request `waits` says may wait (a long-poll); quick ones end on their own, and it never aborts.
-   */
-  call(req: MessageShape<I>, caller: Identity, signal: AbortSignal): Promise<MessageInitShape<O>>;
-  /** waits tells whether a request may wait for something to happen (a long-poll): its signal then matters. */
-  readonly waits?: (req: MessageShape<I>) => boolean;
-}
-
-/** unaryRpc types a UnaryRpc from its method. */
-export function unaryRpc<I extends DescMessage, O extends DescMessage>(
-  method: DescMethodUnary<I, O>,
-  call: (req: MessageShape<I>, caller: Identity, signal: AbortSignal) => Promise<MessageInitShape<O>>,
-  options: { waits?: (req: MessageShape<I>) => boolean } = {},
-): UnaryRpc<I, O> {
-  return { method, call, ...options };
-}
-
-/** connectUnary is a UnaryRpc as a connect handler. */
-export function connectUnary<I extends DescMessage, O extends DescMessage>(rpc: UnaryRpc<I, O>) {
-  return (req: MessageShape<I>, ctx: HandlerContext): Promise<MessageInitShape<O>> => rpc.call(req, callerOf(ctx), ctx.signal);
-}
-
-/** StreamPathOptions are what the gRPC stream path shares with the connect path's interceptors. */
-export interface StreamPathOptions {
+/** LeanPathOptions are what the lean path shares with the connect path's interceptors. */
+export interface LeanPathOptions {
   /** streams are the server-streaming RPCs the path serves over gRPC. */
   streams: readonly ServerStream[];
   /** unary are the unary RPCs the path serves over gRPC. */
@@ -116,12 +50,12 @@ export interface StreamPathOptions {
 }
 
 /**
- * StreamPath serves a request when it is a gRPC call (HTTP/2, POST, application/grpc or
+ * LeanPath serves a request when it is a gRPC call (HTTP/2, POST, application/grpc or
  * application/grpc+proto) of one of its RPCs, or a Connect unary call (POST, application/json or
  * application/proto) of one of its unary RPCs, and returns true; any other request is left to
  * connect (false).
  */
-export type StreamPath = (req: Parameters<RequestHandler>[0], res: Parameters<RequestHandler>[1]) => boolean;
+export type LeanPath = (req: Parameters<RequestHandler>[0], res: Parameters<RequestHandler>[1]) => boolean;
 
 /** Route is one RPC with what serving it needs, built once. */
 type Route = { method: DescMethod; serialization: ReturnType<typeof createMethodSerializationLookup> } & (
@@ -130,7 +64,7 @@ type Route = { method: DescMethod; serialization: ReturnType<typeof createMethod
 );
 
 /** Shared is what every call of a path reads: its options and the registry of open calls. */
-interface Shared extends StreamPathOptions {
+interface Shared extends LeanPathOptions {
   open: Set<Call>;
 }
 
@@ -148,10 +82,10 @@ const NEVER = new AbortController().signal;
 const CALL_ENDED = new ConnectError("the call ended", Code.Canceled);
 
 /**
- * createStreamPath builds the gRPC stream path. Open calls are kept in one registry, which the one
+ * createLeanPath builds the lean path. Open calls are kept in one registry, which the one
  * listener on the shutdown signal ends; a call holds no timer unless its client set a deadline.
  */
-export function createStreamPath(options: StreamPathOptions): StreamPath {
+export function createLeanPath(options: LeanPathOptions): LeanPath {
   const routes = new Map<string, Route>();
   const serialization = (method: DescMethod) => createMethodSerializationLookup(method, undefined, JSON_OPTIONS, { readMaxBytes: options.readMaxBytes, writeMaxBytes: 0xffffffff });
   const path = (method: DescMethod) => `/${method.parent.typeName}/${method.name}`;
@@ -167,14 +101,14 @@ export function createStreamPath(options: StreamPathOptions): StreamPath {
     if (route === undefined) return false;
     const contentType = req.headers["content-type"] ?? null;
     if (req instanceof http2.Http2ServerRequest && parseContentType(contentType)?.binary === true) {
-      shared.tracker.tookFastPath();
+      shared.tracker.tookLeanPath();
       void new Call(shared, route, req, res as http2.Http2ServerResponse).run();
       return true;
     }
     if (route.unary === undefined) return false;
     const connect = connectProtocol.parseContentType(contentType);
     if (connect === undefined || connect.stream) return false;
-    shared.tracker.tookFastPath();
+    shared.tracker.tookLeanPath();
     void serveConnectUnary(shared, route, route.unary, connect.binary, req, res);
     return true;
   };

@@ -1,0 +1,75 @@
+// RPCs written once and served by both paths: through connect (every protocol) and through the
+// lean path (src/rpc/lean-path.ts: gRPC, and Connect unary POST, straight on Node's request and
+// response). A service module writes its hot unary calls as a UnaryRpc and its server streams as
+// a ServerStream, and gives connect the handler connectUnary or connectStream makes of it.
+import { type DescMessage, type DescMethodServerStreaming, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { callerOf, type Identity } from "./auth.js";
+
+/**
+ * ServerStream is a server-streaming RPC written once and served by both paths: through connect
+ * (connectStream: Connect, gRPC-Web, HTTP/1.1) and through the lean path. `open` is the
+ * domain call, `message` maps one of its items onto the response, so no path adds a generator of
+ * its own to map them.
+ */
+export interface ServerStream<I extends DescMessage = DescMessage, O extends DescMessage = DescMessage, T = unknown> {
+  readonly method: DescMethodServerStreaming<I, O>;
+  /**
+   * open checks the request against the domain (a chat's secure key, an agent's place in it) and
+   * returns the items to send; they must end once `signal` aborts.
+   */
+  open(req: MessageShape<I>, caller: Identity, signal: AbortSignal): Promise<AsyncIterable<T>>;
+  /** message maps one item onto the response message. */
+  message(item: T): MessageInitShape<O>;
+}
+
+/** serverStream types a ServerStream from its method (a helper: the interface alone cannot infer I and O). */
+export function serverStream<I extends DescMessage, O extends DescMessage, T>(
+  method: DescMethodServerStreaming<I, O>,
+  open: (req: MessageShape<I>, caller: Identity, signal: AbortSignal) => Promise<AsyncIterable<T>>,
+  message: (item: T) => MessageInitShape<O>,
+): ServerStream<I, O, T> {
+  return { method, open, message };
+}
+
+/**
+ * connectStream is a ServerStream as a connect handler. The domain ends a stream quietly when its
+ * signal aborts; a stream cut by the call's deadline ends with DEADLINE_EXCEEDED, as on the lean
+ * path.
+ */
+export function connectStream<I extends DescMessage, O extends DescMessage, T>(stream: ServerStream<I, O, T>) {
+  return async function* (req: MessageShape<I>, ctx: HandlerContext): AsyncGenerator<MessageInitShape<O>> {
+    for await (const item of await stream.open(req, callerOf(ctx), ctx.signal)) yield stream.message(item);
+    if (ctx.signal.aborted && ConnectError.from(ctx.signal.reason).code === Code.DeadlineExceeded) throw ctx.signal.reason;
+  };
+}
+
+/**
+ * UnaryRpc is a unary RPC written once and served by both paths, like ServerStream: the hot ones
+ * (a customer's poll, allocation, matching), where connect-node's per-call machinery costs more CPU
+ * than the call's own work.
+ */
+export interface UnaryRpc<I extends DescMessage = DescMessage, O extends DescMessage = DescMessage> {
+  readonly method: DescMethodUnary<I, O>;
+  /**
+   * call does the RPC. On the lean path its signal aborts when the client goes away only for a
+   * request `waits` says may wait (a long-poll); quick ones end on their own, and it never aborts.
+   */
+  call(req: MessageShape<I>, caller: Identity, signal: AbortSignal): Promise<MessageInitShape<O>>;
+  /** waits tells whether a request may wait for something to happen (a long-poll): its signal then matters. */
+  readonly waits?: (req: MessageShape<I>) => boolean;
+}
+
+/** unaryRpc types a UnaryRpc from its method. */
+export function unaryRpc<I extends DescMessage, O extends DescMessage>(
+  method: DescMethodUnary<I, O>,
+  call: (req: MessageShape<I>, caller: Identity, signal: AbortSignal) => Promise<MessageInitShape<O>>,
+  options: { waits?: (req: MessageShape<I>) => boolean } = {},
+): UnaryRpc<I, O> {
+  return { method, call, ...options };
+}
+
+/** connectUnary is a UnaryRpc as a connect handler. */
+export function connectUnary<I extends DescMessage, O extends DescMessage>(rpc: UnaryRpc<I, O>) {
+  return (req: MessageShape<I>, ctx: HandlerContext): Promise<MessageInitShape<O>> => rpc.call(req, callerOf(ctx), ctx.signal);
+}
