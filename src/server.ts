@@ -2,7 +2,6 @@ import { setMaxListeners } from "node:events";
 import type { DescService } from "@bufbuild/protobuf";
 import { createValidator } from "@bufbuild/protovalidate";
 import { cors as connectCors, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
-import { createValidateInterceptor } from "@connectrpc/validate";
 import type { Logger } from "pino";
 import { AccessService } from "../gen/gms/v1/access_pb.js";
 import { AgentService } from "../gen/gms/v1/agent_pb.js";
@@ -26,13 +25,13 @@ import { listen, type Listener, type RequestHandler } from "./listen.js";
 import { accessAccess, accessRpcs, accessService } from "./rpc/access-service.js";
 import { agentAccess, agentService, agentStreams } from "./rpc/agent-service.js";
 import { chatAccess, chatPolls, chatService, chatStreams } from "./rpc/chat-service.js";
-import { createAuthInterceptor, createAuthorizer, PUBLIC, type Access } from "./rpc/auth.js";
+import { createAuthorizer, PUBLIC, type Access } from "./rpc/auth.js";
 import { healthService } from "./rpc/health-service.js";
 import { connectAdapter } from "./rpc/decode.js";
-import { createAvailabilityInterceptor, createCallTracker, createDeadlineInterceptor, createErrorInterceptor, createLogInterceptor, type CallTracker } from "./rpc/observe.js";
+import { createCallTracker, type CallTracker } from "./rpc/observe.js";
+import { servingPolicy } from "./rpc/policy.js";
 import { reflectionServices } from "./rpc/reflection-service.js";
 import { sessionAccess, sessionService } from "./rpc/session-service.js";
-import { createShutdownInterceptor } from "./rpc/shutdown.js";
 import { createLeanPath } from "./rpc/lean-path.js";
 import { storageAccess, storageService } from "./rpc/storage-service.js";
 import type { Database } from "./store/database.js";
@@ -162,28 +161,27 @@ export interface HandlerParts {
    * (default true); false leaves every call to connect (to compare the two).
    */
   leanPath?: boolean;
+  /**
+   * policies are added to the serving policy (metrics, a rate limit, tracing...): every call runs
+   * them, on either path, after auth (servingPolicy in src/rpc/policy.ts).
+   */
+  policies?: readonly Interceptor[];
 }
 
 /**
- * createHandler builds the Node request handler serving every protocol. Interceptors run outermost
- * first: log, deadline, auth, shutdown, availability (fail fast while health is NOT_SERVING),
- * validation, then the error mapping closest to the handler. The gRPC
- * calls of the long-lived chat streams and of the hot unary calls (polls, allocation, matching)
- * take the lean path (src/rpc/lean-path.ts), which applies the same rules at a fraction
- * of connect's memory per open stream and CPU per call.
+ * createHandler builds the Node request handler serving every protocol. Every call goes through the
+ * serving policy (src/rpc/policy.ts: log, deadline, auth, the added policies, shutdown,
+ * availability, validation, error mapping), whichever path serves it: connect, or for the gRPC
+ * calls of the long-lived chat streams and the hot unary calls (polls, allocation, matching) the
+ * lean path (src/rpc/lean-path.ts), at a fraction of connect's memory per open stream and CPU per
+ * call.
  */
 export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   const authorize = createAuthorizer({ apiKeys: app.config.auth.api_keys, publicRoles: app.config.auth.public_roles, policy: accessPolicy() });
-  const validator = createValidator();
-  const interceptors: Interceptor[] = [
-    createLogInterceptor(app.log, parts.tracker),
-    createDeadlineInterceptor(),
-    createAuthInterceptor(authorize),
-    createShutdownInterceptor(parts.shutdown),
-    createAvailabilityInterceptor(parts.health),
-    createValidateInterceptor({ validator }),
-    createErrorInterceptor(app.log, app.clock),
-  ];
+  const policy = servingPolicy(
+    { log: app.log, clock: app.clock, tracker: parts.tracker, authorize, shutdown: parts.shutdown, health: parts.health, validator: createValidator() },
+    parts.policies,
+  );
   const storage = app.config.storage;
   // Response compression costs more CPU than it saves on the networks contact centers run on
   // (gzipping a 256 KiB file takes ~10 ms); it is opt-in.
@@ -192,23 +190,19 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   const readMaxBytes = Math.max(storage.max_data_bytes + storage.max_entries * (storage.max_key_bytes + 64), app.config.chat.files.max_file_bytes) + 64 * 1024;
   // connectAdapter is connect-node's adapter with undecodable requests answered as the caller's
   // mistake (INVALID_ARGUMENT, never INTERNAL) and logged at warn: src/rpc/decode.ts.
-  const adapter = connectAdapter({ routes: routes(app, parts.health, parts.shutdown), interceptors, compressMinBytes, readMaxBytes, log: app.log });
+  const adapter = connectAdapter({ routes: routes(app, parts.health, parts.shutdown), interceptors: policy, compressMinBytes, readMaxBytes, log: app.log });
   if (parts.leanPath === false) return withCors(adapter, app.config.server.cors_origins);
-  const streams = createLeanPath({
-    streams: [...Object.values(chatStreams(app.chats)), ...Object.values(agentStreams(app.chats))],
-    unary: [...Object.values(accessRpcs(app.access)), ...Object.values(chatPolls(app.chats, parts.shutdown))],
-    authorize,
-    validator,
+  const lean = createLeanPath({
+    rpcs: [...Object.values(chatStreams(app.chats)), ...Object.values(agentStreams(app.chats)), ...Object.values(accessRpcs(app.access)), ...Object.values(chatPolls(app.chats, parts.shutdown))],
+    policy,
     log: app.log,
     clock: app.clock,
     tracker: parts.tracker,
-    shutdown: parts.shutdown,
-    health: parts.health,
     readMaxBytes,
     compressMinBytes,
   });
   return withCors((req, res) => {
-    if (!streams(req, res)) adapter(req, res);
+    if (!lean(req, res)) adapter(req, res);
   }, app.config.server.cors_origins);
 }
 

@@ -115,8 +115,13 @@ export function createAuthorizer(options: AuthOptions): Authorizer {
  */
 export function createAuthInterceptor(auth: AuthOptions | Authorizer): Interceptor {
   const authorize = typeof auth === "function" ? auth : createAuthorizer(auth);
-  return (next) => async (req) => {
-    const identity = authorize(req.method, req.header.get("authorization"));
+  return (next) => (req) => {
+    let identity: Identity | undefined;
+    try {
+      identity = authorize(req.method, req.header.get("authorization"));
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
     if (identity !== undefined) req.contextValues.set(identityKey, identity);
     return next(req);
   };

@@ -1,10 +1,15 @@
 // RPCs written once and served by both paths: through connect (every protocol) and through the
 // lean path (src/rpc/lean-path.ts: gRPC, and Connect unary POST, straight on Node's request and
 // response). A service module writes its hot unary calls as a UnaryRpc and its server streams as
-// a ServerStream, and gives connect the handler connectUnary or connectStream makes of it.
-import { type DescMessage, type DescMethodServerStreaming, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+// a ServerStream, and gives connect the handler connectUnary or connectStream makes of it; the
+// lean path finds them in the service's implementation (leanRpcsOf), so nothing lists them twice.
+import { create, type DescMessage, type DescMethodServerStreaming, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { callerOf, type Identity } from "./auth.js";
+import { TappedMessages } from "./tap.js";
+
+/** leanRpcKey is where a handler made by connectUnary or connectStream carries its RPC. */
+const leanRpcKey = Symbol("lean rpc");
 
 /**
  * ServerStream is a server-streaming RPC written once and served by both paths: through connect
@@ -33,15 +38,44 @@ export function serverStream<I extends DescMessage, O extends DescMessage, T>(
 }
 
 /**
- * connectStream is a ServerStream as a connect handler. The domain ends a stream quietly when its
- * signal aborts; a stream cut by the call's deadline ends with DEADLINE_EXCEEDED, as on the lean
- * path.
+ * StreamMessages are a ServerStream's response messages for one call: its items mapped onto
+ * messages as they are read, the policies' taps on them (src/rpc/tap.ts). The domain ends a stream
+ * quietly when its signal aborts; a stream cut by the call's deadline ends with DEADLINE_EXCEEDED.
  */
+export class StreamMessages<I extends DescMessage, O extends DescMessage, T> extends TappedMessages<MessageShape<O>, T> {
+  constructor(
+    private readonly stream: ServerStream<I, O, T>,
+    items: AsyncIterable<T>,
+    private readonly signal: AbortSignal,
+  ) {
+    super(items[Symbol.asyncIterator]());
+  }
+
+  protected override message(item: T): MessageShape<O> {
+    return create(this.stream.method.output, this.stream.message(item));
+  }
+
+  protected override end(): void {
+    if (this.signal.aborted && ConnectError.from(this.signal.reason).code === Code.DeadlineExceeded) throw this.signal.reason;
+  }
+}
+
+/** openStream opens a ServerStream for one call (the domain checks the request): its messages. */
+export async function openStream<I extends DescMessage, O extends DescMessage, T>(
+  stream: ServerStream<I, O, T>,
+  req: MessageShape<I>,
+  caller: Identity,
+  signal: AbortSignal,
+): Promise<StreamMessages<I, O, T>> {
+  return new StreamMessages(stream, await stream.open(req, caller, signal), signal);
+}
+
+/** connectStream is a ServerStream as a connect handler, which carries it for leanRpcsOf. */
 export function connectStream<I extends DescMessage, O extends DescMessage, T>(stream: ServerStream<I, O, T>) {
-  return async function* (req: MessageShape<I>, ctx: HandlerContext): AsyncGenerator<MessageInitShape<O>> {
-    for await (const item of await stream.open(req, callerOf(ctx), ctx.signal)) yield stream.message(item);
-    if (ctx.signal.aborted && ConnectError.from(ctx.signal.reason).code === Code.DeadlineExceeded) throw ctx.signal.reason;
+  const handler = async function* (req: MessageShape<I>, ctx: HandlerContext): AsyncGenerator<MessageShape<O>> {
+    yield* await openStream(stream, req, callerOf(ctx), ctx.signal);
   };
+  return Object.assign(handler, { [leanRpcKey]: stream as ServerStream });
 }
 
 /**
@@ -69,7 +103,24 @@ export function unaryRpc<I extends DescMessage, O extends DescMessage>(
   return { method, call, ...options };
 }
 
-/** connectUnary is a UnaryRpc as a connect handler. */
+/** connectUnary is a UnaryRpc as a connect handler, which carries it for leanRpcsOf. */
 export function connectUnary<I extends DescMessage, O extends DescMessage>(rpc: UnaryRpc<I, O>) {
-  return (req: MessageShape<I>, ctx: HandlerContext): Promise<MessageInitShape<O>> => rpc.call(req, callerOf(ctx), ctx.signal);
+  const handler = (req: MessageShape<I>, ctx: HandlerContext): Promise<MessageInitShape<O>> => rpc.call(req, callerOf(ctx), ctx.signal);
+  return Object.assign(handler, { [leanRpcKey]: rpc as unknown as UnaryRpc });
+}
+
+/** LeanRpc is an RPC the lean path serves: a UnaryRpc or a ServerStream. */
+export type LeanRpc = UnaryRpc | ServerStream;
+
+/**
+ * leanRpcsOf lists the RPCs of a connect service implementation that connectUnary and
+ * connectStream made: the ones the lean path serves too.
+ */
+export function leanRpcsOf(impl: object): LeanRpc[] {
+  const rpcs: LeanRpc[] = [];
+  for (const handler of Object.values(impl)) {
+    const rpc = typeof handler === "function" ? (handler as { [leanRpcKey]?: LeanRpc })[leanRpcKey] : undefined;
+    if (rpc !== undefined) rpcs.push(rpc);
+  }
+  return rpcs;
 }

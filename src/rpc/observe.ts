@@ -5,6 +5,7 @@ import type { Clock } from "../clock.js";
 import type { HealthStatus } from "../health.js";
 import { identityKey } from "./auth.js";
 import { toConnectError } from "./errors.js";
+import { tapStream, type StreamTap } from "./tap.js";
 
 /** CallTracker counts the unary calls in flight, so a shutdown can wait for them, and the streams open on the lean path. */
 export interface CallTracker {
@@ -67,30 +68,32 @@ export function createCallTracker(): CallTracker {
 }
 
 /**
+ * callNext calls the next step of a call: what it throws at once becomes a rejection, so an
+ * interceptor's `.then` sees every failure. (Interceptors here chain promises rather than await
+ * them: the lean path's hot calls run the whole list, and each async layer costs its own promises.)
+ */
+export function callNext(next: Parameters<Interceptor>[0], req: Parameters<Parameters<Interceptor>[0]>[0]): Promise<UnaryResponse | StreamResponse> {
+  try {
+    return next(req);
+  } catch (e) {
+    return Promise.reject(e as Error);
+  }
+}
+
+/**
  * createErrorInterceptor turns every error a handler throws, in a unary call or while streaming,
  * into the ConnectError the caller should see (see toConnectError).
  */
 export function createErrorInterceptor(log: Logger, clock: Clock): Interceptor {
-  return (next) => async (req) => {
-    let res: UnaryResponse | StreamResponse;
-    try {
-      res = await next(req);
-    } catch (e) {
-      throw toConnectError(e, log, clock.now());
-    }
-    if (!res.stream) return res;
-    const messages = res.message;
-    return {
-      ...res,
-      message: (async function* () {
-        try {
-          yield* messages;
-        } catch (e) {
-          throw toConnectError(e, log, clock.now());
-        }
-      })(),
-    };
-  };
+  const failed = (e: unknown) => toConnectError(e, log, clock.now());
+  const tap: StreamTap = { failed };
+  return (next) => (req) =>
+    callNext(next, req).then(
+      (res) => (res.stream ? tapStream(res, tap) : res),
+      (e: unknown) => {
+        throw failed(e);
+      },
+    );
 }
 
 /**
@@ -113,38 +116,45 @@ export function logCall(log: Logger, method: DescMethod, started: number, caller
  * also counts unary calls in flight for the graceful shutdown.
  */
 export function createLogInterceptor(log: Logger, tracker: CallTracker): Interceptor {
-  return (next) => async (req) => {
+  return (next) => (req) => {
     const started = performance.now();
-    const line = (e: unknown) => logCall(log, req.method, started, req.contextValues.get(identityKey).name, e);
     const unary = req.method.methodKind === "unary" || req.method.methodKind === "client_streaming";
     if (unary) tracker.enter();
-    let res: UnaryResponse | StreamResponse;
-    try {
-      res = await next(req);
-    } catch (e) {
-      line(e);
-      throw e;
-    } finally {
-      if (unary) tracker.leave();
-    }
-    if (!res.stream) {
-      line(undefined);
-      return res;
-    }
-    const messages = res.message;
-    return {
-      ...res,
-      message: (async function* () {
-        try {
-          yield* messages;
-          line(undefined);
-        } catch (e) {
-          line(e);
-          throw e;
+    return callNext(next, req).then(
+      (res) => {
+        if (unary) tracker.leave();
+        if (!res.stream) {
+          logCall(log, req.method, started, req.contextValues.get(identityKey).name, undefined);
+          return res;
         }
-      })(),
-    };
+        return tapStream(res, new LogTap(log, req.method, started, req.contextValues.get(identityKey).name));
+      },
+      (e: unknown) => {
+        if (unary) tracker.leave();
+        logCall(log, req.method, started, req.contextValues.get(identityKey).name, e);
+        throw e;
+      },
+    );
   };
+}
+
+/** LogTap writes a stream's line when it ends. */
+class LogTap implements StreamTap {
+  constructor(
+    private readonly log: Logger,
+    private readonly method: DescMethod,
+    private readonly started: number,
+    private readonly caller: string,
+  ) {}
+
+  done(): void {
+    logCall(this.log, this.method, this.started, this.caller, undefined);
+  }
+
+  failed(e: unknown): unknown {
+    logCall(this.log, this.method, this.started, this.caller, e);
+    return e;
+  }
 }
 
 /** methodName is how logs name an RPC: "gms.v1.StorageService/CreateData". */
@@ -166,18 +176,13 @@ export interface Availability {
 }
 
 /**
- * refuseWhileStoreDown fails a call that needs the store with UNAVAILABLE at once while health
- * says NOT_SERVING (the database unreachable or unresponsive), instead of letting it wait for a
- * connection or a query timeout. Every path applies it (the interceptor below, lean-path.ts).
+ * createAvailabilityInterceptor fails a call that needs the store with UNAVAILABLE at once while
+ * health says NOT_SERVING (the database unreachable or unresponsive), instead of letting it wait for
+ * a connection or a query timeout.
  */
-export function refuseWhileStoreDown(health: Availability, method: DescMethod): void {
-  if (health.status === "not_serving" && needsStore(method)) throw storeDown();
-}
-
-/** createAvailabilityInterceptor applies refuseWhileStoreDown on the connect path. */
 export function createAvailabilityInterceptor(health: Availability): Interceptor {
   return (next) => (req) => {
-    refuseWhileStoreDown(health, req.method);
+    if (health.status === "not_serving" && needsStore(req.method)) return Promise.reject(storeDown());
     return next(req);
   };
 }
@@ -211,38 +216,26 @@ function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
 }
 
 /**
+ * hasDeadline tells whether a call came with a deadline (gRPC and gRPC-Web: grpc-timeout; Connect:
+ * Connect-Timeout-Ms).
+ */
+function hasDeadline(header: Headers): boolean {
+  return header.has("grpc-timeout") || header.has("connect-timeout-ms");
+}
+
+/**
  * createDeadlineInterceptor ends a call at its deadline (`grpc-timeout`, `Connect-Timeout-Ms`) with
- * DEADLINE_EXCEEDED, as the lean path does: connect-node aborts the call's signal then but
- * answers only when the handler returns, which a database that stopped answering delays for as long
- * as it is gone. A unary call and a stream's opening and every message are raced against the
- * signal; the handler's own work, left behind, ends at the query timeout (its result dropped; a
- * write may still commit, which a retry with the same request_id / client_message_id finds).
+ * DEADLINE_EXCEEDED, on either path: connect-node aborts the call's signal then but answers only
+ * when the handler returns, which a database that stopped answering delays for as long as it is
+ * gone. A unary call and a stream's every read are raced against the signal; the handler's own
+ * work, left behind, ends at the query timeout (its result dropped; a write may still commit, which
+ * a retry with the same request_id / client_message_id finds). A call without a deadline has nothing
+ * to race: it ends when its handler does, which ends when the call's signal aborts (its client gone).
  */
 export function createDeadlineInterceptor(): Interceptor {
-  return (next) => async (req) => {
+  return (next) => (req) => {
+    if (!hasDeadline(req.header)) return next(req);
     const signal = req.signal;
-    const res = await untilAborted(next(req), signal);
-    if (!res.stream) return res;
-    const messages = res.message;
-    return {
-      ...res,
-      message: (async function* () {
-        const it = messages[Symbol.asyncIterator]();
-        let done = false;
-        try {
-          for (;;) {
-            const step = await untilAborted(it.next(), signal);
-            if (step.done === true) {
-              done = true;
-              return;
-            }
-            yield step.value;
-          }
-        } finally {
-          // A stream left at its deadline ends on the same signal; its cleanup runs once it returns.
-          if (!done) void it.return?.(undefined)?.catch(() => undefined);
-        }
-      })(),
-    };
+    return untilAborted(callNext(next, req), signal).then((res) => (res.stream ? tapStream(res, { until: signal, reason: () => abortError(signal) }) : res));
   };
 }
