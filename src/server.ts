@@ -126,8 +126,11 @@ const SERVED: readonly Served[] = [
   served(ReflectionV1alpha, PUBLIC, ({ services }) => reflectionServices(services).v1alpha),
 ];
 
+/** SERVED_SERVICES are the descriptors of every service this server serves, health and reflection too. */
+export const SERVED_SERVICES: readonly DescService[] = SERVED.map((s) => s.service);
+
 /** GMS_SERVICES are the opengms services this server serves (package gms.v1), for health and reflection. */
-export const GMS_SERVICES: readonly DescService[] = SERVED.map((s) => s.service).filter((s) => s.typeName.startsWith("gms."));
+export const GMS_SERVICES: readonly DescService[] = SERVED_SERVICES.filter((s) => s.typeName.startsWith("gms."));
 
 /**
  * accessPolicy says who may call every RPC of the served services. An RPC missing here is refused,
@@ -147,8 +150,7 @@ function accessPolicy(): Map<string, Access> {
 
 /** implementations builds every served service's implementation, once for both paths. */
 function implementations(deps: Omit<ServeDeps, "services">): { service: DescService; impl: ServiceImpl<DescService> }[] {
-  const services = SERVED.map((s) => s.service);
-  return SERVED.map((s) => ({ service: s.service, impl: s.implement({ ...deps, services }) }));
+  return SERVED.map((s) => ({ service: s.service, impl: s.implement({ ...deps, services: SERVED_SERVICES }) }));
 }
 
 /** withCors answers CORS preflights and decorates responses for the configured browser origins. */
