@@ -7,7 +7,7 @@
 // a compressed envelope without an encoding, some zlib errors, a GET `message` that is not
 // base64) and raises the unary ones before any interceptor runs; this module owns those cases for
 // both serving paths: the connect path (connectAdapter, a node adapter like connect-node's) and the
-// lean path (lean-path.ts, which calls undecodable and logUndecodable).
+// lean path (lean-path.ts, which calls refuseUndecodable).
 import type * as http from "node:http";
 import type * as http2 from "node:http2";
 import type { DescMethod, JsonReadOptions } from "@bufbuild/protobuf";

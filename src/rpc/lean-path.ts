@@ -85,9 +85,6 @@ type Route = {
   call: CallFn;
 } & ({ stream: ServerStream; unary?: undefined } | { unary: UnaryRpc; stream?: undefined });
 
-/** Shared is what every call of a path reads. */
-type Shared = LeanPathOptions;
-
 /** timedOut is a call cut by its deadline (grpc-timeout, Connect-Timeout-Ms), in connect's words. */
 const timedOut = () => new ConnectError("the operation timed out", Code.DeadlineExceeded);
 /** tooLarge refuses a request above readMaxBytes, in connect's words (with its size when known). */
@@ -215,7 +212,7 @@ function request<M extends UnaryRequest["message"] | StreamRequest["message"]>(
  * `trailer-` headers) the policy set, or the error as Connect's JSON with the code's HTTP status.
  * A call that may wait (a long-poll) ends when its client goes; any call at its Connect-Timeout-Ms.
  */
-async function serveConnectUnary(shared: Shared, route: Route, rpc: UnaryRpc, binary: boolean, req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse): Promise<void> {
+async function serveConnectUnary(shared: LeanPathOptions, route: Route, rpc: UnaryRpc, binary: boolean, req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse): Promise<void> {
   let abort: AbortController | undefined;
   let deadline: NodeJS.Timeout | undefined;
   const gone = () => abort?.abort(CALL_ENDED);
@@ -269,7 +266,7 @@ async function serveConnectUnary(shared: Shared, route: Route, rpc: UnaryRpc, bi
  * decoding runs the steps that read and decode a request: what fails there is the caller's mistake
  * (undecodable: never INTERNAL), logged at warn with the method.
  */
-async function decoding<T>(shared: Shared, method: DescMethod, decode: () => Promise<T>): Promise<T> {
+async function decoding<T>(shared: LeanPathOptions, method: DescMethod, decode: () => Promise<T>): Promise<T> {
   try {
     return await decode();
   } catch (e) {
@@ -293,7 +290,7 @@ class Call implements Consumer {
   private trailer: Headers | undefined;
 
   constructor(
-    private readonly shared: Shared,
+    private readonly shared: LeanPathOptions,
     private readonly route: Route,
     private readonly req: http2.Http2ServerRequest,
     private readonly res: http2.Http2ServerResponse,

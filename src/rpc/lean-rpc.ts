@@ -13,9 +13,9 @@ const leanRpcKey = Symbol("lean rpc");
 
 /**
  * ServerStream is a server-streaming RPC written once and served by both paths: through connect
- * (connectStream: Connect, gRPC-Web, HTTP/1.1) and through the lean path. `open` is the
- * domain call, `message` maps one of its items onto the response, so no path adds a generator of
- * its own to map them.
+ * (connectStream: Connect, gRPC-Web, HTTP/1.1) and through the lean path, both reading it as
+ * StreamMessages. `open` is the domain call, `message` maps one of its items onto the response, so
+ * no path adds a generator of its own to map them.
  */
 export interface ServerStream<I extends DescMessage = DescMessage, O extends DescMessage = DescMessage, T = unknown> {
   readonly method: DescMethodServerStreaming<I, O>;
@@ -86,8 +86,9 @@ export function connectStream<I extends DescMessage, O extends DescMessage, T>(s
 export interface UnaryRpc<I extends DescMessage = DescMessage, O extends DescMessage = DescMessage> {
   readonly method: DescMethodUnary<I, O>;
   /**
-   * call does the RPC. On the lean path its signal aborts when the client goes away only for a
-   * request `waits` says may wait (a long-poll); quick ones end on their own, and it never aborts.
+   * call does the RPC. On the lean path its signal aborts at the call's deadline, and when the
+   * client goes away only for a request `waits` says may wait (a long-poll): quick ones end on their
+   * own, and without a deadline their signal never aborts.
    */
   call(req: MessageShape<I>, caller: Identity, signal: AbortSignal): Promise<MessageInitShape<O>>;
   /** waits tells whether a request may wait for something to happen (a long-poll): its signal then matters. */

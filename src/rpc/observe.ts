@@ -99,8 +99,7 @@ export function createErrorInterceptor(log: Logger, clock: Clock): Interceptor {
 /**
  * logCall writes the one JSON line an RPC gets when it ends: method, code (ok, or the error's),
  * duration since `started` (performance.now()) and caller name; never keys, message contents or
- * files. INTERNAL is a warning. The log interceptor and the lean path both write it here,
- * so a call logs the same whichever path served it.
+ * files. INTERNAL is a warning. The log interceptor writes it, for every call on either path.
  */
 export function logCall(log: Logger, method: DescMethod, started: number, caller: string, error: unknown): void {
   const code = error === undefined ? undefined : ConnectError.from(error).code;
