@@ -1,8 +1,7 @@
 import { setMaxListeners } from "node:events";
 import type { DescService } from "@bufbuild/protobuf";
 import { createValidator } from "@bufbuild/protovalidate";
-import { cors as connectCors, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
-import { createValidateInterceptor } from "@connectrpc/validate";
+import { cors as connectCors, type ConnectRouter, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { AccessService } from "../gen/gms/v1/access_pb.js";
 import { AgentService } from "../gen/gms/v1/agent_pb.js";
@@ -13,7 +12,7 @@ import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { systemClock, type Clock } from "./clock.js";
-import type { Config } from "./config.js";
+import type { Config, Role } from "./config.js";
 import { createLocalBus, type Bus } from "./bus.js";
 import { createRedisBus } from "./redis-bus.js";
 import { createAccess, type Access as AccessRules } from "./domain/access.js";
@@ -25,17 +24,18 @@ import { createStorage, type Storage } from "./domain/storage.js";
 import { createSweeper, type SweepCounts } from "./domain/sweeper.js";
 import { createHealthMonitor, type HealthMonitor } from "./health.js";
 import { listen, type Listener, type RequestHandler } from "./listen.js";
-import { accessAccess, accessRpcs, accessService } from "./rpc/access-service.js";
-import { agentAccess, agentService, agentStreams } from "./rpc/agent-service.js";
-import { chatAccess, chatPolls, chatService, chatStreams } from "./rpc/chat-service.js";
-import { createAuthInterceptor, createAuthorizer, PUBLIC, type Access } from "./rpc/auth.js";
+import { accessAccess, accessService } from "./rpc/access-service.js";
+import { agentAccess, agentService } from "./rpc/agent-service.js";
+import { chatAccess, chatService } from "./rpc/chat-service.js";
+import { createAuthorizer, PUBLIC, type Access } from "./rpc/auth.js";
 import { healthService } from "./rpc/health-service.js";
 import { connectAdapter } from "./rpc/decode.js";
-import { createAvailabilityInterceptor, createCallTracker, createDeadlineInterceptor, createErrorInterceptor, createLogInterceptor, type CallTracker } from "./rpc/observe.js";
+import { createCallTracker, type CallTracker } from "./rpc/observe.js";
+import { servingPolicy } from "./rpc/policy.js";
 import { reflectionServices } from "./rpc/reflection-service.js";
 import { sessionAccess, sessionService } from "./rpc/session-service.js";
-import { createShutdownInterceptor } from "./rpc/shutdown.js";
-import { createStreamPath } from "./rpc/stream-path.js";
+import { createLeanPath } from "./rpc/lean-path.js";
+import { leanRpcsOf } from "./rpc/lean-rpc.js";
 import { storageAccess, storageService } from "./rpc/storage-service.js";
 import type { Database } from "./store/database.js";
 import { describeError } from "./store/errors.js";
@@ -132,46 +132,72 @@ function defaultBus(config: Config, log: Logger): Bus {
   return config.bus.redis_url === undefined ? createLocalBus() : createRedisBus(config.bus.redis_url, log);
 }
 
-/** GMS_SERVICES are the opengms services this server serves, for health and reflection. */
-export const GMS_SERVICES: readonly DescService[] = [StorageService, AccessService, SessionService, ChatService, AgentService];
+/** ServeDeps are what the served services' implementations are built from. */
+interface ServeDeps {
+  app: App;
+  health: HealthMonitor;
+  /** shutdown ends waits (long-polls, streams) when the server shuts down. */
+  shutdown: AbortSignal;
+  /** services are the descriptors of every served service, for reflection. */
+  services: readonly DescService[];
+}
 
 /**
- * accessPolicy says who may call every RPC: each service's table of roles, plus the public health
- * and reflection services. An RPC missing here is refused, so a new RPC must be declared.
+ * Served is one service this server serves: its descriptor, who may call each of its RPCs (a role
+ * list per method, admin always added, or PUBLIC), and how its implementation is built.
+ */
+interface Served<S extends DescService = DescService> {
+  readonly service: S;
+  readonly access: { readonly [M in keyof ServiceImpl<S>]: readonly Role[] } | typeof PUBLIC;
+  readonly implement: (deps: ServeDeps) => ServiceImpl<S>;
+}
+
+/** served types one entry of SERVED (a helper: an array of Served cannot infer each entry's service). */
+function served<S extends DescService>(service: S, access: Served<S>["access"], implement: Served<S>["implement"]): Served {
+  return { service, access, implement } as unknown as Served;
+}
+
+/**
+ * SERVED lists every service this server serves, once. connect's routes, the lean path's methods
+ * (the RPCs an implementation writes as a UnaryRpc or a ServerStream: leanRpcsOf), who may call each
+ * RPC, the services health knows and the ones reflection describes all derive from it.
+ */
+const SERVED: readonly Served[] = [
+  served(StorageService, storageAccess, ({ app }) => storageService(app.storage)),
+  served(AccessService, accessAccess, ({ app }) => accessService(app.access)),
+  served(SessionService, sessionAccess, ({ app }) => sessionService(app.sessions)),
+  served(ChatService, chatAccess, ({ app, shutdown }) => chatService(app.chats, shutdown)),
+  served(AgentService, agentAccess, ({ app, shutdown }) => agentService(app.chats, shutdown)),
+  served(Health, PUBLIC, ({ health }) => healthService(health, GMS_SERVICES.map((s) => s.typeName))),
+  served(ReflectionV1, PUBLIC, ({ services }) => reflectionServices(services).v1),
+  served(ReflectionV1alpha, PUBLIC, ({ services }) => reflectionServices(services).v1alpha),
+];
+
+/** SERVED_SERVICES are the descriptors of every service this server serves, health and reflection too. */
+export const SERVED_SERVICES: readonly DescService[] = SERVED.map((s) => s.service);
+
+/** GMS_SERVICES are the opengms services this server serves (package gms.v1), for health and reflection. */
+export const GMS_SERVICES: readonly DescService[] = SERVED_SERVICES.filter((s) => s.typeName.startsWith("gms."));
+
+/**
+ * accessPolicy says who may call every RPC of the served services. An RPC missing here is refused,
+ * so a new RPC must be declared (its service's access table does not compile without it, either).
  */
 function accessPolicy(): Map<string, Access> {
   const policy = new Map<string, Access>();
-  const add = (service: DescService, table: Record<string, readonly string[]> | typeof PUBLIC) => {
+  for (const { service, access } of SERVED) {
     for (const m of service.methods) {
-      const access = table === PUBLIC ? PUBLIC : table[m.localName];
-      if (access === undefined) throw new Error(`no access declared for ${service.typeName}/${m.name}`);
-      policy.set(`/${service.typeName}/${m.name}`, access as Access);
+      const roles = access === PUBLIC ? PUBLIC : (access as Record<string, readonly Role[] | undefined>)[m.localName];
+      if (roles === undefined) throw new Error(`no access declared for ${service.typeName}/${m.name}`);
+      policy.set(`/${service.typeName}/${m.name}`, roles);
     }
-  };
-  add(StorageService, storageAccess);
-  add(AccessService, accessAccess);
-  add(SessionService, sessionAccess);
-  add(ChatService, chatAccess);
-  add(AgentService, agentAccess);
-  add(Health, PUBLIC);
-  add(ReflectionV1, PUBLIC);
-  add(ReflectionV1alpha, PUBLIC);
+  }
   return policy;
 }
 
-/** routes registers every service on the router: the one place that lists them. */
-function routes(app: App, health: HealthMonitor, shutdown: AbortSignal) {
-  return (router: ConnectRouter) => {
-    router.service(StorageService, storageService(app.storage));
-    router.service(AccessService, accessService(app.access));
-    router.service(SessionService, sessionService(app.sessions));
-    router.service(ChatService, chatService(app.chats, shutdown));
-    router.service(AgentService, agentService(app.chats, shutdown));
-    router.service(Health, healthService(health, GMS_SERVICES.map((s) => s.typeName)));
-    const reflection = reflectionServices([...GMS_SERVICES, Health, ReflectionV1, ReflectionV1alpha]);
-    router.service(ReflectionV1, reflection.v1);
-    router.service(ReflectionV1alpha, reflection.v1alpha);
-  };
+/** implementations builds every served service's implementation, once for both paths. */
+function implementations(deps: Omit<ServeDeps, "services">): { service: DescService; impl: ServiceImpl<DescService> }[] {
+  return SERVED.map((s) => ({ service: s.service, impl: s.implement({ ...deps, services: SERVED_SERVICES }) }));
 }
 
 /** withCors answers CORS preflights and decorates responses for the configured browser origins. */
@@ -205,57 +231,56 @@ export interface HandlerParts {
   tracker: CallTracker;
   shutdown: AbortSignal;
   /**
-   * grpcStreamPath serves the gRPC calls of the chat streams and the hot unary calls on the gRPC
-   * stream path (default true); false leaves every call to connect (to compare the two).
+   * leanPath serves the gRPC calls of the chat streams and the hot unary calls on the lean path
+   * (default true); false leaves every call to connect (to compare the two).
    */
-  grpcStreamPath?: boolean;
+  leanPath?: boolean;
+  /**
+   * policies are added to the serving policy (metrics, a rate limit, tracing...): every call runs
+   * them, on either path, after auth (servingPolicy in src/rpc/policy.ts).
+   */
+  policies?: readonly Interceptor[];
 }
 
 /**
- * createHandler builds the Node request handler serving every protocol. Interceptors run outermost
- * first: log, deadline, auth, shutdown, availability (fail fast while health is NOT_SERVING),
- * validation, then the error mapping closest to the handler. The gRPC
- * calls of the long-lived chat streams and of the hot unary calls (polls, allocation, matching)
- * take the gRPC stream path (src/rpc/stream-path.ts), which applies the same rules at a fraction
- * of connect's memory per open stream and CPU per call.
+ * createHandler builds the Node request handler serving every protocol. Every call goes through the
+ * serving policy (src/rpc/policy.ts: log, deadline, auth, the added policies, shutdown,
+ * availability, validation, error mapping), whichever path serves it: connect, or for the gRPC
+ * calls of the long-lived chat streams and the hot unary calls (polls, allocation, matching) the
+ * lean path (src/rpc/lean-path.ts), at a fraction of connect's memory per open stream and CPU per
+ * call.
  */
 export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   const authorize = createAuthorizer({ apiKeys: app.config.auth.api_keys, publicRoles: app.config.auth.public_roles, policy: accessPolicy() });
-  const validator = createValidator();
-  const interceptors: Interceptor[] = [
-    createLogInterceptor(app.log, parts.tracker),
-    createDeadlineInterceptor(),
-    createAuthInterceptor(authorize),
-    createShutdownInterceptor(parts.shutdown),
-    createAvailabilityInterceptor(parts.health),
-    createValidateInterceptor({ validator }),
-    createErrorInterceptor(app.log, app.clock),
-  ];
+  const policy = servingPolicy(
+    { log: app.log, clock: app.clock, tracker: parts.tracker, authorize, shutdown: parts.shutdown, health: parts.health, validator: createValidator() },
+    parts.policies,
+  );
   const storage = app.config.storage;
   // Response compression costs more CPU than it saves on the networks contact centers run on
   // (gzipping a 256 KiB file takes ~10 ms); it is opt-in.
   const compressMinBytes = app.config.server.compress_min_bytes ?? Number.POSITIVE_INFINITY;
   // A little above the largest legal request: a full data record plus its keys and framing.
   const readMaxBytes = Math.max(storage.max_data_bytes + storage.max_entries * (storage.max_key_bytes + 64), app.config.chat.files.max_file_bytes) + 64 * 1024;
+  const services = implementations({ app, health: parts.health, shutdown: parts.shutdown });
+  const routes = (router: ConnectRouter) => {
+    for (const { service, impl } of services) router.service(service, impl);
+  };
   // connectAdapter is connect-node's adapter with undecodable requests answered as the caller's
   // mistake (INVALID_ARGUMENT, never INTERNAL) and logged at warn: src/rpc/decode.ts.
-  const adapter = connectAdapter({ routes: routes(app, parts.health, parts.shutdown), interceptors, compressMinBytes, readMaxBytes, log: app.log });
-  if (parts.grpcStreamPath === false) return withCors(adapter, app.config.server.cors_origins);
-  const streams = createStreamPath({
-    streams: [...Object.values(chatStreams(app.chats)), ...Object.values(agentStreams(app.chats))],
-    unary: [...Object.values(accessRpcs(app.access)), ...Object.values(chatPolls(app.chats, parts.shutdown))],
-    authorize,
-    validator,
+  const adapter = connectAdapter({ routes, interceptors: policy, compressMinBytes, readMaxBytes, log: app.log });
+  if (parts.leanPath === false) return withCors(adapter, app.config.server.cors_origins);
+  const lean = createLeanPath({
+    rpcs: services.flatMap(({ impl }) => leanRpcsOf(impl)),
+    policy,
     log: app.log,
     clock: app.clock,
     tracker: parts.tracker,
-    shutdown: parts.shutdown,
-    health: parts.health,
     readMaxBytes,
     compressMinBytes,
   });
   return withCors((req, res) => {
-    if (!streams(req, res)) adapter(req, res);
+    if (!lean(req, res)) adapter(req, res);
   }, app.config.server.cors_origins);
 }
 

@@ -81,7 +81,7 @@ describe.each(DIALECTS)("an agent who transferred a chat, on %s", (dialect) => {
     const accepted = await alice.acceptChat({ endpoint: "first", nickname: "Alice" });
     expect(accepted.chatId).toBe(chat.chatId);
 
-    // Alice's streams, open before the transfer: gRPC (the stream path) and Connect (connect-node).
+    // Alice's streams, open before the transfer: gRPC (the lean path) and Connect (connect-node).
     const grpcStream = read(alice.subscribe({ chatId: chat.chatId, fromPosition: 1n }));
     const connectStream = read(aliceConnect.subscribe({ chatId: chat.chatId, fromPosition: 1n }));
     await grpcStream.until("alice's replay", (e) => e.position === 2n);

@@ -240,7 +240,7 @@ describe("timeouts and per-peer stream caps (separate process, descriptor limit 
     expect(goaway).toBe(true);
   });
 
-  it("keeps open Subscribe and WatchQueue streams (stream path, connect over HTTP/2 and HTTP/1.1) past every idle timeout", async () => {
+  it("keeps open Subscribe and WatchQueue streams (lean path, connect over HTTP/2 and HTTP/1.1) past every idle timeout", async () => {
     const grpc = createClient(ChatService, transports(child.url, "127.0.0.7").grpc);
     const h2 = createClient(ChatService, transports(child.url, "127.0.0.8").connectH2);
     const h1 = createClient(ChatService, transports(child.url, "127.0.0.9").connectH1);

@@ -143,7 +143,7 @@ describe.runIf(DIALECTS.includes("mysql"))("a MySQL database that stops answerin
       for (const [name, transport] of Object.entries(transports(server.url, 1000))) {
         const storage = createClient(StorageService, transport);
         calls[`CreateData over ${name}`] = storage.createData({ ttlSeconds: 60n, entries: { a: text("x") } }, options);
-        // The hot calls take the fast path over gRPC and Connect (stream-path.ts), connect-node's over gRPC-Web.
+        // The hot calls take the lean path over gRPC and Connect (lean-path.ts), connect-node's over gRPC-Web.
         calls[`RequestInteraction over ${name}`] = createClient(AccessService, transport).requestInteraction({ service: "app", phoneNumber: "6504669999" }, options);
         const chats = createClient(ChatService, transport);
         calls[`Subscribe over ${name}`] = (async () => {

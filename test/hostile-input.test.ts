@@ -672,7 +672,7 @@ describe("undecodable requests, code by code", () => {
   });
   afterAll(() => t?.close());
 
-  // Both paths: CreateData and GetData (connect), RequestAccess and Refresh (the fast path's unary
+  // Both paths: CreateData and GetData (connect), RequestAccess and Refresh (the lean path's unary
   // calls over gRPC and Connect), Subscribe (its stream over gRPC; connect's over Connect and gRPC-Web).
   const methods = [StorageService.method.createData, StorageService.method.getData, AccessService.method.requestAccess, ChatService.method.refresh, ChatService.method.subscribe];
   it.each(PROTOCOLS.map((p) => [p.name, p] as const))("%s: the caller's code for each kind", async (_name, p) => {
@@ -704,7 +704,7 @@ describe("JSON with invalid UTF-8", () => {
   // something the caller never sent.
   it.each([
     ["connect path (CreateData)", "/gms.v1.StorageService/CreateData", '{"ttlSeconds":"60","entries":{"k":{"text":"a', '"}}}'],
-    ["fast path (Refresh)", "/gms.v1.ChatService/Refresh", '{"chatId":"0b7f8a4e-9c1d-4f5e-8a2b-3c4d5e6f7a8b","secureKey":"k', '"}'],
+    ["lean path (Refresh)", "/gms.v1.ChatService/Refresh", '{"chatId":"0b7f8a4e-9c1d-4f5e-8a2b-3c4d5e6f7a8b","secureKey":"k', '"}'],
   ])("%s: INVALID_ARGUMENT, nothing stored", async (_label, path, head, tail) => {
     const body = Buffer.concat([Buffer.from(head), Buffer.from([0xff, 0x62]), Buffer.from(tail)]);
     for (const version of ["1.1", "2"]) {
@@ -795,9 +795,9 @@ describe("undecodable requests in the log", () => {
     ["connect path, gRPC-Web", "gms.v1.StorageService/GetData", protocol("gRPC-Web h1"), { kind: "", method: "POST", path: "/gms.v1.StorageService/GetData", headers: { "content-type": "application/grpc-web+proto" }, body: envelope(garbage) }],
     ["connect path, Connect", "gms.v1.SessionService/GetSession", protocol("Connect proto h1"), { kind: "", method: "POST", path: "/gms.v1.SessionService/GetSession", headers: { "content-type": "application/proto" }, body: garbage }],
     ["connect path, gRPC stream", "grpc.health.v1.Health/Watch", protocol("gRPC h2"), { kind: "", method: "POST", path: "/grpc.health.v1.Health/Watch", headers: { "content-type": "application/grpc", te: "trailers" }, body: envelope(garbage) }],
-    ["fast path, gRPC unary", "gms.v1.AccessService/RequestAccess", protocol("gRPC h2"), { kind: "", method: "POST", path: "/gms.v1.AccessService/RequestAccess", headers: { "content-type": "application/grpc", te: "trailers" }, body: envelope(garbage) }],
-    ["fast path, gRPC stream", "gms.v1.ChatService/Subscribe", protocol("gRPC h2"), { kind: "", method: "POST", path: "/gms.v1.ChatService/Subscribe", headers: { "content-type": "application/grpc", te: "trailers" }, body: envelope(garbage) }],
-    ["fast path, Connect unary", "gms.v1.ChatService/Refresh", protocol("Connect proto h2"), { kind: "", method: "POST", path: "/gms.v1.ChatService/Refresh", headers: { "content-type": "application/proto" }, body: garbage }],
+    ["lean path, gRPC unary", "gms.v1.AccessService/RequestAccess", protocol("gRPC h2"), { kind: "", method: "POST", path: "/gms.v1.AccessService/RequestAccess", headers: { "content-type": "application/grpc", te: "trailers" }, body: envelope(garbage) }],
+    ["lean path, gRPC stream", "gms.v1.ChatService/Subscribe", protocol("gRPC h2"), { kind: "", method: "POST", path: "/gms.v1.ChatService/Subscribe", headers: { "content-type": "application/grpc", te: "trailers" }, body: envelope(garbage) }],
+    ["lean path, Connect unary", "gms.v1.ChatService/Refresh", protocol("Connect proto h2"), { kind: "", method: "POST", path: "/gms.v1.ChatService/Refresh", headers: { "content-type": "application/proto" }, body: garbage }],
   ];
 
   it.each(cases)("%s: INVALID_ARGUMENT, logged at warn with the method, without the payload", async (_label, method, p, h) => {

@@ -6,7 +6,7 @@ import { SessionState, type SessionSchema } from "../../gen/gms/v1/session_pb.js
 import type { Access, AccessGrant, SessionView } from "../domain/access.js";
 import { fromEntries, optionalNumber, timestamp, toEntries } from "./convert.js";
 import { requestKey } from "./request-key.js";
-import { connectUnary, unaryRpc } from "./stream-path.js";
+import { connectUnary, unaryRpc } from "./lean-rpc.js";
 
 /** accessAccess says who may call each AccessService RPC (admin may call all). */
 export const accessAccess = {
@@ -44,8 +44,8 @@ export function sessionMessage(s: SessionView): MessageInitShape<typeof SessionS
 const orUndefined = (s: string) => (s === "" ? undefined : s);
 
 /**
- * accessRpcs are AccessService's RPCs, served through connect and by the gRPC fast path
- * (stream-path.ts) alike: allocation and matching are the hot calls of an IVR integration.
+ * accessRpcs are AccessService's RPCs, served through connect and by the lean path
+ * (lean-path.ts) alike: allocation and matching are the hot calls of an IVR integration.
  */
 export function accessRpcs(access: Access) {
   return {

@@ -5,7 +5,7 @@ import type { Actor, Chats, QueueState } from "../domain/chat/index.js";
 import { callerOf, hasRole, type Identity } from "./auth.js";
 import { chatEvent, chatFileMessage, fileLimitsMessage, newFile, participantMessage, refreshResponse } from "./chat-service.js";
 import { exactNumber, timestamp, toEntries } from "./convert.js";
-import { connectStream, serverStream } from "./stream-path.js";
+import { connectStream, serverStream } from "./lean-rpc.js";
 
 /** agentAccess says who may call each AgentService RPC: agents (admin may call all). */
 export const agentAccess = {
@@ -32,8 +32,8 @@ function agentActor(chats: Chats, chatId: string, caller: Identity): Promise<Act
 }
 
 /**
- * agentStreams are AgentService's server streams, served through connect and by the gRPC stream
- * path (stream-path.ts) alike: Subscribe (a chat's events, as its agent) and WatchQueue (an
+ * agentStreams are AgentService's server streams, served through connect and by the lean path
+ * (lean-path.ts) alike: Subscribe (a chat's events, as its agent) and WatchQueue (an
  * endpoint's waiting chats).
  */
 export function agentStreams(chats: Chats) {

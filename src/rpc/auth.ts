@@ -56,8 +56,8 @@ const sha256 = (s: string) => createHash("sha256").update(s, "utf8").digest();
 /**
  * Authorizer decides who calls an RPC, from its method and the request's `authorization` header:
  * the caller's Identity, or undefined for a PUBLIC RPC (the caller stays anonymous). A refusal is
- * thrown as UNAUTHENTICATED or PERMISSION_DENIED. The auth interceptor and the gRPC stream path
- * (stream-path.ts) both ask it, so there is one access decision whichever path serves the call.
+ * thrown as UNAUTHENTICATED or PERMISSION_DENIED. The auth interceptor asks it, for every call on
+ * either path (src/rpc/policy.ts).
  */
 export type Authorizer = (method: DescMethod, authorization: string | null) => Identity | undefined;
 
@@ -115,8 +115,13 @@ export function createAuthorizer(options: AuthOptions): Authorizer {
  */
 export function createAuthInterceptor(auth: AuthOptions | Authorizer): Interceptor {
   const authorize = typeof auth === "function" ? auth : createAuthorizer(auth);
-  return (next) => async (req) => {
-    const identity = authorize(req.method, req.header.get("authorization"));
+  return (next) => (req) => {
+    let identity: Identity | undefined;
+    try {
+      identity = authorize(req.method, req.header.get("authorization"));
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
     if (identity !== undefined) req.contextValues.set(identityKey, identity);
     return next(req);
   };

@@ -14,7 +14,7 @@ import type { ChatEventRecord, EventKind, ParticipantKind, ParticipantRef } from
 import { callerOf } from "./auth.js";
 import { exactNumber, fromEntries, timestamp } from "./convert.js";
 import { requestKey } from "./request-key.js";
-import { connectStream, connectUnary, serverStream, unaryRpc } from "./stream-path.js";
+import { connectStream, connectUnary, serverStream, unaryRpc } from "./lean-rpc.js";
 
 const eventTypes: Record<EventKind, ChatEventType> = {
   participant_joined: ChatEventType.PARTICIPANT_JOINED,
@@ -113,8 +113,8 @@ export const chatAccess = {
 } as const;
 
 /**
- * chatStreams are ChatService's server streams, served through connect and by the gRPC stream
- * path (stream-path.ts) alike. Subscribe: the customer, known by the chat's secure key, gets the
+ * chatStreams are ChatService's server streams, served through connect and by the lean path
+ * (lean-path.ts) alike. Subscribe: the customer, known by the chat's secure key, gets the
  * chat's events from `from_position` on.
  */
 export function chatStreams(chats: Chats) {
@@ -128,8 +128,8 @@ export function chatStreams(chats: Chats) {
 }
 
 /**
- * chatPolls are the customer's polls, served through connect and by the gRPC fast path
- * (stream-path.ts) alike: a thousand customers polling every second is the chat's hottest call.
+ * chatPolls are the customer's polls, served through connect and by the lean path
+ * (lean-path.ts) alike: a thousand customers polling every second is the chat's hottest call.
  */
 export function chatPolls(chats: Chats, shutdown: AbortSignal) {
   return {

@@ -7,7 +7,7 @@
 // a compressed envelope without an encoding, some zlib errors, a GET `message` that is not
 // base64) and raises the unary ones before any interceptor runs; this module owns those cases for
 // both serving paths: the connect path (connectAdapter, a node adapter like connect-node's) and the
-// gRPC stream path (stream-path.ts, which calls undecodable and logUndecodable).
+// lean path (lean-path.ts, which calls refuseUndecodable).
 import type * as http from "node:http";
 import type * as http2 from "node:http2";
 import type { DescMethod, JsonReadOptions } from "@bufbuild/protobuf";
@@ -20,13 +20,28 @@ import {
   type ConnectRouter,
   type Interceptor,
 } from "@connectrpc/connect";
-import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
-import { createAsyncIterable, encodeEnvelope, type Compression, type UniversalHandler, type UniversalServerResponse } from "@connectrpc/connect/protocol";
-import * as connectProtocol from "@connectrpc/connect/protocol-connect";
-import { findTrailerError, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import type { RequestHandler } from "../listen.js";
+import {
+  codeFromHttpStatus,
+  codeToHttpStatus,
+  contentTypeUnaryJson,
+  createAsyncIterable,
+  encodeEnvelope,
+  errorFromJsonBytes,
+  errorToJsonBytes,
+  findTrailerError,
+  setTrailerStatus,
+  trailerFlag,
+  trailerParse,
+  trailerSerialize,
+  universalRequestFromNodeRequest,
+  universalResponseToNodeResponse,
+  type Compression,
+  type UniversalHandler,
+  type UniversalServerResponse,
+} from "./connect-internals.js";
 import { methodName } from "./observe.js";
 
 /**
@@ -214,22 +229,22 @@ async function rewrite(uRes: UniversalServerResponse, body: Uint8Array, method: 
     const error = uRes.trailer === undefined ? undefined : findTrailerError(uRes.trailer);
     const fixed = error === undefined ? undefined : undecodable(error);
     if (fixed !== undefined && fixed !== error && uRes.trailer !== undefined) setTrailerStatus(uRes.trailer, fixed);
-    code = fixed?.code ?? (uRes.status === 200 ? undefined : connectProtocol.codeFromHttpStatus(uRes.status));
-  } else if (contentType.startsWith(connectProtocol.contentTypeUnaryJson) && uRes.status !== 200) {
+    code = fixed?.code ?? (uRes.status === 200 ? undefined : codeFromHttpStatus(uRes.status));
+  } else if (contentType.startsWith(contentTypeUnaryJson) && uRes.status !== 200) {
     const json = encoding === undefined ? body : await encoding.decompress(body, 1024 * 1024);
-    const error = connectProtocol.errorFromJsonBytes(json, undefined, new ConnectError(`HTTP ${uRes.status}`, connectProtocol.codeFromHttpStatus(uRes.status)));
+    const error = errorFromJsonBytes(json, undefined, new ConnectError(`HTTP ${uRes.status}`, codeFromHttpStatus(uRes.status)));
     const fixed = undecodable(error);
     code = fixed.code;
     if (fixed !== error) {
-      let fixedBody = connectProtocol.errorToJsonBytes(fixed, {});
+      let fixedBody = errorToJsonBytes(fixed, {});
       if (encoding !== undefined) fixedBody = await encoding.compress(fixedBody);
       const header = new Headers(uRes.header);
       header.set("content-length", String(fixedBody.byteLength));
-      uRes = { ...uRes, status: connectProtocol.codeToHttpStatus(fixed.code), header, body: createAsyncIterable([fixedBody]) };
+      uRes = { ...uRes, status: codeToHttpStatus(fixed.code), header, body: createAsyncIterable([fixedBody]) };
     }
   } else {
     // 415, 405, 505: no protocol takes the request as it came.
-    code = connectProtocol.codeFromHttpStatus(uRes.status);
+    code = codeFromHttpStatus(uRes.status);
   }
   if (code !== undefined) logUndecodable(log, method, code);
   return uRes;
@@ -271,8 +286,8 @@ function refuse(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.
     res.writeHead(200, Object.fromEntries(headers));
     res.end();
   } else {
-    const body = connectProtocol.errorToJsonBytes(error, {});
-    res.writeHead(connectProtocol.codeToHttpStatus(error.code), { "content-type": connectProtocol.contentTypeUnaryJson, "content-length": String(body.byteLength) });
+    const body = errorToJsonBytes(error, {});
+    res.writeHead(codeToHttpStatus(error.code), { "content-type": contentTypeUnaryJson, "content-length": String(body.byteLength) });
     res.end(body);
   }
   // The body is not wanted: drain it, so the stream or connection is not held up by it.

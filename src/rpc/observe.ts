@@ -5,8 +5,9 @@ import type { Clock } from "../clock.js";
 import type { HealthStatus } from "../health.js";
 import { identityKey } from "./auth.js";
 import { toConnectError } from "./errors.js";
+import { tapStream, type StreamTap } from "./tap.js";
 
-/** CallTracker counts the unary calls in flight, so a shutdown can wait for them, and the open gRPC stream-path streams. */
+/** CallTracker counts the unary calls in flight, so a shutdown can wait for them, and the streams open on the lean path. */
 export interface CallTracker {
   readonly inFlight: number;
   enter(): void;
@@ -14,22 +15,22 @@ export interface CallTracker {
   /** idle resolves once no unary call is in flight. */
   idle(): Promise<void>;
   /**
-   * streams is the number of server streams open on the gRPC stream path (stream-path.ts), which
-   * ends them itself on shutdown: what an operator (or a test) reads to see streams let go.
+   * streams is the number of server streams open on the lean path (lean-path.ts): what an operator
+   * (or a test) reads to see streams let go.
    */
   readonly streams: number;
   streamOpened(): void;
   streamClosed(): void;
-  /** fastPath counts the calls the gRPC fast path (stream-path.ts) has taken, streams and unary alike. */
-  readonly fastPath: number;
-  tookFastPath(): void;
+  /** leanCalls counts the calls the lean path (lean-path.ts) has taken, streams and unary alike. */
+  readonly leanCalls: number;
+  tookLeanPath(): void;
 }
 
 /** createCallTracker makes an empty CallTracker. */
 export function createCallTracker(): CallTracker {
   let inFlight = 0;
   let streams = 0;
-  let fastPath = 0;
+  let leanCalls = 0;
   let waiters: (() => void)[] = [];
   return {
     get inFlight() {
@@ -57,13 +58,26 @@ export function createCallTracker(): CallTracker {
     streamClosed() {
       streams--;
     },
-    get fastPath() {
-      return fastPath;
+    get leanCalls() {
+      return leanCalls;
     },
-    tookFastPath() {
-      fastPath++;
+    tookLeanPath() {
+      leanCalls++;
     },
   };
+}
+
+/**
+ * callNext calls the next step of a call: what it throws at once becomes a rejection, so an
+ * interceptor's `.then` sees every failure. (Interceptors here chain promises rather than await
+ * them: the lean path's hot calls run the whole list, and each async layer costs its own promises.)
+ */
+export function callNext(next: Parameters<Interceptor>[0], req: Parameters<Parameters<Interceptor>[0]>[0]): Promise<UnaryResponse | StreamResponse> {
+  try {
+    return next(req);
+  } catch (e) {
+    return Promise.reject(e as Error);
+  }
 }
 
 /**
@@ -71,33 +85,21 @@ export function createCallTracker(): CallTracker {
  * into the ConnectError the caller should see (see toConnectError).
  */
 export function createErrorInterceptor(log: Logger, clock: Clock): Interceptor {
-  return (next) => async (req) => {
-    let res: UnaryResponse | StreamResponse;
-    try {
-      res = await next(req);
-    } catch (e) {
-      throw toConnectError(e, log, clock.now());
-    }
-    if (!res.stream) return res;
-    const messages = res.message;
-    return {
-      ...res,
-      message: (async function* () {
-        try {
-          yield* messages;
-        } catch (e) {
-          throw toConnectError(e, log, clock.now());
-        }
-      })(),
-    };
-  };
+  const failed = (e: unknown) => toConnectError(e, log, clock.now());
+  const tap: StreamTap = { failed };
+  return (next) => (req) =>
+    callNext(next, req).then(
+      (res) => (res.stream ? tapStream(res, tap) : res),
+      (e: unknown) => {
+        throw failed(e);
+      },
+    );
 }
 
 /**
  * logCall writes the one JSON line an RPC gets when it ends: method, code (ok, or the error's),
  * duration since `started` (performance.now()) and caller name; never keys, message contents or
- * files. INTERNAL is a warning. The log interceptor and the gRPC stream path both write it here,
- * so a call logs the same whichever path served it.
+ * files. INTERNAL is a warning. The log interceptor writes it, for every call on either path.
  */
 export function logCall(log: Logger, method: DescMethod, started: number, caller: string, error: unknown): void {
   const code = error === undefined ? undefined : ConnectError.from(error).code;
@@ -113,38 +115,45 @@ export function logCall(log: Logger, method: DescMethod, started: number, caller
  * also counts unary calls in flight for the graceful shutdown.
  */
 export function createLogInterceptor(log: Logger, tracker: CallTracker): Interceptor {
-  return (next) => async (req) => {
+  return (next) => (req) => {
     const started = performance.now();
-    const line = (e: unknown) => logCall(log, req.method, started, req.contextValues.get(identityKey).name, e);
     const unary = req.method.methodKind === "unary" || req.method.methodKind === "client_streaming";
     if (unary) tracker.enter();
-    let res: UnaryResponse | StreamResponse;
-    try {
-      res = await next(req);
-    } catch (e) {
-      line(e);
-      throw e;
-    } finally {
-      if (unary) tracker.leave();
-    }
-    if (!res.stream) {
-      line(undefined);
-      return res;
-    }
-    const messages = res.message;
-    return {
-      ...res,
-      message: (async function* () {
-        try {
-          yield* messages;
-          line(undefined);
-        } catch (e) {
-          line(e);
-          throw e;
+    return callNext(next, req).then(
+      (res) => {
+        if (unary) tracker.leave();
+        if (!res.stream) {
+          logCall(log, req.method, started, req.contextValues.get(identityKey).name, undefined);
+          return res;
         }
-      })(),
-    };
+        return tapStream(res, new LogTap(log, req.method, started, req.contextValues.get(identityKey).name));
+      },
+      (e: unknown) => {
+        if (unary) tracker.leave();
+        logCall(log, req.method, started, req.contextValues.get(identityKey).name, e);
+        throw e;
+      },
+    );
   };
+}
+
+/** LogTap writes a stream's line when it ends. */
+class LogTap implements StreamTap {
+  constructor(
+    private readonly log: Logger,
+    private readonly method: DescMethod,
+    private readonly started: number,
+    private readonly caller: string,
+  ) {}
+
+  done(): void {
+    logCall(this.log, this.method, this.started, this.caller, undefined);
+  }
+
+  failed(e: unknown): unknown {
+    logCall(this.log, this.method, this.started, this.caller, e);
+    return e;
+  }
 }
 
 /** methodName is how logs name an RPC: "gms.v1.StorageService/CreateData". */
@@ -166,18 +175,13 @@ export interface Availability {
 }
 
 /**
- * refuseWhileStoreDown fails a call that needs the store with UNAVAILABLE at once while health
- * says NOT_SERVING (the database unreachable or unresponsive), instead of letting it wait for a
- * connection or a query timeout. Every path applies it (the interceptor below, stream-path.ts).
+ * createAvailabilityInterceptor fails a call that needs the store with UNAVAILABLE at once while
+ * health says NOT_SERVING (the database unreachable or unresponsive), instead of letting it wait for
+ * a connection or a query timeout.
  */
-export function refuseWhileStoreDown(health: Availability, method: DescMethod): void {
-  if (health.status === "not_serving" && needsStore(method)) throw storeDown();
-}
-
-/** createAvailabilityInterceptor applies refuseWhileStoreDown on the connect path. */
 export function createAvailabilityInterceptor(health: Availability): Interceptor {
   return (next) => (req) => {
-    refuseWhileStoreDown(health, req.method);
+    if (health.status === "not_serving" && needsStore(req.method)) return Promise.reject(storeDown());
     return next(req);
   };
 }
@@ -211,38 +215,26 @@ function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
 }
 
 /**
+ * hasDeadline tells whether a call came with a deadline (gRPC and gRPC-Web: grpc-timeout; Connect:
+ * Connect-Timeout-Ms).
+ */
+function hasDeadline(header: Headers): boolean {
+  return header.has("grpc-timeout") || header.has("connect-timeout-ms");
+}
+
+/**
  * createDeadlineInterceptor ends a call at its deadline (`grpc-timeout`, `Connect-Timeout-Ms`) with
- * DEADLINE_EXCEEDED, as the gRPC stream path does: connect-node aborts the call's signal then but
- * answers only when the handler returns, which a database that stopped answering delays for as long
- * as it is gone. A unary call and a stream's opening and every message are raced against the
- * signal; the handler's own work, left behind, ends at the query timeout (its result dropped; a
- * write may still commit, which a retry with the same request_id / client_message_id finds).
+ * DEADLINE_EXCEEDED, on either path: connect-node aborts the call's signal then but answers only
+ * when the handler returns, which a database that stopped answering delays for as long as it is
+ * gone. A unary call and a stream's every read are raced against the signal; the handler's own
+ * work, left behind, ends at the query timeout (its result dropped; a write may still commit, which
+ * a retry with the same request_id / client_message_id finds). A call without a deadline has nothing
+ * to race: it ends when its handler does, which ends when the call's signal aborts (its client gone).
  */
 export function createDeadlineInterceptor(): Interceptor {
-  return (next) => async (req) => {
+  return (next) => (req) => {
+    if (!hasDeadline(req.header)) return next(req);
     const signal = req.signal;
-    const res = await untilAborted(next(req), signal);
-    if (!res.stream) return res;
-    const messages = res.message;
-    return {
-      ...res,
-      message: (async function* () {
-        const it = messages[Symbol.asyncIterator]();
-        let done = false;
-        try {
-          for (;;) {
-            const step = await untilAborted(it.next(), signal);
-            if (step.done === true) {
-              done = true;
-              return;
-            }
-            yield step.value;
-          }
-        } finally {
-          // A stream left at its deadline ends on the same signal; its cleanup runs once it returns.
-          if (!done) void it.return?.(undefined)?.catch(() => undefined);
-        }
-      })(),
-    };
+    return untilAborted(callNext(next, req), signal).then((res) => (res.stream ? tapStream(res, { until: signal, reason: () => abortError(signal) }) : res));
   };
 }

@@ -1,4 +1,6 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { callNext } from "./observe.js";
+import { tapStream, type StreamTap } from "./tap.js";
 
 /**
  * createShutdownInterceptor ends every open server stream with UNAVAILABLE once `signal` aborts
@@ -7,31 +9,11 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
  */
 export function createShutdownInterceptor(signal: AbortSignal): Interceptor {
   const unavailable = () => new ConnectError("the server is shutting down; reconnect", Code.Unavailable);
-  return (next) => async (req) => {
-    if (signal.aborted) throw unavailable();
-    const res = await next(req);
-    if (!res.stream) return res;
-    const messages = res.message[Symbol.asyncIterator]();
-    return {
-      ...res,
-      message: (async function* () {
-        let onAbort: (() => void) | undefined;
-        const aborted = new Promise<"aborted">((resolve) => {
-          onAbort = () => resolve("aborted");
-          signal.addEventListener("abort", onAbort, { once: true });
-        });
-        try {
-          for (;;) {
-            const step = await Promise.race([messages.next(), aborted]);
-            if (step === "aborted") throw unavailable();
-            if (step.done === true) return;
-            yield step.value;
-          }
-        } finally {
-          if (onAbort !== undefined) signal.removeEventListener("abort", onAbort);
-          void messages.return?.();
-        }
-      })(),
-    };
+  const tap: StreamTap = { until: signal, reason: unavailable };
+  return (next) => (req) => {
+    if (signal.aborted) return Promise.reject(unavailable());
+    // A unary call in flight is let finish: the graceful shutdown waits for it.
+    if (!req.stream) return next(req);
+    return callNext(next, req).then((res) => (res.stream ? tapStream(res, tap) : res));
   };
 }

@@ -1,4 +1,4 @@
-// The gRPC stream path (src/rpc/stream-path.ts): gRPC calls of the chat streams served without
+// The lean path (src/rpc/lean-path.ts): gRPC calls of the chat streams served without
 // connect-node's handler. Real servers on port 0, real sockets; each behaviour is checked against
 // what the connect path answers, and, byte for byte, against a server whose handler leaves every
 // call to connect.
@@ -188,7 +188,7 @@ const REFRESH = "/gms.v1.ChatService/Refresh";
 const REQUEST_INTERACTION = "/gms.v1.AccessService/RequestInteraction";
 const MATCH_INTERACTION = "/gms.v1.AccessService/MatchInteraction";
 
-describe.each(DIALECTS)("gRPC stream path on %s", (dialect) => {
+describe.each(DIALECTS)("the lean path on %s", (dialect) => {
   let t: TestServer;
   let grpcCustomer: Client<typeof ChatService>;
   let connectCustomer: Client<typeof ChatService>;
@@ -442,7 +442,7 @@ describe.each(DIALECTS)("a server shutting down on %s", (dialect) => {
   });
 });
 
-/** Pair is one app served twice: with the gRPC stream path, and by connect alone. */
+/** Pair is one app served twice: with the lean path, and by connect alone. */
 interface Pair {
   lean: { url: string; tracker: CallTracker };
   connect: { url: string; tracker: CallTracker };
@@ -483,7 +483,7 @@ function usePair(dialect: "sqlite" | "mysql"): Pair {
   };
 }
 
-/** startPair serves one app (one database, one bus) on two ports, as createHandler does with and without the gRPC stream path. */
+/** startPair serves one app (one database, one bus) on two ports, as createHandler does with and without the lean path. */
 async function startPair(dialect: "sqlite" | "mysql", db: TestDatabase): Promise<Pair> {
   // Responses compressed from 1 byte, so compression is compared too.
   const parsed = parseConfig({ ...config, server: { host: "127.0.0.1", port: 0, compress_min_bytes: 1 } }, `${dialect} pair`);
@@ -492,9 +492,9 @@ async function startPair(dialect: "sqlite" | "mysql", db: TestDatabase): Promise
   await app.access.syncNumbers();
   const health = createHealthMonitor(db, log);
   const shutdown = new AbortController();
-  const serve = async (grpcStreamPath: boolean) => {
+  const serve = async (leanPath: boolean) => {
     const tracker = createCallTracker();
-    const listener: Listener = await listen(createHandler(app, { health, tracker, shutdown: shutdown.signal, grpcStreamPath }), { host: "127.0.0.1", port: 0 });
+    const listener: Listener = await listen(createHandler(app, { health, tracker, shutdown: shutdown.signal, leanPath }), { host: "127.0.0.1", port: 0 });
     return { url: `http://127.0.0.1:${listener.port}`, tracker, listener };
   };
   const lean = await serve(true);
@@ -515,7 +515,7 @@ async function startPair(dialect: "sqlite" | "mysql", db: TestDatabase): Promise
   };
 }
 
-describe.each(DIALECTS)("the gRPC stream path against connect, byte for byte, on %s", (dialect) => {
+describe.each(DIALECTS)("the lean path against connect, byte for byte, on %s", (dialect) => {
   const pair = usePair(dialect);
 
   /** both makes the same call on both servers, at once. */
@@ -577,7 +577,7 @@ describe.each(DIALECTS)("the gRPC stream path against connect, byte for byte, on
 
   it("unary calls (Refresh, RequestInteraction, MatchInteraction) and their refusals: the same headers, bytes and trailers", async () => {
     const chat = await pair.customer.requestChat({ service: "lobby", nickname: "Poller" });
-    const taken = pair.lean.tracker.fastPath;
+    const taken = pair.lean.tracker.leanCalls;
     const refresh = (m: { chatId?: string; secureKey?: string; fromPosition?: bigint }) => envelope(toBinary(RefreshRequestSchema, create(RefreshRequestSchema, m)));
     const request = (m: { phoneNumber?: string; resourceGroup?: string }) => envelope(toBinary(RequestInteractionRequestSchema, create(RequestInteractionRequestSchema, m)));
     const match = (m: { accessNumber?: string; accessCode?: string }) => envelope(toBinary(MatchInteractionRequestSchema, create(MatchInteractionRequestSchema, m)));
@@ -603,7 +603,7 @@ describe.each(DIALECTS)("the gRPC stream path against connect, byte for byte, on
       const [lean, connect] = await both(path, body, headers);
       expect(lean, what).toEqual(connect);
     }
-    expect(pair.lean.tracker.fastPath - taken).toBe(cases.length);
+    expect(pair.lean.tracker.leanCalls - taken).toBe(cases.length);
     // Allocation and matching succeed alike (the replies differ only in ids and numbers).
     const [leanGrant, connectGrant] = await both(REQUEST_INTERACTION, request({ phoneNumber: "+16505550100", resourceGroup: "ivr" }));
     expect(leanGrant.headers).toEqual(connectGrant.headers);
@@ -708,12 +708,12 @@ describe.each(DIALECTS)("the Connect unary path against connect, byte for byte, 
     ];
     // Refused on its Content-Length alone, before the body (HTTP/2's own framing checks the length: nghttp2 refuses to send such a body).
     if (version === "1.1") cases.push(["a Content-Length above readMaxBytes", REFRESH, poll, { "content-length": String(64 * 1024 * 1024) }]);
-    const taken = pair.lean.tracker.fastPath;
+    const taken = pair.lean.tracker.leanCalls;
     for (const [what, path, body, headers] of cases) {
       const [lean, connect] = await both(version, path, body, headers);
       expect(lean, what).toEqual(connect);
     }
-    expect(pair.lean.tracker.fastPath - taken).toBe(cases.length);
+    expect(pair.lean.tracker.leanCalls - taken).toBe(cases.length);
     const [ok] = await both(version, REFRESH, poll);
     expect(ok.status).toBe(200);
     const text = (r: RawHttpResponse) => Buffer.from(r.body, "hex").toString();
@@ -765,13 +765,13 @@ describe.each(DIALECTS)("the Connect unary path against connect, byte for byte, 
     const customer = createClient(ChatService, createConnectTransport({ baseUrl: pair.lean.url, httpVersion: "1.1" }));
     const chat = await customer.requestChat({ service: "lobby", nickname: "Waiter" });
     const key = { chatId: chat.chatId, secureKey: chat.secureKey };
-    const taken = pair.lean.tracker.fastPath;
+    const taken = pair.lean.tracker.leanCalls;
     const waiting = customer.refresh({ ...key, fromPosition: 2n, waitSeconds: 30 });
     await waitFor("the long-poll in flight", () => pair.lean.tracker.inFlight > 0);
     await customer.sendMessage({ ...key, text: "hello?" });
     const woken = await waiting;
     expect(woken.events.map((e) => [ChatEventType[e.type], e.text])).toEqual([["MESSAGE", "hello?"]]);
-    expect(pair.lean.tracker.fastPath - taken).toBe(1);
+    expect(pair.lean.tracker.leanCalls - taken).toBe(1);
 
     // A client giving up: the server's wait ends with it (nothing left in flight).
     const gone = new AbortController();
@@ -783,8 +783,8 @@ describe.each(DIALECTS)("the Connect unary path against connect, byte for byte, 
 
     // GET (Refresh has no side effects) and streams are left to connect, which answers them.
     const viaGet = createClient(ChatService, createConnectTransport({ baseUrl: pair.lean.url, httpVersion: "1.1", useHttpGet: true }));
-    const before = pair.lean.tracker.fastPath;
+    const before = pair.lean.tracker.leanCalls;
     expect((await viaGet.refresh({ ...key, fromPosition: 1n })).events.length).toBeGreaterThan(1);
-    expect(pair.lean.tracker.fastPath).toBe(before);
+    expect(pair.lean.tracker.leanCalls).toBe(before);
   });
 });

@@ -1,0 +1,127 @@
+// RPCs written once and served by both paths: through connect (every protocol) and through the
+// lean path (src/rpc/lean-path.ts: gRPC, and Connect unary POST, straight on Node's request and
+// response). A service module writes its hot unary calls as a UnaryRpc and its server streams as
+// a ServerStream, and gives connect the handler connectUnary or connectStream makes of it; the
+// lean path finds them in the service's implementation (leanRpcsOf), so nothing lists them twice.
+import { create, type DescMessage, type DescMethodServerStreaming, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { callerOf, type Identity } from "./auth.js";
+import { TappedMessages } from "./tap.js";
+
+/** leanRpcKey is where a handler made by connectUnary or connectStream carries its RPC. */
+const leanRpcKey = Symbol("lean rpc");
+
+/**
+ * ServerStream is a server-streaming RPC written once and served by both paths: through connect
+ * (connectStream: Connect, gRPC-Web, HTTP/1.1) and through the lean path, both reading it as
+ * StreamMessages. `open` is the domain call, `message` maps one of its items onto the response, so
+ * no path adds a generator of its own to map them.
+ */
+export interface ServerStream<I extends DescMessage = DescMessage, O extends DescMessage = DescMessage, T = unknown> {
+  readonly method: DescMethodServerStreaming<I, O>;
+  /**
+   * open checks the request against the domain (a chat's secure key, an agent's place in it) and
+   * returns the items to send; they must end once `signal` aborts.
+   */
+  open(req: MessageShape<I>, caller: Identity, signal: AbortSignal): Promise<AsyncIterable<T>>;
+  /** message maps one item onto the response message. */
+  message(item: T): MessageInitShape<O>;
+}
+
+/** serverStream types a ServerStream from its method (a helper: the interface alone cannot infer I and O). */
+export function serverStream<I extends DescMessage, O extends DescMessage, T>(
+  method: DescMethodServerStreaming<I, O>,
+  open: (req: MessageShape<I>, caller: Identity, signal: AbortSignal) => Promise<AsyncIterable<T>>,
+  message: (item: T) => MessageInitShape<O>,
+): ServerStream<I, O, T> {
+  return { method, open, message };
+}
+
+/**
+ * StreamMessages are a ServerStream's response messages for one call: its items mapped onto
+ * messages as they are read, the policies' taps on them (src/rpc/tap.ts). The domain ends a stream
+ * quietly when its signal aborts; a stream cut by the call's deadline ends with DEADLINE_EXCEEDED.
+ */
+export class StreamMessages<I extends DescMessage, O extends DescMessage, T> extends TappedMessages<MessageShape<O>, T> {
+  constructor(
+    private readonly stream: ServerStream<I, O, T>,
+    items: AsyncIterable<T>,
+    private readonly signal: AbortSignal,
+  ) {
+    super(items[Symbol.asyncIterator]());
+  }
+
+  protected override message(item: T): MessageShape<O> {
+    return create(this.stream.method.output, this.stream.message(item));
+  }
+
+  protected override end(): void {
+    if (this.signal.aborted && ConnectError.from(this.signal.reason).code === Code.DeadlineExceeded) throw this.signal.reason;
+  }
+}
+
+/** openStream opens a ServerStream for one call (the domain checks the request): its messages. */
+export async function openStream<I extends DescMessage, O extends DescMessage, T>(
+  stream: ServerStream<I, O, T>,
+  req: MessageShape<I>,
+  caller: Identity,
+  signal: AbortSignal,
+): Promise<StreamMessages<I, O, T>> {
+  return new StreamMessages(stream, await stream.open(req, caller, signal), signal);
+}
+
+/** connectStream is a ServerStream as a connect handler, which carries it for leanRpcsOf. */
+export function connectStream<I extends DescMessage, O extends DescMessage, T>(stream: ServerStream<I, O, T>) {
+  const handler = async function* (req: MessageShape<I>, ctx: HandlerContext): AsyncGenerator<MessageShape<O>> {
+    yield* await openStream(stream, req, callerOf(ctx), ctx.signal);
+  };
+  return Object.assign(handler, { [leanRpcKey]: stream as ServerStream });
+}
+
+/**
+ * UnaryRpc is a unary RPC written once and served by both paths, like ServerStream: the hot ones
+ * (a customer's poll, allocation, matching), where connect-node's per-call machinery costs more CPU
+ * than the call's own work.
+ */
+export interface UnaryRpc<I extends DescMessage = DescMessage, O extends DescMessage = DescMessage> {
+  readonly method: DescMethodUnary<I, O>;
+  /**
+   * call does the RPC. On the lean path its signal aborts at the call's deadline, and when the
+   * client goes away only for a request `waits` says may wait (a long-poll): quick ones end on their
+   * own, and without a deadline their signal never aborts.
+   */
+  call(req: MessageShape<I>, caller: Identity, signal: AbortSignal): Promise<MessageInitShape<O>>;
+  /** waits tells whether a request may wait for something to happen (a long-poll): its signal then matters. */
+  readonly waits?: (req: MessageShape<I>) => boolean;
+}
+
+/** unaryRpc types a UnaryRpc from its method. */
+export function unaryRpc<I extends DescMessage, O extends DescMessage>(
+  method: DescMethodUnary<I, O>,
+  call: (req: MessageShape<I>, caller: Identity, signal: AbortSignal) => Promise<MessageInitShape<O>>,
+  options: { waits?: (req: MessageShape<I>) => boolean } = {},
+): UnaryRpc<I, O> {
+  return { method, call, ...options };
+}
+
+/** connectUnary is a UnaryRpc as a connect handler, which carries it for leanRpcsOf. */
+export function connectUnary<I extends DescMessage, O extends DescMessage>(rpc: UnaryRpc<I, O>) {
+  const handler = (req: MessageShape<I>, ctx: HandlerContext): Promise<MessageInitShape<O>> => rpc.call(req, callerOf(ctx), ctx.signal);
+  return Object.assign(handler, { [leanRpcKey]: rpc as unknown as UnaryRpc });
+}
+
+/** LeanRpc is an RPC the lean path serves: a UnaryRpc or a ServerStream. */
+export type LeanRpc = UnaryRpc | ServerStream;
+
+/**
+ * leanRpcsOf lists the RPCs of a connect service implementation that connectUnary and
+ * connectStream made: the ones the lean path serves too.
+ */
+export function leanRpcsOf(impl: object): LeanRpc[] {
+  const rpcs: LeanRpc[] = [];
+  for (const handler of Object.values(impl)) {
+    const rpc = typeof handler === "function" ? (handler as { [leanRpcKey]?: LeanRpc })[leanRpcKey] : undefined;
+    if (rpc !== undefined) rpcs.push(rpc);
+  }
+  return rpcs;
+}
