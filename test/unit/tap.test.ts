@@ -2,8 +2,8 @@
 // order of the policy list. Plain unit tests: no server, no database.
 import { Code, ConnectError, type StreamResponse } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { Health } from "../gen/grpc/health/v1/health_pb.js";
-import { tapStream, TappedMessages, type StreamTap } from "../src/rpc/tap.js";
+import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { tapStream, TappedMessages, type StreamTap } from "../../src/rpc/tap.js";
 
 /** Source is a stream's messages under the test's control: each read waits for push, end or fail. */
 class Source implements AsyncIterator<number> {
