@@ -23,6 +23,7 @@ import { createHealthMonitor } from "../src/health.js";
 import { listen, type Listener } from "../src/listen.js";
 import { createCallTracker, type CallTracker } from "../src/rpc/observe.js";
 import { createApp, createHandler } from "../src/server.js";
+import { grpcMessage } from "../src/rpc/connect-internals.js";
 import { errorOf, waitFor } from "./helpers/calls.js";
 import { createTestDatabase, DIALECTS, type TestDatabase } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
@@ -394,7 +395,7 @@ describe.each(DIALECTS)("the lean path on %s", (dialect) => {
     const snappy = await rawCall(t.server.url, CHAT_SUBSCRIBE, envelope(request), { "grpc-encoding": "snappy" });
     expect(snappy.trailers).toEqual({
       "grpc-status": String(Code.Unimplemented),
-      "grpc-message": encodeURIComponent('unknown compression "snappy": supported encodings are gzip,br'),
+      "grpc-message": grpcMessage('unknown compression "snappy": supported encodings are gzip,br'),
       "grpc-accept-encoding": "gzip,br",
     });
     const flagged = await rawCall(t.server.url, CHAT_SUBSCRIBE, envelope(request, 1));
@@ -408,7 +409,7 @@ describe.each(DIALECTS)("the lean path on %s", (dialect) => {
     const chat = await grpcCustomer.requestChat({ service: "lobby", nickname: "Deadline" });
     const res = await rawCall(t.server.url, CHAT_SUBSCRIBE, subscribeBody({ chatId: chat.chatId, secureKey: chat.secureKey, fromPosition: 1n }), { "grpc-timeout": "300m" });
     expect(messagesIn(Buffer.from(res.body, "hex")).map((m) => ChatEventType[fromBinary(ChatEventSchema, m).type])).toEqual(["PARTICIPANT_JOINED"]);
-    expect(res.trailers).toEqual({ "grpc-status": String(Code.DeadlineExceeded), "grpc-message": encodeURIComponent("the operation timed out") });
+    expect(res.trailers).toEqual({ "grpc-status": String(Code.DeadlineExceeded), "grpc-message": grpcMessage("the operation timed out") });
     const bad = await rawCall(t.server.url, CHAT_SUBSCRIBE, subscribeBody({ chatId: chat.chatId, secureKey: chat.secureKey }), { "grpc-timeout": "soon" });
     expect(bad.trailers?.["grpc-status"]).toBe(String(Code.InvalidArgument));
     await waitFor("no stream left open", () => listeners() === before);

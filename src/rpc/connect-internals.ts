@@ -24,6 +24,9 @@
 // 3. Run the tests that compare the two paths on the wire, byte for byte (status, headers, body,
 //    trailers), and the serving policy's: they must pass unchanged.
 //    `npx vitest run test/api-lean-path.test.ts test/hostile-input.test.ts test/serving-policy.test.ts test/protocols.test.ts test/db-faults.test.ts`
+import type { ConnectError } from "@connectrpc/connect";
+import { setTrailerStatus as connectSetTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+
 export {
   compressionNegotiate,
   createAsyncIterable,
@@ -54,8 +57,40 @@ export {
   headerAcceptEncoding as headerGrpcAcceptEncoding,
   parseContentType as parseGrpcContentType,
   parseTimeout as parseGrpcTimeout,
-  setTrailerStatus,
 } from "@connectrpc/connect/protocol-grpc";
 export { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 // Public, but documented as "we may have to make changes to it in the future": checked alike.
 export { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
+
+/**
+ * grpcMessage percent-encodes an error message for the `grpc-message` header or trailer exactly as
+ * the gRPC spec (PROTOCOL-HTTP2.md, "Percent-Encoded") asks: each byte of its UTF-8 outside
+ * 0x20–0x7E, and "%", becomes %XX; everything else stays as it is. connect-es encodes with
+ * encodeURIComponent, which also encodes "+", ":", "/", spaces…: clients that decode only what the
+ * spec encodes (grpc-js uses decodeURI) then show "%2B1800…" and "phone_number%3A …".
+ */
+export function grpcMessage(raw: string): string {
+  let out = "";
+  for (const byte of Buffer.from(raw, "utf8")) {
+    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}
+
+/** respecGrpcMessage re-encodes a `grpc-message` connect encoded (encodeURIComponent) as the spec does (grpcMessage). */
+export function respecGrpcMessage(encoded: string): string {
+  let raw: string;
+  try {
+    raw = decodeURIComponent(encoded);
+  } catch {
+    return encoded;
+  }
+  return grpcMessage(raw);
+}
+
+/** setTrailerStatus is connect's (the gRPC status, message and details into `target`), with `grpc-message` encoded as the spec asks (grpcMessage). */
+export function setTrailerStatus(target: Headers, error: ConnectError | undefined): Headers {
+  connectSetTrailerStatus(target, error);
+  if (error !== undefined && error.rawMessage !== "") target.set("grpc-message", grpcMessage(error.rawMessage));
+  return target;
+}

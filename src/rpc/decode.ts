@@ -32,6 +32,7 @@ import {
   errorFromJsonBytes,
   errorToJsonBytes,
   findTrailerError,
+  respecGrpcMessage,
   setTrailerStatus,
   trailerFlag,
   trailerParse,
@@ -154,6 +155,7 @@ export function connectAdapter(options: ConnectAdapterOptions): RequestHandler {
     const handler = paths.get((req.url ?? "").split("?", 1)[0] ?? "");
     if (handler === undefined) return notFound(req, res);
     const values = createContextValues();
+    if (isGrpcOverHttp2(req)) respecTrailers(res as http2.Http2ServerResponse);
     let uReq;
     try {
       uReq = universalRequestFromNodeRequest(req as http.IncomingMessage, res as http.ServerResponse, undefined, values);
@@ -256,6 +258,24 @@ async function readAll(body: AsyncIterable<Uint8Array> | undefined): Promise<Uin
   const chunks: Uint8Array[] = [];
   for await (const chunk of body) chunks.push(chunk);
   return chunks.length === 1 ? (chunks[0] as Uint8Array) : Buffer.concat(chunks);
+}
+
+/** isGrpcOverHttp2 tells whether a request speaks gRPC proper (not gRPC-Web): its status goes in HTTP/2 trailers. */
+function isGrpcOverHttp2(req: { readonly headers: http.IncomingHttpHeaders }): boolean {
+  const type = req.headers["content-type"];
+  return typeof type === "string" && /^application\/grpc(?![-\w])/i.test(type);
+}
+
+/**
+ * respecTrailers makes the `grpc-message` trailer connect-node writes encoded as the gRPC spec asks
+ * (respecGrpcMessage): connect encodes more than the spec, and grpc-js clients show the excess.
+ */
+function respecTrailers(res: http2.Http2ServerResponse): void {
+  const add = res.addTrailers.bind(res);
+  res.addTrailers = (headers: http.OutgoingHttpHeaders) => {
+    const message = headers["grpc-message"];
+    add(typeof message === "string" ? { ...headers, "grpc-message": respecGrpcMessage(message) } : headers);
+  };
 }
 
 /** isGrpc tells whether a request speaks gRPC or gRPC-Web (their answers carry a grpc-status). */
