@@ -3,7 +3,7 @@ import { isIP } from "node:net";
 import { resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { numberingOf, phoneReader } from "./domain/phone.js";
+import { numberingOf, numberReader } from "./numbering.js";
 import { BUNDLED_CONFIG } from "./package-info.js";
 
 /** ROLES are the caller roles an API key can carry; each RPC declares which of them may call it. */
@@ -122,11 +122,21 @@ const apiKeySchema = z
     key: z.string().min(16, "an API key needs at least 16 characters").optional(),
     key_sha256: z.string().regex(/^[0-9a-f]{64}$/, "64 lowercase hex digits").optional(),
     roles: z.array(z.enum(ROLES)).min(1),
+    /**
+     * acts_for_agents marks a trusted backend's key (an agent desktop's server) that acts for the
+     * agents it signs in: each call names its agent (`gms-agent-id`), and that agent, not the key, is
+     * who accepts, reads and writes chats. Agents are then added without touching this file.
+     */
+    acts_for_agents: z.boolean().default(false),
+    /** agent_supervisors lets such a key mark the agent it acts for as a supervisor (`gms-agent-supervisor: true`). */
+    agent_supervisors: z.boolean().default(false),
   })
   .refine((k) => (k.key === undefined) !== (k.key_sha256 === undefined), {
     message: "give exactly one of key and key_sha256",
     path: ["key"],
-  });
+  })
+  .refine((k) => !k.acts_for_agents || k.roles.includes("agent"), { message: "a key that acts for agents needs the agent role", path: ["acts_for_agents"] })
+  .refine((k) => !k.agent_supervisors || k.acts_for_agents, { message: "agent_supervisors needs acts_for_agents", path: ["agent_supervisors"] });
 
 /** configSchema validates the whole configuration file; unknown keys are errors. */
 export const configSchema = z.strictObject({
@@ -152,6 +162,12 @@ export const configSchema = z.strictObject({
       max_streams_per_peer: z.number().int().positive().default(5_000),
       /** unlimited_peers are addresses or CIDR ranges the per-peer caps do not apply to (a reverse proxy, the host itself). */
       unlimited_peers: z.array(z.string().refine(isAddressOrRange, "an IP address or a CIDR range like 10.0.0.0/8")).default(["127.0.0.1", "::1"]),
+      /**
+       * ignore_unknown_json_fields reads JSON fields (and enum names) the contract does not have as
+       * absent, for clients built against a newer contract; by default they are INVALID_ARGUMENT
+       * naming the key, so a misspelled field is not silently a default.
+       */
+      ignore_unknown_json_fields: z.boolean().default(false),
       /** compress_min_bytes, when set, gzips responses at least this large for clients that accept it. */
       compress_min_bytes: z.number().int().min(0).optional(),
     })
@@ -264,13 +280,13 @@ export function parseConfig(raw: unknown, source = "configuration"): Config {
   if (result.success) {
     const config = result.data;
     // With a country code, configured numbers are read as calls' numbers are: in E.164.
-    const read = phoneReader(numberingOf(config.access));
+    const read = numberReader(numberingOf(config.access));
     for (const [group, g] of Object.entries(config.resources)) {
-      try {
-        g.numbers = g.numbers.map((n) => read(`resources.${group}.numbers`, n));
-      } catch (e) {
-        throw new ConfigError(`${source}: ${(e as Error).message}`);
-      }
+      g.numbers = g.numbers.map((n) => {
+        const number = read(n);
+        if (number === undefined) throw new ConfigError(`${source}: resources.${group}.numbers: "${n}" is not a phone number`);
+        return number;
+      });
     }
     const owner = new Map<string, string>();
     for (const [group, { numbers }] of Object.entries(config.resources)) {

@@ -200,15 +200,53 @@ function implementations(deps: Omit<ServeDeps, "services">): { service: DescServ
   return SERVED.map((s) => ({ service: s.service, impl: s.implement({ ...deps, services: SERVED_SERVICES }) }));
 }
 
-/** withCors answers CORS preflights and decorates responses for the configured browser origins. */
-function withCors(handler: RequestHandler, origins: readonly string[]): RequestHandler {
-  if (origins.length === 0) return handler;
+/** CORS_LOG_EVERY_MS is how often a refused origin is logged again (a page retrying must not flood the log). */
+const CORS_LOG_EVERY_MS = 60_000;
+
+/**
+ * sameOrigin tells whether a browser's Origin is this server's own (a page opengms serves): such a
+ * request needs no CORS headers.
+ */
+function sameOrigin(origin: string, req: { readonly headers: Record<string, string | string[] | undefined> }): boolean {
+  const host = req.headers["host"] ?? req.headers[":authority"];
+  if (typeof host !== "string") return false;
+  try {
+    return new URL(origin).host === host;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * withCors answers CORS preflights and decorates responses for the configured browser origins
+ * (`server.cors_origins`, `*` for any). A cross-origin request from any other origin is logged at
+ * warn with its origin (once a minute per origin), and its preflight answered 403 without CORS
+ * headers, so that "Failed to fetch" in a browser has a line on the server that says why.
+ * Requests without an Origin (backends, IVRs) and from the server's own origin pass untouched.
+ */
+function withCors(handler: RequestHandler, origins: readonly string[], log: Logger): RequestHandler {
   const any = origins.includes("*");
   const allowed = new Set(origins);
   const allowHeaders = [...connectCors.allowedHeaders, "Authorization"].join(", ");
+  const loggedAt = new Map<string, number>();
+  const refused = (origin: string, method: string | undefined, url: string | undefined) => {
+    const now = Date.now();
+    const last = loggedAt.get(origin);
+    if (last !== undefined && now - last < CORS_LOG_EVERY_MS) return;
+    if (loggedAt.size >= 1_000) loggedAt.clear();
+    loggedAt.set(origin, now);
+    log.warn(
+      { event: "cors", origin, method, path: (url ?? "").split("?", 1)[0] },
+      origins.length === 0 ? "cross-origin request refused: no browser origin is allowed (server.cors_origins is empty)" : "cross-origin request refused: its origin is not in server.cors_origins",
+    );
+  };
   return (req, res) => {
     const origin = req.headers["origin"];
-    if (typeof origin === "string" && (any || allowed.has(origin))) {
+    if (typeof origin !== "string" || sameOrigin(origin, req)) {
+      handler(req, res);
+      return;
+    }
+    if (any || allowed.has(origin)) {
       res.setHeader("Access-Control-Allow-Origin", origin);
       res.setHeader("Vary", "Origin");
       res.setHeader("Access-Control-Expose-Headers", connectCors.exposedHeaders.join(", "));
@@ -220,7 +258,17 @@ function withCors(handler: RequestHandler, origins: readonly string[]): RequestH
         res.end();
         return;
       }
+      handler(req, res);
+      return;
     }
+    refused(origin, req.method, req.url);
+    if (req.method === "OPTIONS") {
+      res.statusCode = 403;
+      res.end();
+      return;
+    }
+    // A simple request is served (the browser will not let the page read it): what a non-browser
+    // client sending an Origin expects.
     handler(req, res);
   };
 }
@@ -268,8 +316,9 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   };
   // connectAdapter is connect-node's adapter with undecodable requests answered as the caller's
   // mistake (INVALID_ARGUMENT, never INTERNAL) and logged at warn: src/rpc/decode.ts.
-  const adapter = connectAdapter({ routes, interceptors: policy, compressMinBytes, readMaxBytes, log: app.log });
-  if (parts.leanPath === false) return withCors(adapter, app.config.server.cors_origins);
+  const ignoreUnknownJsonFields = app.config.server.ignore_unknown_json_fields;
+  const adapter = connectAdapter({ routes, interceptors: policy, compressMinBytes, readMaxBytes, ignoreUnknownJsonFields, log: app.log });
+  if (parts.leanPath === false) return withCors(adapter, app.config.server.cors_origins, app.log);
   const lean = createLeanPath({
     rpcs: services.flatMap(({ impl }) => leanRpcsOf(impl)),
     policy,
@@ -278,10 +327,11 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
     tracker: parts.tracker,
     readMaxBytes,
     compressMinBytes,
+    ignoreUnknownJsonFields,
   });
   return withCors((req, res) => {
     if (!lean(req, res)) adapter(req, res);
-  }, app.config.server.cors_origins);
+  }, app.config.server.cors_origins, app.log);
 }
 
 /** RunningServer is a listening opengms server. */

@@ -163,7 +163,8 @@ function rawCall(url: string, path: string, body: Uint8Array, headers: Record<st
     const out: RawResponse = { headers: {}, body: "", trailers: undefined, rstCode: 0 };
     let received = Buffer.alloc(0);
     stream.on("response", (h) => {
-      const { date: _date, ...rest } = Object.fromEntries(Object.entries(h));
+      // date and x-request-id (a new UUID per call, tested in test/logs.test.ts) vary from call to call.
+      const { date: _date, "x-request-id": _requestId, ...rest } = Object.fromEntries(Object.entries(h));
       out.headers = rest;
     });
     stream.on("data", (chunk: Buffer) => {
@@ -171,7 +172,7 @@ function rawCall(url: string, path: string, body: Uint8Array, headers: Record<st
       received = Buffer.concat([received, chunk]);
       if (first) whileOpen?.(stream);
     });
-    stream.on("trailers", (t: http2.IncomingHttpHeaders) => (out.trailers = Object.fromEntries(Object.entries(t))));
+    stream.on("trailers", (t: http2.IncomingHttpHeaders) => (out.trailers = Object.fromEntries(Object.entries(t).filter(([k]) => k !== "x-request-id"))));
     stream.on("error", () => undefined);
     stream.on("close", () => {
       out.body = received.toString("hex");
@@ -636,7 +637,8 @@ interface RawHttpResponse {
  * connection of its own and returns what came back.
  */
 function rawConnect(version: "1.1" | "2", url: string, path: string, body: Uint8Array | string, headers: Record<string, string> = {}): Promise<RawHttpResponse> {
-  const withoutDate = (h: Record<string, unknown>) => Object.fromEntries(Object.entries(h).filter(([k]) => k !== "date"));
+  // date and x-request-id (a new UUID per call, tested in test/logs.test.ts) vary from call to call.
+  const withoutDate = (h: Record<string, unknown>) => Object.fromEntries(Object.entries(h).filter(([k]) => k !== "date" && k !== "x-request-id"));
   return new Promise<RawHttpResponse>((resolve, reject) => {
     const chunks: Buffer[] = [];
     if (version === "1.1") {

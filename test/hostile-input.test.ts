@@ -814,7 +814,7 @@ describe("undecodable requests in the log", () => {
       expect(a.status).toBe(400);
       expect((JSON.parse(a.body.toString()) as { code: string }).code).toBe("invalid_argument");
     } else expect(String(code)).toBe("3");
-    const warned = () => lines.some((l) => l["level"] === 40 && l["method"] === method && l["code"] === "InvalidArgument");
+    const warned = () => lines.some((l) => l["level"] === 40 && l["method"] === method && l["code"] === "invalid_argument");
     for (let i = 0; i < 50 && !warned(); i++) await new Promise((r) => setTimeout(r, 20));
     expect(warned(), `a warn line for ${method}`).toBe(true);
     expect(raw).not.toContain(MARKER);

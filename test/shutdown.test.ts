@@ -200,7 +200,7 @@ describe.each(DIALECTS)("graceful shutdown of the server process on %s", (dialec
       expect(typeof r["code"]).toBe("string");
       expect(typeof r["ms"]).toBe("number");
     }
-    expect(rpcs).toContainEqual(expect.objectContaining({ method: "grpc.health.v1.Health/Watch", code: "Unavailable" }));
+    expect(rpcs).toContainEqual(expect.objectContaining({ method: "grpc.health.v1.Health/Watch", code: "unavailable" }));
     expect(rpcs).toContainEqual(expect.objectContaining({ method: "gms.v1.StorageService/CreateData", code: "ok", caller: "crm" }));
     expect(records.map((r) => r["msg"])).toContain("stopped");
     for (const output of [s.stdout(), s.stderr()]) {

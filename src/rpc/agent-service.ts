@@ -26,9 +26,12 @@ export const agentAccess = {
   watchQueue: ["agent"],
 } as const;
 
-/** agentActor finds the caller's participant in the chat: a joined agent, or an admin as supervisor. */
+/**
+ * agentActor finds the caller's participant in the chat: a joined agent, or a supervisor (an admin,
+ * or an agent its delegating key vouches is one).
+ */
 function agentActor(chats: Chats, chatId: string, caller: Identity): Promise<Actor> {
-  return chats.agent(chatId, caller.name, hasRole(caller, "admin"));
+  return chats.agent(chatId, caller.name, hasRole(caller, "admin") || caller.supervisor === true);
 }
 
 /**

@@ -14,6 +14,13 @@ export interface Identity {
    * or every caller of an open server) share a name, so nothing may be scoped to their name alone.
    */
   readonly keyed: boolean;
+  /**
+   * via is the key a delegated agent called through (a key with acts_for_agents): the identity's
+   * name is then "<key>/<agent id>", so agents of different keys never meet, and logs name both.
+   */
+  readonly via?: string;
+  /** supervisor marks a delegated agent its key vouches is a supervisor: it may read and act in every chat, as an admin. */
+  readonly supervisor?: boolean;
 }
 
 /** identityKey carries the caller's Identity from the auth interceptor to the handlers. */
@@ -42,6 +49,8 @@ export interface ApiKey {
   key?: string | undefined;
   key_sha256?: string | undefined;
   roles: readonly Role[];
+  acts_for_agents?: boolean | undefined;
+  agent_supervisors?: boolean | undefined;
 }
 
 /** AuthOptions configure the access decision (createAuthorizer). */
@@ -59,7 +68,15 @@ const sha256 = (s: string) => createHash("sha256").update(s, "utf8").digest();
  * thrown as UNAUTHENTICATED or PERMISSION_DENIED. The auth interceptor asks it, for every call on
  * either path (src/rpc/policy.ts).
  */
-export type Authorizer = (method: DescMethod, authorization: string | null) => Identity | undefined;
+export type Authorizer = (method: DescMethod, header: RequestHeader) => Identity | undefined;
+
+/** RequestHeader is what the authorizer reads of a request's headers. */
+export interface RequestHeader {
+  get(name: string): string | null;
+}
+
+/** AGENT_ID is what a `gms-agent-id` may be: 1 to 128 letters, digits, ".", "_", "@" or "-". */
+const AGENT_ID = /^[A-Za-z0-9._@-]{1,128}$/;
 
 /**
  * createAuthorizer authenticates the bearer key (compared in constant time against every
@@ -71,7 +88,11 @@ export function createAuthorizer(options: AuthOptions): Authorizer {
     name: k.name,
     digest: k.key !== undefined ? sha256(k.key) : Buffer.from(k.key_sha256 ?? "", "hex"),
     roles: new Set(k.roles),
+    actsForAgents: k.acts_for_agents === true,
+    agentSupervisors: k.agent_supervisors === true,
   }));
+  const delegates = new Set(keys.filter((k) => k.actsForAgents).map((k) => k.name));
+  const supervising = new Set(keys.filter((k) => k.agentSupervisors).map((k) => k.name));
   const open = keys.length === 0;
   const everyRole: Identity = { name: "open", roles: new Set(ROLES), keyed: false };
   const anonymous: Identity = { name: "anonymous", roles: new Set(options.publicRoles), keyed: false };
@@ -89,7 +110,26 @@ export function createAuthorizer(options: AuthOptions): Authorizer {
     return found;
   }
 
-  return (method, authorization) => {
+  /**
+   * actingFor is the identity of the agent a delegating key names (gms-agent-id): "<key>/<agent>",
+   * a supervisor if the key may say so and says so. A key that does not act for agents may not name
+   * one; one that does must, for every agent RPC.
+   */
+  function actingFor(identity: Identity, header: RequestHeader, access: readonly Role[], method: DescMethod): Identity {
+    const agent = header.get("gms-agent-id");
+    const delegating = identity.keyed && delegates.has(identity.name);
+    if (agent === null) {
+      if (delegating && access.includes("agent")) throw new CallerRefused(`${method.name}: key ${identity.name} acts for agents: name the agent in gms-agent-id`, Code.Unauthenticated, identity);
+      return identity;
+    }
+    if (!delegating) throw new CallerRefused(`${identity.name} may not act for agents (gms-agent-id needs a key with acts_for_agents)`, Code.PermissionDenied, identity);
+    if (!AGENT_ID.test(agent)) throw new CallerRefused("gms-agent-id: 1 to 128 letters, digits, '.', '_', '@' or '-'", Code.InvalidArgument, identity);
+    const supervisor = header.get("gms-agent-supervisor") === "true";
+    if (supervisor && !supervising.has(identity.name)) throw new CallerRefused(`${identity.name} may not name supervisors (agent_supervisors)`, Code.PermissionDenied, identity);
+    return { name: `${identity.name}/${agent}`, roles: identity.roles, keyed: true, via: identity.name, supervisor };
+  }
+
+  return (method, header) => {
     const access = options.policy.get(`/${method.parent.typeName}/${method.name}`);
     if (access === undefined) throw new ConnectError(`${method.name} is not open to callers`, Code.PermissionDenied);
     if (access === PUBLIC) return undefined;
@@ -97,16 +137,30 @@ export function createAuthorizer(options: AuthOptions): Authorizer {
     if (open) {
       identity = everyRole;
     } else {
-      const found = identify(authorization);
-      if (found === undefined) throw new ConnectError("invalid API key", Code.Unauthenticated);
+      const found = identify(header.get("authorization"));
+      if (found === undefined) throw new CallerRefused("invalid API key", Code.Unauthenticated, UNKNOWN_KEY);
       identity = found;
     }
     if (!access.some((r) => identity.roles.has(r)) && !identity.roles.has("admin")) {
-      if (identity === anonymous) throw new ConnectError(`${method.name} needs an API key`, Code.Unauthenticated);
-      throw new ConnectError(`${identity.name} may not call ${method.name}`, Code.PermissionDenied);
+      if (identity === anonymous) throw new CallerRefused(`${method.name} needs an API key`, Code.Unauthenticated, identity);
+      throw new CallerRefused(`${identity.name} may not call ${method.name}`, Code.PermissionDenied, identity);
     }
-    return identity;
+    return open ? identity : actingFor(identity, header, access, method);
   };
+}
+
+/** UNKNOWN_KEY is the caller a log names when a presented API key matched none: "unknown-key". */
+const UNKNOWN_KEY: Identity = { name: "unknown-key", roles: new Set(), keyed: false };
+
+/** CallerRefused is the authorizer's refusal, with the caller it refused (for the call's log line). */
+class CallerRefused extends ConnectError {
+  constructor(
+    message: string,
+    code: Code,
+    readonly caller: Identity,
+  ) {
+    super(message, code);
+  }
 }
 
 /**
@@ -118,8 +172,10 @@ export function createAuthInterceptor(auth: AuthOptions | Authorizer): Intercept
   return (next) => (req) => {
     let identity: Identity | undefined;
     try {
-      identity = authorize(req.method, req.header.get("authorization"));
+      identity = authorize(req.method, req.header);
     } catch (e) {
+      // The log line of a refused call names the caller that was refused.
+      if (e instanceof CallerRefused) req.contextValues.set(identityKey, e.caller);
       return Promise.reject(e as Error);
     }
     if (identity !== undefined) req.contextValues.set(identityKey, identity);

@@ -43,7 +43,7 @@ import {
   type UniversalHandler,
   type UniversalServerResponse,
 } from "./connect-internals.js";
-import { methodName } from "./observe.js";
+import { codeName, methodName } from "./observe.js";
 
 /**
  * undecodable turns an error raised while reading and decoding a request into the caller's error:
@@ -62,7 +62,7 @@ export function undecodable(e: unknown): ConnectError {
 export function logUndecodable(log: Logger, method: DescMethod, code: Code): void {
   // A client going away is not a bad request.
   if (code === Code.Canceled) return;
-  log.warn({ method: methodName(method), code: Code[code] }, "rpc request could not be decoded");
+  log.warn({ method: methodName(method), code: codeName(code) }, "rpc request could not be decoded");
 }
 
 /** refuseUndecodable is undecodable with its warning logged: what every decoding step on either path throws. */
@@ -89,12 +89,18 @@ function decompressing(compression: Compression): Compression {
 export const COMPRESSIONS: Compression[] = [decompressing(compressionGzip), decompressing(compressionBrotli)];
 
 /**
- * JSON_OPTIONS make JSON requests with invalid UTF-8 undecodable (connect's default decoder would
- * store U+FFFD in place of what the wire carried). Binary strings are checked by protobuf-es.
- * connect's JSON serialization reads `textDecoder` from these options (createJsonSerialization),
- * though the handler options' type does not name it; test/hostile-input.test.ts checks it works.
+ * jsonOptions are how both paths read JSON requests. Invalid UTF-8 is undecodable (connect's
+ * default decoder would store U+FFFD in place of what the wire carried; binary strings are checked
+ * by protobuf-es): connect's JSON serialization reads `textDecoder` from these options
+ * (createJsonSerialization), though the handler options' type does not name it;
+ * test/hostile-input.test.ts checks it works. A field the message does not have (`{"ttl":60}` for
+ * `ttlSeconds`) or an unknown enum name is undecodable too, naming the key, unless
+ * `ignoreUnknownFields` (server.ignore_unknown_json_fields) lets clients of a newer contract through:
+ * connect ignores them by default, so a misspelling silently meant a default.
  */
-export const JSON_OPTIONS = { textDecoder: new TextDecoder("utf-8", { fatal: true }) } as Partial<JsonReadOptions>;
+export function jsonOptions(ignoreUnknownFields: boolean): Partial<JsonReadOptions> {
+  return { textDecoder: new TextDecoder("utf-8", { fatal: true }), ignoreUnknownFields } as Partial<JsonReadOptions>;
+}
 
 /** enteredKey marks a call that reached the interceptors: its request was decoded, or is a stream's. */
 const enteredKey = createContextKey(false, { description: "the call reached the interceptors" });
@@ -128,6 +134,8 @@ export interface ConnectAdapterOptions {
   interceptors: Interceptor[];
   readMaxBytes: number;
   compressMinBytes: number;
+  /** ignoreUnknownJsonFields reads JSON fields the message does not have as absent instead of refusing them (see jsonOptions). */
+  ignoreUnknownJsonFields: boolean;
   log: Logger;
 }
 
@@ -146,7 +154,7 @@ export function connectAdapter(options: ConnectAdapterOptions): RequestHandler {
     readMaxBytes: options.readMaxBytes,
     compressMinBytes: options.compressMinBytes,
     acceptCompression: COMPRESSIONS,
-    jsonOptions: JSON_OPTIONS,
+    jsonOptions: jsonOptions(options.ignoreUnknownJsonFields),
   });
   options.routes(router);
   const paths = new Map<string, UniversalHandler>();
@@ -175,7 +183,7 @@ export function connectAdapter(options: ConnectAdapterOptions): RequestHandler {
           refuse(req, res, new ConnectError("internal error", Code.Internal));
           return;
         }
-        log.debug({ method: methodName(handler.method), code: Code[code] }, "rpc response not written");
+        log.debug({ method: methodName(handler.method), code: codeName(code) }, "rpc response not written");
       });
   };
 }

@@ -58,16 +58,23 @@ function detailOf(detail: FailureDetail, now: number) {
  * anything else is answered INTERNAL. Both are logged, described without SQL, values or the
  * database's message (describeError); the caller gets neither SQL nor stack.
  */
-export function toConnectError(e: unknown, log: Logger, now = Date.now()): ConnectError {
+export function toConnectError(e: unknown, log: Logger, now = Date.now(), requestId?: string): ConnectError {
   if (e instanceof ConnectError) return e;
+  // A wait or a read ended because the client went away (or its deadline passed): no fault here.
+  if (isAbort(e)) return new ConnectError("the call was cancelled", e.name === "TimeoutError" ? Code.DeadlineExceeded : Code.Canceled, undefined, undefined, e);
   if (e instanceof GmsError) {
     const details = e.detail === undefined ? [] : [detailOf(e.detail, now)];
     return new ConnectError(e.message, codes[e.kind], undefined, details, e);
   }
   if (isUnavailable(e)) {
-    log.error({ err: describeError(e) }, "database unavailable");
+    log.error({ err: describeError(e), requestId }, "database unavailable");
     return new ConnectError("the store is unavailable; retry later", Code.Unavailable, undefined, undefined, e);
   }
-  log.error({ err: describeError(e) }, "internal error");
+  log.error({ err: describeError(e), requestId }, "internal error");
   return new ConnectError("internal error", Code.Internal, undefined, undefined, e);
+}
+
+/** isAbort tells an AbortSignal's reason (an AbortError or TimeoutError DOMException, or an Error so named) from a fault. */
+function isAbort(e: unknown): e is Error {
+  return (e instanceof Error || (typeof DOMException !== "undefined" && e instanceof DOMException)) && (e.name === "AbortError" || e.name === "TimeoutError");
 }

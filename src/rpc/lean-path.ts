@@ -46,7 +46,7 @@ import {
   type Compression,
   type MethodSerializationLookup,
 } from "./connect-internals.js";
-import { COMPRESSIONS, JSON_OPTIONS, refuseUndecodable } from "./decode.js";
+import { COMPRESSIONS, jsonOptions, refuseUndecodable } from "./decode.js";
 import { toConnectError } from "./errors.js";
 import { TappedMessages, type Consumer } from "./tap.js";
 import { openStream, type LeanRpc, type ServerStream, type UnaryRpc } from "./lean-rpc.js";
@@ -67,6 +67,8 @@ export interface LeanPathOptions {
   /** readMaxBytes and compressMinBytes are connect's options of the same name. */
   readMaxBytes: number;
   compressMinBytes: number;
+  /** ignoreUnknownJsonFields is connectAdapter's option of the same name (see jsonOptions). */
+  ignoreUnknownJsonFields: boolean;
 }
 
 /**
@@ -104,9 +106,10 @@ const CALL_ENDED = new ConnectError("the call ended", Code.Canceled);
  */
 export function createLeanPath(options: LeanPathOptions): LeanPath {
   const routes = new Map<string, Route>();
+  const json = jsonOptions(options.ignoreUnknownJsonFields);
   for (const rpc of options.rpcs) {
     const method = rpc.method;
-    const serialization = createMethodSerializationLookup(method, undefined, JSON_OPTIONS, { readMaxBytes: options.readMaxBytes, writeMaxBytes: 0xffffffff });
+    const serialization = createMethodSerializationLookup(method, undefined, json, { readMaxBytes: options.readMaxBytes, writeMaxBytes: 0xffffffff });
     const path = `/${method.parent.typeName}/${method.name}`;
     if (rpc.method.methodKind === "unary") {
       const unary = rpc as UnaryRpc;

@@ -1,5 +1,6 @@
 import type { DescMethod } from "@bufbuild/protobuf";
-import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryResponse } from "@connectrpc/connect";
+import { randomUUID } from "node:crypto";
+import { Code, ConnectError, createContextKey, type Interceptor, type StreamResponse, type UnaryResponse } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import type { HealthStatus } from "../health.js";
@@ -85,15 +86,43 @@ export function callNext(next: Parameters<Interceptor>[0], req: Parameters<Param
  * into the ConnectError the caller should see (see toConnectError).
  */
 export function createErrorInterceptor(log: Logger, clock: Clock): Interceptor {
-  const failed = (e: unknown) => toConnectError(e, log, clock.now());
-  const tap: StreamTap = { failed };
-  return (next) => (req) =>
-    callNext(next, req).then(
-      (res) => (res.stream ? tapStream(res, tap) : res),
+  return (next) => (req) => {
+    const requestId = req.contextValues.get(requestIdKey);
+    const failed = (e: unknown) => toConnectError(e, log, clock.now(), requestId);
+    return callNext(next, req).then(
+      (res) => (res.stream ? tapStream(res, { failed }) : res),
       (e: unknown) => {
         throw failed(e);
       },
     );
+  };
+}
+
+/** CODE_NAMES are how logs spell codes: as the Connect protocol does ("ok", "not_found", "invalid_argument"). */
+const CODE_NAMES = new Map<Code, string>(
+  Object.values(Code)
+    .filter((c): c is Code => typeof c === "number")
+    .map((c) => [c, Code[c].replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase()]),
+);
+
+/** codeName is a code as every log line spells it (CODE_NAMES); "ok" for none. */
+export function codeName(code: Code | undefined): string {
+  return code === undefined ? "ok" : (CODE_NAMES.get(code) ?? String(code));
+}
+
+/** requestIdKey carries a call's request id (x-request-id) from the log policy to the policies and handlers inside it. */
+export const requestIdKey = createContextKey<string | undefined>(undefined, { description: "request id" });
+
+/** REQUEST_ID is what an incoming x-request-id may be to be kept: 1 to 128 printable ASCII characters. */
+const REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
+
+/**
+ * requestIdOf is the call's request id: the caller's (or its proxy's) `x-request-id` when it is a
+ * plausible one (REQUEST_ID), else a new UUID.
+ */
+function requestIdOf(header: Headers): string {
+  const given = header.get("x-request-id");
+  return given !== null && REQUEST_ID.test(given) ? given : randomUUID();
 }
 
 /**
@@ -101,11 +130,11 @@ export function createErrorInterceptor(log: Logger, clock: Clock): Interceptor {
  * duration since `started` (performance.now()) and caller name; never keys, message contents or
  * files. INTERNAL is a warning. The log interceptor writes it, for every call on either path.
  */
-export function logCall(log: Logger, method: DescMethod, started: number, caller: string, error: unknown): void {
+export function logCall(log: Logger, method: DescMethod, started: number, caller: string, error: unknown, requestId?: string): void {
   const code = error === undefined ? undefined : ConnectError.from(error).code;
   // A busy server logging at warn builds no line for every call.
   if (!log.isLevelEnabled(code === Code.Internal ? "warn" : "info")) return;
-  const fields = { method: methodName(method), code: code === undefined ? "ok" : Code[code], ms: Math.round((performance.now() - started) * 10) / 10, caller };
+  const fields = { method: methodName(method), code: codeName(code), ms: Math.round((performance.now() - started) * 10) / 10, caller, requestId };
   if (code !== Code.Internal) log.info(fields, "rpc");
   else log.warn(fields, "rpc");
 }
@@ -117,20 +146,25 @@ export function logCall(log: Logger, method: DescMethod, started: number, caller
 export function createLogInterceptor(log: Logger, tracker: CallTracker): Interceptor {
   return (next) => (req) => {
     const started = performance.now();
+    const requestId = requestIdOf(req.header);
+    req.contextValues.set(requestIdKey, requestId);
     const unary = req.method.methodKind === "unary" || req.method.methodKind === "client_streaming";
     if (unary) tracker.enter();
     return callNext(next, req).then(
       (res) => {
         if (unary) tracker.leave();
+        res.header.set("x-request-id", requestId);
         if (!res.stream) {
-          logCall(log, req.method, started, req.contextValues.get(identityKey).name, undefined);
+          logCall(log, req.method, started, req.contextValues.get(identityKey).name, undefined, requestId);
           return res;
         }
-        return tapStream(res, new LogTap(log, req.method, started, req.contextValues.get(identityKey).name));
+        return tapStream(res, new LogTap(log, req.method, started, req.contextValues.get(identityKey).name, requestId));
       },
       (e: unknown) => {
         if (unary) tracker.leave();
-        logCall(log, req.method, started, req.contextValues.get(identityKey).name, e);
+        logCall(log, req.method, started, req.contextValues.get(identityKey).name, e, requestId);
+        // The caller gets the id with the error too (headers, or gRPC trailers), to quote it.
+        if (e instanceof ConnectError) e.metadata.set("x-request-id", requestId);
         throw e;
       },
     );
@@ -144,14 +178,15 @@ class LogTap implements StreamTap {
     private readonly method: DescMethod,
     private readonly started: number,
     private readonly caller: string,
+    private readonly requestId: string,
   ) {}
 
   done(): void {
-    logCall(this.log, this.method, this.started, this.caller, undefined);
+    logCall(this.log, this.method, this.started, this.caller, undefined, this.requestId);
   }
 
   failed(e: unknown): unknown {
-    logCall(this.log, this.method, this.started, this.caller, e);
+    logCall(this.log, this.method, this.started, this.caller, e, this.requestId);
     return e;
   }
 }
