@@ -2,6 +2,7 @@
 // shared MariaDB and is turned into a black hole (bytes stop, sockets stay open: a frozen database
 // or a network dropping packets); a second SQLite connection holds the write lock; a MariaDB
 // session kills the server's query or connection. Never is the shared database itself stopped.
+import { setMaxListeners } from "node:events";
 import { Writable } from "node:stream";
 import Sqlite from "better-sqlite3";
 import { Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
@@ -139,7 +140,10 @@ describe.runIf(DIALECTS.includes("mysql"))("a MySQL database that stops answerin
     try {
       const calls: Record<string, Promise<unknown>> = {};
       // The client gives up (CANCELED) only well after the deadline it sent.
-      const options = { signal: AbortSignal.timeout(10_000) };
+      // One signal shared by every call of the matrix (a dozen listeners on it: not a leak).
+      const signal = AbortSignal.timeout(10_000);
+      setMaxListeners(0, signal);
+      const options = { signal };
       for (const [name, transport] of Object.entries(transports(server.url, 1000))) {
         const storage = createClient(StorageService, transport);
         calls[`CreateData over ${name}`] = storage.createData({ ttlSeconds: 60n, entries: { a: text("x") } }, options);
