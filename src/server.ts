@@ -228,6 +228,8 @@ function withCors(handler: RequestHandler, origins: readonly string[], log: Logg
   const any = origins.includes("*");
   const allowed = new Set(origins);
   const allowHeaders = [...connectCors.allowedHeaders, "Authorization"].join(", ");
+  const allowMethods = connectCors.allowedMethods.join(", ");
+  const exposeHeaders = connectCors.exposedHeaders.join(", ");
   const loggedAt = new Map<string, number>();
   const refused = (origin: string, method: string | undefined, url: string | undefined) => {
     const now = Date.now();
@@ -249,9 +251,9 @@ function withCors(handler: RequestHandler, origins: readonly string[], log: Logg
     if (any || allowed.has(origin)) {
       res.setHeader("Access-Control-Allow-Origin", origin);
       res.setHeader("Vary", "Origin");
-      res.setHeader("Access-Control-Expose-Headers", connectCors.exposedHeaders.join(", "));
+      res.setHeader("Access-Control-Expose-Headers", exposeHeaders);
       if (req.method === "OPTIONS") {
-        res.setHeader("Access-Control-Allow-Methods", connectCors.allowedMethods.join(", "));
+        res.setHeader("Access-Control-Allow-Methods", allowMethods);
         res.setHeader("Access-Control-Allow-Headers", allowHeaders);
         res.setHeader("Access-Control-Max-Age", "7200");
         res.statusCode = 204;

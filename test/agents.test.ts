@@ -1,10 +1,8 @@
 // Agents through a trusted backend's key (acts_for_agents): each call names its agent
 // (gms-agent-id), agents need no configuration of their own, one agent never acts in another's chat
 // unless its key vouches it is a supervisor, and the log names key and agent on every call.
-import { Writable } from "node:stream";
 import { Code, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
-import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentService } from "../gen/gms/v1/agent_pb.js";
 import { ChatService } from "../gen/gms/v1/chat_pb.js";
@@ -12,6 +10,7 @@ import { parseConfig } from "../src/config.js";
 import { startServer, type RunningServer } from "../src/server.js";
 import { errorOf } from "./helpers/calls.js";
 import { DIALECTS, createTestDatabase } from "./helpers/databases.js";
+import { captureLog } from "./helpers/log-capture.js";
 
 const DESK = "desk-backend-key-0123456789abcdef";
 const DESK_NO_SUPERVISORS = "desk-two-backend-key-0123456789ab";
@@ -19,14 +18,8 @@ const BOB = "bob-own-agent-key-0123456789abcd";
 
 describe.each(DIALECTS)("agents acting through a backend's key on %s", (dialect) => {
   let server: RunningServer;
-  const lines: Record<string, unknown>[] = [];
+  const capture = captureLog("info");
   beforeAll(async () => {
-    const sink = new Writable({
-      write(chunk: Buffer, _e, done) {
-        for (const l of chunk.toString().split("\n")) if (l !== "") lines.push(JSON.parse(l) as Record<string, unknown>);
-        done();
-      },
-    });
     const config = parseConfig({
       server: { host: "127.0.0.1", port: 0 },
       auth: {
@@ -38,7 +31,7 @@ describe.each(DIALECTS)("agents acting through a backend's key on %s", (dialect)
         public_roles: ["app"],
       },
     });
-    server = await startServer({ config, db: await createTestDatabase(dialect), log: pino({ level: "info" }, sink), sweep: false });
+    server = await startServer({ config, db: await createTestDatabase(dialect), log: capture.log, sweep: false });
   });
   afterAll(() => server.shutdown());
 
@@ -88,7 +81,7 @@ describe.each(DIALECTS)("agents acting through a backend's key on %s", (dialect)
   });
 
   it("logs every agent's call with its key and agent (the audit trail)", () => {
-    const rpc = lines.filter((l) => l["msg"] === "rpc" && String(l["method"]).startsWith("gms.v1.AgentService/"));
+    const rpc = capture.records().filter((l) => l["msg"] === "rpc" && String(l["method"]).startsWith("gms.v1.AgentService/"));
     expect(rpc.some((l) => l["caller"] === "desk/alice@example.com" && l["method"] === "gms.v1.AgentService/SendMessage" && l["code"] === "ok")).toBe(true);
     expect(rpc.some((l) => l["caller"] === "desk/carol" && l["code"] === "permission_denied")).toBe(true);
     expect(rpc.some((l) => l["caller"] === "desk/dave" && l["method"] === "gms.v1.AgentService/Refresh" && l["code"] === "ok")).toBe(true);

@@ -1,25 +1,18 @@
 // Browsers and CORS: an allowed origin gets its preflight and headers; any other cross-origin
 // request is logged with its origin and its preflight refused 403 (not an empty 405); a page on the
 // server's own origin and clients without an Origin pass untouched.
-import { Writable } from "node:stream";
-import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfig } from "../src/config.js";
 import { startServer, type RunningServer } from "../src/server.js";
 import { createTestDatabase } from "./helpers/databases.js";
+import { captureLog } from "./helpers/log-capture.js";
 
-/** startLogged starts the real server on SQLite with its log lines kept in `lines`. */
-async function startLogged(corsOrigins: string[]): Promise<{ server: RunningServer; lines: Record<string, unknown>[] }> {
-  const lines: Record<string, unknown>[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const l of chunk.toString().split("\n")) if (l !== "") lines.push(JSON.parse(l) as Record<string, unknown>);
-      done();
-    },
-  });
+/** startLogged starts the real server on SQLite with its log lines kept for the test (lines()). */
+async function startLogged(corsOrigins: string[]): Promise<{ server: RunningServer; lines: () => Record<string, unknown>[] }> {
+  const capture = captureLog("info");
   const config = parseConfig({ server: { host: "127.0.0.1", port: 0, cors_origins: corsOrigins } });
-  const server = await startServer({ config, db: await createTestDatabase("sqlite"), log: pino({ level: "info" }, sink), sweep: false });
-  return { server, lines };
+  const server = await startServer({ config, db: await createTestDatabase("sqlite"), log: capture.log, sweep: false });
+  return { server, lines: () => capture.records() };
 }
 
 const preflight = (url: string, origin: string) =>
@@ -47,7 +40,7 @@ describe("CORS with server.cors_origins", () => {
       expect(r.status).toBe(403);
       expect(r.headers.get("access-control-allow-origin")).toBeNull();
     }
-    const logged = s.lines.filter((l) => l["event"] === "cors");
+    const logged = s.lines().filter((l) => l["event"] === "cors");
     expect(logged).toHaveLength(1);
     expect(logged[0]).toMatchObject({ level: 40, origin: "http://evil.example", method: "OPTIONS", path: "/gms.v1.StorageService/CreateData" });
     expect(String(logged[0]?.["msg"])).toMatch(/server\.cors_origins/);
@@ -58,7 +51,7 @@ describe("CORS with server.cors_origins", () => {
     expect(own.status).toBe(200);
     const plain = await fetch(`${s.server.url}/gms.v1.StorageService/CreateData`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
     expect(plain.status).toBe(200);
-    expect(s.lines.filter((l) => l["event"] === "cors" && l["origin"] === s.server.url)).toEqual([]);
+    expect(s.lines().filter((l) => l["event"] === "cors" && l["origin"] === s.server.url)).toEqual([]);
   });
 });
 
@@ -72,6 +65,6 @@ describe("CORS without server.cors_origins", () => {
   it("refuses a cross-origin preflight with 403 and says in the log that no origin is allowed", async () => {
     const r = await preflight(s.server.url, "http://localhost:3000");
     expect(r.status).toBe(403);
-    expect(s.lines.find((l) => l["event"] === "cors")).toMatchObject({ origin: "http://localhost:3000", msg: expect.stringMatching(/empty/) as unknown });
+    expect(s.lines().find((l) => l["event"] === "cors")).toMatchObject({ origin: "http://localhost:3000", msg: expect.stringMatching(/empty/) as unknown });
   });
 });

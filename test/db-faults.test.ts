@@ -3,12 +3,11 @@
 // or a network dropping packets); a second SQLite connection holds the write lock; a MariaDB
 // session kills the server's query or connection. Never is the shared database itself stopped.
 import { setMaxListeners } from "node:events";
-import { Writable } from "node:stream";
 import Sqlite from "better-sqlite3";
 import { Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import knexFactory, { type Knex } from "knex";
-import { pino, type Logger } from "pino";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AccessService } from "../gen/gms/v1/access_pb.js";
 import { ChatService } from "../gen/gms/v1/chat_pb.js";
@@ -21,26 +20,11 @@ import { openDatabase, type Database } from "../src/store/database.js";
 import { describeError, isDuplicateKey } from "../src/store/errors.js";
 import { errorOf, waitFor } from "./helpers/calls.js";
 import { DIALECTS, MYSQL_URL, createTestDatabase, recordingLog, type TestDatabase } from "./helpers/databases.js";
+import { captureLog, type LogCapture } from "./helpers/log-capture.js";
 import { TcpProxy } from "./helpers/tcp-proxy.js";
 
 const text = (t: string): Value => ({ $typeName: "gms.v1.Value", kind: { case: "text", value: t } });
 
-/** LogCapture is a pino logger writing into memory, as the real server's logger writes to stdout. */
-interface LogCapture {
-  log: Logger;
-  text(): string;
-}
-
-function captureLog(): LogCapture {
-  const lines: string[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      lines.push(chunk.toString("utf8"));
-      done();
-    },
-  });
-  return { log: pino({ level: "trace" }, sink), text: () => lines.join("") };
-}
 
 /** timed runs a call and says how it ended and after how many milliseconds. */
 async function timed(call: Promise<unknown>): Promise<{ code: Code | "ok"; ms: number }> {

@@ -3,7 +3,7 @@
 // through each way a supervisor starts it (`npm start`, the `opengms` bin, a container's PID 1),
 // getting the graceful shutdown every time and no process left behind.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -120,7 +120,7 @@ beforeAll(() => {
   expect(files).toEqual(expect.arrayContaining(["LICENSE", "NOTICE", "README.md", "dist/src/main.js", "config/gms.yaml", "package.json"]));
   expect(files.some((f) => f.startsWith("src/") || f.startsWith("test/") || f.startsWith("bench/"))).toBe(false);
   installed = join(work, "app");
-  run("mkdir", ["-p", installed], { cwd: work });
+  mkdirSync(installed);
   writeFileSync(join(installed, "package.json"), JSON.stringify({ name: "opengms-deploy-probe", private: true }));
   run(NPM, ["install", "--omit=dev", "--no-audit", "--no-fund", "--prefer-offline", tarball], { cwd: installed, env: cleanEnv({}) });
 }, INSTALL_TIMEOUT_MS);
