@@ -1,7 +1,7 @@
 import { setMaxListeners } from "node:events";
 import type { DescService } from "@bufbuild/protobuf";
 import { createValidator } from "@bufbuild/protovalidate";
-import { cors as connectCors, type ConnectRouter, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
+import { cors as connectCors, createRouterTransport, type ConnectRouter, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { AccessService } from "../gen/gms/v1/access_pb.js";
 import { AgentService } from "../gen/gms/v1/agent_pb.js";
@@ -23,6 +23,8 @@ import { createSessions, type Sessions } from "./domain/sessions.js";
 import { createStorage, type Storage } from "./domain/storage.js";
 import { createSweeper, type SweepCounts } from "./domain/sweeper.js";
 import { createHealthMonitor, type HealthMonitor } from "./health.js";
+import { httpRoutes, HTTP_ROUTES } from "./http/index.js";
+import type { HttpRouteFactory } from "./http/routes.js";
 import { listen, type Listener, type RequestHandler } from "./listen.js";
 import { accessAccess, accessService } from "./rpc/access-service.js";
 import { agentAccess, agentService } from "./rpc/agent-service.js";
@@ -290,6 +292,8 @@ export interface HandlerParts {
    * them, on either path, after auth (servingPolicy in src/rpc/policy.ts).
    */
   policies?: readonly Interceptor[];
+  /** httpRoutes are the plain HTTP routes served beside the RPCs (default HTTP_ROUTES: src/http/index.ts). */
+  httpRoutes?: readonly HttpRouteFactory[];
 }
 
 /**
@@ -320,7 +324,14 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   // mistake (INVALID_ARGUMENT, never INTERNAL) and logged at warn: src/rpc/decode.ts.
   const ignoreUnknownJsonFields = app.config.server.ignore_unknown_json_fields;
   const adapter = connectAdapter({ routes, interceptors: policy, compressMinBytes, readMaxBytes, ignoreUnknownJsonFields, log: app.log });
-  if (parts.leanPath === false) return withCors(adapter, app.config.server.cors_origins, app.log);
+  // The plain HTTP routes call the same services through the same policy, in process.
+  const local = createRouterTransport(routes, { router: { interceptors: policy, readMaxBytes } });
+  const http = httpRoutes({ local, config: app.config, log: app.log, clock: app.clock, shutdown: parts.shutdown }, parts.httpRoutes ?? HTTP_ROUTES);
+  if (parts.leanPath === false) {
+    return withCors((req, res) => {
+      if (!http(req, res)) adapter(req, res);
+    }, app.config.server.cors_origins, app.log);
+  }
   const lean = createLeanPath({
     rpcs: services.flatMap(({ impl }) => leanRpcsOf(impl)),
     policy,
@@ -332,7 +343,7 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
     ignoreUnknownJsonFields,
   });
   return withCors((req, res) => {
-    if (!lean(req, res)) adapter(req, res);
+    if (!http(req, res) && !lean(req, res)) adapter(req, res);
   }, app.config.server.cors_origins, app.log);
 }
 
