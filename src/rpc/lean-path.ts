@@ -47,6 +47,7 @@ import {
   type MethodSerializationLookup,
 } from "./connect-internals.js";
 import { COMPRESSIONS, jsonOptions, refuseUndecodable } from "./decode.js";
+import { NodeHeaders, ResponseHeaders, responseHeaders } from "./lean-headers.js";
 import { toConnectError } from "./errors.js";
 import { TappedMessages, type Consumer } from "./tap.js";
 import { openStream, type LeanRpc, type ServerStream, type UnaryRpc } from "./lean-rpc.js";
@@ -147,7 +148,7 @@ function invokeUnary(rpc: UnaryRpc): CallFn {
   const { method } = rpc;
   return async (req) => {
     const output = await rpc.call(req.message as MessageShape<DescMessage>, req.contextValues.get(identityKey), req.signal);
-    const response: UnaryResponse = { stream: false, message: create(method.output, output), method, service: method.parent, header: new Headers(), trailer: new Headers() };
+    const response: UnaryResponse = { stream: false, message: create(method.output, output), method, service: method.parent, header: responseHeaders(), trailer: responseHeaders() };
     return response;
   };
 }
@@ -162,7 +163,7 @@ function invokeStream(stream: ServerStream): CallFn {
   return async (req) => {
     const input = await single(req.message as AsyncIterable<MessageShape<DescMessage>>, "server-streaming");
     const messages = await openStream(stream, input, req.contextValues.get(identityKey), req.signal);
-    const response: StreamResponse = { stream: true, message: messages, method, service: method.parent, header: new Headers(), trailer: new Headers() };
+    const response: StreamResponse = { stream: true, message: messages, method, service: method.parent, header: responseHeaders(), trailer: responseHeaders() };
     return response;
   };
 }
@@ -191,8 +192,11 @@ function request<M extends UnaryRequest["message"] | StreamRequest["message"]>(
   signal: AbortSignal,
   message: M,
 ): M extends AsyncIterable<unknown> ? StreamRequest : UnaryRequest {
-  const authority = req instanceof http2.Http2ServerRequest ? req.authority : req.headers.host;
-  const scheme = "encrypted" in req.socket && req.socket.encrypted === true ? "https" : "http";
+  // An HTTP/2 request's socket is a Proxy made on first use and kept with the stream: its scheme is
+  // read from the request's :scheme instead.
+  const h2 = req instanceof http2.Http2ServerRequest;
+  const authority = h2 ? req.authority : req.headers.host;
+  const scheme = h2 ? req.scheme : "encrypted" in req.socket && req.socket.encrypted === true ? "https" : "http";
   return {
     stream: route.stream !== undefined,
     message,
@@ -219,7 +223,8 @@ async function serveConnectUnary(shared: LeanPathOptions, route: Route, rpc: Una
   let abort: AbortController | undefined;
   let deadline: NodeJS.Timeout | undefined;
   const gone = () => abort?.abort(CALL_ENDED);
-  const response = new Headers({ "content-type": binary ? contentTypeUnaryProto : contentTypeUnaryJson });
+  const response = new ResponseHeaders();
+  response.set("content-type", binary ? contentTypeUnaryProto : contentTypeUnaryJson);
   const timeout = parseConnectTimeout(header(req, "connect-timeout-ms"), Number.MAX_SAFE_INTEGER);
   const compression = compressionNegotiate(COMPRESSIONS, header(req, "content-encoding"), header(req, "accept-encoding"), headerUnaryAcceptEncoding);
   let status = 200;
@@ -432,10 +437,13 @@ class Call implements Consumer {
    */
   private head(): void {
     if (this.res.headersSent) return;
-    const headers: http2.OutgoingHttpHeaders = this.compression === null ? { "content-type": contentTypeGrpcProto } : { "content-type": contentTypeGrpcProto, "grpc-encoding": this.compression.name };
+    const headers: http2.OutgoingHttpHeaders = this.compression === null ? { ":status": 200, "content-type": contentTypeGrpcProto } : { ":status": 200, "content-type": contentTypeGrpcProto, "grpc-encoding": this.compression.name };
     this.header?.forEach((value, key) => (headers[key] = value));
     this.header = undefined;
-    this.res.writeHead(200, headers);
+    // The stream's own respond, as the compatibility response's writeHead ends up calling (with
+    // trailers to follow, which it sends from addTrailers): writeHead would first copy the headers
+    // into the response, one more object that an open stream keeps for its whole life.
+    this.res.stream.respond(headers, { waitForTrailers: true });
   }
 
   /** ended is the policy ending a stream (a tap's signal: shutdown, deadline): the call ends with its error. */
@@ -476,107 +484,8 @@ class Call implements Consumer {
 
 /** isEmpty tells whether there are no headers to add. */
 function isEmpty(headers: Headers | undefined): boolean {
+  if (headers instanceof ResponseHeaders) return headers.empty;
   return headers === undefined || headers.keys().next().done === true;
-}
-
-/** HeadersMethods is Headers with its members typed as methods, so that NodeHeaders may override them. */
-interface HeadersMethods {
-  append(name: string, value: string): void;
-  delete(name: string): void;
-  get(name: string): string | null;
-  has(name: string): boolean;
-  set(name: string, value: string): void;
-  getSetCookie(): string[];
-  forEach(callback: (value: string, key: string, parent: Headers) => void, thisArg?: unknown): void;
-  keys(): ReturnType<Headers["keys"]>;
-  values(): ReturnType<Headers["values"]>;
-  entries(): ReturnType<Headers["entries"]>;
-  [Symbol.iterator](): ReturnType<Headers["entries"]>;
-}
-
-/**
- * NodeHeaders are a request's headers as policies read them (a Headers, as connect gives them),
- * read from Node's header object until a policy changes or lists them: then they are copied in,
- * pseudo-headers left out, as connect-node copies them for every call. Reading a header or two
- * (auth reads `authorization`) copies nothing.
- */
-class NodeHeaders extends (Headers as unknown as new () => HeadersMethods) {
-  #node: http.IncomingHttpHeaders | undefined;
-
-  constructor(node: http.IncomingHttpHeaders) {
-    super();
-    this.#node = node;
-  }
-
-  /** copied moves Node's headers in, once. */
-  #copied(): void {
-    const node = this.#node;
-    if (node === undefined) return;
-    this.#node = undefined;
-    for (const name in node) {
-      const value = node[name];
-      if (name.startsWith(":") || value === undefined) continue;
-      if (Array.isArray(value)) for (const v of value) super.append(name, v);
-      else super.append(name, String(value));
-    }
-  }
-
-  override get(name: string): string | null {
-    const node = this.#node;
-    // A pseudo-header is no header: Headers refuses its name.
-    if (node === undefined || name.startsWith(":")) return super.get(name);
-    const value = node[name.toLowerCase()];
-    return value === undefined ? null : Array.isArray(value) ? value.join(", ") : String(value);
-  }
-
-  override has(name: string): boolean {
-    return this.get(name) !== null;
-  }
-
-  override append(name: string, value: string): void {
-    this.#copied();
-    super.append(name, value);
-  }
-
-  override delete(name: string): void {
-    this.#copied();
-    super.delete(name);
-  }
-
-  override set(name: string, value: string): void {
-    this.#copied();
-    super.set(name, value);
-  }
-
-  override getSetCookie(): string[] {
-    this.#copied();
-    return super.getSetCookie();
-  }
-
-  override forEach(callback: (value: string, key: string, parent: Headers) => void, thisArg?: unknown): void {
-    this.#copied();
-    super.forEach(callback, thisArg);
-  }
-
-  override keys(): ReturnType<Headers["keys"]> {
-    this.#copied();
-    return super.keys();
-  }
-
-  override values(): ReturnType<Headers["values"]> {
-    this.#copied();
-    return super.values();
-  }
-
-  override entries(): ReturnType<Headers["entries"]> {
-    this.#copied();
-    return super.entries();
-  }
-
-  override [Symbol.iterator](): ReturnType<Headers["entries"]> {
-    this.#copied();
-    return super[Symbol.iterator]();
-  }
 }
 
 /** destroyed tells whether a response can no longer be sent (the client went away). */
