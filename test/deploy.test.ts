@@ -1,9 +1,13 @@
 // What a company deploying opengms does first: build it, pack it, install the tarball without dev
 // dependencies into an empty folder, migrate, serve, answer health — and stop it with SIGTERM
 // through each way a supervisor starts it (`npm start`, the `opengms` bin, a container's PID 1),
-// getting the graceful shutdown every time and no process left behind.
+// getting the graceful shutdown every time and no process left behind. The quick start and the
+// Deploying section of README.md are the commands run here, as written (blocks marked
+// `<!-- deploy: name -->`): in a copy of the checkout (its committed and untracked files, as a fresh
+// clone has them) and in an empty folder. Only the paths (/path/to/, /etc/opengms/gms.yaml) and the
+// port (GMS_PORT) differ.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -12,12 +16,46 @@ import { connectOutcome, freePort, waitFor } from "./helpers/calls.js";
 
 const ROOT = join(import.meta.dirname, "..");
 const VERSION = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string }).version;
-const NPM = "npm";
 const INSTALL_TIMEOUT_MS = 300_000;
 
 let work: string;
+let checkout: string;
 let tarball: string;
 let installed: string;
+let serverConfig: string;
+
+/** deployBlocks are the README's ```sh blocks marked `<!-- deploy: name -->`, by name, as command lines. */
+function deployBlocks(): Map<string, string[]> {
+  const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+  const blocks = new Map<string, string[]>();
+  for (const m of readme.matchAll(/^<!-- deploy: ([a-z-]+) -->\n```sh\n([\s\S]*?)^```$/gm)) {
+    const lines = (m[2] ?? "").split("\n").filter((l) => l.trim() !== "" && !l.trim().startsWith("#"));
+    blocks.set(m[1] ?? "", lines);
+  }
+  return blocks;
+}
+
+const BLOCKS = deployBlocks();
+
+/** block is one of the README's deploy blocks; a missing one fails the test that needs it. */
+function block(name: string): string[] {
+  const lines = BLOCKS.get(name);
+  if (lines === undefined) throw new Error(`README.md has no block marked <!-- deploy: ${name} -->`);
+  return lines;
+}
+
+/** SERVES tells the command line that starts a server (run in the background, until SIGTERM). */
+const SERVES = /^(npm start|\.\/node_modules\/\.bin\/opengms serve|npx opengms serve)\b/;
+
+/** localized is a README command line with its example paths replaced by this test's. */
+function localized(line: string): string {
+  return line.replaceAll("/path/to/", `${checkout}/`).replaceAll("/etc/opengms/gms.yaml", serverConfig);
+}
+
+/** runLine runs one README command line through bash, as a user types it; its output. */
+function runLine(line: string, cwd: string): string {
+  return run("bash", ["-c", localized(line)], { cwd, env: cleanEnv({}) });
+}
 
 /** run runs a command to its end and gives its stdout; a failure throws with its stderr. */
 function run(cmd: string, args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv }): string {
@@ -67,7 +105,7 @@ function processesWith(marker: string): number[] {
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      if (readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(marker)) pids.push(Number(entry));
+      if (readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(marker) || readlinkSync(`/proc/${entry}/cwd`).startsWith(marker)) pids.push(Number(entry));
     } catch {
       // the process ended while we looked
     }
@@ -112,42 +150,91 @@ function configIn(dir: string): string {
 
 beforeAll(() => {
   work = mkdtempSync(join(tmpdir(), "opengms-deploy-"));
-  // npm pack builds dist/ first (prepack), as a release does.
-  const packed = JSON.parse(run(NPM, ["pack", "--json", "--pack-destination", work], { cwd: ROOT, env: cleanEnv({}) })) as { filename: string; files: { path: string }[] }[];
-  const first = packed[0]!;
-  tarball = join(work, first.filename);
-  const files = first.files.map((f) => f.path);
-  expect(files).toEqual(expect.arrayContaining(["LICENSE", "NOTICE", "README.md", "dist/src/main.js", "config/gms.yaml", "package.json"]));
-  expect(files.some((f) => f.startsWith("src/") || f.startsWith("test/") || f.startsWith("bench/"))).toBe(false);
-  installed = join(work, "app");
+  // A fresh clone's files: the committed ones and those not ignored, without node_modules or dist/.
+  checkout = join(work, "checkout");
+  mkdirSync(checkout);
+  execFileSync("bash", ["-c", `git ls-files -z -co --exclude-standard | tar --null -T - -cf - | tar -xf - -C '${checkout}'`], { cwd: ROOT, stdio: ["ignore", "ignore", "pipe"] });
+  serverConfig = join(work, "etc", "gms.yaml");
+  mkdirSync(join(work, "etc"));
+  writeFileSync(serverConfig, toYaml({ server: { host: "127.0.0.1", port: 8080, shutdown_grace_seconds: 5 }, database: { url: `sqlite:${join(work, "server-gms.db")}` }, log: { level: "info" } }));
+  installed = join(work, "server");
   mkdirSync(installed);
-  writeFileSync(join(installed, "package.json"), JSON.stringify({ name: "opengms-deploy-probe", private: true }));
-  run(NPM, ["install", "--omit=dev", "--no-audit", "--no-fund", "--prefer-offline", tarball], { cwd: installed, env: cleanEnv({}) });
 }, INSTALL_TIMEOUT_MS);
 
 afterAll(() => {
   if (work !== undefined) rmSync(work, { recursive: true, force: true });
 });
 
-describe("the packed tarball, installed with --omit=dev into an empty folder", () => {
-  const bin = () => join(installed, "node_modules", ".bin", "opengms");
+/** serverLine is a README line that starts a server, as bash runs it (its trailing comment left out, so that bash execs it). */
+function serverLine(line: string): string[] {
+  return ["-c", localized(line).replace(/\s+#.*$/, "")];
+}
 
-  it("has no dev dependency installed, and `opengms --version` prints the version", () => {
+describe("the README's quick start and Deploying section, run as written", () => {
+  it("quick start: in a fresh copy of the checkout `npm ci`, then `npm start` serves; SIGTERM to npm stops it gracefully", async () => {
+    const lines = block("quick-start");
+    expect(lines.filter((l) => SERVES.test(l))).toHaveLength(1);
+    let s: Started | undefined;
+    for (const line of lines) {
+      if (SERVES.test(line)) s = await start("bash", serverLine(line), checkout, {});
+      else runLine(line, checkout);
+    }
+    // bash execs the one command: the supervisor's child is npm, which gets the signal.
+    s!.child.kill("SIGTERM");
+    await expectGracefulStop(s!, checkout);
+  }, INSTALL_TIMEOUT_MS + 120_000);
+
+  it("pack: the tarball of this version, with the licence, the build and the example configuration, no sources or tests", () => {
+    for (const line of block("pack")) runLine(line, checkout);
+    tarball = join(checkout, `opengms-${VERSION}.tgz`);
+    const files = run("tar", ["-tzf", tarball], { cwd: work })
+      .split("\n")
+      .filter((f) => f !== "")
+      .map((f) => f.replace(/^package\//, ""));
+    expect(files).toEqual(expect.arrayContaining(["LICENSE", "NOTICE", "README.md", "CHANGELOG.md", "dist/src/main.js", "config/gms.yaml", "package.json"]));
+    expect(files.some((f) => f.startsWith("src/") || f.startsWith("test/") || f.startsWith("bench/"))).toBe(false);
+  }, INSTALL_TIMEOUT_MS);
+
+  it("install: in an empty folder, without dev dependencies; version, check-config, migrate, then serve the configuration, naming it; SIGTERM to the bin stops it gracefully", async () => {
+    const lines = block("install");
+    // The README names the tarball of this version.
+    expect(localized(lines[0] ?? "")).toContain(tarball);
+    const outputs: string[] = [];
+    let s: Started | undefined;
+    for (const line of lines) {
+      if (SERVES.test(line)) s = await start("bash", serverLine(line), installed, {});
+      else outputs.push(runLine(line, installed));
+    }
     const modules = readdirSync(join(installed, "node_modules"));
     for (const dev of ["typescript", "tsx", "vitest", "eslint"]) expect(modules).not.toContain(dev);
-    expect(run(bin(), ["--version"], { cwd: installed }).trim()).toBe(VERSION);
-  });
+    expect(outputs.map((o) => o.trim())).toEqual(expect.arrayContaining([VERSION, "configuration is valid"]));
+    expect(outputs.some((o) => /^applied /.test(o))).toBe(true);
+    const startup = s!
+      .output()
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((l) => l["msg"] === "opengms starting");
+    expect(startup).toMatchObject({ version: VERSION, config: serverConfig, database: `sqlite:${join(work, "server-gms.db")}` });
+    s!.child.kill("SIGTERM");
+    await expectGracefulStop(s!, installed);
+  }, INSTALL_TIMEOUT_MS);
+});
 
-  it("finds its example configuration wherever it starts (check-config)", () => {
-    expect(run(bin(), ["check-config"], { cwd: installed, env: cleanEnv({}) })).toContain("configuration is valid");
-  });
+describe("the installed tarball", () => {
+  const bin = () => join(installed, "node_modules", ".bin", "opengms");
 
-  it("migrates, then serves, answers health, names version, config and store in its startup log, and stops on SIGTERM", async () => {
-    const dir = mkdtempSync(join(work, "bin-"));
+  it("finds its example configuration wherever it starts (check-config), and migrates a database of its own", () => {
+    const dir = mkdtempSync(join(work, "bare-"));
+    expect(run(bin(), ["check-config"], { cwd: dir, env: cleanEnv({}) })).toContain("configuration is valid");
     const db = `sqlite:${join(dir, "gms.db")}`;
     expect(run(bin(), ["migrate"], { cwd: dir, env: cleanEnv({ GMS_DATABASE_URL: db }) })).toMatch(/^applied /);
     expect(run(bin(), ["migrate"], { cwd: dir, env: cleanEnv({ GMS_DATABASE_URL: db }) })).toBe("schema up to date\n");
-    // No configuration in the working directory: the bundled example is used; the marker is the database path.
+  });
+
+  it("serves on the bundled example configuration from an empty folder, naming it in its startup log", async () => {
+    const dir = mkdtempSync(join(work, "bin-"));
+    const db = `sqlite:${join(dir, "gms.db")}`;
     const s = await start(bin(), ["serve"], dir, { GMS_DATABASE_URL: db });
     const startup = s
       .output()
@@ -159,20 +246,10 @@ describe("the packed tarball, installed with --omit=dev into an empty folder", (
     s.child.kill("SIGTERM");
     await expectGracefulStop(s, dir);
   });
-});
 
-describe("SIGTERM to the process a supervisor started gives the graceful shutdown", () => {
-  it("`npm start` (npm, not the node it runs, gets the signal)", async () => {
-    const dir = mkdtempSync(join(work, "npm-"));
-    const s = await start(NPM, ["start", "--", "--config", configIn(dir)], ROOT, {});
-    s.child.kill("SIGTERM");
-    await expectGracefulStop(s, dir);
-  });
-
-  it.runIf(process.getuid?.() === 0)("a container's PID 1 (a PID namespace of its own, as docker runs it)", async () => {
+  it.runIf(process.getuid?.() === 0)("a container's PID 1 (a PID namespace of its own, as docker runs it) gets the graceful shutdown", async () => {
     const dir = mkdtempSync(join(work, "pid1-"));
-    const bin = join(installed, "node_modules", ".bin", "opengms");
-    const s = await start("unshare", ["--pid", "--fork", "--mount-proc", bin, "serve", "--config", configIn(dir)], dir, {});
+    const s = await start("unshare", ["--pid", "--fork", "--mount-proc", bin(), "serve", "--config", configIn(dir)], dir, {});
     // unshare waits for its child, which is PID 1 in the new namespace: the container's init.
     const [init] = childrenOf(s.child.pid!);
     expect(init).toBeDefined();
