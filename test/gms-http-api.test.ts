@@ -8,7 +8,11 @@ import { createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { SessionService } from "../gen/gms/v1/session_pb.js";
 import { StorageService } from "../gen/gms/v1/storage_pb.js";
-import { DIALECTS } from "./helpers/databases.js";
+import { ManualClock } from "../src/clock.js";
+import { parseConfig } from "../src/config.js";
+import { startServer } from "../src/server.js";
+import { DIALECTS, createTestDatabase } from "./helpers/databases.js";
+import { captureLog } from "./helpers/log-capture.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 const BACKEND_KEY = "backend-key-0123456789abcdef";
@@ -376,5 +380,31 @@ describe.each(DIALECTS)("GMS's HTTP API on %s", (dialect) => {
         await slow.close();
       }
     });
+  });
+});
+
+describe("GMS's HTTP API's log", () => {
+  it("notes a refused body by kind, with neither keys, credentials, ids nor values", async () => {
+    const capture = captureLog("info");
+    const db = await createTestDatabase("sqlite");
+    const server = await startServer({ config: parseConfig({ ...config, server: { host: "127.0.0.1", port: 0 } }), db, log: capture.log, clock: new ManualClock(Date.now()), sweep: false });
+    try {
+      const secret = "s3cret-value-0123";
+      const twice = await fetch(`${server.url}/genesys/1/storage/custom/cust-id-77/60`, {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded", authorization: BACKEND, gms_user: "user-xyz", "x-request-id": "req-gms-1" },
+        body: `k=${secret}&k=${secret}`,
+      });
+      expect(twice.status).toBe(400);
+      expect(twice.headers.get("x-request-id")).toBe("req-gms-1");
+      const unauthenticated = await fetch(`${server.url}/genesys/1/storage/60`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded", authorization: basic("crm", "wrong-0123456789abcdef") }, body: `k=${secret}` });
+      expect(unauthenticated.status).toBe(401);
+      const lines = capture.records();
+      expect(lines).toContainEqual(expect.objectContaining({ event: "gms-http", method: "POST", status: 400, exception: "BadRequest", requestId: "req-gms-1" }));
+      const text = capture.text();
+      for (const leak of [secret, BACKEND_KEY, BACKEND.slice(6), "cust-id-77", "user-xyz", "wrong-0123456789abcdef"]) expect(text).not.toContain(leak);
+    } finally {
+      await server.shutdown();
+    }
   });
 });

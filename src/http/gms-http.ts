@@ -15,6 +15,7 @@ import { LimitExceededSchema, PoolExhaustedSchema, RateLimitedSchema } from "../
 import type { Value, ValueSchema } from "../../gen/gms/v1/value_pb.js";
 import type { Config } from "../config.js";
 import type { DataValue } from "../domain/value.js";
+import type { Logger } from "pino";
 import type { HttpRequest, HttpResponse, HttpRouteDeps } from "./routes.js";
 
 /** REALM is the realm of the Basic challenge a refused caller gets (WWW-Authenticate). */
@@ -52,6 +53,10 @@ export interface GmsCall {
   readonly signal: AbortSignal;
   /** deadline is the moment (Date.now()) by which the request must be answered. */
   readonly deadline: number;
+  /** log is the server's log; sendError notes there the requests refused before any RPC ran. */
+  readonly log: Logger;
+  /** method is the request's HTTP method. */
+  readonly method: string;
 }
 
 /** REQUEST_ID is an x-request-id kept as given: 1 to 128 printable ASCII characters (as the RPC paths keep it). */
@@ -68,21 +73,33 @@ function header(req: HttpRequest, name: string): string | undefined {
  * signal that ends its RPCs when the caller goes away (the response closed before it finished),
  * the deadline passes or the server shuts down.
  */
-export function gmsCall(req: HttpRequest, res: HttpResponse, deps: Pick<HttpRouteDeps, "config" | "shutdown">): GmsCall {
+export function gmsCall(req: HttpRequest, res: HttpResponse, deps: Pick<HttpRouteDeps, "config" | "shutdown" | "log">): GmsCall {
   const given = header(req, "x-request-id");
   const requestId = given !== undefined && REQUEST_ID.test(given) ? given : randomUUID();
   const timeoutMs = deps.config.server.request_timeout_seconds * 1000;
-  const gone = new AbortController();
+  // One controller and one timer per request, both let go when the answer is done (no signal
+  // combinator: each would stay listening on the server's long-lived shutdown signal).
+  const ended = new AbortController();
+  const end = (reason: DOMException) => {
+    if (!ended.signal.aborted) ended.abort(reason);
+  };
+  const timer = setTimeout(() => end(new DOMException("the request's deadline passed", "TimeoutError")), timeoutMs);
+  timer.unref();
+  const onShutdown = () => end(new DOMException("the server is shutting down", "AbortError"));
+  deps.shutdown.addEventListener("abort", onShutdown, { once: true });
+  if (deps.shutdown.aborted) onShutdown();
   res.once("close", () => {
-    if (!res.writableFinished) gone.abort(new DOMException("the caller went away", "AbortError"));
+    clearTimeout(timer);
+    deps.shutdown.removeEventListener("abort", onShutdown);
+    if (!res.writableFinished) end(new DOMException("the caller went away", "AbortError"));
   });
-  const signal = AbortSignal.any([gone.signal, AbortSignal.timeout(timeoutMs), deps.shutdown]);
   const headers: Record<string, string> = { "x-request-id": requestId };
   const authorization = header(req, "authorization");
   if (authorization !== undefined) headers["authorization"] = authorization;
   const gmsUser = header(req, "gms_user");
   if (gmsUser !== undefined) headers["gms_user"] = gmsUser;
-  return { options: { headers, signal, timeoutMs }, requestId, gmsUser, signal, deadline: Date.now() + timeoutMs };
+  const signal = ended.signal;
+  return { options: { headers, signal, timeoutMs }, requestId, gmsUser, signal, deadline: Date.now() + timeoutMs, log: deps.log, method: req.method ?? "GET" };
 }
 
 /** FormValue is one value of a form: a text, or a file with its name and type (as storage keeps them). */
@@ -367,12 +384,15 @@ export function httpErrorOf(e: unknown): { status: number; body: GmsErrorBody } 
  * (`WWW-Authenticate: Basic realm="opengms"`), retryable refusals a Retry-After, and a refusal
  * made before the body was read in full closes the connection (what is left of it is not read).
  */
-export function sendError(res: HttpResponse, e: unknown, call?: Pick<GmsCall, "requestId">): void {
+export function sendError(res: HttpResponse, e: unknown, call?: Pick<GmsCall, "requestId" | "log" | "method">): void {
   if (res.headersSent || res.writableEnded) {
     if (!res.writableEnded) res.end();
     return;
   }
   const { status, body } = httpErrorOf(e);
+  // An RPC's refusal has its log line already (the serving policy's); one of the HTTP layer is
+  // noted here, by kind only: neither the path (ids), the keys nor the values of the form.
+  if (e instanceof GmsHttpError && call !== undefined) call.log.warn({ event: "gms-http", method: call.method, status, exception: e.exception, requestId: call.requestId }, "GMS HTTP request refused");
   if (status === 401) res.setHeader("www-authenticate", `Basic realm="${REALM}", charset="UTF-8"`);
   if (body.retryAfterSeconds !== undefined) res.setHeader("retry-after", String(body.retryAfterSeconds));
   const req = (res as { req?: HttpRequest }).req;
