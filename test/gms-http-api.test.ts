@@ -2,6 +2,7 @@
 // against a real server over real sockets, on every dialect: the request/response examples of
 // GMS's documentation replayed, the seed's iPhoneService example as the seed shows it, HTTP Basic
 // authentication, and hostile requests that must be refused with a clear 4xx and store nothing.
+import * as http2 from "node:http2";
 import * as net from "node:net";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
@@ -24,6 +25,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const UNKNOWN_ID = "0b7f8a4e-9c1d-4f5e-8a2b-3c4d5e6f7a8b";
 
 const config = {
+  server: { cors_origins: ["http://app.example"] },
   auth: {
     api_keys: [
       { name: "crm", key: BACKEND_KEY, roles: ["backend"] },
@@ -315,6 +317,46 @@ describe.each(DIALECTS)("GMS's HTTP API on %s", (dialect) => {
       // Through gRPC the same session is the same one: both paths share the serving policy.
       const viaGrpc = await createClient(SessionService, t.transport("grpc", BACKEND_KEY)).getSession({ sessionId: created.json["_id"] as string });
       expect(viaGrpc.session?.phoneNumber).toBe("+16505550005");
+    });
+  });
+
+  describe("transport", () => {
+    it("serves the same requests over HTTP/2 (h2c) as over HTTP/1.1", async () => {
+      const session = http2.connect(url);
+      const request = (headers: http2.OutgoingHttpHeaders, body?: Buffer) =>
+        new Promise<{ status: number; type: string | undefined; bytes: Buffer }>((resolve, reject) => {
+          const stream = session.request(headers);
+          const chunks: Buffer[] = [];
+          let status = 0;
+          let type: string | undefined;
+          stream.on("response", (h) => {
+            status = Number(h[":status"]);
+            type = h["content-type"];
+          });
+          stream.on("data", (c: Buffer) => chunks.push(c));
+          stream.on("end", () => resolve({ status, type, bytes: Buffer.concat(chunks) }));
+          stream.on("error", reject);
+          stream.end(body);
+        });
+      try {
+        const { body, type } = multipart([{ name: "photo", value: PNG, filename: "p.png", type: "image/png" }]);
+        const created = await request({ ":method": "POST", ":path": "/genesys/1/storage/60", "content-type": type }, body);
+        expect(created.status).toBe(200);
+        const id = (JSON.parse(created.bytes.toString()) as { id: string }).id;
+        const photo = await request({ ":method": "GET", ":path": `/genesys/1/storage/${id}/photo` });
+        expect([photo.status, photo.type, photo.bytes.equals(PNG)]).toEqual([200, "image/png", true]);
+        const refused = await request({ ":method": "POST", ":path": "/genesys/1/storage/60", "content-type": "text/plain" }, Buffer.from("x"));
+        expect(refused.status).toBe(415);
+      } finally {
+        session.close();
+      }
+    });
+
+    it("lets a configured browser origin send gms_user and DELETE", async () => {
+      const r = await fetch(`${url}/genesys/1/storage/${UNKNOWN_ID}`, { method: "OPTIONS", headers: { origin: "http://app.example", "access-control-request-method": "DELETE", "access-control-request-headers": "gms_user" } });
+      expect(r.status).toBe(204);
+      expect(r.headers.get("access-control-allow-methods")).toContain("DELETE");
+      expect(r.headers.get("access-control-allow-headers")).toContain("gms_user");
     });
   });
 
