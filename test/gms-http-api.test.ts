@@ -164,6 +164,17 @@ describe.each(DIALECTS)("GMS's HTTP API on %s", (dialect) => {
       expect((await send("POST", `/genesys/1/storage/${id}/60`, form({ a: "1" }))).status).toBe(404);
     });
 
+    it("sends a stored file's type only when it is a header value; the file is an attachment that is not sniffed", async () => {
+      const file = (contentType: string) => ({ kind: { case: "file" as const, value: { filename: "évil.html", contentType, content: Buffer.from("<script>1</script>") } } });
+      const { dataId } = await backendStorage().createData({ entries: { bad: file("text/html\r\nX-Evil: 1"), wide: file("text/plain; charset=ü"), html: file("text/html") } });
+      for (const [key, type] of [["bad", "application/octet-stream"], ["wide", "application/octet-stream"], ["html", "text/html"]] as const) {
+        const r = await send("GET", `/genesys/1/storage/${dataId}/${key}`);
+        expect([r.status, r.headers.get("content-type"), r.headers.get("x-evil")], key).toEqual([200, type, null]);
+        expect(r.headers.get("x-content-type-options")).toBe("nosniff");
+        expect(r.headers.get("content-disposition")).toBe("attachment; filename*=UTF-8''%C3%A9vil.html");
+      }
+    });
+
     it("custom ids belong to the gms_user that created them; creating again replaces the data", async () => {
       const alice = { "gms_user": "alice@example.com" };
       const created = await send("POST", "/genesys/1/storage/custom/my-cart/120", { ...form({ item: "shoes" }), headers: alice });

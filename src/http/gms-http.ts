@@ -8,14 +8,14 @@
 //   const r = await client.someRpc({...}, call.options);          // through the serving policy
 //   sendJson(res, 200, {...}, call)   or, on any error,   sendError(res, e, call)
 import { randomUUID } from "node:crypto";
-import busboy from "busboy";
-import { Code, ConnectError, type CallOptions } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError, type CallOptions } from "@connectrpc/connect";
+import busboy from "busboy";
+import type { Logger } from "pino";
 import { LimitExceededSchema, PoolExhaustedSchema, RateLimitedSchema } from "../../gen/gms/v1/error_details_pb.js";
 import type { Value, ValueSchema } from "../../gen/gms/v1/value_pb.js";
 import type { Config } from "../config.js";
 import type { DataValue } from "../domain/value.js";
-import type { Logger } from "pino";
 import type { HttpRequest, HttpResponse, HttpRouteDeps } from "./routes.js";
 
 /** REALM is the realm of the Basic challenge a refused caller gets (WWW-Authenticate). */
@@ -62,6 +62,7 @@ export interface GmsCall {
 /** REQUEST_ID is an x-request-id kept as given: 1 to 128 printable ASCII characters (as the RPC paths keep it). */
 const REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
 
+/** header is a request header's value, when it came once. */
 function header(req: HttpRequest, name: string): string | undefined {
   const v = req.headers[name];
   return typeof v === "string" ? v : undefined;
@@ -99,7 +100,19 @@ export function gmsCall(req: HttpRequest, res: HttpResponse, deps: Pick<HttpRout
   const gmsUser = header(req, "gms_user");
   if (gmsUser !== undefined) headers["gms_user"] = gmsUser;
   const signal = ended.signal;
-  return { options: { headers, signal, timeoutMs }, requestId, gmsUser, signal, deadline: Date.now() + timeoutMs, log: deps.log, method: req.method ?? "GET" };
+  const deadline = Date.now() + timeoutMs;
+  return {
+    // A getter: each RPC gets what is left of the deadline when it starts (after the body, say).
+    get options() {
+      return { headers, signal, timeoutMs: Math.max(1, deadline - Date.now()) };
+    },
+    requestId,
+    gmsUser,
+    signal,
+    deadline,
+    log: deps.log,
+    method: req.method ?? "GET",
+  };
 }
 
 /** FormValue is one value of a form: a text, or a file with its name and type (as storage keeps them). */
@@ -294,12 +307,19 @@ export function sendJson(res: HttpResponse, status: number, body: unknown, call?
   res.end(json);
 }
 
+/**
+ * MEDIA_TYPE is a media type that may go out as a Content-Type as stored: printable ASCII with a
+ * slash. A stored file's type is what its uploader said (over gRPC, any 255 bytes): one that is not
+ * a header value is sent as application/octet-stream.
+ */
+const MEDIA_TYPE = /^[!-~]+\/[ -~]{1,254}$/;
+
 /** sendBytes answers with a body of bytes and its media type (a stored file, a text value). */
 export function sendBytes(res: HttpResponse, content: Uint8Array, contentType: string, call?: Pick<GmsCall, "requestId">, filename?: string): void {
   if (res.headersSent || res.writableEnded) return;
   baseHeaders(res, call);
   res.statusCode = 200;
-  res.setHeader("content-type", contentType);
+  res.setHeader("content-type", MEDIA_TYPE.test(contentType) ? contentType : "application/octet-stream");
   res.setHeader("content-length", content.byteLength);
   // A stored file is the caller's data, never a page of this origin's: no sniffing, no rendering.
   res.setHeader("x-content-type-options", "nosniff");

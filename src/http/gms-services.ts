@@ -178,10 +178,10 @@ export const gmsServiceRoute: HttpRouteFactory = (deps) => {
     const call = gmsCall(req, res, deps);
     const segs = pathSegments(path, PREFIX);
     const method = req.method ?? "GET";
-    (segs === undefined || segs.some((s) => s === "") ? Promise.reject(new ConnectError("the path does not decode", Code.InvalidArgument)) : serve(method, segs, req, call)).then(
-      (body) => sendJson(res, 200, body, call),
-      (e: unknown) => sendError(res, e, call),
-    );
+    (segs === undefined || segs.some((s) => s === "") ? Promise.reject(new ConnectError("the path has an empty or undecodable segment", Code.InvalidArgument)) : serve(method, segs, req, call))
+      // Errors of the answer itself are answered too, never left unhandled.
+      .then((body) => sendJson(res, 200, body, call))
+      .catch((e: unknown) => sendError(res, e, call));
     return true;
   };
 };
