@@ -310,6 +310,22 @@ describe.each(DIALECTS)("GMS's HTTP API on %s", (dialect) => {
     });
   });
 
+  describe("an exhausted pool", () => {
+    it("is 503 with the wait until a number frees up (Retry-After), and creates nothing more", async () => {
+      const sessions = await Promise.all(["+16505550020", "+16505550021"].map((p) => send("POST", "/genesys/1/service/request-interaction", form({ _phone_number: p, _ttl: "600" }))));
+      const first = await send("POST", "/genesys/1/service/request-access", { ...form({ _id: sessions[0]!.json["_id"] as string, _resource_group: "other", _booking_expiration_timeout: "90" }), headers: { authorization: BACKEND } });
+      expect([first.status, first.json["_access_number"]]).toEqual([200, "+18005550300"]);
+      const before = await counts();
+      const second = await send("POST", "/genesys/1/service/request-access", { ...form({ _id: sessions[1]!.json["_id"] as string, _resource_group: "other" }), headers: { authorization: BACKEND } });
+      expect([second.status, second.json["exception"], second.json["code"]]).toEqual([503, "ResourceExhausted", "resource_exhausted"]);
+      expect(second.json["retryAfterSeconds"]).toBe(90);
+      expect(second.headers.get("retry-after")).toBe("90");
+      expect(await counts()).toEqual(before);
+      // The number is free again once released: the IVR's match releases it.
+      expect((await send("POST", "/genesys/1/service/match-interaction", { ...form({ _access_number: "+18005550300" }), headers: { authorization: IVR } })).status).toBe(200);
+    });
+  });
+
   describe("Basic authentication", () => {
     it("accepts the key as the password and its name as the user; refuses with a Basic challenge", async () => {
       const created = await send("POST", "/genesys/1/service/request-interaction", form({ _phone_number: "+16505550005" }));
