@@ -229,8 +229,9 @@ function sameOrigin(origin: string, req: { readonly headers: Record<string, stri
 function withCors(handler: RequestHandler, origins: readonly string[], log: Logger): RequestHandler {
   const any = origins.includes("*");
   const allowed = new Set(origins);
-  const allowHeaders = [...connectCors.allowedHeaders, "Authorization"].join(", ");
-  const allowMethods = connectCors.allowedMethods.join(", ");
+  // GMS's HTTP API adds its end-user header and DELETE (src/http) to what Connect's browsers send.
+  const allowHeaders = [...connectCors.allowedHeaders, "Authorization", "gms_user"].join(", ");
+  const allowMethods = [...connectCors.allowedMethods, "DELETE"].join(", ");
   const exposeHeaders = connectCors.exposedHeaders.join(", ");
   const loggedAt = new Map<string, number>();
   const refused = (origin: string, method: string | undefined, url: string | undefined) => {

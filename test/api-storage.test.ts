@@ -52,6 +52,24 @@ describe.each(DIALECTS)("Storage API end to end on %s", (dialect) => {
       client = createClient(StorageService, kind === "grpc" ? t.grpc : t.connect);
     });
 
+    it("names a record by a user's custom id: found by that user only, replaced by a new create, refused without a user", async () => {
+      const customId = `cart-${kind}`;
+      const first = await client.createData({ ttlSeconds: 60n, entries: texts({ a: "1" }), customId, user: "alice" });
+      expect((await client.findCustomData({ customId, user: "alice" })).dataId).toBe(first.dataId);
+      expect((await errorOf(client.findCustomData({ customId, user: "bob" }))).code).toBe(Code.NotFound);
+      const second = await client.createData({ ttlSeconds: 60n, entries: texts({ a: "2" }), customId, user: "alice" });
+      expect((await client.findCustomData({ customId, user: "alice" })).dataId).toBe(second.dataId);
+      expect((await errorOf(client.getData({ dataId: first.dataId }))).code).toBe(Code.NotFound);
+      clock.advance(60_000);
+      expect((await errorOf(client.findCustomData({ customId, user: "alice" }))).code).toBe(Code.NotFound);
+      const before = await rowCount();
+      for (const bad of [{ customId: "x" }, { user: "alice" }, { customId: "a/b", user: "alice" }, { customId: "x".repeat(129), user: "alice" }, { customId: "x", user: "a\nb" }]) {
+        expect((await errorOf(client.createData({ ttlSeconds: 60n, entries: texts({ a: "1" }), ...bad }))).code, JSON.stringify(bad)).toBe(Code.InvalidArgument);
+      }
+      expect((await errorOf(client.findCustomData({ customId: "", user: "alice" }))).code).toBe(Code.InvalidArgument);
+      expect(await rowCount()).toBe(before);
+    });
+
     it("creates, reads, updates and deletes texts and files", async () => {
       const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0, 255]);
       const created = await client.createData({ ttlSeconds: 60n, entries: { name: text("Zoë ✓"), photo: file("me.png", "image/png", png) } });

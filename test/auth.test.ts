@@ -91,6 +91,34 @@ describe.each(DIALECTS)("auth on %s", (dialect) => {
       }
     });
 
+    it("HTTP Basic presents a key as the password, with the key's name as the user, on every path", async () => {
+      const basic = (user: string, key: string) => `Basic ${Buffer.from(`${user}:${key}`, "utf8").toString("base64")}`;
+      const call = async (authorization: string, path = "/gms.v1.StorageService/CreateData", body: unknown = { ttlSeconds: "60" }) => {
+        const res = await fetch(`${t.server.url}${path}`, { method: "POST", headers: { "content-type": "application/json", authorization }, body: JSON.stringify(body) });
+        return { status: res.status, body: (await res.json()) as { code?: string } };
+      };
+      expect((await call(basic("ivr-box", IVR_KEY))).status).toBe(200);
+      // The SHA-256-configured key and a lower-case scheme work alike; the same key keeps its roles.
+      expect((await call(basic("crm", BACKEND_KEY).replace("Basic", "basic"))).status).toBe(200);
+      expect((await call(basic("ivr-box", IVR_KEY), "/gms.v1.SessionService/GetSession", { sessionId: UNKNOWN_ID })).body.code).toBe("permission_denied");
+      expect((await call(basic("crm", BACKEND_KEY), "/gms.v1.SessionService/GetSession", { sessionId: UNKNOWN_ID })).body.code).toBe("not_found");
+      // Over gRPC (the lean path's and connect's) the same header is the same caller.
+      const grpcStorage = createClient(StorageService, t.transport("grpc"));
+      const { dataId } = await grpcStorage.createData({ entries: { k: text("v") } }, { headers: { authorization: basic("ops", ADMIN_KEY) } });
+      expect(dataId).toMatch(/^[0-9a-f-]{36}$/);
+      const refused = [
+        basic("crm", IVR_KEY), // another key's name
+        basic("", IVR_KEY),
+        basic("ivr-box", WRONG_KEY),
+        basic("ivr-box", ""),
+        `Basic ${Buffer.from(IVR_KEY).toString("base64")}`, // no colon
+        "Basic !!!not-base64!!!",
+        `Basic ${Buffer.from([0x69, 0x3a, 0xff, 0xfe]).toString("base64")}`, // not UTF-8
+        "Basic",
+      ];
+      for (const authorization of refused) expect((await call(authorization)).body.code, authorization).toBe("unauthenticated");
+    });
+
     it.each(KINDS)("a key without the RPC's role is PERMISSION_DENIED (%s)", async (kind) => {
       const sessions = createClient(SessionService, t.transport(kind, IVR_KEY));
       // Auth runs before validation: even an invalid request learns only that it may not call.

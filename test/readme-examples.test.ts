@@ -47,6 +47,8 @@ const EXPECTED: Record<string, readonly string[]> = {
     '"type": "CHAT_EVENT_TYPE_CHAT_ENDED"',
   ],
   storage: ['"version":"1"', '{"value":{"text":"Ann"}}', '"filename":"a.png"', '"version":"2"', '"code":"failed_precondition"', '"code":"not_found"'],
+  "gms-storage": ['{"id":"', '"Key1":"Value1"', '"FileKey":{"filename":"note.txt","contentType":"text/plain","size":18}', "Hello from the app", '"exception":"NotFound"', '"code":"not_found"'],
+  "gms-service": ['"_access_number":"+1800555', '"_expiration_time":', '{"_id":"', '"_data_id":"'],
 };
 
 describe("the README's examples", () => {

@@ -42,8 +42,15 @@ export interface StorageStore {
   lock(uow: UnitOfWork, dataId: string, now: number): Promise<LockedRecord | undefined>;
   /** change applies a change to a record the unit of work holds (lock). */
   change(uow: UnitOfWork, dataId: string, change: RecordChange): Promise<void>;
-  /** delete deletes a record, live or not, with its entries; false when there was none live at `now`. */
+  /** delete deletes a record, live or not, with its entries and custom id; false when there was none live at `now`. */
   delete(uow: UnitOfWork, dataId: string, now: number): Promise<boolean>;
-  /** sweep deletes up to `batch` records expired by `now` with their entries, and says how many. */
+  /** sweep deletes up to `batch` records expired by `now` with their entries and custom ids, and says how many. */
   sweep(now: number, batch: number): Promise<number>;
+  /**
+   * bindCustom makes a user's custom id name a record, in the unit of work that stores it, and
+   * returns the record it named before (live or not), for the caller to delete; undefined when none.
+   */
+  bindCustom(uow: UnitOfWork, user: string, customId: string, dataId: string): Promise<string | undefined>;
+  /** findCustom is the id of the record live at `now` that a user's custom id names; undefined when there is none. */
+  findCustom(user: string, customId: string, now: number): Promise<string | undefined>;
 }

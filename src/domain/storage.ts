@@ -28,6 +28,11 @@ export interface CreateDataInput {
   ttlSeconds: number | undefined;
   entries: DataEntries;
   request: RequestKey;
+  /**
+   * custom also names the record by a user's id of their choosing (GMS's custom storage ids); a
+   * record the same user's custom id named before is deleted in the same unit of work.
+   */
+  custom?: { id: string; user: string } | undefined;
 }
 
 /** UpdateDataInput is one atomic change of a record. */
@@ -112,6 +117,8 @@ export interface Storage {
   /** updateIn applies an update inside the caller's unit of work. */
   updateIn(uow: UnitOfWork, input: UpdateDataInput): Promise<StoredData>;
   delete(dataId: string): Promise<void>;
+  /** findCustom is the id of the live record a user's custom id names; NOT_FOUND when there is none. */
+  findCustom(user: string, customId: string): Promise<string>;
   /** deleteIn deletes a record, live or not, inside the caller's unit of work (a cancelled session's). */
   deleteIn(uow: UnitOfWork, dataId: string): Promise<void>;
   /** sweep deletes expired records in bounded batches until none is left or `maxBatches` ran. */
@@ -178,7 +185,27 @@ export function createStorage({ store, transactions, requestIds, clock, limits }
     async create(input) {
       const ttl = ttlMs(input.ttlSeconds);
       const now = clock.now();
-      return runOnce(once, input.request, now, (uow) => createIn(uow, input.entries, now + ttl), (r) => r.expiresAt);
+      const custom = input.custom;
+      return runOnce(
+        once,
+        input.request,
+        now,
+        async (uow) => {
+          const stored = await createIn(uow, input.entries, now + ttl);
+          if (custom !== undefined) {
+            const before = await store.bindCustom(uow, custom.user, custom.id, stored.dataId);
+            if (before !== undefined) await store.delete(uow, before, now);
+          }
+          return stored;
+        },
+        (r) => r.expiresAt,
+      );
+    },
+    async findCustom(user, customId) {
+      const dataId = await store.findCustom(user, customId, clock.now());
+      // The message names neither the user nor the id: they may be personal.
+      if (dataId === undefined) throw notFound("custom id for this user");
+      return dataId;
     },
     async get(dataId) {
       const record = await store.read(dataId, clock.now());

@@ -79,9 +79,10 @@ export interface RequestHeader {
 const AGENT_ID = /^[A-Za-z0-9._@-]{1,128}$/;
 
 /**
- * createAuthorizer authenticates the bearer key (compared in constant time against every
- * configured key) and enforces the RPC's access. With no keys configured every caller holds every
- * role (an open server, warned about at start).
+ * createAuthorizer authenticates the presented key, `Bearer <key>` or HTTP Basic with the key as
+ * the password and its name as the user (compared in constant time against every configured key),
+ * and enforces the RPC's access. With no keys configured every caller holds every role (an open
+ * server, warned about at start).
  */
 export function createAuthorizer(options: AuthOptions): Authorizer {
   const keys = options.apiKeys.map((k) => ({
@@ -99,14 +100,17 @@ export function createAuthorizer(options: AuthOptions): Authorizer {
 
   function identify(header: string | null): Identity | undefined {
     if (header === null) return anonymous;
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    if (match === null) return undefined;
-    const presented = sha256(match[1] ?? "");
+    const presented = presentedKey(header);
+    if (presented === undefined) return undefined;
+    const digest = sha256(presented.key);
     let found: Identity | undefined;
     // Every key is compared, found or not, so timing says nothing about which one matched.
     for (const k of keys) {
-      if (timingSafeEqual(presented, k.digest) && found === undefined) found = { name: k.name, roles: k.roles, keyed: true };
+      if (timingSafeEqual(digest, k.digest) && found === undefined) found = { name: k.name, roles: k.roles, keyed: true };
     }
+    // Basic's user part must name the key it presents: GMS checked a user and a password, and an
+    // app configured with the wrong user is told so rather than let in under another name.
+    if (found !== undefined && presented.user !== undefined && presented.user !== found.name) return undefined;
     return found;
   }
 
@@ -147,6 +151,32 @@ export function createAuthorizer(options: AuthOptions): Authorizer {
     }
     return open ? identity : actingFor(identity, header, access, method);
   };
+}
+
+/** BASE64 is a standard base64 text (RFC 4648 section 4, padded or not), what Basic credentials are. */
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+
+/**
+ * presentedKey reads the API key an `authorization` header presents: `Bearer <key>`, or `Basic
+ * base64(<user>:<key>)` (RFC 7617; GMS's HTTP Basic authentication, the key as the password and
+ * the key's configured name as the user). Anything else, or credentials that do not decode to
+ * UTF-8 text with a colon, is undefined (UNAUTHENTICATED).
+ */
+export function presentedKey(header: string): { key: string; user?: string } | undefined {
+  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (bearer !== null) return { key: bearer[1] ?? "" };
+  const basic = /^Basic\s+(\S+)\s*$/i.exec(header);
+  if (basic === null || !BASE64.test(basic[1] ?? "")) return undefined;
+  let decoded: string;
+  try {
+    decoded = new TextDecoder("utf-8", { fatal: true }).decode(Buffer.from(basic[1] ?? "", "base64"));
+  } catch {
+    return undefined;
+  }
+  const colon = decoded.indexOf(":");
+  if (colon < 0) return undefined;
+  const key = decoded.slice(colon + 1);
+  return key === "" ? undefined : { key, user: decoded.slice(0, colon) };
 }
 
 /** UNKNOWN_KEY is the caller a log names when a presented API key matched none: "unknown-key". */

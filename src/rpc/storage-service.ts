@@ -12,6 +12,7 @@ export const storageAccess = {
   getDataEntry: ["app", "backend", "ivr", "agent"],
   updateData: ["app", "backend", "ivr", "agent"],
   deleteData: ["app", "backend", "ivr", "agent"],
+  findCustomData: ["app", "backend", "ivr", "agent"],
 } as const;
 
 /** storageService maps StorageService RPCs onto the storage rules. */
@@ -22,6 +23,7 @@ export function storageService(storage: Storage): ServiceImpl<typeof StorageServ
         ttlSeconds: optionalNumber(req.ttlSeconds, "ttl_seconds"),
         entries: fromEntries(req.entries),
         request: requestKey(ctx.method, callerOf(ctx), req),
+        custom: req.customId === "" ? undefined : { id: req.customId, user: req.user },
       });
       return { dataId: r.dataId, expiresAt: timestamp(r.expiresAt), version: BigInt(r.version) };
     },
@@ -45,6 +47,9 @@ export function storageService(storage: Storage): ServiceImpl<typeof StorageServ
     async deleteData(req) {
       await storage.delete(req.dataId);
       return {};
+    },
+    async findCustomData(req) {
+      return { dataId: await storage.findCustom(req.user, req.customId) };
     },
   };
 }

@@ -287,6 +287,23 @@ const migrations: Migration[] = [
       await knex.raw("DROP PROCEDURE IF EXISTS gms_claim_v2");
     },
   },
+  {
+    name: "010_storage_custom_ids",
+    async up(knex, dialect) {
+      // A user's custom id for a record (GMS `/storage/custom/{customId}/{ttl}` with `gms_user`).
+      // No foreign key, as for entries: the row is deleted with its record, by delete and sweep.
+      await knex.schema.createTable("storage_custom_ids", (t) => {
+        binaryCollation(t, dialect);
+        t.string("owner", 128).notNullable();
+        t.string("custom_id", 128).notNullable();
+        t.string("data_id", 36).notNullable().index("storage_custom_ids_data_id");
+        t.primary(["owner", "custom_id"]);
+      });
+    },
+    async down(knex) {
+      await knex.schema.dropTable("storage_custom_ids");
+    },
+  },
 ];
 
 /**

@@ -170,9 +170,10 @@ async function changeData(q: Queryable, id: string, change: RecordChange): Promi
   await q("storage_data").where("id", id).update({ version: change.version, expires_at: change.expiresAt });
 }
 
-/** deleteData deletes a record (live or not) with its entries; false when there was none live. */
+/** deleteData deletes a record (live or not) with its entries and custom id; false when there was none live. */
 export async function deleteData(q: Queryable, id: string, now: number): Promise<boolean> {
   const live = await q("storage_data").where("id", id).andWhere("expires_at", ">", now).first<{ id: string } | undefined>("id");
+  await q("storage_custom_ids").where("data_id", id).delete();
   await q("storage_entries").where("data_id", id).delete();
   await q("storage_data").where("id", id).delete();
   return live !== undefined;
@@ -188,11 +189,33 @@ async function sweepExpiredData(q: Queryable, now: number, batch: number): Promi
   const rows = (await q("storage_data").where("expires_at", "<=", now).select("id").limit(batch)) as { id: string }[];
   if (rows.length === 0) return 0;
   const ids = rows.map((r) => r.id).sort();
+  await q("storage_custom_ids").whereIn("data_id", ids).delete();
   await q("storage_entries").whereIn("data_id", ids).delete();
   return q("storage_data").whereIn("id", ids).andWhere("expires_at", "<=", now).delete();
 }
 
-/** createStorageStore keeps data records in the database's storage_data and storage_entries tables. */
+/**
+ * bindCustom points (user, custom id) at a record and returns the record it pointed at before. Two
+ * binds of the same custom id at once both succeed on the upsert, the later winning: the record the
+ * earlier one stored is then named by nothing and lapses with its time to live.
+ */
+async function bindCustom(q: Queryable, dialect: Dialect, user: string, customId: string, dataId: string): Promise<string | undefined> {
+  const before = (await lockForUpdate(q("storage_custom_ids").where({ owner: user, custom_id: customId }), dialect).first("data_id")) as { data_id: string } | undefined;
+  await q("storage_custom_ids").insert({ owner: user, custom_id: customId, data_id: dataId }).onConflict(["owner", "custom_id"]).merge(["data_id"]);
+  return before?.data_id;
+}
+
+/** findCustom is the live record a user's custom id names. */
+async function findCustom(q: Queryable, user: string, customId: string, now: number): Promise<string | undefined> {
+  const row = (await q("storage_custom_ids as c")
+    .join("storage_data as d", "d.id", "c.data_id")
+    .where({ "c.owner": user, "c.custom_id": customId })
+    .andWhere("d.expires_at", ">", now)
+    .first("d.id")) as { id: string } | undefined;
+  return row?.id;
+}
+
+/** createStorageStore keeps data records in the database's storage_data, storage_entries and storage_custom_ids tables. */
 export function createStorageStore(db: Database): StorageStore {
   return {
     insert: (uow, record) => insertData(trxOf(uow), record),
@@ -202,5 +225,7 @@ export function createStorageStore(db: Database): StorageStore {
     change: (uow, id, change) => changeData(trxOf(uow), id, change),
     delete: (uow, id, now) => deleteData(trxOf(uow), id, now),
     sweep: (now, batch) => sweepExpiredData(db.knex, now, batch),
+    bindCustom: (uow, user, customId, dataId) => bindCustom(trxOf(uow), db.dialect, user, customId, dataId),
+    findCustom: (user, customId, now) => findCustom(db.knex, user, customId, now),
   };
 }

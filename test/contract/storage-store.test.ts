@@ -1,6 +1,6 @@
 // The StorageStore contract (src/domain/storage-store.ts), operation by operation, on every
 // dialect: what each operation stores, read back through the store and from the storage_data and
-// storage_entries rows.
+// storage_entries rows (and storage_custom_ids').
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DataRecord } from "../../src/domain/storage-store.js";
 import type { DataEntries, DataValue } from "../../src/domain/value.js";
@@ -157,6 +157,52 @@ describe.each(DIALECTS)("StorageStore on %s", (dialect) => {
         expect(await head(id)).toBeUndefined();
         expect(await entryRows(id)).toEqual([]);
       }
+    });
+  });
+
+  describe("bindCustom and findCustom", () => {
+    const bind = (user: string, customId: string, dataId: string) => stores.transactions.run((uow) => stores.storage.bindCustom(uow, user, customId, dataId));
+    const customRows = async (user: string) =>
+      ((await db.knex("storage_custom_ids").where("owner", user).orderBy("custom_id").select("custom_id", "data_id")) as { custom_id: string; data_id: string }[]).map((r) => [r.custom_id, r.data_id]);
+
+    it("binds a user's custom id to a record, found only by that user, exactly (case-sensitive), while the record lives", async () => {
+      const r = record(new Map([["a", text("1")]]));
+      await insert(r);
+      expect(await bind("alice@example.com", "cart", r.id)).toBeUndefined();
+      expect(await customRows("alice@example.com")).toEqual([["cart", r.id]]);
+      expect(await stores.storage.findCustom("alice@example.com", "cart", now)).toBe(r.id);
+      expect(await stores.storage.findCustom("bob@example.com", "cart", now)).toBeUndefined();
+      expect(await stores.storage.findCustom("alice@example.com", "Cart", now)).toBeUndefined();
+      expect(await stores.storage.findCustom("Alice@example.com", "cart", now)).toBeUndefined();
+      expect(await stores.storage.findCustom("alice@example.com", "cart", r.expiresAt)).toBeUndefined();
+    });
+
+    it("rebinding returns the record named before and names the new one; a rolled back bind changes nothing", async () => {
+      const first = record();
+      const second = record();
+      for (const r of [first, second]) await insert(r);
+      await bind("carol", "slot", first.id);
+      expect(await bind("carol", "slot", second.id)).toBe(first.id);
+      expect(await stores.storage.findCustom("carol", "slot", now)).toBe(second.id);
+      await expect(
+        stores.transactions.run(async (uow) => {
+          await stores.storage.bindCustom(uow, "carol", "slot", first.id);
+          throw new Error("rolled back");
+        }),
+      ).rejects.toThrow("rolled back");
+      expect(await customRows("carol")).toEqual([["slot", second.id]]);
+    });
+
+    it("delete and sweep remove a record's custom id with it", async () => {
+      const deleted = record();
+      const swept = record(new Map(), { expiresAt: now + 1_000 });
+      for (const r of [deleted, swept]) await insert(r);
+      await bind("dave", "d", deleted.id);
+      await bind("dave", "s", swept.id);
+      await stores.transactions.run((uow) => stores.storage.delete(uow, deleted.id, now));
+      expect(await customRows("dave")).toEqual([["s", swept.id]]);
+      while ((await stores.storage.sweep(now + 2_000, 100)) > 0);
+      expect(await customRows("dave")).toEqual([]);
     });
   });
 

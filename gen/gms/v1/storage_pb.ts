@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file gms/v1/storage.proto.
  */
 export const file_gms_v1_storage: GenFile = /*@__PURE__*/
-  fileDesc("ChRnbXMvdjEvc3RvcmFnZS5wcm90bxIGZ21zLnYxIpACChFDcmVhdGVEYXRhUmVxdWVzdBImCgt0dGxfc2Vjb25kcxgBIAEoA0IMukgJIgcYgOeEDyAASACIAQESUwoHZW50cmllcxgCIAMoCzImLmdtcy52MS5DcmVhdGVEYXRhUmVxdWVzdC5FbnRyaWVzRW50cnlCGrpIF5oBFCISchAgASiACFoJX19wcm90b19fEi8KCnJlcXVlc3RfaWQYAyABKAlCG7pIGHIWMhReW1x4MjEtXHg3ZV17MCwxMjh9JBo9CgxFbnRyaWVzRW50cnkSCwoDa2V5GAEgASgJEhwKBXZhbHVlGAIgASgLMg0uZ21zLnYxLlZhbHVlOgI4AUIOCgxfdHRsX3NlY29uZHMiZgoSQ3JlYXRlRGF0YVJlc3BvbnNlEg8KB2RhdGFfaWQYASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHdmVyc2lvbhgDIAEoAyIrCg5HZXREYXRhUmVxdWVzdBIZCgdkYXRhX2lkGAEgASgJQgi6SAVyA7ABASLZAQoPR2V0RGF0YVJlc3BvbnNlEg8KB2RhdGFfaWQYASABKAkSNQoHZW50cmllcxgCIAMoCzIkLmdtcy52MS5HZXREYXRhUmVzcG9uc2UuRW50cmllc0VudHJ5Ei4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3ZlcnNpb24YBCABKAMaPQoMRW50cmllc0VudHJ5EgsKA2tleRgBIAEoCRIcCgV2YWx1ZRgCIAEoCzINLmdtcy52MS5WYWx1ZToCOAEiSQoTR2V0RGF0YUVudHJ5UmVxdWVzdBIZCgdkYXRhX2lkGAEgASgJQgi6SAVyA7ABARIXCgNrZXkYAiABKAlCCrpIB3IFIAEogAgiNAoUR2V0RGF0YUVudHJ5UmVzcG9uc2USHAoFdmFsdWUYASABKAsyDS5nbXMudjEuVmFsdWUi6AIKEVVwZGF0ZURhdGFSZXF1ZXN0EhkKB2RhdGFfaWQYASABKAlCCLpIBXIDsAEBElMKB2VudHJpZXMYAiADKAsyJi5nbXMudjEuVXBkYXRlRGF0YVJlcXVlc3QuRW50cmllc0VudHJ5Qhq6SBeaARQiEnIQIAEogAhaCV9fcHJvdG9fXxImCgtyZW1vdmVfa2V5cxgDIAMoCUIRukgOkgELGAEiB3IFIAEogAgSJgoLdHRsX3NlY29uZHMYBCABKANCDLpICSIHGIDnhA8gAEgAiAEBEi8KEGV4cGVjdGVkX3ZlcnNpb24YBSABKANCELpIDSILGP////////8PIABIAYgBARo9CgxFbnRyaWVzRW50cnkSCwoDa2V5GAEgASgJEhwKBXZhbHVlGAIgASgLMg0uZ21zLnYxLlZhbHVlOgI4AUIOCgxfdHRsX3NlY29uZHNCEwoRX2V4cGVjdGVkX3ZlcnNpb24iVQoSVXBkYXRlRGF0YVJlc3BvbnNlEi4KCmV4cGlyZXNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3ZlcnNpb24YAiABKAMiLgoRRGVsZXRlRGF0YVJlcXVlc3QSGQoHZGF0YV9pZBgBIAEoCUIIukgFcgOwAQEiFAoSRGVsZXRlRGF0YVJlc3BvbnNlMvUCCg5TdG9yYWdlU2VydmljZRJDCgpDcmVhdGVEYXRhEhkuZ21zLnYxLkNyZWF0ZURhdGFSZXF1ZXN0GhouZ21zLnYxLkNyZWF0ZURhdGFSZXNwb25zZRI/CgdHZXREYXRhEhYuZ21zLnYxLkdldERhdGFSZXF1ZXN0GhcuZ21zLnYxLkdldERhdGFSZXNwb25zZSIDkAIBEk4KDEdldERhdGFFbnRyeRIbLmdtcy52MS5HZXREYXRhRW50cnlSZXF1ZXN0GhwuZ21zLnYxLkdldERhdGFFbnRyeVJlc3BvbnNlIgOQAgESQwoKVXBkYXRlRGF0YRIZLmdtcy52MS5VcGRhdGVEYXRhUmVxdWVzdBoaLmdtcy52MS5VcGRhdGVEYXRhUmVzcG9uc2USSAoKRGVsZXRlRGF0YRIZLmdtcy52MS5EZWxldGVEYXRhUmVxdWVzdBoaLmdtcy52MS5EZWxldGVEYXRhUmVzcG9uc2UiA5ACAmIGcHJvdG8z", [file_buf_validate_validate, file_gms_v1_value, file_google_protobuf_timestamp]);
+  fileDesc("ChRnbXMvdjEvc3RvcmFnZS5wcm90bxIGZ21zLnYxIvsDChFDcmVhdGVEYXRhUmVxdWVzdBImCgt0dGxfc2Vjb25kcxgBIAEoA0IMukgJIgcYgOeEDyAASACIAQESUwoHZW50cmllcxgCIAMoCzImLmdtcy52MS5DcmVhdGVEYXRhUmVxdWVzdC5FbnRyaWVzRW50cnlCGrpIF5oBFCISchAgASiACFoJX19wcm90b19fEi8KCnJlcXVlc3RfaWQYAyABKAlCG7pIGHIWMhReW1x4MjEtXHg3ZV17MCwxMjh9JBI6CgljdXN0b21faWQYBCABKAlCJ7pIJHIiMiBeKFtceDIxLVx4MmVceDMwLVx4N2VdezEsMTI4fSk/JBIuCgR1c2VyGAUgASgJQiC6SB1yGzIZXlteXHgwMC1ceDFmXHg3Zl17MCwxMjh9JBo9CgxFbnRyaWVzRW50cnkSCwoDa2V5GAEgASgJEhwKBXZhbHVlGAIgASgLMg0uZ21zLnYxLlZhbHVlOgI4ATp9ukh6GngKF2NyZWF0ZV9kYXRhLmN1c3RvbV91c2VyEjBhIGN1c3RvbV9pZCBuZWVkcyBhIHVzZXIsIGFuZCBhIHVzZXIgYSBjdXN0b21faWQaKyh0aGlzLmN1c3RvbV9pZCA9PSAnJykgPT0gKHRoaXMudXNlciA9PSAnJylCDgoMX3R0bF9zZWNvbmRzImYKEkNyZWF0ZURhdGFSZXNwb25zZRIPCgdkYXRhX2lkGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3ZlcnNpb24YAyABKAMiKwoOR2V0RGF0YVJlcXVlc3QSGQoHZGF0YV9pZBgBIAEoCUIIukgFcgOwAQEi2QEKD0dldERhdGFSZXNwb25zZRIPCgdkYXRhX2lkGAEgASgJEjUKB2VudHJpZXMYAiADKAsyJC5nbXMudjEuR2V0RGF0YVJlc3BvbnNlLkVudHJpZXNFbnRyeRIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd2ZXJzaW9uGAQgASgDGj0KDEVudHJpZXNFbnRyeRILCgNrZXkYASABKAkSHAoFdmFsdWUYAiABKAsyDS5nbXMudjEuVmFsdWU6AjgBIkkKE0dldERhdGFFbnRyeVJlcXVlc3QSGQoHZGF0YV9pZBgBIAEoCUIIukgFcgOwAQESFwoDa2V5GAIgASgJQgq6SAdyBSABKIAIIjQKFEdldERhdGFFbnRyeVJlc3BvbnNlEhwKBXZhbHVlGAEgASgLMg0uZ21zLnYxLlZhbHVlIugCChFVcGRhdGVEYXRhUmVxdWVzdBIZCgdkYXRhX2lkGAEgASgJQgi6SAVyA7ABARJTCgdlbnRyaWVzGAIgAygLMiYuZ21zLnYxLlVwZGF0ZURhdGFSZXF1ZXN0LkVudHJpZXNFbnRyeUIaukgXmgEUIhJyECABKIAIWglfX3Byb3RvX18SJgoLcmVtb3ZlX2tleXMYAyADKAlCEbpIDpIBCxgBIgdyBSABKIAIEiYKC3R0bF9zZWNvbmRzGAQgASgDQgy6SAkiBxiA54QPIABIAIgBARIvChBleHBlY3RlZF92ZXJzaW9uGAUgASgDQhC6SA0iCxj/////////DyAASAGIAQEaPQoMRW50cmllc0VudHJ5EgsKA2tleRgBIAEoCRIcCgV2YWx1ZRgCIAEoCzINLmdtcy52MS5WYWx1ZToCOAFCDgoMX3R0bF9zZWNvbmRzQhMKEV9leHBlY3RlZF92ZXJzaW9uIlUKElVwZGF0ZURhdGFSZXNwb25zZRIuCgpleHBpcmVzX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd2ZXJzaW9uGAIgASgDIi4KEURlbGV0ZURhdGFSZXF1ZXN0EhkKB2RhdGFfaWQYASABKAlCCLpIBXIDsAEBIhQKEkRlbGV0ZURhdGFSZXNwb25zZSKAAQoVRmluZEN1c3RvbURhdGFSZXF1ZXN0EjcKCWN1c3RvbV9pZBgBIAEoCUIkukghch8yHV5bXHgyMS1ceDJlXHgzMC1ceDdlXXsxLDEyOH0kEi4KBHVzZXIYAiABKAlCILpIHXIbMhleW15ceDAwLVx4MWZceDdmXXsxLDEyOH0kIikKFkZpbmRDdXN0b21EYXRhUmVzcG9uc2USDwoHZGF0YV9pZBgBIAEoCTLLAwoOU3RvcmFnZVNlcnZpY2USQwoKQ3JlYXRlRGF0YRIZLmdtcy52MS5DcmVhdGVEYXRhUmVxdWVzdBoaLmdtcy52MS5DcmVhdGVEYXRhUmVzcG9uc2USPwoHR2V0RGF0YRIWLmdtcy52MS5HZXREYXRhUmVxdWVzdBoXLmdtcy52MS5HZXREYXRhUmVzcG9uc2UiA5ACARJOCgxHZXREYXRhRW50cnkSGy5nbXMudjEuR2V0RGF0YUVudHJ5UmVxdWVzdBocLmdtcy52MS5HZXREYXRhRW50cnlSZXNwb25zZSIDkAIBEkMKClVwZGF0ZURhdGESGS5nbXMudjEuVXBkYXRlRGF0YVJlcXVlc3QaGi5nbXMudjEuVXBkYXRlRGF0YVJlc3BvbnNlEkgKCkRlbGV0ZURhdGESGS5nbXMudjEuRGVsZXRlRGF0YVJlcXVlc3QaGi5nbXMudjEuRGVsZXRlRGF0YVJlc3BvbnNlIgOQAgISVAoORmluZEN1c3RvbURhdGESHS5nbXMudjEuRmluZEN1c3RvbURhdGFSZXF1ZXN0Gh4uZ21zLnYxLkZpbmRDdXN0b21EYXRhUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_buf_validate_validate, file_gms_v1_value, file_google_protobuf_timestamp]);
 
 /**
  * CreateDataRequest is the data to store and how long to keep it.
@@ -48,6 +48,23 @@ export type CreateDataRequest = Message<"gms.v1.CreateDataRequest"> & {
    * @generated from field: string request_id = 3;
    */
   requestId: string;
+
+  /**
+   * custom_id, with user, also names the record by an id of the caller's choosing (GMS `POST
+   * /storage/custom/{customId}/{ttl}`): 1 to 128 printable ASCII characters other than "/". A live
+   * record of the same user and custom id is replaced (deleted, and the new one bound).
+   *
+   * @generated from field: string custom_id = 4;
+   */
+  customId: string;
+
+  /**
+   * user is the end user a custom id belongs to (GMS's `gms_user` header): 1 to 128 characters, no
+   * control characters. Only the same user finds the record by its custom id.
+   *
+   * @generated from field: string user = 5;
+   */
+  user: string;
 };
 
 /**
@@ -321,6 +338,55 @@ export const DeleteDataResponseSchema: GenMessage<DeleteDataResponse> = /*@__PUR
   messageDesc(file_gms_v1_storage, 9);
 
 /**
+ * FindCustomDataRequest names a record by a user's custom id.
+ *
+ * @generated from message gms.v1.FindCustomDataRequest
+ */
+export type FindCustomDataRequest = Message<"gms.v1.FindCustomDataRequest"> & {
+  /**
+   * custom_id is the id the record was created with (CreateDataRequest.custom_id).
+   *
+   * @generated from field: string custom_id = 1;
+   */
+  customId: string;
+
+  /**
+   * user is the end user the custom id belongs to (GMS's `gms_user` header).
+   *
+   * @generated from field: string user = 2;
+   */
+  user: string;
+};
+
+/**
+ * Describes the message gms.v1.FindCustomDataRequest.
+ * Use `create(FindCustomDataRequestSchema)` to create a new message.
+ */
+export const FindCustomDataRequestSchema: GenMessage<FindCustomDataRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_storage, 10);
+
+/**
+ * FindCustomDataResponse is the record's id.
+ *
+ * @generated from message gms.v1.FindCustomDataResponse
+ */
+export type FindCustomDataResponse = Message<"gms.v1.FindCustomDataResponse"> & {
+  /**
+   * data_id is the id of the live record the custom id names, for GetData, UpdateData and DeleteData.
+   *
+   * @generated from field: string data_id = 1;
+   */
+  dataId: string;
+};
+
+/**
+ * Describes the message gms.v1.FindCustomDataResponse.
+ * Use `create(FindCustomDataResponseSchema)` to create a new message.
+ */
+export const FindCustomDataResponseSchema: GenMessage<FindCustomDataResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_storage, 11);
+
+/**
  * StorageService is the GMS Storage API: key/value data (texts and files) that lives for a time to live.
  *
  * Limits on keys, entries and sizes come from the `storage` section of the configuration; breaking
@@ -380,6 +446,17 @@ export const StorageService: GenService<{
     methodKind: "unary";
     input: typeof DeleteDataRequestSchema;
     output: typeof DeleteDataResponseSchema;
+  },
+  /**
+   * FindCustomData returns the id of the live record a user's custom id names (GMS `GET
+   * /storage/{customId}` with the `gms_user` header); unknown, expired or another user's is NOT_FOUND.
+   *
+   * @generated from rpc gms.v1.StorageService.FindCustomData
+   */
+  findCustomData: {
+    methodKind: "unary";
+    input: typeof FindCustomDataRequestSchema;
+    output: typeof FindCustomDataResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_gms_v1_storage, 0);
