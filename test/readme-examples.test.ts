@@ -47,6 +47,7 @@ const EXPECTED: Record<string, readonly string[]> = {
     '"type": "CHAT_EVENT_TYPE_CHAT_ENDED"',
   ],
   storage: ['"version":"1"', '{"value":{"text":"Ann"}}', '"filename":"a.png"', '"version":"2"', '"code":"failed_precondition"', '"code":"not_found"'],
+  "gms-chat": ['"statusCode":0', '"type":"ParticipantJoined"', '"nickname":"First Last"', '"index":2,"type":"Message","utcTime":', '"text":"Where is my parcel?"', '"chatEnded":true'],
 };
 
 describe("the README's examples", () => {

@@ -112,8 +112,13 @@ function gmsParticipant(p: Participant | undefined): GmsParticipant {
 
 /** gmsMessage maps a transcript event (or live typing notice) onto GMS's message shape. */
 export function gmsMessage(e: ChatEvent): GmsMessage {
-  const m: GmsMessage = { from: gmsParticipant(e.from), type: eventNames[e.type] ?? "Unknown", utcTime: e.time === undefined ? 0 : Number(timestampMs(e.time)) };
-  if (e.position > 0n) m.index = Number(e.position);
+  // In GMS's order of keys: from, index, type, utcTime, then what the event carries.
+  const m: GmsMessage = {
+    from: gmsParticipant(e.from),
+    ...(e.position > 0n ? { index: Number(e.position) } : {}),
+    type: eventNames[e.type] ?? "Unknown",
+    utcTime: e.time === undefined ? 0 : Number(timestampMs(e.time)),
+  };
   if (e.text !== "") m.text = e.text;
   if (e.messageType !== "") m.messageType = e.messageType;
   if (e.type === ChatEventType.USER_DATA_UPDATED) m.userData = { ...e.userData };
