@@ -2,6 +2,7 @@
 // chat by polling and one over CometD (the CometD project's JavaScript client), each against an
 // agent on the gRPC API, on the transcript cursor the gRPC API reads; GMS's documented example
 // replayed; hostile requests refused with GMS's error shape, changing nothing.
+import * as net from "node:net";
 import { createClient, type Client } from "@connectrpc/connect";
 import { CometD, type Message } from "cometd";
 import { adapt } from "cometd-nodejs-client";
@@ -304,6 +305,9 @@ describe.each(DIALECTS)("GMS chat API v2 and CometD on %s", (dialect) => {
     expect(noChannel.status).toBe(400);
     expect((await fetch(url, { method: "POST", headers: { "content-type": "text/plain" }, body: "[]" })).status).toBe(415);
     expect((await fetch(url)).status).toBe(405);
+    const huge = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify([{ channel: "/meta/handshake", ext: "x".repeat(200 * 1024) }]) });
+    expect(huge.status).toBe(413);
+    expect(((await huge.json()) as Reply).errors?.[0]?.code).toBe(105);
     const client = cometd(base);
     expect((await new Promise<Message>((resolve) => client.handshake(resolve))).successful).toBe(true);
     try {
@@ -320,5 +324,43 @@ describe.each(DIALECTS)("GMS chat API v2 and CometD on %s", (dialect) => {
     } finally {
       await new Promise<void>((resolve) => client.disconnect(() => resolve()));
     }
+  });
+});
+
+/** stalled sends a request whose body stops short of its content-length, and returns what comes back. */
+function stalled(url: string, path: string, contentType: string, part: string): Promise<string> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname, () => {
+      socket.write(`POST ${path} HTTP/1.1\r\nhost: ${hostname}\r\ncontent-type: ${contentType}\r\ncontent-length: ${part.length + 100}\r\n\r\n${part}`);
+    });
+    let got = "";
+    socket.on("data", (chunk: Buffer) => (got += chunk.toString("utf8")));
+    socket.on("close", () => resolve(got));
+    socket.on("error", reject);
+    // A bound on the test itself: the server must have answered long before.
+    socket.setTimeout(15_000, () => socket.destroy(new Error("no answer from the server")));
+  });
+}
+
+describe("GMS chat API v2 and CometD with a peer too slow to send its body", () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer("sqlite", { config: { ...config, server: { request_timeout_seconds: 1 } } });
+  });
+  afterAll(() => t?.close());
+
+  it("answer 408 once the request timeout has passed, and store nothing", async () => {
+    const start = await fetch(`${t.server.url}/genesys/2/chat/lobby`, { method: "POST", body: new URLSearchParams({ nickname: "Sid" }) });
+    const { chatId, secureKey } = (await start.json()) as Required<Reply>;
+    const path = `/genesys/2/chat/lobby/${chatId}`;
+    const form = await stalled(t.server.url, `${path}/send`, "application/x-www-form-urlencoded", `secureKey=${secureKey}&message=half`);
+    expect(form).toMatch(/^HTTP\/1\.1 408 /);
+    const multipart = await stalled(t.server.url, `${path}/file`, "multipart/form-data; boundary=XyZ", `--XyZ\r\ncontent-disposition: form-data; name="file"; filename="a.txt"\r\n\r\nhal`);
+    expect(multipart).toMatch(/^HTTP\/1\.1 408 /);
+    const bayeux = await stalled(t.server.url, "/genesys/cometd/handshake", "application/json", '[{"channel":"/meta/handshake"');
+    expect(bayeux).toMatch(/^HTTP\/1\.1 408 /);
+    const after = await fetch(`${t.server.url}${path}/refresh`, { method: "POST", body: new URLSearchParams({ secureKey, transcriptPosition: "1" }) });
+    expect(types((await after.json()) as Reply)).toEqual(["1:ParticipantJoined:Client"]);
   });
 });

@@ -27,9 +27,6 @@ const CHANNEL_PREFIX = "/service/chatV2/";
 /** SERVICE_CHANNEL is a chat service channel: the service's name as configuration spells names. */
 const SERVICE_CHANNEL = /^\/service\/chatV2\/[A-Za-z0-9_.-]{1,128}$/;
 
-/** BODY_DEADLINE_MS is how long a Bayeux request's body may take to arrive. */
-const BODY_DEADLINE_MS = 30_000;
-
 /** MAX_MESSAGES bounds the Bayeux messages of one request (a client batches a few at most). */
 const MAX_MESSAGES = 100;
 
@@ -116,6 +113,8 @@ export const cometdRoute: HttpRouteFactory = ({ local, config, log, shutdown }) 
   /** callers are the HTTP call headers each incoming message came with (the caller's credentials). */
   const callers = new WeakMap<object, Record<string, string>>();
   const maxBytes = config.chat.max_message_length * 2 + 64 * 1024;
+  // The body must have arrived by the server's request timeout, as every request's must.
+  const deadlineMs = config.server.request_timeout_seconds * 1000;
 
   server.policy = {
     canHandshake: (_s, _m, callback) => callback(undefined, !shutdown.aborted),
@@ -217,7 +216,7 @@ export const cometdRoute: HttpRouteFactory = ({ local, config, log, shutdown }) 
         req.resume();
         throw new ChatHttpError(415, BODY_ERRORS.unsupported, "send application/json");
       }
-      const messages = bayeuxMessages(await readBytes(req, maxBytes, BODY_DEADLINE_MS));
+      const messages = bayeuxMessages(await readBytes(req, maxBytes, deadlineMs));
       const headers = callOf(req, shutdown).headers as Record<string, string>;
       for (const m of messages) callers.set(m, headers);
       // The library reads a body it is given, instead of reading one without a limit itself.

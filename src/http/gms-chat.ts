@@ -371,9 +371,6 @@ export function createChatV2(chat: Client<typeof ChatService>): ChatV2 {
 /** PREFIX is where GMS's chat API version 2 lives. */
 const PREFIX = "/genesys/2/chat/";
 
-/** BODY_DEADLINE_MS is how long a request's body may take to arrive. */
-const BODY_DEADLINE_MS = 30_000;
-
 /** Route is what a path names: a new chat on a service, an operation, or a file operation. */
 type Route =
   | { kind: "create"; service: string }
@@ -445,6 +442,8 @@ export const gmsChatRoute: HttpRouteFactory = ({ local, config }) => {
   const v2 = createChatV2(createClient(ChatService, local));
   // A form carries at most a message (percent-encoding may triple it) and some user data.
   const formBytes = config.chat.max_message_length * 3 + 64 * 1024;
+  // The body must have arrived by the server's request timeout, as every request's must.
+  const deadlineMs = config.server.request_timeout_seconds * 1000;
 
   async function serve(req: HttpRequest, res: HttpResponse, rest: string): Promise<void> {
     const gone = new AbortController();
@@ -465,7 +464,7 @@ export const gmsChatRoute: HttpRouteFactory = ({ local, config }) => {
         return;
       }
       const maxFileBytes = route.kind === "upload" ? config.chat.files.max_file_bytes : 0;
-      const form = await readForm(req, { maxBytes: formBytes, maxFileBytes, deadlineMs: BODY_DEADLINE_MS });
+      const form = await readForm(req, { maxBytes: formBytes, maxFileBytes, deadlineMs });
       const call = callOf(req, gone.signal);
       switch (route.kind) {
         case "create":
