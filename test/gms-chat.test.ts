@@ -165,6 +165,9 @@ describe.each(DIALECTS)("GMS chat API v2 and CometD on %s", (dialect) => {
       "11:UserDataUpdated:Client",
       "12:MessageRead:Client:3",
     ]);
+    // The keys of GMS's documented transcript entries, and no others.
+    expect(Object.keys(all.body.messages?.[0] ?? {}).sort()).toEqual(["from", "index", "type", "utcTime"]);
+    expect(Object.keys(all.body.messages?.[2] ?? {}).sort()).toEqual(["from", "index", "text", "type", "utcTime"]);
     expect(all.body.messages?.[4]?.userData).toMatchObject({ "file-id": myFileId, "file-name": "receipt.txt", "file-size": String(mine.length) });
     expect(all.body.messages?.[10]?.userData).toEqual({ tier: "gold", account: "42" });
     // The agent's gRPC transcript is the same cursor.
@@ -179,7 +182,8 @@ describe.each(DIALECTS)("GMS chat API v2 and CometD on %s", (dialect) => {
     expect(types(after.body)).toEqual(["13:Message:Agent:Anything else?", "14:ParticipantLeft:Client", "15:ChatEnded:Client"]);
     const late = await post(`${path}/send`, { ...me, message: "hello?" });
     expect(late.status).toBe(409);
-    expect(late.body).toMatchObject({ statusCode: 2, errors: [{ code: 104 }] });
+    // GMS's advice for statusCode 2: read chatEnded.
+    expect(late.body).toMatchObject({ statusCode: 2, chatId, chatEnded: true, errors: [{ code: 104 }] });
   });
 
   it("refuses hostile requests with GMS's error shape and changes nothing", async () => {
@@ -193,7 +197,7 @@ describe.each(DIALECTS)("GMS chat API v2 and CometD on %s", (dialect) => {
 
     const wrongKey = await post(`${path}/send`, { ...me, secureKey: "not-the-key", message: "hi" });
     expect(wrongKey.status).toBe(403);
-    expect(wrongKey.body).toEqual({ statusCode: 2, errors: [{ code: 102, advice: "check chatId and secureKey", message: wrongKey.body.errors?.[0]?.message }] });
+    expect(wrongKey.body).toEqual({ statusCode: 2, chatId, userId, alias, errors: [{ code: 102, advice: "check chatId and secureKey", message: wrongKey.body.errors?.[0]?.message }] });
     expect(wrongKey.body.errors?.[0]?.message).not.toContain("not-the-key");
     const unknown = await post(`/genesys/2/chat/lobby/${UNKNOWN_CHAT}/send`, { ...me, message: "hi" });
     expect(unknown.status).toBe(403);

@@ -164,9 +164,10 @@ export const cometdRoute: HttpRouteFactory = ({ local, config, log, shutdown }) 
     const state = states.get(session.id);
     if (state === undefined) return;
     const call: CallOptions = { headers, signal: state.ended.signal };
+    let p: Params | undefined;
     try {
       const data = isObject(message.data) ? message.data : {};
-      const p = paramsOf(data);
+      p = paramsOf(data);
       const operation = p.get("operation") ?? "";
       const bound = state.binding;
       // An operation names its chat, or acts on the chat the session follows.
@@ -195,7 +196,9 @@ export const cometdRoute: HttpRouteFactory = ({ local, config, log, shutdown }) 
       if (op === undefined || !Object.hasOwn(OPERATIONS, operation)) throw new ChatHttpError(404, CHAT_ERRORS.notFound, `unknown operation ${JSON.stringify(operation.slice(0, 64))}`);
       deliver(session, channel, await v2.operate(op, chatId, p, call));
     } catch (e) {
-      if (!state.ended.signal.aborted) deliver(session, channel, chatV2Failure(e).reply);
+      if (state.ended.signal.aborted) return;
+      const chatId = p?.get("chatId");
+      deliver(session, channel, (p === undefined || chatId === undefined || chatId === "" ? chatV2Failure(e) : await v2.failure(e, chatId, p, call)).reply);
     }
   }
 

@@ -243,6 +243,12 @@ export interface ChatV2 {
   deleteFile(chatId: string, fileId: string, p: Params, call: CallOptions): Promise<ChatV2Reply>;
   /** download returns a file of the chat. */
   download(chatId: string, fileId: string, p: Params, call: CallOptions): Promise<DownloadedChatFile>;
+  /**
+   * failure is chatV2Failure for an operation on the chat `chatId`: the reply names the chat and,
+   * where the chat's state refused the operation, says whether it has ended (GMS's advice for
+   * statusCode 2: read chatEnded).
+   */
+  failure(e: unknown, chatId: string, p: Params, call: CallOptions): Promise<{ status: number; reply: ChatV2Reply }>;
 }
 
 /** createChatV2 builds GMS chat v2 over a ChatService client (of `local`, the served RPCs). */
@@ -361,6 +367,21 @@ export function createChatV2(chat: Client<typeof ChatService>): ChatV2 {
       return after(who(chatId, p), secureKey, position(p, "transcriptPosition"), call);
     },
 
+    async failure(e, chatId, p, call) {
+      const f = chatV2Failure(e);
+      // GMS's order of keys: statusCode first, then the chat, then the errors.
+      const { statusCode, errors } = f.reply;
+      f.reply = { statusCode, chatId, userId: text(p, "userId"), alias: ALIAS, errors };
+      const secureKey = text(p, "secureKey");
+      if (e instanceof ChatHttpError || ConnectError.from(e).code !== Code.FailedPrecondition || secureKey === "") return f;
+      try {
+        f.reply.chatEnded = (await chat.refresh({ chatId, secureKey, fromPosition: BigInt(Number.MAX_SAFE_INTEGER) }, call)).chatEnded;
+      } catch {
+        // The refusal stands on its own; whether the chat has ended is then left unsaid.
+      }
+      return f;
+    },
+
     async download(chatId, fileId, p, call) {
       const { file } = await chat.downloadFile({ chatId, secureKey: required(p, "secureKey"), fileId }, call);
       return { filename: file?.file?.filename ?? "", contentType: file?.file?.contentType ?? "", content: file?.file?.content ?? new Uint8Array() };
@@ -450,6 +471,8 @@ export const gmsChatRoute: HttpRouteFactory = ({ local, config }) => {
     res.on("close", () => {
       if (!res.writableFinished) gone.abort();
     });
+    // What the failure reply can say of the chat: known once the path and the form are read.
+    let known: { chatId: string; fields: Params; call: CallOptions } | undefined;
     try {
       const route = routeOf(rest);
       if (route === undefined) {
@@ -466,6 +489,7 @@ export const gmsChatRoute: HttpRouteFactory = ({ local, config }) => {
       const maxFileBytes = route.kind === "upload" ? config.chat.files.max_file_bytes : 0;
       const form = await readForm(req, { maxBytes: formBytes, maxFileBytes, deadlineMs });
       const call = callOf(req, gone.signal);
+      if (route.kind !== "create") known = { chatId: route.chatId, fields: form.fields, call };
       switch (route.kind) {
         case "create":
           sendJson(res, 200, await v2.requestChat(route.service, form.fields, call));
@@ -491,7 +515,7 @@ export const gmsChatRoute: HttpRouteFactory = ({ local, config }) => {
         }
       }
     } catch (e) {
-      const { status, reply } = chatV2Failure(e);
+      const { status, reply } = known === undefined ? chatV2Failure(e) : await v2.failure(e, known.chatId, known.fields, known.call);
       sendJson(res, status, reply);
     }
   }
