@@ -3,13 +3,14 @@
 // agent on the gRPC API, on the transcript cursor the gRPC API reads; GMS's documented example
 // replayed; hostile requests refused with GMS's error shape, changing nothing.
 import * as net from "node:net";
-import { createClient, type Client } from "@connectrpc/connect";
+import { Code, createClient, type Client } from "@connectrpc/connect";
 import { CometD, type Message } from "cometd";
 import { adapt } from "cometd-nodejs-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentService } from "../gen/gms/v1/agent_pb.js";
 import { ChatEventType, type ChatEvent } from "../gen/gms/v1/chat_event_pb.js";
-import { waitFor } from "./helpers/calls.js";
+import { ChatService } from "../gen/gms/v1/chat_pb.js";
+import { errorOf, waitFor } from "./helpers/calls.js";
 import { DIALECTS } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -184,6 +185,23 @@ describe.each(DIALECTS)("GMS chat API v2 and CometD on %s", (dialect) => {
     expect(late.status).toBe(409);
     // GMS's advice for statusCode 2: read chatEnded.
     expect(late.body).toMatchObject({ statusCode: 2, chatId, chatEnded: true, errors: [{ code: 104 }] });
+  });
+
+  it("serves the customer's PushUrl and SendReadReceipt, which GMS's API needs, over gRPC too", async () => {
+    const customer = createClient(ChatService, t.grpc);
+    const chat = await customer.requestChat({ service: "customer-support", nickname: "Gus" });
+    const key = { chatId: chat.chatId, secureKey: chat.secureKey };
+    await agent.acceptChat({ endpoint: "poll", nickname: "Bob" });
+    expect((await errorOf(customer.sendReadReceipt({ ...key, readPosition: 3n }))).code).toBe(Code.FailedPrecondition);
+    expect((await errorOf(customer.sendReadReceipt({ ...key, readPosition: 0n }))).code).toBe(Code.InvalidArgument);
+    expect((await errorOf(customer.sendReadReceipt({ chatId: chat.chatId, secureKey: "wrong", readPosition: 1n }))).code).toBe(Code.PermissionDenied);
+    expect((await errorOf(customer.pushUrl({ ...key, url: "javascript:alert(1)" }))).code).toBe(Code.InvalidArgument);
+    expect((await customer.sendReadReceipt({ ...key, readPosition: 2n })).position).toBe(3n);
+    expect((await customer.pushUrl({ ...key, url: "https://example.com/a" })).position).toBe(4n);
+    const seen = await agent.refresh({ chatId: chat.chatId, fromPosition: 3n });
+    expect(seen.events.map((e) => `${e.position}:${ChatEventType[e.type]}:${e.text}`)).toEqual(["3:MESSAGE_READ:2", "4:PUSH_URL:https://example.com/a"]);
+    await agent.endChat({ chatId: chat.chatId });
+    expect((await errorOf(customer.sendReadReceipt({ ...key, readPosition: 1n }))).code).toBe(Code.FailedPrecondition);
   });
 
   it("refuses hostile requests with GMS's error shape and changes nothing", async () => {
