@@ -254,6 +254,13 @@ describe.each(DIALECTS)("GMS chat API v2 and CometD on %s", (dialect) => {
     const huge = await post(`${path}/send`, { ...me, message: "x".repeat(4 * 16_384 + 70 * 1024) });
     expect(huge.status).toBe(413);
 
+    // A body announced too large is refused at once and its connection closed, not drained.
+    const announced = await stalled(base, `${path}/file`, "multipart/form-data; boundary=XyZ", "--XyZ\r\n", 50_000_000);
+    expect(announced).toMatch(/^HTTP\/1\.1 413 /);
+    expect(announced.toLowerCase()).toContain("connection: close");
+    const bayeux = await stalled(base, "/genesys/cometd/connect", "application/json", "[", 50_000_000);
+    expect(bayeux).toMatch(/^HTTP\/1\.1 413 /);
+
     expect(await limitsUsed()).toBe("0");
     expect(await transcript()).toEqual(before);
   });
@@ -350,11 +357,11 @@ describe.each(DIALECTS)("GMS chat API v2 and CometD on %s", (dialect) => {
 });
 
 /** stalled sends a request whose body stops short of its content-length, and returns what comes back. */
-function stalled(url: string, path: string, contentType: string, part: string): Promise<string> {
+function stalled(url: string, path: string, contentType: string, part: string, declared = part.length + 100): Promise<string> {
   const { hostname, port } = new URL(url);
   return new Promise((resolve, reject) => {
     const socket = net.connect(Number(port), hostname, () => {
-      socket.write(`POST ${path} HTTP/1.1\r\nhost: ${hostname}\r\ncontent-type: ${contentType}\r\ncontent-length: ${part.length + 100}\r\n\r\n${part}`);
+      socket.write(`POST ${path} HTTP/1.1\r\nhost: ${hostname}\r\ncontent-type: ${contentType}\r\ncontent-length: ${declared}\r\n\r\n${part}`);
     });
     let got = "";
     socket.on("data", (chunk: Buffer) => (got += chunk.toString("utf8")));

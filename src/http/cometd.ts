@@ -14,7 +14,7 @@ import { createClient } from "@connectrpc/connect";
 import cometdServer, { type ServerMessage, type ServerSession } from "cometd-nodejs-server";
 import { ChatEventType } from "../../gen/gms/v1/chat_event_pb.js";
 import { ChatService } from "../../gen/gms/v1/chat_pb.js";
-import { BODY_ERRORS, ChatHttpError, mediaTypeOf, readBytes } from "./gms-chat-body.js";
+import { BODY_ERRORS, ChatHttpError, closeUnread, mediaTypeOf, readBytes } from "./gms-chat-body.js";
 import { ALIAS, CHAT_ERRORS, callOf, chatV2Failure, createChatV2, gmsMessage, type ChatV2Reply, type Operation, type Params } from "./gms-chat.js";
 import { pathOf, type HttpRequest, type HttpRouteFactory } from "./routes.js";
 
@@ -231,6 +231,7 @@ export const cometdRoute: HttpRouteFactory = ({ local, config, log, shutdown }) 
       else {
         res.statusCode = status;
         res.setHeader("content-type", "application/json; charset=utf-8");
+        closeUnread(req, res);
         res.end(JSON.stringify(reply));
       }
     }

@@ -99,6 +99,16 @@ export function readBytes(req: HttpRequest, maxBytes: number, deadlineMs: number
   });
 }
 
+/**
+ * closeUnread marks a response to a request whose body was not read to its end (refused as too
+ * large, too slow or of the wrong type) as the connection's last: the rest of the body is then
+ * not read at all, instead of being drained for as long as the peer cares to send. HTTP/2 needs
+ * nothing: its stream ends alone.
+ */
+export function closeUnread(req: HttpRequest, res: { setHeader(name: string, value: string): unknown }): void {
+  if (req.httpVersionMajor === 1 && !req.complete) res.setHeader("connection", "close");
+}
+
 /** fieldsOf turns a urlencoded text into fields, refusing more than MAX_FIELDS of them. */
 function fieldsOf(text: string): Map<string, string> {
   const fields = new Map<string, string>();
@@ -129,8 +139,17 @@ export async function readForm(req: HttpRequest, limits: BodyLimits): Promise<Fo
   throw new ChatHttpError(415, BODY_ERRORS.unsupported, "send application/x-www-form-urlencoded or multipart/form-data");
 }
 
+/** MULTIPART_OVERHEAD is what a multipart body may take beside its fields and its file: boundaries and part headers. */
+const MULTIPART_OVERHEAD = 64 * 1024;
+
 /** readMultipart parses a multipart body with busboy, within the limits. */
 function readMultipart(req: HttpRequest, limits: BodyLimits, fields: Map<string, string>): Promise<FormBody> {
+  const most = limits.maxBytes + limits.maxFileBytes + MULTIPART_OVERHEAD;
+  const declared = Number(req.headers["content-length"] ?? "0");
+  if (Number.isFinite(declared) && declared > most) {
+    req.resume();
+    return Promise.reject(new ChatHttpError(413, BODY_ERRORS.tooLarge, `the body is ${declared} bytes; at most ${most} are accepted`));
+  }
   let parser: busboy.Busboy;
   try {
     parser = busboy({

@@ -9,7 +9,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type CallOptions, type Client } from "@connectrpc/connect";
 import { ChatEventType, ParticipantType, type ChatEvent, type Participant } from "../../gen/gms/v1/chat_event_pb.js";
 import { ChatService } from "../../gen/gms/v1/chat_pb.js";
-import { BODY_ERRORS, ChatHttpError, readForm, type UploadedFile } from "./gms-chat-body.js";
+import { BODY_ERRORS, ChatHttpError, closeUnread, readForm, type UploadedFile } from "./gms-chat-body.js";
 import { pathOf, type HttpRequest, type HttpResponse, type HttpRouteFactory } from "./routes.js";
 
 /** ALIAS is the `alias` opengms answers: GMS's chat-server alias, meaningless where any node serves any chat. */
@@ -477,11 +477,13 @@ export const gmsChatRoute: HttpRouteFactory = ({ local, config }) => {
       const route = routeOf(rest);
       if (route === undefined) {
         req.resume();
+        closeUnread(req, res);
         sendJson(res, 404, chatV2Failure(new ChatHttpError(404, CHAT_ERRORS.notFound, "no such chat API v2 request")).reply);
         return;
       }
       if (req.method !== "POST" && !(req.method === "GET" && readOnly(route))) {
         req.resume();
+        closeUnread(req, res);
         const allow = readOnly(route) ? "GET, POST" : "POST";
         sendJson(res, 405, chatV2Failure(new ChatHttpError(405, CHAT_ERRORS.method, `use ${allow}`)).reply, { allow });
         return;
@@ -516,6 +518,7 @@ export const gmsChatRoute: HttpRouteFactory = ({ local, config }) => {
       }
     } catch (e) {
       const { status, reply } = known === undefined ? chatV2Failure(e) : await v2.failure(e, known.chatId, known.fields, known.call);
+      if (!res.headersSent) closeUnread(req, res);
       sendJson(res, status, reply);
     }
   }
