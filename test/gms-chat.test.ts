@@ -2,6 +2,7 @@
 // chat by polling and one over CometD (the CometD project's JavaScript client), each against an
 // agent on the gRPC API, on the transcript cursor the gRPC API reads; GMS's documented example
 // replayed; hostile requests refused with GMS's error shape, changing nothing.
+import * as http2 from "node:http2";
 import * as net from "node:net";
 import { Code, createClient, type Client } from "@connectrpc/connect";
 import { CometD, type Message } from "cometd";
@@ -326,6 +327,18 @@ describe.each(DIALECTS)("GMS chat API v2 and CometD on %s", (dialect) => {
     }
   });
 
+  it("serves the chat API and CometD over HTTP/2 too", async () => {
+    const form = await h2post(base, "/genesys/2/chat/lobby", "application/x-www-form-urlencoded", "nickname=Hal");
+    expect(form.status).toBe(200);
+    expect(JSON.parse(form.text)).toMatchObject({ statusCode: 0, messages: [{ type: "ParticipantJoined" }] });
+    const multipart = await h2post(base, "/genesys/2/chat/lobby", "multipart/form-data; boundary=X", '--X\r\ncontent-disposition: form-data; name="nickname"\r\n\r\nIda\r\n--X--\r\n');
+    expect(JSON.parse(multipart.text)).toMatchObject({ statusCode: 0, messages: [{ from: { nickname: "Ida" } }] });
+    const refused = await h2post(base, "/genesys/2/chat/lobby", "text/plain", "nickname=Hal");
+    expect(refused.status).toBe(415);
+    const handshake = await h2post(base, "/genesys/cometd/handshake", "application/json", JSON.stringify([{ channel: "/meta/handshake", version: "1.0", supportedConnectionTypes: ["long-polling"] }]));
+    expect(JSON.parse(handshake.text)).toMatchObject([{ channel: "/meta/handshake", successful: true }]);
+  });
+
   it("refuses what is not Bayeux, and channels other than chat services", async () => {
     const url = `${base}/genesys/cometd`;
     const notJson = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: "{nope" });
@@ -355,6 +368,25 @@ describe.each(DIALECTS)("GMS chat API v2 and CometD on %s", (dialect) => {
     }
   });
 });
+
+/** h2post POSTs a body over HTTP/2 without TLS (h2c, as gRPC backends connect) and returns the status and the text. */
+function h2post(url: string, path: string, type: string, body: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const client = http2.connect(url);
+    client.on("error", reject);
+    const req = client.request({ ":method": "POST", ":path": path, "content-type": type });
+    let text = "";
+    let status = 0;
+    req.on("response", (h) => (status = Number(h[":status"])));
+    req.on("data", (c: Buffer) => (text += c.toString("utf8")));
+    req.on("end", () => {
+      client.close();
+      resolve({ status, text });
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
 
 /** stalled sends a request whose body stops short of its content-length, and returns what comes back. */
 function stalled(url: string, path: string, contentType: string, part: string, declared = part.length + 100): Promise<string> {
