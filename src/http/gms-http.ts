@@ -267,8 +267,9 @@ export function readForm(req: HttpRequest, limits: FormLimits, call: Pick<GmsCal
       stream.on("end", () => {
         if (settled) return;
         const content = Buffer.concat(chunks);
-        if (info.filename === "" && content.length === 0) return; // a file input left empty
-        add(name, { kind: "file", filename: info.filename, contentType: info.mimeType, content: new Uint8Array(content.buffer, content.byteOffset, content.byteLength) });
+        const filename = info.filename ?? "";
+        if (filename === "" && content.length === 0) return; // a file input left empty
+        add(name, { kind: "file", filename, contentType: info.mimeType, content: new Uint8Array(content.buffer, content.byteOffset, content.byteLength) });
       });
     });
     const partsLimit = () => fail(tooLarge("the number of form keys", limits.names.parts));

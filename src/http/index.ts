@@ -1,10 +1,12 @@
 // The plain HTTP routes this server serves beside its RPCs (src/http/routes.ts says what a route is).
+import { cometdRoute } from "./cometd.js";
+import { gmsChatRoute } from "./gms-chat.js";
 import { gmsServiceRoute } from "./gms-services.js";
 import { gmsStorageRoute } from "./gms-storage.js";
 import type { HttpRoute, HttpRouteDeps, HttpRouteFactory } from "./routes.js";
 
 /** HTTP_ROUTES are the plain HTTP routes, asked in this order before the RPC paths. */
-export const HTTP_ROUTES: readonly HttpRouteFactory[] = [gmsServiceRoute, gmsStorageRoute];
+export const HTTP_ROUTES: readonly HttpRouteFactory[] = [gmsServiceRoute, gmsStorageRoute, gmsChatRoute, cometdRoute];
 
 /**
  * httpRoutes builds the routes, as one route: the first that claims a request serves it. A request

@@ -29,6 +29,7 @@ const eventTypes: Record<EventKind, ChatEventType> = {
   file_deleted: ChatEventType.FILE_DELETED,
   user_data_updated: ChatEventType.USER_DATA_UPDATED,
   chat_ended: ChatEventType.CHAT_ENDED,
+  message_read: ChatEventType.MESSAGE_READ,
 };
 
 const participantTypes: Record<ParticipantKind, ParticipantType> = {
@@ -110,6 +111,8 @@ export const chatAccess = {
   downloadFile: ["app"],
   deleteFile: ["app"],
   getFileLimits: ["app"],
+  pushUrl: ["app"],
+  sendReadReceipt: ["app"],
 } as const;
 
 /**
@@ -195,6 +198,13 @@ export function chatService(chats: Chats, shutdown: AbortSignal): ServiceImpl<ty
     },
     async deleteFile(req) {
       return { position: BigInt(await chats.deleteFile(await chats.customer(req.chatId, req.secureKey), req.fileId)) };
+    },
+    async pushUrl(req) {
+      return { position: BigInt(await chats.pushUrl(await chats.customer(req.chatId, req.secureKey), req.url)) };
+    },
+    async sendReadReceipt(req) {
+      const actor = await chats.customer(req.chatId, req.secureKey);
+      return { position: BigInt(await chats.readReceipt(actor, exactNumber(req.readPosition, "read_position"))) };
     },
     async getFileLimits(req) {
       return { limits: fileLimitsMessage(await chats.fileLimits(await chats.customer(req.chatId, req.secureKey))) };

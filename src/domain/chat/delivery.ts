@@ -8,7 +8,7 @@
 import type { UnitOfWork } from "../unit-of-work.js";
 import { PAGE, type ChatCore } from "./core.js";
 import type { PollViews } from "./poll.js";
-import { beyondReach, checkText, endsStream, ensureOpen, ensurePresent, hasEnded, mergeUserData, mustRead, nextPosition, othersTyping, pollEnded, readable } from "./rules.js";
+import { beyondReach, checkReadPosition, checkText, endsStream, ensureOpen, ensurePresent, hasEnded, mergeUserData, mustRead, nextPosition, othersTyping, pollEnded, readable } from "./rules.js";
 import { chatTopic } from "./topics.js";
 import type { Typing } from "./typing.js";
 import type { Actor, Chat, ChatEventRecord, EventKind, ParticipantRef } from "./vocabulary.js";
@@ -53,6 +53,8 @@ export interface ChatDelivery {
   updateUserData(actor: Actor, set: Record<string, string>, remove: readonly string[]): Promise<number>;
   /** pushUrl shows the customer a page (PUSH_URL). */
   pushUrl(actor: Actor, url: string): Promise<number>;
+  /** readReceipt says the actor has read the transcript up to `position` (MESSAGE_READ, the position in its text). */
+  readReceipt(actor: Actor, position: number): Promise<number>;
 }
 
 /** createDelivery builds the transcript's writing and reading over the core. */
@@ -240,6 +242,11 @@ export function createDelivery(core: ChatCore, typing: Typing, polls: PollViews,
 
     pushUrl(actor, url) {
       return appendOne(actor, "push_url", { text: url });
+    },
+
+    readReceipt(actor, position) {
+      // Checked against the transcript as it stands inside the unit of work, under the chat's lock.
+      return appendOne(actor, "message_read", { text: String(position) }, async (_uow, chat) => checkReadPosition(position, chat.lastPosition));
     },
   };
 }

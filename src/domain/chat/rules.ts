@@ -56,6 +56,15 @@ export function checkText(text: string, maxLength: number): void {
   if (text.trim() === "") throw invalid("text: must not be blank");
 }
 
+/**
+ * checkReadPosition refuses a read receipt for a position the transcript has not reached: a
+ * participant can only have read what is there.
+ */
+export function checkReadPosition(position: number, lastPosition: number): void {
+  if (!Number.isSafeInteger(position) || position < 1) throw invalid("read_position: must be a position of the transcript, from 1");
+  if (position > lastPosition) throw new GmsError("failed_precondition", `read_position ${position} is beyond the transcript's last position ${lastPosition}`);
+}
+
 /** customerNickname is what the customer is called: the nickname, else "first last"; one of them is required. */
 export function customerNickname(input: { nickname: string; firstName: string; lastName: string }): string {
   if (input.nickname.trim() === "" && (input.firstName.trim() === "" || input.lastName.trim() === "")) {

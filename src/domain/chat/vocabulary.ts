@@ -22,7 +22,8 @@ export type EventKind =
   | "file_uploaded"
   | "file_deleted"
   | "user_data_updated"
-  | "chat_ended";
+  | "chat_ended"
+  | "message_read";
 
 /** ParticipantRef is a participant as events show it. */
 export interface ParticipantRef {
