@@ -11,6 +11,8 @@ export interface Bus {
   subscribe<M extends BusMessage>(topic: Topic<M>, listener: (message: M) => void): () => void;
   /** listenerCount is the number of live subscriptions (leak checks and metrics). */
   listenerCount(): number;
+  /** connected tells whether announcements reach the other nodes now (in process: always). */
+  connected(): boolean;
   close(): Promise<void>;
 }
 
@@ -62,6 +64,7 @@ export function createLocalBus(): Bus {
       };
     },
     listenerCount: () => count,
+    connected: () => true,
     close: () => Promise.resolve(),
   };
 }

@@ -170,6 +170,11 @@ export const configSchema = z.strictObject({
       ignore_unknown_json_fields: z.boolean().default(false),
       /** compress_min_bytes, when set, gzips responses at least this large for clients that accept it. */
       compress_min_bytes: z.number().int().min(0).optional(),
+      /**
+       * metrics: Prometheus metrics at /metrics (enabled by default); a scrape needs a key with the
+       * admin role unless `public` (a port only the monitoring network reaches).
+       */
+      metrics: z.strictObject({ enabled: z.boolean().default(true), public: z.boolean().default(false) }).prefault({}),
     })
     .prefault({}),
   log: z

@@ -74,6 +74,8 @@ export function createRedisBus(url: string, log: Logger): Bus {
       };
     },
     listenerCount: () => local.listenerCount(),
+    // Both ways must work: publishing this node's announcements and hearing the others'.
+    connected: () => pub.status === "ready" && sub.status === "ready",
     async close() {
       await Promise.allSettled([pub.quit(), sub.quit()]);
       pub.disconnect();

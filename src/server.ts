@@ -16,7 +16,7 @@ import type { Config, Role } from "./config.js";
 import { createLocalBus, type Bus } from "./bus.js";
 import { createRedisBus } from "./redis-bus.js";
 import { createAccess, type Access as AccessRules } from "./domain/access.js";
-import { createChats, type Chats } from "./domain/chat/index.js";
+import { createChats, type ChatEvents, type Chats } from "./domain/chat/index.js";
 import type { PollViewOptions } from "./domain/chat/poll.js";
 import { runOnce } from "./domain/idempotency.js";
 import { createSessions, type Sessions } from "./domain/sessions.js";
@@ -26,10 +26,11 @@ import { createHealthMonitor, type HealthMonitor } from "./health.js";
 import { httpRoutes, HTTP_ROUTES } from "./http/index.js";
 import type { HttpRouteFactory } from "./http/routes.js";
 import { listen, type Listener, type RequestHandler } from "./listen.js";
+import { createMetrics, type Metrics } from "./metrics.js";
 import { accessAccess, accessService } from "./rpc/access-service.js";
 import { agentAccess, agentService } from "./rpc/agent-service.js";
 import { chatAccess, chatService } from "./rpc/chat-service.js";
-import { createAuthorizer, PUBLIC, type Access } from "./rpc/auth.js";
+import { createAuthorizer, createRoleCheck, PUBLIC, type Access } from "./rpc/auth.js";
 import { healthService } from "./rpc/health-service.js";
 import { connectAdapter } from "./rpc/decode.js";
 import { createCallTracker, type CallTracker } from "./rpc/observe.js";
@@ -56,6 +57,8 @@ export interface App {
   sessions: Sessions;
   bus: Bus;
   chats: Chats;
+  /** metrics are the app's Prometheus metrics, served at /metrics; undefined when disabled. */
+  metrics: Metrics | undefined;
 }
 
 /** AppDeps are what the domain is built from. */
@@ -66,10 +69,12 @@ export interface AppDeps {
   clock?: Clock | undefined;
   /** bus announces committed events between streams (default: in-process). */
   bus?: Bus | undefined;
+  /** metrics count what the domain does and read the stores at scrape time (default: none; startServer makes them unless disabled). */
+  metrics?: Metrics | undefined;
 }
 
 /** createApp builds the stores on the database and the domain modules on them. */
-export function createApp({ config, db, log, clock = systemClock, bus = defaultBus(config, log) }: AppDeps): App {
+export function createApp({ config, db, log, clock = systemClock, bus = defaultBus(config, log), metrics }: AppDeps): App {
   const stores = createStores(db);
   const storage = createStorage({
     store: stores.storage,
@@ -84,11 +89,12 @@ export function createApp({ config, db, log, clock = systemClock, bus = defaultB
       maxDataBytes: config.storage.max_data_bytes,
     },
   });
-  const access = createAccess({ store: stores.access, clock, config, storage, log });
+  const access = createAccess({ store: stores.access, clock, config, storage, log, events: metrics?.access });
   // A session's chats are extended with it (the chat store's extendChatsOfSession, in the session's unit of work).
   const sessions = createSessions({ store: stores.sessions, transactions: stores.transactions, clock, storage, access, chats: stores.chats });
-  const chats = createChatsOn(stores, { clock, config, storage, bus });
-  return { config, db, stores, clock, log, storage, access, sessions, bus, chats };
+  const chats = createChatsOn(stores, { clock, config, storage, bus, events: metrics?.chat });
+  metrics?.observe({ config, clock, db, bus, access: stores.access, chats: stores.chats });
+  return { config, db, stores, clock, log, storage, access, sessions, bus, chats, metrics };
 }
 
 /** ChatsOnDeps are what the chat rules need besides the stores. */
@@ -99,6 +105,8 @@ export interface ChatsOnDeps {
   bus: Bus;
   /** pollViews bounds this node's poll views (default POLL_VIEW_DEFAULTS). */
   pollViews?: PollViewOptions | undefined;
+  /** events hears the messages added (the metrics). */
+  events?: ChatEvents | undefined;
 }
 
 /**
@@ -106,7 +114,7 @@ export interface ChatsOnDeps {
  * session, storage and idempotency modules adapted to what a chat needs of them (ChatSessions,
  * ChatData, RunOnce in src/domain/chat/store.ts).
  */
-export function createChatsOn(stores: Stores, { clock, config, storage, bus, pollViews }: ChatsOnDeps): Chats {
+export function createChatsOn(stores: Stores, { clock, config, storage, bus, pollViews, events }: ChatsOnDeps): Chats {
   return createChats({
     store: stores.chats,
     transactions: stores.transactions,
@@ -126,6 +134,7 @@ export function createChatsOn(stores: Stores, { clock, config, storage, bus, pol
     config,
     bus,
     pollViews,
+    events,
   });
 }
 
@@ -306,11 +315,19 @@ export interface HandlerParts {
  * call.
  */
 export function createHandler(app: App, parts: HandlerParts): RequestHandler {
-  const authorize = createAuthorizer({ apiKeys: app.config.auth.api_keys, publicRoles: app.config.auth.public_roles, policy: accessPolicy() });
+  const { auth } = app.config;
+  const authorize = createAuthorizer({ apiKeys: auth.api_keys, publicRoles: auth.public_roles, policy: accessPolicy() });
+  // The metrics policy comes first of the added ones: it counts what a rate limit after it refuses.
+  const added = app.metrics === undefined ? (parts.policies ?? []) : [app.metrics.policy, ...(parts.policies ?? [])];
   const policy = servingPolicy(
     { log: app.log, clock: app.clock, tracker: parts.tracker, authorize, shutdown: parts.shutdown, health: parts.health, validator: createValidator() },
-    parts.policies,
+    added,
   );
+  app.metrics?.observeHealth(parts.health);
+  // /metrics: the registry, and who may scrape it (server.metrics.public, else the admin role).
+  const roleCheck = createRoleCheck(auth.api_keys, auth.public_roles);
+  const scrape =
+    app.metrics === undefined ? undefined : { registry: app.metrics.registry, admits: app.config.server.metrics.public ? () => true : (authorization: string | null) => roleCheck(authorization, "admin") };
   const storage = app.config.storage;
   // Response compression costs more CPU than it saves on the networks contact centers run on
   // (gzipping a 256 KiB file takes ~10 ms); it is opt-in.
@@ -327,7 +344,7 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   const adapter = connectAdapter({ routes, interceptors: policy, compressMinBytes, readMaxBytes, ignoreUnknownJsonFields, log: app.log });
   // The plain HTTP routes call the same services through the same policy, in process.
   const local = createRouterTransport(routes, { router: { interceptors: policy, readMaxBytes } });
-  const http = httpRoutes({ local, config: app.config, log: app.log, clock: app.clock, shutdown: parts.shutdown }, parts.httpRoutes ?? HTTP_ROUTES);
+  const http = httpRoutes({ local, config: app.config, log: app.log, clock: app.clock, shutdown: parts.shutdown, metrics: scrape }, parts.httpRoutes ?? HTTP_ROUTES);
   if (parts.leanPath === false) {
     return withCors((req, res) => {
       if (!http(req, res)) adapter(req, res);
@@ -370,7 +387,7 @@ export interface StartOptions extends AppDeps {
 
 /** startServer builds the app and listens on the configured host and port (0 picks a free port). */
 export async function startServer(options: StartOptions): Promise<RunningServer> {
-  const app = createApp(options);
+  const app = createApp({ ...options, metrics: options.metrics ?? (options.config.server.metrics.enabled ? createMetrics() : undefined) });
   const { config, log, db } = app;
   const synced = await app.access.syncNumbers();
   if (synced.added + synced.retired > 0) log.info(synced, "access numbers synchronised with resources");
@@ -461,9 +478,13 @@ function startSweeper(app: App): NodeJS.Timeout {
     sweeper
       .sweep()
       .then((counts) => {
+        app.metrics?.swept(counts);
         if (Object.values(counts).some((n) => n > 0)) app.log.debug(counts, "swept expired rows");
       })
-      .catch((e: unknown) => app.log.warn({ err: describeError(e) }, "sweep failed"))
+      .catch((e: unknown) => {
+        app.metrics?.swept(undefined);
+        app.log.warn({ err: describeError(e) }, "sweep failed");
+      })
       .finally(() => {
         running = false;
       });

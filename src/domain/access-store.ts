@@ -116,6 +116,21 @@ export interface Extension {
   until: number;
 }
 
+/**
+ * GroupOccupancy is what a resource group's numbers are doing at a moment, each number counted in
+ * one state: retired (no longer configured), else reserved (holding a live reservation), else
+ * cooling down (a locking number released, its cool-down not over), else free.
+ */
+export interface GroupOccupancy {
+  group: string;
+  reserved: number;
+  coolingDown: number;
+  free: number;
+  retired: number;
+  /** reservations are the group's live reservations: one per reserved number when locking, any number per number when shared. */
+  reservations: number;
+}
+
 /** AccessStore keeps access numbers and their reservations. A reservation is live until it is released or expires. */
 export interface AccessStore {
   /**
@@ -158,6 +173,8 @@ export interface AccessStore {
    * nothing else. A throw from decide rolls the match back.
    */
   match<D extends MatchDecision>(accessNumber: string, now: number, since: number, decide: (locked: LockedNumber) => D): Promise<D>;
+  /** occupancy is every stored group's numbers by state at `now`, and its live reservations (what an operator watches). */
+  occupancy(now: number): Promise<GroupOccupancy[]>;
   /** sweep deletes up to `batch` reservations that ended, and failed codes counted, by `before`; says how many. */
   sweep(before: number, batch: number): Promise<number>;
 }

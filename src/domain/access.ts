@@ -5,7 +5,7 @@ import type { Config, ResourceGroupConfig } from "../config.js";
 import type { AccessStore, Booking, Claimed, CodeChooser, Extension, KeptReply, Release, Reservation, ResourceGroup } from "./access-store.js";
 import { GmsError, invalid, notFound } from "./errors.js";
 import { keptReply, priorReply, type RequestKey } from "./idempotency.js";
-import { judgeCall, locksNow } from "./matching.js";
+import { judgeCall, locksNow, type NoMatchReason } from "./matching.js";
 import { numberingOf, phoneReader } from "./phone.js";
 import { DEFAULT_SERVICE_TTL_SECONDS, pick, resolveService } from "./services.js";
 import type { Session } from "./session-store.js";
@@ -145,6 +145,27 @@ export function extendedUntil(expiresAt: number, now: number, sessionExpiresAt: 
   return Math.min(sessionExpiresAt, Math.max(expiresAt, now + maxBookingSeconds * 1000));
 }
 
+/** MatchOutcome is how a match ended: a session matched, none did (NoMatchReason says why), or the number was locked against code guessing. */
+export type MatchOutcome = { outcome: "matched" } | { outcome: "no_match"; reason: NoMatchReason } | { outcome: "locked" };
+
+/**
+ * AccessEvents hears what the access rules decide, as they decide it (the metrics count them):
+ * never a number, a code or a phone number, only the configured group and the outcome.
+ */
+export interface AccessEvents {
+  /** allocated: an allocation got a number of the group (a retry given its first reply is not one). */
+  allocated(group: string): void;
+  /** exhausted: an allocation was refused, the group having no free number. */
+  exhausted(group: string): void;
+  /** matched: a match ended so. */
+  matched(outcome: MatchOutcome): void;
+  /** lockedOut: a wrong code locked a number against code guessing (the failure that reached the limit). */
+  lockedOut(): void;
+}
+
+/** NO_ACCESS_EVENTS hears nothing (the rules without metrics). */
+export const NO_ACCESS_EVENTS: AccessEvents = { allocated() {}, exhausted() {}, matched() {}, lockedOut() {} };
+
 /** AccessDeps are what the access rules need. */
 export interface AccessDeps {
   store: AccessStore;
@@ -152,6 +173,8 @@ export interface AccessDeps {
   config: Config;
   storage: Storage;
   log: Logger;
+  /** events hears allocations, exhausted groups, matches and lockouts (default NO_ACCESS_EVENTS). */
+  events?: AccessEvents | undefined;
 }
 
 /** Access is request-interaction, request-access and match-interaction over the store. */
@@ -185,7 +208,7 @@ function keeper<T>(key: RequestKey, replyOf: (accessNumber: string, accessCode: 
 }
 
 /** createAccess builds the access-number rules. */
-export function createAccess({ store, clock, config, storage, log }: AccessDeps): Access {
+export function createAccess({ store, clock, config, storage, log, events = NO_ACCESS_EVENTS }: AccessDeps): Access {
   const groupOf = (name: string): ResourceGroupConfig => {
     const group = config.resources[name];
     if (group === undefined) throw invalid(`resource_group: no resource group "${name}" is configured`);
@@ -208,6 +231,7 @@ export function createAccess({ store, clock, config, storage, log }: AccessDeps)
   async function exhausted(group: string, now: number): Promise<GmsError> {
     const next = groupOf(group).locking ? await store.nextFreeAt(group, now) : undefined;
     if (!(await store.hasNumbers(group))) return new GmsError("failed_precondition", `resource group "${group}" has no numbers`);
+    events.exhausted(group);
     return new GmsError("resource_exhausted", `resource group "${group}" has no free number`, { type: "pool_exhausted", resourceGroup: group, nextFreeAt: next });
   }
 
@@ -215,6 +239,7 @@ export function createAccess({ store, clock, config, storage, log }: AccessDeps)
   async function claim(group: string, now: number, got: Promise<Claimed | undefined>): Promise<Claimed> {
     const claimed = await got;
     if (claimed === undefined) throw await exhausted(group, now);
+    if (claimed.prior === undefined) events.allocated(group);
     return claimed;
   }
 
@@ -349,15 +374,19 @@ export function createAccess({ store, clock, config, storage, log }: AccessDeps)
       if (decided.release === undefined) {
         const { verdict } = decided;
         if ("locked" in verdict) {
+          events.matched({ outcome: "locked" });
           throw new GmsError("resource_exhausted", `too many wrong access codes for ${number}; matching is refused until the window ends`, { type: "rate_limited", until: verdict.locked.until });
         }
         const { reason } = verdict;
+        events.matched({ outcome: "no_match", reason });
         if (code !== undefined && locksNow(decided.failuresBefore, codeGuard)) {
+          events.lockedOut();
           log.warn({ event: "security", kind: "access_code_guessing", accessNumber: number, failures: decided.failuresBefore + 1, windowSeconds: guard.window_seconds }, "access number locked against code guessing");
         }
         const message = reason === "no_reservation" ? `no live reservation on ${number}` : `no session matches the call on ${number} (${reason.replace("_", " ")})`;
         throw new GmsError("not_found", message, { type: "no_match", reason });
       }
+      events.matched({ outcome: "matched" });
       const results: MatchResult[] = [];
       for (const { session } of decided.matched) {
         let data: DataEntries | undefined;

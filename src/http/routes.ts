@@ -7,6 +7,7 @@ import type * as http from "node:http";
 import type * as http2 from "node:http2";
 import type { Transport } from "@connectrpc/connect";
 import type { Logger } from "pino";
+import type { Registry } from "prom-client";
 import type { Clock } from "../clock.js";
 import type { Config } from "../config.js";
 
@@ -34,6 +35,18 @@ export interface HttpRouteDeps {
   clock: Clock;
   /** shutdown aborts when the server shuts down: long waits end. */
   shutdown: AbortSignal;
+  /**
+   * metrics are what /metrics serves (src/http/metrics.ts), undefined when metrics are disabled. It
+   * is no RPC: the registry is read directly, and `admits` says whether a request's `authorization`
+   * may read it (the admin role, unless server.metrics.public).
+   */
+  metrics?: MetricsEndpoint | undefined;
+}
+
+/** MetricsEndpoint is what the /metrics route needs: the registry, and who may scrape it. */
+export interface MetricsEndpoint {
+  registry: Registry;
+  admits: (authorization: string | null) => boolean;
 }
 
 /** HttpRouteFactory builds a route from its deps; HTTP_ROUTES in src/http/index.ts lists them. */

@@ -78,27 +78,20 @@ export interface RequestHeader {
 /** AGENT_ID is what a `gms-agent-id` may be: 1 to 128 letters, digits, ".", "_", "@" or "-". */
 const AGENT_ID = /^[A-Za-z0-9._@-]{1,128}$/;
 
-/**
- * createAuthorizer authenticates the presented key, `Bearer <key>` or HTTP Basic with the key as
- * the password and its name as the user (compared in constant time against every configured key),
- * and enforces the RPC's access. With no keys configured every caller holds every role (an open
- * server, warned about at start).
- */
-export function createAuthorizer(options: AuthOptions): Authorizer {
-  const keys = options.apiKeys.map((k) => ({
-    name: k.name,
-    digest: k.key !== undefined ? sha256(k.key) : Buffer.from(k.key_sha256 ?? "", "hex"),
-    roles: new Set(k.roles),
-    actsForAgents: k.acts_for_agents === true,
-    agentSupervisors: k.agent_supervisors === true,
-  }));
-  const delegates = new Set(keys.filter((k) => k.actsForAgents).map((k) => k.name));
-  const supervising = new Set(keys.filter((k) => k.agentSupervisors).map((k) => k.name));
-  const open = keys.length === 0;
-  const everyRole: Identity = { name: "open", roles: new Set(ROLES), keyed: false };
-  const anonymous: Identity = { name: "anonymous", roles: new Set(options.publicRoles), keyed: false };
+/** KnownKey is a configured key as the authorizer compares it. */
+interface KnownKey {
+  name: string;
+  digest: Buffer;
+  roles: ReadonlySet<Role>;
+}
 
-  function identify(header: string | null): Identity | undefined {
+/**
+ * identifier is who an `authorization` header names: the key's identity, the anonymous caller
+ * without one (holding the public roles), or undefined for a key that is no configured one.
+ */
+function identifier(keys: readonly KnownKey[], publicRoles: readonly Role[]): (header: string | null) => Identity | undefined {
+  const anonymous: Identity = { name: "anonymous", roles: new Set(publicRoles), keyed: false };
+  return (header) => {
     if (header === null) return anonymous;
     const presented = presentedKey(header);
     if (presented === undefined) return undefined;
@@ -112,7 +105,38 @@ export function createAuthorizer(options: AuthOptions): Authorizer {
     // app configured with the wrong user is told so rather than let in under another name.
     if (found !== undefined && presented.user !== undefined && presented.user !== found.name) return undefined;
     return found;
-  }
+  };
+}
+
+/**
+ * createRoleCheck tells whether an `authorization` header presents a configured key with `role` (or admin),
+ * for the plain HTTP endpoints that are no RPC (/metrics). With no keys configured, every caller
+ * holds every role, as for the RPCs.
+ */
+export function createRoleCheck(apiKeys: readonly ApiKey[], publicRoles: readonly Role[]): (authorization: string | null, role: Role) => boolean {
+  if (apiKeys.length === 0) return () => true;
+  const identify = identifier(apiKeys.map(knownKey), publicRoles);
+  return (authorization, role) => {
+    const identity = identify(authorization);
+    return identity !== undefined && hasRole(identity, role, "admin");
+  };
+}
+
+const knownKey = (k: ApiKey): KnownKey => ({ name: k.name, digest: k.key !== undefined ? sha256(k.key) : Buffer.from(k.key_sha256 ?? "", "hex"), roles: new Set(k.roles) });
+
+/**
+ * createAuthorizer authenticates the presented key, `Bearer <key>` or HTTP Basic with the key as
+ * the password and its name as the user (compared in constant time against every configured key),
+ * and enforces the RPC's access. With no keys configured every caller holds every role (an open
+ * server, warned about at start).
+ */
+export function createAuthorizer(options: AuthOptions): Authorizer {
+  const keys = options.apiKeys.map((k) => ({ ...knownKey(k), actsForAgents: k.acts_for_agents === true, agentSupervisors: k.agent_supervisors === true }));
+  const delegates = new Set(keys.filter((k) => k.actsForAgents).map((k) => k.name));
+  const supervising = new Set(keys.filter((k) => k.agentSupervisors).map((k) => k.name));
+  const open = keys.length === 0;
+  const everyRole: Identity = { name: "open", roles: new Set(ROLES), keyed: false };
+  const identify = identifier(keys, options.publicRoles);
 
   /**
    * actingFor is the identity of the agent a delegating key names (gms-agent-id): "<key>/<agent>",
@@ -146,7 +170,7 @@ export function createAuthorizer(options: AuthOptions): Authorizer {
       identity = found;
     }
     if (!access.some((r) => identity.roles.has(r)) && !identity.roles.has("admin")) {
-      if (identity === anonymous) throw new CallerRefused(`${method.name} needs an API key`, Code.Unauthenticated, identity);
+      if (!identity.keyed) throw new CallerRefused(`${method.name} needs an API key`, Code.Unauthenticated, identity);
       throw new CallerRefused(`${identity.name} may not call ${method.name}`, Code.PermissionDenied, identity);
     }
     return open ? identity : actingFor(identity, header, access, method);

@@ -14,6 +14,7 @@ import type {
   CodeChooser,
   CodeFailures,
   Extension,
+  GroupOccupancy,
   KeptReply,
   LiveReservation,
   LockedNumber,
@@ -619,6 +620,37 @@ async function sweepAccess(q: Queryable, before: number, batch: number): Promise
   return ended.length + failures.length;
 }
 
+/** liveByGroup counts the live reservations per group. */
+const liveByGroup = (q: Queryable, now: number) => live(q("reservations"), now).groupBy("resource_group").select("resource_group as grp").count({ n: "*" });
+
+/**
+ * occupancy counts each group's numbers by state in one pass over access_numbers, against the numbers
+ * holding a live reservation (the live index by number), and the live reservations per group.
+ */
+async function occupancy(q: Queryable, now: number): Promise<GroupOccupancy[]> {
+  const held = q("reservations").whereRaw(liveSql(), [now]).groupBy("resource_group", "access_number").select("resource_group", "access_number");
+  const numbers = (await q("access_numbers as n")
+    .leftJoin(held.as("l"), (j) => {
+      j.on("l.resource_group", "=", "n.resource_group").andOn("l.access_number", "=", "n.number");
+    })
+    .groupBy("n.resource_group")
+    .select("n.resource_group as grp")
+    .select(
+      q.raw("SUM(CASE WHEN n.retired <> 0 THEN 1 ELSE 0 END) AS retired"),
+      q.raw("SUM(CASE WHEN n.retired = 0 AND l.access_number IS NOT NULL THEN 1 ELSE 0 END) AS reserved"),
+      q.raw("SUM(CASE WHEN n.retired = 0 AND l.access_number IS NULL AND n.available_at > ? THEN 1 ELSE 0 END) AS cooling", [now]),
+      q.raw("COUNT(*) AS total"),
+    )) as { grp: string; retired: number | string | null; reserved: number | string | null; cooling: number | string | null; total: number | string }[];
+  const live = (await liveByGroup(q, now)) as { grp: string; n: number | string }[];
+  const reservations = new Map(live.map((r) => [r.grp, Number(r.n)]));
+  return numbers
+    .map((r) => {
+      const [retired, reserved, coolingDown] = [Number(r.retired ?? 0), Number(r.reserved ?? 0), Number(r.cooling ?? 0)];
+      return { group: r.grp, reserved, coolingDown, retired, free: Number(r.total) - retired - reserved - coolingDown, reservations: reservations.get(r.grp) ?? 0 };
+    })
+    .sort((a, b) => (a.group < b.group ? -1 : a.group > b.group ? 1 : 0));
+}
+
 /** createAccessStore keeps access numbers, reservations and failed codes in the database. */
 export function createAccessStore(db: Database): AccessStore {
   const mysql = db.dialect === "mysql";
@@ -637,6 +669,7 @@ export function createAccessStore(db: Database): AccessStore {
     },
     extend: (uow, extensions) => extendReservations(trxOf(uow), extensions),
     match: (number, now, since, decide) => (mysql ? matchMysql(db, number, now, since, decide) : matchSqlite(db, number, now, since, decide)),
+    occupancy: (now) => occupancy(db.knex, now),
     sweep: (before, batch) => sweepAccess(db.knex, before, batch),
   };
 }

@@ -3,7 +3,7 @@
 // claimWaiting) both paths stand side by side in `locks`. A unit of work is a knex transaction
 // (src/store/unit-of-work.ts); a read given none runs on the pool.
 import type { Knex } from "knex";
-import type { Chat, ChatEventRecord, ChatFile, ChatMark, ChatState, EventKind, Participant, ParticipantKind, TypingRecord, WaitingChat } from "../domain/chat/vocabulary.js";
+import type { Chat, ChatEventRecord, ChatFile, ChatMark, ChatState, EventKind, Participant, ParticipantKind, QueueLength, TypingRecord, WaitingChat } from "../domain/chat/vocabulary.js";
 import type { ChatStore } from "../domain/chat/store.js";
 import type { UnitOfWork } from "../domain/unit-of-work.js";
 import type { Database, Dialect, Queryable } from "./database.js";
@@ -245,6 +245,19 @@ export function createChatStore(db: Database): ChatStore {
     async claimWaiting(uow, endpoint, now) {
       const qb = trxOf(uow)("chats").where({ endpoint, state: "waiting" }).andWhere("expires_at", ">", now).orderBy("queued_at").orderBy("id").limit(1);
       return chatOrNone((await lock.claim(qb).first()) as ChatSql | undefined);
+    },
+
+    async queueLengths(now) {
+      const rows = (await db
+        .knex("chats")
+        .where("state", "waiting")
+        .andWhere("expires_at", ">", now)
+        .groupBy("endpoint")
+        .orderBy("endpoint")
+        .select("endpoint")
+        .count({ n: "*" })
+        .min({ oldest: "queued_at" })) as { endpoint: string; n: number | string; oldest: number | string }[];
+      return rows.map((r): QueueLength => ({ endpoint: r.endpoint, waiting: Number(r.n), oldestQueuedAt: Number(r.oldest) }));
     },
 
     async waiting(endpoint, now, limit) {

@@ -7,6 +7,7 @@
  */
 import type { UnitOfWork } from "../unit-of-work.js";
 import { PAGE, type ChatCore } from "./core.js";
+import type { ChatEvents } from "./index.js";
 import type { PollViews } from "./poll.js";
 import { beyondReach, checkReadPosition, checkText, endsStream, ensureOpen, ensurePresent, hasEnded, mergeUserData, mustRead, nextPosition, othersTyping, pollEnded, readable } from "./rules.js";
 import { chatTopic } from "./topics.js";
@@ -58,7 +59,7 @@ export interface ChatDelivery {
 }
 
 /** createDelivery builds the transcript's writing and reading over the core. */
-export function createDelivery(core: ChatCore, typing: Typing, polls: PollViews, watch: StreamWatch): ChatDelivery {
+export function createDelivery(core: ChatCore, typing: Typing, polls: PollViews, watch: StreamWatch, events: ChatEvents): ChatDelivery {
   const { store, bus, limits, activity } = core;
 
   /** appendOne adds one event by a present participant to an open chat and returns its position. */
@@ -108,16 +109,18 @@ export function createDelivery(core: ChatCore, typing: Typing, polls: PollViews,
     async send(actor, input) {
       checkText(input.text, limits.max_message_length);
       ensurePresent(actor);
-      const position = await core.transact(actor.chatId, async (uow, chat, emit) => {
+      const { position, added } = await core.transact(actor.chatId, async (uow, chat, emit) => {
         ensureOpen(chat);
         if (input.clientMessageId !== "") {
           const prior = await store.eventByClientId(uow, chat.id, actor.participant.participantId, input.clientMessageId);
-          if (prior !== undefined) return prior.position;
+          if (prior !== undefined) return { position: prior.position, added: false };
         }
         const e = await core.append(uow, chat, core.draft(actor.participant, "message", { text: input.text, messageType: input.messageType, clientMessageId: input.clientMessageId }));
         emit(e);
-        return e.position;
+        return { position: e.position, added: true };
       });
+      // Once committed; a retry answered with the message it added before is not a new one.
+      if (added) events.messageSent();
       await typing.stop(actor.chatId, actor.participant);
       return position;
     },

@@ -51,7 +51,18 @@ export interface ChatDeps {
   bus: Bus;
   /** pollViews bounds the chats whose polls this node answers from memory (default POLL_VIEW_DEFAULTS). */
   pollViews?: PollViewOptions | undefined;
+  /** events hears the messages added to transcripts (default NO_CHAT_EVENTS). */
+  events?: ChatEvents | undefined;
 }
+
+/** ChatEvents hears what the chat rules do, as they do it (the metrics count it); never a chat's content. */
+export interface ChatEvents {
+  /** messageSent: a participant's message was added to a transcript (a retry of one already added is not). */
+  messageSent(): void;
+}
+
+/** NO_CHAT_EVENTS hears nothing (the rules without metrics). */
+export const NO_CHAT_EVENTS: ChatEvents = { messageSent() {} };
 
 /** Chats is request-chat: the customer's side, the agent's side and the delivery between them. */
 export interface Chats extends ChatLifecycle, ChatQueue, ChatDelivery, ChatFiles {
@@ -60,7 +71,7 @@ export interface Chats extends ChatLifecycle, ChatQueue, ChatDelivery, ChatFiles
 }
 
 /** createChats builds the chat rules from their dependencies. */
-export function createChats({ store, transactions, once, sessions, data, clock, config, bus, pollViews = POLL_VIEW_DEFAULTS }: ChatDeps): Chats {
+export function createChats({ store, transactions, once, sessions, data, clock, config, bus, pollViews = POLL_VIEW_DEFAULTS, events = NO_CHAT_EVENTS }: ChatDeps): Chats {
   const limits = config.chat;
   const idleMs = limits.idle_timeout_seconds * 1000;
   const activity = createActivity(store, clock, idleMs);
@@ -71,7 +82,7 @@ export function createChats({ store, transactions, once, sessions, data, clock, 
   const announceQueue = queueAnnouncer(core);
   const lifecycle = createLifecycle(core, { config, once, sessions, data, typing, polls, announceQueue });
   const queue = createQueue(core, sessions, data, announceQueue);
-  const delivery = createDelivery(core, typing, polls, watch);
+  const delivery = createDelivery(core, typing, polls, watch, events);
   const files = createFiles(core, data);
   return {
     ...lifecycle,

@@ -15,7 +15,7 @@ import type { RequestKey } from "../idempotency.js";
 import type { StorageLimits } from "../storage.js";
 import type { UnitOfWork } from "../unit-of-work.js";
 import type { DataEntries } from "../value.js";
-import type { Chat, ChatChange, ChatEventRecord, ChatFile, ChatMark, EventDraft, Participant, ParticipantRef, TypingRecord, WaitingChat } from "./vocabulary.js";
+import type { Chat, ChatChange, QueueLength, ChatEventRecord, ChatFile, ChatMark, EventDraft, Participant, ParticipantRef, TypingRecord, WaitingChat } from "./vocabulary.js";
 
 /** ChatStore keeps request-chat's chats (see the module comment). */
 export interface ChatStore {
@@ -42,6 +42,8 @@ export interface ChatStore {
   claimWaiting(uow: UnitOfWork, endpoint: string, now: number): Promise<Chat | undefined>;
   /** waiting lists up to `limit` live chats waiting on an endpoint, oldest first. */
   waiting(endpoint: string, now: number, limit: number): Promise<WaitingChat[]>;
+  /** queueLengths are, for every endpoint with live chats waiting at `now`, how many and since when the oldest waits. */
+  queueLengths(now: number): Promise<QueueLength[]>;
 
   // ---- participants ----
 

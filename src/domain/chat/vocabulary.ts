@@ -136,6 +136,13 @@ export interface WaitingChat {
   queuedAt: number;
 }
 
+/** QueueLength is an endpoint's queue as an operator watches it: how many chats wait, and since when the oldest does. */
+export interface QueueLength {
+  endpoint: string;
+  waiting: number;
+  oldestQueuedAt: number;
+}
+
 /** Actor is a participant acting in a chat: the customer (by secure key) or an agent (by API key). */
 export interface Actor {
   chatId: string;
