@@ -573,6 +573,44 @@ describe.each(DIALECTS)("AccessStore on %s", (dialect) => {
     });
   });
 
+  describe("occupancy", () => {
+    const OCC_NUMBERS = ["+18005556000", "+18005556001", "+18005556002", "+18005556003"];
+    const OCC: ResourceGroup = { name: "occ", locking: true, allocation: "round-robin", size: 3 };
+    const occupancyOf = async (group: string) => (await stores.access.occupancy(now)).find((g) => g.group === group);
+
+    it("counts a group's numbers by state at `now` (retired, reserved, cooling down, free) and its live reservations", async () => {
+      now += 60_000;
+      const groups = (occ: string[]) => new Map([["g", NUMBERS], ["s", [SHARED_NUMBER]], ["spare", SPARE_NUMBERS], ["occ", occ]]);
+      await stores.access.syncNumbers(groups(OCC_NUMBERS));
+      expect(await occupancyOf("occ")).toEqual({ group: "occ", reserved: 0, coolingDown: 0, free: 4, retired: 0, reservations: 0 });
+      // One number no longer configured: retired.
+      await stores.access.syncNumbers(groups(OCC_NUMBERS.slice(0, 3)));
+      expect(await open(fresh(), { group: OCC, bookedUntil: now + 10_000 })).toBeDefined();
+      const released = fresh();
+      expect(await open(released, { group: OCC, bookedUntil: now + 10_000 })).toBeDefined();
+      await stores.transactions.run(async (uow) => {
+        const [r] = await stores.access.liveReservations(released.session.id, now, uow);
+        await stores.access.release(uow, [{ reservation: r!, freeAt: now + 5_000 }], now);
+      });
+      expect(await occupancyOf("occ")).toEqual({ group: "occ", reserved: 1, coolingDown: 1, free: 1, retired: 1, reservations: 1 });
+
+      // Once the booking lapses and the cool-down ends, both numbers are free again, with no sweep.
+      now += 10_000;
+      expect(await occupancyOf("occ")).toEqual({ group: "occ", reserved: 0, coolingDown: 0, free: 3, retired: 1, reservations: 0 });
+    });
+
+    it("counts a shared number with several live reservations once, as reserved, and every reservation", async () => {
+      now += 60_000;
+      const before = (await occupancyOf("s"))!;
+      expect(before).toMatchObject({ reserved: 0, free: 1, reservations: 0 });
+      for (const code of ["1111", "2222"]) expect(await open(fresh(), { group: SHARED, chooseCode: chooser(code).choose })).toBeDefined();
+      expect(await occupancyOf("s")).toEqual({ group: "s", reserved: 1, coolingDown: 0, free: 0, retired: 0, reservations: 2 });
+      // The groups come sorted by name.
+      const names = (await stores.access.occupancy(now)).map((g) => g.group);
+      expect(names).toEqual([...names].sort());
+    });
+  });
+
   describe("sweep", () => {
     it("deletes reservations that ended, and failed codes counted, by `before`; keeps the rest", async () => {
       now += 60_000;

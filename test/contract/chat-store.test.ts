@@ -229,6 +229,28 @@ describe.each(DIALECTS)("ChatStore on %s", (dialect) => {
     });
   });
 
+  describe("queueLengths", () => {
+    it("counts the live chats waiting on each endpoint and gives the oldest one's queue time", async () => {
+      const endpoint = `e-${newId()}`;
+      const other = `e-${newId()}`;
+      await made({ endpoint, queuedAt: T - 9 });
+      await made({ endpoint, queuedAt: T - 3 });
+      // Neither an accepted chat nor an expired one waits.
+      await made({ endpoint, queuedAt: T - 50, state: "active" });
+      await made({ endpoint, queuedAt: T - 60, expiresAt: T });
+      await made({ endpoint: other, queuedAt: T - 1 });
+      const mine = (await store.queueLengths(T)).filter((q) => q.endpoint === endpoint || q.endpoint === other);
+      expect(mine.sort((a, b) => (a.endpoint < b.endpoint ? -1 : 1))).toEqual(
+        [
+          { endpoint, waiting: 2, oldestQueuedAt: T - 9 },
+          { endpoint: other, waiting: 1, oldestQueuedAt: T - 1 },
+        ].sort((a, b) => (a.endpoint < b.endpoint ? -1 : 1)),
+      );
+      // An endpoint without a waiting chat is absent.
+      expect((await store.queueLengths(T)).some((q) => q.endpoint === `e-${newId()}`)).toBe(false);
+    });
+  });
+
   describe("addParticipant", () => {
     it("stores a participant joining", async () => {
       const { chat, customer } = await made();
