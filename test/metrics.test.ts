@@ -13,10 +13,12 @@ import { AgentService } from "../gen/gms/v1/agent_pb.js";
 import { ChatService } from "../gen/gms/v1/chat_pb.js";
 import { StorageService } from "../gen/gms/v1/storage_pb.js";
 import { ManualClock } from "../src/clock.js";
-import { parseConfig } from "../src/config.js";
+import { databaseOptions, parseConfig } from "../src/config.js";
 import { startServer, type RunningServer } from "../src/server.js";
-import { DIALECTS, createTestDatabase } from "./helpers/databases.js";
+import { openDatabase } from "../src/store/database.js";
+import { DIALECTS, MYSQL_URL, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
+import { TcpProxy } from "./helpers/tcp-proxy.js";
 
 const ADMIN = "admin-key-0123456789";
 const IVR = "ivr-key-0123456789ab";
@@ -196,6 +198,32 @@ describe.each(DIALECTS)("/metrics on %s", (dialect) => {
     expect(ended.of("opengms_rpc_calls_total", calls(subscribe, "grpc", "canceled")) - before.of("opengms_rpc_calls_total", calls(subscribe, "grpc", "canceled"))).toBe(1);
   });
 
+  it("sees a stream served by connect (Connect over HTTP/1.1) open and end the same way", async () => {
+    const url = t.server.url;
+    const subscribe = "gms.v1.ChatService/Subscribe";
+    const chat = createClient(ChatService, t.connect);
+    const started = await chat.requestChat({ service: "support", nickname: "Ann", subject: "stream" });
+    const open = (s: Scrape) => s.of("opengms_rpc_streams_open", { method: subscribe });
+    const canceled = (s: Scrape) => s.of("opengms_rpc_calls_total", calls(subscribe, "connect", "canceled"));
+    const before = await scrape(url);
+    const leave = new AbortController();
+    const stream = chat.subscribe({ chatId: started.chatId, secureKey: started.secureKey, fromPosition: 1n }, { signal: leave.signal });
+    expect((await stream[Symbol.asyncIterator]().next()).done).toBe(false);
+    expect(open(await scrape(url))).toBe(open(before) + 1);
+    leave.abort();
+    const ended = await eventually(url, (s) => open(s) === open(before));
+    expect(open(ended)).toBe(open(before));
+    expect(canceled(ended) - canceled(before)).toBe(1);
+  });
+
+  it("counts a failed statement by kind", async () => {
+    const before = await scrape(t.server.url);
+    await expect(t.server.app.db.knex.raw("SELECT no_such_column FROM sessions")).rejects.toThrow();
+    const after = await scrape(t.server.url);
+    expect(after.of("opengms_db_query_errors_total", { kind: "other" }) - before.of("opengms_db_query_errors_total", { kind: "other" })).toBe(1);
+    expect(after.of("opengms_db_query_errors_total", { kind: "unavailable" })).toBe(before.of("opengms_db_query_errors_total", { kind: "unavailable" }));
+  });
+
   it("shows a pool's occupancy through an allocation, an exhausted pool, a match and the cool-down", async () => {
     const url = t.server.url;
     const app = createClient(AccessService, t.grpc);
@@ -310,5 +338,59 @@ describe.each(DIALECTS)("/metrics of the sweeper, and metrics switched off, on %
     } finally {
       await off.shutdown();
     }
+  });
+});
+
+describe.runIf(DIALECTS.includes("mysql"))("/metrics while the MySQL database is down", () => {
+  let testDb: TestDatabase;
+  let proxy: TcpProxy;
+  let server: RunningServer;
+
+  beforeAll(async () => {
+    testDb = await createTestDatabase("mysql");
+    const target = new URL(MYSQL_URL);
+    proxy = new TcpProxy(target.hostname, Number(target.port || 3306));
+    await proxy.start();
+    const proxied = new URL(testDb.url);
+    proxied.host = `127.0.0.1:${proxy.port}`;
+    const cfg = parseConfig(
+      {
+        server: { host: "127.0.0.1", port: 0, metrics: { public: true } },
+        database: { url: proxied.toString(), query_timeout_seconds: 1, acquire_timeout_seconds: 1, connect_timeout_seconds: 1 },
+        resources: { pool: { numbers: ["+18005550100..+18005550109"] } },
+      },
+      "test",
+    );
+    const log = pino({ level: "silent" });
+    const db = await openDatabase(cfg.database.url, { ...databaseOptions(cfg), log });
+    server = await startServer({ config: cfg, db, log, sweep: false });
+  });
+  afterAll(async () => {
+    await server?.shutdown();
+    await proxy?.close();
+    await testDb?.close();
+  });
+
+  it("says so (health 0, connections not got, occupancy left out), and recovers", async () => {
+    const url = server.url;
+    const up = await scrape(url, undefined);
+    expect(up.value("opengms_health_serving")).toBe(1);
+    expect(up.value("opengms_access_numbers", { group: "pool", state: "free" })).toBe(10);
+    const failures = (s: Scrape) => s.of("opengms_db_pool_acquire_failures_total") + s.of("opengms_db_query_errors_total", { kind: "unavailable" });
+
+    await proxy.cut();
+    const storage = createClient(StorageService, createGrpcTransport({ baseUrl: url }));
+    await expect(storage.createData({ entries: {}, ttlSeconds: 60n })).rejects.toSatisfy((e) => codeOf(e) === Code.Unavailable);
+    const down = await eventually(url, (s) => s.value("opengms_health_serving") === 0);
+    expect(down.value("opengms_health_serving")).toBe(0);
+    expect(failures(down)).toBeGreaterThan(failures(up));
+    // The occupancy could not be read: left out, not shown as zero.
+    expect(down.value("opengms_access_numbers", { group: "pool", state: "free" })).toBeUndefined();
+    expect(down.of("opengms_rpc_calls_total", { method: "gms.v1.StorageService/CreateData", protocol: "grpc", code: "unavailable" })).toBe(1);
+
+    await proxy.reopen();
+    const again = await eventually(url, (s) => s.value("opengms_health_serving") === 1 && s.value("opengms_access_numbers", { group: "pool", state: "free" }) === 10);
+    expect(again.value("opengms_health_serving")).toBe(1);
+    expect(again.value("opengms_access_numbers", { group: "pool", state: "free" })).toBe(10);
   });
 });
