@@ -56,7 +56,7 @@ export interface Metrics {
   readonly policy: Interceptor;
   /** access counts allocations, exhausted groups, matches and lockouts (the access rules' AccessEvents). */
   readonly access: AccessEvents;
-  /** chat counts messages (the chat rules' ChatEvents). */
+  /** chat counts messages and streams caught up (the chat rules' ChatEvents). */
   readonly chat: ChatEvents;
   /** swept counts one sweep and the rows it deleted, or (undefined) a sweep that failed. */
   swept(counts: SweepCounts | undefined): void;
@@ -103,6 +103,11 @@ export function createMetrics(): Metrics {
   });
   const lockouts = new Counter({ name: "opengms_access_code_lockouts_total", help: "Access numbers locked against code guessing (the wrong code that reached the limit).", registers });
   const messages = new Counter({ name: "opengms_chat_messages_total", help: "Chat messages added to transcripts.", registers });
+  const catchUps = new Counter({
+    name: "opengms_chat_stream_catchups_total",
+    help: "Open chat streams found behind the store by the node's periodic look, and made to fetch the rest (an announcement lost or late: the bus).",
+    registers,
+  });
   const sweeps = new Counter({ name: "opengms_sweeper_runs_total", help: "Sweeper runs, by result (ok, failed).", labelNames: ["result"] as const, registers });
   const swept = new Counter({
     name: "opengms_sweeper_deleted_rows_total",
@@ -146,7 +151,7 @@ export function createMetrics(): Metrics {
       matched: (m: MatchOutcome) => matches.inc({ outcome: m.outcome, reason: m.outcome === "no_match" ? m.reason : "" }),
       lockedOut: () => lockouts.inc(),
     },
-    chat: { messageSent: () => messages.inc() },
+    chat: { messageSent: () => messages.inc(), caughtUp: () => catchUps.inc() },
     swept(counts) {
       sweeps.inc({ result: counts === undefined ? "failed" : "ok" });
       if (counts === undefined) return;

@@ -77,7 +77,9 @@ export function createRedisBus(url: string, log: Logger): Bus {
     // Both ways must work: publishing this node's announcements and hearing the others'.
     connected: () => pub.status === "ready" && sub.status === "ready",
     async close() {
-      await Promise.allSettled([pub.quit(), sub.quit()]);
+      // QUIT waits for Redis's answer, behind the commands queued while it was away: with Redis
+      // unreachable it would never come, and a node's shutdown would hang. A link not ready is dropped.
+      await Promise.allSettled([pub, sub].map((c) => (c.status === "ready" ? c.quit() : undefined)));
       pub.disconnect();
       sub.disconnect();
     },

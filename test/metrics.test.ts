@@ -394,3 +394,54 @@ describe.runIf(DIALECTS.includes("mysql"))("/metrics while the MySQL database is
     expect(again.value("opengms_access_numbers", { group: "pool", state: "free" })).toBe(10);
   });
 });
+
+describe.runIf(DIALECTS.includes("mysql"))("/metrics of two nodes without a working bus", () => {
+  let testDb: TestDatabase;
+  const servers: RunningServer[] = [];
+  afterAll(async () => {
+    // B's shutdown ends too, its Redis unreachable (its bus drops the link rather than wait to QUIT).
+    for (const s of servers) await s.shutdown();
+    await testDb?.close();
+  });
+
+  it("counts the streams the periodic look catches up, and shows the bus down", async () => {
+    testDb = await createTestDatabase("mysql");
+    const clock = new ManualClock(Date.now());
+    const log = pino({ level: "silent" });
+    const raw = (redis: string | undefined) => ({
+      server: { host: "127.0.0.1", port: 0, metrics: { public: true } },
+      database: { url: testDb.url },
+      services: { support: { service: "request-chat", endpoint: "support", ttl: 600 } },
+      ...(redis === undefined ? {} : { bus: { redis_url: redis } }),
+    });
+    // Node A on the in-process bus; node B's Redis is a port nobody listens on: neither hears the other.
+    const a = await startServer({ config: parseConfig(raw(undefined), "a"), db: await openDatabase(testDb.url), log, clock, sweep: false });
+    servers.push(a);
+    const b = await startServer({ config: parseConfig(raw("redis://127.0.0.1:1"), "b"), db: await openDatabase(testDb.url), log, clock, sweep: false });
+    servers.push(b);
+    expect((await scrape(b.url, undefined)).value("opengms_bus_connected")).toBe(0);
+    expect((await scrape(a.url, undefined)).value("opengms_bus_connected")).toBe(1);
+
+    const onA = createClient(ChatService, createGrpcTransport({ baseUrl: a.url }));
+    const onB = createClient(ChatService, createGrpcTransport({ baseUrl: b.url }));
+    const started = await onA.requestChat({ service: "support", nickname: "Ann" });
+    const key = { chatId: started.chatId, secureKey: started.secureKey };
+    const leave = new AbortController();
+    const stream = onB.subscribe({ ...key, fromPosition: 1n }, { signal: leave.signal })[Symbol.asyncIterator]();
+    try {
+      expect((await stream.next()).value?.position).toBe(1n);
+      const before = await scrape(b.url, undefined);
+      await onA.sendMessage({ ...key, text: "hello" });
+      // B hears of the message only from its periodic look at the store.
+      const next = stream.next();
+      clock.advance(5_000);
+      expect((await next).value?.text).toBe("hello");
+      const after = await scrape(b.url, undefined);
+      expect(after.of("opengms_chat_stream_catchups_total") - before.of("opengms_chat_stream_catchups_total")).toBe(1);
+      // The message is counted where it was sent.
+      expect((await scrape(a.url, undefined)).of("opengms_chat_messages_total")).toBe(1);
+    } finally {
+      leave.abort();
+    }
+  });
+});

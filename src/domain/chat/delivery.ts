@@ -7,7 +7,7 @@
  */
 import type { UnitOfWork } from "../unit-of-work.js";
 import { PAGE, type ChatCore } from "./core.js";
-import type { ChatEvents } from "./index.js";
+import type { ChatEvents } from "./events.js";
 import type { PollViews } from "./poll.js";
 import { beyondReach, checkReadPosition, checkText, endsStream, ensureOpen, ensurePresent, hasEnded, mergeUserData, mustRead, nextPosition, othersTyping, pollEnded, readable } from "./rules.js";
 import { chatTopic } from "./topics.js";

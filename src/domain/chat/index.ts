@@ -20,6 +20,7 @@ import type { Transactions } from "../unit-of-work.js";
 import { createActivity } from "./activity.js";
 import { CATCH_UP_MS, createCore } from "./core.js";
 import { createDelivery, type ChatDelivery } from "./delivery.js";
+import { NO_CHAT_EVENTS, type ChatEvents } from "./events.js";
 import { createFiles, type ChatFiles } from "./files.js";
 import { createLifecycle, type ChatLifecycle } from "./lifecycle.js";
 import { createPollViews, POLL_VIEW_DEFAULTS, type PollViewOptions } from "./poll.js";
@@ -29,6 +30,7 @@ import { createTyping } from "./typing.js";
 import { createStreamWatch } from "./watch.js";
 
 export type { Actor } from "./vocabulary.js";
+export { NO_CHAT_EVENTS, type ChatEvents } from "./events.js";
 export type { ChatStart, RequestChatInput } from "./lifecycle.js";
 export type { Accepted, QueueState } from "./queue.js";
 export type { RefreshResult, SendInput } from "./delivery.js";
@@ -51,18 +53,9 @@ export interface ChatDeps {
   bus: Bus;
   /** pollViews bounds the chats whose polls this node answers from memory (default POLL_VIEW_DEFAULTS). */
   pollViews?: PollViewOptions | undefined;
-  /** events hears the messages added to transcripts (default NO_CHAT_EVENTS). */
+  /** events hears the messages added to transcripts and the streams caught up (default NO_CHAT_EVENTS). */
   events?: ChatEvents | undefined;
 }
-
-/** ChatEvents hears what the chat rules do, as they do it (the metrics count it); never a chat's content. */
-export interface ChatEvents {
-  /** messageSent: a participant's message was added to a transcript (a retry of one already added is not). */
-  messageSent(): void;
-}
-
-/** NO_CHAT_EVENTS hears nothing (the rules without metrics). */
-export const NO_CHAT_EVENTS: ChatEvents = { messageSent() {} };
 
 /** Chats is request-chat: the customer's side, the agent's side and the delivery between them. */
 export interface Chats extends ChatLifecycle, ChatQueue, ChatDelivery, ChatFiles {
@@ -77,7 +70,7 @@ export function createChats({ store, transactions, once, sessions, data, clock, 
   const activity = createActivity(store, clock, idleMs);
   const core = createCore({ store, transactions, clock, bus, limits, activity });
   const typing = createTyping(store, clock, bus, { coalesceMs: limits.typing_coalesce_seconds * 1000, timeoutMs: limits.typing_timeout_seconds * 1000 });
-  const watch = createStreamWatch(store, clock, { intervalMs: CATCH_UP_MS, heartbeatMs: idleMs / 3 });
+  const watch = createStreamWatch(store, clock, { intervalMs: CATCH_UP_MS, heartbeatMs: idleMs / 3 }, events);
   const polls = createPollViews(store, clock, bus, watch, pollViews);
   const announceQueue = queueAnnouncer(core);
   const lifecycle = createLifecycle(core, { config, once, sessions, data, typing, polls, announceQueue });

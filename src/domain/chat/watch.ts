@@ -3,6 +3,7 @@
  * node, so a lost announcement delays an event by one interval at most, never loses it.
  */
 import type { Clock } from "../../clock.js";
+import type { ChatEvents } from "./events.js";
 import type { ChatStore } from "./store.js";
 import type { ChatMark, TypingRecord } from "./vocabulary.js";
 
@@ -48,7 +49,7 @@ const BATCH = 500;
  * misleads it for one interval at most; and chats with an open customer stream are marked active.
  * One statement per batch of chats for the positions, one for the views' typing.
  */
-export function createStreamWatch(store: ChatStore, clock: Clock, options: { intervalMs: number; heartbeatMs: number }): StreamWatch {
+export function createStreamWatch(store: ChatStore, clock: Clock, options: { intervalMs: number; heartbeatMs: number }, events: Pick<ChatEvents, "caughtUp">): StreamWatch {
   const watchers = new Set<Watcher>();
   const views = new Set<ViewWatcher>();
   let cancel: (() => void) | undefined;
@@ -67,7 +68,11 @@ export function createStreamWatch(store: ChatStore, clock: Clock, options: { int
       const batch = await store.marks(ids.slice(i, i + BATCH));
       for (const [chatId, mark] of batch) {
         marks.set(chatId, mark);
-        for (const w of byChat.get(chatId) ?? []) if (mark.lastPosition >= w.next()) w.poke();
+        for (const w of byChat.get(chatId) ?? []) {
+          if (mark.lastPosition < w.next()) continue;
+          events.caughtUp();
+          w.poke();
+        }
       }
     }
     for (let i = 0; i < viewIds.length; i += BATCH) {
