@@ -79,7 +79,7 @@ export function createRedisBus(url: string, log: Logger): Bus {
     async close() {
       // QUIT waits for Redis's answer, behind the commands queued while it was away: with Redis
       // unreachable it would never come, and a node's shutdown would hang. A link not ready is dropped.
-      await Promise.allSettled([pub, sub].map((c) => (c.status === "ready" ? c.quit() : undefined)));
+      await Promise.allSettled([pub, sub].filter((c) => c.status === "ready").map((c) => c.quit()));
       pub.disconnect();
       sub.disconnect();
     },

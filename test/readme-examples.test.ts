@@ -50,6 +50,7 @@ const EXPECTED: Record<string, readonly string[]> = {
   "gms-storage": ['{"id":"', '"Key1":"Value1"', '"FileKey":{"filename":"note.txt","contentType":"text/plain","size":18}', "Hello from the app", '"exception":"NotFound"', '"code":"not_found"'],
   "gms-service": ['"_access_number":"+1800555', '"_expiration_time":', '{"_id":"', '"_data_id":"'],
   "gms-chat": ['"statusCode":0', '"type":"ParticipantJoined"', '"nickname":"First Last"', '"index":2,"type":"Message","utcTime":', '"text":"Where is my parcel?"', '"chatEnded":true'],
+  metrics: ['opengms_access_numbers{group="iPhoneService",state="reserved"} ', 'opengms_access_numbers{group="iPhoneService",state="free"} '],
 };
 
 describe("the README's examples", () => {
