@@ -1,8 +1,9 @@
 // The plain HTTP routes this server serves beside its RPCs (src/http/routes.ts says what a route is).
+import { ivrMatchRoute } from "./ivr.js";
 import type { HttpRoute, HttpRouteDeps, HttpRouteFactory } from "./routes.js";
 
 /** HTTP_ROUTES are the plain HTTP routes, asked in this order before the RPC paths. */
-export const HTTP_ROUTES: readonly HttpRouteFactory[] = [];
+export const HTTP_ROUTES: readonly HttpRouteFactory[] = [ivrMatchRoute];
 
 /**
  * httpRoutes builds the routes, as one route: the first that claims a request serves it. A request
