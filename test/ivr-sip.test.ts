@@ -14,7 +14,7 @@ import { IVR_MATCH_PATH } from "../src/http/ivr.js";
 import { freePort } from "./helpers/calls.js";
 import { DIALECTS } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
-import { forwarded, matchTimes, placeCalls, sipToolsMissing, startKamailio, startUas, type CallOptions, type Proc } from "./sip/harness.js";
+import { forwarded, matchTimes, placeCalls, sipToolsMissing, startKamailio, startUas, type Call, type Proc } from "./sip/harness.js";
 
 const IVR_KEY = "ivr-key-0123456789abcdef";
 const APP_KEY = "app-key-0123456789abcdef";
@@ -38,8 +38,8 @@ describe.skipIf(skip).each(DIALECTS)("calls through Kamailio matched by opengms 
   let uasLog: string;
 
   /** call places one call (or more) through Kamailio and expects SIPp to have seen the scenario through. */
-  async function call(o: Omit<CallOptions, "kamailioPort" | "dir">) {
-    const r = await placeCalls({ ...o, kamailioPort, dir });
+  async function call(c: Call, times = 1) {
+    const r = await placeCalls({ calls: Array.from({ length: times }, () => c), kamailioPort, dir });
     expect(r.exitCode, r.output.slice(-2000)).toBe(0);
     return r.outcomes;
   }
@@ -111,7 +111,7 @@ describe.skipIf(skip).each(DIALECTS)("calls through Kamailio matched by opengms 
     const clock = ts.clock as ManualClock;
     const r = await reserve("shared", true);
     const wrong = r.code === "0000" ? "1111" : "0000";
-    const guesses = await call({ accessNumber: SHARED, caller: CALLER, code: wrong, calls: 3 });
+    const guesses = await call({ accessNumber: SHARED, caller: CALLER, code: wrong }, 3);
     expect(guesses.map((g) => [g.status, g.reason])).toEqual([
       [404, "code_mismatch"],
       [404, "code_mismatch"],

@@ -4,7 +4,7 @@
 // IVR). Everything listens on 127.0.0.1, on free ports.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createSocket } from "node:dgram";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -15,8 +15,12 @@ export const KAMAILIO_CFG = join(HERE, "kamailio.cfg");
 export const UAC_XML = join(HERE, "uac.xml");
 export const UAS_XML = join(HERE, "uas.xml");
 
-/** HTTP_CLIENT_MODULE is where Debian's kamailio-utils-modules puts http_client. */
-const HTTP_CLIENT_MODULE = "/usr/lib/x86_64-linux-gnu/kamailio/modules/http_client.so";
+/** hasHttpClient tells whether Kamailio's http_client module (Debian: kamailio-utils-modules) is installed. */
+function hasHttpClient(): boolean {
+  const lib = "/usr/lib";
+  const dirs = [join(lib, "kamailio", "modules"), ...readdirSync(lib).map((d) => join(lib, d, "kamailio", "modules"))];
+  return dirs.some((d) => existsSync(join(d, "http_client.so")));
+}
 
 /** onPath finds a program on PATH (and in the sbin folders, where Debian puts kamailio). */
 function onPath(name: string): string | undefined {
@@ -32,7 +36,7 @@ export const SIPP = onPath("sipp");
 export function sipToolsMissing(): string | undefined {
   const missing = [
     ...(KAMAILIO === undefined ? ["kamailio"] : []),
-    ...(KAMAILIO !== undefined && !existsSync(HTTP_CLIENT_MODULE) ? ["kamailio-utils-modules"] : []),
+    ...(KAMAILIO !== undefined && !hasHttpClient() ? ["kamailio-utils-modules"] : []),
     ...(SIPP === undefined ? ["sip-tester"] : []),
   ];
   return missing.length === 0 ? undefined : `apt-get install ${missing.join(" ")}`;
@@ -152,17 +156,20 @@ export async function startUas(port: number, dir: string, logFile: string): Prom
   return proc;
 }
 
-/** CallOptions describe calls SIPp places (uac.xml) through Kamailio. */
-export interface CallOptions {
-  kamailioPort: number;
+/** Call is one call SIPp places (uac.xml) through Kamailio. */
+export interface Call {
   /** accessNumber is the number dialled. */
   accessNumber: string;
   /** caller is the caller's number. */
   caller: string;
-  /** code is the access code typed; empty for none. */
+  /** code is the access code typed; empty or absent for none. */
   code?: string;
-  /** calls and rate (calls per second) default to one call. */
-  calls?: number;
+}
+
+/** CallOptions describe a run of SIPp as the caller: its calls, in order, at `rate` per second (default 10). */
+export interface CallOptions {
+  kamailioPort: number;
+  calls: readonly Call[];
   rate?: number;
   dir: string;
 }
@@ -180,22 +187,23 @@ let runs = 0;
 /** placeCalls runs SIPp as the caller and gives each call's outcome, and SIPp's exit code (0: every call went as the scenario says). */
 export async function placeCalls(o: CallOptions): Promise<{ outcomes: CallOutcome[]; exitCode: number | null; output: string }> {
   if (SIPP === undefined) throw new Error("sipp is not installed");
-  const logFile = join(o.dir, `uac-${process.pid}-${++runs}.log`);
-  const calls = o.calls ?? 1;
+  const run = `uac-${process.pid}-${++runs}`;
+  const logFile = join(o.dir, `${run}.log`);
+  const injection = join(o.dir, `${run}.csv`);
+  // SIPp's injection file: one line a call, fields separated by ";".
+  writeFileSync(injection, ["SEQUENTIAL", ...o.calls.map((c) => `${c.accessNumber};${c.caller};${c.code ?? ""};`)].join("\n") + "\n");
   const args = [
     `127.0.0.1:${o.kamailioPort}`,
     "-sf", UAC_XML,
-    "-s", o.accessNumber,
-    "-set", "caller", o.caller,
-    "-set", "code", o.code ?? "",
-    "-m", String(calls),
+    "-inf", injection,
+    "-m", String(o.calls.length),
     "-r", String(o.rate ?? 10),
     "-l", "50",
     "-i", "127.0.0.1",
     "-p", "0",
     "-nostdin",
     "-trace_logs", "-log_file", logFile,
-    "-timeout", `${Math.max(30, Math.ceil(calls / 10))}s`, "-timeout_error",
+    "-timeout", `${Math.max(30, Math.ceil(o.calls.length / 10))}s`, "-timeout_error",
   ];
   const proc = started(SIPP, args, o.dir, true);
   const exitCode = await proc.exited;
