@@ -70,16 +70,17 @@ const oneLine = (s: string) => s.replace(/[^\x20-\x7e\u00a0-\uffff]+/g, " ").sli
 
 /**
  * readBody reads a request's body up to MAX_BODY_BYTES as UTF-8; a larger one is refused (413) and
- * the read ends. The caller's signal (deadline, client gone) ends a body that does not come.
+ * the read ends. A body that has not come within `ms`, or whose caller went away (`gone`), is refused too.
  */
-function readBody(req: HttpRequest, signal: AbortSignal): Promise<string> {
+function readBody(req: HttpRequest, gone: AbortSignal, ms: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers["content-length"] ?? "0");
     if (declared > MAX_BODY_BYTES) return reject(new Refusal(Code.InvalidArgument, `the body is larger than ${MAX_BODY_BYTES} bytes`, 413));
     const chunks: Buffer[] = [];
     let size = 0;
     const done = (e?: Error) => {
-      signal.removeEventListener("abort", onAbort);
+      clearTimeout(timer);
+      gone.removeEventListener("abort", onAbort);
       req.off("data", onData);
       req.off("end", onEnd);
       req.off("error", done);
@@ -93,8 +94,9 @@ function readBody(req: HttpRequest, signal: AbortSignal): Promise<string> {
       else chunks.push(chunk);
     };
     const onEnd = () => done();
-    if (signal.aborted) return onAbort();
-    signal.addEventListener("abort", onAbort);
+    const timer = setTimeout(onAbort, ms);
+    if (gone.aborted) return onAbort();
+    gone.addEventListener("abort", onAbort);
     req.on("data", onData);
     req.on("end", onEnd);
     req.on("error", done);
@@ -102,16 +104,17 @@ function readBody(req: HttpRequest, signal: AbortSignal): Promise<string> {
 }
 
 /**
- * paramsOf reads the request's parameters: the query string, and for POST a form-encoded body.
+ * paramsOf reads the request's parameters: the query string, and for POST a form-encoded body (read
+ * within `ms`).
  * An unknown parameter, or one given twice (in the query and the body alike), is refused.
  */
-async function paramsOf(req: HttpRequest, signal: AbortSignal): Promise<Partial<Record<Field, string>>> {
+async function paramsOf(req: HttpRequest, gone: AbortSignal, ms: number): Promise<Partial<Record<Field, string>>> {
   const url = req.url ?? "/";
   const q = url.indexOf("?");
   const sources = [new URLSearchParams(q < 0 ? "" : url.slice(q + 1))];
   if (req.method === "POST") {
     const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
-    const body = await readBody(req, signal);
+    const body = await readBody(req, gone, ms);
     if (body !== "" && type !== "application/x-www-form-urlencoded") {
       throw new Refusal(Code.InvalidArgument, `send the parameters form-encoded (application/x-www-form-urlencoded) or in the query, not ${shown(type)}`, 415);
     }
@@ -170,7 +173,6 @@ export const ivrMatchRoute: HttpRouteFactory = ({ local }) => {
     const gone = new AbortController();
     const onClose = () => gone.abort(new ConnectError("the IVR went away", Code.Canceled));
     res.once("close", onClose);
-    const signal = AbortSignal.any([gone.signal, AbortSignal.timeout(IVR_DEADLINE_MS)]);
     const started = performance.now();
     const headers: Record<string, string> = {};
     for (const name of ["authorization", "x-request-id"]) {
@@ -179,7 +181,7 @@ export const ivrMatchRoute: HttpRouteFactory = ({ local }) => {
     }
     let requestId: string | undefined;
     const withId = (h: Record<string, string> = {}) => (requestId === undefined ? h : { ...h, "x-request-id": requestId });
-    paramsOf(req, signal)
+    paramsOf(req, gone.signal, IVR_DEADLINE_MS)
       .then((p) => {
         const timeoutMs = Math.max(1, Math.floor(IVR_DEADLINE_MS - (performance.now() - started)));
         return access.matchInteraction(
