@@ -2,6 +2,7 @@
 // MariaDB: the one-line answers, retries by call id that answer the same and release or count
 // nothing again, the code-guessing lockout as `locked`, and hostile requests answered with an
 // `error` line and a 4xx that change nothing. test/ivr-sip.test.ts drives it from Kamailio and SIPp.
+import { connect } from "node:net";
 import { createClient, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AccessService } from "../gen/gms/v1/access_pb.js";
@@ -131,6 +132,25 @@ describe.each(DIALECTS)("IVR matching over plain HTTP on %s", (dialect) => {
     clock.advance(61_000);
     expect((await guess("guess-4")).body).toMatch(/^locked /); // a retry keeps its first answer
     expect((await guess("right-2", r.code)).body).toBe(`matched ${r.sessionId} ${r.dataId}\n`);
+  });
+
+  it("reads a form body sent without a Content-Type, as Asterisk's CURL() sends one with a header set", async () => {
+    const r = await reserve("solo");
+    const got = await fetch(`${ts.server.url}${IVR_MATCH_PATH}`, { method: "POST", headers: { authorization: `Bearer ${IVR_KEY}` }, body: new Blob([`access_number=${encodeURIComponent(SOLO)}`]) });
+    expect(await got.text()).toBe(`matched ${r.sessionId} ${r.dataId}\n`);
+  });
+
+  it("answers a body that does not come with an error line within its deadline", async () => {
+    const url = new URL(ts.server.url);
+    const socket = connect(Number(url.port), url.hostname);
+    const chunks: Buffer[] = [];
+    socket.on("data", (c: Buffer) => chunks.push(c));
+    const closed = new Promise((resolve) => socket.once("close", resolve));
+    socket.write(`POST ${IVR_MATCH_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${IVR_KEY}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\naccess_number=`);
+    await closed;
+    const text = Buffer.concat(chunks).toString("utf8");
+    expect(text).toMatch(/^HTTP\/1\.1 408 /);
+    expect(text).toMatch(/\r\n\r\nerror deadline_exceeded the body did not arrive in time\n$/);
   });
 
   it("answers hostile requests with one error line and a 4xx, and changes nothing", async () => {

@@ -105,7 +105,7 @@ function readBody(req: HttpRequest, gone: AbortSignal, ms: number): Promise<stri
 
 /**
  * paramsOf reads the request's parameters: the query string, and for POST a form-encoded body (read
- * within `ms`).
+ * within `ms`; without a Content-Type too).
  * An unknown parameter, or one given twice (in the query and the body alike), is refused.
  */
 async function paramsOf(req: HttpRequest, gone: AbortSignal, ms: number): Promise<Partial<Record<Field, string>>> {
@@ -115,7 +115,9 @@ async function paramsOf(req: HttpRequest, gone: AbortSignal, ms: number): Promis
   if (req.method === "POST") {
     const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
     const body = await readBody(req, gone, ms);
-    if (body !== "" && type !== "application/x-www-form-urlencoded") {
+    // A body without a Content-Type is read as a form: Asterisk's CURL() drops its default
+    // Content-Type once any header (the API key's) is set.
+    if (body !== "" && type !== "application/x-www-form-urlencoded" && type !== "") {
       throw new Refusal(Code.InvalidArgument, `send the parameters form-encoded (application/x-www-form-urlencoded) or in the query, not ${shown(type)}`, 415);
     }
     sources.push(new URLSearchParams(body));
