@@ -15,7 +15,7 @@ import { IVR_MATCH_PATH } from "../src/http/ivr.js";
 import { openDatabase } from "../src/store/database.js";
 import { KAMAILIO, SIPP, matchTimes, placeCalls, sipToolsMissing, startKamailio, startUas, type Call, type Proc } from "../test/sip/harness.js";
 import { bearer, envInt, MYSQL_URL, pool, type BenchContext, type BenchModule, type Report, type Row } from "./lib.js";
-import { cpuSecondsOf, freePort, startServerProcess, type ServerProcess } from "./server-process.js";
+import { cpuSecondsOf, freePort, machineTimes, startServerProcess, type ServerProcess } from "./server-process.js";
 
 const IVR_KEY = "bench-ivr-key-0123456789";
 const APP_KEY = "bench-app-key-0123456789";
@@ -72,10 +72,13 @@ async function measure(ctx: BenchContext, subject: string, database: string, dir
     uas = await startUas(uasPort, dir, join(dir, `uas-${subject}.log`));
     kamailio = await startKamailio({ port: kamailioPort, gmsMatchUrl: `${server.url}${IVR_MATCH_PATH}`, authHeader: `Authorization: Bearer ${IVR_KEY}`, ivrUri: `sip:127.0.0.1:${uasPort}`, dir });
     const cpu0 = cpuSecondsOf(server.pid);
+    const machine0 = machineTimes();
     const t0 = performance.now();
     const placed = await placeCalls({ kamailioPort, calls, rate: RATE, dir });
     const seconds = (performance.now() - t0) / 1000;
     const cpu = cpuSecondsOf(server.pid) - cpu0;
+    const machine1 = machineTimes();
+    const idle = (machine1.idle - machine0.idle) / Math.max(1, machine1.total - machine0.total);
     const answered = placed.outcomes.filter((o) => o.status === 200).length;
     if (placed.exitCode !== 0 || answered !== CALLS) throw new Error(`${subject}: ${answered} of ${CALLS} calls answered (SIPp exit ${placed.exitCode}):\n${placed.output.slice(-2000)}`);
     const times = matchTimes(kamailio.output()).filter((m) => m.answer.startsWith("matched "));
@@ -90,6 +93,7 @@ async function measure(ctx: BenchContext, subject: string, database: string, dir
       p50Ms: percentile(us, 50) / 1000,
       p99Ms: percentile(us, 99) / 1000,
       cpuUsPerOp: (cpu / CALLS) * 1e6,
+      idle,
       roundsOpsPerSec: [Math.round(opsPerSec * 10) / 10],
     };
   } finally {

@@ -4,12 +4,19 @@
 // `error` line and a 4xx that change nothing. test/ivr-sip.test.ts drives it from Kamailio and SIPp.
 import { connect } from "node:net";
 import { createClient, type Client } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AccessService } from "../gen/gms/v1/access_pb.js";
 import type { ManualClock } from "../src/clock.js";
 import { IVR_MATCH_PATH } from "../src/http/ivr.js";
-import { DIALECTS } from "./helpers/databases.js";
+import { pino } from "pino";
+import { databaseOptions, parseConfig } from "../src/config.js";
+import { startServer, type RunningServer } from "../src/server.js";
+import { openDatabase } from "../src/store/database.js";
+import { bearer } from "./helpers/calls.js";
+import { DIALECTS, MYSQL_URL, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
+import { TcpProxy } from "./helpers/tcp-proxy.js";
 
 const IVR_KEY = "ivr-key-0123456789abcdef";
 const APP_KEY = "app-key-0123456789abcdef";
@@ -184,5 +191,54 @@ describe.each(DIALECTS)("IVR matching over plain HTTP on %s", (dialect) => {
     }
     // None of them matched or counted anything: the reservation is still there.
     expect((await ivr({ access_number: SOLO, phone_number: CALLER })).body).toBe(`matched ${r.sessionId} ${r.dataId}\n`);
+  });
+});
+
+describe.runIf(DIALECTS.includes("mysql"))("IVR matching while MariaDB stops answering (black-holed, TCP up)", () => {
+  let testDb: TestDatabase;
+  let proxy: TcpProxy;
+  let server: RunningServer;
+
+  beforeAll(async () => {
+    testDb = await createTestDatabase("mysql");
+    const target = new URL(MYSQL_URL);
+    proxy = new TcpProxy(target.hostname, Number(target.port || 3306));
+    await proxy.start();
+    const proxied = new URL(testDb.url);
+    proxied.host = `127.0.0.1:${proxy.port}`;
+    // The database's own timeouts are far beyond the endpoint's deadline: what answers is the deadline.
+    const config = parseConfig({
+      server: { host: "127.0.0.1", port: 0 },
+      database: { url: proxied.toString(), query_timeout_seconds: 30, acquire_timeout_seconds: 30 },
+      auth: { public_roles: [], api_keys: [{ name: "ivr-1", key: IVR_KEY, roles: ["ivr"] }, { name: "app-1", key: APP_KEY, roles: ["app"] }] },
+      resources: { solo: { numbers: [SOLO], locking: true } },
+    });
+    const log = pino({ level: "silent" });
+    const db = await openDatabase(config.database.url, { ...databaseOptions(config), log });
+    server = await startServer({ config, db, log, sweep: false });
+  });
+  afterAll(async () => {
+    proxy?.restore();
+    await server?.shutdown();
+    await proxy?.close();
+    await testDb?.close();
+  });
+
+  it("answers error deadline_exceeded within its deadline, and the retry with the call id gets the match", async () => {
+    const app = createClient(AccessService, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", interceptors: [bearer(APP_KEY)] }));
+    const r = await app.requestInteraction({ phoneNumber: CALLER, resourceGroup: "solo" });
+    const ask = () =>
+      fetch(`${server.url}${IVR_MATCH_PATH}?${new URLSearchParams({ access_number: SOLO, phone_number: CALLER, call_id: "stalled-call-0001" }).toString()}`, {
+        headers: { authorization: `Bearer ${IVR_KEY}` },
+        signal: AbortSignal.timeout(20_000),
+      });
+    proxy.blackHole();
+    const stalled = await ask();
+    expect(await stalled.text()).toMatch(/^error deadline_exceeded /);
+    expect(stalled.status).toBe(504);
+    proxy.restore();
+    // Whether the stalled match committed once the bytes flowed again or not, the retry answers the match, once.
+    const retried = await ask();
+    expect(await retried.text()).toBe(`matched ${r.session!.id} ${r.session!.dataId}\n`);
   });
 });
