@@ -13,7 +13,8 @@ import { pino } from "pino";
 import { databaseOptions, parseConfig } from "../src/config.js";
 import { startServer, type RunningServer } from "../src/server.js";
 import { openDatabase } from "../src/store/database.js";
-import { bearer } from "./helpers/calls.js";
+import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
+import { bearer, waitFor } from "./helpers/calls.js";
 import { DIALECTS, MYSQL_URL, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { TcpProxy } from "./helpers/tcp-proxy.js";
@@ -117,6 +118,16 @@ describe.each(DIALECTS)("IVR matching over plain HTTP on %s", (dialect) => {
     const reused = await ivr({ access_number: SOLO, phone_number: "+16505550002", call_id: "call-1@ivr" });
     expect(reused.status).toBe(409);
     expect(reused.body).toMatch(/^error already_exists .*call|^error already_exists /);
+  });
+
+  it("answers concurrent retries of one call alike, matching once", async () => {
+    // Two sessions of the caller on the shared number: a call matches the most recent.
+    const older = await reserve("shared");
+    const newer = await reserve("shared");
+    const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => ivr({ access_number: SHARED, phone_number: CALLER, call_id: "racing-call-0001" }, { method: i % 2 === 0 ? "GET" : "POST" })));
+    expect(new Set(answers.map((a) => a.body))).toEqual(new Set([`matched ${newer.sessionId} ${newer.dataId}\n`]));
+    // The retries consumed nothing more: the next call gets the older session.
+    expect((await ivr({ access_number: SHARED, phone_number: CALLER, call_id: "racing-call-0002" })).body).toBe(`matched ${older.sessionId} ${older.dataId}\n`);
   });
 
   it("counts a wrong code once per call id, and shows the lockout as locked", async () => {
@@ -237,6 +248,9 @@ describe.runIf(DIALECTS.includes("mysql"))("IVR matching while MariaDB stops ans
     expect(await stalled.text()).toMatch(/^error deadline_exceeded /);
     expect(stalled.status).toBe(504);
     proxy.restore();
+    // The server may have seen the database down meanwhile (it then refuses calls at once): back to serving first.
+    const health = createClient(Health, createConnectTransport({ baseUrl: server.url, httpVersion: "1.1" }));
+    await waitFor("SERVING again", async () => (await health.check({})).status === ServingStatus.SERVING, 30_000);
     // Whether the stalled match committed once the bytes flowed again or not, the retry answers the match, once.
     const retried = await ask();
     expect(await retried.text()).toBe(`matched ${r.session!.id} ${r.session!.dataId}\n`);
