@@ -2,6 +2,7 @@
 // MariaDB: the one-line answers, retries by call id that answer the same and release or count
 // nothing again, the code-guessing lockout as `locked`, and hostile requests answered with an
 // `error` line and a 4xx that change nothing. test/ivr-sip.test.ts drives it from Kamailio and SIPp.
+import * as http2 from "node:http2";
 import { connect } from "node:net";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
@@ -9,7 +10,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AccessService } from "../gen/gms/v1/access_pb.js";
 import type { ManualClock } from "../src/clock.js";
 import { IVR_MATCH_PATH } from "../src/http/ivr.js";
-import { pino } from "pino";
 import { databaseOptions, parseConfig } from "../src/config.js";
 import { startServer, type RunningServer } from "../src/server.js";
 import { openDatabase } from "../src/store/database.js";
@@ -17,6 +17,7 @@ import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../g
 import { bearer, waitFor } from "./helpers/calls.js";
 import { DIALECTS, MYSQL_URL, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
+import { captureLog } from "./helpers/log-capture.js";
 import { TcpProxy } from "./helpers/tcp-proxy.js";
 
 const IVR_KEY = "ivr-key-0123456789abcdef";
@@ -152,6 +153,24 @@ describe.each(DIALECTS)("IVR matching over plain HTTP on %s", (dialect) => {
     expect((await guess("right-2", r.code)).body).toBe(`matched ${r.sessionId} ${r.dataId}\n`);
   });
 
+  it("answers over HTTP/2 as over HTTP/1.1", async () => {
+    const r = await reserve("solo");
+    const session = http2.connect(ts.server.url);
+    try {
+      const body = await new Promise<string>((resolve, reject) => {
+        const req = session.request({ ":method": "GET", ":path": `${IVR_MATCH_PATH}?${new URLSearchParams({ access_number: SOLO }).toString()}`, authorization: `Bearer ${IVR_KEY}` });
+        const chunks: Buffer[] = [];
+        req.on("data", (c: Buffer) => chunks.push(c));
+        req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+        req.on("error", reject);
+        req.end();
+      });
+      expect(body).toBe(`matched ${r.sessionId} ${r.dataId}\n`);
+    } finally {
+      session.close();
+    }
+  });
+
   it("reads a form body sent without a Content-Type, as Asterisk's CURL() sends one with a header set", async () => {
     const r = await reserve("solo");
     const got = await fetch(`${ts.server.url}${IVR_MATCH_PATH}`, { method: "POST", headers: { authorization: `Bearer ${IVR_KEY}` }, body: new Blob([`access_number=${encodeURIComponent(SOLO)}`]) });
@@ -209,6 +228,7 @@ describe.runIf(DIALECTS.includes("mysql"))("IVR matching while MariaDB stops ans
   let testDb: TestDatabase;
   let proxy: TcpProxy;
   let server: RunningServer;
+  const logs = captureLog("info");
 
   beforeAll(async () => {
     testDb = await createTestDatabase("mysql");
@@ -224,7 +244,7 @@ describe.runIf(DIALECTS.includes("mysql"))("IVR matching while MariaDB stops ans
       auth: { public_roles: [], api_keys: [{ name: "ivr-1", key: IVR_KEY, roles: ["ivr"] }, { name: "app-1", key: APP_KEY, roles: ["app"] }] },
       resources: { solo: { numbers: [SOLO], locking: true } },
     });
-    const log = pino({ level: "silent" });
+    const log = logs.log;
     const db = await openDatabase(config.database.url, { ...databaseOptions(config), log });
     server = await startServer({ config, db, log, sweep: false });
   });
@@ -233,6 +253,17 @@ describe.runIf(DIALECTS.includes("mysql"))("IVR matching while MariaDB stops ans
     await server?.shutdown();
     await proxy?.close();
     await testDb?.close();
+  });
+
+  it("logs every request, refused or called, without keys or values", async () => {
+    const ask = (params: Record<string, string>) =>
+      fetch(`${server.url}${IVR_MATCH_PATH}?${new URLSearchParams(params).toString()}`, { headers: { authorization: `Bearer ${IVR_KEY}` } }).then((r) => r.text());
+    expect(await ask({ access_number: SOLO, secret: "secret-value-0123" })).toMatch(/^error invalid_argument unknown parameter "secret"/);
+    expect(await ask({ access_number: SOLO, phone_number: "+16505550999", call_id: "log-call-0001" })).toBe("no_match no_reservation\n");
+    const records = logs.records();
+    expect(records).toContainEqual(expect.objectContaining({ msg: "http refused", route: `GET ${IVR_MATCH_PATH}`, status: 400, code: "invalid_argument" }));
+    expect(records).toContainEqual(expect.objectContaining({ msg: "rpc", method: "gms.v1.AccessService/MatchInteraction", code: "not_found", caller: "ivr-1" }));
+    expect(logs.text()).not.toMatch(new RegExp(`${IVR_KEY}|secret-value-0123|6505550999|log-call-0001`));
   });
 
   it("answers error deadline_exceeded within its deadline, and the retry with the call id gets the match", async () => {

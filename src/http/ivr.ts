@@ -162,11 +162,15 @@ function errorAnswer(e: unknown): { status: number; line: string; headers?: Reco
  * service, as a query string or a form body; the caller's `authorization` and `x-request-id` go on
  * to MatchInteraction, under IVR_DEADLINE_MS.
  */
-export const ivrMatchRoute: HttpRouteFactory = ({ local }) => {
+export const ivrMatchRoute: HttpRouteFactory = ({ local, log }) => {
   const access = createClient(AccessService, local);
+  /** refused logs a request refused before any call (which the serving policy would log): what and why, no values. */
+  const refused = (req: HttpRequest, status: number, code: Code, started: number) =>
+    log.info({ route: `${req.method ?? ""} ${IVR_MATCH_PATH}`.slice(0, 64), status, code: codeName(code), ms: Math.round((performance.now() - started) * 10) / 10 }, "http refused");
   return (req, res) => {
     if (pathOf(req) !== IVR_MATCH_PATH) return false;
     if (req.method !== "GET" && req.method !== "POST") {
+      refused(req, 405, Code.InvalidArgument, performance.now());
       answer(res, 405, `error invalid_argument method ${shown(req.method ?? "")} is not served; use GET or POST`, { allow: "GET, POST" });
       // The body, if any, is not read: the connection is closed with the answer.
       res.once("finish", () => req.destroy());
@@ -201,8 +205,11 @@ export const ivrMatchRoute: HttpRouteFactory = ({ local }) => {
           if (e instanceof ConnectError) requestId ??= e.metadata.get("x-request-id") ?? undefined;
           const a = errorAnswer(e);
           answer(res, a.status, a.line, withId(a.headers));
-          // A body left unread (refused before or while reading) would be taken for the next request.
-          if (e instanceof Refusal) res.once("finish", () => req.destroy());
+          if (e instanceof Refusal) {
+            refused(req, e.status, e.code, started);
+            // A body left unread (refused before or while reading) would be taken for the next request.
+            res.once("finish", () => req.destroy());
+          }
         },
       )
       .finally(() => res.off("close", onClose));
