@@ -11,7 +11,7 @@ import { ChatEventType, ParticipantType, type ChatEvent, type Participant } from
 import { ChatService } from "../../gen/gms/v1/chat_pb.js";
 import { chatFormLimits, GmsHttpError, MethodRefusal, readForm, type Form, type FormValue, type RefusalKind } from "./form.js";
 import { attachment, gmsCall, noteRefusal, pathSegments, sendBytes, sendJson, type GmsCall } from "./gms-http.js";
-import { pathOf, type HttpRequest, type HttpRouteFactory } from "./routes.js";
+import { pathOf, queryOf, type HttpRequest, type HttpRouteFactory } from "./routes.js";
 
 /** ALIAS is the `alias` opengms answers: GMS's chat-server alias, meaningless where any node serves any chat. */
 export const ALIAS = "0";
@@ -435,9 +435,7 @@ const readOnly = (r: Route) => r.kind === "download" || (r.kind === "op" && (r.o
  * allows at most.
  */
 function paramsOf(req: HttpRequest, form: Form): { params: Params; file: UploadedFile | undefined } {
-  const url = req.url ?? "/";
-  const q = url.indexOf("?");
-  const params: Params = new Map(q < 0 ? [] : new URLSearchParams(url.slice(q + 1)));
+  const params: Params = new Map(new URLSearchParams(queryOf(req)));
   let file: UploadedFile | undefined;
   for (const [key, v] of form) {
     if (v.kind === "text") params.set(key, v.text);

@@ -15,7 +15,7 @@ import type { Logger } from "pino";
 import { LimitExceededSchema, PoolExhaustedSchema, RateLimitedSchema } from "../../gen/gms/v1/error_details_pb.js";
 import type { Value, ValueSchema } from "../../gen/gms/v1/value_pb.js";
 import { closeUnread, GmsHttpError, header, type FormValue, type RefusalKind } from "./form.js";
-import type { HttpRequest, HttpResponse, HttpRouteDeps } from "./routes.js";
+import { pathOf, type HttpRequest, type HttpResponse, type HttpRoute, type HttpRouteDeps } from "./routes.js";
 
 /** REALM is the realm of the Basic challenge a refused caller gets (WWW-Authenticate). */
 export const REALM = "opengms";
@@ -266,6 +266,31 @@ export function pathSegments(path: string, prefix: string): string[] | undefined
   } catch {
     return undefined;
   }
+}
+
+/**
+ * GmsServe serves one request of an API under a prefix, given its method and its path's segments
+ * below the prefix (URL-decoded, none empty), with what the answer needs.
+ */
+export type GmsServe<T> = (method: string, segs: string[], req: HttpRequest, call: GmsCall) => Promise<T>;
+
+/**
+ * gmsRoute is a route of GMS's services or storage API: it claims the requests under prefix,
+ * refuses a path with an empty or undecodable segment (400), serves the others (serve) and answers
+ * what they give (answer), or any error in GMS's shape (sendError).
+ */
+export function gmsRoute<T>(prefix: string, deps: Pick<HttpRouteDeps, "config" | "shutdown" | "log">, serve: GmsServe<T>, answer: (res: HttpResponse, reply: T, call: GmsCall) => void): HttpRoute {
+  return (req, res) => {
+    const path = pathOf(req);
+    if (!path.startsWith(prefix)) return false;
+    const call = gmsCall(req, res, deps);
+    const segs = pathSegments(path, prefix);
+    (segs === undefined || segs.some((s) => s === "") ? Promise.reject(new ConnectError("the path has an empty or undecodable segment", Code.InvalidArgument)) : serve(call.method, segs, req, call))
+      // Errors of the answer itself (a header Node refuses) are answered too, never left unhandled.
+      .then((reply) => answer(res, reply, call))
+      .catch((e: unknown) => sendError(res, e, call));
+    return true;
+  };
 }
 
 /** ValueInit is a Value message as a client builds it (the RPCs' `entries` and `app_data` maps take them). */

@@ -13,8 +13,8 @@ import type { AccessInfo } from "../../gen/gms/v1/access_info_pb.js";
 import { SessionService, SessionState } from "../../gen/gms/v1/session_pb.js";
 import { BUILTINS, type Builtin, type Config } from "../config.js";
 import { GmsHttpError, readForm, storageFormLimits, type Form } from "./form.js";
-import { formValues, gmsCall, pathSegments, sendError, sendJson, valuesJson, type GmsCall } from "./gms-http.js";
-import { pathOf, type HttpRequest, type HttpRouteFactory } from "./routes.js";
+import { formValues, gmsRoute, sendJson, valuesJson, type GmsCall } from "./gms-http.js";
+import type { HttpRequest, HttpRouteFactory } from "./routes.js";
 
 const PREFIX = "/genesys/1/service/";
 
@@ -173,18 +173,7 @@ export const gmsServiceRoute: HttpRouteFactory = (deps) => {
     throw new ConnectError(`${method} ${PREFIX}${segs.join("/")} is not a Service API request opengms serves`, Code.NotFound);
   }
 
-  return (req, res) => {
-    const path = pathOf(req);
-    if (!path.startsWith(PREFIX)) return false;
-    const call = gmsCall(req, res, deps);
-    const segs = pathSegments(path, PREFIX);
-    const method = req.method ?? "GET";
-    (segs === undefined || segs.some((s) => s === "") ? Promise.reject(new ConnectError("the path has an empty or undecodable segment", Code.InvalidArgument)) : serve(method, segs, req, call))
-      // Errors of the answer itself are answered too, never left unhandled.
-      .then((body) => sendJson(res, 200, body, call))
-      .catch((e: unknown) => sendError(res, e, call));
-    return true;
-  };
+  return gmsRoute(PREFIX, deps, serve, (res, body, call) => sendJson(res, 200, body, call));
 };
 
 /** numberOf narrows a parsed parameter (nine digits at most) to a number for a uint32 field. */
