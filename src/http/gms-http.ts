@@ -258,6 +258,18 @@ export function sendError(res: HttpResponse, e: unknown, call?: Pick<GmsCall, "r
 }
 
 /** pathSegments splits a path below a prefix into its URL-decoded segments; undefined when one does not decode. */
+/**
+ * GMS_8_0_BASE is the base path of GMS 8.0's and 8.1's API (`/gms-web/gms/1/service/...`, as the
+ * services page the project was seeded from shows it), served as `/genesys/`, later versions' base:
+ * apps written against either keep their URLs.
+ */
+const GMS_8_0_BASE = "/gms-web/gms/";
+
+/** gmsPath is a request's path with GMS 8.0's base read as `/genesys/`. */
+export function gmsPath(path: string): string {
+  return path.startsWith(GMS_8_0_BASE) ? `/genesys/${path.slice(GMS_8_0_BASE.length)}` : path;
+}
+
 export function pathSegments(path: string, prefix: string): string[] | undefined {
   const rest = path.slice(prefix.length);
   if (rest === "") return [];
@@ -281,7 +293,7 @@ export type GmsServe<T> = (method: string, segs: string[], req: HttpRequest, cal
  */
 export function gmsRoute<T>(prefix: string, deps: Pick<HttpRouteDeps, "config" | "shutdown" | "log">, serve: GmsServe<T>, answer: (res: HttpResponse, reply: T, call: GmsCall) => void): HttpRoute {
   return (req, res) => {
-    const path = pathOf(req);
+    const path = gmsPath(pathOf(req));
     if (!path.startsWith(prefix)) return false;
     const call = gmsCall(req, res, deps);
     const segs = pathSegments(path, prefix);
