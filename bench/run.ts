@@ -26,6 +26,7 @@ const MODULES: Record<string, () => Promise<BenchModule>> = {
   access: async () => (await import("./access.js")).default,
   chat: async () => (await import("./chat.js")).default,
   nodes: async () => (await import("./nodes.js")).default,
+  ivr: async () => (await import("./ivr.js")).default,
 };
 
 /** UsageError is a mistake on the command line: reported without a stack trace. */

@@ -14,7 +14,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { Bus } from "./bus.js";
 import type { Clock } from "./clock.js";
 import type { Config } from "./config.js";
-import type { AccessEvents, MatchOutcome } from "./domain/access.js";
+import type { AccessEvents, MatchCounted } from "./domain/access.js";
 import type { AccessStore, GroupOccupancy } from "./domain/access-store.js";
 import type { ChatEvents } from "./domain/chat/index.js";
 import type { ChatStore } from "./domain/chat/store.js";
@@ -148,7 +148,7 @@ export function createMetrics(): Metrics {
     access: {
       allocated: (group) => allocations.inc({ group }),
       exhausted: (group) => refused.inc({ group }),
-      matched: (m: MatchOutcome) => matches.inc({ outcome: m.outcome, reason: m.outcome === "no_match" ? m.reason : "" }),
+      matched: (m: MatchCounted) => matches.inc({ outcome: m.outcome, reason: m.outcome === "no_match" ? m.reason : "" }),
       lockedOut: () => lockouts.inc(),
     },
     chat: { messageSent: () => messages.inc(), caughtUp: () => catchUps.inc() },

@@ -24,6 +24,7 @@ import { createStorage, type Storage } from "./domain/storage.js";
 import { createSweeper, type SweepCounts } from "./domain/sweeper.js";
 import { createHealthMonitor, type HealthMonitor } from "./health.js";
 import { httpRoutes, HTTP_ROUTES } from "./http/index.js";
+import { COMETD_PATH } from "./http/cometd.js";
 import type { HttpRouteFactory } from "./http/routes.js";
 import { listen, type Listener, type RequestHandler } from "./listen.js";
 import { createMetrics, type Metrics } from "./metrics.js";
@@ -229,11 +230,23 @@ function sameOrigin(origin: string, req: { readonly headers: Record<string, stri
 }
 
 /**
+ * withCredentials tells the paths a browser calls with credentials (cookies, XMLHttpRequest's
+ * withCredentials): CometD, whose JavaScript client always sets withCredentials, so its requests
+ * fail in the browser unless the answer allows credentials. No other path is answered so: the RPC
+ * and GMS HTTP paths take their credentials in the Authorization header, which needs no such allowance.
+ */
+function withCredentials(url: string | undefined): boolean {
+  const path = (url ?? "").split("?", 1)[0] ?? "";
+  return path === COMETD_PATH || path.startsWith(`${COMETD_PATH}/`);
+}
+
+/**
  * withCors answers CORS preflights and decorates responses for the configured browser origins
  * (`server.cors_origins`, `*` for any). A cross-origin request from any other origin is logged at
  * warn with its origin (once a minute per origin), and its preflight answered 403 without CORS
  * headers, so that "Failed to fetch" in a browser has a line on the server that says why.
  * Requests without an Origin (backends, IVRs) and from the server's own origin pass untouched.
+ * CometD's path also allows credentials (withCredentials).
  */
 function withCors(handler: RequestHandler, origins: readonly string[], log: Logger): RequestHandler {
   const any = origins.includes("*");
@@ -261,8 +274,11 @@ function withCors(handler: RequestHandler, origins: readonly string[], log: Logg
       return;
     }
     if (any || allowed.has(origin)) {
+      // The origin is echoed, never `*`, even when any is allowed: a credentialed request (below)
+      // may not be answered with a wildcard.
       res.setHeader("Access-Control-Allow-Origin", origin);
       res.setHeader("Vary", "Origin");
+      if (withCredentials(req.url)) res.setHeader("Access-Control-Allow-Credentials", "true");
       res.setHeader("Access-Control-Expose-Headers", exposeHeaders);
       if (req.method === "OPTIONS") {
         res.setHeader("Access-Control-Allow-Methods", allowMethods);

@@ -276,6 +276,11 @@ describe.each(DIALECTS)("GMS's HTTP API on %s", (dialect) => {
       expect(Date.parse(session.json["_expires_at"] as string) - t.clock.now()).toBeGreaterThan(7199_000);
       expect(await expiresIn(r.json["_data_id"] as string)).toBe(7200_000);
       expect((await send("GET", `/genesys/1/storage/${r.json["_data_id"] as string}`)).json).toEqual({ current_location_latitude: "48.8583", current_location_longitude: "2.2944" });
+      // At the seed's own URL: GMS 8.0's base path is served alike.
+      const old = await send("POST", "/gms-web/gms/1/service/iPhoneService", { body, type });
+      expect(old.status).toBe(200);
+      expect(old.json["_access_number"]).toMatch(/^\+1800555020[0-9]$/);
+      expect((await send("GET", `/gms-web/gms/1/storage/${old.json["_data_id"] as string}`)).json).toEqual({ current_location_latitude: "48.8583", current_location_longitude: "2.2944" });
     });
 
     it("request-access, match-interaction (one, several, with data; no match is 404), update, get and delete", async () => {

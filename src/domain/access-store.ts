@@ -110,6 +110,18 @@ export interface Release {
 /** MatchDecision is what a match does: release reservations, or refuse (counting a failed code, or not). */
 export type MatchDecision = { release: readonly Release[]; countFailure?: undefined } | { release?: undefined; countFailure: boolean };
 
+/**
+ * KeptMatch makes a match once per request id (an IVR's call id): the reply to keep for what the
+ * match decided, and until when, kept in the match's own transaction.
+ */
+export interface KeptMatch<D> {
+  id: RequestId;
+  reply(decided: D): { reply: string; keepUntil: number };
+}
+
+/** MatchedOnce is what a kept match got: its decision, or (a retry) the first call's kept reply. */
+export type MatchedOnce<D> = { decided: D; prior?: undefined } | { prior: string; decided?: undefined };
+
 /** Extension gives a live reservation a new expiry (its locking number stays busy until then). */
 export interface Extension {
   reservation: Reservation;
@@ -173,6 +185,13 @@ export interface AccessStore {
    * nothing else. A throw from decide rolls the match back.
    */
   match<D extends MatchDecision>(accessNumber: string, now: number, since: number, decide: (locked: LockedNumber) => D): Promise<D>;
+  /**
+   * matchOnce is match under a request id: it claims the id first (a retry racing the first call
+   * waits for it), then, for a new id, matches as match does and keeps `once.reply` of the decision
+   * in the same transaction; a retry gets the first call's kept reply and decides nothing, holds
+   * nothing, releases and counts nothing.
+   */
+  matchOnce<D extends MatchDecision>(accessNumber: string, now: number, since: number, decide: (locked: LockedNumber) => D, once: KeptMatch<D>): Promise<MatchedOnce<D>>;
   /** occupancy is every stored group's numbers by state at `now`, and its live reservations (what an operator watches). */
   occupancy(now: number): Promise<GroupOccupancy[]>;
   /** sweep deletes up to `batch` reservations that ended, and failed codes counted, by `before`; says how many. */

@@ -2,7 +2,7 @@ import { randomInt } from "node:crypto";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
 import type { Config, ResourceGroupConfig } from "../config.js";
-import type { AccessStore, Booking, Claimed, CodeChooser, Extension, KeptReply, Release, Reservation, ResourceGroup } from "./access-store.js";
+import type { AccessStore, Booking, Claimed, CodeChooser, Extension, KeptReply, LockedNumber, Release, Reservation, ResourceGroup } from "./access-store.js";
 import { GmsError, invalid, notFound } from "./errors.js";
 import { keptReply, priorReply, type RequestKey } from "./idempotency.js";
 import { judgeCall, locksNow, type NoMatchReason } from "./matching.js";
@@ -70,6 +70,8 @@ export interface MatchInput {
   accessCode?: string | undefined;
   returnMultiple: boolean;
   returnData: boolean;
+  /** request makes the match once per request id (an IVR's call id): a retry gets the first reply, a match or a refusal. */
+  request?: RequestKey | undefined;
 }
 
 /** MatchResult is one session matched to a call. */
@@ -81,6 +83,21 @@ export interface MatchResult {
   /** data is the session's data, with return_data only. */
   data: DataEntries | undefined;
 }
+
+/**
+ * MatchOutcome is what a match answered, as kept under its request id: the sessions matched, or
+ * the refusal (no match and why, or locked until when). A retry is answered from it.
+ */
+type MatchOutcome =
+  | { matched: { sessionId: string; dataId: string; service: string; phoneNumber: string }[] }
+  | { noMatch: NoMatchReason }
+  | { lockedUntil: number };
+
+/**
+ * MATCH_REPLY_KEEP_MS is how long a match's reply is kept under its request id: an IVR retries a
+ * call within seconds; ten minutes outlast any retry policy and a failover, and keep few rows.
+ */
+const MATCH_REPLY_KEEP_MS = 10 * 60 * 1000;
 
 /** grantOf turns a reservation into what callers see of it. */
 export function grantOf(r: Pick<Reservation, "accessNumber" | "accessCode" | "resourceGroup" | "createdAt" | "expiresAt">): AccessGrant {
@@ -145,8 +162,8 @@ export function extendedUntil(expiresAt: number, now: number, sessionExpiresAt: 
   return Math.min(sessionExpiresAt, Math.max(expiresAt, now + maxBookingSeconds * 1000));
 }
 
-/** MatchOutcome is how a match ended: a session matched, none did (NoMatchReason says why), or the number was locked against code guessing. */
-export type MatchOutcome = { outcome: "matched" } | { outcome: "no_match"; reason: NoMatchReason } | { outcome: "locked" };
+/** MatchCounted is how a match ended, as counted: a session matched, none did (NoMatchReason says why), or the number was locked against code guessing. */
+export type MatchCounted = { outcome: "matched" } | { outcome: "no_match"; reason: NoMatchReason } | { outcome: "locked" };
 
 /**
  * AccessEvents hears what the access rules decide, as they decide it (the metrics count them):
@@ -158,7 +175,7 @@ export interface AccessEvents {
   /** exhausted: an allocation was refused, the group having no free number. */
   exhausted(group: string): void;
   /** matched: a match ended so. */
-  matched(outcome: MatchOutcome): void;
+  matched(outcome: MatchCounted): void;
   /** lockedOut: a wrong code locked a number against code guessing (the failure that reached the limit). */
   lockedOut(): void;
 }
@@ -365,33 +382,54 @@ export function createAccess({ store, clock, config, storage, log, events = NO_A
       // counted, commits before they are let go, so guesses at one number queue for them and each
       // counts the ones before it (at most max_failures weighed). The failures come from the
       // database: several nodes count alike.
-      const decided = await store.match(number, now, now - codeGuard.windowMs, ({ live, failures }) => {
+      const decide = ({ live, failures }: LockedNumber) => {
         const verdict = judgeCall(live, failures, { code, phone, returnMultiple: input.returnMultiple }, codeGuard, now);
         // Newest first: without return_multiple_matches only the most recent is matched (and released).
         if ("matched" in verdict) return { release: verdict.matched.map((l) => releaseOf(l.reservation, now)), matched: verdict.matched };
         return { countFailure: verdict.countFailure, verdict, failuresBefore: failures.count };
-      });
-      if (decided.release === undefined) {
-        const { verdict } = decided;
-        if ("locked" in verdict) {
-          events.matched({ outcome: "locked" });
-          throw new GmsError("resource_exhausted", `too many wrong access codes for ${number}; matching is refused until the window ends`, { type: "rate_limited", until: verdict.locked.until });
+      };
+      type Decided = ReturnType<typeof decide>;
+      const outcomeOf = (decided: Decided): MatchOutcome => {
+        if (decided.release !== undefined) {
+          return { matched: decided.matched.map(({ session: s }) => ({ sessionId: s.id, dataId: s.dataId, service: s.service, phoneNumber: s.phoneNumber })) };
         }
-        const { reason } = verdict;
-        events.matched({ outcome: "no_match", reason });
-        if (code !== undefined && locksNow(decided.failuresBefore, codeGuard)) {
+        const { verdict } = decided;
+        return "locked" in verdict ? { lockedUntil: verdict.locked.until } : { noMatch: verdict.reason };
+      };
+      /** fresh is the outcome of a match decided now (not a retry's): counted (events), and logged as a security event when its wrong code locks the number. */
+      const fresh = (decided: Decided): MatchOutcome => {
+        if (decided.release !== undefined) events.matched({ outcome: "matched" });
+        else if ("locked" in decided.verdict) events.matched({ outcome: "locked" });
+        else events.matched({ outcome: "no_match", reason: decided.verdict.reason });
+        if (decided.release === undefined && !("locked" in decided.verdict) && code !== undefined && locksNow(decided.failuresBefore, codeGuard)) {
           events.lockedOut();
           log.warn({ event: "security", kind: "access_code_guessing", accessNumber: number, failures: decided.failuresBefore + 1, windowSeconds: guard.window_seconds }, "access number locked against code guessing");
         }
+        return outcomeOf(decided);
+      };
+      const key = input.request;
+      let outcome: MatchOutcome;
+      if (key === undefined || key.requestId === "") {
+        outcome = fresh(await store.match(number, now, now - codeGuard.windowMs, decide));
+      } else {
+        // A retry (the same call id) gets the first call's outcome: nothing is released or counted again.
+        const once = { id: { scope: key.scope, requestId: key.requestId }, reply: (d: Decided) => ({ reply: keptReply(key, outcomeOf(d)), keepUntil: now + MATCH_REPLY_KEEP_MS }) };
+        const got = await store.matchOnce(number, now, now - codeGuard.windowMs, decide, once);
+        outcome = got.prior !== undefined ? priorReply<MatchOutcome>(key, got.prior) : fresh(got.decided);
+      }
+      if ("lockedUntil" in outcome) {
+        throw new GmsError("resource_exhausted", `too many wrong access codes for ${number}; matching is refused until the window ends`, { type: "rate_limited", until: outcome.lockedUntil });
+      }
+      if ("noMatch" in outcome) {
+        const reason = outcome.noMatch;
         const message = reason === "no_reservation" ? `no live reservation on ${number}` : `no session matches the call on ${number} (${reason.replace("_", " ")})`;
         throw new GmsError("not_found", message, { type: "no_match", reason });
       }
-      events.matched({ outcome: "matched" });
       const results: MatchResult[] = [];
-      for (const { session } of decided.matched) {
+      for (const m of outcome.matched) {
         let data: DataEntries | undefined;
-        if (input.returnData) data = await storage.get(session.dataId).then((d) => d.entries, () => new Map());
-        results.push({ sessionId: session.id, dataId: session.dataId, service: session.service, phoneNumber: session.phoneNumber, data });
+        if (input.returnData) data = await storage.get(m.dataId).then((d) => d.entries, () => new Map());
+        results.push({ ...m, data });
       }
       return results;
     },

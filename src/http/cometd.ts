@@ -8,15 +8,15 @@
 // stream gRPC clients read: what another node stores reaches this node's Bayeux sessions the way it
 // reaches its gRPC streams. A Bayeux session lives in one node's memory, so a load balancer must
 // keep a client on the node that gave it its session (see docs/gms-migration.md (Chat)).
-import type { CallOptions } from "@connectrpc/connect";
-import { createClient } from "@connectrpc/connect";
+import { createClient, type CallOptions } from "@connectrpc/connect";
 // The library is CommonJS: its functions are its default export's properties under Node's ESM.
 import cometdServer, { type ServerMessage, type ServerSession } from "cometd-nodejs-server";
 import { ChatEventType } from "../../gen/gms/v1/chat_event_pb.js";
 import { ChatService } from "../../gen/gms/v1/chat_pb.js";
-import { BODY_ERRORS, ChatHttpError, closeUnread, mediaTypeOf, readBytes } from "./gms-chat-body.js";
-import { ALIAS, CHAT_ERRORS, callOf, chatV2Failure, createChatV2, gmsMessage, type ChatV2Reply, type Operation, type Params } from "./gms-chat.js";
-import { pathOf, type HttpRequest, type HttpRouteFactory } from "./routes.js";
+import { GmsHttpError, MethodRefusal, readBody, type BodyLimits } from "./form.js";
+import { ALIAS, chatV2Failure, createChatV2, gmsMessage, type ChatV2Reply, type Operation, type Params } from "./gms-chat.js";
+import { gmsCall, noteRefusal, sendJson } from "./gms-http.js";
+import { pathOf, type HttpRequest, type HttpResponse, type HttpRouteFactory } from "./routes.js";
 
 /** COMETD_PATH is where GMS serves CometD; the client may append the message type (/handshake, /connect...). */
 export const COMETD_PATH = "/genesys/cometd";
@@ -67,12 +67,12 @@ function paramsOf(data: Record<string, unknown>): Params {
   for (const [k, v] of Object.entries(data)) {
     if (k === "userData" && typeof v === "object" && v !== null && !Array.isArray(v)) {
       for (const [uk, uv] of Object.entries(v as Record<string, unknown>)) {
-        if (typeof uv !== "string") throw new ChatHttpError(400, CHAT_ERRORS.invalid, `userData.${uk} must be text`);
+        if (typeof uv !== "string") throw new GmsHttpError("invalid", `userData.${uk} must be text`);
         p.set(`userData[${uk}]`, uv);
       }
     } else if (typeof v === "string") p.set(k, v);
     else if (typeof v === "number" || typeof v === "boolean") p.set(k, String(v));
-    else if (v !== null && v !== undefined) throw new ChatHttpError(400, CHAT_ERRORS.invalid, `${k} must be text`);
+    else if (v !== null && v !== undefined) throw new GmsHttpError("invalid", `${k} must be text`);
   }
   return p;
 }
@@ -88,13 +88,13 @@ function bayeuxMessages(body: Buffer): ServerMessage[] {
   try {
     parsed = JSON.parse(body.toString("utf8"));
   } catch {
-    throw new ChatHttpError(400, BODY_ERRORS.invalid, "the body is not JSON");
+    throw new GmsHttpError("invalid", "the body is not JSON");
   }
   const list = Array.isArray(parsed) ? parsed : [parsed];
-  if (list.length === 0 || list.length > MAX_MESSAGES) throw new ChatHttpError(400, BODY_ERRORS.invalid, `send 1 to ${MAX_MESSAGES} Bayeux messages`);
+  if (list.length === 0 || list.length > MAX_MESSAGES) throw new GmsHttpError("invalid", `send 1 to ${MAX_MESSAGES} Bayeux messages`);
   for (const m of list) {
-    if (!isObject(m) || typeof m["channel"] !== "string") throw new ChatHttpError(400, BODY_ERRORS.invalid, "every Bayeux message needs a channel");
-    if (m["data"] !== undefined && m["channel"].startsWith("/service/") && !isObject(m["data"])) throw new ChatHttpError(400, BODY_ERRORS.invalid, "a service message's data must be an object");
+    if (!isObject(m) || typeof m["channel"] !== "string") throw new GmsHttpError("invalid", "every Bayeux message needs a channel");
+    if (m["data"] !== undefined && m["channel"].startsWith("/service/") && !isObject(m["data"])) throw new GmsHttpError("invalid", "a service message's data must be an object");
   }
   return list as ServerMessage[];
 }
@@ -103,7 +103,8 @@ function bayeuxMessages(body: Buffer): ServerMessage[] {
  * cometdRoute serves CometD at /genesys/cometd for GMS's asynchronous chat. Its sessions, and the
  * chat streams that feed them, end when the server shuts down.
  */
-export const cometdRoute: HttpRouteFactory = ({ local, config, log, shutdown }) => {
+export const cometdRoute: HttpRouteFactory = (deps) => {
+  const { local, config, log, shutdown } = deps;
   const chat = createClient(ChatService, local);
   const v2 = createChatV2(chat);
   // A held /meta/connect is answered within 20 s, well under the server's and the usual proxies'
@@ -111,10 +112,9 @@ export const cometdRoute: HttpRouteFactory = ({ local, config, log, shutdown }) 
   const server = cometdServer.createCometDServer({ timeout: 20_000, maxInterval: 15_000 });
   const states = new Map<string, SessionState>();
   /** callers are the HTTP call headers each incoming message came with (the caller's credentials). */
-  const callers = new WeakMap<object, Record<string, string>>();
-  const maxBytes = config.chat.max_message_length * 2 + 64 * 1024;
-  // The body must have arrived by the server's request timeout, as every request's must.
-  const deadlineMs = config.server.request_timeout_seconds * 1000;
+  const callers = new WeakMap<object, Readonly<Record<string, string>>>();
+  // A Bayeux body carries a message (JSON may double it) and some user data.
+  const limits: BodyLimits = { maxBytes: config.chat.max_message_length * 2 + 64 * 1024, limit: "chat.max_message_length", mediaTypes: ["application/json", "text/json"] };
 
   server.policy = {
     canHandshake: (_s, _m, callback) => callback(undefined, !shutdown.aborted),
@@ -184,16 +184,16 @@ export const cometdRoute: HttpRouteFactory = ({ local, config, log, shutdown }) 
         void follow(session, state, channel, binding, reply.nextPosition ?? 1, headers);
         return;
       }
-      if (chatId === "") throw new ChatHttpError(400, CHAT_ERRORS.invalid, "chatId is required");
+      if (chatId === "") throw new GmsHttpError("invalid", "chatId is required");
       if (operation === "requestNotifications") {
         const from = Number(p.get("transcriptPosition") ?? "1");
-        if (!Number.isSafeInteger(from) || from < 0) throw new ChatHttpError(400, CHAT_ERRORS.invalid, "transcriptPosition must be a whole number from 0");
+        if (!Number.isSafeInteger(from) || from < 0) throw new GmsHttpError("invalid", "transcriptPosition must be a whole number from 0");
         const binding = { chatId, secureKey: p.get("secureKey") ?? "", userId: p.get("userId") ?? "", stream: new AbortController() };
         void follow(session, state, channel, binding, from, headers);
         return;
       }
       const op = OPERATIONS[operation];
-      if (op === undefined || !Object.hasOwn(OPERATIONS, operation)) throw new ChatHttpError(404, CHAT_ERRORS.notFound, `unknown operation ${JSON.stringify(operation.slice(0, 64))}`);
+      if (op === undefined || !Object.hasOwn(OPERATIONS, operation)) throw new GmsHttpError("notFound", `unknown operation ${JSON.stringify(operation.slice(0, 64))}`);
       deliver(session, channel, await v2.operate(op, chatId, p, call));
     } catch (e) {
       if (state.ended.signal.aborted) return;
@@ -208,32 +208,20 @@ export const cometdRoute: HttpRouteFactory = ({ local, config, log, shutdown }) 
     void operate(session, message, callers.get(message) ?? {}).catch((e: unknown) => log.error({ err: e }, "cometd operation failed"));
   });
 
-  async function serve(req: HttpRequest, res: Parameters<ReturnType<HttpRouteFactory>>[1]) {
+  async function serve(req: HttpRequest, res: HttpResponse) {
+    // The body must have arrived by the server's request timeout, as every request's must.
+    const call = gmsCall(req, res, deps);
     try {
-      if (req.method !== "POST") {
-        req.resume();
-        throw new ChatHttpError(405, CHAT_ERRORS.method, "Bayeux over HTTP is POST");
-      }
-      const type = mediaTypeOf(req);
-      if (type !== "application/json" && type !== "text/json") {
-        req.resume();
-        throw new ChatHttpError(415, BODY_ERRORS.unsupported, "send application/json");
-      }
-      const messages = bayeuxMessages(await readBytes(req, maxBytes, deadlineMs));
-      const headers = callOf(req, shutdown).headers as Record<string, string>;
-      for (const m of messages) callers.set(m, headers);
+      if (req.method !== "POST") throw new MethodRefusal("POST");
+      const messages = bayeuxMessages(await readBody(req, limits, call));
+      for (const m of messages) callers.set(m, call.headers);
       // The library reads a body it is given, instead of reading one without a limit itself.
       (req as HttpRequest & { body?: unknown }).body = messages;
       server.handle(req, res);
     } catch (e) {
       const { status, reply } = chatV2Failure(e);
-      if (res.headersSent) res.end();
-      else {
-        res.statusCode = status;
-        res.setHeader("content-type", "application/json; charset=utf-8");
-        closeUnread(req, res);
-        res.end(JSON.stringify(reply));
-      }
+      noteRefusal(e, call);
+      sendJson(res, status, reply, call, e instanceof MethodRefusal ? { allow: e.allow } : {});
     }
   }
 

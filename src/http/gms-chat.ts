@@ -9,8 +9,9 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type CallOptions, type Client } from "@connectrpc/connect";
 import { ChatEventType, ParticipantType, type ChatEvent, type Participant } from "../../gen/gms/v1/chat_event_pb.js";
 import { ChatService } from "../../gen/gms/v1/chat_pb.js";
-import { BODY_ERRORS, ChatHttpError, closeUnread, readForm, type UploadedFile } from "./gms-chat-body.js";
-import { pathOf, type HttpRequest, type HttpResponse, type HttpRouteFactory } from "./routes.js";
+import { chatFormLimits, GmsHttpError, MethodRefusal, readForm, type Form, type FormValue, type RefusalKind } from "./form.js";
+import { attachment, gmsCall, noteRefusal, pathSegments, sendBytes, sendJson, type GmsCall } from "./gms-http.js";
+import { pathOf, queryOf, type HttpRequest, type HttpRouteFactory } from "./routes.js";
 
 /** ALIAS is the `alias` opengms answers: GMS's chat-server alias, meaningless where any node serves any chat. */
 export const ALIAS = "0";
@@ -31,18 +32,31 @@ export const CHAT_ERRORS = {
   /** conflict: the chat's state refuses the operation, e.g. it has ended (409). */
   conflict: 104,
   /** tooLarge: a body, field or file over its limit (413), or a chat's file limits reached (429). */
-  tooLarge: BODY_ERRORS.tooLarge,
+  tooLarge: 105,
   /** unsupported: the body's media type (415). */
-  unsupported: BODY_ERRORS.unsupported,
+  unsupported: 106,
   /** method: the HTTP method (405). */
   method: 107,
   /** timeout: the body did not arrive in time (408). */
-  timeout: BODY_ERRORS.timeout,
+  timeout: 108,
   /** unavailable: the server cannot serve now; retry (503, statusCode 1). */
   unavailable: 200,
   /** internal: the server failed; retry (500, statusCode 1). */
   internal: 201,
 } as const;
+
+/** REFUSAL_CODES are the codes of the HTTP layer's refusals (GmsHttpError), by kind. */
+const REFUSAL_CODES: Record<RefusalKind, number> = {
+  invalid: CHAT_ERRORS.invalid,
+  notFound: CHAT_ERRORS.notFound,
+  method: CHAT_ERRORS.method,
+  timeout: CHAT_ERRORS.timeout,
+  tooLarge: CHAT_ERRORS.tooLarge,
+  unsupported: CHAT_ERRORS.unsupported,
+};
+
+/** UploadedFile is the one file of a chat upload's form. */
+export type UploadedFile = Extract<FormValue, { kind: "file" }>;
 
 /** GmsParticipant is GMS's `from`. */
 export interface GmsParticipant {
@@ -168,12 +182,12 @@ const ADVICE: Partial<Record<number, string>> = {
 /** chatV2Failure maps whatever a chat v2 operation threw onto GMS's error reply and an HTTP status. */
 export function chatV2Failure(e: unknown): { status: number; reply: ChatV2Reply } {
   const { status, code, statusCode, message } =
-    e instanceof ChatHttpError ? { status: e.status, code: e.code, statusCode: 2 as const, message: e.message } : { ...statusOf(ConnectError.from(e).code), message: ConnectError.from(e).rawMessage };
+    e instanceof GmsHttpError ? { status: e.status, code: REFUSAL_CODES[e.kind], statusCode: 2 as const, message: e.message } : { ...statusOf(ConnectError.from(e).code), message: ConnectError.from(e).rawMessage };
   const advice = ADVICE[code];
   return { status, reply: { statusCode, errors: [advice === undefined ? { code, message } : { code, advice, message }] } };
 }
 
-const invalid = (message: string) => new ChatHttpError(400, CHAT_ERRORS.invalid, message);
+const invalid = (message: string) => new GmsHttpError("invalid", message);
 
 /** text is a parameter's value, "" when absent. */
 const text = (p: Params, name: string) => p.get(name) ?? "";
@@ -373,7 +387,7 @@ export function createChatV2(chat: Client<typeof ChatService>): ChatV2 {
       const { statusCode, errors } = f.reply;
       f.reply = { statusCode, chatId, userId: text(p, "userId"), alias: ALIAS, errors };
       const secureKey = text(p, "secureKey");
-      if (e instanceof ChatHttpError || ConnectError.from(e).code !== Code.FailedPrecondition || secureKey === "") return f;
+      if (e instanceof GmsHttpError || ConnectError.from(e).code !== Code.FailedPrecondition || secureKey === "") return f;
       try {
         f.reply.chatEnded = (await chat.refresh({ chatId, secureKey, fromPosition: BigInt(Number.MAX_SAFE_INTEGER) }, call)).chatEnded;
       } catch {
@@ -399,14 +413,8 @@ type Route =
   | { kind: "upload"; chatId: string }
   | { kind: "download" | "delete"; chatId: string; fileId: string };
 
-/** routeOf reads a path under PREFIX; undefined when it names nothing. */
-function routeOf(rest: string): Route | undefined {
-  let parts: string[];
-  try {
-    parts = rest.split("/").map((s) => decodeURIComponent(s));
-  } catch {
-    throw invalid("the path is not valid percent-encoding");
-  }
+/** routeOf reads a path's segments under PREFIX; undefined when they name nothing. */
+function routeOf(parts: string[]): Route | undefined {
   const [service, chatId, ...op] = parts;
   if (service === undefined || service === "") return undefined;
   if (chatId === undefined) return { kind: "create", service };
@@ -421,112 +429,77 @@ function routeOf(rest: string): Route | undefined {
 /** readOnly are the routes a GET may ask for too: they change nothing. */
 const readOnly = (r: Route) => r.kind === "download" || (r.kind === "op" && (r.op === "refresh" || r.op === "file/limits"));
 
-/** callOf passes the HTTP caller's credentials and request id on, and its going away as the call's signal. */
-export function callOf(req: HttpRequest, signal: AbortSignal): CallOptions {
-  const headers: Record<string, string> = {};
-  const auth = req.headers.authorization;
-  const id = req.headers["x-request-id"];
-  if (typeof auth === "string") headers["authorization"] = auth;
-  if (typeof id === "string") headers["x-request-id"] = id;
-  return { headers, signal };
-}
-
-function sendJson(res: HttpResponse, status: number, body: unknown, extra: Record<string, string> = {}): void {
-  if (res.headersSent) {
-    res.end();
-    return;
+/**
+ * paramsOf are a request's parameters: the query string's, then the form's texts, which win (GMS's
+ * clients send either); its file is apart. The query string is as long as the request line's limit
+ * allows at most.
+ */
+function paramsOf(req: HttpRequest, form: Form): { params: Params; file: UploadedFile | undefined } {
+  const params: Params = new Map(new URLSearchParams(queryOf(req)));
+  let file: UploadedFile | undefined;
+  for (const [key, v] of form) {
+    if (v.kind === "text") params.set(key, v.text);
+    else file = v;
   }
-  const text = JSON.stringify(body);
-  res.statusCode = status;
-  res.setHeader("content-type", "application/json; charset=utf-8");
-  res.setHeader("cache-control", "no-store");
-  for (const [k, v] of Object.entries(extra)) res.setHeader(k, v);
-  res.end(text);
-}
-
-/** contentDisposition names a downloaded file, in ASCII and in RFC 5987's UTF-8 form. */
-function contentDisposition(filename: string): string {
-  const ascii = filename.replace(/[^\x20-\x7e]|["\\]/g, "_");
-  return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(filename)}`;
-}
-
-/** safeContentType is a stored media type usable as a header, else application/octet-stream. */
-function safeContentType(t: string): string {
-  return /^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+$/i.test(t) ? t : "application/octet-stream";
+  return { params, file };
 }
 
 /**
  * gmsChatRoute serves GMS's chat API version 2 under /genesys/2/chat/: requestChat, the operations,
  * and the files (multipart upload, download as bytes, delete).
  */
-export const gmsChatRoute: HttpRouteFactory = ({ local, config }) => {
-  const v2 = createChatV2(createClient(ChatService, local));
-  // A form carries at most a message (percent-encoding may triple it) and some user data.
-  const formBytes = config.chat.max_message_length * 3 + 64 * 1024;
-  // The body must have arrived by the server's request timeout, as every request's must.
-  const deadlineMs = config.server.request_timeout_seconds * 1000;
+export const gmsChatRoute: HttpRouteFactory = (deps) => {
+  const v2 = createChatV2(createClient(ChatService, deps.local));
+  const formLimits = chatFormLimits(deps.config, false);
+  const uploadLimits = chatFormLimits(deps.config, true);
 
-  async function serve(req: HttpRequest, res: HttpResponse, rest: string): Promise<void> {
-    const gone = new AbortController();
-    res.on("close", () => {
-      if (!res.writableFinished) gone.abort();
-    });
-    // What the failure reply can say of the chat: known once the path and the form are read.
-    let known: { chatId: string; fields: Params; call: CallOptions } | undefined;
+  async function serve(req: HttpRequest, call: GmsCall, path: string): Promise<{ json: ChatV2Reply } | { file: DownloadedChatFile }> {
+    const segs = pathSegments(path, PREFIX);
+    if (segs === undefined) throw invalid("the path is not valid percent-encoding");
+    const route = routeOf(segs);
+    if (route === undefined) throw new GmsHttpError("notFound", "no such chat API v2 request");
+    if (req.method !== "POST" && !(req.method === "GET" && readOnly(route))) throw new MethodRefusal(readOnly(route) ? "GET, POST" : "POST");
+    const { params, file } = paramsOf(req, await readForm(req, route.kind === "upload" ? uploadLimits : formLimits, call));
     try {
-      const route = routeOf(rest);
-      if (route === undefined) {
-        req.resume();
-        closeUnread(req, res);
-        sendJson(res, 404, chatV2Failure(new ChatHttpError(404, CHAT_ERRORS.notFound, "no such chat API v2 request")).reply);
-        return;
-      }
-      if (req.method !== "POST" && !(req.method === "GET" && readOnly(route))) {
-        req.resume();
-        closeUnread(req, res);
-        const allow = readOnly(route) ? "GET, POST" : "POST";
-        sendJson(res, 405, chatV2Failure(new ChatHttpError(405, CHAT_ERRORS.method, `use ${allow}`)).reply, { allow });
-        return;
-      }
-      const maxFileBytes = route.kind === "upload" ? config.chat.files.max_file_bytes : 0;
-      const form = await readForm(req, { maxBytes: formBytes, maxFileBytes, deadlineMs });
-      const call = callOf(req, gone.signal);
-      if (route.kind !== "create") known = { chatId: route.chatId, fields: form.fields, call };
       switch (route.kind) {
         case "create":
-          sendJson(res, 200, await v2.requestChat(route.service, form.fields, call));
-          return;
+          return { json: await v2.requestChat(route.service, params, call.options) };
         case "op":
-          sendJson(res, 200, await v2.operate(route.op, route.chatId, form.fields, call));
-          return;
+          return { json: await v2.operate(route.op, route.chatId, params, call.options) };
         case "upload":
-          sendJson(res, 200, await v2.upload(route.chatId, form.fields, form.file, call));
-          return;
+          return { json: await v2.upload(route.chatId, params, file, call.options) };
         case "delete":
-          sendJson(res, 200, await v2.deleteFile(route.chatId, route.fileId, form.fields, call));
-          return;
-        case "download": {
-          const file = await v2.download(route.chatId, route.fileId, form.fields, call);
-          res.statusCode = 200;
-          res.setHeader("content-type", safeContentType(file.contentType));
-          res.setHeader("content-disposition", contentDisposition(file.filename));
-          res.setHeader("x-content-type-options", "nosniff");
-          res.setHeader("cache-control", "no-store");
-          res.end(file.content);
-          return;
-        }
+          return { json: await v2.deleteFile(route.chatId, route.fileId, params, call.options) };
+        case "download":
+          return { file: await v2.download(route.chatId, route.fileId, params, call.options) };
       }
     } catch (e) {
-      const { status, reply } = known === undefined ? chatV2Failure(e) : await v2.failure(e, known.chatId, known.fields, known.call);
-      if (!res.headersSent) closeUnread(req, res);
-      sendJson(res, status, reply);
+      // What the failure reply can say of the chat, once the path and the form are read.
+      throw route.kind === "create" ? e : new ChatFailure(await v2.failure(e, route.chatId, params, call.options), e);
     }
   }
 
   return (req, res) => {
     const path = pathOf(req);
     if (!path.startsWith(PREFIX)) return false;
-    void serve(req, res, path.slice(PREFIX.length));
+    const call = gmsCall(req, res, deps);
+    serve(req, call, path)
+      .then((r) => ("json" in r ? sendJson(res, 200, r.json, call) : sendBytes(res, r.file.content, r.file.contentType, call, attachment(r.file.filename, true))))
+      .catch((e: unknown) => {
+        const { status, reply } = e instanceof ChatFailure ? e.failure : chatV2Failure(e);
+        noteRefusal(e instanceof ChatFailure ? e.cause : e, call);
+        sendJson(res, status, reply, call, e instanceof MethodRefusal ? { allow: e.allow } : {});
+      });
     return true;
   };
 };
+
+/** ChatFailure carries an operation's failure as the chat's reply words it (ChatV2.failure). */
+class ChatFailure extends Error {
+  constructor(
+    readonly failure: { status: number; reply: ChatV2Reply },
+    cause: unknown,
+  ) {
+    super("chat operation failed", { cause });
+  }
+}

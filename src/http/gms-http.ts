@@ -1,6 +1,7 @@
-// What every route of GMS's HTTP API (/genesys/...) shares: reading a form body (multipart or
-// urlencoded) within limits and a deadline, the options that make a served RPC run as the HTTP
-// caller, and the answers: JSON replies, and RPC errors as GMS-style statuses and bodies.
+// What every route of GMS's HTTP API (/genesys/...) shares: the options that make a served RPC run
+// as the HTTP caller within the request's deadline, and the answers: JSON replies and bytes, and
+// (for the services and storage APIs) errors as GMS-style statuses and bodies. Bodies are read by
+// form.ts, for every route alike.
 //
 // A route uses it in four steps:
 //   const call = gmsCall(req, res, deps);                         // caller's headers, signal, deadline
@@ -10,32 +11,14 @@
 import { randomUUID } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type CallOptions } from "@connectrpc/connect";
-import busboy from "busboy";
 import type { Logger } from "pino";
 import { LimitExceededSchema, PoolExhaustedSchema, RateLimitedSchema } from "../../gen/gms/v1/error_details_pb.js";
 import type { Value, ValueSchema } from "../../gen/gms/v1/value_pb.js";
-import type { Config } from "../config.js";
-import type { DataValue } from "../domain/value.js";
-import type { HttpRequest, HttpResponse, HttpRouteDeps } from "./routes.js";
+import { closeUnread, GmsHttpError, header, type FormValue, type RefusalKind } from "./form.js";
+import { pathOf, type HttpRequest, type HttpResponse, type HttpRoute, type HttpRouteDeps } from "./routes.js";
 
 /** REALM is the realm of the Basic challenge a refused caller gets (WWW-Authenticate). */
 export const REALM = "opengms";
-
-/**
- * GmsHttpError is a refusal of the HTTP layer itself (a body that is not a form, too large, too
- * slow), answered with its status before any RPC is called, so nothing is stored.
- */
-export class GmsHttpError extends Error {
-  override name = "GmsHttpError";
-  constructor(
-    readonly status: number,
-    message: string,
-    /** exception names the kind of refusal in the error body (GMS-style). */
-    readonly exception = "BadRequest",
-  ) {
-    super(message);
-  }
-}
 
 /** GmsCall is one HTTP request's context for the RPCs it calls. */
 export interface GmsCall {
@@ -45,6 +28,8 @@ export interface GmsCall {
    * what is left of the request's deadline as its timeout.
    */
   readonly options: CallOptions & { headers: Record<string, string>; signal: AbortSignal };
+  /** headers are the call headers options carry: the caller's `authorization`, `gms_user` and request id. */
+  readonly headers: Readonly<Record<string, string>>;
   /** requestId is the request's id: the caller's plausible `x-request-id`, else a new UUID; replies echo it. */
   readonly requestId: string;
   /** gmsUser is the `gms_user` header, when the caller sent one. */
@@ -61,12 +46,6 @@ export interface GmsCall {
 
 /** REQUEST_ID is an x-request-id kept as given: 1 to 128 printable ASCII characters (as the RPC paths keep it). */
 const REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
-
-/** header is a request header's value, when it came once. */
-function header(req: HttpRequest, name: string): string | undefined {
-  const v = req.headers[name];
-  return typeof v === "string" ? v : undefined;
-}
 
 /**
  * gmsCall starts the handling of a request: its request id, its deadline (server.
@@ -106,6 +85,7 @@ export function gmsCall(req: HttpRequest, res: HttpResponse, deps: Pick<HttpRout
     get options() {
       return { headers, signal, timeoutMs: Math.max(1, deadline - Date.now()) };
     },
+    headers,
     requestId,
     gmsUser,
     signal,
@@ -115,193 +95,26 @@ export function gmsCall(req: HttpRequest, res: HttpResponse, deps: Pick<HttpRout
   };
 }
 
-/** FormValue is one value of a form: a text, or a file with its name and type (as storage keeps them). */
-export type FormValue = DataValue;
-
-/** Form is a form's values by key, in the order they came. */
-export type Form = Map<string, FormValue>;
-
-/** FormLimits bound what readForm accepts; a body over any of them is refused whole (413). */
-export interface FormLimits {
-  /** maxParts is the largest number of keys (fields and files together). */
-  maxParts: number;
-  /** maxKeyBytes is the longest key, in bytes. */
-  maxKeyBytes: number;
-  /** maxFieldBytes is the largest text value, in bytes. */
-  maxFieldBytes: number;
-  /** maxFileBytes is the largest file, in bytes. */
-  maxFileBytes: number;
-  /** maxBodyBytes is the largest body, in bytes, framing included. */
-  maxBodyBytes: number;
-  /** limitNames name the configuration each limit comes from, for the refusal's message. */
-  names: { parts: string; field: string; file: string; body: string };
-}
-
-/** FORM_PARAMETER_ROOM is room for GMS's `_` parameters beside the data's own keys. */
-const FORM_PARAMETER_ROOM = 16;
-
-/** FRAMING_BYTES is room per part for multipart framing (boundary, headers) in the body limit. */
-const FRAMING_BYTES = 512;
-
-/**
- * storageFormLimits are the limits of a form whose values become stored data (storage, service
- * data): the `storage` section's, with room for GMS's `_` parameters and the multipart framing.
- */
-export function storageFormLimits(config: Config): FormLimits {
-  const s = config.storage;
-  const parts = s.max_entries + FORM_PARAMETER_ROOM;
-  return {
-    maxParts: parts,
-    maxKeyBytes: s.max_key_bytes,
-    maxFieldBytes: s.max_value_bytes,
-    maxFileBytes: s.max_value_bytes,
-    maxBodyBytes: s.max_data_bytes + parts * (s.max_key_bytes + FRAMING_BYTES),
-    names: { parts: "storage.max_entries", field: "storage.max_value_bytes", file: "storage.max_value_bytes", body: "storage.max_data_bytes" },
-  };
-}
-
-/**
- * chatFileFormLimits are the limits of a chat file upload's form: one file of at most
- * `chat.files.max_file_bytes` and a few small fields beside it.
- */
-export function chatFileFormLimits(config: Config): FormLimits {
-  const f = config.chat.files;
-  return {
-    maxParts: FORM_PARAMETER_ROOM,
-    maxKeyBytes: 256,
-    maxFieldBytes: 64 * 1024,
-    maxFileBytes: f.max_file_bytes,
-    maxBodyBytes: f.max_file_bytes + FORM_PARAMETER_ROOM * (64 * 1024 + FRAMING_BYTES),
-    names: { parts: "form parts", field: "64 KiB per field", file: "chat.files.max_file_bytes", body: "chat.files.max_file_bytes" },
-  };
-}
-
-const tooLarge = (what: string, limit: string) => new GmsHttpError(413, `${what} is larger than the limit (${limit})`, "PayloadTooLarge");
-
-/**
- * readForm reads a request's body as a form: multipart/form-data (texts and files: a part with a
- * filename is a file; an empty one without a name, what a browser sends for a file input left
- * empty, is skipped) or application/x-www-form-urlencoded (texts); no body at all is an empty form.
- * It refuses, as a GmsHttpError and before anything is stored: another media type (415), a body
- * that does not parse or names a key twice (400), one over a limit (413), one not in full by the
- * call's deadline (408). A refused body is not read further; the answer closes the connection.
- */
-export function readForm(req: HttpRequest, limits: FormLimits, call: Pick<GmsCall, "signal">): Promise<Form> {
-  const type = header(req, "content-type");
-  const length = header(req, "content-length");
-  if (length !== undefined && /^[0-9]+$/.test(length) && Number(length) > limits.maxBodyBytes) return Promise.reject(tooLarge("the body", limits.names.body));
-  if (type === undefined) {
-    // No media type: only an empty body is a (empty) form.
-    return new Promise((resolve, reject) => {
-      const refuse = (e: GmsHttpError) => {
-        req.off("data", onData);
-        call.signal.removeEventListener("abort", onAbort);
-        reject(e);
-      };
-      const onData = () => refuse(new GmsHttpError(415, "a body needs a Content-Type: multipart/form-data or application/x-www-form-urlencoded", "UnsupportedMediaType"));
-      const onAbort = () => refuse(new GmsHttpError(408, "the body did not arrive in time", "RequestTimeout"));
-      req.on("data", onData);
-      req.once("end", () => {
-        call.signal.removeEventListener("abort", onAbort);
-        resolve(new Map());
-      });
-      req.once("error", () => refuse(new GmsHttpError(400, "the body could not be read")));
-      if (call.signal.aborted) return onAbort();
-      call.signal.addEventListener("abort", onAbort, { once: true });
-    });
-  }
-  const media = type.split(";", 1)[0]?.trim().toLowerCase();
-  if (media !== "multipart/form-data" && media !== "application/x-www-form-urlencoded") {
-    return Promise.reject(new GmsHttpError(415, `Content-Type ${media ?? ""} is not a form: send multipart/form-data or application/x-www-form-urlencoded`, "UnsupportedMediaType"));
-  }
-  return new Promise<Form>((resolve, reject) => {
-    const form: Form = new Map();
-    let settled = false;
-    let parser: busboy.Busboy;
-    try {
-      parser = busboy({
-        headers: req.headers as busboy.BusboyConfig["headers"],
-        // Names of files in UTF-8, as browsers send them (busboy's default is latin1).
-        defParamCharset: "utf8",
-        limits: { parts: limits.maxParts, fields: limits.maxParts, files: limits.maxParts, fieldNameSize: limits.maxKeyBytes, fieldSize: limits.maxFieldBytes, fileSize: limits.maxFileBytes },
-      });
-    } catch {
-      reject(new GmsHttpError(400, "the multipart body has no boundary"));
-      return;
-    }
-    let bytes = 0;
-    const onData = (chunk: Buffer) => {
-      bytes += chunk.length;
-      if (bytes > limits.maxBodyBytes) fail(tooLarge("the body", limits.names.body));
-    };
-    const onAbort = () => fail(new GmsHttpError(408, "the body did not arrive in time", "RequestTimeout"));
-    const cleanup = () => {
-      call.signal.removeEventListener("abort", onAbort);
-      req.off("data", onData);
-    };
-    function fail(e: GmsHttpError): void {
-      if (settled) return;
-      settled = true;
-      cleanup();
-      req.unpipe(parser);
-      parser.removeAllListeners();
-      // busboy may still emit an error on what it was given: nothing listens any more but this.
-      parser.on("error", () => {});
-      reject(e);
-    }
-    const add = (key: string, value: FormValue) => {
-      if (key === "" || Buffer.byteLength(key) > limits.maxKeyBytes) return fail(new GmsHttpError(400, "a form key is empty or longer than the limit"));
-      if (form.has(key)) return fail(new GmsHttpError(400, `the form names "${key.slice(0, 64)}" twice`));
-      form.set(key, value);
-    };
-    parser.on("field", (name, value, info) => {
-      if (info.nameTruncated) return fail(new GmsHttpError(400, "a form key is longer than the limit"));
-      if (info.valueTruncated) return fail(tooLarge(`the value of "${name.slice(0, 64)}"`, limits.names.field));
-      add(name, { kind: "text", text: value });
-    });
-    parser.on("file", (name, stream, info) => {
-      const chunks: Buffer[] = [];
-      stream.on("data", (c: Buffer) => chunks.push(c));
-      stream.on("limit", () => fail(tooLarge(`the file "${name.slice(0, 64)}"`, limits.names.file)));
-      stream.on("error", () => fail(new GmsHttpError(400, "the multipart body is malformed")));
-      stream.on("end", () => {
-        if (settled) return;
-        const content = Buffer.concat(chunks);
-        const filename = info.filename ?? "";
-        if (filename === "" && content.length === 0) return; // a file input left empty
-        add(name, { kind: "file", filename, contentType: info.mimeType, content: new Uint8Array(content.buffer, content.byteOffset, content.byteLength) });
-      });
-    });
-    const partsLimit = () => fail(tooLarge("the number of form keys", limits.names.parts));
-    parser.on("partsLimit", partsLimit);
-    parser.on("filesLimit", partsLimit);
-    parser.on("fieldsLimit", partsLimit);
-    parser.on("error", () => fail(new GmsHttpError(400, "the form body is malformed")));
-    parser.on("close", () => {
-      if (settled) return;
-      settled = true;
-      cleanup();
-      resolve(form);
-    });
-    req.on("data", onData);
-    req.once("error", () => fail(new GmsHttpError(400, "the body could not be read")));
-    if (call.signal.aborted) return onAbort();
-    call.signal.addEventListener("abort", onAbort, { once: true });
-    req.pipe(parser);
-  });
-}
-
 /** baseHeaders are on every answer: the request id, and no caching of data or errors by proxies. */
 function baseHeaders(res: HttpResponse, call: Pick<GmsCall, "requestId"> | undefined): void {
   if (call !== undefined) res.setHeader("x-request-id", call.requestId);
   res.setHeader("cache-control", "no-store");
+  closeUnread(res);
 }
 
-/** sendJson answers with a JSON body. */
-export function sendJson(res: HttpResponse, status: number, body: unknown, call?: Pick<GmsCall, "requestId">): void {
-  if (res.headersSent || res.writableEnded) return;
+/**
+ * sendJson answers with a JSON body (and any extra headers). An answer given before the request's
+ * body was read to its end closes an HTTP/1.1 connection (closeUnread). When an answer has begun
+ * already, it is ended as it is.
+ */
+export function sendJson(res: HttpResponse, status: number, body: unknown, call?: Pick<GmsCall, "requestId">, extra: Record<string, string> = {}): void {
+  if (res.headersSent || res.writableEnded) {
+    if (!res.writableEnded) res.end();
+    return;
+  }
   const json = JSON.stringify(body);
   baseHeaders(res, call);
+  for (const [k, v] of Object.entries(extra)) res.setHeader(k, v);
   res.statusCode = status;
   res.setHeader("content-type", "application/json; charset=utf-8");
   res.setHeader("content-length", Buffer.byteLength(json));
@@ -315,8 +128,18 @@ export function sendJson(res: HttpResponse, status: number, body: unknown, call?
  */
 const MEDIA_TYPE = /^[!-~]+\/[ -~]{1,254}$/;
 
-/** sendBytes answers with a body of bytes and its media type (a stored file, a text value). */
-export function sendBytes(res: HttpResponse, content: Uint8Array, contentType: string, call?: Pick<GmsCall, "requestId">, filename?: string): void {
+/**
+ * attachment is the Content-Disposition of a downloaded file: its name in RFC 5987's UTF-8 form,
+ * and with `ascii` also as a plain quoted name first, for clients that read only that (GMS's chat
+ * clients).
+ */
+export function attachment(filename: string, ascii = false): string {
+  const utf8 = `filename*=UTF-8''${encodeURIComponent(filename)}`;
+  return ascii ? `attachment; filename="${filename.replace(/[^\x20-\x7e]|["\\]/g, "_")}"; ${utf8}` : `attachment; ${utf8}`;
+}
+
+/** sendBytes answers with a body of bytes and its media type (a stored file, a text value), with a Content-Disposition when one is given (attachment). */
+export function sendBytes(res: HttpResponse, content: Uint8Array, contentType: string, call?: Pick<GmsCall, "requestId">, disposition?: string): void {
   if (res.headersSent || res.writableEnded) return;
   baseHeaders(res, call);
   res.statusCode = 200;
@@ -324,7 +147,7 @@ export function sendBytes(res: HttpResponse, content: Uint8Array, contentType: s
   res.setHeader("content-length", content.byteLength);
   // A stored file is the caller's data, never a page of this origin's: no sniffing, no rendering.
   res.setHeader("x-content-type-options", "nosniff");
-  if (filename !== undefined) res.setHeader("content-disposition", `attachment; filename*=UTF-8''${encodeURIComponent(filename)}`);
+  if (disposition !== undefined) res.setHeader("content-disposition", disposition);
   res.end(content);
 }
 
@@ -366,13 +189,24 @@ function codeName(code: Code): string {
   return Code[code].replace(/[A-Z]/g, (c, i: number) => (i === 0 ? c.toLowerCase() : `_${c.toLowerCase()}`));
 }
 
+/** REFUSALS name each kind of refusal of the HTTP layer (GmsHttpError) as the error body does. */
+const REFUSALS: Record<RefusalKind, { exception: string; code: string }> = {
+  invalid: { exception: "BadRequest", code: "invalid_argument" },
+  notFound: { exception: "NotFound", code: "not_found" },
+  method: { exception: "MethodNotAllowed", code: "unimplemented" },
+  timeout: { exception: "RequestTimeout", code: "deadline_exceeded" },
+  tooLarge: { exception: "PayloadTooLarge", code: "resource_exhausted" },
+  // A media type the path does not take is an argument of the caller's, as GMS's clients read it.
+  unsupported: { exception: "UnsupportedMediaType", code: "invalid_argument" },
+};
+
 /**
  * httpErrorOf is the status and body of an error: a GmsHttpError's own, or an RPC's ConnectError
  * mapped (STATUS; RESOURCE_EXHAUSTED is 413 for a size or count limit, 503 for an exhausted pool of
  * numbers, 429 otherwise). Anything else is a 500 that says nothing of its cause.
  */
 export function httpErrorOf(e: unknown): { status: number; body: GmsErrorBody } {
-  if (e instanceof GmsHttpError) return { status: e.status, body: { message: e.message, exception: e.exception, code: e.status === 413 ? "resource_exhausted" : e.status === 408 ? "deadline_exceeded" : "invalid_argument" } };
+  if (e instanceof GmsHttpError) return { status: e.status, body: { message: e.message, ...REFUSALS[e.kind] } };
   const err = ConnectError.from(e);
   const body: GmsErrorBody = { message: err.rawMessage, exception: Code[err.code], code: codeName(err.code) };
   let status = STATUS[err.code] ?? 500;
@@ -401,27 +235,41 @@ export function httpErrorOf(e: unknown): { status: number; body: GmsErrorBody } 
 }
 
 /**
+ * noteRefusal logs a refusal of the HTTP layer (GmsHttpError): an RPC's refusal has its log line
+ * already (the serving policy's); one of the HTTP layer is noted here, by kind only: neither the
+ * path (ids), the keys nor the values of the form.
+ */
+export function noteRefusal(e: unknown, call: Pick<GmsCall, "requestId" | "log" | "method"> | undefined): void {
+  if (e instanceof GmsHttpError && call !== undefined) call.log.warn({ event: "gms-http", method: call.method, status: e.status, exception: REFUSALS[e.kind].exception, requestId: call.requestId }, "GMS HTTP request refused");
+}
+
+/**
  * sendError answers an error in GMS's shape (httpErrorOf): 401s carry the Basic challenge
  * (`WWW-Authenticate: Basic realm="opengms"`), retryable refusals a Retry-After, and a refusal
- * made before the body was read in full closes the connection (what is left of it is not read).
+ * made before the body was read in full closes the connection (sendJson).
  */
 export function sendError(res: HttpResponse, e: unknown, call?: Pick<GmsCall, "requestId" | "log" | "method">): void {
-  if (res.headersSent || res.writableEnded) {
-    if (!res.writableEnded) res.end();
-    return;
-  }
   const { status, body } = httpErrorOf(e);
-  // An RPC's refusal has its log line already (the serving policy's); one of the HTTP layer is
-  // noted here, by kind only: neither the path (ids), the keys nor the values of the form.
-  if (e instanceof GmsHttpError && call !== undefined) call.log.warn({ event: "gms-http", method: call.method, status, exception: e.exception, requestId: call.requestId }, "GMS HTTP request refused");
-  if (status === 401) res.setHeader("www-authenticate", `Basic realm="${REALM}", charset="UTF-8"`);
-  if (body.retryAfterSeconds !== undefined) res.setHeader("retry-after", String(body.retryAfterSeconds));
-  const req = (res as { req?: HttpRequest }).req;
-  if (e instanceof GmsHttpError && req !== undefined && !req.readableEnded && "httpVersionMajor" in req && req.httpVersionMajor === 1) res.setHeader("connection", "close");
-  sendJson(res, status, body, call);
+  noteRefusal(e, call);
+  const extra: Record<string, string> = {};
+  if (status === 401) extra["www-authenticate"] = `Basic realm="${REALM}", charset="UTF-8"`;
+  if (body.retryAfterSeconds !== undefined) extra["retry-after"] = String(body.retryAfterSeconds);
+  sendJson(res, status, body, call, extra);
 }
 
 /** pathSegments splits a path below a prefix into its URL-decoded segments; undefined when one does not decode. */
+/**
+ * GMS_8_0_BASE is the base path of GMS 8.0's and 8.1's API (`/gms-web/gms/1/service/...`, as the
+ * services page the project was seeded from shows it), served as `/genesys/`, later versions' base:
+ * apps written against either keep their URLs.
+ */
+const GMS_8_0_BASE = "/gms-web/gms/";
+
+/** gmsPath is a request's path with GMS 8.0's base read as `/genesys/`. */
+export function gmsPath(path: string): string {
+  return path.startsWith(GMS_8_0_BASE) ? `/genesys/${path.slice(GMS_8_0_BASE.length)}` : path;
+}
+
 export function pathSegments(path: string, prefix: string): string[] | undefined {
   const rest = path.slice(prefix.length);
   if (rest === "") return [];
@@ -430,6 +278,31 @@ export function pathSegments(path: string, prefix: string): string[] | undefined
   } catch {
     return undefined;
   }
+}
+
+/**
+ * GmsServe serves one request of an API under a prefix, given its method and its path's segments
+ * below the prefix (URL-decoded, none empty), with what the answer needs.
+ */
+export type GmsServe<T> = (method: string, segs: string[], req: HttpRequest, call: GmsCall) => Promise<T>;
+
+/**
+ * gmsRoute is a route of GMS's services or storage API: it claims the requests under prefix,
+ * refuses a path with an empty or undecodable segment (400), serves the others (serve) and answers
+ * what they give (answer), or any error in GMS's shape (sendError).
+ */
+export function gmsRoute<T>(prefix: string, deps: Pick<HttpRouteDeps, "config" | "shutdown" | "log">, serve: GmsServe<T>, answer: (res: HttpResponse, reply: T, call: GmsCall) => void): HttpRoute {
+  return (req, res) => {
+    const path = gmsPath(pathOf(req));
+    if (!path.startsWith(prefix)) return false;
+    const call = gmsCall(req, res, deps);
+    const segs = pathSegments(path, prefix);
+    (segs === undefined || segs.some((s) => s === "") ? Promise.reject(new ConnectError("the path has an empty or undecodable segment", Code.InvalidArgument)) : serve(call.method, segs, req, call))
+      // Errors of the answer itself (a header Node refuses) are answered too, never left unhandled.
+      .then((reply) => answer(res, reply, call))
+      .catch((e: unknown) => sendError(res, e, call));
+    return true;
+  };
 }
 
 /** ValueInit is a Value message as a client builds it (the RPCs' `entries` and `app_data` maps take them). */

@@ -12,8 +12,9 @@ import { AccessService, type Match } from "../../gen/gms/v1/access_pb.js";
 import type { AccessInfo } from "../../gen/gms/v1/access_info_pb.js";
 import { SessionService, SessionState } from "../../gen/gms/v1/session_pb.js";
 import { BUILTINS, type Builtin, type Config } from "../config.js";
-import { formValues, gmsCall, GmsHttpError, pathSegments, readForm, sendError, sendJson, storageFormLimits, valuesJson, type Form, type GmsCall } from "./gms-http.js";
-import { pathOf, type HttpRequest, type HttpRouteFactory } from "./routes.js";
+import { GmsHttpError, readForm, storageFormLimits, type Form } from "./form.js";
+import { formValues, gmsRoute, sendJson, valuesJson, type GmsCall } from "./gms-http.js";
+import type { HttpRequest, HttpRouteFactory } from "./routes.js";
 
 const PREFIX = "/genesys/1/service/";
 
@@ -27,7 +28,7 @@ class Params {
   constructor(form: Form) {
     for (const [key, v] of form) {
       if (!key.startsWith("_")) continue;
-      if (v.kind === "file") throw new GmsHttpError(400, `${key}: a parameter is a text, not a file`);
+      if (v.kind === "file") throw new GmsHttpError("invalid", `${key}: a parameter is a text, not a file`);
       this.values.set(key, v.text);
     }
   }
@@ -39,13 +40,13 @@ class Params {
     if (v === undefined || v === "") return undefined;
     if (v === "true") return true;
     if (v === "false") return false;
-    throw new GmsHttpError(400, `${name}: expected true or false`);
+    throw new GmsHttpError("invalid", `${name}: expected true or false`);
   }
   int(name: string): bigint | undefined {
     const v = this.values.get(name)?.trim();
     if (v === undefined || v === "") return undefined;
     // Nine digits at most: every parameter's range is far below, and the value fits every field.
-    if (!/^[0-9]{1,9}$/.test(v)) throw new GmsHttpError(400, `${name}: expected a whole number up to 999999999`);
+    if (!/^[0-9]{1,9}$/.test(v)) throw new GmsHttpError("invalid", `${name}: expected a whole number up to 999999999`);
     return BigInt(v);
   }
 }
@@ -90,7 +91,7 @@ export const gmsServiceRoute: HttpRouteFactory = (deps) => {
   async function create(name: string, req: HttpRequest, call: GmsCall): Promise<unknown> {
     const builtin = builtinOf(deps.config, name);
     // The chat API has its own routes; refused before the body is read, nothing is created.
-    if (builtin === "request-chat") throw new GmsHttpError(400, `${name} is a request-chat service: start chats with POST /genesys/2/chat/${name}`);
+    if (builtin === "request-chat") throw new GmsHttpError("invalid", `${name} is a request-chat service: start chats with POST /genesys/2/chat/${name}`);
     const form = await readForm(req, limits, call);
     const p = new Params(form);
     if (builtin === "request-access") {
@@ -172,18 +173,7 @@ export const gmsServiceRoute: HttpRouteFactory = (deps) => {
     throw new ConnectError(`${method} ${PREFIX}${segs.join("/")} is not a Service API request opengms serves`, Code.NotFound);
   }
 
-  return (req, res) => {
-    const path = pathOf(req);
-    if (!path.startsWith(PREFIX)) return false;
-    const call = gmsCall(req, res, deps);
-    const segs = pathSegments(path, PREFIX);
-    const method = req.method ?? "GET";
-    (segs === undefined || segs.some((s) => s === "") ? Promise.reject(new ConnectError("the path has an empty or undecodable segment", Code.InvalidArgument)) : serve(method, segs, req, call))
-      // Errors of the answer itself are answered too, never left unhandled.
-      .then((body) => sendJson(res, 200, body, call))
-      .catch((e: unknown) => sendError(res, e, call));
-    return true;
-  };
+  return gmsRoute(PREFIX, deps, serve, (res, body, call) => sendJson(res, 200, body, call));
 };
 
 /** numberOf narrows a parsed parameter (nine digits at most) to a number for a uint32 field. */

@@ -10,8 +10,9 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { StorageService } from "../../gen/gms/v1/storage_pb.js";
 import type { Value } from "../../gen/gms/v1/value_pb.js";
-import { formValues, gmsCall, pathSegments, readForm, sendBytes, sendError, sendJson, storageFormLimits, valuesJson, type GmsCall } from "./gms-http.js";
-import { pathOf, type HttpRequest, type HttpResponse, type HttpRouteFactory } from "./routes.js";
+import { readForm, storageFormLimits } from "./form.js";
+import { attachment, formValues, gmsRoute, sendBytes, sendJson, valuesJson, type GmsCall } from "./gms-http.js";
+import type { HttpRequest, HttpResponse, HttpRouteFactory } from "./routes.js";
 
 const PREFIX = "/genesys/1/storage/";
 
@@ -37,7 +38,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 function answer(res: HttpResponse, reply: Reply, call: GmsCall): void {
   if ("json" in reply) return sendJson(res, 200, reply.json, call);
   const kind = reply.value?.kind;
-  if (kind?.case === "file") return sendBytes(res, kind.value.content, kind.value.contentType || "application/octet-stream", call, kind.value.filename);
+  if (kind?.case === "file") return sendBytes(res, kind.value.content, kind.value.contentType || "application/octet-stream", call, attachment(kind.value.filename));
   sendBytes(res, Buffer.from(kind?.case === "text" ? kind.value : "", "utf8"), "text/plain; charset=utf-8", call);
 }
 
@@ -93,16 +94,5 @@ export const gmsStorageRoute: HttpRouteFactory = (deps) => {
     throw new ConnectError(`${method} ${PREFIX}${segs.join("/")} is not a Storage API request`, Code.NotFound);
   }
 
-  return (req, res) => {
-    const path = pathOf(req);
-    if (!path.startsWith(PREFIX)) return false;
-    const call = gmsCall(req, res, deps);
-    const segs = pathSegments(path, PREFIX);
-    const method = req.method ?? "GET";
-    (segs === undefined || segs.some((s) => s === "") ? Promise.reject(new ConnectError("the path has an empty or undecodable segment", Code.InvalidArgument)) : serve(method, segs, req, call))
-      // Errors of the answer itself (a header Node refuses) are answered too, never left unhandled.
-      .then((reply) => answer(res, reply, call))
-      .catch((e: unknown) => sendError(res, e, call));
-    return true;
-  };
+  return gmsRoute(PREFIX, deps, serve, answer);
 };

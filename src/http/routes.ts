@@ -58,3 +58,10 @@ export function pathOf(req: HttpRequest): string {
   const q = url.indexOf("?");
   return q < 0 ? url : url.slice(0, q);
 }
+
+/** queryOf is a request's query string, without its `?` ("" when it has none). */
+export function queryOf(req: HttpRequest): string {
+  const url = req.url ?? "/";
+  const q = url.indexOf("?");
+  return q < 0 ? "" : url.slice(q + 1);
+}

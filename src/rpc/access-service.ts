@@ -76,7 +76,7 @@ export function accessRpcs(access: Access) {
       });
       return { access: accessInfo(g) };
     }),
-    matchInteraction: unaryRpc(AccessService.method.matchInteraction, async (req) => {
+    matchInteraction: unaryRpc(AccessService.method.matchInteraction, async (req, caller) => {
       const matches = await access.matchInteraction({
         service: req.service,
         accessNumber: req.accessNumber,
@@ -84,6 +84,7 @@ export function accessRpcs(access: Access) {
         accessCode: orUndefined(req.accessCode),
         returnMultiple: req.returnMultipleMatches,
         returnData: req.returnData,
+        request: requestKey(AccessService.method.matchInteraction, caller, req),
       });
       return {
         matches: matches.map((m) => ({

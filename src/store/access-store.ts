@@ -3,7 +3,9 @@
 // rest is plain knex on both. On MySQL the hot paths are stored procedures and batches driven by
 // batchTransaction (src/store/batch.ts): RequestInteraction is one prepared CALL
 // (gms_claim_session_v2), RequestAccess two round trips (the session locked; the claim with its
-// COMMIT), a match two (gms_match_lock_v2; the release, or the failed code, with the COMMIT). Why
+// COMMIT), a match two (gms_match_lock_v2; the release, or the failed code, with the COMMIT), a
+// match under a request id two (the id claimed with the candidates; the writes, the reply kept,
+// the COMMIT). Why
 // each path is what it is, with the figures: src/store/README.md.
 import { randomUUID } from "node:crypto";
 import type { Knex } from "knex";
@@ -15,10 +17,12 @@ import type {
   CodeFailures,
   Extension,
   GroupOccupancy,
+  KeptMatch,
   KeptReply,
   LiveReservation,
   LockedNumber,
   MatchDecision,
+  MatchedOnce,
   NewSessionClaim,
   Release,
   Reservation,
@@ -28,6 +32,7 @@ import type {
 import { type Database, type Dialect, type Queryable } from "./database.js";
 import { batchTransaction, runBatch, sqlText, type Batcher, type SqlText } from "./batch.js";
 import { retryDeadlocks } from "./errors.js";
+import type { RequestId } from "../domain/idempotency-store.js";
 import { claimRequestId, completeRequestId } from "./idempotency-store.js";
 import { insertSession, readSession, sessionFromSql, type SessionSql } from "./session-store.js";
 import { entriesJson, insertData } from "./storage-store.js";
@@ -403,16 +408,20 @@ async function markNumberUsed(q: Queryable, o: ClaimOptions, number: string, exp
 }
 
 /** requestIdClaim are the statements that claim a request id, as claimRequestId does, for a batch: its prior result is the last one's row. */
-const requestIdClaim = (once: KeptReply, now: number): SqlText[] => [
-  sqlText("DELETE FROM idempotency_keys WHERE scope = ? AND request_id = ? AND expires_at <= ?", [once.id.scope, once.id.requestId, now]),
+const requestIdClaim = (id: RequestId, now: number): SqlText[] => [
+  sqlText("DELETE FROM idempotency_keys WHERE scope = ? AND request_id = ? AND expires_at <= ?", [id.scope, id.requestId, now]),
   // A concurrent first call holds the key's row lock until it commits: this waits, then finds its result.
   sqlText("INSERT INTO idempotency_keys (scope, request_id, result, expires_at) VALUES (?, ?, '', ?) ON DUPLICATE KEY UPDATE request_id = request_id", [
-    once.id.scope,
-    once.id.requestId,
+    id.scope,
+    id.requestId,
     now + PROVISIONAL_KEEP_MS,
   ]),
-  sqlText("SELECT NULLIF(result, '') AS prior FROM idempotency_keys WHERE scope = ? AND request_id = ?", [once.id.scope, once.id.requestId]),
+  sqlText("SELECT NULLIF(result, '') AS prior FROM idempotency_keys WHERE scope = ? AND request_id = ?", [id.scope, id.requestId]),
 ];
+
+/** requestIdComplete is the statement that keeps a first call's reply under its claimed request id, as completeRequestId does, for a batch. */
+const requestIdComplete = (id: RequestId, reply: string, keepUntil: number): SqlText =>
+  sqlText("UPDATE idempotency_keys SET result = ?, expires_at = ? WHERE scope = ? AND request_id = ?", [reply, keepUntil, id.scope, id.requestId]);
 
 /** CLAIMED and TAKEN_ON are the session variables gms_claim_v2 leaves its number, and a taken code's number, in. */
 const CLAIMED = "@gms_claimed_number";
@@ -429,7 +438,7 @@ function addReservationMysql(db: Database, c: SessionClaim): Promise<Claimed | u
   const { once } = c;
   return withFreeCode<Claimed | undefined>(db, c.chooseCode, c.now, (code) =>
     batchTransaction(db, async (tx) => {
-      const found = await tx.run([...(once === undefined ? [] : requestIdClaim(once, c.now)), sqlText("SELECT * FROM sessions WHERE id = ? AND expires_at > ? FOR UPDATE", [c.sessionId, c.now])]);
+      const found = await tx.run([...(once === undefined ? [] : requestIdClaim(once.id, c.now)), sqlText("SELECT * FROM sessions WHERE id = ? AND expires_at > ? FOR UPDATE", [c.sessionId, c.now])]);
       const prior = once === undefined ? undefined : ((found[2]?.[0] as { prior: string | null } | undefined)?.prior ?? undefined);
       if (prior !== undefined) return { result: { prior } };
       const row = found[found.length - 1]?.[0] as SessionSql | undefined;
@@ -581,15 +590,55 @@ function matchMysql<D extends MatchDecision>(db: Database, number: string, now: 
   );
 }
 
-/** matchSqlite is a match on SQLite: a transaction that reads the candidates and the failures, decides and writes. */
-function matchSqlite<D extends MatchDecision>(db: Database, number: string, now: number, since: number, decide: (locked: LockedNumber) => D): Promise<D> {
-  return db.knex.transaction(async (trx) => {
+/** decisionStatements are the writes that carry a match's decision out: the release, or the failed code counted (none for a refusal that counts nothing). */
+function decisionStatements(decided: MatchDecision, number: string, now: number): SqlText[] {
+  if (decided.release !== undefined) return releaseStatements(decided.release, now);
+  return decided.countFailure ? [codeFailureInsert(number, now)] : [];
+}
+
+/**
+ * matchOnceMysql is a kept match on MySQL, two round trips on batchTransaction: the BEGIN, the
+ * request id's claim and the same SELECTs as gms_match_lock_v2 (which begins a transaction of its
+ * own, so it cannot follow the claim); then, unless the id had a reply, the decision's writes, the
+ * reply kept, and the COMMIT. A retry's transaction wrote nothing and commits as it is.
+ */
+function matchOnceMysql<D extends MatchDecision>(db: Database, number: string, now: number, since: number, decide: (locked: LockedNumber) => D, once: KeptMatch<D>): Promise<MatchedOnce<D>> {
+  return retryDeadlocks(() =>
+    batchTransaction(db, async (tx): Promise<MatchedOnce<D>> => {
+      const [, , claimed, rows, failures] = await tx.run([...requestIdClaim(once.id, now), liveOnNumberQuery("mysql", number, now), codeFailuresQuery(number, since)]);
+      const prior = (claimed?.[0] as { prior: string | null } | undefined)?.prior ?? undefined;
+      if (prior !== undefined) return { prior };
+      const decided = decide({ live: liveOf(rows ?? []), failures: codeFailuresOf((failures ?? []) as CodeFailuresSql[]) });
+      const kept = once.reply(decided);
+      await tx.run([...decisionStatements(decided, number, now), requestIdComplete(once.id, kept.reply, kept.keepUntil)], { commit: true });
+      return { decided };
+    }),
+  );
+}
+
+/**
+ * matchSqlite is a match on SQLite: a transaction that claims the request id (with `once`), reads
+ * the candidates and the failures, decides, writes, and keeps the reply.
+ */
+function matchSqlite<D extends MatchDecision>(db: Database, number: string, now: number, since: number, decide: (locked: LockedNumber) => D, once?: KeptMatch<D>): Promise<MatchedOnce<D>> {
+  return db.knex.transaction(async (trx): Promise<MatchedOnce<D>> => {
+    const prior = once === undefined ? undefined : await claimRequestId(trx, once.id, now, now + PROVISIONAL_KEEP_MS);
+    if (prior !== undefined) return { prior };
     const [rows, failures] = await runBatch(trx, "sqlite", [liveOnNumberQuery("sqlite", number, now), codeFailuresQuery(number, since)]);
     const decided = decide({ live: liveOf(rows ?? []), failures: codeFailuresOf((failures ?? []) as CodeFailuresSql[]) });
-    if (decided.release !== undefined) await runBatch(trx, "sqlite", releaseStatements(decided.release, now));
-    else if (decided.countFailure) await runBatch(trx, "sqlite", [codeFailureInsert(number, now)]);
-    return decided;
+    await runBatch(trx, "sqlite", decisionStatements(decided, number, now));
+    if (once !== undefined) {
+      const kept = once.reply(decided);
+      await completeRequestId(trx, once.id, kept.reply, kept.keepUntil);
+    }
+    return { decided };
   });
+}
+
+/** decidedOf is a match's decision, from a match made without a request id (which never has a prior reply). */
+function decidedOf<D>(m: MatchedOnce<D>): D {
+  if (m.prior !== undefined) throw new Error("match: a kept reply without a request id");
+  return m.decided;
 }
 
 /**
@@ -668,7 +717,8 @@ export function createAccessStore(db: Database): AccessStore {
       await runBatch(trxOf(uow), db.dialect, releaseStatements(releases, now));
     },
     extend: (uow, extensions) => extendReservations(trxOf(uow), extensions),
-    match: (number, now, since, decide) => (mysql ? matchMysql(db, number, now, since, decide) : matchSqlite(db, number, now, since, decide)),
+    match: (number, now, since, decide) => (mysql ? matchMysql(db, number, now, since, decide) : matchSqlite(db, number, now, since, decide).then(decidedOf)),
+    matchOnce: (number, now, since, decide, once) => (mysql ? matchOnceMysql(db, number, now, since, decide, once) : matchSqlite(db, number, now, since, decide, once)),
     occupancy: (now) => occupancy(db.knex, now),
     sweep: (before, batch) => sweepAccess(db.knex, before, batch),
   };
