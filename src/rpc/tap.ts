@@ -7,7 +7,7 @@
 // list see the same thing, so an interceptor that wraps a stream its own way between two that tap
 // it still sees what it would have seen.
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
-import type { StreamResponse } from "@connectrpc/connect";
+import { Code, ConnectError, type StreamResponse } from "@connectrpc/connect";
 
 /**
  * StreamTap is what a policy does to a server stream's messages. The hooks run once, in the order
@@ -45,6 +45,9 @@ export interface Consumer {
 }
 
 const noop = () => undefined;
+
+/** ABANDONED is what the taps see when the consumer stops reading a stream before its end. */
+const ABANDONED = new ConnectError("the stream was abandoned by its reader", Code.Canceled);
 
 /**
  * TappedMessages is a stream's messages and the taps they go through. When a tap's signal aborts,
@@ -110,8 +113,14 @@ export class TappedMessages<T, S = T> implements AsyncIterableIterator<T> {
   }
 
   async return(): Promise<IteratorResult<T>> {
-    this.over = true;
-    this.unwatch();
+    // A consumer that stops reading before the end (a client gone, a failed write) ends the stream
+    // as cancelled: the taps see it fail once (the call's log line, its metrics), as a wrapping
+    // generator's finally would have run.
+    if (!this.over) {
+      this.over = true;
+      this.unwatch();
+      this.through(ABANDONED, 0);
+    }
     await this.source.return?.(undefined);
     return { done: true, value: undefined };
   }

@@ -152,4 +152,30 @@ describe("taps", () => {
     expect(await it.next()).toEqual({ done: true, value: undefined });
     expect(log).toEqual(["outer: done"]);
   });
+
+  it("see a stream its reader abandons end once, cancelled (a client gone, a failed write), and not again after", async () => {
+    const log: string[] = [];
+    const source = new Source();
+    const it = messagesOf(tapStream(tapStream(response(source), recording("inner", log)), recording("outer", log)));
+    const first = it.next();
+    source.push(1);
+    expect(await first).toEqual({ done: false, value: 1 });
+    expect(await it.return!()).toEqual({ done: true, value: undefined });
+    expect(source.returned).toBe(true);
+    expect(log).toEqual(["inner: the stream was abandoned by its reader", "outer: the stream was abandoned by its reader < inner"]);
+    await it.return!();
+    expect(await it.next()).toEqual({ done: true, value: undefined });
+    expect(log).toHaveLength(2);
+  });
+
+  it("see nothing more when a stream that ended is returned", async () => {
+    const log: string[] = [];
+    const source = new Source();
+    const it = messagesOf(tapStream(response(source), recording("only", log)));
+    const end = it.next();
+    source.end();
+    await end;
+    await it.return!();
+    expect(log).toEqual(["only: done"]);
+  });
 });
