@@ -6,106 +6,6 @@
 // empty (a stream's trailers) or to hold one entry (x-request-id).
 import type * as http from "node:http";
 
-/** HeadersMethods is Headers with its members typed as methods, so that NodeHeaders may override them. */
-interface HeadersMethods {
-  append(name: string, value: string): void;
-  delete(name: string): void;
-  get(name: string): string | null;
-  has(name: string): boolean;
-  set(name: string, value: string): void;
-  getSetCookie(): string[];
-  forEach(callback: (value: string, key: string, parent: Headers) => void, thisArg?: unknown): void;
-  keys(): ReturnType<Headers["keys"]>;
-  values(): ReturnType<Headers["values"]>;
-  entries(): ReturnType<Headers["entries"]>;
-  [Symbol.iterator](): ReturnType<Headers["entries"]>;
-}
-
-/**
- * NodeHeaders are a request's headers as policies read them (a Headers, as connect gives them),
- * read from Node's header object until a policy changes or lists them: then they are copied in,
- * pseudo-headers left out, as connect-node copies them for every call. Reading a header or two
- * (auth reads `authorization`) copies nothing.
- */
-export class NodeHeaders extends (Headers as unknown as new () => HeadersMethods) {
-  #node: http.IncomingHttpHeaders | undefined;
-
-  constructor(node: http.IncomingHttpHeaders) {
-    super();
-    this.#node = node;
-  }
-
-  /** copied moves Node's headers in, once. */
-  #copied(): void {
-    const node = this.#node;
-    if (node === undefined) return;
-    this.#node = undefined;
-    for (const name in node) {
-      const value = node[name];
-      if (name.startsWith(":") || value === undefined) continue;
-      if (Array.isArray(value)) for (const v of value) super.append(name, v);
-      else super.append(name, String(value));
-    }
-  }
-
-  override get(name: string): string | null {
-    const node = this.#node;
-    // A pseudo-header is no header: Headers refuses its name.
-    if (node === undefined || name.startsWith(":")) return super.get(name);
-    const value = node[name.toLowerCase()];
-    return value === undefined ? null : Array.isArray(value) ? value.join(", ") : String(value);
-  }
-
-  override has(name: string): boolean {
-    return this.get(name) !== null;
-  }
-
-  override append(name: string, value: string): void {
-    this.#copied();
-    super.append(name, value);
-  }
-
-  override delete(name: string): void {
-    this.#copied();
-    super.delete(name);
-  }
-
-  override set(name: string, value: string): void {
-    this.#copied();
-    super.set(name, value);
-  }
-
-  override getSetCookie(): string[] {
-    this.#copied();
-    return super.getSetCookie();
-  }
-
-  override forEach(callback: (value: string, key: string, parent: Headers) => void, thisArg?: unknown): void {
-    this.#copied();
-    super.forEach(callback, thisArg);
-  }
-
-  override keys(): ReturnType<Headers["keys"]> {
-    this.#copied();
-    return super.keys();
-  }
-
-  override values(): ReturnType<Headers["values"]> {
-    this.#copied();
-    return super.values();
-  }
-
-  override entries(): ReturnType<Headers["entries"]> {
-    this.#copied();
-    return super.entries();
-  }
-
-  override [Symbol.iterator](): ReturnType<Headers["entries"]> {
-    this.#copied();
-    return super[Symbol.iterator]();
-  }
-}
-
 /**
  * ResponseHeaders are a lean call's response headers or trailers: a Headers as connect gives
  * policies (names case-insensitive, iterated in sorted order, appended values joined with ", "),
@@ -173,4 +73,69 @@ export class ResponseHeaders implements Headers {
 /** responseHeaders are new ResponseHeaders, typed as the Headers a response carries. */
 export function responseHeaders(): Headers {
   return new ResponseHeaders();
+}
+
+/**
+ * NodeHeaders are a request's headers as policies read them (a Headers, as connect gives them),
+ * read from Node's header object until a policy changes or lists them: then they are copied in,
+ * pseudo-headers left out, as connect-node copies them for every call. Reading a header or two
+ * (auth reads `authorization`) copies nothing, and makes nothing but this object.
+ */
+export class NodeHeaders extends ResponseHeaders {
+  #node: http.IncomingHttpHeaders | undefined;
+
+  constructor(node: http.IncomingHttpHeaders) {
+    super();
+    this.#node = node;
+  }
+
+  /** copied moves Node's headers in, once. */
+  #copied(): void {
+    const node = this.#node;
+    if (node === undefined) return;
+    this.#node = undefined;
+    for (const name in node) {
+      const value = node[name];
+      if (name.startsWith(":") || value === undefined) continue;
+      if (Array.isArray(value)) for (const v of value) super.append(name, v);
+      else super.append(name, String(value));
+    }
+  }
+
+  override get(name: string): string | null {
+    const node = this.#node;
+    // A pseudo-header is no header.
+    if (node === undefined || name.startsWith(":")) return super.get(name);
+    const value = node[name.toLowerCase()];
+    return value === undefined ? null : Array.isArray(value) ? value.join(", ") : String(value);
+  }
+
+  override has(name: string): boolean {
+    return this.get(name) !== null;
+  }
+
+  override get empty(): boolean {
+    this.#copied();
+    return super.empty;
+  }
+
+  override append(name: string, value: string): void {
+    this.#copied();
+    super.append(name, value);
+  }
+
+  override delete(name: string): void {
+    this.#copied();
+    super.delete(name);
+  }
+
+  override set(name: string, value: string): void {
+    this.#copied();
+    super.set(name, value);
+  }
+
+  override entries(): ReturnType<Headers["entries"]> {
+    this.#copied();
+    return super.entries();
+  }
 }

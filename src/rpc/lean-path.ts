@@ -365,7 +365,7 @@ class Call implements Consumer {
     const { shared, route } = this;
     try {
       const { timeout, negotiated } = this.negotiate();
-      const input = await single(this.input(negotiated, timeout.error), "unary");
+      const input = await this.unaryInput(negotiated, timeout.error);
       if (this.finished) return;
       // A call that may wait ends when its client goes; a quick one finishes, its reply dropped.
       if (rpc.waits?.(input) === true) {
@@ -419,6 +419,32 @@ class Call implements Consumer {
       yield await decoding(shared, method, async () => serialization.getI(true).parse((await envelopeDecompress(envelope, negotiated.request, shared.readMaxBytes)).data));
     }
     if (error !== undefined) throw refuseUndecodable(shared.log, method, error);
+  }
+
+  /**
+   * unaryInput reads a unary call's one request message as `single(this.input(...))` would, step
+   * for step and error for error (a second message is decoded before it is refused), without a
+   * generator and its promises per call.
+   */
+  private async unaryInput(negotiated: { request: Compression | null; error?: ConnectError | undefined }, timeoutError: ConnectError | undefined): Promise<MessageShape<DescMessage>> {
+    const { shared, route } = this;
+    const { method, serialization } = route;
+    if (negotiated.error !== undefined) throw refuseUndecodable(shared.log, method, negotiated.error);
+    if (timeoutError !== undefined) throw refuseUndecodable(shared.log, method, timeoutError);
+    const { envelopes, error } = await decoding(shared, method, () => readEnvelopes(this.req, shared.readMaxBytes));
+    const parse = (envelope: Envelope) => decoding(shared, method, async () => serialization.getI(true).parse((await envelopeDecompress(envelope, negotiated.request, shared.readMaxBytes)).data));
+    const [first, second] = envelopes;
+    if (first === undefined) {
+      if (error !== undefined) throw refuseUndecodable(shared.log, method, error);
+      throw new ConnectError("protocol error: missing input message for unary method", Code.Unimplemented);
+    }
+    const message = await parse(first);
+    if (second !== undefined) {
+      await parse(second);
+      throw new ConnectError("protocol error: received extra input message for unary method", Code.Unimplemented);
+    }
+    if (error !== undefined) throw refuseUndecodable(shared.log, method, error);
+    return message;
   }
 
   /** send writes one response message, the response headers first, and waits while the client is slow to read. */

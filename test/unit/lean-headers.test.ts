@@ -1,7 +1,7 @@
 // ResponseHeaders (src/rpc/lean-headers.ts) stand in for the Fetch API's Headers in the lean path's
 // responses: whatever a policy does with them reads back as it would from a Headers.
 import { describe, expect, it } from "vitest";
-import { ResponseHeaders } from "../../src/rpc/lean-headers.js";
+import { NodeHeaders, ResponseHeaders } from "../../src/rpc/lean-headers.js";
 
 type Op = (h: Headers) => void;
 
@@ -54,3 +54,34 @@ describe("ResponseHeaders", () => {
     expect(h.empty).toBe(true);
   });
 });
+
+describe("NodeHeaders", () => {
+  const node = { ":path": "/gms.v1.ChatService/Refresh", "content-type": "application/grpc", "x-multi": ["a", "b"], authorization: "Bearer k", "x-request-id": "r-1" };
+  /** fromNode is a Headers as connect-node makes it of a request's headers (pseudo-headers left out). */
+  const fromNode = () => {
+    const h = new Headers();
+    for (const [k, v] of Object.entries(node)) if (!k.startsWith(":")) for (const one of [v].flat()) h.append(k, one);
+    return h;
+  };
+
+  it("read as connect-node's Headers before and after every step of a policy's writes", () => {
+    const real = fromNode();
+    const lean = new NodeHeaders(node) as unknown as Headers;
+    expect(snapshot(lean)).toEqual(snapshot(real));
+    for (const op of OPS) {
+      op(real);
+      op(lean);
+      expect(snapshot(lean)).toEqual(snapshot(real));
+    }
+  });
+
+  it("answer reads from Node's object without copying it, and leave Node's object alone when written", () => {
+    const given = { ...node };
+    const lean = new NodeHeaders(given);
+    expect([lean.get("Authorization"), lean.get("x-multi"), lean.get(":path"), lean.has("te")]).toEqual(["Bearer k", "a, b", null, false]);
+    lean.set("authorization", "changed");
+    expect(lean.get("authorization")).toBe("changed");
+    expect(given.authorization).toBe("Bearer k");
+  });
+});
+
