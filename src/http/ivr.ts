@@ -17,6 +17,7 @@ import { AccessService } from "../../gen/gms/v1/access_pb.js";
 import { NoMatchReason, NoMatchSchema, RateLimitedSchema } from "../../gen/gms/v1/error_details_pb.js";
 import { codeToHttpStatus } from "../rpc/connect-internals.js";
 import { codeName } from "../rpc/observe.js";
+import { GmsHttpError, mediaTypeOf, readBody, type RefusalKind } from "./form.js";
 import { pathOf, type HttpRequest, type HttpResponse, type HttpRouteFactory } from "./routes.js";
 
 /** IVR_MATCH_PATH is where the endpoint is served. */
@@ -68,39 +69,36 @@ const shown = (s: string) => JSON.stringify(s.length > 40 ? `${s.slice(0, 40)}â€
 /** oneLine makes a message safe for a one-line answer: control characters become spaces, at most 300 characters. */
 const oneLine = (s: string) => s.replace(/[^\x20-\x7e\u00a0-\uffff]+/g, " ").slice(0, 300);
 
+/** REFUSED_AS is the code an IVR's answer names for each kind of body refusal (form.ts). */
+const REFUSED_AS: Record<RefusalKind, Code> = {
+  invalid: Code.InvalidArgument,
+  notFound: Code.NotFound,
+  method: Code.InvalidArgument,
+  timeout: Code.DeadlineExceeded,
+  tooLarge: Code.InvalidArgument,
+  unsupported: Code.InvalidArgument,
+};
+
 /**
- * readBody reads a request's body up to MAX_BODY_BYTES as UTF-8; a larger one is refused (413) and
- * the read ends. A body that has not come within `ms`, or whose caller went away (`gone`), is refused too.
+ * readText reads a form body of `type` as every GMS route does (form.ts readBody: up to
+ * MAX_BODY_BYTES, refused once `gone` aborts or `ms` pass), as UTF-8; its refusals become the
+ * endpoint's, with their status.
  */
-function readBody(req: HttpRequest, gone: AbortSignal, ms: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const declared = Number(req.headers["content-length"] ?? "0");
-    if (declared > MAX_BODY_BYTES) return reject(new Refusal(Code.InvalidArgument, `the body is larger than ${MAX_BODY_BYTES} bytes`, 413));
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const done = (e?: Error) => {
-      clearTimeout(timer);
-      gone.removeEventListener("abort", onAbort);
-      req.off("data", onData);
-      req.off("end", onEnd);
-      req.off("error", done);
-      if (e === undefined) resolve(Buffer.concat(chunks).toString("utf8"));
-      else reject(e);
-    };
-    const onAbort = () => done(new Refusal(Code.DeadlineExceeded, "the body did not arrive in time", 408));
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) done(new Refusal(Code.InvalidArgument, `the body is larger than ${MAX_BODY_BYTES} bytes`, 413));
-      else chunks.push(chunk);
-    };
-    const onEnd = () => done();
-    const timer = setTimeout(onAbort, ms);
-    if (gone.aborted) return onAbort();
-    gone.addEventListener("abort", onAbort);
-    req.on("data", onData);
-    req.on("end", onEnd);
-    req.on("error", done);
-  });
+async function readText(req: HttpRequest, type: string, gone: AbortSignal, ms: number): Promise<string> {
+  const deadline = new AbortController();
+  const timer = setTimeout(() => deadline.abort(), ms);
+  const onGone = () => deadline.abort();
+  if (gone.aborted) deadline.abort();
+  else gone.addEventListener("abort", onGone, { once: true });
+  try {
+    return (await readBody(req, { maxBytes: MAX_BODY_BYTES, limit: `${MAX_BODY_BYTES} bytes`, mediaTypes: [type] }, deadline)).toString("utf8");
+  } catch (e) {
+    if (e instanceof GmsHttpError) throw new Refusal(REFUSED_AS[e.kind], e.message, e.status);
+    throw e;
+  } finally {
+    clearTimeout(timer);
+    gone.removeEventListener("abort", onGone);
+  }
 }
 
 /**
@@ -113,8 +111,8 @@ async function paramsOf(req: HttpRequest, gone: AbortSignal, ms: number): Promis
   const q = url.indexOf("?");
   const sources = [new URLSearchParams(q < 0 ? "" : url.slice(q + 1))];
   if (req.method === "POST") {
-    const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
-    const body = await readBody(req, gone, ms);
+    const type = mediaTypeOf(req);
+    const body = await readText(req, type, gone, ms);
     // A body without a Content-Type is read as a form: Asterisk's CURL() drops its default
     // Content-Type once any header (the API key's) is set.
     if (body !== "" && type !== "application/x-www-form-urlencoded" && type !== "") {
