@@ -4,6 +4,7 @@ import { createValidator } from "@bufbuild/protovalidate";
 import { cors as connectCors, createRouterTransport, type ConnectRouter, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { AccessService } from "../gen/gms/v1/access_pb.js";
+import { AdminService } from "../gen/gms/v1/admin_pb.js";
 import { AgentService } from "../gen/gms/v1/agent_pb.js";
 import { ChatService } from "../gen/gms/v1/chat_pb.js";
 import { SessionService } from "../gen/gms/v1/session_pb.js";
@@ -16,6 +17,7 @@ import type { Config, Role } from "./config.js";
 import { createLocalBus, type Bus } from "./bus.js";
 import { createRedisBus } from "./redis-bus.js";
 import { createAccess, type Access as AccessRules } from "./domain/access.js";
+import { createAdmin, type Admin } from "./domain/admin.js";
 import { createChats, type ChatEvents, type Chats } from "./domain/chat/index.js";
 import type { PollViewOptions } from "./domain/chat/poll.js";
 import { runOnce } from "./domain/idempotency.js";
@@ -29,6 +31,7 @@ import type { HttpRouteFactory } from "./http/routes.js";
 import { listen, type Listener, type RequestHandler } from "./listen.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { accessAccess, accessService } from "./rpc/access-service.js";
+import { adminAccess, adminService } from "./rpc/admin-service.js";
 import { agentAccess, agentService } from "./rpc/agent-service.js";
 import { chatAccess, chatService } from "./rpc/chat-service.js";
 import { createAuthorizer, createRoleCheck, PUBLIC, type Access } from "./rpc/auth.js";
@@ -58,6 +61,8 @@ export interface App {
   sessions: Sessions;
   bus: Bus;
   chats: Chats;
+  /** admin are the operator's views and actions (AdminService). */
+  admin: Admin;
   /** metrics are the app's Prometheus metrics, served at /metrics; undefined when disabled. */
   metrics: Metrics | undefined;
 }
@@ -95,7 +100,8 @@ export function createApp({ config, db, log, clock = systemClock, bus = defaultB
   const sessions = createSessions({ store: stores.sessions, transactions: stores.transactions, clock, storage, access, chats: stores.chats });
   const chats = createChatsOn(stores, { clock, config, storage, bus, events: metrics?.chat });
   metrics?.observe({ config, clock, db, bus, access: stores.access, chats: stores.chats });
-  return { config, db, stores, clock, log, storage, access, sessions, bus, chats, metrics };
+  const admin = createAdmin({ config, clock, transactions: stores.transactions, access, accessStore: stores.access, chatStore: stores.chats });
+  return { config, db, stores, clock, log, storage, access, sessions, bus, chats, admin, metrics };
 }
 
 /** ChatsOnDeps are what the chat rules need besides the stores. */
@@ -180,6 +186,7 @@ const SERVED: readonly Served[] = [
   served(SessionService, sessionAccess, ({ app }) => sessionService(app.sessions)),
   served(ChatService, chatAccess, ({ app, shutdown }) => chatService(app.chats, shutdown)),
   served(AgentService, agentAccess, ({ app, shutdown }) => agentService(app.chats, shutdown)),
+  served(AdminService, adminAccess, ({ app }) => adminService(app.admin)),
   served(Health, PUBLIC, ({ health }) => healthService(health, GMS_SERVICES.map((s) => s.typeName))),
   served(ReflectionV1, PUBLIC, ({ services }) => reflectionServices(services).v1),
   served(ReflectionV1alpha, PUBLIC, ({ services }) => reflectionServices(services).v1alpha),

@@ -172,6 +172,10 @@ export interface AccessStore {
   hasNumbers(group: string): Promise<boolean>;
   /** liveReservations are a session's live reservations at `now`, oldest first; in the unit of work when given. */
   liveReservations(sessionId: string, now: number, uow?: UnitOfWork): Promise<Reservation[]>;
+  /** groupReservations are a group's live reservations at `now`, by number, then oldest first (what an operator lists). */
+  groupReservations(group: string, now: number): Promise<Reservation[]>;
+  /** numberReservations are a number's live reservations at `now`, oldest first, in any group; in the unit of work when given. */
+  numberReservations(accessNumber: string, now: number, uow?: UnitOfWork): Promise<Reservation[]>;
   /** release releases reservations at `now`, each locking number free at its freeAt. */
   release(uow: UnitOfWork, releases: readonly Release[], now: number): Promise<void>;
   /** extend gives live reservations new expiries; a locking number stays busy until its reservation's. */

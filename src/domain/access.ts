@@ -205,6 +205,14 @@ export interface Access {
   grants(sessionId: string, now: number, uow?: UnitOfWork): Promise<AccessGrant[]>;
   /** releaseSessionIn frees a session's live reservations at `now` in the caller's unit of work (cool-down applies to locking numbers). */
   releaseSessionIn(uow: UnitOfWork, sessionId: string, now: number): Promise<void>;
+  /** reservationsOf are a resource group's live reservations now, by number, oldest first (what an operator lists). */
+  reservationsOf(group: string): Promise<Reservation[]>;
+  /**
+   * releaseNumberIn frees every live reservation of an access number at `now` in the caller's unit
+   * of work, as a match does (cool-down applies to locking numbers), and returns them; NOT_FOUND
+   * when none is live.
+   */
+  releaseNumberIn(uow: UnitOfWork, accessNumber: string, now: number): Promise<Reservation[]>;
   /** extendSessionIn extends a session's live reservations for its new expiry in the caller's unit of work (extendedUntil). */
   extendSessionIn(uow: UnitOfWork, sessionId: string, now: number, sessionExpiresAt: number): Promise<void>;
 }
@@ -286,6 +294,21 @@ export function createAccess({ store, clock, config, storage, log, events = NO_A
         live.map((r) => releaseOf(r, now)),
         now,
       );
+    },
+
+    reservationsOf(group) {
+      return store.groupReservations(group, clock.now());
+    },
+
+    async releaseNumberIn(uow, accessNumber, now) {
+      const live = await store.numberReservations(accessNumber, now, uow);
+      if (live.length === 0) throw new GmsError("not_found", `access number "${accessNumber}" has no live reservation`);
+      await store.release(
+        uow,
+        live.map((r) => releaseOf(r, now)),
+        now,
+      );
+      return live;
     },
 
     async extendSessionIn(uow, sessionId, now, sessionExpiresAt) {

@@ -713,6 +713,10 @@ export function createAccessStore(db: Database): AccessStore {
     nextFreeAt: (group, now) => nextFreeAt(db.knex, group, now),
     hasNumbers: async (group) => (await db.knex("access_numbers").where("resource_group", group).andWhere("retired", false).first("number")) !== undefined,
     liveReservations: (sessionId, now, uow) => liveReservationsOfSession(uow === undefined ? db.knex : trxOf(uow), sessionId, now),
+    groupReservations: async (group, now) =>
+      ((await live(db.knex("reservations").where("resource_group", group), now).orderBy([{ column: "access_number" }, { column: "id" }])) as ReservationSql[]).map(fromSql),
+    numberReservations: async (accessNumber, now, uow) =>
+      ((await live((uow === undefined ? db.knex : trxOf(uow))("reservations").where("access_number", accessNumber), now).orderBy("id")) as ReservationSql[]).map(fromSql),
     async release(uow, releases, now) {
       await runBatch(trxOf(uow), db.dialect, releaseStatements(releases, now));
     },

@@ -465,6 +465,34 @@ describe.each(DIALECTS)("AccessStore on %s", (dialect) => {
     });
   });
 
+  describe("groupReservations and numberReservations", () => {
+    it("list a group's and a number's live reservations, oldest first, in or out of a unit of work, and leave out released and expired ones", async () => {
+      now += 60_000;
+      const [a, b] = [await stored(), await stored()];
+      await add(a.id, { group: SHARED, chooseCode: chooser("1111").choose });
+      now += 1;
+      await add(b.id, { group: SHARED, chooseCode: chooser("2222").choose });
+      const ours = (rs: Reservation[]) => rs.filter((r) => r.sessionId === a.id || r.sessionId === b.id);
+      const inGroup = ours(await stores.access.groupReservations("s", now));
+      expect(inGroup.map((r) => [r.sessionId, r.accessNumber, r.phoneNumber])).toEqual([
+        [a.id, SHARED_NUMBER, CALLER],
+        [b.id, SHARED_NUMBER, CALLER],
+      ]);
+      expect(ours(await stores.access.groupReservations("g", now))).toEqual([]);
+      expect(ours(await stores.access.numberReservations(SHARED_NUMBER, now))).toEqual(inGroup);
+      expect(await stores.access.numberReservations("+18009999999", now)).toEqual([]);
+
+      await stores.transactions.run(async (uow) => {
+        const held = ours(await stores.access.numberReservations(SHARED_NUMBER, now, uow));
+        expect(held).toEqual(inGroup);
+        await stores.access.release(uow, [{ reservation: held[0]!, freeAt: now }], now);
+      });
+      expect(ours(await stores.access.groupReservations("s", now)).map((r) => r.sessionId)).toEqual([b.id]);
+      expect(ours(await stores.access.numberReservations(SHARED_NUMBER, inGroup[1]!.expiresAt))).toEqual([]);
+      expect(ours(await stores.access.groupReservations("s", inGroup[1]!.expiresAt))).toEqual([]);
+    });
+  });
+
   describe("match", () => {
     /** reserve opens sessions on SHARED with the codes given, one millisecond apart, and gives them newest first. */
     const reserve = async (...codes: string[]) => {
