@@ -270,9 +270,9 @@ export const configSchema = z.strictObject({
       enabled: z.boolean().default(true),
       roles: z
         .strictObject({
-          app: rateSchema.default({ rate_per_second: 10, burst: 50 }),
+          app: rateSchema.default({ rate_per_second: 100, burst: 200 }),
           ivr: rateSchema.default({ rate_per_second: 200, burst: 400 }),
-          agent: rateSchema.default({ rate_per_second: 50, burst: 200 }),
+          agent: rateSchema.default({ rate_per_second: 100, burst: 400 }),
           backend: rateSchema.default({ rate_per_second: 1_000, burst: 2_000 }),
           admin: rateSchema.default({ rate_per_second: 100, burst: 200 }),
         })
