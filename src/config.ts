@@ -29,6 +29,9 @@ function isAddressOrRange(entry: string): boolean {
   return prefix === undefined || (/^[0-9]{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128));
 }
 
+/** rateSchema is one token bucket: its refill rate and its size. */
+const rateSchema = z.strictObject({ rate_per_second: z.number().positive().max(1_000_000), burst: z.number().int().positive().max(1_000_000) });
+
 const phoneNumber = /^\+?[0-9]{2,20}$/;
 const seconds = z.number().int().positive();
 /** The largest range of numbers one `a..b` entry may expand to. */
@@ -255,6 +258,31 @@ export const configSchema = z.strictObject({
           require_agent: z.boolean().default(false),
         })
         .prefault({}),
+    })
+    .prefault({}),
+  /**
+   * rate_limits: token buckets per API key (its most generous role's rate), per peer address and
+   * per chat's messages; a call over one is RESOURCE_EXHAUSTED with a RateLimited detail. Each
+   * bucket holds `burst` tokens and refills `rate_per_second`.
+   */
+  rate_limits: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      roles: z
+        .strictObject({
+          app: rateSchema.default({ rate_per_second: 100, burst: 200 }),
+          ivr: rateSchema.default({ rate_per_second: 200, burst: 400 }),
+          agent: rateSchema.default({ rate_per_second: 100, burst: 400 }),
+          backend: rateSchema.default({ rate_per_second: 1_000, burst: 2_000 }),
+          admin: rateSchema.default({ rate_per_second: 100, burst: 200 }),
+        })
+        .prefault({}),
+      peer: rateSchema.default({ rate_per_second: 200, burst: 400 }),
+      chat_messages: rateSchema.default({ rate_per_second: 2, burst: 30 }),
+      /** exempt_peers are addresses or CIDR ranges no per-peer bucket applies to (the host itself, a trusted proxy). */
+      exempt_peers: z.array(z.string().refine(isAddressOrRange, "an IP address or a CIDR range like 10.0.0.0/8")).default(["127.0.0.1", "::1"]),
+      /** max_buckets bounds each table (keys, peers, chats); the least recently used bucket makes room. */
+      max_buckets: z.number().int().positive().max(10_000_000).default(100_000),
     })
     .prefault({}),
   bus: z

@@ -1,7 +1,7 @@
 import { setMaxListeners } from "node:events";
 import type { DescService } from "@bufbuild/protobuf";
 import { createValidator } from "@bufbuild/protovalidate";
-import { cors as connectCors, createRouterTransport, type ConnectRouter, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
+import { cors as connectCors, type ConnectRouter, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { AccessService } from "../gen/gms/v1/access_pb.js";
 import { AdminService } from "../gen/gms/v1/admin_pb.js";
@@ -28,7 +28,7 @@ import { createHealthMonitor, type HealthMonitor } from "./health.js";
 import { httpRoutes, HTTP_ROUTES } from "./http/index.js";
 import { COMETD_PATH } from "./http/cometd.js";
 import type { HttpRouteFactory } from "./http/routes.js";
-import { listen, type Listener, type RequestHandler } from "./listen.js";
+import { blockListOf, listen, type Listener, type RequestHandler } from "./listen.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { accessAccess, accessService } from "./rpc/access-service.js";
 import { adminAccess, adminService } from "./rpc/admin-service.js";
@@ -38,7 +38,9 @@ import { createAuthorizer, createRoleCheck, PUBLIC, type Access } from "./rpc/au
 import { healthService } from "./rpc/health-service.js";
 import { connectAdapter } from "./rpc/decode.js";
 import { createCallTracker, type CallTracker } from "./rpc/observe.js";
+import { createLocalTransport } from "./rpc/peer.js";
 import { servingPolicy } from "./rpc/policy.js";
+import { createRateLimitInterceptor } from "./rpc/rate-limit.js";
 import { reflectionServices } from "./rpc/reflection-service.js";
 import { sessionAccess, sessionService } from "./rpc/session-service.js";
 import { createLeanPath } from "./rpc/lean-path.js";
@@ -310,6 +312,22 @@ function withCors(handler: RequestHandler, origins: readonly string[], log: Logg
   };
 }
 
+/** rateLimit is the rate limit policy of the configuration (`rate_limits`), none when disabled. */
+function rateLimit(app: App): Interceptor[] {
+  const limits = app.config.rate_limits;
+  if (!limits.enabled) return [];
+  return [
+    createRateLimitInterceptor({
+      clock: app.clock,
+      roles: limits.roles,
+      peer: limits.peer,
+      chatMessages: limits.chat_messages,
+      exempt: limits.exempt_peers.length === 0 ? undefined : blockListOf(limits.exempt_peers),
+      maxBuckets: limits.max_buckets,
+    }),
+  ];
+}
+
 /** HandlerParts are what createHandler needs beside the app. */
 export interface HandlerParts {
   health: HealthMonitor;
@@ -340,8 +358,8 @@ export interface HandlerParts {
 export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   const { auth } = app.config;
   const authorize = createAuthorizer({ apiKeys: auth.api_keys, publicRoles: auth.public_roles, policy: accessPolicy() });
-  // The metrics policy comes first of the added ones: it counts what a rate limit after it refuses.
-  const added = app.metrics === undefined ? (parts.policies ?? []) : [app.metrics.policy, ...(parts.policies ?? [])];
+  // The metrics policy comes first of the added ones: it counts what the rate limit after it refuses.
+  const added = [...(app.metrics === undefined ? [] : [app.metrics.policy]), ...rateLimit(app), ...(parts.policies ?? [])];
   const policy = servingPolicy(
     { log: app.log, clock: app.clock, tracker: parts.tracker, authorize, shutdown: parts.shutdown, health: parts.health, validator: createValidator() },
     added,
@@ -366,7 +384,7 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   const ignoreUnknownJsonFields = app.config.server.ignore_unknown_json_fields;
   const adapter = connectAdapter({ routes, interceptors: policy, compressMinBytes, readMaxBytes, ignoreUnknownJsonFields, log: app.log });
   // The plain HTTP routes call the same services through the same policy, in process.
-  const local = createRouterTransport(routes, { router: { interceptors: policy, readMaxBytes } });
+  const local = createLocalTransport(routes, { interceptors: policy, readMaxBytes });
   const http = httpRoutes({ local, config: app.config, log: app.log, clock: app.clock, shutdown: parts.shutdown, metrics: scrape }, parts.httpRoutes ?? HTTP_ROUTES);
   if (parts.leanPath === false) {
     return withCors((req, res) => {

@@ -12,6 +12,7 @@ import { randomUUID } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type CallOptions } from "@connectrpc/connect";
 import type { Logger } from "pino";
+import { PEER_HEADER, remoteAddressOf } from "../rpc/peer.js";
 import { LimitExceededSchema, PoolExhaustedSchema, RateLimitedSchema } from "../../gen/gms/v1/error_details_pb.js";
 import type { Value, ValueSchema } from "../../gen/gms/v1/value_pb.js";
 import { closeUnread, GmsHttpError, header, type FormValue, type RefusalKind } from "./form.js";
@@ -74,6 +75,9 @@ export function gmsCall(req: HttpRequest, res: HttpResponse, deps: Pick<HttpRout
     if (!res.writableFinished) end(new DOMException("the caller went away", "AbortError"));
   });
   const headers: Record<string, string> = { "x-request-id": requestId };
+  // The RPCs' policies (the rate limit's per-peer buckets) see the HTTP caller's address.
+  const peer = remoteAddressOf(req);
+  if (peer !== undefined) headers[PEER_HEADER] = peer;
   const authorization = header(req, "authorization");
   if (authorization !== undefined) headers["authorization"] = authorization;
   const gmsUser = header(req, "gms_user");

@@ -14,6 +14,7 @@
 // gets the first answer and releases or counts nothing again (the domain keeps the reply).
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { AccessService } from "../../gen/gms/v1/access_pb.js";
+import { PEER_HEADER, remoteAddressOf } from "../rpc/peer.js";
 import { NoMatchReason, NoMatchSchema, RateLimitedSchema } from "../../gen/gms/v1/error_details_pb.js";
 import { codeToHttpStatus } from "../rpc/connect-internals.js";
 import { codeName } from "../rpc/observe.js";
@@ -183,6 +184,9 @@ export const ivrMatchRoute: HttpRouteFactory = ({ local, log }) => {
       const v = req.headers[name];
       if (typeof v === "string") headers[name] = v;
     }
+    // The RPC's policies (the rate limit's per-peer buckets) see the IVR's address.
+    const peer = remoteAddressOf(req);
+    if (peer !== undefined) headers[PEER_HEADER] = peer;
     let requestId: string | undefined;
     const withId = (h: Record<string, string> = {}) => (requestId === undefined ? h : { ...h, "x-request-id": requestId });
     paramsOf(req, gone.signal, IVR_DEADLINE_MS)

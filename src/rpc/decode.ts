@@ -44,6 +44,7 @@ import {
   type UniversalServerResponse,
 } from "./connect-internals.js";
 import { codeName, methodName } from "./observe.js";
+import { peerKey, remoteAddressOf } from "./peer.js";
 
 /**
  * undecodable turns an error raised while reading and decoding a request into the caller's error:
@@ -163,6 +164,7 @@ export function connectAdapter(options: ConnectAdapterOptions): RequestHandler {
     const handler = paths.get((req.url ?? "").split("?", 1)[0] ?? "");
     if (handler === undefined) return notFound(req, res);
     const values = createContextValues();
+    values.set(peerKey, remoteAddressOf(req));
     if (isGrpcOverHttp2(req)) respecTrailers(res as http2.Http2ServerResponse);
     let uReq;
     try {

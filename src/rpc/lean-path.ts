@@ -53,6 +53,7 @@ import { TappedMessages, type Consumer } from "./tap.js";
 import { openStream, type LeanRpc, type ServerStream, type UnaryRpc } from "./lean-rpc.js";
 import type { CallTracker } from "./observe.js";
 import { applyPolicy, type CallFn } from "./policy.js";
+import { peerKey, remoteAddressOf } from "./peer.js";
 
 /** LeanPathOptions are the RPCs the lean path serves, the serving policy, and connect's limits. */
 export interface LeanPathOptions {
@@ -206,7 +207,7 @@ function request<M extends UnaryRequest["message"] | StreamRequest["message"]>(
     url: `${scheme}://${authority ?? ""}${req.url ?? ""}`,
     signal,
     header: new NodeHeaders(req.headers) as unknown as Headers,
-    contextValues: createContextValues(),
+    contextValues: createContextValues().set(peerKey, remoteAddressOf(req)),
   } as never;
 }
 
