@@ -415,6 +415,13 @@ export interface DatabaseOptions {
   poolMax: number;
 }
 
+/** chatEndpoints are the chat endpoints the configuration names: the default one and every service's. */
+export function chatEndpoints(config: Config): Set<string> {
+  const names = new Set([config.chat.default_endpoint]);
+  for (const svc of Object.values(config.services)) if (svc.endpoint !== undefined) names.add(svc.endpoint);
+  return names;
+}
+
 /** databaseOptions reads the `database.*` timeouts and pool size for openDatabase. */
 export function databaseOptions(config: Config): DatabaseOptions {
   const d = config.database;

@@ -13,7 +13,7 @@ import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryRe
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Bus } from "./bus.js";
 import type { Clock } from "./clock.js";
-import type { Config } from "./config.js";
+import { chatEndpoints, type Config } from "./config.js";
 import type { AccessEvents, MatchCounted } from "./domain/access.js";
 import type { AccessStore, GroupOccupancy } from "./domain/access-store.js";
 import type { ChatEvents } from "./domain/chat/index.js";
@@ -254,20 +254,13 @@ function bounded<T>(p: Promise<T>, ms: number): Promise<T> {
   ]).finally(() => clearTimeout(timer));
 }
 
-/** knownEndpoints are the chat endpoints the configuration names: the default one and every service's. */
-function knownEndpoints(config: Config): Set<string> {
-  const known = new Set([config.chat.default_endpoint]);
-  for (const svc of Object.values(config.services)) if (svc.endpoint !== undefined) known.add(svc.endpoint);
-  return known;
-}
-
 /** observeApp registers the metrics read at scrape time, and counts the database's query errors and pool waits. */
 function observeApp(registry: Registry, app: ObservedApp): void {
   const registers = [registry];
   const occupancy = shared(() => bounded(app.access.occupancy(app.clock.now()), SCRAPE_READ_MS));
   const queues = shared(() => bounded(app.chats.queueLengths(app.clock.now()), SCRAPE_READ_MS));
   const configured = new Set(Object.keys(app.config.resources));
-  const endpoints = knownEndpoints(app.config);
+  const endpoints = chatEndpoints(app.config);
 
   /** groups is the occupancy of the configured groups (a group removed from the configuration keeps its retired numbers in the store). */
   const groups = async (): Promise<GroupOccupancy[] | undefined> => {
@@ -329,6 +322,12 @@ function observeApp(registry: Registry, app: ObservedApp): void {
     }
     return folded;
   };
+  /** eachEndpoint pairs every configured endpoint with its queue (none when nothing waits), then "other" when something waits there. */
+  const eachEndpoint = function* (folded: Map<string, { waiting: number; oldestQueuedAt: number }>) {
+    for (const endpoint of endpoints) yield [endpoint, folded.get(endpoint)] as const;
+    const other = folded.get(OTHER_ENDPOINT);
+    if (other !== undefined) yield [OTHER_ENDPOINT, other] as const;
+  };
   new Gauge({
     name: "opengms_chat_queue_waiting_chats",
     help: "Chats waiting for an agent, by endpoint (0 for a configured endpoint with none), read from the store at scrape time.",
@@ -338,9 +337,7 @@ function observeApp(registry: Registry, app: ObservedApp): void {
       this.reset();
       const folded = await byEndpoint();
       if (folded === undefined) return;
-      for (const endpoint of endpoints) this.set({ endpoint }, folded.get(endpoint)?.waiting ?? 0);
-      const other = folded.get(OTHER_ENDPOINT);
-      if (other !== undefined) this.set({ endpoint: OTHER_ENDPOINT }, other.waiting);
+      for (const [endpoint, q] of eachEndpoint(folded)) this.set({ endpoint }, q?.waiting ?? 0);
     },
   });
   new Gauge({
@@ -354,9 +351,7 @@ function observeApp(registry: Registry, app: ObservedApp): void {
       if (folded === undefined) return;
       const now = app.clock.now();
       const wait = (q: { oldestQueuedAt: number } | undefined) => (q === undefined ? 0 : Math.max(0, now - q.oldestQueuedAt) / 1000);
-      for (const endpoint of endpoints) this.set({ endpoint }, wait(folded.get(endpoint)));
-      const other = folded.get(OTHER_ENDPOINT);
-      if (other !== undefined) this.set({ endpoint: OTHER_ENDPOINT }, wait(other));
+      for (const [endpoint, q] of eachEndpoint(folded)) this.set({ endpoint }, wait(q));
     },
   });
 

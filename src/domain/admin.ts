@@ -3,7 +3,7 @@
 // rule that already does the thing (a release is the access rules' own, cool-down included): no
 // rule of its own here.
 import type { Clock } from "../clock.js";
-import type { Config } from "../config.js";
+import { chatEndpoints, type Config } from "../config.js";
 import type { Access } from "./access.js";
 import type { AccessStore, GroupOccupancy, Reservation } from "./access-store.js";
 import type { ChatStore } from "./chat/store.js";
@@ -38,13 +38,6 @@ export interface AdminDeps {
   chatStore: Pick<ChatStore, "queueLengths">;
 }
 
-/** configuredEndpoints are the chat endpoints the configuration names: the default and the services' own. */
-function configuredEndpoints(config: Config): Set<string> {
-  const names = new Set([config.chat.default_endpoint]);
-  for (const svc of Object.values(config.services)) if (svc.endpoint !== undefined) names.add(svc.endpoint);
-  return names;
-}
-
 /** createAdmin builds the admin views. */
 export function createAdmin({ config, clock, transactions, access, accessStore, chatStore }: AdminDeps): Admin {
   return {
@@ -56,7 +49,7 @@ export function createAdmin({ config, clock, transactions, access, accessStore, 
     },
     async endpoints() {
       const queues = new Map<string, EndpointQueue>();
-      for (const name of configuredEndpoints(config)) queues.set(name, { endpoint: name, waiting: 0, oldestQueuedAt: undefined });
+      for (const name of chatEndpoints(config)) queues.set(name, { endpoint: name, waiting: 0, oldestQueuedAt: undefined });
       for (const q of await chatStore.queueLengths(clock.now())) queues.set(q.endpoint, { endpoint: q.endpoint, waiting: q.waiting, oldestQueuedAt: q.oldestQueuedAt });
       return [...queues.values()].sort((a, b) => (a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0));
     },
