@@ -110,6 +110,7 @@ const eventNames: Record<ChatEventType, string> = {
   [ChatEventType.USER_DATA_UPDATED]: "UserDataUpdated",
   [ChatEventType.CHAT_ENDED]: "ChatEnded",
   [ChatEventType.MESSAGE_READ]: "MessageRead",
+  [ChatEventType.HEARTBEAT]: "Heartbeat",
 };
 
 const participantNames: Record<ParticipantType, string> = {
