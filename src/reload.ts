@@ -208,7 +208,11 @@ export function createReload(deps: ReloadDeps): Reload {
     try {
       next = deps.load();
     } catch (e) {
-      if (!(e instanceof ConfigError)) throw e;
+      if (!(e instanceof ConfigError)) {
+        reloaded("failed");
+        log.error({ event: "config", err: e }, "configuration reload failed; the running configuration stays");
+        throw e;
+      }
       const reasons = reasonsOf(e);
       reloaded("refused");
       log.error({ event: "config", reasons }, "configuration reload refused; the running configuration stays");

@@ -106,11 +106,10 @@ describe.each(DIALECTS)("live reload (%s)", (dialect) => {
       const queue = reader(agents.watchQueue({ endpoint: "support" }, { signal: abort.signal }));
       expect((await queue()).waiting.map((w) => w.chatId)).toEqual([chat.chatId]);
 
-      // Calls in flight while the reload runs: storage writes and reads with the old key.
+      // Calls in flight while the reload runs: storage writes and reads with the old key (within
+      // the old limits and the new ones: a call reads the limits when it checks them).
       const storage = createClient(StorageService, grpc(OLD_KEY));
-      const inFlight = Array.from({ length: 40 }, (_, i) =>
-        storage.createData({ ttlSeconds: 60n, entries: { a: text(`v${i}`), b: text("x"), c: text("y") } }).then((r) => storage.getData({ dataId: r.dataId })),
-      );
+      const inFlight = Array.from({ length: 40 }, (_, i) => storage.createData({ ttlSeconds: 60n, entries: { a: text(`v${i}`) } }).then((r) => storage.getData({ dataId: r.dataId })));
       const next = baseConfig();
       (next["auth"] as { api_keys: unknown[] }).api_keys.push({ name: "crm2", key: NEW_KEY, roles: ["backend"] });
       next["resources"] = { ...(next["resources"] as object), extra: { numbers: ["+18005550200"], locking: false } };
