@@ -31,14 +31,24 @@ program
   .command("serve", { isDefault: true })
   .description("run the server")
   .action(async () => {
-    const path = program.opts<{ config?: string }>().config;
-    const config = configOrExit(path);
+    // The file is found once: a reload reads the same file again, wherever the process looks later.
+    const file = configPath({ path: program.opts<{ config?: string }>().config });
+    const config = configOrExit(file);
     // Any error logged as `err` is described without SQL, values or a database message (describeError).
     const log = pino({ level: config.log.level, base: { service: "opengms" }, serializers: { err: describeError } });
-    log.info({ version: VERSION, config: configPath({ path }), database: redactUrl(config.database.url), pid: process.pid }, "opengms starting");
+    log.info({ version: VERSION, config: file, database: redactUrl(config.database.url), pid: process.pid }, "opengms starting");
+    // SIGHUP reloads the configuration file (the reload logs what changed, or why it refused); until
+    // the server is up it is ignored rather than let end the process, as Node's default would.
+    let reload: (() => Promise<unknown>) | undefined = undefined;
+    process.on("SIGHUP", () => {
+      log.info({ signal: "SIGHUP" }, "signal received: reloading the configuration");
+      if (reload === undefined) log.warn("the server is not started yet: nothing reloaded");
+      else reload().catch(() => undefined);
+    });
     const db = await openDatabase(config.database.url, { ...databaseOptions(config), log: log.child({ component: "database" }) });
     log.info({ database: redactUrl(config.database.url) }, "database ready");
-    const server = await startServer({ config, db, log });
+    const server = await startServer({ config, db, log, load: () => loadConfig({ path: file }) });
+    reload = server.reload;
     const stop = (signal: string) => {
       log.info({ signal }, "signal received");
       server.shutdown().then(

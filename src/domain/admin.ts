@@ -3,7 +3,7 @@
 // rule that already does the thing (a release is the access rules' own, cool-down included): no
 // rule of its own here.
 import type { Clock } from "../clock.js";
-import { chatEndpoints, type Config } from "../config.js";
+import { chatEndpoints, type ConfigSource } from "../config.js";
 import type { Access } from "./access.js";
 import type { AccessStore, GroupOccupancy, Reservation } from "./access-store.js";
 import type { ChatStore } from "./chat/store.js";
@@ -30,7 +30,8 @@ export interface Admin {
 
 /** AdminDeps are what the admin views are built on. */
 export interface AdminDeps {
-  config: Config;
+  /** config is the configuration in effect, read at every call. */
+  config: ConfigSource;
   clock: Clock;
   transactions: Transactions;
   access: Access;
@@ -49,7 +50,7 @@ export function createAdmin({ config, clock, transactions, access, accessStore, 
     },
     async endpoints() {
       const queues = new Map<string, EndpointQueue>();
-      for (const name of chatEndpoints(config)) queues.set(name, { endpoint: name, waiting: 0, oldestQueuedAt: undefined });
+      for (const name of chatEndpoints(config())) queues.set(name, { endpoint: name, waiting: 0, oldestQueuedAt: undefined });
       for (const q of await chatStore.queueLengths(clock.now())) queues.set(q.endpoint, { endpoint: q.endpoint, waiting: q.waiting, oldestQueuedAt: q.oldestQueuedAt });
       return [...queues.values()].sort((a, b) => (a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0));
     },

@@ -2,6 +2,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { AdminService, type ReservationSummarySchema } from "../../gen/gms/v1/admin_pb.js";
 import type { Admin } from "../domain/admin.js";
+import type { Reload } from "../reload.js";
 import type { Reservation } from "../domain/access-store.js";
 import { timestamp } from "./convert.js";
 
@@ -11,6 +12,7 @@ export const adminAccess = {
   listReservations: [],
   releaseReservation: [],
   listChatEndpoints: [],
+  reloadConfig: [],
 } as const;
 
 /** reservationSummary maps a reservation onto what an operator sees of it: never its access code. */
@@ -25,8 +27,8 @@ function reservationSummary(r: Reservation): MessageInitShape<typeof Reservation
   };
 }
 
-/** adminService maps AdminService RPCs onto the admin views. */
-export function adminService(admin: Admin): ServiceImpl<typeof AdminService> {
+/** adminService maps AdminService RPCs onto the admin views, and ReloadConfig onto the server's reload. */
+export function adminService(admin: Admin, reload: Reload): ServiceImpl<typeof AdminService> {
   return {
     async listResourceGroups() {
       return {
@@ -53,6 +55,26 @@ export function adminService(admin: Admin): ServiceImpl<typeof AdminService> {
           waiting: BigInt(q.waiting),
           oldestQueuedAt: q.oldestQueuedAt === undefined ? undefined : timestamp(q.oldestQueuedAt),
         })),
+      };
+    },
+    async reloadConfig() {
+      const c = await reload();
+      return {
+        changedSections: c.sections,
+        changedSettings: c.settings,
+        groupsAdded: c.groupsAdded,
+        groupsRemoved: c.groupsRemoved,
+        groupsChanged: c.groupsChanged,
+        numbersAdded: BigInt(c.numbersAdded),
+        numbersRetired: BigInt(c.numbersRetired),
+        servicesAdded: c.servicesAdded,
+        servicesRemoved: c.servicesRemoved,
+        servicesChanged: c.servicesChanged,
+        apiKeysAdded: BigInt(c.apiKeysAdded),
+        apiKeysRemoved: BigInt(c.apiKeysRemoved),
+        apiKeysChanged: BigInt(c.apiKeysChanged),
+        restartRequired: c.restartRequired,
+        loadedAt: timestamp(c.loadedAt),
       };
     },
   };

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file gms/v1/admin.proto.
  */
 export const file_gms_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChJnbXMvdjEvYWRtaW4ucHJvdG8SBmdtcy52MSKDAQoWUmVzb3VyY2VHcm91cE9jY3VwYW5jeRIMCgRuYW1lGAEgASgJEhAKCHJlc2VydmVkGAIgASgDEhQKDGNvb2xpbmdfZG93bhgDIAEoAxIMCgRmcmVlGAQgASgDEg8KB3JldGlyZWQYBSABKAMSFAoMcmVzZXJ2YXRpb25zGAYgASgDIhsKGUxpc3RSZXNvdXJjZUdyb3Vwc1JlcXVlc3QiTAoaTGlzdFJlc291cmNlR3JvdXBzUmVzcG9uc2USLgoGZ3JvdXBzGAEgAygLMh4uZ21zLnYxLlJlc291cmNlR3JvdXBPY2N1cGFuY3kizQEKElJlc2VydmF0aW9uU3VtbWFyeRIVCg1hY2Nlc3NfbnVtYmVyGAEgASgJEhYKDnJlc291cmNlX2dyb3VwGAIgASgJEhIKCnNlc3Npb25faWQYAyABKAkSFAoMcGhvbmVfbnVtYmVyGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIj0KF0xpc3RSZXNlcnZhdGlvbnNSZXF1ZXN0EiIKDnJlc291cmNlX2dyb3VwGAEgASgJQgq6SAdyBRABGIABIkwKGExpc3RSZXNlcnZhdGlvbnNSZXNwb25zZRIwCgxyZXNlcnZhdGlvbnMYASADKAsyGi5nbXMudjEuUmVzZXJ2YXRpb25TdW1tYXJ5IksKGVJlbGVhc2VSZXNlcnZhdGlvblJlcXVlc3QSLgoNYWNjZXNzX251bWJlchgBIAEoCUIXukgUchIyEF5cKz9bMC05XXsxLDQwfSQiSgoaUmVsZWFzZVJlc2VydmF0aW9uUmVzcG9uc2USLAoIcmVsZWFzZWQYASADKAsyGi5nbXMudjEuUmVzZXJ2YXRpb25TdW1tYXJ5ImwKEUNoYXRFbmRwb2ludFF1ZXVlEhAKCGVuZHBvaW50GAEgASgJEg8KB3dhaXRpbmcYAiABKAMSNAoQb2xkZXN0X3F1ZXVlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiGgoYTGlzdENoYXRFbmRwb2ludHNSZXF1ZXN0IkkKGUxpc3RDaGF0RW5kcG9pbnRzUmVzcG9uc2USLAoJZW5kcG9pbnRzGAEgAygLMhkuZ21zLnYxLkNoYXRFbmRwb2ludFF1ZXVlMogDCgxBZG1pblNlcnZpY2USYAoSTGlzdFJlc291cmNlR3JvdXBzEiEuZ21zLnYxLkxpc3RSZXNvdXJjZUdyb3Vwc1JlcXVlc3QaIi5nbXMudjEuTGlzdFJlc291cmNlR3JvdXBzUmVzcG9uc2UiA5ACARJaChBMaXN0UmVzZXJ2YXRpb25zEh8uZ21zLnYxLkxpc3RSZXNlcnZhdGlvbnNSZXF1ZXN0GiAuZ21zLnYxLkxpc3RSZXNlcnZhdGlvbnNSZXNwb25zZSIDkAIBElsKElJlbGVhc2VSZXNlcnZhdGlvbhIhLmdtcy52MS5SZWxlYXNlUmVzZXJ2YXRpb25SZXF1ZXN0GiIuZ21zLnYxLlJlbGVhc2VSZXNlcnZhdGlvblJlc3BvbnNlEl0KEUxpc3RDaGF0RW5kcG9pbnRzEiAuZ21zLnYxLkxpc3RDaGF0RW5kcG9pbnRzUmVxdWVzdBohLmdtcy52MS5MaXN0Q2hhdEVuZHBvaW50c1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChJnbXMvdjEvYWRtaW4ucHJvdG8SBmdtcy52MSKDAQoWUmVzb3VyY2VHcm91cE9jY3VwYW5jeRIMCgRuYW1lGAEgASgJEhAKCHJlc2VydmVkGAIgASgDEhQKDGNvb2xpbmdfZG93bhgDIAEoAxIMCgRmcmVlGAQgASgDEg8KB3JldGlyZWQYBSABKAMSFAoMcmVzZXJ2YXRpb25zGAYgASgDIhsKGUxpc3RSZXNvdXJjZUdyb3Vwc1JlcXVlc3QiTAoaTGlzdFJlc291cmNlR3JvdXBzUmVzcG9uc2USLgoGZ3JvdXBzGAEgAygLMh4uZ21zLnYxLlJlc291cmNlR3JvdXBPY2N1cGFuY3kizQEKElJlc2VydmF0aW9uU3VtbWFyeRIVCg1hY2Nlc3NfbnVtYmVyGAEgASgJEhYKDnJlc291cmNlX2dyb3VwGAIgASgJEhIKCnNlc3Npb25faWQYAyABKAkSFAoMcGhvbmVfbnVtYmVyGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIj0KF0xpc3RSZXNlcnZhdGlvbnNSZXF1ZXN0EiIKDnJlc291cmNlX2dyb3VwGAEgASgJQgq6SAdyBRABGIABIkwKGExpc3RSZXNlcnZhdGlvbnNSZXNwb25zZRIwCgxyZXNlcnZhdGlvbnMYASADKAsyGi5nbXMudjEuUmVzZXJ2YXRpb25TdW1tYXJ5IksKGVJlbGVhc2VSZXNlcnZhdGlvblJlcXVlc3QSLgoNYWNjZXNzX251bWJlchgBIAEoCUIXukgUchIyEF5cKz9bMC05XXsxLDQwfSQiSgoaUmVsZWFzZVJlc2VydmF0aW9uUmVzcG9uc2USLAoIcmVsZWFzZWQYASADKAsyGi5nbXMudjEuUmVzZXJ2YXRpb25TdW1tYXJ5ImwKEUNoYXRFbmRwb2ludFF1ZXVlEhAKCGVuZHBvaW50GAEgASgJEg8KB3dhaXRpbmcYAiABKAMSNAoQb2xkZXN0X3F1ZXVlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiGgoYTGlzdENoYXRFbmRwb2ludHNSZXF1ZXN0IkkKGUxpc3RDaGF0RW5kcG9pbnRzUmVzcG9uc2USLAoJZW5kcG9pbnRzGAEgAygLMhkuZ21zLnYxLkNoYXRFbmRwb2ludFF1ZXVlIhUKE1JlbG9hZENvbmZpZ1JlcXVlc3QioQMKFFJlbG9hZENvbmZpZ1Jlc3BvbnNlEhgKEGNoYW5nZWRfc2VjdGlvbnMYASADKAkSGAoQY2hhbmdlZF9zZXR0aW5ncxgCIAMoCRIUCgxncm91cHNfYWRkZWQYAyADKAkSFgoOZ3JvdXBzX3JlbW92ZWQYBCADKAkSFgoOZ3JvdXBzX2NoYW5nZWQYBSADKAkSFQoNbnVtYmVyc19hZGRlZBgGIAEoAxIXCg9udW1iZXJzX3JldGlyZWQYByABKAMSFgoOc2VydmljZXNfYWRkZWQYCCADKAkSGAoQc2VydmljZXNfcmVtb3ZlZBgJIAMoCRIYChBzZXJ2aWNlc19jaGFuZ2VkGAogAygJEhYKDmFwaV9rZXlzX2FkZGVkGAsgASgDEhgKEGFwaV9rZXlzX3JlbW92ZWQYDCABKAMSGAoQYXBpX2tleXNfY2hhbmdlZBgNIAEoAxIYChByZXN0YXJ0X3JlcXVpcmVkGA4gAygJEi0KCWxvYWRlZF9hdBgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAy0wMKDEFkbWluU2VydmljZRJgChJMaXN0UmVzb3VyY2VHcm91cHMSIS5nbXMudjEuTGlzdFJlc291cmNlR3JvdXBzUmVxdWVzdBoiLmdtcy52MS5MaXN0UmVzb3VyY2VHcm91cHNSZXNwb25zZSIDkAIBEloKEExpc3RSZXNlcnZhdGlvbnMSHy5nbXMudjEuTGlzdFJlc2VydmF0aW9uc1JlcXVlc3QaIC5nbXMudjEuTGlzdFJlc2VydmF0aW9uc1Jlc3BvbnNlIgOQAgESWwoSUmVsZWFzZVJlc2VydmF0aW9uEiEuZ21zLnYxLlJlbGVhc2VSZXNlcnZhdGlvblJlcXVlc3QaIi5nbXMudjEuUmVsZWFzZVJlc2VydmF0aW9uUmVzcG9uc2USXQoRTGlzdENoYXRFbmRwb2ludHMSIC5nbXMudjEuTGlzdENoYXRFbmRwb2ludHNSZXF1ZXN0GiEuZ21zLnYxLkxpc3RDaGF0RW5kcG9pbnRzUmVzcG9uc2UiA5ACARJJCgxSZWxvYWRDb25maWcSGy5nbXMudjEuUmVsb2FkQ29uZmlnUmVxdWVzdBocLmdtcy52MS5SZWxvYWRDb25maWdSZXNwb25zZWIGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * ResourceGroupOccupancy is what a resource group's numbers are doing now, each number counted in
@@ -321,6 +321,143 @@ export const ListChatEndpointsResponseSchema: GenMessage<ListChatEndpointsRespon
   messageDesc(file_gms_v1_admin, 10);
 
 /**
+ * ReloadConfigRequest is empty: the node reads the file it was started with.
+ *
+ * @generated from message gms.v1.ReloadConfigRequest
+ */
+export type ReloadConfigRequest = Message<"gms.v1.ReloadConfigRequest"> & {
+};
+
+/**
+ * Describes the message gms.v1.ReloadConfigRequest.
+ * Use `create(ReloadConfigRequestSchema)` to create a new message.
+ */
+export const ReloadConfigRequestSchema: GenMessage<ReloadConfigRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 11);
+
+/**
+ * ReloadConfigResponse says what the reload changed, by names and counts: never a key or a value.
+ *
+ * @generated from message gms.v1.ReloadConfigResponse
+ */
+export type ReloadConfigResponse = Message<"gms.v1.ReloadConfigResponse"> & {
+  /**
+   * changed_sections are the top-level sections that changed, e.g. "auth", "resources".
+   *
+   * @generated from field: repeated string changed_sections = 1;
+   */
+  changedSections: string[];
+
+  /**
+   * changed_settings are the settings that changed, as dotted paths, e.g. "rate_limits.peer.burst",
+   * "resources.DNIS.numbers"; a list counts as one setting ("auth.api_keys").
+   *
+   * @generated from field: repeated string changed_settings = 2;
+   */
+  changedSettings: string[];
+
+  /**
+   * groups_added are the resource groups configured now and not before.
+   *
+   * @generated from field: repeated string groups_added = 3;
+   */
+  groupsAdded: string[];
+
+  /**
+   * groups_removed are the resource groups no longer configured: their numbers are retired (never
+   * handed out again; a live reservation still matches until it lapses).
+   *
+   * @generated from field: repeated string groups_removed = 4;
+   */
+  groupsRemoved: string[];
+
+  /**
+   * groups_changed are the resource groups whose settings or numbers changed.
+   *
+   * @generated from field: repeated string groups_changed = 5;
+   */
+  groupsChanged: string[];
+
+  /**
+   * numbers_added counts the numbers added to the store by the synchronisation.
+   *
+   * @generated from field: int64 numbers_added = 6;
+   */
+  numbersAdded: bigint;
+
+  /**
+   * numbers_retired counts the numbers the synchronisation retired.
+   *
+   * @generated from field: int64 numbers_retired = 7;
+   */
+  numbersRetired: bigint;
+
+  /**
+   * services_added are the services configured now and not before.
+   *
+   * @generated from field: repeated string services_added = 8;
+   */
+  servicesAdded: string[];
+
+  /**
+   * services_removed are the services no longer configured (calls naming one are NOT_FOUND).
+   *
+   * @generated from field: repeated string services_removed = 9;
+   */
+  servicesRemoved: string[];
+
+  /**
+   * services_changed are the services whose options changed.
+   *
+   * @generated from field: repeated string services_changed = 10;
+   */
+  servicesChanged: string[];
+
+  /**
+   * api_keys_added counts the API keys (by name) configured now and not before.
+   *
+   * @generated from field: int64 api_keys_added = 11;
+   */
+  apiKeysAdded: bigint;
+
+  /**
+   * api_keys_removed counts the API keys no longer configured: refused (UNAUTHENTICATED) from now on.
+   *
+   * @generated from field: int64 api_keys_removed = 12;
+   */
+  apiKeysRemoved: bigint;
+
+  /**
+   * api_keys_changed counts the API keys whose key, roles or flags changed under the same name.
+   *
+   * @generated from field: int64 api_keys_changed = 13;
+   */
+  apiKeysChanged: bigint;
+
+  /**
+   * restart_required are the settings that differ from what the node started with and take effect
+   * only when it restarts, e.g. "server.port", "database" (their values are not shown).
+   *
+   * @generated from field: repeated string restart_required = 14;
+   */
+  restartRequired: string[];
+
+  /**
+   * loaded_at is when the configuration now in effect was loaded.
+   *
+   * @generated from field: google.protobuf.Timestamp loaded_at = 15;
+   */
+  loadedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message gms.v1.ReloadConfigResponse.
+ * Use `create(ReloadConfigResponseSchema)` to create a new message.
+ */
+export const ReloadConfigResponseSchema: GenMessage<ReloadConfigResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 12);
+
+/**
  * AdminService is what an operator on call watches and does without SQL: the access-number pools
  * and their reservations, releasing a stuck reservation, and the chat queues. Every RPC needs the
  * `admin` role. No reply ever carries an access code.
@@ -369,6 +506,21 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ListChatEndpointsRequestSchema;
     output: typeof ListChatEndpointsResponseSchema;
+  },
+  /**
+   * ReloadConfig reads the configuration file this node was started with again and puts it in
+   * effect without dropping a connection or a stream (SIGHUP does the same). A file that cannot be
+   * read or is not valid is FAILED_PRECONDITION with the reasons, and the running configuration
+   * stays entirely; a store that cannot take the new numbers is UNAVAILABLE, nothing changed.
+   * Settings read only at start (listener, database, bus) are applied at the next restart and
+   * named in restart_required. Each node reloads its own file.
+   *
+   * @generated from rpc gms.v1.AdminService.ReloadConfig
+   */
+  reloadConfig: {
+    methodKind: "unary";
+    input: typeof ReloadConfigRequestSchema;
+    output: typeof ReloadConfigResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_gms_v1_admin, 0);
