@@ -102,7 +102,7 @@ export function createApp({ config, db, log, clock = systemClock, bus = defaultB
   const sessions = createSessions({ store: stores.sessions, transactions: stores.transactions, clock, storage, access, chats: stores.chats });
   const chats = createChatsOn(stores, { clock, config, storage, bus, events: metrics?.chat });
   metrics?.observe({ config, clock, db, bus, access: stores.access, chats: stores.chats });
-  const admin = createAdmin({ config, clock, transactions: stores.transactions, access, accessStore: stores.access, chatStore: stores.chats });
+  const admin = createAdmin({ config, clock, transactions: stores.transactions, access, sessions, accessStore: stores.access, sessionStore: stores.sessions, chatStore: stores.chats });
   return { config, db, stores, clock, log, storage, access, sessions, bus, chats, admin, metrics };
 }
 
