@@ -24,10 +24,13 @@ export function queueLine(u: QueueUpdate): string {
   return `${head}, oldest ${duration(Number(oldest?.waitSeconds ?? 0n) * 1000)}: ${names.join(", ")}${more}\n`;
 }
 
-/** resumable tells a stream's end that opening it again may cure: the server went away or ended it. */
+/**
+ * resumable tells a stream's end that opening it again may cure: the server went away or ended it
+ * (connect-node reports a connection reset as ABORTED, one refused as UNAVAILABLE).
+ */
 function resumable(e: unknown): boolean {
   const code = ConnectError.from(e).code;
-  return code === Code.Unavailable || code === Code.Unknown || code === Code.Internal || code === Code.DeadlineExceeded;
+  return code === Code.Unavailable || code === Code.Aborted || code === Code.Unknown || code === Code.Internal || code === Code.DeadlineExceeded;
 }
 
 /**
