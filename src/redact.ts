@@ -16,7 +16,17 @@ export function redactUrl(url: string): string {
   } catch {
     return url.replace(/\/\/[^/?#]*@/, "//***@");
   }
-  if (u.password !== "") u.password = "***";
-  for (const name of new Set(u.searchParams.keys())) if (SECRET_PARAM.test(name)) u.searchParams.set(name, "***");
-  return u.toString();
+  let secret = false;
+  if (u.password !== "") {
+    u.password = "***";
+    secret = true;
+  }
+  for (const name of new Set(u.searchParams.keys())) {
+    if (SECRET_PARAM.test(name)) {
+      u.searchParams.set(name, "***");
+      secret = true;
+    }
+  }
+  // Without a secret the URL is shown as given, not as the parser spells it again (a SQLite path with a space stays one).
+  return secret ? u.toString() : url;
 }

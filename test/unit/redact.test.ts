@@ -15,6 +15,7 @@ describe("redactUrl", () => {
     // Nothing secret: unchanged.
     ["mysql://root@127.0.0.1:3306/gms", "mysql://root@127.0.0.1:3306/gms"],
     ["sqlite:data/gms.db", "sqlite:data/gms.db"],
+    ["sqlite:/var/lib/my gms/gms.db", "sqlite:/var/lib/my gms/gms.db"],
   ])("%s → %s", (url, shown) => {
     expect(redactUrl(url)).toBe(shown);
     expect(redactUrl(url)).not.toContain("s3cret");
