@@ -19,6 +19,7 @@ import { createLocalBus } from "../src/bus.js";
 import { systemClock } from "../src/clock.js";
 import { connectOutcome, freePort, waitFor } from "./helpers/calls.js";
 import { DIALECTS } from "./helpers/databases.js";
+import { makePki, type Pki } from "./helpers/pki.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { TcpProxy } from "./helpers/tcp-proxy.js";
 
@@ -456,5 +457,43 @@ describe.skipIf(MAIN === "sqlite")("the opengms commands against a server on sql
     expect(sessions.stdout.split("\n")[1]).toMatch(new RegExp(`^${made.session!.id}\\s+listed\\s+active\\s+\\+16505550901`));
     expect(cfg.status).toBe(0);
     expectNoSecrets(cfg.stdout);
+  });
+});
+
+describe("the opengms commands over mutual TLS", { timeout: 120_000 }, () => {
+  let t: TestServer;
+  let pki: Pki;
+  beforeAll(async () => {
+    pki = await makePki();
+    t = await startTestServer("sqlite", {
+      config: { ...config, server: { tls: { cert: pki.serverCert, key: pki.serverKey, client_ca: pki.caCert } } },
+      clock: systemClock,
+      bus: createLocalBus(),
+    });
+  });
+  afterAll(async () => {
+    await t?.close();
+    if (pki !== undefined) rmSync(pki.dir, { recursive: true, force: true });
+  });
+
+  it("trusts the server with --ca and presents --cert and --cert-key; without them the handshake fails, exit 4", async () => {
+    expect(t.server.url).toMatch(/^https:/);
+    const trust = ["--ca", pki.caCert];
+    const me = ["--cert", pki.clientCert, "--cert-key", pki.clientKey];
+    const env = { GMS_URL: t.server.url, GMS_API_KEY: KEYS.admin };
+    const [health, groups, untrusted, anonymous, stranger, half] = await Promise.all([
+      opengms(["health", ...trust, ...me], env),
+      opengms(["groups", "--json", ...trust, ...me], env),
+      opengms(["health", ...me], env),
+      opengms(["health", ...trust], env),
+      opengms(["health", ...trust, "--cert", pki.strangerCert, "--cert-key", pki.strangerKey], env),
+      opengms(["health", ...trust, "--cert", pki.clientCert], env),
+    ]);
+    expect(health).toEqual({ status: 0, stdout: "SERVING\n", stderr: "" });
+    expect((JSON.parse(groups.stdout) as { groups: unknown[] }).groups).toHaveLength(2);
+    expectFailure(untrusted, 4, new RegExp(`^opengms: cannot reach ${t.server.url}: the server's certificate`));
+    expectFailure(anonymous, 4, /^opengms: cannot reach .*: (the server asks for a client certificate|connection reset)/);
+    expectFailure(stranger, 4, /^opengms: cannot reach /);
+    expectFailure(half, 1, /^opengms: --cert and --cert-key go together/);
   });
 });

@@ -18,6 +18,8 @@ export interface ApiOptions {
   key?: string;
   keyFile?: string;
   ca?: string;
+  cert?: string;
+  certKey?: string;
   timeout?: string;
   json?: boolean;
 }
@@ -92,7 +94,13 @@ export function connectApi(options: ApiOptions, env: NodeJS.ProcessEnv = process
   const url = urlOf(options, env);
   const key = apiKeyOf(options, env);
   const timeoutMs = timeoutOf(options);
-  const ca = options.ca === undefined ? undefined : readFile(options.ca, "CA file");
+  // TLS: a CA to trust beside the system's, and for mutual TLS (server.tls.client_ca) the client's certificate and key.
+  if ((options.cert === undefined) !== (options.certKey === undefined)) throw new CliFailure("--cert and --cert-key go together (mutual TLS)");
+  const tls = {
+    ...(options.ca === undefined ? {} : { ca: readFile(options.ca, "CA file") }),
+    ...(options.cert === undefined ? {} : { cert: readFile(options.cert, "certificate file") }),
+    ...(options.certKey === undefined ? {} : { key: readFile(options.certKey, "certificate key file") }),
+  };
   const interceptors: Interceptor[] =
     key === undefined
       ? []
@@ -102,6 +110,6 @@ export function connectApi(options: ApiOptions, env: NodeJS.ProcessEnv = process
             return next(req);
           },
         ];
-  const transport = createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors, nodeOptions: ca === undefined ? {} : { ca } });
+  const transport = createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors, nodeOptions: tls });
   return { url, json: options.json === true, client: (service) => createClient(service, transport), call: { timeoutMs } };
 }

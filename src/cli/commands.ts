@@ -75,6 +75,8 @@ function apiCommand(parent: Command, nameAndArgs: string, description: string): 
     .option("--key <key>", "API key (default $GMS_API_KEY; a key on the command line shows in `ps` and shell history: prefer the variable or --key-file)")
     .option("--key-file <path>", "read the API key from the first line of this file")
     .option("--ca <path>", "PEM file of the CA that signed an https server's certificate (default: the system's)")
+    .option("--cert <path>", "PEM file of this client's certificate, for a server with mutual TLS")
+    .option("--cert-key <path>", "PEM file of that certificate's private key")
     .option("--timeout <seconds>", "give up on an answer after this long (default 10)")
     .option("--json", "print the reply as proto3 JSON, every field present, for scripts");
 }

@@ -69,6 +69,9 @@ const NETWORK_CODES: Record<string, string> = {
   UNABLE_TO_VERIFY_LEAF_SIGNATURE: "the server's certificate cannot be verified (trust its CA with --ca)",
   ERR_TLS_CERT_ALTNAME_INVALID: "the server's certificate does not name this host",
   CERT_HAS_EXPIRED: "the server's certificate has expired",
+  ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED: "the server asks for a client certificate (--cert and --cert-key)",
+  ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE: "the server refused the client certificate",
+  ERR_SSL_TLSV1_ALERT_UNKNOWN_CA: "the server does not know the client certificate's CA",
 };
 
 /** networkCause is what Node said of a connection that failed, found in an error's causes; undefined when none is. */
