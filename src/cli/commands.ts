@@ -28,13 +28,11 @@ import type { Value } from "../../gen/gms/v1/value_pb.js";
 import { Health, HealthCheckResponse_ServingStatus, HealthCheckResponseSchema } from "../../gen/grpc/health/v1/health_pb.js";
 import { connectApi, DEFAULT_URL, urlOfOptions, type Api, type ApiOptions } from "./client.js";
 import { CliFailure, EXIT, failureOf } from "./failure.js";
-import type { Output } from "./output.js";
-import { cell, duration, enumName, fields, json, NONE, since, table, time, until, write } from "./output.js";
+import { cell, duration, enumName, fields, json, NONE, since, table, time, until, write, type Output } from "./output.js";
 import { watchQueue } from "./watch.js";
 
 /** Action is a command's body: given the server and its options and arguments, what to print. */
 type Action<O> = (api: Api, options: O, ...args: string[]) => Promise<Output | string>;
-
 
 /**
  * act turns a command's body into commander's action: it reads the options into a server to call,
