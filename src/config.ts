@@ -5,6 +5,7 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { numberingOf, numberReader } from "./numbering.js";
 import { BUNDLED_CONFIG } from "./package-info.js";
+import { redactUrl } from "./redact.js";
 
 /** ROLES are the caller roles an API key can carry; each RPC declares which of them may call it. */
 export const ROLES = ["app", "ivr", "agent", "backend", "admin"] as const;
@@ -470,4 +471,29 @@ export function databaseOptions(config: Config): DatabaseOptions {
     busyTimeoutMs: Math.round(d.sqlite_busy_timeout_seconds * 1000),
     poolMax: d.pool_max,
   };
+}
+
+/** REDACTED stands for a secret of the configuration wherever it is shown. */
+export const REDACTED = "<redacted>";
+
+/**
+ * redactedConfig is the configuration as an operator may read it (AdminService.GetConfiguration):
+ * plain JSON values, unset options left out, every secret replaced — an API key and its digest by
+ * REDACTED, the password in the database and Redis URLs by `***` (redactUrl). A secret added to
+ * the schema must be added here; test/admin.test.ts puts one in every such place and looks for it
+ * in the output.
+ */
+export function redactedConfig(config: Config): Record<string, unknown> {
+  const copy = JSON.parse(JSON.stringify(config)) as Record<string, unknown> & {
+    auth: { api_keys: Record<string, unknown>[] };
+    database: { url: string };
+    bus: { redis_url?: string };
+  };
+  for (const k of copy.auth.api_keys) {
+    if ("key" in k) k["key"] = REDACTED;
+    if ("key_sha256" in k) k["key_sha256"] = REDACTED;
+  }
+  copy.database.url = redactUrl(copy.database.url);
+  if (copy.bus.redis_url !== undefined) copy.bus.redis_url = redactUrl(copy.bus.redis_url);
+  return copy;
 }

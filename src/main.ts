@@ -1,12 +1,13 @@
 #!/usr/bin/env node
-// The `opengms` command: serve (the default), migrate, check-config, --version.
+// The `opengms` command: serve (the default), migrate, check-config, --version; and the operator's
+// commands that call a running server over the API (src/cli/commands.ts).
 import { Command } from "commander";
 import { pino } from "pino";
+import { refuseUnknownCommand, registerApiCommands } from "./cli/commands.js";
 import { ConfigError, configPath, databaseOptions, loadConfig, type Config } from "./config.js";
 import { VERSION } from "./package-info.js";
 import { migrateLatest, openDatabase, redactUrl } from "./store/database.js";
 import { describeError } from "./store/errors.js";
-import { startServer } from "./server.js";
 
 /** configOrExit loads the configuration, or exits with status 2 saying what is wrong with it. */
 function configOrExit(path: string | undefined): Config {
@@ -47,6 +48,8 @@ program
     });
     const db = await openDatabase(config.database.url, { ...databaseOptions(config), log: log.child({ component: "database" }) });
     log.info({ database: redactUrl(config.database.url) }, "database ready");
+    // Loaded here, not above: the operator's commands start without the server's modules.
+    const { startServer } = await import("./server.js");
     const server = await startServer({ config, db, log, load: () => loadConfig({ path: file }) });
     reload = server.reload;
     const stop = (signal: string) => {
@@ -87,6 +90,9 @@ program
     configOrExit(program.opts<{ config?: string }>().config);
     process.stdout.write("configuration is valid\n");
   });
+
+registerApiCommands(program);
+refuseUnknownCommand(program, process.argv);
 
 program.parseAsync().catch((e: unknown) => {
   process.stderr.write(`opengms: ${(e as Error).message}\n`);

@@ -110,7 +110,7 @@ export function createApp({ config: initial, db, log, clock = systemClock, bus =
   const sessions = createSessions({ store: stores.sessions, transactions: stores.transactions, clock, storage, access, chats: stores.chats });
   const chats = createChatsOn(stores, { clock, config, storage, bus, events: metrics?.chat, streamsPerChat: () => streamsPerChat(config()) });
   metrics?.observe({ config, clock, db, bus, access: stores.access, chats: stores.chats });
-  const admin = createAdmin({ config, clock, transactions: stores.transactions, access, accessStore: stores.access, chatStore: stores.chats });
+  const admin = createAdmin({ config, clock, transactions: stores.transactions, access, sessions, accessStore: stores.access, sessionStore: stores.sessions, chatStore: stores.chats });
   return { config, configHolder, db, stores, clock, log, storage, access, sessions, bus, chats, admin, metrics };
 }
 

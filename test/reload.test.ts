@@ -1,7 +1,7 @@
 // Live reload (src/reload.ts): AdminService.ReloadConfig on a real server over real sockets, with
 // chat streams open and calls in flight, and SIGHUP to the real process. The configuration file is
 // rewritten between reloads, as an operator would.
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -356,5 +356,31 @@ describe("SIGHUP to the real process", () => {
     expect(proc.exitCode).toBeNull();
     expect(out).not.toContain(NEW_KEY);
     expect(out).not.toContain(ADMIN_KEY);
-  }, 60_000);
+
+    // The operator's command does the same through ReloadConfig: the refused file is exit 5 with
+    // the reasons on one line; a valid one is exit 0 with what changed.
+    const refused = await opengms(["reload", "--url", url, "--key", ADMIN_KEY]);
+    expect(refused.status, refused.stderr).toBe(5);
+    expect(refused.stdout).toBe("");
+    expect(refused.stderr).toMatch(/^opengms: .*rate_limits\.peer\.rate_per_second[^\n]*\n$/);
+    writeFileSync(file, toYaml({ ...next, rate_limits: { peer: { rate_per_second: 500, burst: 1000 } } }));
+    const text = await opengms(["reload", "--url", url, "--key", ADMIN_KEY]);
+    expect(text.status, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(/^reloaded: 2 settings changed\nchanged: rate_limits\.peer\.burst, rate_limits\.peer\.rate_per_second\n$/);
+    const json = await opengms(["reload", "--json", "--url", url, "--key", ADMIN_KEY]);
+    expect(json.status, json.stderr).toBe(0);
+    expect(typeof (JSON.parse(json.stdout) as { loadedAt?: unknown }).loadedAt).toBe("string");
+    expect(JSON.parse(json.stdout)).toMatchObject({ changedSettings: [], restartRequired: [] });
+  }, 90_000);
 });
+
+/** opengms runs the operator's command (this checkout's bin) to its end. */
+function opengms(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of ["GMS_URL", "GMS_API_KEY", "GMS_CONFIG"]) delete env[k];
+  return new Promise((done) => {
+    execFile(process.execPath, ["--import", "tsx", "src/main.ts", ...args], { cwd: process.cwd(), env, timeout: 60_000 }, (error, stdout, stderr) => {
+      done({ status: error === null ? 0 : typeof error.code === "number" ? error.code : null, stdout, stderr });
+    });
+  });
+}
