@@ -37,6 +37,7 @@ import { chatAccess, chatService } from "./rpc/chat-service.js";
 import { createAuthorizer, createRoleCheck, PUBLIC, type Access } from "./rpc/auth.js";
 import { healthService } from "./rpc/health-service.js";
 import { connectAdapter } from "./rpc/decode.js";
+import { createStreamKeepalive, type StreamKeepalive } from "./rpc/keepalive.js";
 import { createCallTracker, type CallTracker } from "./rpc/observe.js";
 import { createLocalTransport } from "./rpc/peer.js";
 import { servingPolicy } from "./rpc/policy.js";
@@ -160,6 +161,8 @@ interface ServeDeps {
   shutdown: AbortSignal;
   /** services are the descriptors of every served service, for reflection. */
   services: readonly DescService[];
+  /** keepalive sends the long-lived streams' heartbeats and ends them at their maximum age (`server.streams`). */
+  keepalive: StreamKeepalive;
 }
 
 /**
@@ -186,10 +189,10 @@ const SERVED: readonly Served[] = [
   served(StorageService, storageAccess, ({ app }) => storageService(app.storage)),
   served(AccessService, accessAccess, ({ app }) => accessService(app.access)),
   served(SessionService, sessionAccess, ({ app }) => sessionService(app.sessions)),
-  served(ChatService, chatAccess, ({ app, shutdown }) => chatService(app.chats, shutdown)),
-  served(AgentService, agentAccess, ({ app, shutdown }) => agentService(app.chats, shutdown)),
+  served(ChatService, chatAccess, ({ app, shutdown, keepalive }) => chatService(app.chats, shutdown, keepalive)),
+  served(AgentService, agentAccess, ({ app, shutdown, keepalive }) => agentService(app.chats, shutdown, keepalive)),
   served(AdminService, adminAccess, ({ app }) => adminService(app.admin)),
-  served(Health, PUBLIC, ({ health }) => healthService(health, GMS_SERVICES.map((s) => s.typeName))),
+  served(Health, PUBLIC, ({ health, keepalive }) => healthService(health, GMS_SERVICES.map((s) => s.typeName), keepalive)),
   served(ReflectionV1, PUBLIC, ({ services }) => reflectionServices(services).v1),
   served(ReflectionV1alpha, PUBLIC, ({ services }) => reflectionServices(services).v1alpha),
 ];
@@ -375,7 +378,9 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   const compressMinBytes = app.config.server.compress_min_bytes ?? Number.POSITIVE_INFINITY;
   // A little above the largest legal request: a full data record plus its keys and framing.
   const readMaxBytes = Math.max(storage.max_data_bytes + storage.max_entries * (storage.max_key_bytes + 64), app.config.chat.files.max_file_bytes) + 64 * 1024;
-  const services = implementations({ app, health: parts.health, shutdown: parts.shutdown });
+  const { heartbeat_seconds, max_age_seconds } = app.config.server.streams;
+  const keepalive = createStreamKeepalive(app.clock, { heartbeatMs: heartbeat_seconds * 1000, maxAgeMs: max_age_seconds * 1000 });
+  const services = implementations({ app, health: parts.health, shutdown: parts.shutdown, keepalive });
   const routes = (router: ConnectRouter) => {
     for (const { service, impl } of services) router.service(service, impl);
   };
