@@ -1,11 +1,12 @@
 // The other-language clients of the README ("Other languages"), run as a user runs them, against
 // the real server on the shipped configuration (config/gms.yaml) on MariaDB: the Python example on
-// code generated from contract/ by examples/python/generate.sh (into a temporary folder: generated
-// Python is not committed), and the plain @grpc/grpc-js + @grpc/proto-loader example reading
-// contract/ at run time. Each runs twice: as its own agent (the README's command), and as a customer
-// only, with this test as the agent, so the events it prints come from another process.
+// code generated from contract/ by examples/python/generate.sh (generated Python is not committed),
+// and the plain @grpc/grpc-js + @grpc/proto-loader example reading contract/ at run time. The
+// README's blocks run as written, with bash, in a copy of the checkout's contract/ and examples/
+// (only the address differs: GMS); then each script runs again as a customer only, with this test
+// as the agent, so the events it prints come from another process.
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createClient } from "@connectrpc/connect";
@@ -31,8 +32,8 @@ interface Run {
 }
 
 /** run starts a command in the checkout and collects its output; it is killed after two minutes. */
-function run(command: string, args: string[], env: Record<string, string> = {}): Run {
-  const child = spawn(command, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+function run(command: string, args: string[], env: Record<string, string> = {}, cwd = ROOT): Run {
+  const child = spawn(command, args, { cwd, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   const lines: string[] = [];
   let stdout = "";
   let stderr = "";
@@ -51,15 +52,27 @@ function run(command: string, args: string[], env: Record<string, string> = {}):
   return { lines, done };
 }
 
-/** EXAMPLES are the two clients: how to run each (after its generation step, if any). */
+/** EXAMPLES are the two clients: the README's block for each, and its script. */
 const EXAMPLES = [
-  { name: "Python (grpcio, code generated from contract/)", command: PYTHON, script: "examples/python/gms_example.py" },
-  { name: "Node (@grpc/grpc-js + @grpc/proto-loader over contract/)", command: process.execPath, script: "examples/node-grpc/gms-example.mjs" },
+  { name: "Python (grpcio, code generated from contract/)", block: "python", command: PYTHON, script: "examples/python/gms_example.py" },
+  { name: "Node (@grpc/grpc-js + @grpc/proto-loader over contract/)", block: "node-grpc", command: process.execPath, script: "examples/node-grpc/gms-example.mjs" },
 ];
+
+/** readmeBlock is the ```sh block of the README marked `<!-- other-languages: <name> -->`. */
+function readmeBlock(name: string): string {
+  const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+  const block = new RegExp(`^<!-- other-languages: ${name} -->\n\`\`\`sh\n([\\s\\S]*?)^\`\`\`$`, "m").exec(readme)?.[1];
+  if (block === undefined) throw new Error(`the README has no block marked <!-- other-languages: ${name} -->`);
+  return block;
+}
 
 describe(`the other-language examples against the server on config/gms.yaml on ${DIALECT}`, () => {
   let t: TestServer;
   let gen: string;
+  /** checkout has copies of contract/ and examples/ (and node_modules), where the README's blocks run. */
+  let checkout: string;
+  /** bin holds `python3` (Debian's, where python3-grpcio is), first on the blocks' PATH. */
+  let bin: string;
   beforeAll(async () => {
     const config = parseYaml(readFileSync(join(ROOT, "config", "gms.yaml"), "utf8")) as Record<string, Record<string, unknown>>;
     config["server"] = { ...config["server"], host: "127.0.0.1", port: 0 };
@@ -68,20 +81,29 @@ describe(`the other-language examples against the server on config/gms.yaml on $
     const generated = await run("sh", ["examples/python/generate.sh", gen]).done;
     expect(generated.stderr).toBe("");
     expect(generated.code).toBe(0);
+    checkout = mkdtempSync(join(tmpdir(), "opengms-checkout-"));
+    for (const dir of ["contract", "examples"]) {
+      cpSync(join(ROOT, dir), join(checkout, dir), { recursive: true, filter: (path) => !/\/(gen|__pycache__)(\/|$)/.test(path) });
+    }
+    symlinkSync(join(ROOT, "node_modules"), join(checkout, "node_modules"));
+    bin = join(checkout, ".bin");
+    mkdirSync(bin);
+    if (PYTHON !== "python3") symlinkSync(PYTHON, join(bin, "python3"));
   });
   afterAll(async () => {
     await t?.close();
-    if (gen !== undefined) rmSync(gen, { recursive: true, force: true });
+    for (const dir of [gen, checkout]) if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
 
-  it.each(EXAMPLES)("$name: access, a match, NoMatch and PoolExhausted decoded, a whole chat, as the README runs it", async ({ command, script }) => {
+  it.each(EXAMPLES)("$name: access, a match, NoMatch and PoolExhausted decoded, a whole chat, the README's block as written", async ({ block }) => {
     // The example exhausts DNIS and gives its numbers back, which rest 5 s (cooldown_seconds) before the next run can take them.
     const admin = createClient(AdminService, t.grpc);
     await waitFor("DNIS's ten numbers free", async () => (await admin.listResourceGroups({})).groups.find((g) => g.name === "DNIS")?.free === 10n, 30_000);
-    const { code, stdout, stderr } = await run(command, [script, t.server.url, "--exhaust", "DNIS"], { GMS_PYTHON_GEN: gen }).done;
+    const { code, stdout, stderr } = await run("bash", ["-euo", "pipefail", "-c", readmeBlock(block)], { GMS: t.server.url, PATH: `${bin}:${process.env["PATH"] ?? ""}` }, checkout).done;
     expect(stderr).toBe("");
     expect(code).toBe(0);
-    const lines = stdout.trim().split("\n");
+    // The Python block generates its code first.
+    const lines = stdout.trim().split("\n").filter((l) => !l.startsWith("generated into "));
     expect(lines[0]).toMatch(/^RequestInteraction: session [0-9a-f-]{36}, call \+180055502[0-9]{2} \(group iPhoneService\)$/);
     expect(lines[1]).toBe(`MatchInteraction: matched session ${/session ([0-9a-f-]{36})/.exec(lines[0] ?? "")?.[1]}`);
     expect(lines[2]).toBe("MatchInteraction again: NOT_FOUND, NoMatch NO_MATCH_REASON_NO_RESERVATION");

@@ -1,5 +1,6 @@
 // Streams through real proxies (issue 20, "streams that survive the internet"): Debian's nginx and
-// HAProxy, run by the test on loopback with the README's configurations and short idle timeouts,
+// HAProxy, run by the test on loopback with the README's configurations (test/helpers/proxies.ts:
+// as written, with their own ports and short idle timeouts),
 // between @opengms/client's chat helpers (clients/js) and the real server on MariaDB. nginx on
 // HTTP/1.1 buffers proxied responses and gzips them, as many do; HAProxy and nginx cut a response
 // that carries nothing for `IDLE_S`. The helpers deliver every event exactly once, in order:
@@ -36,11 +37,11 @@ interface Way {
 }
 
 const WAYS: Way[] = [
-  { name: "nginx (HTTP/1.1, buffering and gzip on), Connect", transport: "connect", start: (port) => startNginx(port, { idleSeconds: IDLE_S }) },
-  { name: "nginx (HTTP/1.1, buffering and gzip on), gRPC-Web", transport: "grpc-web", start: (port) => startNginx(port, { idleSeconds: IDLE_S }) },
-  { name: "nginx (grpc_pass), gRPC", transport: "grpc", start: (port) => startNginx(port, { idleSeconds: IDLE_S, grpc: true }) },
-  { name: "HAProxy, Connect over HTTP/1.1", transport: "connect", start: (port) => startHaproxy(port, { idleSeconds: IDLE_S }) },
-  { name: "HAProxy, gRPC over HTTP/2", transport: "grpc", start: (port) => startHaproxy(port, { idleSeconds: IDLE_S }) },
+  { name: "nginx (HTTP/1.1, buffering and gzip on), Connect", transport: "connect", start: (port) => startNginx(port, IDLE_S) },
+  { name: "nginx (HTTP/1.1, buffering and gzip on), gRPC-Web", transport: "grpc-web", start: (port) => startNginx(port, IDLE_S) },
+  { name: "nginx (grpc_pass), gRPC", transport: "grpc", start: (port) => startNginx(port, IDLE_S) },
+  { name: "HAProxy, Connect over HTTP/1.1", transport: "connect", start: (port) => startHaproxy(port, IDLE_S) },
+  { name: "HAProxy, gRPC over HTTP/2", transport: "grpc", start: (port) => startHaproxy(port, IDLE_S) },
 ];
 
 /** Side is one chat helper's subscription as the test sees it, and the streams its client opened. */
@@ -103,8 +104,9 @@ describe(`streams through real proxies, on ${DIALECT}`, () => {
     const service = ENDPOINTS[endpoint++ % ENDPOINTS.length] as string;
     const ann: Side = { events: [], states: [], streams: 0, stop: () => undefined };
     const pat: Side = { events: [], states: [], streams: 0, stop: () => undefined };
-    const annClient: GmsClient = createClient({ baseUrl: proxy.url, transport, interceptors: [counting(ann)] });
-    const patClient: GmsClient = createClient({ baseUrl: proxy.url, transport, apiKey: AGENT_KEY, interceptors: [counting(pat)] });
+    const baseUrl = transport === "grpc" ? proxy.grpcUrl : proxy.url;
+    const annClient: GmsClient = createClient({ baseUrl, transport, interceptors: [counting(ann)] });
+    const patClient: GmsClient = createClient({ baseUrl, transport, apiKey: AGENT_KEY, interceptors: [counting(pat)] });
     const customer = await CustomerChat.start(annClient, { nickname: "Ann", service });
     const agent = await AgentChat.accept(patClient, { endpoint: service, nickname: "Pat", waitSeconds: 5 });
     expect(agent.chatId).toBe(customer.chatId);
@@ -132,7 +134,7 @@ describe(`streams through real proxies, on ${DIALECT}`, () => {
       const chat = await talk(proxy, way.transport);
       // An agent's queue watch through the same proxy, quiet as well.
       const queue = { updates: 0, states: [] as string[], streams: 0 };
-      const watcher = createClient({ baseUrl: proxy.url, transport: way.transport, apiKey: AGENT_KEY, interceptors: [counting(queue)] });
+      const watcher = createClient({ baseUrl: way.transport === "grpc" ? proxy.grpcUrl : proxy.url, transport: way.transport, apiKey: AGENT_KEY, interceptors: [counting(queue)] });
       const unwatch = AgentChat.watchQueue(watcher, "proxied-idle", { update: () => queue.updates++, state: (s) => queue.states.push(s) }, { backoffMs: 50, idleTimeoutMs: 0 });
       try {
         await chat.agent.send("Hello, how can I help?");

@@ -1,7 +1,8 @@
 // Real reverse proxies for tests: Debian's nginx and HAProxy, run as this test's own processes on
-// loopback, each with a configuration file written into a temporary folder and a free port, never
-// the system's service. The configurations are the README's ("Proxies and load balancers"), with
-// short timeouts so that a test sees an idle stream cut in seconds.
+// loopback, each with a configuration file written into a temporary folder and free ports, never
+// the system's service. The configurations are the README's ("Proxies and load balancers") as
+// written, only with their own ports and short timeouts, so that a test sees an idle stream cut in
+// seconds.
 import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -10,9 +11,9 @@ import { connectOutcome, freePort, waitFor } from "./calls.js";
 
 /** RunningProxy is a proxy process in front of an opengms server. */
 export interface RunningProxy {
-  /** url is the proxy's base URL (http://127.0.0.1:<port>). */
+  /** url is where HTTP/1.1 clients (Connect, gRPC-Web) call, grpcUrl where gRPC clients (HTTP/2) do. */
   readonly url: string;
-  readonly port: number;
+  readonly grpcUrl: string;
   /** config is the configuration file the proxy runs. */
   readonly config: string;
   /** log is what the proxy wrote to its error log and its output so far. */
@@ -20,103 +21,77 @@ export interface RunningProxy {
   stop(): Promise<void>;
 }
 
-/** NginxOptions choose what nginx does in front of the server. */
-export interface NginxOptions {
-  /**
-   * idleSeconds is proxy_read_timeout (grpc_read_timeout): a response the server sends nothing on
-   * for this long is cut.
-   */
-  idleSeconds: number;
-  /** grpc serves gRPC clients over HTTP/2 (cleartext) with grpc_pass; else HTTP/1.1 with proxy_pass and its buffering on. */
-  grpc?: boolean;
+const README = readFileSync(join(import.meta.dirname, "..", "..", "README.md"), "utf8");
+
+/** readmeBlock is the fenced block of the README marked `<!-- proxy: <name> -->`. */
+export function readmeBlock(name: string): string {
+  const block = new RegExp(`^<!-- proxy: ${name} -->\n\`\`\`[a-z]*\n([\\s\\S]*?)^\`\`\`$`, "m").exec(README)?.[1];
+  if (block === undefined) throw new Error(`the README has no block marked <!-- proxy: ${name} -->`);
+  return block;
+}
+
+/** swap replaces what the README's configuration must contain, `count` times: a README that changed fails here. */
+function swap(text: string, from: string, to: string, count = 1): string {
+  const parts = text.split(from);
+  if (parts.length - 1 !== count) throw new Error(`the README's proxy configuration should contain ${JSON.stringify(from)} ${count} time(s), not ${parts.length - 1}`);
+  return parts.join(to);
 }
 
 /**
- * nginxConfig is the configuration of an nginx in front of opengms at `upstream` (host:port). Over
- * HTTP/1.1 (browsers: Connect and gRPC-Web) nginx buffers proxied responses by default; a stream's
- * `X-Accel-Buffering: no` turns that off for it, so the configuration needs nothing for streams
- * but a read timeout above the heartbeat interval.
+ * nginxConfig is the README's nginx configuration with this test's ports and idle timeout, in a
+ * whole nginx.conf that keeps its files in `dir`, and gzips the streams' responses (as many
+ * sites' configurations do: gzip buffers what it compresses unless the response asks not to be).
  */
-export function nginxConfig(dir: string, port: number, upstream: string, options: NginxOptions): string {
+export function nginxConfig(dir: string, ports: { http: number; grpc: number }, upstream: string, idleSeconds: number): string {
+  let site = readmeBlock("nginx");
+  site = swap(site, "server 127.0.0.1:8080;", `server ${upstream};`);
+  site = swap(site, "listen 80;", `listen 127.0.0.1:${ports.http};`);
+  site = swap(site, "listen 8081 http2;", `listen 127.0.0.1:${ports.grpc} http2;`);
+  site = swap(site, " 60s;", ` ${idleSeconds}s;`, 4);
   const temp = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((t) => `  ${t}_temp_path ${join(dir, t)};`).join("\n");
-  const location = options.grpc
-    ? `    location / {
-      grpc_pass grpc://opengms;
-      grpc_read_timeout ${options.idleSeconds}s;
-      grpc_send_timeout ${options.idleSeconds}s;
-    }`
-    : `    location / {
-      proxy_pass http://opengms;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering on;
-      proxy_read_timeout ${options.idleSeconds}s;
-      proxy_send_timeout ${options.idleSeconds}s;
-    }`;
-  return `# nginx in front of opengms (test/helpers/proxies.ts)
+  return `# nginx in front of opengms (test/helpers/proxies.ts): the README's configuration inside
 worker_processes 1;
 pid ${join(dir, "nginx.pid")};
 error_log ${join(dir, "error.log")} info;
 events { worker_connections 512; }
 http {
   access_log ${join(dir, "access.log")};
-  gzip on; gzip_min_length 1; gzip_types application/connect+json application/connect+proto application/grpc-web+proto application/grpc-web-text;
 ${temp}
-  upstream opengms {
-    server ${upstream};
-    keepalive 16;
-  }
-  server {
-    listen 127.0.0.1:${port}${options.grpc ? " http2" : ""};
-${location}
-  }
-}
+  gzip on;
+  gzip_min_length 1;
+  gzip_types application/json application/connect+json application/connect+proto application/grpc-web+proto application/grpc-web-text;
+${site.replace(/^/gm, "  ")}}
 `;
 }
 
-/** startNginx runs nginx in front of the server at `upstreamPort` on 127.0.0.1. */
-export async function startNginx(upstreamPort: number, options: NginxOptions): Promise<RunningProxy> {
+/** startNginx runs the README's nginx in front of the server at `upstreamPort` on 127.0.0.1, cutting responses idle for `idleSeconds`. */
+export async function startNginx(upstreamPort: number, idleSeconds: number): Promise<RunningProxy> {
   const dir = workDir("nginx");
-  const port = await freePort();
+  const ports = { http: await freePort(), grpc: await freePort() };
   const config = join(dir, "nginx.conf");
-  writeFileSync(config, nginxConfig(dir, port, `127.0.0.1:${upstreamPort}`, options));
-  return run("nginx", ["-p", dir, "-c", config, "-g", "daemon off;"], dir, port, config, () => readIfThere(join(dir, "error.log")));
+  writeFileSync(config, nginxConfig(dir, ports, `127.0.0.1:${upstreamPort}`, idleSeconds));
+  return run("nginx", ["-p", dir, "-c", config, "-g", "daemon off;"], dir, ports, config, () => readIfThere(join(dir, "error.log")));
 }
 
-/** HaproxyOptions choose HAProxy's timeouts. */
-export interface HaproxyOptions {
-  /** idleSeconds is `timeout client` and `timeout server`: a side that sends nothing for this long is cut. */
-  idleSeconds: number;
-}
-
-/**
- * haproxyConfig is the configuration of an HAProxy in front of opengms at `upstream` (host:port):
- * HTTP/1.1 and HTTP/2 (cleartext, so gRPC) on one port, HTTP/2 to opengms.
- */
-export function haproxyConfig(port: number, upstream: string, options: HaproxyOptions): string {
-  return `# HAProxy in front of opengms (test/helpers/proxies.ts)
+/** haproxyConfig is the README's HAProxy configuration with this test's ports and idle timeout. */
+export function haproxyConfig(port: number, upstream: string, idleSeconds: number): string {
+  let cfg = readmeBlock("haproxy");
+  cfg = swap(cfg, "bind :80", `bind 127.0.0.1:${port}`);
+  cfg = swap(cfg, "server opengms 127.0.0.1:8080", `server opengms ${upstream}`);
+  cfg = swap(cfg, " 60s", ` ${idleSeconds}s`, 2);
+  return `# HAProxy in front of opengms (test/helpers/proxies.ts): the README's configuration
 global
   maxconn 512
-defaults
-  mode http
-  timeout connect 5s
-  timeout client ${options.idleSeconds}s
-  timeout server ${options.idleSeconds}s
-frontend gms
-  bind 127.0.0.1:${port}
-  default_backend opengms
-backend opengms
-  server opengms ${upstream} proto h2
-`;
+${cfg}`;
 }
 
-/** startHaproxy runs HAProxy in front of the server at `upstreamPort` on 127.0.0.1. */
-export async function startHaproxy(upstreamPort: number, options: HaproxyOptions): Promise<RunningProxy> {
+/** startHaproxy runs the README's HAProxy in front of the server at `upstreamPort` on 127.0.0.1, cutting a side idle for `idleSeconds`. */
+export async function startHaproxy(upstreamPort: number, idleSeconds: number): Promise<RunningProxy> {
   const dir = workDir("haproxy");
   const port = await freePort();
   const config = join(dir, "haproxy.cfg");
-  writeFileSync(config, haproxyConfig(port, `127.0.0.1:${upstreamPort}`, options));
-  return run("haproxy", ["-db", "-f", config], dir, port, config, () => "");
+  writeFileSync(config, haproxyConfig(port, `127.0.0.1:${upstreamPort}`, idleSeconds));
+  return run("haproxy", ["-db", "-f", config], dir, { http: port, grpc: port }, config, () => "");
 }
 
 /** workDir makes the proxy's folder; nginx's workers (nobody, when the test runs as root) must reach it. */
@@ -135,7 +110,7 @@ function readIfThere(path: string): string {
 }
 
 /** run starts the proxy's process and waits until its port answers; its output is kept for the log. */
-async function run(command: string, args: string[], dir: string, port: number, config: string, fileLog: () => string): Promise<RunningProxy> {
+async function run(command: string, args: string[], dir: string, ports: { http: number; grpc: number }, config: string, fileLog: () => string): Promise<RunningProxy> {
   let output = "";
   const child: ChildProcess = spawn(`/usr/sbin/${command}`, args, { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
   child.stdout?.on("data", (d: Buffer) => (output += d.toString()));
@@ -149,18 +124,20 @@ async function run(command: string, args: string[], dir: string, port: number, c
   );
   const log = () => output + fileLog();
   try {
-    await waitFor(`${command} on port ${port}`, async () => {
-      if (exited !== undefined) throw new Error(`${command} exited (${exited}): ${log()}`);
-      return (await connectOutcome(port)) === "connected";
-    });
+    for (const port of new Set([ports.http, ports.grpc])) {
+      await waitFor(`${command} on port ${port}`, async () => {
+        if (exited !== undefined) throw new Error(`${command} exited (${exited}): ${log()}`);
+        return (await connectOutcome(port)) === "connected";
+      });
+    }
   } catch (e) {
     child.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
     throw e;
   }
   return {
-    url: `http://127.0.0.1:${port}`,
-    port,
+    url: `http://127.0.0.1:${ports.http}`,
+    grpcUrl: `http://127.0.0.1:${ports.grpc}`,
     config,
     log,
     async stop() {
