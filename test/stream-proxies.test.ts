@@ -9,7 +9,7 @@
 // - with a maximum age, streams end and the helper resumes from its last position + 1.
 // Real time passes here (the proxies' own timers), but nothing is asserted about how long
 // anything takes: only what was delivered, and how many streams the client had to open.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { AgentChat, ChatEventType, CustomerChat, createClient, type ChatEvent, type GmsClient, type Interceptor, type SubscriptionState, type TransportKind } from "../clients/js/src/node.js";
 import { systemClock } from "../src/clock.js";
 import { waitFor } from "./helpers/calls.js";
@@ -114,6 +114,11 @@ describe(`streams through real proxies, on ${DIALECT}`, () => {
     const options = { backoffMs: 50, maxBackoffMs: 200, idleTimeoutMs: 0 };
     ann.stop = customer.subscribe({ event: (e) => ann.events.push(e), state: (s) => ann.states.push(s) }, options);
     pat.stop = agent.subscribe({ event: (e) => pat.events.push(e), state: (s) => pat.states.push(s) }, options);
+    // Stopped however the test ends (a failure included), before its proxy.
+    onTestFinished(() => {
+      ann.stop();
+      pat.stop();
+    });
     await reach(ann, 2, "both joins, on the customer's side");
     await reach(pat, 2, "both joins, on the agent's side");
     return {
@@ -131,6 +136,7 @@ describe(`streams through real proxies, on ${DIALECT}`, () => {
   describe.each(WAYS)("$name", (way) => {
     it("with heartbeats, a stream quiet for three idle timeouts is not cut: one stream each, every event once", async () => {
       const proxy = await way.start(withHeartbeats.server.port);
+      onTestFinished(() => proxy.stop());
       const chat = await talk(proxy, way.transport);
       // An agent's queue watch through the same proxy, quiet as well.
       const queue = { updates: 0, states: [] as string[], streams: 0 };
@@ -158,12 +164,12 @@ describe(`streams through real proxies, on ${DIALECT}`, () => {
       } finally {
         unwatch();
         chat.stop();
-        await proxy.stop();
       }
     });
 
     it("without heartbeats, the proxy cuts a quiet stream and the helper resumes: every event once", async () => {
       const proxy = await way.start(withoutHeartbeats.server.port);
+      onTestFinished(() => proxy.stop());
       const chat = await talk(proxy, way.transport);
       try {
         await chat.agent.send("Hello?");
@@ -178,12 +184,12 @@ describe(`streams through real proxies, on ${DIALECT}`, () => {
         expect(texts(chat.ann)).toEqual(["Hello?", "Still there?", "Yes!"]);
       } finally {
         chat.stop();
-        await proxy.stop();
       }
     });
 
     it("with a maximum age, streams end cleanly and the helper resumes from its last position + 1: every event once", async () => {
       const proxy = await way.start(ageing.server.port);
+      onTestFinished(() => proxy.stop());
       const chat = await talk(proxy, way.transport);
       try {
         const sent: string[] = [];
@@ -204,7 +210,6 @@ describe(`streams through real proxies, on ${DIALECT}`, () => {
         expect(chat.pat.streams).toBeGreaterThanOrEqual(2);
       } finally {
         chat.stop();
-        await proxy.stop();
       }
     });
   });
