@@ -17,4 +17,10 @@ export default tseslint.config(
       "@typescript-eslint/no-unnecessary-type-assertion": "off",
     },
   },
+  {
+    // The plain-JavaScript examples for users (examples/): the recommended rules, without types.
+    files: ["examples/**/*.mjs"],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: { ...tseslint.configs.disableTypeChecked.languageOptions, globals: { console: "readonly", setTimeout: "readonly" } },
+  },
 );

@@ -179,6 +179,18 @@ export const configSchema = z.strictObject({
        * admin role unless `public` (a port only the monitoring network reaches).
        */
       metrics: z.strictObject({ enabled: z.boolean().default(true), public: z.boolean().default(false) }).prefault({}),
+      /**
+       * streams: what keeps long-lived server streams (Subscribe, WatchQueue, health Watch) alive
+       * through proxies and load balancers (src/rpc/keepalive.ts). heartbeat_seconds: a stream quiet
+       * this long gets a heartbeat (0: none). max_age_seconds: a stream open this long (less up to a
+       * tenth, at random) ends cleanly, OK, and its client resumes from its last position + 1 (0: never).
+       */
+      streams: z
+        .strictObject({
+          heartbeat_seconds: z.number().min(0).max(3_600).default(15),
+          max_age_seconds: z.number().min(0).max(604_800).default(3_600),
+        })
+        .prefault({}),
     })
     .prefault({}),
   log: z

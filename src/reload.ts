@@ -49,6 +49,7 @@ export const RESTART_SETTINGS: readonly string[] = [
   "server.compress_min_bytes",
   "server.ignore_unknown_json_fields",
   "server.metrics.enabled",
+  "server.streams",
   "database",
   "bus",
 ];

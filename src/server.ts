@@ -38,6 +38,7 @@ import { chatAccess, chatService } from "./rpc/chat-service.js";
 import { createAuthorizer, createRoleCheck, PUBLIC, type Access, type Authorizer } from "./rpc/auth.js";
 import { healthService } from "./rpc/health-service.js";
 import { connectAdapter } from "./rpc/decode.js";
+import { createStreamKeepalive, type StreamKeepalive } from "./rpc/keepalive.js";
 import { createCallTracker, type CallTracker } from "./rpc/observe.js";
 import { createLocalTransport } from "./rpc/peer.js";
 import { servingPolicy } from "./rpc/policy.js";
@@ -179,6 +180,8 @@ interface ServeDeps {
   services: readonly DescService[];
   /** reload reads the configuration file again and puts it in effect (AdminService.ReloadConfig). */
   reload: Reload;
+  /** keepalive sends the long-lived streams' heartbeats and ends them at their maximum age (`server.streams`). */
+  keepalive: StreamKeepalive;
 }
 
 /**
@@ -205,10 +208,10 @@ const SERVED: readonly Served[] = [
   served(StorageService, storageAccess, ({ app }) => storageService(app.storage)),
   served(AccessService, accessAccess, ({ app }) => accessService(app.access)),
   served(SessionService, sessionAccess, ({ app }) => sessionService(app.sessions)),
-  served(ChatService, chatAccess, ({ app, shutdown }) => chatService(app.chats, shutdown)),
-  served(AgentService, agentAccess, ({ app, shutdown }) => agentService(app.chats, shutdown)),
+  served(ChatService, chatAccess, ({ app, shutdown, keepalive }) => chatService(app.chats, shutdown, keepalive)),
+  served(AgentService, agentAccess, ({ app, shutdown, keepalive }) => agentService(app.chats, shutdown, keepalive)),
   served(AdminService, adminAccess, ({ app, reload }) => adminService(app.admin, reload)),
-  served(Health, PUBLIC, ({ health }) => healthService(health, GMS_SERVICES.map((s) => s.typeName))),
+  served(Health, PUBLIC, ({ health, keepalive }) => healthService(health, GMS_SERVICES.map((s) => s.typeName), keepalive)),
   served(ReflectionV1, PUBLIC, ({ services }) => reflectionServices(services).v1),
   served(ReflectionV1alpha, PUBLIC, ({ services }) => reflectionServices(services).v1alpha),
 ];
@@ -392,7 +395,10 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   const compressMinBytes = started.server.compress_min_bytes ?? Number.POSITIVE_INFINITY;
   const readMaxBytes = requestReadLimit(started);
   const reload = parts.reload ?? noReload;
-  const services = implementations({ app, health: parts.health, shutdown: parts.shutdown, reload });
+  // Read once: a stream's heartbeat interval and age are fixed when the handler is built (a restart setting).
+  const { heartbeat_seconds, max_age_seconds } = started.server.streams;
+  const keepalive = createStreamKeepalive(app.clock, { heartbeatMs: heartbeat_seconds * 1000, maxAgeMs: max_age_seconds * 1000 });
+  const services = implementations({ app, health: parts.health, shutdown: parts.shutdown, reload, keepalive });
   const routes = (router: ConnectRouter) => {
     for (const { service, impl } of services) router.service(service, impl);
   };

@@ -36,6 +36,7 @@ const LEAN = new Set([
   "gms.v1.ChatService/Subscribe",
   "gms.v1.AgentService/Subscribe",
   "gms.v1.AgentService/WatchQueue",
+  "grpc.health.v1.Health/Watch",
 ]);
 
 /** Way is one way a client calls: a transport, the protocol the server sees, and what it can carry. */

@@ -150,6 +150,8 @@ export const cometdRoute: HttpRouteFactory = (deps) => {
     const { chatId, secureKey, userId } = binding;
     try {
       for await (const e of chat.subscribe({ chatId, secureKey, fromPosition: BigInt(from) }, { headers, signal })) {
+        // An in-process stream gets no heartbeat (createLocalTransport); were one to come, it is not GMS's.
+        if (e.type === ChatEventType.HEARTBEAT) continue;
         const reply: ChatV2Reply = { statusCode: 0, chatId, userId, secureKey, alias: ALIAS, chatEnded: e.type === ChatEventType.CHAT_ENDED, messages: [gmsMessage(e)] };
         if (e.position > 0n) reply.nextPosition = Number(e.position) + 1;
         deliver(session, channel, reply);

@@ -3,8 +3,9 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { AgentService, type QueueUpdateSchema } from "../../gen/gms/v1/agent_pb.js";
 import type { Actor, Chats, QueueState } from "../domain/chat/index.js";
 import { callerOf, hasRole, type Identity } from "./auth.js";
-import { chatEvent, chatFileMessage, fileLimitsMessage, newFile, participantMessage, refreshResponse } from "./chat-service.js";
+import { CHAT_HEARTBEAT, chatEvent, chatFileMessage, fileLimitsMessage, newFile, participantMessage, refreshResponse } from "./chat-service.js";
 import { exactNumber, timestamp, toEntries } from "./convert.js";
+import type { StreamKeepalive } from "./keepalive.js";
 import { connectStream, serverStream } from "./lean-rpc.js";
 
 /** agentAccess says who may call each AgentService RPC: agents (admin may call all). */
@@ -37,16 +38,21 @@ function agentActor(chats: Chats, chatId: string, caller: Identity): Promise<Act
 /**
  * agentStreams are AgentService's server streams, served through connect and by the lean path
  * (lean-path.ts) alike: Subscribe (a chat's events, as its agent) and WatchQueue (an
- * endpoint's waiting chats).
+ * endpoint's waiting chats), with heartbeats while they are quiet, until their maximum age (keepalive.ts).
  */
-export function agentStreams(chats: Chats) {
+export function agentStreams(chats: Chats, keepalive?: StreamKeepalive) {
   return {
     subscribe: serverStream(
       AgentService.method.subscribe,
       async (req, caller, signal) => chats.subscribe(await agentActor(chats, req.chatId, caller), exactNumber(req.fromPosition, "from_position"), signal),
       chatEvent,
+      { keepalive, heartbeat: CHAT_HEARTBEAT },
     ),
-    watchQueue: serverStream(AgentService.method.watchQueue, async (req, _caller, signal) => chats.watchQueue(req.endpoint, signal), queueUpdate),
+    // A quiet queue's heartbeat repeats its last state, marked `heartbeat`.
+    watchQueue: serverStream(AgentService.method.watchQueue, async (req, _caller, signal) => chats.watchQueue(req.endpoint, signal), queueUpdate, {
+      keepalive,
+      heartbeat: { repeat: (q) => ({ ...queueUpdate(q), heartbeat: true }) },
+    }),
   };
 }
 
@@ -65,10 +71,10 @@ function queueUpdate(q: QueueState): MessageInitShape<typeof QueueUpdateSchema> 
   };
 }
 
-/** agentService maps AgentService RPCs onto the chat rules, acting as the caller's participant. */
-export function agentService(chats: Chats, shutdown: AbortSignal): ServiceImpl<typeof AgentService> {
+/** agentService maps AgentService RPCs onto the chat rules, acting as the caller's participant; `keepalive` keeps its streams alive through proxies. */
+export function agentService(chats: Chats, shutdown: AbortSignal, keepalive?: StreamKeepalive): ServiceImpl<typeof AgentService> {
   const actor = (chatId: string, ctx: HandlerContext): Promise<Actor> => agentActor(chats, chatId, callerOf(ctx));
-  const streams = agentStreams(chats);
+  const streams = agentStreams(chats, keepalive);
   return {
     async acceptChat(req, ctx) {
       const a = await chats.accept(req.endpoint, req.nickname, callerOf(ctx).name, req.waitSeconds, AbortSignal.any([ctx.signal, shutdown]));

@@ -14,6 +14,7 @@ import type { ChatEventRecord, EventKind, ParticipantKind, ParticipantRef } from
 import { callerOf } from "./auth.js";
 import { exactNumber, fromEntries, timestamp } from "./convert.js";
 import { requestKey } from "./request-key.js";
+import type { StreamKeepalive } from "./keepalive.js";
 import { connectStream, connectUnary, serverStream, unaryRpc } from "./lean-rpc.js";
 
 const eventTypes: Record<EventKind, ChatEventType> = {
@@ -119,17 +120,22 @@ export const chatAccess = {
 /**
  * chatStreams are ChatService's server streams, served through connect and by the lean path
  * (lean-path.ts) alike. Subscribe: the customer, known by the chat's secure key, gets the
- * chat's events from `from_position` on.
+ * chat's events from `from_position` on, with heartbeats while it is quiet, until its maximum age
+ * (keepalive.ts).
  */
-export function chatStreams(chats: Chats) {
+export function chatStreams(chats: Chats, keepalive?: StreamKeepalive) {
   return {
     subscribe: serverStream(
       ChatService.method.subscribe,
       async (req, _caller, signal) => chats.subscribe(await chats.customer(req.chatId, req.secureKey), exactNumber(req.fromPosition, "from_position"), signal),
       chatEvent,
+      { keepalive, heartbeat: CHAT_HEARTBEAT },
     ),
   };
 }
+
+/** CHAT_HEARTBEAT is what a quiet chat stream sends: a HEARTBEAT event (position 0, live only), which clients ignore. */
+export const CHAT_HEARTBEAT = { message: { type: ChatEventType.HEARTBEAT } } as const;
 
 /**
  * chatPolls are the customer's polls, served through connect and by the lean path
@@ -148,10 +154,10 @@ export function chatPolls(chats: Chats, shutdown: AbortSignal) {
 
 /**
  * chatService maps ChatService RPCs onto the chat rules. Waits (long-polls, streams) also end when
- * `shutdown` aborts.
+ * `shutdown` aborts; `keepalive` keeps its stream alive through proxies.
  */
-export function chatService(chats: Chats, shutdown: AbortSignal): ServiceImpl<typeof ChatService> {
-  const streams = chatStreams(chats);
+export function chatService(chats: Chats, shutdown: AbortSignal, keepalive?: StreamKeepalive): ServiceImpl<typeof ChatService> {
+  const streams = chatStreams(chats, keepalive);
   return {
     async requestChat(req, ctx) {
       const r = await chats.requestChat({

@@ -163,8 +163,9 @@ function invokeStream(stream: ServerStream): CallFn {
   const { method } = stream;
   return async (req) => {
     const input = await single(req.message as AsyncIterable<MessageShape<DescMessage>>, "server-streaming");
-    const messages = await openStream(stream, input, req.contextValues.get(identityKey), req.signal);
-    const response: StreamResponse = { stream: true, message: messages, method, service: method.parent, header: responseHeaders(), trailer: responseHeaders() };
+    const header = responseHeaders();
+    const messages = await openStream(stream, input, { caller: req.contextValues.get(identityKey), signal: req.signal, header, local: false });
+    const response: StreamResponse = { stream: true, message: messages, method, service: method.parent, header, trailer: responseHeaders() };
     return response;
   };
 }

@@ -6,6 +6,8 @@
 import { create, type DescMessage, type DescMethodServerStreaming, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { callerOf, type Identity } from "./auth.js";
+import { BEAT, type Beat, type Beats, type StreamKeepalive } from "./keepalive.js";
+import { localCallKey } from "./peer.js";
 import { TappedMessages } from "./tap.js";
 
 /** leanRpcKey is where a handler made by connectUnary or connectStream carries its RPC. */
@@ -26,33 +28,76 @@ export interface ServerStream<I extends DescMessage = DescMessage, O extends Des
   open(req: MessageShape<I>, caller: Identity, signal: AbortSignal): Promise<AsyncIterable<T>>;
   /** message maps one item onto the response message. */
   message(item: T): MessageInitShape<O>;
+  /**
+   * keepalive sends the stream's heartbeats and ends it at its maximum age (`server.streams`,
+   * keepalive.ts) when it is served over the network; none: neither.
+   */
+  readonly keepalive?: StreamKeepalive | undefined;
+  /** heartbeat is what the stream sends when it has been quiet; none: no heartbeat (the maximum age still holds). */
+  readonly heartbeat?: Heartbeat<O, T> | undefined;
 }
+
+/**
+ * Heartbeat is what a quiet stream sends: always the same message (a chat's HEARTBEAT event), or
+ * the last item sent again, marked (a queue's last state): none is sent before a first item then.
+ */
+export type Heartbeat<O extends DescMessage, T> = { readonly message: MessageInitShape<O> } | { readonly repeat: (last: T) => MessageInitShape<O> };
 
 /** serverStream types a ServerStream from its method (a helper: the interface alone cannot infer I and O). */
 export function serverStream<I extends DescMessage, O extends DescMessage, T>(
   method: DescMethodServerStreaming<I, O>,
   open: (req: MessageShape<I>, caller: Identity, signal: AbortSignal) => Promise<AsyncIterable<T>>,
   message: (item: T) => MessageInitShape<O>,
+  keep: { keepalive?: StreamKeepalive | undefined; heartbeat?: Heartbeat<O, T> } = {},
 ): ServerStream<I, O, T> {
-  return { method, open, message };
+  return { method, open, message, ...keep };
 }
 
 /**
- * StreamMessages are a ServerStream's response messages for one call: its items mapped onto
- * messages as they are read, the policies' taps on them (src/rpc/tap.ts). The domain ends a stream
- * quietly when its signal aborts; a stream cut by the call's deadline ends with DEADLINE_EXCEEDED.
+ * STREAM_HEADERS go on every server stream served over the network: the response must reach the
+ * client as it is written, so proxies must neither buffer it (nginx's `proxy_buffering`, which
+ * `X-Accel-Buffering: no` turns off for the response) nor transform or cache it.
  */
-export class StreamMessages<I extends DescMessage, O extends DescMessage, T> extends TappedMessages<MessageShape<O>, T> {
+export const STREAM_HEADERS: readonly (readonly [string, string])[] = [
+  ["cache-control", "no-cache, no-transform"],
+  ["x-accel-buffering", "no"],
+];
+
+/**
+ * StreamMessages are a ServerStream's response messages for one call: its items mapped onto
+ * messages as they are read, with heartbeats between them and the end at its maximum age when it
+ * is kept alive (keepalive.ts), the policies' taps on them (src/rpc/tap.ts). The domain ends a
+ * stream quietly when its signal aborts; a stream cut by the call's deadline ends with DEADLINE_EXCEEDED.
+ */
+export class StreamMessages<I extends DescMessage, O extends DescMessage, T> extends TappedMessages<MessageShape<O>, T | Beat> implements Beats {
+  /** last is the last item sent, kept only for a heartbeat that repeats it. */
+  private last: T | undefined;
+
   constructor(
     private readonly stream: ServerStream<I, O, T>,
     items: AsyncIterable<T>,
     private readonly signal: AbortSignal,
+    keepalive: StreamKeepalive | undefined,
   ) {
-    super(items[Symbol.asyncIterator]());
+    const source = items[Symbol.asyncIterator]();
+    const kept = keepalive?.keep(source);
+    super(kept ?? source);
+    if (kept !== undefined && stream.heartbeat !== undefined) kept.beats = this;
   }
 
-  protected override message(item: T): MessageShape<O> {
-    return create(this.stream.method.output, this.stream.message(item));
+  canBeat(): boolean {
+    const heartbeat = this.stream.heartbeat;
+    return heartbeat !== undefined && ("message" in heartbeat || this.last !== undefined);
+  }
+
+  protected override message(item: T | Beat): MessageShape<O> {
+    const { method, heartbeat } = this.stream;
+    if (item === BEAT) {
+      if (heartbeat === undefined) throw new ConnectError("a heartbeat on a stream without one", Code.Internal);
+      return create(method.output, "message" in heartbeat ? heartbeat.message : heartbeat.repeat(this.last as T));
+    }
+    if (heartbeat !== undefined && "repeat" in heartbeat) this.last = item;
+    return create(method.output, this.stream.message(item));
   }
 
   protected override end(): void {
@@ -60,20 +105,31 @@ export class StreamMessages<I extends DescMessage, O extends DescMessage, T> ext
   }
 }
 
+/**
+ * StreamCall is how a call opens a stream: the caller, the call's signal, the response headers to
+ * add to, and whether it comes in process (the plain HTTP routes, through createLocalTransport):
+ * no proxy stands between those and the server, so they get neither heartbeats, nor a maximum
+ * age, nor the proxy headers.
+ */
+export interface StreamCall {
+  caller: Identity;
+  signal: AbortSignal;
+  header: Headers;
+  local: boolean;
+}
+
 /** openStream opens a ServerStream for one call (the domain checks the request): its messages. */
-export async function openStream<I extends DescMessage, O extends DescMessage, T>(
-  stream: ServerStream<I, O, T>,
-  req: MessageShape<I>,
-  caller: Identity,
-  signal: AbortSignal,
-): Promise<StreamMessages<I, O, T>> {
-  return new StreamMessages(stream, await stream.open(req, caller, signal), signal);
+export async function openStream<I extends DescMessage, O extends DescMessage, T>(stream: ServerStream<I, O, T>, req: MessageShape<I>, call: StreamCall): Promise<StreamMessages<I, O, T>> {
+  const items = await stream.open(req, call.caller, call.signal);
+  if (call.local) return new StreamMessages(stream, items, call.signal, undefined);
+  for (const [name, value] of STREAM_HEADERS) call.header.set(name, value);
+  return new StreamMessages(stream, items, call.signal, stream.keepalive);
 }
 
 /** connectStream is a ServerStream as a connect handler, which carries it for leanRpcsOf. */
 export function connectStream<I extends DescMessage, O extends DescMessage, T>(stream: ServerStream<I, O, T>) {
   const handler = async function* (req: MessageShape<I>, ctx: HandlerContext): AsyncGenerator<MessageShape<O>> {
-    yield* await openStream(stream, req, callerOf(ctx), ctx.signal);
+    yield* await openStream(stream, req, { caller: callerOf(ctx), signal: ctx.signal, header: ctx.responseHeader, local: ctx.values.get(localCallKey) });
   };
   return Object.assign(handler, { [leanRpcKey]: stream as ServerStream });
 }

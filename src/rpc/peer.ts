@@ -12,6 +12,12 @@ import { createTransport } from "@connectrpc/connect/protocol-connect";
 export const peerKey = createContextKey<string | undefined>(undefined, { description: "the caller's network address" });
 
 /**
+ * localCallKey is true for a call made in process (createLocalTransport: the plain HTTP routes),
+ * which no proxy stands between: its streams need no heartbeat, maximum age or proxy headers.
+ */
+export const localCallKey = createContextKey<boolean>(false, { description: "a call made in process" });
+
+/**
  * remoteAddressOf is a Node request's remote address. An HTTP/2 request's own `socket` is a Proxy
  * made on first use and kept with the stream; its session's socket is made once per connection.
  */
@@ -37,7 +43,7 @@ export function createLocalTransport(routes: (router: ConnectRouter) => void, op
   routes(router);
   const handlers = router.handlers.map((handler): UniversalHandler => {
     const withPeer = ((req) => {
-      const contextValues = createContextValues();
+      const contextValues = createContextValues().set(localCallKey, true);
       const peer = req.header.get(PEER_HEADER);
       if (peer !== null) {
         req.header.delete(PEER_HEADER);

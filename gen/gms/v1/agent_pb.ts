@@ -935,7 +935,9 @@ export const AgentService: GenService<{
   },
   /**
    * Subscribe replays the transcript from a position, then streams new events live; it ends after
-   * CHAT_ENDED.
+   * CHAT_ENDED. A quiet stream carries HEARTBEAT events; a stream open for
+   * `server.streams.max_age_seconds` ends cleanly (OK, no CHAT_ENDED), and the client subscribes
+   * again from its last position + 1.
    * buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
    * buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
    *
@@ -1039,7 +1041,9 @@ export const AgentService: GenService<{
   },
   /**
    * WatchQueue streams the state of an endpoint's queue: the whole list of waiting chats at once,
-   * then again whenever it changes (for agent desktops and wallboards).
+   * then again whenever it changes (for agent desktops and wallboards). A quiet stream repeats its
+   * last state marked `heartbeat`; a stream open for `server.streams.max_age_seconds` ends cleanly
+   * (OK), and the client watches again.
    * buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
    *
    * @generated from rpc gms.v1.AgentService.WatchQueue

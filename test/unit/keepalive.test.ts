@@ -1,0 +1,152 @@
+// The stream keepalive (src/rpc/keepalive.ts) on a manual clock: heartbeats answer a read pending
+// without losing the item the source is still producing, the maximum age ends streams within its
+// last tenth, and the one shared ticker runs only while streams are kept.
+import { describe, expect, it } from "vitest";
+import { ManualClock } from "../../src/clock.js";
+import { BEAT, createStreamKeepalive, type KeptStream } from "../../src/rpc/keepalive.js";
+
+/** Source is an async iterator whose items the test pushes, one read at a time. */
+class Source implements AsyncIterator<string> {
+  private waiting: ((r: IteratorResult<string>) => void) | undefined;
+  private failing: ((e: unknown) => void) | undefined;
+  returned = false;
+  reads = 0;
+
+  next(): Promise<IteratorResult<string>> {
+    this.reads++;
+    return new Promise((resolve, reject) => {
+      this.waiting = resolve;
+      this.failing = reject;
+    });
+  }
+
+  push(item: string): void {
+    this.waiting?.({ done: false, value: item });
+    this.waiting = undefined;
+  }
+
+  finish(): void {
+    this.waiting?.({ done: true, value: undefined });
+    this.waiting = undefined;
+  }
+
+  fail(e: Error): void {
+    this.failing?.(e);
+    this.waiting = undefined;
+  }
+
+  async return(): Promise<IteratorResult<string>> {
+    this.returned = true;
+    this.finish();
+    return { done: true, value: undefined };
+  }
+}
+
+const always = { canBeat: () => true };
+
+/** settled tells whether a promise has settled, after the microtasks queued now have run. */
+async function settled(p: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  void p.then(
+    () => (done = true),
+    () => (done = true),
+  );
+  await new Promise((r) => setImmediate(r));
+  return done;
+}
+
+describe("stream keepalive", () => {
+  it("is off when server.streams disables both", () => {
+    const keepalive = createStreamKeepalive(new ManualClock(), { heartbeatMs: 0, maxAgeMs: 0 });
+    expect(keepalive.keep(new Source())).toBeUndefined();
+  });
+
+  it("answers a quiet read with a heartbeat, and the next read with the item the source was producing meanwhile", async () => {
+    const clock = new ManualClock();
+    const source = new Source();
+    const kept = createStreamKeepalive(clock, { heartbeatMs: 1_000, maxAgeMs: 0 }).keep(source) as KeptStream<string>;
+    kept.beats = always;
+    const first = kept.next();
+    clock.advance(999);
+    expect(await settled(first)).toBe(false);
+    clock.advance(250);
+    expect(await first).toEqual({ done: false, value: BEAT });
+    // The source's read is still the one pending; its item arrives while nobody waits.
+    source.push("a");
+    expect(await kept.next()).toEqual({ done: false, value: "a" });
+    expect(source.reads).toBe(1);
+    // An item makes the stream busy: a heartbeat comes a whole interval after it.
+    const third = kept.next();
+    clock.advance(750);
+    expect(await settled(third)).toBe(false);
+    source.push("b");
+    expect(await third).toEqual({ done: false, value: "b" });
+  });
+
+  it("sends no heartbeat while its beats say there is nothing to repeat", async () => {
+    const clock = new ManualClock();
+    const kept = createStreamKeepalive(clock, { heartbeatMs: 1_000, maxAgeMs: 0 }).keep(new Source()) as KeptStream<string>;
+    let can = false;
+    kept.beats = { canBeat: () => can };
+    const read = kept.next();
+    clock.advance(5_000);
+    expect(await settled(read)).toBe(false);
+    can = true;
+    clock.advance(250);
+    expect(await read).toEqual({ done: false, value: BEAT });
+  });
+
+  it("ends streams at their maximum age less up to a tenth, between items or while waiting, and tells the source", async () => {
+    const clock = new ManualClock();
+    const keepalive = createStreamKeepalive(clock, { heartbeatMs: 0, maxAgeMs: 10_000 });
+    const streams = Array.from({ length: 50 }, () => {
+      const source = new Source();
+      const kept = keepalive.keep(source) as KeptStream<string>;
+      return { source, kept, read: kept.next() };
+    });
+    clock.advance(8_999);
+    for (const s of streams) expect(await settled(s.read)).toBe(false);
+    clock.advance(1_001);
+    for (const s of streams) {
+      expect(await s.read).toEqual({ done: true, value: undefined });
+      expect(s.source.returned).toBe(true);
+    }
+    expect(keepalive.size).toBe(0);
+    expect(clock.pendingTimers).toBe(0);
+
+    // A stream busy at its age ends at its next read, after the item it was sending.
+    const source = new Source();
+    const busy = keepalive.keep(source) as KeptStream<string>;
+    const read = busy.next();
+    clock.advance(9_999);
+    source.push("last");
+    expect(await read).toEqual({ done: false, value: "last" });
+    clock.advance(1);
+    expect(await busy.next()).toEqual({ done: true, value: undefined });
+    expect(source.returned).toBe(true);
+  });
+
+  it("keeps its one ticker only while streams are kept: a stream's end, failure or return lets go", async () => {
+    const clock = new ManualClock();
+    const keepalive = createStreamKeepalive(clock, { heartbeatMs: 1_000, maxAgeMs: 60_000 });
+    const ending = new Source();
+    const failing = new Source();
+    const returned = new Source();
+    const streams = [ending, failing, returned].map((s) => keepalive.keep(s) as KeptStream<string>);
+    expect(clock.pendingTimers).toBe(1);
+    const [a, b, c] = streams as [KeptStream<string>, KeptStream<string>, KeptStream<string>];
+    const readA = a.next();
+    ending.finish();
+    expect(await readA).toEqual({ done: true, value: undefined });
+    const readB = b.next();
+    failing.fail(new Error("the store is gone"));
+    await expect(readB).rejects.toThrow("the store is gone");
+    expect(keepalive.size).toBe(1);
+    const readC = c.next();
+    await c.return?.();
+    expect(await readC).toEqual({ done: true, value: undefined });
+    expect(returned.returned).toBe(true);
+    expect(keepalive.size).toBe(0);
+    expect(clock.pendingTimers).toBe(0);
+  });
+});
