@@ -21,7 +21,7 @@ const PATHS = ["proto/gms", "third_party/proto/google/rpc"];
 const COPIES = [
   { from: "third_party/proto/buf/validate/LICENSE", to: "buf/validate/LICENSE" },
   { from: "third_party/proto/google/rpc/LICENSE", to: "google/rpc/LICENSE" },
-  ...["any.proto", "descriptor.proto", "duration.proto", "field_mask.proto", "timestamp.proto", "LICENSE"].map((f) => ({
+  ...["any.proto", "descriptor.proto", "duration.proto", "field_mask.proto", "struct.proto", "timestamp.proto", "LICENSE"].map((f) => ({
     from: `third_party/wkt/google/protobuf/${f}`,
     to: `google/protobuf/${f}`,
   })),

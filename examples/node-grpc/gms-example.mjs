@@ -46,20 +46,22 @@ function call(client, method, request, deadlineMs = DEADLINE_MS) {
 }
 
 // The error details: google.rpc.Status in the grpc-status-details-bin trailer, its details (Any)
-// decoded by their type URL's message name.
+// decoded by their type URL's message name (a type this program does not know is skipped: a newer
+// server may add details).
 const root = new protobuf.Root();
 root.resolvePath = (_origin, target) => join(CONTRACT, target);
-root.loadSync(["google/rpc/status.proto", "gms/v1/error_details.proto"]);
+root.loadSync(["google/rpc/status.proto", "google/rpc/error_details.proto", "gms/v1/error_details.proto"]);
 const Status = root.lookupType("google.rpc.Status");
 
 /** details decodes a failed call's error details into [typeName, plain object] pairs. */
 function details(err) {
   const [bin] = err.metadata?.get("grpc-status-details-bin") ?? [];
   if (bin === undefined) return [];
-  return Status.decode(bin).details.map((any) => {
+  return Status.decode(bin).details.flatMap((any) => {
     const name = any.type_url.slice(any.type_url.lastIndexOf("/") + 1);
-    const type = root.lookupType(name);
-    return [name, type.toObject(type.decode(any.value), { enums: String, longs: String })];
+    const type = root.lookup(name);
+    if (!(type instanceof protobuf.Type)) return [];
+    return [[name, type.toObject(type.decode(any.value), { enums: String, longs: String })]];
   });
 }
 

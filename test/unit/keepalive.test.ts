@@ -1,7 +1,7 @@
 // The stream keepalive (src/rpc/keepalive.ts) on a manual clock: heartbeats answer a read pending
 // without losing the item the source is still producing, the maximum age ends streams within its
 // last tenth, and the one shared ticker runs only while streams are kept.
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { ManualClock } from "../../src/clock.js";
 import { BEAT, createStreamKeepalive, type KeptStream } from "../../src/rpc/keepalive.js";
 
@@ -114,9 +114,13 @@ describe("stream keepalive", () => {
     expect(keepalive.size).toBe(0);
     expect(clock.pendingTimers).toBe(0);
 
-    // A stream busy at its age ends at its next read, after the item it was sending.
+    // A stream busy at its age ends at its next read, after the item it was sending. Its age is
+    // drawn without the jitter (Math.random() = 0: exactly max_age), so that it is still young
+    // when its item comes at 9,999 ms; the jitter itself is what the 50 streams above show.
+    const random = vi.spyOn(Math, "random").mockReturnValue(0);
     const source = new Source();
     const busy = keepalive.keep(source) as KeptStream<string>;
+    random.mockRestore();
     const read = busy.next();
     clock.advance(9_999);
     source.push("last");
