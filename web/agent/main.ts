@@ -132,6 +132,8 @@ class Desk {
   private readonly closed = h("div", { class: "closed", hidden: true });
   private readonly actions: HTMLButtonElement[];
   private lastText = "";
+  private state: SubscriptionState = "connecting";
+  private held = false;
 
   constructor(
     readonly chat: AgentChat,
@@ -165,7 +167,15 @@ class Desk {
       },
     });
     this.transcript.announce(shown === 0);
-    this.outbox = new Outbox({ send: (text, cid) => chat.send(text, { clientMessageId: cid }), transcript: this.transcript, storageKey: `${CHATS}:${id}:outbox` });
+    this.outbox = new Outbox({
+      send: (text, cid) => chat.send(text, { clientMessageId: cid }),
+      transcript: this.transcript,
+      storageKey: `${CHATS}:${id}:outbox`,
+      waiting: (on) => {
+        this.held = on;
+        this.showConnection();
+      },
+    });
     const typing = typingNotifier((on) => chat.typing(on));
     const send = () => {
       const text = this.message.value.trim();
@@ -259,8 +269,8 @@ class Desk {
         this.preview.textContent = on ? "typing…" : this.lastText || this.kept.subject || "New chat";
       },
       state: (s: SubscriptionState) => {
-        this.banner.hidden = s !== "reconnecting";
-        this.banner.textContent = s === "reconnecting" ? "Connection lost. Reconnecting…" : "";
+        this.state = s;
+        this.showConnection();
         if (s === "live" || s === "polling") this.outbox.retryNow();
       },
       ended: () => this.finish("The chat has ended."),
@@ -268,13 +278,22 @@ class Desk {
     });
   }
 
+  /** showConnection says when the chat's connection is lost (its subscription reconnecting, or a reply held up). */
+  private showConnection(): void {
+    const lost = !this.over && (this.held || this.state === "reconnecting");
+    this.banner.hidden = !lost;
+    this.banner.textContent = lost ? "Connection lost. Reconnecting…" : "";
+  }
+
   private event(e: ChatEvent, shown: number): void {
+    if (this.held) this.outbox.retryNow();
     if (!this.transcript.add(e)) return;
     const position = Number(e.position);
     if (position >= shown) this.transcript.announce(true);
     this.kept.position = position;
     this.uploads.get(position)?.remove();
     this.uploads.delete(position);
+    if (position > shown && (e.type === ChatEventType.FILE_UPLOADED || e.type === ChatEventType.FILE_DELETED)) void this.refreshLimits();
     const theirs = e.from?.type === ParticipantType.CLIENT;
     if (e.type === ChatEventType.MESSAGE) {
       this.lastText = `${theirs ? "" : "You: "}${e.text}`;

@@ -113,15 +113,13 @@ function showPresence(s: Session): void {
   else setPresence("Waiting for an agent…", "waiting");
 }
 
-const BANNERS: Partial<Record<SubscriptionState, string>> = {
-  connecting: "Connecting…",
-  reconnecting: "Connection lost. Reconnecting…",
-};
+/** connection is what the page knows of its connection: the subscription's state, and whether a message is held up. */
+const connection: { state: SubscriptionState; held: boolean } = { state: "connecting", held: false };
 
-function showState(state: SubscriptionState): void {
-  const text = BANNERS[state];
+function showConnection(): void {
+  const text = connection.held || connection.state === "reconnecting" ? "Connection lost. Reconnecting…" : connection.state === "connecting" ? "Connecting…" : undefined;
   ui.banner.hidden = text === undefined;
-  ui.banner.textContent = text ?? "";
+  if (ui.banner.textContent !== (text ?? "")) ui.banner.textContent = text ?? "";
 }
 
 async function refreshLimits(s: Session): Promise<void> {
@@ -151,6 +149,8 @@ function open(chat: CustomerChat, nickname: string, shown: number): void {
   ui.ended.hidden = true;
   ui.leave.hidden = false;
   ui.transcript.replaceChildren();
+  connection.state = "connecting";
+  connection.held = false;
   const transcript = new Transcript({
     list: ui.transcript,
     scroller: ui.scroller,
@@ -167,12 +167,22 @@ function open(chat: CustomerChat, nickname: string, shown: number): void {
   });
   // What the page showed before the reload is shown again, not announced again.
   transcript.announce(shown === 0);
-  const outbox = new Outbox({ send: (text, id) => chat.send(text, { clientMessageId: id }), transcript, storageKey: `${STORE}:outbox` });
+  const outbox = new Outbox({
+    send: (text, id) => chat.send(text, { clientMessageId: id }),
+    transcript,
+    storageKey: `${STORE}:outbox`,
+    waiting: (on) => {
+      connection.held = on;
+      showConnection();
+    },
+  });
   const s: Session = { chat, transcript, outbox, stop: () => undefined, nickname, agents: new Map(), limits: undefined, uploads: new Map(), over: false };
   session = s;
   setPresence("Connecting…", "waiting");
   s.stop = chat.subscribe({
     event(e: ChatEvent) {
+      // Something came through: a message held up may go now.
+      if (connection.held) outbox.retryNow();
       if (!transcript.add(e)) return;
       const position = Number(e.position);
       if (position >= shown) transcript.announce(true);
@@ -181,6 +191,8 @@ function open(chat: CustomerChat, nickname: string, shown: number): void {
       const agent = e.from !== undefined && e.from.type !== ParticipantType.CLIENT;
       if (agent && e.type === ChatEventType.PARTICIPANT_JOINED) s.agents.set(e.from!.participantId, e.from!.nickname);
       if (agent && e.type === ChatEventType.PARTICIPANT_LEFT) s.agents.delete(e.from!.participantId);
+      // The files of the chat count against its limits, whoever sent them.
+      if (position > shown && (e.type === ChatEventType.FILE_UPLOADED || e.type === ChatEventType.FILE_DELETED)) void refreshLimits(s);
       if (e.type === ChatEventType.PARTICIPANT_JOINED || e.type === ChatEventType.PARTICIPANT_LEFT) {
         showPresence(s);
         showLimits(s);
@@ -193,7 +205,8 @@ function open(chat: CustomerChat, nickname: string, shown: number): void {
       ui.typingText.textContent = on ? `${who.nickname || "The agent"} is typing…` : "";
     },
     state(state) {
-      showState(state);
+      connection.state = state;
+      showConnection();
       if (state === "live" || state === "polling") {
         showPresence(s);
         outbox.retryNow();

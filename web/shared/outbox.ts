@@ -19,6 +19,8 @@ export interface OutboxOptions {
   transcript: Transcript;
   /** storageKey keeps the unsent messages in sessionStorage under this key. */
   storageKey: string;
+  /** waiting hears whether a message is held up for want of a connection (the page says it is reconnecting). */
+  waiting?(on: boolean): void;
 }
 
 /** randomId is a fresh client message id (128 random bits; works on plain-HTTP pages too). */
@@ -32,6 +34,7 @@ export class Outbox {
   private running = false;
   private wake: (() => void) | undefined;
   private closed = false;
+  private held = false;
 
   constructor(private readonly o: OutboxOptions) {}
 
@@ -56,9 +59,16 @@ export class Outbox {
     this.wake?.();
   }
 
+  private hold(on: boolean): void {
+    if (on === this.held) return;
+    this.held = on;
+    this.o.waiting?.(on);
+  }
+
   /** close gives up what is unsent (the chat is over) and forgets it. */
   close(reason: string): void {
     this.closed = true;
+    this.hold(false);
     for (const { pending } of this.queue.splice(0)) pending.status(`Not sent: ${reason}`, true);
     sessionStorage.removeItem(this.o.storageKey);
     this.wake?.();
@@ -84,6 +94,7 @@ export class Outbox {
       try {
         const position = await this.o.send(message.text, message.id);
         failures = 0;
+        this.hold(false);
         // Its event may have been shown already (a fast stream, a replay after a reload).
         if (this.o.transcript.position >= position) pending.remove();
         else pending.status("Sent");
@@ -93,12 +104,14 @@ export class Outbox {
         if (this.closed) break;
         const e = toGmsError(err);
         if (!isRetryable(e)) {
+          this.hold(false);
           pending.status(`Not sent: ${e.rawMessage}`, true);
           this.queue.shift();
           this.keep();
           continue;
         }
         pending.status("Waiting for the connection…");
+        this.hold(true);
         const wait = Math.min(30_000, 1000 * 2 ** failures++);
         await new Promise<void>((resolve) => {
           const timer = setTimeout(done, wait);
