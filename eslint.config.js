@@ -3,7 +3,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["gen/**", "dist/**", "node_modules/**", "data/**", "bench/results/**", "eslint.config.js", "tmp/**"] },
+  { ignores: ["gen/**", "dist/**", "node_modules/**", "clients/js/src/gen/**", "clients/js/dist/**", "clients/js/node_modules/**", "data/**", "bench/results/**", "eslint.config.js", "tmp/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
