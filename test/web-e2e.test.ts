@@ -7,6 +7,8 @@
 // Screenshots of both pages go to test-artifacts/ (GMS_UPDATE_SCREENSHOTS=1: also docs/screenshots/,
 // the README's).
 import { execFileSync } from "node:child_process";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,6 +26,24 @@ const DESK_KEY = "desk-key-for-the-browser-tests-0123";
 const WAIT = 30_000;
 /** A cut connection is resumed after a backoff of up to 30 s (the client's bound): waits across it are longer. */
 const WAIT_RECONNECT = 75_000;
+
+/** embedSnippet is the README's HTML block marked `<!-- embed: name -->`, pointing at the server under test. */
+function embedSnippet(name: string, serverUrl: string): string {
+  const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+  const m = new RegExp(`^<!-- embed: ${name} -->\n\`\`\`html\n([\\s\\S]*?)^\`\`\`$`, "m").exec(readme);
+  if (m?.[1] === undefined) throw new Error(`README.md has no html block marked <!-- embed: ${name} -->`);
+  return m[1].replaceAll("https://gms.example.com", serverUrl);
+}
+
+/** shopServer serves one page, a shop's, on another origin than opengms's (another port). */
+async function shopServer(body: string): Promise<{ url: string; server: Server }> {
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+    res.end(`<!doctype html><html lang="en"><head><title>Shop</title></head><body><h1>A shop</h1>${body}</body></html>`);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`, server };
+}
 
 /** shot saves a page's screenshot as an artifact (and for the README when asked). */
 async function shot(page: Page, name: string): Promise<void> {
@@ -335,6 +355,51 @@ describe.runIf(DIALECTS.includes("mysql"))("the chat widget and the agent consol
     await bruno.getByRole("button", { name: "Start a new chat" }).waitFor();
     await panelOf(bob, "Bruno").locator(".closed", { hasText: "The chat has ended" }).waitFor();
     expect(await bob.getByRole("tab", { name: /Bruno/ }).locator(".tag").innerText()).toBe("Ended");
+  });
+
+  it("the README's script tag puts the widget on a shop's page (another origin): a chat through it survives the shop's page reloading", async () => {
+    const shop = await shopServer(embedSnippet("script", s.server.url));
+    const carla = await (await browser.newContext({ viewport: { width: 1100, height: 800 } })).newPage();
+    try {
+      await carla.goto(shop.url);
+      await carla.getByRole("button", { name: "Talk to us" }).click();
+      const widget = carla.frameLocator("#opengms-chat iframe");
+      expect(await widget.locator("h1").innerText()).toBe("Talk to us");
+      await widget.getByLabel("Your name").fill("Carla");
+      await widget.getByRole("button", { name: "Start chat" }).click();
+      await alice.locator(".queue-item", { hasText: "Carla" }).waitFor();
+      await alice.getByRole("button", { name: "Accept next chat" }).click();
+      await widget.getByRole("textbox", { name: "Message" }).fill("Do you ship to Norway?");
+      await widget.getByRole("textbox", { name: "Message" }).press("Enter");
+      await expectOnce(aliceList("Carla"), "Do you ship to Norway?");
+      await panelOf(alice, "Carla").getByLabel("Reply").fill("We do, in 3 to 5 days.");
+      await panelOf(alice, "Carla").getByLabel("Reply").press("Enter");
+      await expectOnce(widget.locator("#transcript"), "We do, in 3 to 5 days.");
+      const before = await entries(widget.locator("#transcript"));
+      // The shop's page reloads: the widget opens again by itself, on the same chat.
+      await carla.reload();
+      const again = carla.frameLocator("#opengms-chat iframe");
+      await expectOnce(again.locator("#transcript"), "We do, in 3 to 5 days.");
+      expect(await entries(again.locator("#transcript"))).toEqual(before);
+      expect(await carla.getByRole("button", { name: "Close the chat" }).getAttribute("aria-expanded")).toBe("true");
+    } finally {
+      await carla.context().close();
+      await new Promise((resolve) => shop.server.close(resolve));
+    }
+  });
+
+  it("the README's frame shows the widget on a shop's page", async () => {
+    const shop = await shopServer(embedSnippet("iframe", s.server.url));
+    const page = await (await browser.newContext()).newPage();
+    try {
+      await page.goto(shop.url);
+      const widget = page.frameLocator("iframe");
+      await widget.getByRole("button", { name: "Start chat" }).waitFor();
+      expect(await widget.locator("h1").innerText()).toBe("Talk to us");
+    } finally {
+      await page.context().close();
+      await new Promise((resolve) => shop.server.close(resolve));
+    }
   });
 
   it("the agent ends a chat: the customer sees it ended, and a reload starts afresh", async () => {

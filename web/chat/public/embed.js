@@ -1,8 +1,11 @@
 /*
  * opengms chat widget loader. On a shop's page:
  *
- *   <script src="https://gms.example.com/chat/embed.js" data-service="" data-title="Talk to us"
- *           data-accent="#2456d3" async></script>
+ *   <script src="https://gms.example.com/chat/embed.js" data-service="request-chat"
+ *           data-title="Talk to us" data-accent="#0f766e" async></script>
+ *
+ * data-service: a configured request-chat service (its endpoint is the queue); data-title: the
+ * widget's title and the button's label (data-label for another label); data-accent: a colour.
  *
  * It adds a chat button in the corner; the button opens the widget (/chat/ of the same server) in
  * a frame above the page. The frame is created on the first click, so the page loads nothing more
@@ -21,7 +24,7 @@
   page.searchParams.set("embedded", "1");
   var accent = /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.test(data.accent || "") ? data.accent : "#2456d3";
   var OPEN = "opengms-chat-open";
-  var label = data.label || "Chat with us";
+  var label = data.label || data.title || "Chat with us";
 
   var root = document.createElement("div");
   root.id = "opengms-chat";
