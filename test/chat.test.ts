@@ -149,6 +149,21 @@ describe.each(DIALECTS)("chat on %s", (dialect) => {
     expect(app.bus.listenerCount()).toBe(0);
   });
 
+  it("a stream from past the end of an ended chat ends at once, for the customer and for an agent", async () => {
+    await drain();
+    const s = await start();
+    await accept();
+    const me = await customer(s);
+    await app.chats.disconnect(me);
+    const { nextPosition } = await app.chats.refresh(me, 1, 0, never);
+    // Looked up again after the end, as a reloaded page's call is.
+    expect(await take(app.chats.subscribe(await customer(s), nextPosition, never), 10)).toEqual([]);
+    expect(await take(app.chats.subscribe(await app.chats.agent(s.chatId, "agent-1", false), nextPosition + 5, never), 10)).toEqual([]);
+    // From before the end: what is left, CHAT_ENDED last.
+    expect((await take(app.chats.subscribe(await customer(s), nextPosition - 1, never), 10)).map((e) => e.kind)).toEqual(["chat_ended"]);
+    expect(app.bus.listenerCount()).toBe(0);
+  });
+
   it("AcceptChat takes the oldest waiting chat, waits for one, or says none came", async () => {
     await drain();
     const older = await start();

@@ -25,6 +25,7 @@ import {
   type SubscriptionState,
   type TransportKind,
 } from "../clients/js/src/node.js";
+import { systemClock } from "../src/clock.js";
 import { DIALECTS } from "./helpers/databases.js";
 import { waitFor } from "./helpers/calls.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
@@ -100,7 +101,11 @@ class StreamBlocker {
   private readonly sockets = new Set<net.Socket>();
   private server: net.Server | undefined;
   port = 0;
+  /** streams counts the Subscribe requests that came by, blocked those it destroyed. */
+  streams = 0;
   blocked = 0;
+  /** passStreams lets streams through from now on (the network changed). */
+  passStreams = false;
 
   constructor(private readonly target: number) {}
 
@@ -117,7 +122,8 @@ class StreamBlocker {
       client.on("error", end).on("close", end);
       upstream.on("error", end).on("close", end);
       client.on("data", (chunk: Buffer) => {
-        if (chunk.includes("/Subscribe")) {
+        if (chunk.includes("/Subscribe")) this.streams++;
+        if (!this.passStreams && chunk.includes("/Subscribe")) {
           this.blocked++;
           return end();
         }
@@ -138,16 +144,20 @@ class StreamBlocker {
 
 describe.each(DIALECTS.filter((d) => d === "mysql"))("@opengms/client against the server on %s", (dialect) => {
   let t: TestServer;
+  /** live is a server on the system clock: its long-polls end after their wait, as in production (the manual clock's never would). */
+  let live: TestServer;
   let desk: (kind: TransportKind, agent: string) => GmsClient;
   let customer: (kind: TransportKind, baseUrl?: string) => GmsClient;
 
   beforeAll(async () => {
     t = await startTestServer(dialect, { config });
+    live = await startTestServer(dialect, { config, clock: systemClock });
     desk = (kind, agent) => createClient({ baseUrl: t.server.url, apiKey: DESK_KEY, agent: { id: agent }, transport: kind });
     customer = (kind, baseUrl = t.server.url) => createClient({ baseUrl, transport: kind });
   });
   afterAll(async () => {
     await t?.close();
+    await live?.close();
   });
 
   describe.each(TRANSPORTS)("over %s", (kind) => {
@@ -279,12 +289,12 @@ describe.each(DIALECTS.filter((d) => d === "mysql"))("@opengms/client against th
   });
 
   it("falls back to long-polling Refresh where streams do not get through, delivering what a stream delivers, typing too", async () => {
-    const blocker = new StreamBlocker(t.server.port);
+    const blocker = new StreamBlocker(live.server.port);
     await blocker.start();
     try {
       const ann = await CustomerChat.start(customer("connect", `http://127.0.0.1:${blocker.port}`), { nickname: "Ann", service: "fallback" });
-      const polled = follow(ann, { fallbackAfter: 2, waitSeconds: 5 });
-      const bob = await AgentChat.accept(desk("grpc", "dora"), { endpoint: "fallback", nickname: "Dora", waitSeconds: 5 });
+      const polled = follow(ann, { fallbackAfter: 2, waitSeconds: 1 });
+      const bob = await AgentChat.accept(createClient({ baseUrl: live.server.url, apiKey: DESK_KEY, agent: { id: "dora" }, transport: "grpc" }), { endpoint: "fallback", nickname: "Dora", waitSeconds: 5 });
       const streamed = follow(bob);
       await waitFor("the customer to poll", () => polled.states.includes("polling"));
       expect(blocker.blocked).toBeGreaterThanOrEqual(2);
@@ -301,6 +311,48 @@ describe.each(DIALECTS.filter((d) => d === "mysql"))("@opengms/client against th
     } finally {
       await blocker.close();
     }
+  });
+
+  it("goes back to streaming after polling for a while, once streams get through again", async () => {
+    const blocker = new StreamBlocker(t.server.port);
+    await blocker.start();
+    try {
+      const ann = await CustomerChat.start(customer("grpc-web", `http://127.0.0.1:${blocker.port}`), { nickname: "Ann", service: "fallback" });
+      const seen = follow(ann, { fallbackAfter: 1, waitSeconds: 1, retryStreamAfterMs: 0 });
+      const bob = await AgentChat.accept(desk("grpc", "hugo"), { endpoint: "fallback", nickname: "Hugo", waitSeconds: 5 });
+      await waitFor("the customer to poll", () => seen.states.includes("polling"));
+      await bob.send("while polling");
+      await reach(seen, 3);
+      blocker.passStreams = true;
+      const blockedSoFar = blocker.blocked;
+      // (On the test server's manual clock a long-poll waits for the next event: this one ends it.)
+      await bob.send("one more poll");
+      await reach(seen, 4);
+      await waitFor("the customer to try a stream again", () => blocker.streams > blocker.blocked);
+      await bob.send("while streaming");
+      await reach(seen, 5);
+      await waitFor("the customer's stream to be live", () => seen.states.at(-1) === "live");
+      expect(blocker.blocked).toBe(blockedSoFar);
+      await bob.end();
+      await waitFor("the end", () => seen.ended);
+      expect(positions(seen)).toEqual(upTo(6));
+      expect(seen.events.at(-1)?.type).toBe(ChatEventType.CHAT_ENDED);
+      expect(texts(seen)).toEqual(["while polling", "one more poll", "while streaming"]);
+      expect(() => ann.subscribe({})).not.toThrow();
+    } finally {
+      await blocker.close();
+    }
+  });
+
+  it("refuses a second subscription on the same chat while the first runs", async () => {
+    const ann = await CustomerChat.start(customer("connect"), { nickname: "Ann", service: "poll" });
+    const first = follow(ann);
+    expect(() => ann.subscribe({})).toThrow(/already has a subscription/);
+    first.stop();
+    const second = follow(ann);
+    await reach(second, 1);
+    second.stop();
+    await ann.leave();
   });
 
   it('polls from the start with mode "poll", and a resumed chat delivers only what comes after its position', async () => {

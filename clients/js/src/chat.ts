@@ -62,6 +62,40 @@ async function retried<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** TYPING_REPEAT_MS: a "still typing" sent again sooner than this is not sent (the server coalesces anyway; a keystroke is not a call). */
+const TYPING_REPEAT_MS = 3000;
+
+/**
+ * Session is what both sides share: one subscription at a time (two would share one position and
+ * each miss what the other delivered) and typing notices without a call per keystroke.
+ */
+class Session {
+  private subscribed = false;
+  private typingOn = false;
+  private typingSent = 0;
+
+  /** guard runs a new subscription, refusing a second one while the first runs. */
+  protected guard(start: (done: () => void) => () => void): () => void {
+    if (this.subscribed) throw new Error("this chat already has a subscription: stop() it before subscribing again");
+    this.subscribed = true;
+    return start(() => (this.subscribed = false));
+  }
+
+  /** typingGate says whether a typing notice is worth a call: a change, or "still typing" after TYPING_REPEAT_MS. */
+  protected typingGate(on: boolean): boolean {
+    const now = Date.now();
+    if (on === this.typingOn && (!on || now - this.typingSent < TYPING_REPEAT_MS)) return false;
+    this.typingOn = on;
+    this.typingSent = now;
+    return true;
+  }
+
+  /** sent notes that a message went out: the server stops the sender's typing with it. */
+  protected sent(): void {
+    this.typingOn = false;
+  }
+}
+
 /** SendOptions go with a message. */
 export interface SendOptions {
   /** clientMessageId makes the send idempotent (default: a random id, so retries are safe); echoed on the event. */
@@ -96,7 +130,7 @@ export interface ResumeChat {
 }
 
 /** CustomerChat is the customer's side of one chat. */
-export class CustomerChat {
+export class CustomerChat extends Session {
   /** position is the position of the last event delivered (0 before any). */
   position: number;
 
@@ -112,6 +146,7 @@ export class CustomerChat {
     /** sessionId is the chat's session ("" when resumed). */
     readonly sessionId: string,
   ) {
+    super();
     this.position = position;
   }
 
@@ -157,19 +192,23 @@ export class CustomerChat {
       stream: (from, signal) => streamOf(t, ChatService.method.subscribe, { ...this.key, fromPosition: BigInt(from) }, signal),
       refresh: (from, wait, signal) => call(t, ChatService.method.refresh, { ...this.key, fromPosition: BigInt(from), waitSeconds: wait }, signal),
     };
-    return subscribe(source, this, handlers, options);
+    return this.guard((done) => subscribe(source, this, handlers, options, done));
   }
 
   /** send sends a message and gives its position; retried safely (one client message id). */
   async send(text: string, options: SendOptions = {}): Promise<number> {
     const clientMessageId = options.clientMessageId ?? randomId();
     const r = await retried(() => call(this.transport, ChatService.method.sendMessage, { ...this.key, text, clientMessageId, messageType: options.messageType ?? "" }));
+    this.sent();
     return Number(r.position);
   }
 
-  /** typing tells the agent the customer started or stopped typing (the server coalesces and expires it). */
+  /**
+   * typing tells the agent the customer started or stopped typing (the server coalesces and expires
+   * it); call it on every keystroke: repeats within 3 s are not sent.
+   */
   async typing(on: boolean, text = ""): Promise<void> {
-    await call(this.transport, ChatService.method.sendTyping, { ...this.key, typing: on, text });
+    if (this.typingGate(on)) await call(this.transport, ChatService.method.sendTyping, { ...this.key, typing: on, text });
   }
 
   /** fileLimits are the chat's file limits and what is used of them, to show before an upload. */
@@ -227,7 +266,7 @@ export interface ResumeAgentChat {
 }
 
 /** AgentChat is an agent's side of one chat (the client's key or agent identity is the agent). */
-export class AgentChat {
+export class AgentChat extends Session {
   /** position is the position of the last event delivered (0 before any). */
   position: number;
   /** accepted is AcceptChat's answer (subject, customer, user and app data), when this came from accept(). */
@@ -240,6 +279,7 @@ export class AgentChat {
     position: number,
     accepted?: AcceptChatResponse,
   ) {
+    super();
     this.position = position;
     this.accepted = accepted;
   }
@@ -291,19 +331,20 @@ export class AgentChat {
       stream: (from, signal) => streamOf(t, AgentService.method.subscribe, { chatId: this.chatId, fromPosition: BigInt(from) }, signal),
       refresh: (from, wait, signal) => call(t, AgentService.method.refresh, { chatId: this.chatId, fromPosition: BigInt(from), waitSeconds: wait }, signal),
     };
-    return subscribe(source, this, handlers, options);
+    return this.guard((done) => subscribe(source, this, handlers, options, done));
   }
 
   /** send sends a message and gives its position; retried safely (one client message id). */
   async send(text: string, options: SendOptions = {}): Promise<number> {
     const clientMessageId = options.clientMessageId ?? randomId();
     const r = await retried(() => call(this.transport, AgentService.method.sendMessage, { chatId: this.chatId, text, clientMessageId, messageType: options.messageType ?? "" }));
+    this.sent();
     return Number(r.position);
   }
 
-  /** typing tells the customer the agent started or stopped typing. */
+  /** typing tells the customer the agent started or stopped typing; repeats within 3 s are not sent. */
   async typing(on: boolean, text = ""): Promise<void> {
-    await call(this.transport, AgentService.method.sendTyping, { chatId: this.chatId, typing: on, text });
+    if (this.typingGate(on)) await call(this.transport, AgentService.method.sendTyping, { chatId: this.chatId, typing: on, text });
   }
 
   /** pushUrl shows the customer a page (PUSH_URL). */

@@ -117,7 +117,7 @@ type StreamEnd = "ended" | "clean" | "gap" | "idle";
  * subscribe runs a subscription until the chat ends, a failure is not retryable, or the returned
  * function is called.
  */
-export function subscribe(source: ChatSource, cursor: Cursor, handlers: ChatHandlers, options: SubscribeOptions = {}): () => void {
+export function subscribe(source: ChatSource, cursor: Cursor, handlers: ChatHandlers, options: SubscribeOptions = {}, done?: () => void): () => void {
   const mode = options.mode ?? "auto";
   const waitSeconds = options.waitSeconds ?? 25;
   const fallbackAfter = options.fallbackAfter ?? 3;
@@ -128,6 +128,7 @@ export function subscribe(source: ChatSource, cursor: Cursor, handlers: ChatHand
   const maxMs = options.maxBackoffMs ?? 30_000;
   const stop = new AbortController();
   const signal = stop.signal;
+  if (done !== undefined) signal.addEventListener("abort", done, { once: true });
   let state: SubscriptionState | undefined;
   const typingNow = new Map<string, Participant>();
 
@@ -254,11 +255,6 @@ export function subscribe(source: ChatSource, cursor: Cursor, handlers: ChatHand
     }
     while (!signal.aborted) {
       if (polling) {
-        if (mode === "auto" && Date.now() - pollingSince >= retryStreamAfterMs) {
-          polling = false;
-          fruitless = 0;
-          continue;
-        }
         setState("polling");
         const started = Date.now();
         try {
@@ -271,6 +267,11 @@ export function subscribe(source: ChatSource, cursor: Cursor, handlers: ChatHand
           const e = toGmsError(err);
           if (!isRetryable(e)) return fail(e);
           await sleep(Math.max(e.retryAfterMs ?? 0, backoffDelay(failures++, baseMs, maxMs)), signal);
+        }
+        if (mode === "auto" && Date.now() - pollingSince >= retryStreamAfterMs) {
+          // Long enough: the network may pass streams again (a new Wi-Fi, a proxy fixed).
+          polling = false;
+          fruitless = 0;
         }
         continue;
       }

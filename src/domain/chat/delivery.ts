@@ -9,7 +9,7 @@ import type { UnitOfWork } from "../unit-of-work.js";
 import { PAGE, type ChatCore } from "./core.js";
 import type { ChatEvents } from "./events.js";
 import type { PollViews } from "./poll.js";
-import { beyondReach, checkReadPosition, checkText, endsStream, ensureOpen, ensurePresent, hasEnded, mergeUserData, mustRead, nextPosition, othersTyping, pollEnded, readable } from "./rules.js";
+import { beyondReach, checkReadPosition, checkText, endsStream, ensureOpen, ensurePresent, hasEnded, mergeUserData, mustRead, nextPosition, othersTyping, pastTheEnd, pollEnded, readable } from "./rules.js";
 import { chatTopic } from "./topics.js";
 import type { Typing } from "./typing.js";
 import type { Actor, Chat, ChatEventRecord, EventKind, ParticipantRef } from "./vocabulary.js";
@@ -145,8 +145,9 @@ export function createDelivery(core: ChatCore, typing: Typing, polls: PollViews,
 
     async *subscribe(actor, from, signal) {
       await activity.touch(actor);
-      // The stream ends after CHAT_ENDED, and for an agent after their own leaving (endsStream).
-      if (beyondReach(actor, from)) return;
+      // The stream ends after CHAT_ENDED, and for an agent after their own leaving (endsStream); a
+      // stream from past either ends at once, since nothing will ever come.
+      if (beyondReach(actor, from) || pastTheEnd(actor, from)) return;
       const queue: ChatEventRecord[] = [];
       let wake: (() => void) | undefined;
       let lookInStore = false;

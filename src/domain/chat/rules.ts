@@ -175,6 +175,12 @@ export function readable(actor: Actor, events: ChatEventRecord[]): { events: Cha
 /** beyondReach says whether a read from `from` is past all the actor may read (an agent who left). */
 export const beyondReach = (actor: Actor, from: number): boolean => actor.readUpTo !== undefined && Math.max(1, from) > actor.readUpTo;
 
+/**
+ * pastTheEnd says whether a stream from `from` has nothing left to wait for: the chat has ended and
+ * its transcript (CHAT_ENDED last) ends before `from` (a page reloaded after it showed the end).
+ */
+export const pastTheEnd = (actor: Actor, from: number): boolean => actor.ended && Math.max(1, from) > actor.lastPosition;
+
 /** endsStream says whether a stream ends after the event: CHAT_ENDED, and for an agent their own leaving. */
 export const endsStream = (actor: Actor, e: ChatEventRecord): boolean =>
   e.kind === "chat_ended" || isOwnLeave(actor, e) || (actor.readUpTo !== undefined && e.position >= actor.readUpTo);
