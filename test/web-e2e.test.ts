@@ -412,4 +412,17 @@ describe.runIf(DIALECTS.includes("mysql"))("the chat widget and the agent consol
     await ann.getByRole("button", { name: "Start chat" }).waitFor();
     expect(await ann.evaluate(() => (globalThis as unknown as { sessionStorage: { length: number } }).sessionStorage.length)).toBe(0);
   });
+
+  it("signing out gives the agent's open chats back to their queue and forgets the key", async () => {
+    // Carla's chat (the embedded widget's) is still Alice's.
+    expect(await alice.getByRole("tab", { name: /Carla/ }).locator(".tag").count()).toBe(0);
+    await alice.getByRole("button", { name: "Sign out" }).click();
+    await alice.getByRole("button", { name: "Sign in" }).waitFor();
+    expect(await alice.evaluate(() => (globalThis as unknown as { sessionStorage: { length: number } }).sessionStorage.length)).toBe(0);
+    expect(await alice.getByLabel("API key").inputValue()).toBe("");
+    await alice.getByLabel("API key").fill(DESK_KEY);
+    await alice.getByRole("button", { name: "Sign in" }).click();
+    await alice.locator(".queue-item", { hasText: "Carla" }).waitFor();
+    expect(await alice.getByRole("tab").count()).toBe(0);
+  });
 });
