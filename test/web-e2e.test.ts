@@ -90,6 +90,15 @@ describe.runIf(DIALECTS.includes("mysql"))("the chat widget and the agent consol
   let alice: Page;
   let bruno: Page;
   let bob: Page;
+  /** problems are what the pages reported: uncaught errors, and console errors (a CSP refusal is one) other than failed loads, which a cut connection and a refused key cause. */
+  const problems: string[] = [];
+  const watch = (page: Page, name: string): Page => {
+    page.on("pageerror", (e) => problems.push(`${name}: ${e.message}`));
+    page.on("console", (m) => {
+      if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) problems.push(`${name}: ${m.text()}`);
+    });
+    return page;
+  };
   const annList = () => ann.locator("#transcript");
   const panelOf = (page: Page, customer: string) => page.locator(".chat-panel", { has: page.locator(".chat-head h2", { hasText: customer }) });
   const aliceList = (customer: string) => panelOf(alice, customer).locator("ol.transcript");
@@ -111,10 +120,10 @@ describe.runIf(DIALECTS.includes("mysql"))("the chat widget and the agent consol
     await proxy.start();
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--headless", "--no-sandbox", "--disable-gpu"] });
     annContext = await browser.newContext({ viewport: { width: 560, height: 800 } });
-    ann = await annContext.newPage();
-    alice = await (await browser.newContext({ viewport: { width: 1360, height: 820 } })).newPage();
-    bruno = await (await browser.newContext({ viewport: { width: 560, height: 800 } })).newPage();
-    bob = await (await browser.newContext({ viewport: { width: 1360, height: 820 } })).newPage();
+    ann = watch(await annContext.newPage(), "ann");
+    alice = watch(await (await browser.newContext({ viewport: { width: 1360, height: 820 } })).newPage(), "alice");
+    bruno = watch(await (await browser.newContext({ viewport: { width: 560, height: 800 } })).newPage(), "bruno");
+    bob = watch(await (await browser.newContext({ viewport: { width: 1360, height: 820 } })).newPage(), "bob");
   }, 120_000);
 
   afterAll(async () => {
@@ -358,7 +367,7 @@ describe.runIf(DIALECTS.includes("mysql"))("the chat widget and the agent consol
 
   it("the README's script tag puts the widget on a shop's page (another origin): a chat through it survives the shop's page reloading", async () => {
     const shop = await shopServer(embedSnippet("script", s.server.url));
-    const carla = await (await browser.newContext({ viewport: { width: 1100, height: 800 } })).newPage();
+    const carla = watch(await (await browser.newContext({ viewport: { width: 1100, height: 800 } })).newPage(), "carla");
     try {
       await carla.goto(shop.url);
       await carla.getByRole("button", { name: "Talk to us" }).click();
@@ -424,5 +433,9 @@ describe.runIf(DIALECTS.includes("mysql"))("the chat widget and the agent consol
     await alice.getByRole("button", { name: "Sign in" }).click();
     await alice.locator(".queue-item", { hasText: "Carla" }).waitFor();
     expect(await alice.getByRole("tab").count()).toBe(0);
+  });
+
+  it("the pages reported no error (no script failed, no content security policy refusal)", () => {
+    expect(problems).toEqual([]);
   });
 });

@@ -287,7 +287,7 @@ ui.startForm.addEventListener("submit", (ev) => {
     });
 });
 
-const typing = typingNotifier((on) => session?.chat.typing(on) ?? Promise.resolve());
+const typing = typingNotifier((on) => (session === undefined || session.over ? Promise.resolve() : session.chat.typing(on)));
 
 function grow(): void {
   ui.message.style.height = "auto";
