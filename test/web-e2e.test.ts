@@ -49,6 +49,7 @@ async function shopServer(body: string): Promise<{ url: string; server: Server }
 async function shot(page: Page, name: string): Promise<void> {
   mkdirSync(ARTIFACTS, { recursive: true });
   const path = join(ARTIFACTS, `${name}.png`);
+  await page.mouse.move(0, 0); // no button left hovered
   await page.screenshot({ path });
   if (process.env["GMS_UPDATE_SCREENSHOTS"] === "1") {
     mkdirSync(join(ROOT, "docs", "screenshots"), { recursive: true });
