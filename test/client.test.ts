@@ -37,7 +37,7 @@ const ADMIN_KEY = "admin-key-0123456789abcdef";
 const TRANSPORTS: TransportKind[] = ["connect", "grpc-web", "grpc"];
 
 /** Endpoints of their own per test, so that an agent accepts the chat its test started. */
-const ENDPOINTS = ["basics-connect", "basics-grpc-web", "basics-grpc", "cut-connect", "cut-grpc-web", "cut-grpc", "fallback", "poll", "queue", "leave"];
+const ENDPOINTS = ["basics-connect", "basics-grpc-web", "basics-grpc", "cut-connect", "cut-grpc-web", "cut-grpc", "fallback", "poll", "queue", "leave", "silent"];
 
 const config = {
   auth: {
@@ -341,6 +341,30 @@ describe.each(DIALECTS.filter((d) => d === "mysql"))("@opengms/client against th
       expect(() => ann.subscribe({})).not.toThrow();
     } finally {
       await blocker.close();
+    }
+  });
+
+  it("abandons a stream and a poll that go silent (a half-open connection) and resumes when the network is back", async () => {
+    const proxy = new TcpProxy("127.0.0.1", live.server.port);
+    await proxy.start();
+    try {
+      const ann = await CustomerChat.start(customer("connect", `http://127.0.0.1:${proxy.port}`), { nickname: "Ann", service: "silent" });
+      const seen = follow(ann, { idleTimeoutMs: 400, waitSeconds: 1 });
+      const bob = await AgentChat.accept(createClient({ baseUrl: live.server.url, apiKey: DESK_KEY, agent: { id: "ivy" }, transport: "grpc" }), { endpoint: "silent", nickname: "Ivy", waitSeconds: 5 });
+      await reach(seen, 2);
+      // Bytes stop both ways, every socket stays open: nothing tells the client but silence.
+      proxy.blackHole();
+      for (let i = 1; i <= 3; i++) await bob.send(`s${i}`);
+      await waitFor("the customer to give up on the silent stream", () => seen.states.at(-1) !== "live");
+      proxy.restore();
+      await reach(seen, 5, "the messages sent during the silence");
+      await bob.end();
+      await waitFor("the end", () => seen.ended);
+      expect(positions(seen)).toEqual(upTo(6));
+      expect(texts(seen)).toEqual(["s1", "s2", "s3"]);
+      expect(seen.errors).toEqual([]);
+    } finally {
+      await proxy.close();
     }
   });
 

@@ -24,9 +24,18 @@ async function* once<T>(message: T): AsyncIterable<T> {
   yield message;
 }
 
+/** CALL_TIMEOUT_MS is the deadline of a helper's unary call (plus its wait, for those that wait): a half-open connection fails it instead of holding it. */
+const CALL_TIMEOUT_MS = 30_000;
+
 /** call calls a unary RPC on the transport and gives its response message. */
-async function call<I extends DescMessage, O extends DescMessage>(transport: Transport, method: DescMethodUnary<I, O>, input: MessageInitShape<I>, signal?: AbortSignal): Promise<MessageShape<O>> {
-  return (await transport.unary(method, signal, undefined, undefined, input)).message;
+async function call<I extends DescMessage, O extends DescMessage>(
+  transport: Transport,
+  method: DescMethodUnary<I, O>,
+  input: MessageInitShape<I>,
+  signal?: AbortSignal,
+  timeoutMs = CALL_TIMEOUT_MS,
+): Promise<MessageShape<O>> {
+  return (await transport.unary(method, signal, timeoutMs, undefined, input)).message;
 }
 
 /** streamOf opens a server stream; it resolves once the server has answered. */
@@ -190,7 +199,7 @@ export class CustomerChat extends Session {
     const t = this.transport;
     const source: ChatSource = {
       stream: (from, signal) => streamOf(t, ChatService.method.subscribe, { ...this.key, fromPosition: BigInt(from) }, signal),
-      refresh: (from, wait, signal) => call(t, ChatService.method.refresh, { ...this.key, fromPosition: BigInt(from), waitSeconds: wait }, signal),
+      refresh: (from, wait, signal, timeoutMs) => call(t, ChatService.method.refresh, { ...this.key, fromPosition: BigInt(from), waitSeconds: wait }, signal, timeoutMs),
     };
     return this.guard((done) => subscribe(source, this, handlers, options, done));
   }
@@ -286,11 +295,8 @@ export class AgentChat extends Session {
 
   /** accept claims the oldest chat waiting on the endpoint; subscribe() then delivers the transcript from its first event. */
   static async accept(gms: Connection, options: AcceptOptions): Promise<AgentChat> {
-    const r = await call(gms.transport, AgentService.method.acceptChat, {
-      endpoint: options.endpoint ?? "default",
-      nickname: options.nickname,
-      waitSeconds: options.waitSeconds ?? 0,
-    });
+    const waitSeconds = options.waitSeconds ?? 0;
+    const r = await call(gms.transport, AgentService.method.acceptChat, { endpoint: options.endpoint ?? "default", nickname: options.nickname, waitSeconds }, undefined, waitSeconds * 1000 + CALL_TIMEOUT_MS);
     return new AgentChat(gms.transport, r.chatId, 0, r);
   }
 
@@ -329,7 +335,7 @@ export class AgentChat extends Session {
     const t = this.transport;
     const source: ChatSource = {
       stream: (from, signal) => streamOf(t, AgentService.method.subscribe, { chatId: this.chatId, fromPosition: BigInt(from) }, signal),
-      refresh: (from, wait, signal) => call(t, AgentService.method.refresh, { chatId: this.chatId, fromPosition: BigInt(from), waitSeconds: wait }, signal),
+      refresh: (from, wait, signal, timeoutMs) => call(t, AgentService.method.refresh, { chatId: this.chatId, fromPosition: BigInt(from), waitSeconds: wait }, signal, timeoutMs),
     };
     return this.guard((done) => subscribe(source, this, handlers, options, done));
   }

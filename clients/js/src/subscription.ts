@@ -50,7 +50,11 @@ export interface SubscribeOptions {
   fallbackAfter?: number;
   /** retryStreamAfterMs is how long "auto" polls before trying a stream again (default 300000). */
   retryStreamAfterMs?: number;
-  /** idleTimeoutMs resumes a stream that delivered nothing, heartbeats included, for this long (default 75000; 0 never). */
+  /**
+   * idleTimeoutMs resumes a stream that delivered nothing, heartbeats included, for this long, and
+   * abandons a poll that has not answered this long after its wait (default 75000; 0: streams are
+   * never resumed for silence, polls get 75000).
+   */
   idleTimeoutMs?: number;
   /** minPollIntervalMs is the least time between the starts of two polls that brought nothing (default 1000). */
   minPollIntervalMs?: number;
@@ -70,8 +74,8 @@ export interface Poll {
 export interface ChatSource {
   /** stream opens Subscribe from `from`; it resolves once the server has answered (its headers). */
   stream(from: number, signal: AbortSignal): Promise<AsyncIterable<ChatEvent>>;
-  /** refresh polls Refresh from `from`, waiting up to waitSeconds. */
-  refresh(from: number, waitSeconds: number, signal: AbortSignal): Promise<Poll>;
+  /** refresh polls Refresh from `from`, waiting up to waitSeconds; the call's deadline is timeoutMs. */
+  refresh(from: number, waitSeconds: number, signal: AbortSignal, timeoutMs: number): Promise<Poll>;
 }
 
 /** Cursor is the position the subscription reads from and moves: the last delivered. */
@@ -221,7 +225,9 @@ export function subscribe(source: ChatSource, cursor: Cursor, handlers: ChatHand
 
   /** poll runs one Refresh and delivers what it brought; "ended" when the chat is over. */
   async function poll(wait: number): Promise<"ended" | "more" | "quiet"> {
-    const r = await source.refresh(cursor.position + 1, wait, signal);
+    // A poll silent for idleTimeoutMs beyond its wait is abandoned (DEADLINE_EXCEEDED, retried): a
+    // half-open connection must not hold the subscription forever.
+    const r = await source.refresh(cursor.position + 1, wait, signal, wait * 1000 + (idleTimeoutMs > 0 ? idleTimeoutMs : 75_000));
     let delivered = false;
     for (const e of r.events) {
       const done = deliver(e);
