@@ -5,6 +5,7 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { numberingOf, numberReader } from "./numbering.js";
 import { BUNDLED_CONFIG } from "./package-info.js";
+import { redactUrl } from "./redact.js";
 
 /** ROLES are the caller roles an API key can carry; each RPC declares which of them may call it. */
 export const ROLES = ["app", "ivr", "agent", "backend", "admin"] as const;
@@ -297,6 +298,8 @@ export const configSchema = z.strictObject({
       exempt_peers: z.array(z.string().refine(isAddressOrRange, "an IP address or a CIDR range like 10.0.0.0/8")).default(["127.0.0.1", "::1"]),
       /** max_buckets bounds each table (keys, peers, chats); the least recently used bucket makes room. */
       max_buckets: z.number().int().positive().max(10_000_000).default(100_000),
+      /** streams_per_chat caps the Subscribe streams open on one chat on a node (customer's and agents' together). */
+      streams_per_chat: z.number().int().positive().max(10_000).default(8),
     })
     .prefault({}),
   bus: z
@@ -315,6 +318,31 @@ export type Config = z.output<typeof configSchema>;
 export type ResourceGroupConfig = Config["resources"][string];
 /** ServiceConfig is one validated `services.<name>` section. */
 export type ServiceConfig = Config["services"][string];
+
+/**
+ * ConfigSource is the configuration in effect. The parts of the server call it when they need a
+ * setting, and keep no copy: a reload (src/reload.ts) replaces what it returns, and the next call
+ * of every part sees the new configuration. It is a function, passed in like any dependency.
+ */
+export type ConfigSource = () => Config;
+
+/**
+ * derived keeps what `make` builds of the configuration in effect (an authorizer of its API keys, a
+ * list of ranges), built again only when the configuration has been replaced: what a part reads at
+ * every call costs one comparison, not a rebuild.
+ */
+export function derived<T>(config: ConfigSource, make: (config: Config) => T): () => T {
+  let from: Config | undefined;
+  let value!: T;
+  return () => {
+    const now = config();
+    if (now !== from) {
+      value = make(now);
+      from = now;
+    }
+    return value;
+  };
+}
 
 /** ConfigError is a configuration that cannot be used; its message names the offending keys. */
 export class ConfigError extends Error {
@@ -403,7 +431,9 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   try {
     raw = parseYaml(text) ?? {};
   } catch (e) {
-    throw new ConfigError(`${path} is not valid YAML: ${(e as Error).message}`, { cause: e });
+    // The parser's first line says what and where; the lines after it quote the file, which may hold an API key.
+    const what = ((e as Error).message.split("\n", 1)[0] ?? "").replace(/:$/, "");
+    throw new ConfigError(`${path} is not valid YAML: ${what}`, { cause: e });
   }
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
     throw new ConfigError(`${path}: expected a mapping of sections at the top level`);
@@ -436,6 +466,15 @@ export function chatEndpoints(config: Config): Set<string> {
   return names;
 }
 
+/**
+ * requestReadLimit is the largest request message the server reads, in bytes: a little above the
+ * largest legal request, a full data record with its keys and framing, or a chat file.
+ */
+export function requestReadLimit(config: Config): number {
+  const storage = config.storage;
+  return Math.max(storage.max_data_bytes + storage.max_entries * (storage.max_key_bytes + 64), config.chat.files.max_file_bytes) + 64 * 1024;
+}
+
 /** databaseOptions reads the `database.*` timeouts and pool size for openDatabase. */
 export function databaseOptions(config: Config): DatabaseOptions {
   const d = config.database;
@@ -446,4 +485,29 @@ export function databaseOptions(config: Config): DatabaseOptions {
     busyTimeoutMs: Math.round(d.sqlite_busy_timeout_seconds * 1000),
     poolMax: d.pool_max,
   };
+}
+
+/** REDACTED stands for a secret of the configuration wherever it is shown. */
+export const REDACTED = "<redacted>";
+
+/**
+ * redactedConfig is the configuration as an operator may read it (AdminService.GetConfiguration):
+ * plain JSON values, unset options left out, every secret replaced — an API key and its digest by
+ * REDACTED, the password in the database and Redis URLs by `***` (redactUrl). A secret added to
+ * the schema must be added here; test/admin.test.ts puts one in every such place and looks for it
+ * in the output.
+ */
+export function redactedConfig(config: Config): Record<string, unknown> {
+  const copy = JSON.parse(JSON.stringify(config)) as Record<string, unknown> & {
+    auth: { api_keys: Record<string, unknown>[] };
+    database: { url: string };
+    bus: { redis_url?: string };
+  };
+  for (const k of copy.auth.api_keys) {
+    if ("key" in k) k["key"] = REDACTED;
+    if ("key_sha256" in k) k["key_sha256"] = REDACTED;
+  }
+  copy.database.url = redactUrl(copy.database.url);
+  if (copy.bus.redis_url !== undefined) copy.bus.redis_url = redactUrl(copy.bus.redis_url);
+  return copy;
 }

@@ -1,12 +1,13 @@
 #!/usr/bin/env node
-// The `opengms` command: serve (the default), migrate, check-config, --version.
+// The `opengms` command: serve (the default), migrate, check-config, --version; and the operator's
+// commands that call a running server over the API (src/cli/commands.ts).
 import { Command } from "commander";
 import { pino } from "pino";
+import { refuseUnknownCommand, registerApiCommands } from "./cli/commands.js";
 import { ConfigError, configPath, databaseOptions, loadConfig, type Config } from "./config.js";
 import { VERSION } from "./package-info.js";
 import { migrateLatest, openDatabase, redactUrl } from "./store/database.js";
 import { describeError } from "./store/errors.js";
-import { startServer } from "./server.js";
 
 /** configOrExit loads the configuration, or exits with status 2 saying what is wrong with it. */
 function configOrExit(path: string | undefined): Config {
@@ -31,14 +32,26 @@ program
   .command("serve", { isDefault: true })
   .description("run the server")
   .action(async () => {
-    const path = program.opts<{ config?: string }>().config;
-    const config = configOrExit(path);
+    // The file is found once: a reload reads the same file again, wherever the process looks later.
+    const file = configPath({ path: program.opts<{ config?: string }>().config });
+    const config = configOrExit(file);
     // Any error logged as `err` is described without SQL, values or a database message (describeError).
     const log = pino({ level: config.log.level, base: { service: "opengms" }, serializers: { err: describeError } });
-    log.info({ version: VERSION, config: configPath({ path }), database: redactUrl(config.database.url), pid: process.pid }, "opengms starting");
+    log.info({ version: VERSION, config: file, database: redactUrl(config.database.url), pid: process.pid }, "opengms starting");
+    // SIGHUP reloads the configuration file (the reload logs what changed, or why it refused); until
+    // the server is up it is ignored rather than let end the process, as Node's default would.
+    let reload: (() => Promise<unknown>) | undefined = undefined;
+    process.on("SIGHUP", () => {
+      log.info({ signal: "SIGHUP" }, "signal received: reloading the configuration");
+      if (reload === undefined) log.warn("the server is not started yet: nothing reloaded");
+      else reload().catch(() => undefined);
+    });
     const db = await openDatabase(config.database.url, { ...databaseOptions(config), log: log.child({ component: "database" }) });
     log.info({ database: redactUrl(config.database.url) }, "database ready");
-    const server = await startServer({ config, db, log });
+    // Loaded here, not above: the operator's commands start without the server's modules.
+    const { startServer } = await import("./server.js");
+    const server = await startServer({ config, db, log, load: () => loadConfig({ path: file }) });
+    reload = server.reload;
     const stop = (signal: string) => {
       log.info({ signal }, "signal received");
       server.shutdown().then(
@@ -77,6 +90,9 @@ program
     configOrExit(program.opts<{ config?: string }>().config);
     process.stdout.write("configuration is valid\n");
   });
+
+registerApiCommands(program);
+refuseUnknownCommand(program, process.argv);
 
 program.parseAsync().catch((e: unknown) => {
   process.stderr.write(`opengms: ${(e as Error).message}\n`);

@@ -13,7 +13,7 @@ import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryRe
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Bus } from "./bus.js";
 import type { Clock } from "./clock.js";
-import { chatEndpoints, type Config } from "./config.js";
+import { chatEndpoints, derived, type ConfigSource } from "./config.js";
 import type { AccessEvents, MatchCounted } from "./domain/access.js";
 import type { AccessStore, GroupOccupancy } from "./domain/access-store.js";
 import type { ChatEvents } from "./domain/chat/index.js";
@@ -23,6 +23,7 @@ import type { SweepCounts } from "./domain/sweeper.js";
 import type { HealthStatus } from "./health.js";
 import { codeName, methodName } from "./rpc/observe.js";
 import { protocolOf } from "./rpc/policy.js";
+import type { LimitName } from "./rpc/rate-limit.js";
 import { tapStream, type StreamTap } from "./rpc/tap.js";
 import type { Database } from "./store/database.js";
 import { isDeadlock, isDuplicateKey, isUnavailable } from "./store/errors.js";
@@ -41,7 +42,8 @@ const OTHER_ENDPOINT = "other";
 
 /** ObservedApp is what the scrape-time metrics read: the stores' occupancy and queues, the database pool, the bus. */
 export interface ObservedApp {
-  config: Config;
+  /** config is the configuration in effect: its groups and endpoints label the gauges, as of each scrape. */
+  config: ConfigSource;
   clock: Clock;
   db: Database;
   bus: Bus;
@@ -60,11 +62,21 @@ export interface Metrics {
   readonly chat: ChatEvents;
   /** swept counts one sweep and the rows it deleted, or (undefined) a sweep that failed. */
   swept(counts: SweepCounts | undefined): void;
+  /** rateLimited counts a call refused by a rate limit (the rate limit policy's and the chat stream cap's refusals). */
+  readonly rateLimited: (limit: LimitName) => void;
+  /** reloaded counts a reload of the configuration by its outcome; `loadedAt` (ms) is when the configuration in effect was loaded, when it changed. */
+  readonly reloaded: (outcome: ReloadOutcome, loadedAt?: number) => void;
   /** observe reads the app's occupancy, queues, database pool and bus at every scrape, and counts its query errors. */
   observe(app: ObservedApp): void;
   /** observeHealth reports the health monitor's status at every scrape. */
   observeHealth(health: { readonly status: HealthStatus }): void;
 }
+
+/** ReloadOutcome is how a reload of the configuration ended: put in effect, refused (an invalid file), or failed (the store could not take its numbers). */
+export type ReloadOutcome = "applied" | "refused" | "failed";
+
+/** LIMITS are the limits a refusal is counted under (opengms_rate_limited_total). */
+const LIMITS: readonly LimitName[] = ["peer", "key", "chat_messages", "streams_per_chat"];
 
 /** createMetrics builds a server's metrics on a registry of its own, with Node's process metrics. */
 export function createMetrics(): Metrics {
@@ -116,6 +128,26 @@ export function createMetrics(): Metrics {
     registers,
   });
   for (const result of ["ok", "failed"]) sweeps.inc({ result }, 0);
+  const limited = new Counter({
+    name: "opengms_rate_limited_total",
+    help: "Calls refused by a rate limit (RESOURCE_EXHAUSTED), by limit: peer, key, chat_messages, streams_per_chat.",
+    labelNames: ["limit"] as const,
+    registers,
+  });
+  for (const limit of LIMITS) limited.inc({ limit }, 0);
+  const reloads = new Counter({
+    name: "opengms_config_reloads_total",
+    help: "Reloads of the configuration file (ReloadConfig, SIGHUP), by outcome: applied, refused (the file is not valid), failed (the store could not take its numbers).",
+    labelNames: ["outcome"] as const,
+    registers,
+  });
+  for (const outcome of ["applied", "refused", "failed"]) reloads.inc({ outcome }, 0);
+  const loaded = new Gauge({
+    name: "opengms_config_loaded_timestamp_seconds",
+    help: "When the configuration in effect was loaded (the start, or the last reload applied), in Unix seconds.",
+    registers,
+  });
+  loaded.set(Date.now() / 1000);
 
   const policy: Interceptor = (next) => async (req) => {
     const started = performance.now();
@@ -151,7 +183,12 @@ export function createMetrics(): Metrics {
       matched: (m: MatchCounted) => matches.inc({ outcome: m.outcome, reason: m.outcome === "no_match" ? m.reason : "" }),
       lockedOut: () => lockouts.inc(),
     },
-    chat: { messageSent: () => messages.inc(), caughtUp: () => catchUps.inc() },
+    chat: { messageSent: () => messages.inc(), caughtUp: () => catchUps.inc(), streamRefused: () => limited.inc({ limit: "streams_per_chat" }) },
+    rateLimited: (limit) => limited.inc({ limit }),
+    reloaded: (outcome, loadedAt) => {
+      reloads.inc({ outcome });
+      if (loadedAt !== undefined) loaded.set(loadedAt / 1000);
+    },
     swept(counts) {
       sweeps.inc({ result: counts === undefined ? "failed" : "ok" });
       if (counts === undefined) return;
@@ -259,13 +296,14 @@ function observeApp(registry: Registry, app: ObservedApp): void {
   const registers = [registry];
   const occupancy = shared(() => bounded(app.access.occupancy(app.clock.now()), SCRAPE_READ_MS));
   const queues = shared(() => bounded(app.chats.queueLengths(app.clock.now()), SCRAPE_READ_MS));
-  const configured = new Set(Object.keys(app.config.resources));
-  const endpoints = chatEndpoints(app.config);
+  // The configuration in effect at each scrape: a reload adds and removes groups and endpoints.
+  const configured = derived(app.config, (c) => new Set(Object.keys(c.resources)));
+  const endpoints = derived(app.config, chatEndpoints);
 
   /** groups is the occupancy of the configured groups (a group removed from the configuration keeps its retired numbers in the store). */
   const groups = async (): Promise<GroupOccupancy[] | undefined> => {
     try {
-      return (await occupancy()).filter((g) => configured.has(g.group));
+      return (await occupancy()).filter((g) => configured().has(g.group));
     } catch {
       return undefined;
     }
@@ -316,7 +354,7 @@ function observeApp(registry: Registry, app: ObservedApp): void {
     }
     const folded = new Map<string, { waiting: number; oldestQueuedAt: number }>();
     for (const q of lengths) {
-      const endpoint = endpoints.has(q.endpoint) ? q.endpoint : OTHER_ENDPOINT;
+      const endpoint = endpoints().has(q.endpoint) ? q.endpoint : OTHER_ENDPOINT;
       const was = folded.get(endpoint);
       folded.set(endpoint, was === undefined ? { waiting: q.waiting, oldestQueuedAt: q.oldestQueuedAt } : { waiting: was.waiting + q.waiting, oldestQueuedAt: Math.min(was.oldestQueuedAt, q.oldestQueuedAt) });
     }
@@ -324,7 +362,7 @@ function observeApp(registry: Registry, app: ObservedApp): void {
   };
   /** eachEndpoint pairs every configured endpoint with its queue (none when nothing waits), then "other" when something waits there. */
   const eachEndpoint = function* (folded: Map<string, { waiting: number; oldestQueuedAt: number }>) {
-    for (const endpoint of endpoints) yield [endpoint, folded.get(endpoint)] as const;
+    for (const endpoint of endpoints()) yield [endpoint, folded.get(endpoint)] as const;
     const other = folded.get(OTHER_ENDPOINT);
     if (other !== undefined) yield [OTHER_ENDPOINT, other] as const;
   };

@@ -13,7 +13,7 @@ import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { systemClock, type Clock } from "./clock.js";
-import type { Config, Role } from "./config.js";
+import { derived, requestReadLimit, type Config, type ConfigSource, type Role } from "./config.js";
 import { createLocalBus, type Bus } from "./bus.js";
 import { createRedisBus } from "./redis-bus.js";
 import { createAccess, type Access as AccessRules } from "./domain/access.js";
@@ -28,13 +28,14 @@ import { createHealthMonitor, type HealthMonitor } from "./health.js";
 import { httpRoutes, HTTP_ROUTES } from "./http/index.js";
 import { COMETD_PATH } from "./http/cometd.js";
 import type { HttpRouteFactory } from "./http/routes.js";
-import { blockListOf, listen, type Listener, type RequestHandler } from "./listen.js";
+import { listen, type Listener, type RequestHandler } from "./listen.js";
 import { createMetrics, type Metrics } from "./metrics.js";
+import { createReload, holdConfig, noReload, type ConfigHolder, type Reload } from "./reload.js";
 import { accessAccess, accessService } from "./rpc/access-service.js";
 import { adminAccess, adminService } from "./rpc/admin-service.js";
 import { agentAccess, agentService } from "./rpc/agent-service.js";
 import { chatAccess, chatService } from "./rpc/chat-service.js";
-import { createAuthorizer, createRoleCheck, PUBLIC, type Access } from "./rpc/auth.js";
+import { createAuthorizer, createRoleCheck, PUBLIC, type Access, type Authorizer } from "./rpc/auth.js";
 import { healthService } from "./rpc/health-service.js";
 import { connectAdapter } from "./rpc/decode.js";
 import { createCallTracker, type CallTracker } from "./rpc/observe.js";
@@ -52,7 +53,10 @@ import { createStores, type Stores } from "./store/stores.js";
 
 /** App is the domain, wired to its dependencies: what the RPC handlers call. */
 export interface App {
-  config: Config;
+  /** config is the configuration in effect: read it when a setting is needed, keep no copy (a reload replaces it). */
+  config: ConfigSource;
+  /** configHolder holds it: a reload replaces what config returns (src/reload.ts). */
+  configHolder: ConfigHolder;
   db: Database;
   /** stores are the aggregates' stores on db, which the domain modules were given. */
   stores: Stores;
@@ -71,6 +75,7 @@ export interface App {
 
 /** AppDeps are what the domain is built from. */
 export interface AppDeps {
+  /** config is the configuration the app starts with. */
   config: Config;
   db: Database;
   log: Logger;
@@ -82,40 +87,51 @@ export interface AppDeps {
 }
 
 /** createApp builds the stores on the database and the domain modules on them. */
-export function createApp({ config, db, log, clock = systemClock, bus = defaultBus(config, log), metrics }: AppDeps): App {
+export function createApp({ config: initial, db, log, clock = systemClock, bus = defaultBus(initial, log), metrics }: AppDeps): App {
+  // The one holder of the configuration in effect; every part below reads it at call time.
+  const configHolder = holdConfig(initial);
+  const config = configHolder.current;
   const stores = createStores(db);
   const storage = createStorage({
     store: stores.storage,
     transactions: stores.transactions,
     requestIds: stores.requestIds,
     clock,
-    limits: {
-      defaultTtlSeconds: config.storage.default_ttl_seconds,
-      maxEntries: config.storage.max_entries,
-      maxKeyBytes: config.storage.max_key_bytes,
-      maxValueBytes: config.storage.max_value_bytes,
-      maxDataBytes: config.storage.max_data_bytes,
-    },
+    limits: derived(config, ({ storage: s }) => ({
+      defaultTtlSeconds: s.default_ttl_seconds,
+      maxEntries: s.max_entries,
+      maxKeyBytes: s.max_key_bytes,
+      maxValueBytes: s.max_value_bytes,
+      maxDataBytes: s.max_data_bytes,
+    })),
   });
   const access = createAccess({ store: stores.access, clock, config, storage, log, events: metrics?.access });
   // A session's chats are extended with it (the chat store's extendChatsOfSession, in the session's unit of work).
   const sessions = createSessions({ store: stores.sessions, transactions: stores.transactions, clock, storage, access, chats: stores.chats });
-  const chats = createChatsOn(stores, { clock, config, storage, bus, events: metrics?.chat });
+  const chats = createChatsOn(stores, { clock, config, storage, bus, events: metrics?.chat, streamsPerChat: () => streamsPerChat(config()) });
   metrics?.observe({ config, clock, db, bus, access: stores.access, chats: stores.chats });
-  const admin = createAdmin({ config, clock, transactions: stores.transactions, access, accessStore: stores.access, chatStore: stores.chats });
-  return { config, db, stores, clock, log, storage, access, sessions, bus, chats, admin, metrics };
+  const admin = createAdmin({ config, clock, transactions: stores.transactions, access, sessions, accessStore: stores.access, sessionStore: stores.sessions, chatStore: stores.chats });
+  return { config, configHolder, db, stores, clock, log, storage, access, sessions, bus, chats, admin, metrics };
+}
+
+/** streamsPerChat is the cap on a chat's open streams on a node: rate_limits.streams_per_chat, none with the rate limits off. */
+function streamsPerChat(config: Config): number {
+  return config.rate_limits.enabled ? config.rate_limits.streams_per_chat : Number.POSITIVE_INFINITY;
 }
 
 /** ChatsOnDeps are what the chat rules need besides the stores. */
 export interface ChatsOnDeps {
   clock: Clock;
-  config: Config;
+  /** config is the configuration in effect. */
+  config: ConfigSource;
   storage: Storage;
   bus: Bus;
   /** pollViews bounds this node's poll views (default POLL_VIEW_DEFAULTS). */
   pollViews?: PollViewOptions | undefined;
   /** events hears the messages added (the metrics). */
   events?: ChatEvents | undefined;
+  /** streamsPerChat is the cap in effect on a chat's open streams on this node (default: none). */
+  streamsPerChat?: (() => number) | undefined;
 }
 
 /**
@@ -123,7 +139,7 @@ export interface ChatsOnDeps {
  * session, storage and idempotency modules adapted to what a chat needs of them (ChatSessions,
  * ChatData, RunOnce in src/domain/chat/store.ts).
  */
-export function createChatsOn(stores: Stores, { clock, config, storage, bus, pollViews, events }: ChatsOnDeps): Chats {
+export function createChatsOn(stores: Stores, { clock, config, storage, bus, pollViews, events, streamsPerChat }: ChatsOnDeps): Chats {
   return createChats({
     store: stores.chats,
     transactions: stores.transactions,
@@ -144,6 +160,7 @@ export function createChatsOn(stores: Stores, { clock, config, storage, bus, pol
     bus,
     pollViews,
     events,
+    streamsPerChat,
   });
 }
 
@@ -160,6 +177,8 @@ interface ServeDeps {
   shutdown: AbortSignal;
   /** services are the descriptors of every served service, for reflection. */
   services: readonly DescService[];
+  /** reload reads the configuration file again and puts it in effect (AdminService.ReloadConfig). */
+  reload: Reload;
 }
 
 /**
@@ -188,7 +207,7 @@ const SERVED: readonly Served[] = [
   served(SessionService, sessionAccess, ({ app }) => sessionService(app.sessions)),
   served(ChatService, chatAccess, ({ app, shutdown }) => chatService(app.chats, shutdown)),
   served(AgentService, agentAccess, ({ app, shutdown }) => agentService(app.chats, shutdown)),
-  served(AdminService, adminAccess, ({ app }) => adminService(app.admin)),
+  served(AdminService, adminAccess, ({ app, reload }) => adminService(app.admin, reload)),
   served(Health, PUBLIC, ({ health }) => healthService(health, GMS_SERVICES.map((s) => s.typeName))),
   served(ReflectionV1, PUBLIC, ({ services }) => reflectionServices(services).v1),
   served(ReflectionV1alpha, PUBLIC, ({ services }) => reflectionServices(services).v1alpha),
@@ -257,15 +276,15 @@ function withCredentials(url: string | undefined): boolean {
  * Requests without an Origin (backends, IVRs) and from the server's own origin pass untouched.
  * CometD's path also allows credentials (withCredentials).
  */
-function withCors(handler: RequestHandler, origins: readonly string[], log: Logger): RequestHandler {
-  const any = origins.includes("*");
-  const allowed = new Set(origins);
+function withCors(handler: RequestHandler, config: ConfigSource, log: Logger): RequestHandler {
+  // The origins in effect, as a set, made again after a reload.
+  const origins = derived(config, (c) => ({ list: c.server.cors_origins, any: c.server.cors_origins.includes("*"), allowed: new Set(c.server.cors_origins) }));
   // GMS's HTTP API adds its end-user header and DELETE (src/http) to what Connect's browsers send.
   const allowHeaders = [...connectCors.allowedHeaders, "Authorization", "gms_user"].join(", ");
   const allowMethods = [...connectCors.allowedMethods, "DELETE"].join(", ");
   const exposeHeaders = connectCors.exposedHeaders.join(", ");
   const loggedAt = new Map<string, number>();
-  const refused = (origin: string, method: string | undefined, url: string | undefined) => {
+  const refused = (origin: string, method: string | undefined, url: string | undefined, none: boolean) => {
     const now = Date.now();
     const last = loggedAt.get(origin);
     if (last !== undefined && now - last < CORS_LOG_EVERY_MS) return;
@@ -273,7 +292,7 @@ function withCors(handler: RequestHandler, origins: readonly string[], log: Logg
     loggedAt.set(origin, now);
     log.warn(
       { event: "cors", origin, method, path: (url ?? "").split("?", 1)[0] },
-      origins.length === 0 ? "cross-origin request refused: no browser origin is allowed (server.cors_origins is empty)" : "cross-origin request refused: its origin is not in server.cors_origins",
+      none ? "cross-origin request refused: no browser origin is allowed (server.cors_origins is empty)" : "cross-origin request refused: its origin is not in server.cors_origins",
     );
   };
   return (req, res) => {
@@ -282,6 +301,7 @@ function withCors(handler: RequestHandler, origins: readonly string[], log: Logg
       handler(req, res);
       return;
     }
+    const { list, any, allowed } = origins();
     if (any || allowed.has(origin)) {
       // The origin is echoed, never `*`, even when any is allowed: a credentialed request (below)
       // may not be answered with a wildcard.
@@ -300,7 +320,7 @@ function withCors(handler: RequestHandler, origins: readonly string[], log: Logg
       handler(req, res);
       return;
     }
-    refused(origin, req.method, req.url);
+    refused(origin, req.method, req.url, list.length === 0);
     if (req.method === "OPTIONS") {
       res.statusCode = 403;
       res.end();
@@ -312,20 +332,9 @@ function withCors(handler: RequestHandler, origins: readonly string[], log: Logg
   };
 }
 
-/** rateLimit is the rate limit policy of the configuration (`rate_limits`), none when disabled. */
-function rateLimit(app: App): Interceptor[] {
-  const limits = app.config.rate_limits;
-  if (!limits.enabled) return [];
-  return [
-    createRateLimitInterceptor({
-      clock: app.clock,
-      roles: limits.roles,
-      peer: limits.peer,
-      chatMessages: limits.chat_messages,
-      exempt: limits.exempt_peers.length === 0 ? undefined : blockListOf(limits.exempt_peers),
-      maxBuckets: limits.max_buckets,
-    }),
-  ];
+/** rateLimit is the rate limit policy: the limits in effect (`rate_limits`, read at every call), its refusals counted in the metrics. */
+function rateLimit(app: App): Interceptor {
+  return createRateLimitInterceptor({ clock: app.clock, limits: () => app.config().rate_limits, refused: app.metrics?.rateLimited });
 }
 
 /** HandlerParts are what createHandler needs beside the app. */
@@ -345,6 +354,8 @@ export interface HandlerParts {
   policies?: readonly Interceptor[];
   /** httpRoutes are the plain HTTP routes served beside the RPCs (default HTTP_ROUTES: src/http/index.ts). */
   httpRoutes?: readonly HttpRouteFactory[];
+  /** reload reads the configuration file again (AdminService.ReloadConfig; default: refused, no file). */
+  reload?: Reload | undefined;
 }
 
 /**
@@ -356,40 +367,46 @@ export interface HandlerParts {
  * call.
  */
 export function createHandler(app: App, parts: HandlerParts): RequestHandler {
-  const { auth } = app.config;
-  const authorize = createAuthorizer({ apiKeys: auth.api_keys, publicRoles: auth.public_roles, policy: accessPolicy() });
+  const policyOfRpcs = accessPolicy();
+  // The API keys in effect: the authorizer is made again after a reload, at the next call.
+  const authorizer = derived(app.config, ({ auth }) => createAuthorizer({ apiKeys: auth.api_keys, publicRoles: auth.public_roles, policy: policyOfRpcs }));
+  const authorize: Authorizer = (method, header) => authorizer()(method, header);
   // The metrics policy comes first of the added ones: it counts what the rate limit after it refuses.
-  const added = [...(app.metrics === undefined ? [] : [app.metrics.policy]), ...rateLimit(app), ...(parts.policies ?? [])];
+  const added = [...(app.metrics === undefined ? [] : [app.metrics.policy]), rateLimit(app), ...(parts.policies ?? [])];
   const policy = servingPolicy(
     { log: app.log, clock: app.clock, tracker: parts.tracker, authorize, shutdown: parts.shutdown, health: parts.health, validator: createValidator() },
     added,
   );
   app.metrics?.observeHealth(parts.health);
-  // /metrics: the registry, and who may scrape it (server.metrics.public, else the admin role).
-  const roleCheck = createRoleCheck(auth.api_keys, auth.public_roles);
+  // /metrics: the registry, and who may scrape it (server.metrics.public, else the admin role), as configured now.
+  const roleCheck = derived(app.config, ({ auth }) => createRoleCheck(auth.api_keys, auth.public_roles));
   const scrape =
-    app.metrics === undefined ? undefined : { registry: app.metrics.registry, admits: app.config.server.metrics.public ? () => true : (authorization: string | null) => roleCheck(authorization, "admin") };
-  const storage = app.config.storage;
+    app.metrics === undefined
+      ? undefined
+      : { registry: app.metrics.registry, admits: (authorization: string | null) => app.config().server.metrics.public || roleCheck()(authorization, "admin") };
+  // What connect's adapter and the lean path are built with is read once: a reload that changes it
+  // reports a restart as needed (RESTART_SETTINGS, requestReadLimit in src/reload.ts).
+  const started = app.config();
   // Response compression costs more CPU than it saves on the networks contact centers run on
   // (gzipping a 256 KiB file takes ~10 ms); it is opt-in.
-  const compressMinBytes = app.config.server.compress_min_bytes ?? Number.POSITIVE_INFINITY;
-  // A little above the largest legal request: a full data record plus its keys and framing.
-  const readMaxBytes = Math.max(storage.max_data_bytes + storage.max_entries * (storage.max_key_bytes + 64), app.config.chat.files.max_file_bytes) + 64 * 1024;
-  const services = implementations({ app, health: parts.health, shutdown: parts.shutdown });
+  const compressMinBytes = started.server.compress_min_bytes ?? Number.POSITIVE_INFINITY;
+  const readMaxBytes = requestReadLimit(started);
+  const reload = parts.reload ?? noReload;
+  const services = implementations({ app, health: parts.health, shutdown: parts.shutdown, reload });
   const routes = (router: ConnectRouter) => {
     for (const { service, impl } of services) router.service(service, impl);
   };
   // connectAdapter is connect-node's adapter with undecodable requests answered as the caller's
   // mistake (INVALID_ARGUMENT, never INTERNAL) and logged at warn: src/rpc/decode.ts.
-  const ignoreUnknownJsonFields = app.config.server.ignore_unknown_json_fields;
+  const ignoreUnknownJsonFields = started.server.ignore_unknown_json_fields;
   const adapter = connectAdapter({ routes, interceptors: policy, compressMinBytes, readMaxBytes, ignoreUnknownJsonFields, log: app.log });
   // The plain HTTP routes call the same services through the same policy, in process.
   const local = createLocalTransport(routes, { interceptors: policy, readMaxBytes });
-  const http = httpRoutes({ local, config: app.config, log: app.log, clock: app.clock, shutdown: parts.shutdown, metrics: scrape }, parts.httpRoutes ?? HTTP_ROUTES);
+  const http = httpRoutes({ local, config: app.config, requestTimeoutMs: started.server.request_timeout_seconds * 1000, log: app.log, clock: app.clock, shutdown: parts.shutdown, metrics: scrape }, parts.httpRoutes ?? HTTP_ROUTES);
   if (parts.leanPath === false) {
     return withCors((req, res) => {
       if (!http(req, res)) adapter(req, res);
-    }, app.config.server.cors_origins, app.log);
+    }, app.config, app.log);
   }
   const lean = createLeanPath({
     rpcs: services.flatMap(({ impl }) => leanRpcsOf(impl)),
@@ -403,12 +420,17 @@ export function createHandler(app: App, parts: HandlerParts): RequestHandler {
   });
   return withCors((req, res) => {
     if (!http(req, res) && !lean(req, res)) adapter(req, res);
-  }, app.config.server.cors_origins, app.log);
+  }, app.config, app.log);
 }
 
 /** RunningServer is a listening opengms server. */
 export interface RunningServer {
   readonly app: App;
+  /**
+   * reload reads the configuration file again and puts it in effect (AdminService.ReloadConfig,
+   * SIGHUP): what changed, or a refusal (the file not valid, the store unavailable) having changed nothing.
+   */
+  reload: Reload;
   readonly port: number;
   /** url is the base URL clients use, e.g. http://127.0.0.1:8080. */
   readonly url: string;
@@ -424,12 +446,16 @@ export interface RunningServer {
 export interface StartOptions extends AppDeps {
   /** sweep runs the background sweepers (default true). */
   sweep?: boolean;
+  /** load reads and validates the configuration file again, for a reload (loadConfig); without it a reload is refused. */
+  load?: (() => Config) | undefined;
 }
 
 /** startServer builds the app and listens on the configured host and port (0 picks a free port). */
 export async function startServer(options: StartOptions): Promise<RunningServer> {
   const app = createApp({ ...options, metrics: options.metrics ?? (options.config.server.metrics.enabled ? createMetrics() : undefined) });
-  const { config, log, db } = app;
+  const { log, db } = app;
+  // What the listener is built with is read once; the rest of the server reads app.config() as it goes.
+  const config = app.config();
   const synced = await app.access.syncNumbers();
   if (synced.added + synced.retired > 0) log.info(synced, "access numbers synchronised with resources");
   const health = createHealthMonitor(db, log);
@@ -437,7 +463,18 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   const shutdown = new AbortController();
   // Every open stream listens to this one signal.
   setMaxListeners(0, shutdown.signal);
-  const handler = createHandler(app, { health, tracker, shutdown: shutdown.signal });
+  const reload = createReload({
+    holder: app.configHolder,
+    started: config,
+    load: options.load,
+    syncNumbers: (groups) => app.access.syncNumbers(groups),
+    log,
+    reloaded: app.metrics?.reloaded,
+    applied: (next) => {
+      log.level = next.log.level;
+    },
+  });
+  const handler = createHandler(app, { health, tracker, shutdown: shutdown.signal, reload });
   let listener: Listener;
   try {
     listener = await listen(handler, {
@@ -462,7 +499,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     health.stop();
     throw e;
   }
-  const sweeper = options.sweep === false ? undefined : startSweeper(app);
+  const stopSweeper = options.sweep === false ? () => {} : startSweeper(app);
   const stopIdleWatch = options.sweep === false ? () => {} : app.chats.startIdleWatch();
   if (config.auth.api_keys.length === 0) log.warn("auth: no api_keys configured; the server is open to every caller with every role");
   const host = config.server.host === "0.0.0.0" || config.server.host === "::" ? "127.0.0.1" : config.server.host;
@@ -472,16 +509,17 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   let stopping: Promise<void> | undefined;
   return {
     app,
+    reload,
     port: listener.port,
     url,
     health,
     shutdown() {
       stopping ??= (async () => {
-        const graceMs = config.server.shutdown_grace_seconds * 1000;
+        const graceMs = app.config().server.shutdown_grace_seconds * 1000;
         log.info("shutting down");
         await listener.stopAccepting();
         health.stop();
-        clearInterval(sweeper);
+        stopSweeper();
         stopIdleWatch();
         shutdown.abort();
         await Promise.race([tracker.idle(), new Promise((r) => setTimeout(r, graceMs).unref())]);
@@ -509,27 +547,35 @@ export function createAppSweeper(app: App, batchSize: number): { sweep(): Promis
   });
 }
 
-/** startSweeper deletes expired rows in the background, in bounded batches. */
-function startSweeper(app: App): NodeJS.Timeout {
-  const sweeper = createAppSweeper(app, app.config.storage.sweep_batch_size);
-  let running = false;
-  const timer = setInterval(() => {
-    if (running) return;
-    running = true;
-    sweeper
-      .sweep()
-      .then((counts) => {
-        app.metrics?.swept(counts);
-        if (Object.values(counts).some((n) => n > 0)) app.log.debug(counts, "swept expired rows");
-      })
-      .catch((e: unknown) => {
-        app.metrics?.swept(undefined);
-        app.log.warn({ err: describeError(e) }, "sweep failed");
-      })
-      .finally(() => {
-        running = false;
-      });
-  }, app.config.storage.sweep_interval_seconds * 1000);
-  timer.unref();
-  return timer;
+/**
+ * startSweeper deletes expired rows in the background, in bounded batches, every
+ * storage.sweep_interval_seconds (both read at each sweep, so a reload reaches them); it returns
+ * the function that stops it.
+ */
+function startSweeper(app: App): () => void {
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const schedule = () => {
+    timer = setTimeout(() => {
+      createAppSweeper(app, app.config().storage.sweep_batch_size)
+        .sweep()
+        .then((counts) => {
+          app.metrics?.swept(counts);
+          if (Object.values(counts).some((n) => n > 0)) app.log.debug(counts, "swept expired rows");
+        })
+        .catch((e: unknown) => {
+          app.metrics?.swept(undefined);
+          app.log.warn({ err: describeError(e) }, "sweep failed");
+        })
+        .finally(() => {
+          if (!stopped) schedule();
+        });
+    }, app.config().storage.sweep_interval_seconds * 1000);
+    timer.unref();
+  };
+  schedule();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
 }

@@ -265,7 +265,7 @@ describe.each(DIALECTS)("polls answered from memory on %s", (dialect) => {
     const busC = createLocalBus();
     // A clock of its own: its watch's looks do not move node A's.
     const clockC = new ManualClock(clock.now());
-    const c = createChatsOn(createStores(dbC), { clock: clockC, config, storage: a.storage, bus: busC, pollViews: { max: 3, idleMs: 3 * WATCH_MS } });
+    const c = createChatsOn(createStores(dbC), { clock: clockC, config: () => config, storage: a.storage, bus: busC, pollViews: { max: 3, idleMs: 3 * WATCH_MS } });
     try {
       const chats = [await start(), await start(), await start(), await start(), await start()];
       for (const s of chats) expect(kinds(await poll(s, 1, c))).toEqual(["participant_joined:client"]);

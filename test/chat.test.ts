@@ -259,7 +259,7 @@ describe.each(DIALECTS)("chat on %s", (dialect) => {
     const late = { now: () => clock.now() + lag, setTimer: (fn: () => void, ms: number) => clock.setTimer(fn, ms) };
     const bus = createLocalBus();
     const store = createChatStore(db);
-    const typing = createTyping(store, late, bus, { coalesceMs: 2_000, timeoutMs: 10_000 });
+    const typing = createTyping(store, late, bus, () => ({ coalesceMs: 2_000, timeoutMs: 10_000 }));
     const heard: string[] = [];
     const off = bus.subscribe(chatTopic(s.chatId), (m) => heard.push(m.event.kind));
     const ann: ParticipantRef = { participantId: "p-ann", nickname: "Ann", kind: "client" };

@@ -217,7 +217,7 @@ describe.each(DIALECTS.filter((d) => d === "mysql"))("@opengms/client against th
           // Every connection destroyed and the port closed while the agent keeps talking, then open again.
           await proxy.cut();
           await burst(4);
-          await waitFor("the customer to notice the break", () => seen.states.at(-1) === "reconnecting" || seen.states.at(-1) === "connecting");
+          await waitFor("the customer to notice the break", () => seen.states.at(-1) !== "live");
           await proxy.reopen();
           await burst(2);
           await reach(seen, 2 + sent, `all ${sent} messages after break ${round + 1}`);
@@ -231,7 +231,7 @@ describe.each(DIALECTS.filter((d) => d === "mysql"))("@opengms/client against th
         await waitFor("the end", () => seen.ended);
         expect(positions(seen)).toEqual(upTo(2 + sent + 2));
         expect(texts(seen)).toEqual(Array.from({ length: sent }, (_, i) => `m${i + 1}`));
-        expect(seen.states.filter((s) => s === "live").length).toBeGreaterThan(1);
+        expect(seen.states).toContain("reconnecting");
         expect(seen.errors).toEqual([]);
       } finally {
         await proxy.close();

@@ -20,6 +20,7 @@ import { codeFromString } from "@connectrpc/connect/protocol-connect";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AccessService } from "../gen/gms/v1/access_pb.js";
+import { AdminService } from "../gen/gms/v1/admin_pb.js";
 import { AgentService } from "../gen/gms/v1/agent_pb.js";
 import { ChatService, RefreshResponseSchema } from "../gen/gms/v1/chat_pb.js";
 import { SessionService } from "../gen/gms/v1/session_pb.js";
@@ -33,7 +34,7 @@ import { startServer, type RunningServer } from "../src/server.js";
 import { createTestDatabase, DIALECTS } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
-const SERVICES: DescService[] = [StorageService, AccessService, SessionService, ChatService, AgentService, Health, ReflectionV1, ReflectionV1alpha];
+const SERVICES: DescService[] = [StorageService, AccessService, SessionService, ChatService, AgentService, AdminService, Health, ReflectionV1, ReflectionV1alpha];
 const METHODS: DescMethod[] = SERVICES.flatMap((s) => s.methods);
 /** SEED is fixed, so CI runs the same garbage each time; GMS_HOSTILE_SEED=<n> (or "random") explores others. */
 const SEED = process.env["GMS_HOSTILE_SEED"] === "random" ? Date.now() % 2 ** 31 : Number(process.env["GMS_HOSTILE_SEED"] ?? 20261207);

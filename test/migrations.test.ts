@@ -59,7 +59,7 @@ describe.each(DIALECTS)("migrations on %s", (dialect: Dialect) => {
     expect(await migrateLatest(db)).toEqual([]);
 
     const stores = createStores(db);
-    const storage = createStorage({ store: stores.storage, transactions: stores.transactions, requestIds: stores.requestIds, clock: new ManualClock(), limits: { defaultTtlSeconds: 30, maxEntries: 10, maxKeyBytes: 64, maxValueBytes: 1024, maxDataBytes: 4096 } });
+    const storage = createStorage({ store: stores.storage, transactions: stores.transactions, requestIds: stores.requestIds, clock: new ManualClock(), limits: () => ({ defaultTtlSeconds: 30, maxEntries: 10, maxKeyBytes: 64, maxValueBytes: 1024, maxDataBytes: 4096 }) });
     await storage.create({ ttlSeconds: 60, entries: new Map([["k", { kind: "text", text: "v" }]]), request: { scope: "test", requestId: "r1", digest: "d" } });
 
     await migrateDownAll(db);

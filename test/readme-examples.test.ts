@@ -1,9 +1,10 @@
 // The README's examples, run as a user runs them: every ```sh block marked `<!-- example: <name> -->`
 // is taken as written, and all of them run in order in one bash, with curl, jq and npx buf, against
 // the real server on the shipped configuration (config/gms.yaml). Only the address differs: the
-// examples read it from GMS, which this test sets to its server's.
+// examples read it from GMS, which this test sets to its server's. The `opengms` they call is this
+// checkout's, on PATH as an operator puts the installed one (run from its source, so no build is needed).
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
@@ -51,6 +52,17 @@ const EXPECTED: Record<string, readonly string[]> = {
   "gms-service": ['"_access_number":"+1800555', '"_expiration_time":', '{"_id":"', '"_data_id":"'],
   "gms-chat": ['"statusCode":0', '"type":"ParticipantJoined"', '"nickname":"First Last"', '"index":2,"type":"Message","utcTime":', '"text":"Where is my parcel?"', '"chatEnded":true'],
   metrics: ['opengms_access_numbers{group="iPhoneService",state="reserved"} ', 'opengms_access_numbers{group="iPhoneService",state="free"} '],
+  cli: [
+    "SERVING\n",
+    "GROUP          FREE  RESERVED  COOLING DOWN  RETIRED  RESERVATIONS\nDNIS ",
+    "NUMBER        GROUP          SESSION",
+    "  iPhoneService  ",
+    "  6504661111  ",
+    "state    active\n",
+    " ended\n",
+    '{"name":"iPhoneService","free":"',
+    "exit status 2",
+  ],
 };
 
 describe("the README's examples", () => {
@@ -71,6 +83,9 @@ describe("the README's examples", () => {
       // The examples write into the current folder; npx finds buf through node_modules, as in a checkout.
       dir = mkdtempSync(join(tmpdir(), "opengms-readme-"));
       symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));
+      mkdirSync(join(dir, "bin"));
+      writeFileSync(join(dir, "bin", "opengms"), `#!/bin/sh\nexec node --import tsx '${join(ROOT, "src", "main.ts")}' "$@"\n`);
+      chmodSync(join(dir, "bin", "opengms"), 0o755);
     });
     afterAll(async () => {
       await t?.close();
@@ -80,7 +95,10 @@ describe("the README's examples", () => {
     it("every example succeeds and prints what the README says", async () => {
       // Each example is preceded by a line naming it, so that the outputs can be told apart.
       const script = ["set -euo pipefail", ...examples.flatMap((e) => [`printf '\\n@@ %s\\n' '${e.name}'`, e.code])].join("\n");
-      const run = await bash(script, { cwd: dir, env: { ...process.env, GMS: t.server.url } });
+      const env: NodeJS.ProcessEnv = { ...process.env, GMS: t.server.url, PATH: `${join(dir, "bin")}:${process.env["PATH"] ?? ""}` };
+      delete env["GMS_URL"];
+      delete env["GMS_API_KEY"];
+      const run = await bash(script, { cwd: dir, env });
       const context = `\n--- stdout\n${run.stdout}\n--- stderr\n${run.stderr}`;
       expect(run.code, `bash exited ${run.code}${context}`).toBe(0);
       const outputs = new Map<string, string>();

@@ -27,7 +27,7 @@ describe.each(DIALECTS)("storage on %s", (dialect) => {
   beforeAll(async () => {
     db = await createTestDatabase(dialect);
     clock = new ManualClock();
-    storage = createStorage({ ...storageStoresOf(db), clock, limits });
+    storage = createStorage({ ...storageStoresOf(db), clock, limits: () => limits });
   });
   afterAll(() => db.close());
 
@@ -141,7 +141,7 @@ describe.each(DIALECTS)("storage on %s", (dialect) => {
   });
 
   it("50 concurrent updates each adding its own key lose no key", async () => {
-    const wide = createStorage({ ...storageStoresOf(db), clock, limits: { ...limits, maxEntries: 100 } });
+    const wide = createStorage({ ...storageStoresOf(db), clock, limits: () => ({ ...limits, maxEntries: 100 }) });
     const { dataId } = await wide.create({ ttlSeconds: 600, entries: entries({}), request: noRequest });
     await Promise.all(Array.from({ length: 50 }, (_, i) => wide.update({ dataId, entries: entries({ [`k${i}`]: String(i) }), removeKeys: [] })));
     const record = await wide.get(dataId);

@@ -2,13 +2,19 @@
 // as Vite builds it (server.web.dir): content types, caching of hashed assets and revalidation of
 // the rest, gzip, HEAD, the methods refused, paths outside the site (dots, escapes, links) never
 // served, a rebuild seen without a restart, an unbuilt page said to be so, the CSP of each page,
-// and the switch that turns the pages off.
+// and the switch that turns the pages off, at start and by a reload of the configuration.
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import * as http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { stringify as toYaml } from "yaml";
+import { ManualClock } from "../src/clock.js";
+import { loadConfig } from "../src/config.js";
+import { startServer } from "../src/server.js";
+import { createTestDatabase } from "./helpers/databases.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 /** Raw is an answer as it came over the socket. */
@@ -185,5 +191,32 @@ describe("server.web.enabled false", () => {
     const { parseConfig } = await import("../src/config.js");
     expect(() => parseConfig({ server: { web: { frame_ancestors: ["https://a.example; script-src *"] } } }, "test")).toThrow(/frame_ancestors/);
     expect(() => parseConfig({ server: { web: { frame_ancestors: ["https://*.example.com:443", "'self'", "*"] } } }, "test")).not.toThrow();
+  });
+});
+
+describe("server.web on a reload of the configuration", () => {
+  it("turns the pages off and on, and changes who may frame the widget, without a restart", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "opengms-web-"));
+    mkdirSync(join(dir, "site", "chat"), { recursive: true });
+    writeFileSync(join(dir, "site", "chat", "index.html"), CHAT_HTML);
+    const file = join(dir, "gms.yaml");
+    const write = (web: Record<string, unknown>) => writeFileSync(file, toYaml({ server: { host: "127.0.0.1", port: 0, web: { dir: join(dir, "site"), ...web } }, log: { level: "silent" } }));
+    write({});
+    const load = () => loadConfig({ path: file, env: {} });
+    const server = await startServer({ config: load(), db: await createTestDatabase("sqlite"), log: pino({ level: "silent" }), clock: new ManualClock(Date.now()), sweep: false, load });
+    try {
+      expect((await raw(server.url, "/chat/")).headers["content-security-policy"]).toContain("frame-ancestors *");
+      write({ enabled: false });
+      expect((await server.reload()).restartRequired).toEqual([]);
+      expect((await raw(server.url, "/chat/")).status).toBe(404);
+      write({ frame_ancestors: ["https://shop.example.com"] });
+      await server.reload();
+      const r = await raw(server.url, "/chat/");
+      expect(r.status).toBe(200);
+      expect(r.headers["content-security-policy"]).toMatch(/frame-ancestors https:\/\/shop\.example\.com$/);
+    } finally {
+      await server.shutdown();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

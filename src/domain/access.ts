@@ -1,7 +1,7 @@
 import { randomInt } from "node:crypto";
 import type { Logger } from "pino";
 import type { Clock } from "../clock.js";
-import type { Config, ResourceGroupConfig } from "../config.js";
+import { derived, type ConfigSource, type ResourceGroupConfig } from "../config.js";
 import type { AccessStore, Booking, Claimed, CodeChooser, Extension, KeptReply, LockedNumber, Release, Reservation, ResourceGroup } from "./access-store.js";
 import { GmsError, invalid, notFound } from "./errors.js";
 import { keptReply, priorReply, type RequestKey } from "./idempotency.js";
@@ -187,7 +187,8 @@ export const NO_ACCESS_EVENTS: AccessEvents = { allocated() {}, exhausted() {}, 
 export interface AccessDeps {
   store: AccessStore;
   clock: Clock;
-  config: Config;
+  /** config is the configuration in effect (resource groups, services, access.*), read at every call. */
+  config: ConfigSource;
   storage: Storage;
   log: Logger;
   /** events hears allocations, exhausted groups, matches and lockouts (default NO_ACCESS_EVENTS). */
@@ -196,8 +197,11 @@ export interface AccessDeps {
 
 /** Access is request-interaction, request-access and match-interaction over the store. */
 export interface Access {
-  /** syncNumbers brings the stored numbers in line with the configured resource groups. */
-  syncNumbers(): Promise<{ added: number; retired: number }>;
+  /**
+   * syncNumbers brings the stored numbers in line with resource groups: the configuration in
+   * effect's, or `groups` (the configuration a reload is about to put in effect).
+   */
+  syncNumbers(groups?: Readonly<Record<string, { readonly numbers: readonly string[] }>>): Promise<{ added: number; retired: number }>;
   requestInteraction(input: RequestInteractionInput): Promise<RequestInteractionResult>;
   requestAccess(input: RequestAccessInput): Promise<AccessGrant>;
   matchInteraction(input: MatchInput): Promise<MatchResult[]>;
@@ -235,13 +239,14 @@ function keeper<T>(key: RequestKey, replyOf: (accessNumber: string, accessCode: 
 /** createAccess builds the access-number rules. */
 export function createAccess({ store, clock, config, storage, log, events = NO_ACCESS_EVENTS }: AccessDeps): Access {
   const groupOf = (name: string): ResourceGroupConfig => {
-    const group = config.resources[name];
+    const group = config().resources[name];
     if (group === undefined) throw invalid(`resource_group: no resource group "${name}" is configured`);
     return group;
   };
 
   /** readPhone reads phone and access numbers under the configured numbering plan (access.default_country_code). */
-  const readPhone = phoneReader(numberingOf(config.access));
+  const reader = derived(config, (c) => phoneReader(numberingOf(c.access)));
+  const readPhone = (field: string, raw: string) => reader()(field, raw);
 
   /** resourceGroupOf is a configured group as a claim needs it. */
   const resourceGroupOf = (name: string): ResourceGroup => {
@@ -270,17 +275,18 @@ export function createAccess({ store, clock, config, storage, log, events = NO_A
 
   /** bookingOf is the booking length for a service option and a request in a group. */
   const bookingOf = (configured: number | undefined, requested: number | undefined, group: ResourceGroupConfig) =>
-    bookingSecondsOf(configured, requested, group.booking_expiration_timeout, config.access.booking_expiration_timeout);
+    bookingSecondsOf(configured, requested, group.booking_expiration_timeout, config().access.booking_expiration_timeout);
 
   /** releaseOf frees a reservation at `now`, its number free again after its group's cool-down. */
   const releaseOf = (reservation: Reservation, now: number): Release => ({
     reservation,
-    freeAt: freeAfterRelease(now, config.resources[reservation.resourceGroup]?.cooldown_seconds ?? 0),
+    // A group no longer configured (a reload removed it) releases without a cool-down.
+    freeAt: freeAfterRelease(now, config().resources[reservation.resourceGroup]?.cooldown_seconds ?? 0),
   });
 
   return {
-    syncNumbers() {
-      return store.syncNumbers(new Map(Object.entries(config.resources).map(([name, g]) => [name, g.numbers])));
+    syncNumbers(groups = config().resources) {
+      return store.syncNumbers(new Map(Object.entries(groups).map(([name, g]) => [name, g.numbers])));
     },
 
     async grants(sessionId, now, uow) {
@@ -314,14 +320,14 @@ export function createAccess({ store, clock, config, storage, log, events = NO_A
     async extendSessionIn(uow, sessionId, now, sessionExpiresAt) {
       const extensions: Extension[] = [];
       for (const r of await store.liveReservations(sessionId, now, uow)) {
-        const until = extendedUntil(r.expiresAt, now, sessionExpiresAt, config.resources[r.resourceGroup]?.max_booking_expiration_timeout ?? 0);
+        const until = extendedUntil(r.expiresAt, now, sessionExpiresAt, config().resources[r.resourceGroup]?.max_booking_expiration_timeout ?? 0);
         if (until !== r.expiresAt) extensions.push({ reservation: r, until });
       }
       await store.extend(uow, extensions);
     },
 
     async requestInteraction(input) {
-      const svc = resolveService(config, input.service, "request-interaction");
+      const svc = resolveService(config(), input.service, "request-interaction");
       const phoneNumber = readPhone("phone_number", input.phoneNumber);
       const groupName = pick(svc.options.resource_group, input.resourceGroup, undefined);
       if (groupName === undefined) throw new GmsError("failed_precondition", `no resource group: service "${svc.name}" configures none and the request gives none`);
@@ -357,7 +363,7 @@ export function createAccess({ store, clock, config, storage, log, events = NO_A
     },
 
     async requestAccess(input) {
-      const svc = resolveService(config, input.service, "request-access");
+      const svc = resolveService(config(), input.service, "request-access");
       const groupName = pick(svc.options.resource_group, input.resourceGroup, undefined);
       if (groupName === undefined) throw new GmsError("failed_precondition", "no resource group: resource_group is required");
       const group = groupOf(groupName);
@@ -394,12 +400,12 @@ export function createAccess({ store, clock, config, storage, log, events = NO_A
     },
 
     async matchInteraction(input) {
-      resolveService(config, input.service, "match-interaction");
+      resolveService(config(), input.service, "match-interaction");
       const number = readPhone("access_number", input.accessNumber);
       const phone = input.phoneNumber === undefined ? undefined : readPhone("phone_number", input.phoneNumber);
       const code = input.accessCode;
       const now = clock.now();
-      const guard = config.access.code_attempts;
+      const guard = config().access.code_attempts;
       const codeGuard = { maxFailures: guard.max_failures, windowMs: guard.window_seconds * 1000 };
       // The store holds the number's candidates while judgeCall decides: the release, or a wrong code
       // counted, commits before they are let go, so guesses at one number queue for them and each

@@ -28,6 +28,18 @@ export interface SessionChange {
   expiresAt?: number;
 }
 
+/** SessionFilter keeps the sessions of one service (its name as called) and/or in one state; unset keeps all. */
+export interface SessionFilter {
+  service?: string | undefined;
+  state?: SessionState | undefined;
+}
+
+/** SessionCursor is where a listing resumes: just after the session created at `createdAt` with `id`, in listing order. */
+export interface SessionCursor {
+  createdAt: number;
+  id: string;
+}
+
 /** SessionStore keeps sessions. Reads and locks see only sessions still live (unexpired) at `now`. */
 export interface SessionStore {
   /** read is a session live at `now`, outside any unit of work; undefined when there is none. */
@@ -38,6 +50,12 @@ export interface SessionStore {
   insert(uow: UnitOfWork, session: Session): Promise<void>;
   /** update sets a session's state and/or expiry. */
   update(uow: UnitOfWork, sessionId: string, change: SessionChange): Promise<void>;
+  /**
+   * list is up to `limit` sessions live at `now` that the filter keeps, newest first (by createdAt,
+   * then id, both descending), starting just after `after` when given: a session stored since the
+   * cursor was taken is newer than it and never shifts what follows.
+   */
+  list(filter: SessionFilter, now: number, limit: number, after?: SessionCursor): Promise<Session[]>;
   /** sweep deletes up to `batch` sessions expired by `now`, and says how many. */
   sweep(now: number, batch: number): Promise<number>;
 }

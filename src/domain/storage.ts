@@ -123,8 +123,6 @@ export interface Storage {
   deleteIn(uow: UnitOfWork, dataId: string): Promise<void>;
   /** sweep deletes expired records in bounded batches until none is left or `maxBatches` ran. */
   sweep(batchSize: number, maxBatches?: number): Promise<number>;
-  /** limits are the limits this storage enforces. */
-  readonly limits: StorageLimits;
 }
 
 /** StorageDeps are what the storage rules need. */
@@ -133,25 +131,26 @@ export interface StorageDeps {
   transactions: Transactions;
   requestIds: IdempotencyStore;
   clock: Clock;
-  limits: StorageLimits;
+  /** limits are the limits in effect (config `storage.*`), read at every call. */
+  limits: () => StorageLimits;
 }
 
 /** createStorage builds the Storage API's rules over a store. */
 export function createStorage({ store, transactions, requestIds, clock, limits }: StorageDeps): Storage {
   const once: Once = { transactions, requestIds };
   const ttlMs = (ttlSeconds: number | undefined) => {
-    const ttl = ttlSeconds ?? limits.defaultTtlSeconds;
+    const ttl = ttlSeconds ?? limits().defaultTtlSeconds;
     if (!Number.isInteger(ttl) || ttl <= 0) throw invalid("ttl_seconds: must be a positive number of seconds");
     return ttl * 1000;
   };
 
-  function newRecord(entries: DataEntries, expiresAt: number, own = limits): DataRecord {
+  function newRecord(entries: DataEntries, expiresAt: number, own = limits()): DataRecord {
     checkEntries(entries, own);
     checkRecord(sizesOf(entries), own);
     return { id: newId(), version: 1, createdAt: clock.now(), expiresAt, entries };
   }
 
-  async function createIn(uow: UnitOfWork, entries: DataEntries, expiresAt: number, own = limits): Promise<StoredData> {
+  async function createIn(uow: UnitOfWork, entries: DataEntries, expiresAt: number, own = limits()): Promise<StoredData> {
     const record = newRecord(entries, expiresAt, own);
     await store.insert(uow, record);
     return { dataId: record.id, expiresAt, version: 1 };
@@ -160,7 +159,8 @@ export function createStorage({ store, transactions, requestIds, clock, limits }
   async function updateIn(uow: UnitOfWork, input: UpdateDataInput): Promise<StoredData> {
     const overlap = input.removeKeys.find((k) => input.entries.has(k));
     if (overlap !== undefined) throw invalid(`remove_keys: "${overlap}" is also set in entries`);
-    checkEntries(input.entries, limits);
+    const configured = limits();
+    checkEntries(input.entries, configured);
     const now = clock.now();
     const current = await store.lock(uow, input.dataId, now);
     if (current === undefined) throw notFound(`data ${input.dataId}`);
@@ -170,7 +170,7 @@ export function createStorage({ store, transactions, requestIds, clock, limits }
     const sizes = new Map(current.sizes);
     for (const k of input.removeKeys) sizes.delete(k);
     for (const [k, v] of input.entries) sizes.set(k, valueSize(v));
-    checkRecord(sizes, limits);
+    checkRecord(sizes, configured);
     const version = current.version + 1;
     const expiresAt = input.ttlSeconds === undefined ? current.expiresAt : now + ttlMs(input.ttlSeconds);
     await store.change(uow, input.dataId, { remove: input.removeKeys, set: input.entries, version, expiresAt });
@@ -178,7 +178,6 @@ export function createStorage({ store, transactions, requestIds, clock, limits }
   }
 
   return {
-    limits,
     createIn,
     newRecord: (entries, expiresAt) => newRecord(entries, expiresAt),
     updateIn,

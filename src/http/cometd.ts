@@ -13,6 +13,7 @@ import { createClient, type CallOptions } from "@connectrpc/connect";
 import cometdServer, { type ServerMessage, type ServerSession } from "cometd-nodejs-server";
 import { ChatEventType } from "../../gen/gms/v1/chat_event_pb.js";
 import { ChatService } from "../../gen/gms/v1/chat_pb.js";
+import { derived } from "../config.js";
 import { GmsHttpError, MethodRefusal, readBody, type BodyLimits } from "./form.js";
 import { ALIAS, chatV2Failure, createChatV2, gmsMessage, type ChatV2Reply, type Operation, type Params } from "./gms-chat.js";
 import { gmsCall, noteRefusal, sendJson } from "./gms-http.js";
@@ -114,7 +115,7 @@ export const cometdRoute: HttpRouteFactory = (deps) => {
   /** callers are the HTTP call headers each incoming message came with (the caller's credentials). */
   const callers = new WeakMap<object, Readonly<Record<string, string>>>();
   // A Bayeux body carries a message (JSON may double it) and some user data.
-  const limits: BodyLimits = { maxBytes: config.chat.max_message_length * 2 + 64 * 1024, limit: "chat.max_message_length", mediaTypes: ["application/json", "text/json"] };
+  const limits = derived(config, (c): BodyLimits => ({ maxBytes: c.chat.max_message_length * 2 + 64 * 1024, limit: "chat.max_message_length", mediaTypes: ["application/json", "text/json"] }));
 
   server.policy = {
     canHandshake: (_s, _m, callback) => callback(undefined, !shutdown.aborted),
@@ -213,7 +214,7 @@ export const cometdRoute: HttpRouteFactory = (deps) => {
     const call = gmsCall(req, res, deps);
     try {
       if (req.method !== "POST") throw new MethodRefusal("POST");
-      const messages = bayeuxMessages(await readBody(req, limits, call));
+      const messages = bayeuxMessages(await readBody(req, limits(), call));
       for (const m of messages) callers.set(m, call.headers);
       // The library reads a body it is given, instead of reading one without a limit itself.
       (req as HttpRequest & { body?: unknown }).body = messages;

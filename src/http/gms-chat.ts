@@ -9,8 +9,9 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type CallOptions, type Client } from "@connectrpc/connect";
 import { ChatEventType, ParticipantType, type ChatEvent, type Participant } from "../../gen/gms/v1/chat_event_pb.js";
 import { ChatService } from "../../gen/gms/v1/chat_pb.js";
+import { derived } from "../config.js";
 import { chatFormLimits, GmsHttpError, MethodRefusal, readForm, type Form, type FormValue, type RefusalKind } from "./form.js";
-import { attachment, gmsCall, noteRefusal, pathSegments, sendBytes, sendJson, type GmsCall } from "./gms-http.js";
+import { attachment, gmsCall, noteRefusal, pathSegments, retryAfterOf, sendBytes, sendJson, type GmsCall } from "./gms-http.js";
 import { pathOf, queryOf, type HttpRequest, type HttpRouteFactory } from "./routes.js";
 
 /** ALIAS is the `alias` opengms answers: GMS's chat-server alias, meaningless where any node serves any chat. */
@@ -451,8 +452,8 @@ function paramsOf(req: HttpRequest, form: Form): { params: Params; file: Uploade
  */
 export const gmsChatRoute: HttpRouteFactory = (deps) => {
   const v2 = createChatV2(createClient(ChatService, deps.local));
-  const formLimits = chatFormLimits(deps.config, false);
-  const uploadLimits = chatFormLimits(deps.config, true);
+  const formLimits = derived(deps.config, (c) => chatFormLimits(c, false));
+  const uploadLimits = derived(deps.config, (c) => chatFormLimits(c, true));
 
   async function serve(req: HttpRequest, call: GmsCall, path: string): Promise<{ json: ChatV2Reply } | { file: DownloadedChatFile }> {
     const segs = pathSegments(path, PREFIX);
@@ -460,7 +461,7 @@ export const gmsChatRoute: HttpRouteFactory = (deps) => {
     const route = routeOf(segs);
     if (route === undefined) throw new GmsHttpError("notFound", "no such chat API v2 request");
     if (req.method !== "POST" && !(req.method === "GET" && readOnly(route))) throw new MethodRefusal(readOnly(route) ? "GET, POST" : "POST");
-    const { params, file } = paramsOf(req, await readForm(req, route.kind === "upload" ? uploadLimits : formLimits, call));
+    const { params, file } = paramsOf(req, await readForm(req, route.kind === "upload" ? uploadLimits() : formLimits(), call));
     try {
       switch (route.kind) {
         case "create":
@@ -488,8 +489,11 @@ export const gmsChatRoute: HttpRouteFactory = (deps) => {
       .then((r) => ("json" in r ? sendJson(res, 200, r.json, call) : sendBytes(res, r.file.content, r.file.contentType, call, attachment(r.file.filename, true))))
       .catch((e: unknown) => {
         const { status, reply } = e instanceof ChatFailure ? e.failure : chatV2Failure(e);
-        noteRefusal(e instanceof ChatFailure ? e.cause : e, call);
-        sendJson(res, status, reply, call, e instanceof MethodRefusal ? { allow: e.allow } : {});
+        const cause = e instanceof ChatFailure ? e.cause : e;
+        noteRefusal(cause, call);
+        // A refusal that says when to retry (a rate limit: 429) says it in Retry-After too.
+        const retryAfter = retryAfterOf(cause);
+        sendJson(res, status, reply, call, e instanceof MethodRefusal ? { allow: e.allow } : retryAfter === undefined ? {} : { "retry-after": String(retryAfter) });
       });
     return true;
   };

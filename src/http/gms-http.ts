@@ -14,6 +14,7 @@ import { Code, ConnectError, type CallOptions } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { PEER_HEADER, remoteAddressOf } from "../rpc/peer.js";
 import { LimitExceededSchema, PoolExhaustedSchema, RateLimitedSchema } from "../../gen/gms/v1/error_details_pb.js";
+import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import type { Value, ValueSchema } from "../../gen/gms/v1/value_pb.js";
 import { closeUnread, GmsHttpError, header, type FormValue, type RefusalKind } from "./form.js";
 import { pathOf, type HttpRequest, type HttpResponse, type HttpRoute, type HttpRouteDeps } from "./routes.js";
@@ -54,10 +55,10 @@ const REQUEST_ID = /^[\x21-\x7e]{1,128}$/;
  * signal that ends its RPCs when the caller goes away (the response closed before it finished),
  * the deadline passes or the server shuts down.
  */
-export function gmsCall(req: HttpRequest, res: HttpResponse, deps: Pick<HttpRouteDeps, "config" | "shutdown" | "log">): GmsCall {
+export function gmsCall(req: HttpRequest, res: HttpResponse, deps: Pick<HttpRouteDeps, "requestTimeoutMs" | "shutdown" | "log">): GmsCall {
   const given = header(req, "x-request-id");
   const requestId = given !== undefined && REQUEST_ID.test(given) ? given : randomUUID();
-  const timeoutMs = deps.config.server.request_timeout_seconds * 1000;
+  const timeoutMs = deps.requestTimeoutMs;
   // One controller and one timer per request, both let go when the answer is done (no signal
   // combinator: each would stay listening on the server's long-lived shutdown signal).
   const ended = new AbortController();
@@ -239,6 +240,17 @@ export function httpErrorOf(e: unknown): { status: number; body: GmsErrorBody } 
 }
 
 /**
+ * retryAfterOf is how many seconds an error says to wait before retrying (its google.rpc.RetryInfo,
+ * rounded up to a whole second, at least 1), for a Retry-After header; undefined when it says nothing.
+ */
+export function retryAfterOf(e: unknown): number | undefined {
+  if (e instanceof GmsHttpError) return undefined;
+  const delay = ConnectError.from(e).findDetails(RetryInfoSchema)[0]?.retryDelay;
+  if (delay === undefined) return undefined;
+  return Math.max(1, Math.ceil(Number(delay.seconds) + delay.nanos / 1e9));
+}
+
+/**
  * noteRefusal logs a refusal of the HTTP layer (GmsHttpError): an RPC's refusal has its log line
  * already (the serving policy's); one of the HTTP layer is noted here, by kind only: neither the
  * path (ids), the keys nor the values of the form.
@@ -295,7 +307,7 @@ export type GmsServe<T> = (method: string, segs: string[], req: HttpRequest, cal
  * refuses a path with an empty or undecodable segment (400), serves the others (serve) and answers
  * what they give (answer), or any error in GMS's shape (sendError).
  */
-export function gmsRoute<T>(prefix: string, deps: Pick<HttpRouteDeps, "config" | "shutdown" | "log">, serve: GmsServe<T>, answer: (res: HttpResponse, reply: T, call: GmsCall) => void): HttpRoute {
+export function gmsRoute<T>(prefix: string, deps: Pick<HttpRouteDeps, "requestTimeoutMs" | "shutdown" | "log">, serve: GmsServe<T>, answer: (res: HttpResponse, reply: T, call: GmsCall) => void): HttpRoute {
   return (req, res) => {
     const path = gmsPath(pathOf(req));
     if (!path.startsWith(prefix)) return false;

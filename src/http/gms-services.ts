@@ -11,7 +11,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { AccessService, type Match } from "../../gen/gms/v1/access_pb.js";
 import type { AccessInfo } from "../../gen/gms/v1/access_info_pb.js";
 import { SessionService, SessionState } from "../../gen/gms/v1/session_pb.js";
-import { BUILTINS, type Builtin, type Config } from "../config.js";
+import { BUILTINS, derived, type Builtin, type Config } from "../config.js";
 import { GmsHttpError, readForm, storageFormLimits, type Form } from "./form.js";
 import { formValues, gmsRoute, sendJson, valuesJson, type GmsCall } from "./gms-http.js";
 import type { HttpRequest, HttpRouteFactory } from "./routes.js";
@@ -86,13 +86,13 @@ function matchJson(m: Match, withData: boolean): Record<string, unknown> {
 export const gmsServiceRoute: HttpRouteFactory = (deps) => {
   const access = createClient(AccessService, deps.local);
   const sessions = createClient(SessionService, deps.local);
-  const limits = storageFormLimits(deps.config);
+  const limits = derived(deps.config, storageFormLimits);
 
   async function create(name: string, req: HttpRequest, call: GmsCall): Promise<unknown> {
-    const builtin = builtinOf(deps.config, name);
+    const builtin = builtinOf(deps.config(), name);
     // The chat API has its own routes; refused before the body is read, nothing is created.
     if (builtin === "request-chat") throw new GmsHttpError("invalid", `${name} is a request-chat service: start chats with POST /genesys/2/chat/${name}`);
-    const form = await readForm(req, limits, call);
+    const form = await readForm(req, limits(), call);
     const p = new Params(form);
     if (builtin === "request-access") {
       const r = await access.requestAccess(
@@ -148,7 +148,7 @@ export const gmsServiceRoute: HttpRouteFactory = (deps) => {
     const [a, b] = segs;
     if (method === "POST" && segs.length === 1 && a !== undefined) return create(a, req, call);
     if (method === "POST" && segs.length === 2 && a !== undefined && b === "update") {
-      const form = await readForm(req, limits, call);
+      const form = await readForm(req, limits(), call);
       await sessions.updateSessionData({ sessionId: a, entries: appData(form) }, call.options);
       return { _id: a };
     }

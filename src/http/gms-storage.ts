@@ -10,6 +10,7 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { StorageService } from "../../gen/gms/v1/storage_pb.js";
 import type { Value } from "../../gen/gms/v1/value_pb.js";
+import { derived } from "../config.js";
 import { readForm, storageFormLimits } from "./form.js";
 import { attachment, formValues, gmsRoute, sendBytes, sendJson, valuesJson, type GmsCall } from "./gms-http.js";
 import type { HttpRequest, HttpResponse, HttpRouteFactory } from "./routes.js";
@@ -45,7 +46,7 @@ function answer(res: HttpResponse, reply: Reply, call: GmsCall): void {
 /** gmsStorageRoute serves GMS's Storage API. */
 export const gmsStorageRoute: HttpRouteFactory = (deps) => {
   const storage = createClient(StorageService, deps.local);
-  const limits = storageFormLimits(deps.config);
+  const limits = derived(deps.config, storageFormLimits);
 
   /**
    * dataIdOf is the record an {id} names: with a `gms_user` header, that user's custom id when it
@@ -64,17 +65,17 @@ export const gmsStorageRoute: HttpRouteFactory = (deps) => {
   async function serve(method: string, segs: string[], req: HttpRequest, call: GmsCall): Promise<Reply> {
     const [a, b, c] = segs;
     if (method === "POST" && segs.length === 1 && a !== undefined) {
-      const form = await readForm(req, limits, call);
+      const form = await readForm(req, limits(), call);
       const r = await storage.createData({ ttlSeconds: ttlOf(a), entries: formValues(form) }, call.options);
       return { json: { id: r.dataId } };
     }
     if (method === "POST" && segs.length === 3 && a === "custom" && b !== undefined && c !== undefined) {
-      const form = await readForm(req, limits, call);
+      const form = await readForm(req, limits(), call);
       await storage.createData({ ttlSeconds: ttlOf(c), entries: formValues(form), customId: b, user: call.gmsUser ?? "" }, call.options);
       return { json: { id: b } };
     }
     if (method === "POST" && segs.length === 2 && a !== undefined && b !== undefined) {
-      const form = await readForm(req, limits, call);
+      const form = await readForm(req, limits(), call);
       const dataId = await dataIdOf(a, call);
       await storage.updateData({ dataId, entries: formValues(form), ttlSeconds: ttlOf(b) }, call.options);
       return { json: { id: a } };

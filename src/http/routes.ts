@@ -9,7 +9,7 @@ import type { Transport } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import type { Clock } from "../clock.js";
-import type { Config } from "../config.js";
+import type { ConfigSource } from "../config.js";
 
 /** HttpRequest and HttpResponse are Node's, HTTP/1.1 or HTTP/2. */
 export type HttpRequest = http.IncomingMessage | http2.Http2ServerRequest;
@@ -30,7 +30,13 @@ export interface HttpRouteDeps {
    * `x-request-id`, and the request's signal, so that a caller gone away cancels the call.
    */
   local: Transport;
-  config: Config;
+  /** config is the configuration in effect: read it per request (a reload replaces it). */
+  config: ConfigSource;
+  /**
+   * requestTimeoutMs is server.request_timeout_seconds as the server started with it: a request's
+   * deadline, as the listener's (a setting a reload does not change: RESTART_SETTINGS).
+   */
+  requestTimeoutMs: number;
   log: Logger;
   clock: Clock;
   /** shutdown aborts when the server shuts down: long waits end. */

@@ -5,13 +5,16 @@
 // The files are read into memory when first asked for (a few hundred kilobytes, gzipped once), and
 // only what was found there is served: a request is looked up in that list, so no path can reach
 // outside it, whatever its dots or escapes. A page's index.html is checked for a newer build on
-// each load of the page, so `npm run build` shows up without a restart. Vite names the files under
-// assets/ by their content: those are cached for a year, the rest revalidated with their ETag.
+// each load of the page, so `npm run build` shows up without a restart; `server.web` is read per
+// request, so a reload of the configuration turns the pages on or off, or serves another folder.
+// Vite names the files under assets/ by their content: those are cached for a year, the rest
+// revalidated with their ETag.
 import { createHash } from "node:crypto";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { gzip as gzipCallback } from "node:zlib";
+import { derived, type Config } from "../config.js";
 import { PACKAGE_ROOT } from "../package-info.js";
 import { pathOf, queryOf, type HttpRequest, type HttpResponse, type HttpRouteFactory } from "./routes.js";
 
@@ -173,37 +176,52 @@ function contentSecurityPolicy(frameAncestors: readonly string[]): string {
   ].join("; ");
 }
 
+/** WebSettings are `server.web` as the route uses it. */
+interface WebSettings {
+  enabled: boolean;
+  dir: string;
+  policies: Record<Page, string>;
+}
+
+/** webSettings reads `server.web` (the folder resolved against the working directory, as every configured path). */
+function webSettings(config: Config): WebSettings {
+  const web = config.server.web;
+  return {
+    enabled: web.enabled,
+    dir: web.dir === undefined ? join(PACKAGE_ROOT, "dist", "web") : resolve(web.dir),
+    policies: { chat: contentSecurityPolicy(web.frame_ancestors), agent: contentSecurityPolicy([]) },
+  };
+}
+
 /**
  * webRoute serves GET and HEAD under /chat/ and /agent/ when `server.web.enabled` (the default):
  * the files of the built pages, 404 for any other path under them, 405 for another method. With the
  * pages disabled the paths are not claimed (the RPC paths answer 404).
  */
 export const webRoute: HttpRouteFactory = ({ config, log }) => {
-  const web = config.server.web;
-  if (!web.enabled) return () => false;
-  const dir = web.dir === undefined ? join(PACKAGE_ROOT, "dist", "web") : resolve(web.dir);
-  const policies: Record<Page, string> = { chat: contentSecurityPolicy(web.frame_ancestors), agent: contentSecurityPolicy([]) };
-  let site: Promise<Site> | undefined;
-  const warned = new Set<Page>();
+  const settings = derived(config, webSettings);
+  let site: { dir: string; read: Promise<Site> } | undefined;
+  const warned = new Set<string>();
 
-  /** current is the site as read, read again when a page's index.html has changed since (`index`: the page being loaded). */
-  const current = async (index: Page | undefined): Promise<Site> => {
+  /** current is the site in `dir` as read, read again when a page's index.html has changed since (`index`: the page being loaded) or the folder is another. */
+  const current = async (dir: string, index: Page | undefined): Promise<Site> => {
+    if (site !== undefined && site.dir !== dir) site = undefined;
     if (site !== undefined && index !== undefined) {
-      const seen = (await site).stamps.get(index);
+      const seen = (await site.read).stamps.get(index);
       if ((await mtimeOf(join(dir, index, "index.html"))) !== seen) site = undefined;
     }
     if (site === undefined) {
-      const reading = readSite(dir);
+      const reading = { dir, read: readSite(dir) };
       site = reading;
       // A failed read is tried again on the next request.
-      reading.catch(() => {
+      reading.read.catch(() => {
         if (site === reading) site = undefined;
       });
     }
-    return site;
+    return site.read;
   };
 
-  const send = (req: HttpRequest, res: HttpResponse, page: Page, asset: Asset): void => {
+  const send = (req: HttpRequest, res: HttpResponse, page: Page, asset: Asset, policies: Record<Page, string>): void => {
     const gz = asset.gzipped !== undefined && acceptsGzip(req.headers["accept-encoding"]);
     const etag = gz ? `${asset.etag.slice(0, -1)}-gz"` : asset.etag;
     const headers: Record<string, string> = {
@@ -234,6 +252,8 @@ export const webRoute: HttpRouteFactory = ({ config, log }) => {
     const path = pathOf(req);
     const page = pageOf(path);
     if (page === undefined) return false;
+    const web = settings();
+    if (!web.enabled) return false;
     if (req.method !== "GET" && req.method !== "HEAD") {
       answer(res, 405, `method not allowed: GET /${page}/`, { allow: "GET, HEAD" });
       return true;
@@ -253,16 +273,17 @@ export const webRoute: HttpRouteFactory = ({ config, log }) => {
     }
     if (rel.endsWith("/")) rel += "index.html";
     const index = rel === `${page}/index.html` ? page : undefined;
-    current(index).then(
+    const { dir } = web;
+    current(dir, index).then(
       (s) => {
         const asset = s.files.get(rel);
         if (asset !== undefined) {
-          send(req, res, page, asset);
+          send(req, res, page, asset, web.policies);
           return;
         }
         if (index !== undefined) {
-          if (!warned.has(page)) {
-            warned.add(page);
+          if (!warned.has(`${dir}\0${page}`)) {
+            warned.add(`${dir}\0${page}`);
             log.warn({ event: "web", page, dir }, `${WHAT[page]} is not built (no ${page}/index.html): run \`npm run build\``);
           }
           answer(res, 503, `${WHAT[page]} is not built on this server: run \`npm run build\``);

@@ -1,8 +1,13 @@
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { AdminService, type ReservationSummarySchema } from "../../gen/gms/v1/admin_pb.js";
+import { AdminService, ChatState, type ChatParticipantSchema, type ReservationSummarySchema, type SessionSummarySchema } from "../../gen/gms/v1/admin_pb.js";
+import { SessionState } from "../../gen/gms/v1/session_pb.js";
 import type { Admin } from "../domain/admin.js";
+import type { Reload } from "../reload.js";
 import type { Reservation } from "../domain/access-store.js";
+import type { ChatState as DomainChatState, Participant } from "../domain/chat/vocabulary.js";
+import type { Session, SessionState as DomainSessionState } from "../domain/session-store.js";
+import { participantTypes } from "./chat-service.js";
 import { timestamp } from "./convert.js";
 
 /** adminAccess says who may call each AdminService RPC: admin alone (the empty lists: admin is always added). */
@@ -11,7 +16,50 @@ export const adminAccess = {
   listReservations: [],
   releaseReservation: [],
   listChatEndpoints: [],
+  listSessions: [],
+  getSession: [],
+  cancelSession: [],
+  listServices: [],
+  getChatParticipants: [],
+  getConfiguration: [],
+  reloadConfig: [],
 } as const;
+
+/** sessionSummary maps a session onto what an operator sees of it: never its data's values. */
+function sessionSummary(s: Session): MessageInitShape<typeof SessionSummarySchema> {
+  return {
+    id: s.id,
+    service: s.service,
+    builtin: s.builtin,
+    state: s.state === "active" ? SessionState.ACTIVE : SessionState.ENDED,
+    phoneNumber: s.phoneNumber,
+    dataId: s.dataId,
+    createdAt: timestamp(s.createdAt),
+    expiresAt: timestamp(s.expiresAt),
+  };
+}
+
+/** sessionStates map the contract's SessionState filter onto the domain's (UNSPECIFIED: any). */
+const sessionStates: Record<SessionState, DomainSessionState | undefined> = {
+  [SessionState.UNSPECIFIED]: undefined,
+  [SessionState.ACTIVE]: "active",
+  [SessionState.ENDED]: "ended",
+};
+
+/** chatStates map a chat's state onto the contract's ChatState. */
+const chatStates: Record<DomainChatState, ChatState> = { waiting: ChatState.WAITING, active: ChatState.ACTIVE, ended: ChatState.ENDED };
+
+/** chatParticipant maps a participant onto what an operator sees of it. */
+function chatParticipant(p: Participant): MessageInitShape<typeof ChatParticipantSchema> {
+  return {
+    participantId: p.id,
+    nickname: p.nickname,
+    type: participantTypes[p.kind],
+    identity: p.identity,
+    joinedAt: timestamp(p.joinedAt),
+    leftAt: p.leftAt === undefined ? undefined : timestamp(p.leftAt),
+  };
+}
 
 /** reservationSummary maps a reservation onto what an operator sees of it: never its access code. */
 function reservationSummary(r: Reservation): MessageInitShape<typeof ReservationSummarySchema> {
@@ -25,8 +73,8 @@ function reservationSummary(r: Reservation): MessageInitShape<typeof Reservation
   };
 }
 
-/** adminService maps AdminService RPCs onto the admin views. */
-export function adminService(admin: Admin): ServiceImpl<typeof AdminService> {
+/** adminService maps AdminService RPCs onto the admin views, and ReloadConfig onto the server's reload. */
+export function adminService(admin: Admin, reload: Reload): ServiceImpl<typeof AdminService> {
   return {
     async listResourceGroups() {
       return {
@@ -53,6 +101,70 @@ export function adminService(admin: Admin): ServiceImpl<typeof AdminService> {
           waiting: BigInt(q.waiting),
           oldestQueuedAt: q.oldestQueuedAt === undefined ? undefined : timestamp(q.oldestQueuedAt),
         })),
+      };
+    },
+    async listSessions(req) {
+      const page = await admin.sessions({ service: req.service, state: sessionStates[req.state], pageSize: req.pageSize, pageToken: req.pageToken });
+      return { sessions: page.sessions.map(sessionSummary), nextPageToken: page.nextPageToken };
+    },
+    async getSession(req) {
+      const { session, reservations } = await admin.session(req.sessionId);
+      return { session: sessionSummary(session), reservations: reservations.map(reservationSummary) };
+    },
+    async cancelSession(req) {
+      return { session: sessionSummary(await admin.cancelSession(req.sessionId)) };
+    },
+    listServices() {
+      return {
+        services: admin.services().map((s) => ({
+          name: s.name,
+          builtin: s.builtin,
+          configured: s.configured,
+          ttlSeconds: s.ttlSeconds === undefined ? undefined : BigInt(s.ttlSeconds),
+          resourceGroup: s.resourceGroup,
+          provideCode: s.provideCode,
+          accessCodeLength: s.accessCodeLength,
+          bookingExpirationTimeoutSeconds: s.bookingExpirationTimeout === undefined ? undefined : BigInt(s.bookingExpirationTimeout),
+          endpoint: s.endpoint,
+        })),
+      };
+    },
+    async getChatParticipants(req) {
+      const { chat, participants } = await admin.participants(req.chatId);
+      return {
+        chat: {
+          chatId: chat.id,
+          sessionId: chat.sessionId,
+          service: chat.service,
+          endpoint: chat.endpoint,
+          state: chatStates[chat.state],
+          createdAt: timestamp(chat.createdAt),
+          expiresAt: timestamp(chat.expiresAt),
+        },
+        participants: participants.map(chatParticipant),
+      };
+    },
+    getConfiguration() {
+      return { configuration: admin.configuration() as JsonObject };
+    },
+    async reloadConfig() {
+      const c = await reload();
+      return {
+        changedSections: c.sections,
+        changedSettings: c.settings,
+        groupsAdded: c.groupsAdded,
+        groupsRemoved: c.groupsRemoved,
+        groupsChanged: c.groupsChanged,
+        numbersAdded: BigInt(c.numbersAdded),
+        numbersRetired: BigInt(c.numbersRetired),
+        servicesAdded: c.servicesAdded,
+        servicesRemoved: c.servicesRemoved,
+        servicesChanged: c.servicesChanged,
+        apiKeysAdded: BigInt(c.apiKeysAdded),
+        apiKeysRemoved: BigInt(c.apiKeysRemoved),
+        apiKeysChanged: BigInt(c.apiKeysChanged),
+        restartRequired: c.restartRequired,
+        loadedAt: timestamp(c.loadedAt),
       };
     },
   };

@@ -32,7 +32,8 @@ const eventTypes: Record<EventKind, ChatEventType> = {
   message_read: ChatEventType.MESSAGE_READ,
 };
 
-const participantTypes: Record<ParticipantKind, ParticipantType> = {
+/** participantTypes map a participant's kind onto the contract's ParticipantType. */
+export const participantTypes: Record<ParticipantKind, ParticipantType> = {
   client: ParticipantType.CLIENT,
   agent: ParticipantType.AGENT,
   supervisor: ParticipantType.SUPERVISOR,

@@ -1,5 +1,5 @@
-import { create } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { create, type DescMessage, type Message } from "@bufbuild/protobuf";
+import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import {
@@ -9,6 +9,7 @@ import {
   PoolExhaustedSchema,
   RateLimitedSchema,
 } from "../../gen/gms/v1/error_details_pb.js";
+import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { GmsError, type FailureDetail, type FailureKind } from "../domain/errors.js";
 import { describeError, isUnavailable } from "../store/errors.js";
 
@@ -32,22 +33,42 @@ function retryAfter(at: number, now: number): bigint {
   return BigInt(Math.max(0, Math.ceil((at - now) / 1000)));
 }
 
-function detailOf(detail: FailureDetail, now: number) {
+/** Detail is one error detail as ConnectError takes it. */
+type Detail = { desc: DescMessage; value: Message };
+
+/**
+ * retryInfo is the standard `google.rpc.RetryInfo` detail: how long to wait before retrying, to the
+ * millisecond. gRPC clients and libraries that know no gms.v1 detail read it (a client's retry
+ * policy, Google's API client libraries), so every refusal that knows when a retry helps carries it.
+ */
+export function retryInfo(delayMs: number): Detail {
+  return { desc: RetryInfoSchema, value: create(RetryInfoSchema, { retryDelay: durationFromMs(Math.max(0, Math.ceil(delayMs))) }) };
+}
+
+/** rateLimitedDetails are a rate limit's refusal details until `until`: gms.v1.RateLimited and google.rpc.RetryInfo. */
+export function rateLimitedDetails(until: number, now: number): Detail[] {
+  return [{ desc: RateLimitedSchema, value: create(RateLimitedSchema, { until: timestampFromMs(until), retryAfterSeconds: retryAfter(until, now) }) }, retryInfo(until - now)];
+}
+
+function detailsOf(detail: FailureDetail, now: number): Detail[] {
   switch (detail.type) {
     case "limit":
-      return { desc: LimitExceededSchema, value: create(LimitExceededSchema, { limit: detail.limit, max: BigInt(detail.max), actual: BigInt(detail.actual) }) };
-    case "pool_exhausted":
-      return {
+      return [{ desc: LimitExceededSchema, value: create(LimitExceededSchema, { limit: detail.limit, max: BigInt(detail.max), actual: BigInt(detail.actual) }) }];
+    case "pool_exhausted": {
+      const pool = {
         desc: PoolExhaustedSchema,
         value: create(PoolExhaustedSchema, {
           resourceGroup: detail.resourceGroup,
           ...(detail.nextFreeAt === undefined ? {} : { nextFreeAt: timestampFromMs(detail.nextFreeAt), retryAfterSeconds: retryAfter(detail.nextFreeAt, now) }),
         }),
       };
+      // Only a pool that knows when a number frees up says when to retry.
+      return detail.nextFreeAt === undefined ? [pool] : [pool, retryInfo(detail.nextFreeAt - now)];
+    }
     case "no_match":
-      return { desc: NoMatchSchema, value: create(NoMatchSchema, { reason: noMatchReasons[detail.reason] }) };
+      return [{ desc: NoMatchSchema, value: create(NoMatchSchema, { reason: noMatchReasons[detail.reason] }) }];
     case "rate_limited":
-      return { desc: RateLimitedSchema, value: create(RateLimitedSchema, { until: timestampFromMs(detail.until), retryAfterSeconds: retryAfter(detail.until, now) }) };
+      return rateLimitedDetails(detail.until, now);
   }
 }
 
@@ -63,7 +84,7 @@ export function toConnectError(e: unknown, log: Logger, now = Date.now(), reques
   // A wait or a read ended because the client went away (or its deadline passed): no fault here.
   if (isAbort(e)) return new ConnectError("the call was cancelled", e.name === "TimeoutError" ? Code.DeadlineExceeded : Code.Canceled, undefined, undefined, e);
   if (e instanceof GmsError) {
-    const details = e.detail === undefined ? [] : [detailOf(e.detail, now)];
+    const details = e.detail === undefined ? [] : detailsOf(e.detail, now);
     return new ConnectError(e.message, codes[e.kind], undefined, details, e);
   }
   if (isUnavailable(e)) {

@@ -5,6 +5,7 @@ import knexFactory, { type Knex } from "knex";
 import type { Dialect } from "./dialect.js";
 import { migrationSource } from "./migrations.js";
 import { describeError, looksLikeSql, QueryTimeoutError } from "./errors.js";
+import { redactUrl } from "../redact.js";
 import { startCheckpointer } from "./sqlite-checkpointer.js";
 
 export type { Dialect } from "./dialect.js";
@@ -42,10 +43,7 @@ export function dialectOf(url: string): Dialect {
   throw new Error(`unsupported database url "${redactUrl(url)}": expected sqlite:<path> or mysql://...`);
 }
 
-/** redactUrl hides the password of a database URL, for logs and errors. */
-export function redactUrl(url: string): string {
-  return url.replace(/\/\/([^:/@]+):[^@]*@/, "//$1:***@");
-}
+export { redactUrl };
 
 /** DatabaseLog receives knex's own warnings, so they reach the JSON log instead of stderr. */
 export interface DatabaseLog {

@@ -304,6 +304,24 @@ const migrations: Migration[] = [
       await knex.schema.dropTable("storage_custom_ids");
     },
   },
+  {
+    name: "011_sessions_listing",
+    async up(knex) {
+      // An operator lists sessions newest first, of every service or of one (AdminService.ListSessions,
+      // a keyset on created_at and id). Both grow at their right edge as sessions are created, so an
+      // insert costs each a leaf page it most likely has in memory.
+      await knex.schema.alterTable("sessions", (t) => {
+        t.index(["created_at", "id"], "sessions_listing");
+        t.index(["service", "created_at", "id"], "sessions_by_service");
+      });
+    },
+    async down(knex) {
+      await knex.schema.alterTable("sessions", (t) => {
+        t.dropIndex(["service", "created_at", "id"], "sessions_by_service");
+        t.dropIndex(["created_at", "id"], "sessions_listing");
+      });
+    },
+  },
 ];
 
 /**

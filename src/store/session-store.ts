@@ -1,6 +1,6 @@
 // The sessions' store on SQL (the contract: src/domain/session-store.ts). One path for both
 // dialects: plain knex, the lock a FOR UPDATE on MySQL (SQLite serialises its writers).
-import type { Session, SessionChange, SessionState, SessionStore } from "../domain/session-store.js";
+import type { Session, SessionChange, SessionCursor, SessionFilter, SessionState, SessionStore } from "../domain/session-store.js";
 import { lockForUpdate, type Database, type Dialect, type Queryable } from "./database.js";
 import { trxOf } from "./unit-of-work.js";
 
@@ -55,6 +55,27 @@ async function updateSession(q: Queryable, id: string, change: SessionChange): P
 }
 
 /**
+ * listSessions pages the live sessions newest first by keyset: (created_at, id) below the cursor's,
+ * written as an OR rather than a row comparison, which MariaDB does not take to an index. The
+ * indexes of migration 011 serve the order: sessions_listing for every service, sessions_by_service
+ * for one; a state is filtered on the rows the index yields.
+ */
+async function listSessions(q: Queryable, filter: SessionFilter, now: number, limit: number, after?: SessionCursor): Promise<Session[]> {
+  const qb = q("sessions").where("expires_at", ">", now);
+  if (filter.service !== undefined) qb.andWhere("service", filter.service);
+  if (filter.state !== undefined) qb.andWhere("state", filter.state);
+  if (after !== undefined) {
+    qb.andWhere((w) => {
+      void w.where("created_at", "<", after.createdAt).orWhere((same) => {
+        void same.where("created_at", after.createdAt).andWhere("id", "<", after.id);
+      });
+    });
+  }
+  const rows = (await qb.orderBy([{ column: "created_at", order: "desc" }, { column: "id", order: "desc" }]).limit(limit).select("*")) as SessionSql[];
+  return rows.map(sessionFromSql);
+}
+
+/**
  * sweepExpiredSessions deletes up to `batch` sessions that expired before `now`, in key order (see
  * sweepExpiredData: sweepers on several nodes wait for one another, never deadlock).
  */
@@ -71,6 +92,7 @@ export function createSessionStore(db: Database): SessionStore {
     lock: (uow, id, now) => readSession(trxOf(uow), id, now, db.dialect),
     insert: (uow, session) => insertSession(trxOf(uow), session),
     update: (uow, id, change) => updateSession(trxOf(uow), id, change),
+    list: (filter, now, limit, after) => listSessions(db.knex, filter, now, limit, after),
     sweep: (now, batch) => sweepExpiredSessions(db.knex, now, batch),
   };
 }

@@ -120,6 +120,75 @@ describe.each(DIALECTS)("SessionStore on %s", (dialect) => {
     });
   });
 
+  describe("list", () => {
+    // Sessions of a listing of their own: a service name no other test uses, created at times of their own.
+    const listed = (o: Partial<Session>) => session({ service: "listed", ...o });
+
+    it("is the live sessions newest first, by creation then id, up to the limit, after the cursor", async () => {
+      const t0 = now + 500_000;
+      // Three created in the same millisecond (ordered by id among themselves), one earlier, one later; one expired.
+      const same = [listed({ createdAt: t0 }), listed({ createdAt: t0 }), listed({ createdAt: t0 })];
+      const older = listed({ createdAt: t0 - 1 });
+      const newer = listed({ createdAt: t0 + 1 });
+      const expired = listed({ createdAt: t0 + 2, expiresAt: now + 1 });
+      for (const s of [older, ...same, newer, expired]) await insert(s);
+      const order = [newer, ...[...same].sort((a, b) => (a.id < b.id ? 1 : -1)), older];
+      const filter = { service: "listed" };
+      expect(await stores.sessions.list(filter, now + 10, 10)).toEqual(order);
+      expect(await stores.sessions.list(filter, now + 10, 2)).toEqual(order.slice(0, 2));
+      // Page after page by the last one's (createdAt, id): every session once, in order.
+      const pages: Session[] = [];
+      for (let after: Session | undefined; ; ) {
+        const page = await stores.sessions.list(filter, now + 10, 2, after === undefined ? undefined : { createdAt: after.createdAt, id: after.id });
+        pages.push(...page);
+        if (page.length < 2) break;
+        after = page[page.length - 1];
+      }
+      expect(pages).toEqual(order);
+      // The expired one is listed while it lives.
+      expect((await stores.sessions.list(filter, now, 10))[0]).toEqual(expired);
+    });
+
+    it("keeps one service and/or one state when asked", async () => {
+      const t0 = now + 600_000;
+      const a1 = session({ service: "svc-a", createdAt: t0 });
+      const a2 = session({ service: "svc-a", createdAt: t0 + 1, state: "ended" });
+      const b1 = session({ service: "svc-b", createdAt: t0 + 2, state: "ended" });
+      for (const s of [a1, a2, b1]) await insert(s);
+      expect(await stores.sessions.list({ service: "svc-a" }, now, 10)).toEqual([a2, a1]);
+      expect(await stores.sessions.list({ service: "svc-a", state: "active" }, now, 10)).toEqual([a1]);
+      expect(await stores.sessions.list({ service: "svc-b", state: "active" }, now, 10)).toEqual([]);
+      const ended = await stores.sessions.list({ state: "ended" }, now, 1000);
+      expect(ended.map((s) => s.id)).toEqual(expect.arrayContaining([a2.id, b1.id]));
+      expect(ended.every((s) => s.state === "ended")).toBe(true);
+      expect(ended.slice(0, 2)).toEqual([b1, a2]);
+      // Without a filter, every live session.
+      const all = await stores.sessions.list({}, now, 1000);
+      expect(all.slice(0, 3)).toEqual([b1, a2, a1]);
+      expect(await stores.sessions.list({ service: "nobody" }, now, 10)).toEqual([]);
+    });
+
+    it("does not move later pages when sessions are created between pages", async () => {
+      const t0 = now + 700_000;
+      const first = Array.from({ length: 4 }, (_, i) => session({ service: "paged", createdAt: t0 + i }));
+      for (const s of first) await insert(s);
+      const page1 = await stores.sessions.list({ service: "paged" }, now, 2);
+      expect(page1).toEqual([first[3], first[2]]);
+      // Created since: newer than the cursor, so never on a later page.
+      await insert(session({ service: "paged", createdAt: t0 + 10 }));
+      const last = page1[1]!;
+      expect(await stores.sessions.list({ service: "paged" }, now, 2, { createdAt: last.createdAt, id: last.id })).toEqual([first[1], first[0]]);
+    });
+
+    it("has the listing indexes of migration 011", async () => {
+      const indexes =
+        dialect === "sqlite"
+          ? ((await db.knex.raw("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sessions'")) as { name: string }[]).map((r) => r.name)
+          : ((await db.knex.raw("SELECT DISTINCT index_name AS name FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = 'sessions'")) as [{ name: string }[]])[0].map((r) => r.name);
+      expect(indexes).toEqual(expect.arrayContaining(["sessions_listing", "sessions_by_service"]));
+    });
+  });
+
   describe("sweep", () => {
     it("deletes sessions expired by `now` in batches, and keeps live ones", async () => {
       const later = now + 10 * 60_000;

@@ -1,6 +1,7 @@
 import type { Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { pino } from "pino";
+import type { Bus } from "../../src/bus.js";
 import { ManualClock, type Clock } from "../../src/clock.js";
 import { parseConfig, type Config } from "../../src/config.js";
 import type { Dialect } from "../../src/store/database.js";
@@ -25,6 +26,8 @@ export interface TestServer {
 export interface TestServerOptions {
   config?: Record<string, unknown>;
   clock?: Clock;
+  /** bus replaces the one the configuration would make (e.g. in-process, for a `bus.redis_url` that is only to be shown). */
+  bus?: Bus;
 }
 
 /** startTestServer starts the real server on 127.0.0.1:0 over a fresh database of the dialect. */
@@ -34,7 +37,7 @@ export async function startTestServer(dialect: Dialect, options: TestServerOptio
   const config = parseConfig(raw, "test configuration");
   const clock = options.clock ?? new ManualClock(Date.now());
   const log = pino({ level: process.env["GMS_TEST_LOG"] ?? "silent" });
-  const server = await startServer({ config, db, log, clock, sweep: false });
+  const server = await startServer({ config, db, log, clock, sweep: false, bus: options.bus });
   const transport = (kind: "grpc" | "connect", apiKey?: string) => {
     const interceptors = apiKey === undefined ? [] : [(next: (r: never) => unknown) => (req: { header: Headers }) => (req.header.set("authorization", `Bearer ${apiKey}`), next(req as never))];
     return kind === "grpc"

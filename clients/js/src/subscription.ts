@@ -248,6 +248,14 @@ export function subscribe(source: ChatSource, cursor: Cursor, handlers: ChatHand
     let fruitless = 0; // stream attempts in a row that delivered nothing
     let polling = mode === "poll";
     let pollingSince = 0;
+    // Whether a poll has answered since the fallback: until one has, a failing poll says the server
+    // is out of reach (a restart, a lost network), not that streams do not get through.
+    let pollAnswered = false;
+    const fallBack = () => {
+      polling = true;
+      pollingSince = Date.now();
+      pollAnswered = false;
+    };
     if (!polling && cursor.position > 0) {
       // Resumed (a reload): one poll that does not wait delivers what was missed and tells whether
       // the chat is already over, which a stream from past its end would never say.
@@ -266,13 +274,21 @@ export function subscribe(source: ChatSource, cursor: Cursor, handlers: ChatHand
         try {
           const got = await poll(waitSeconds);
           failures = 0;
+          pollAnswered = true;
           if (got === "ended") return finish();
           if (got === "quiet") await sleep(started + minPollIntervalMs - Date.now(), signal);
         } catch (err) {
           if (signal.aborted) return;
           const e = toGmsError(err);
           if (!isRetryable(e)) return fail(e);
+          if (mode === "auto" && !pollAnswered) {
+            // Nothing gets through, polls neither: back to streaming once the server answers again.
+            polling = false;
+            fruitless = 0;
+            setState("reconnecting");
+          }
           await sleep(Math.max(e.retryAfterMs ?? 0, backoffDelay(failures++, baseMs, maxMs)), signal);
+          continue;
         }
         if (mode === "auto" && Date.now() - pollingSince >= retryStreamAfterMs) {
           // Long enough: the network may pass streams again (a new Wi-Fi, a proxy fixed).
@@ -291,15 +307,13 @@ export function subscribe(source: ChatSource, cursor: Cursor, handlers: ChatHand
         clearTyping();
         if (e.code === Code.Unimplemented && mode === "auto") {
           // Something between here and the server does not pass streams: poll at once.
-          polling = true;
-          pollingSince = Date.now();
+          fallBack();
           continue;
         }
         if (!isRetryable(e)) return fail(e);
         fruitless = heard.any ? 0 : fruitless + 1;
         if (mode === "auto" && fruitless >= fallbackAfter) {
-          polling = true;
-          pollingSince = Date.now();
+          fallBack();
           continue;
         }
         setState("reconnecting");
@@ -325,8 +339,7 @@ export function subscribe(source: ChatSource, cursor: Cursor, handlers: ChatHand
       }
       fruitless++;
       if (mode === "auto" && fruitless >= fallbackAfter) {
-        polling = true;
-        pollingSince = Date.now();
+        fallBack();
         continue;
       }
       setState("reconnecting");

@@ -2,18 +2,22 @@
 // @generated from file gms/v1/admin.proto (package gms.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import type { ParticipantType } from "./chat_event_pb.js";
+import { file_gms_v1_chat_event } from "./chat_event_pb.js";
+import type { SessionState } from "./session_pb.js";
+import { file_gms_v1_session } from "./session_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Message } from "@bufbuild/protobuf";
+import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file gms/v1/admin.proto.
  */
 export const file_gms_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChJnbXMvdjEvYWRtaW4ucHJvdG8SBmdtcy52MSKDAQoWUmVzb3VyY2VHcm91cE9jY3VwYW5jeRIMCgRuYW1lGAEgASgJEhAKCHJlc2VydmVkGAIgASgDEhQKDGNvb2xpbmdfZG93bhgDIAEoAxIMCgRmcmVlGAQgASgDEg8KB3JldGlyZWQYBSABKAMSFAoMcmVzZXJ2YXRpb25zGAYgASgDIhsKGUxpc3RSZXNvdXJjZUdyb3Vwc1JlcXVlc3QiTAoaTGlzdFJlc291cmNlR3JvdXBzUmVzcG9uc2USLgoGZ3JvdXBzGAEgAygLMh4uZ21zLnYxLlJlc291cmNlR3JvdXBPY2N1cGFuY3kizQEKElJlc2VydmF0aW9uU3VtbWFyeRIVCg1hY2Nlc3NfbnVtYmVyGAEgASgJEhYKDnJlc291cmNlX2dyb3VwGAIgASgJEhIKCnNlc3Npb25faWQYAyABKAkSFAoMcGhvbmVfbnVtYmVyGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIj0KF0xpc3RSZXNlcnZhdGlvbnNSZXF1ZXN0EiIKDnJlc291cmNlX2dyb3VwGAEgASgJQgq6SAdyBRABGIABIkwKGExpc3RSZXNlcnZhdGlvbnNSZXNwb25zZRIwCgxyZXNlcnZhdGlvbnMYASADKAsyGi5nbXMudjEuUmVzZXJ2YXRpb25TdW1tYXJ5IksKGVJlbGVhc2VSZXNlcnZhdGlvblJlcXVlc3QSLgoNYWNjZXNzX251bWJlchgBIAEoCUIXukgUchIyEF5cKz9bMC05XXsxLDQwfSQiSgoaUmVsZWFzZVJlc2VydmF0aW9uUmVzcG9uc2USLAoIcmVsZWFzZWQYASADKAsyGi5nbXMudjEuUmVzZXJ2YXRpb25TdW1tYXJ5ImwKEUNoYXRFbmRwb2ludFF1ZXVlEhAKCGVuZHBvaW50GAEgASgJEg8KB3dhaXRpbmcYAiABKAMSNAoQb2xkZXN0X3F1ZXVlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiGgoYTGlzdENoYXRFbmRwb2ludHNSZXF1ZXN0IkkKGUxpc3RDaGF0RW5kcG9pbnRzUmVzcG9uc2USLAoJZW5kcG9pbnRzGAEgAygLMhkuZ21zLnYxLkNoYXRFbmRwb2ludFF1ZXVlMogDCgxBZG1pblNlcnZpY2USYAoSTGlzdFJlc291cmNlR3JvdXBzEiEuZ21zLnYxLkxpc3RSZXNvdXJjZUdyb3Vwc1JlcXVlc3QaIi5nbXMudjEuTGlzdFJlc291cmNlR3JvdXBzUmVzcG9uc2UiA5ACARJaChBMaXN0UmVzZXJ2YXRpb25zEh8uZ21zLnYxLkxpc3RSZXNlcnZhdGlvbnNSZXF1ZXN0GiAuZ21zLnYxLkxpc3RSZXNlcnZhdGlvbnNSZXNwb25zZSIDkAIBElsKElJlbGVhc2VSZXNlcnZhdGlvbhIhLmdtcy52MS5SZWxlYXNlUmVzZXJ2YXRpb25SZXF1ZXN0GiIuZ21zLnYxLlJlbGVhc2VSZXNlcnZhdGlvblJlc3BvbnNlEl0KEUxpc3RDaGF0RW5kcG9pbnRzEiAuZ21zLnYxLkxpc3RDaGF0RW5kcG9pbnRzUmVxdWVzdBohLmdtcy52MS5MaXN0Q2hhdEVuZHBvaW50c1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChJnbXMvdjEvYWRtaW4ucHJvdG8SBmdtcy52MSKDAQoWUmVzb3VyY2VHcm91cE9jY3VwYW5jeRIMCgRuYW1lGAEgASgJEhAKCHJlc2VydmVkGAIgASgDEhQKDGNvb2xpbmdfZG93bhgDIAEoAxIMCgRmcmVlGAQgASgDEg8KB3JldGlyZWQYBSABKAMSFAoMcmVzZXJ2YXRpb25zGAYgASgDIhsKGUxpc3RSZXNvdXJjZUdyb3Vwc1JlcXVlc3QiTAoaTGlzdFJlc291cmNlR3JvdXBzUmVzcG9uc2USLgoGZ3JvdXBzGAEgAygLMh4uZ21zLnYxLlJlc291cmNlR3JvdXBPY2N1cGFuY3kizQEKElJlc2VydmF0aW9uU3VtbWFyeRIVCg1hY2Nlc3NfbnVtYmVyGAEgASgJEhYKDnJlc291cmNlX2dyb3VwGAIgASgJEhIKCnNlc3Npb25faWQYAyABKAkSFAoMcGhvbmVfbnVtYmVyGAQgASgJEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIj0KF0xpc3RSZXNlcnZhdGlvbnNSZXF1ZXN0EiIKDnJlc291cmNlX2dyb3VwGAEgASgJQgq6SAdyBRABGIABIkwKGExpc3RSZXNlcnZhdGlvbnNSZXNwb25zZRIwCgxyZXNlcnZhdGlvbnMYASADKAsyGi5nbXMudjEuUmVzZXJ2YXRpb25TdW1tYXJ5IksKGVJlbGVhc2VSZXNlcnZhdGlvblJlcXVlc3QSLgoNYWNjZXNzX251bWJlchgBIAEoCUIXukgUchIyEF5cKz9bMC05XXsxLDQwfSQiSgoaUmVsZWFzZVJlc2VydmF0aW9uUmVzcG9uc2USLAoIcmVsZWFzZWQYASADKAsyGi5nbXMudjEuUmVzZXJ2YXRpb25TdW1tYXJ5ImwKEUNoYXRFbmRwb2ludFF1ZXVlEhAKCGVuZHBvaW50GAEgASgJEg8KB3dhaXRpbmcYAiABKAMSNAoQb2xkZXN0X3F1ZXVlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiGgoYTGlzdENoYXRFbmRwb2ludHNSZXF1ZXN0IkkKGUxpc3RDaGF0RW5kcG9pbnRzUmVzcG9uc2USLAoJZW5kcG9pbnRzGAEgAygLMhkuZ21zLnYxLkNoYXRFbmRwb2ludFF1ZXVlIuoBCg5TZXNzaW9uU3VtbWFyeRIKCgJpZBgBIAEoCRIPCgdzZXJ2aWNlGAIgASgJEg8KB2J1aWx0aW4YAyABKAkSIwoFc3RhdGUYBCABKA4yFC5nbXMudjEuU2Vzc2lvblN0YXRlEhQKDHBob25lX251bWJlchgFIAEoCRIPCgdkYXRhX2lkGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpwBChNMaXN0U2Vzc2lvbnNSZXF1ZXN0EhkKB3NlcnZpY2UYASABKAlCCLpIBXIDGIABEi0KBXN0YXRlGAIgASgOMhQuZ21zLnYxLlNlc3Npb25TdGF0ZUIIukgFggECEAESHQoJcGFnZV9zaXplGAMgASgFQgq6SAcaBRjoBygAEhwKCnBhZ2VfdG9rZW4YBCABKAlCCLpIBXIDGIAEIlkKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEigKCHNlc3Npb25zGAEgAygLMhYuZ21zLnYxLlNlc3Npb25TdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI9Ch1BZG1pblNlcnZpY2VHZXRTZXNzaW9uUmVxdWVzdBIcCgpzZXNzaW9uX2lkGAEgASgJQgi6SAVyA7ABASJ7Ch5BZG1pblNlcnZpY2VHZXRTZXNzaW9uUmVzcG9uc2USJwoHc2Vzc2lvbhgBIAEoCzIWLmdtcy52MS5TZXNzaW9uU3VtbWFyeRIwCgxyZXNlcnZhdGlvbnMYAiADKAsyGi5nbXMudjEuUmVzZXJ2YXRpb25TdW1tYXJ5IkAKIEFkbWluU2VydmljZUNhbmNlbFNlc3Npb25SZXF1ZXN0EhwKCnNlc3Npb25faWQYASABKAlCCLpIBXIDsAEBIkwKIUFkbWluU2VydmljZUNhbmNlbFNlc3Npb25SZXNwb25zZRInCgdzZXNzaW9uGAEgASgLMhYuZ21zLnYxLlNlc3Npb25TdW1tYXJ5Iv0CCg5TZXJ2aWNlU3VtbWFyeRIMCgRuYW1lGAEgASgJEg8KB2J1aWx0aW4YAiABKAkSEgoKY29uZmlndXJlZBgDIAEoCBIYCgt0dGxfc2Vjb25kcxgEIAEoA0gAiAEBEhsKDnJlc291cmNlX2dyb3VwGAUgASgJSAGIAQESGQoMcHJvdmlkZV9jb2RlGAYgASgISAKIAQESHwoSYWNjZXNzX2NvZGVfbGVuZ3RoGAcgASgFSAOIAQESLwoiYm9va2luZ19leHBpcmF0aW9uX3RpbWVvdXRfc2Vjb25kcxgIIAEoA0gEiAEBEhUKCGVuZHBvaW50GAkgASgJSAWIAQFCDgoMX3R0bF9zZWNvbmRzQhEKD19yZXNvdXJjZV9ncm91cEIPCg1fcHJvdmlkZV9jb2RlQhUKE19hY2Nlc3NfY29kZV9sZW5ndGhCJQojX2Jvb2tpbmdfZXhwaXJhdGlvbl90aW1lb3V0X3NlY29uZHNCCwoJX2VuZHBvaW50IhUKE0xpc3RTZXJ2aWNlc1JlcXVlc3QiQAoUTGlzdFNlcnZpY2VzUmVzcG9uc2USKAoIc2VydmljZXMYASADKAsyFi5nbXMudjEuU2VydmljZVN1bW1hcnki1wEKC0NoYXRTdW1tYXJ5Eg8KB2NoYXRfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIPCgdzZXJ2aWNlGAMgASgJEhAKCGVuZHBvaW50GAQgASgJEiAKBXN0YXRlGAUgASgOMhEuZ21zLnYxLkNoYXRTdGF0ZRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLQAQoPQ2hhdFBhcnRpY2lwYW50EhYKDnBhcnRpY2lwYW50X2lkGAEgASgJEhAKCG5pY2tuYW1lGAIgASgJEiUKBHR5cGUYAyABKA4yFy5nbXMudjEuUGFydGljaXBhbnRUeXBlEhAKCGlkZW50aXR5GAQgASgJEi0KCWpvaW5lZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoHbGVmdF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNwoaR2V0Q2hhdFBhcnRpY2lwYW50c1JlcXVlc3QSGQoHY2hhdF9pZBgBIAEoCUIIukgFcgOwAQEibwobR2V0Q2hhdFBhcnRpY2lwYW50c1Jlc3BvbnNlEiEKBGNoYXQYASABKAsyEy5nbXMudjEuQ2hhdFN1bW1hcnkSLQoMcGFydGljaXBhbnRzGAIgAygLMhcuZ21zLnYxLkNoYXRQYXJ0aWNpcGFudCIZChdHZXRDb25maWd1cmF0aW9uUmVxdWVzdCJKChhHZXRDb25maWd1cmF0aW9uUmVzcG9uc2USLgoNY29uZmlndXJhdGlvbhgBIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiFQoTUmVsb2FkQ29uZmlnUmVxdWVzdCKhAwoUUmVsb2FkQ29uZmlnUmVzcG9uc2USGAoQY2hhbmdlZF9zZWN0aW9ucxgBIAMoCRIYChBjaGFuZ2VkX3NldHRpbmdzGAIgAygJEhQKDGdyb3Vwc19hZGRlZBgDIAMoCRIWCg5ncm91cHNfcmVtb3ZlZBgEIAMoCRIWCg5ncm91cHNfY2hhbmdlZBgFIAMoCRIVCg1udW1iZXJzX2FkZGVkGAYgASgDEhcKD251bWJlcnNfcmV0aXJlZBgHIAEoAxIWCg5zZXJ2aWNlc19hZGRlZBgIIAMoCRIYChBzZXJ2aWNlc19yZW1vdmVkGAkgAygJEhgKEHNlcnZpY2VzX2NoYW5nZWQYCiADKAkSFgoOYXBpX2tleXNfYWRkZWQYCyABKAMSGAoQYXBpX2tleXNfcmVtb3ZlZBgMIAEoAxIYChBhcGlfa2V5c19jaGFuZ2VkGA0gASgDEhgKEHJlc3RhcnRfcmVxdWlyZWQYDiADKAkSLQoJbG9hZGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCpsCglDaGF0U3RhdGUSGgoWQ0hBVF9TVEFURV9VTlNQRUNJRklFRBAAEhYKEkNIQVRfU1RBVEVfV0FJVElORxABEhUKEUNIQVRfU1RBVEVfQUNUSVZFEAISFAoQQ0hBVF9TVEFURV9FTkRFRBADMvwHCgxBZG1pblNlcnZpY2USYAoSTGlzdFJlc291cmNlR3JvdXBzEiEuZ21zLnYxLkxpc3RSZXNvdXJjZUdyb3Vwc1JlcXVlc3QaIi5nbXMudjEuTGlzdFJlc291cmNlR3JvdXBzUmVzcG9uc2UiA5ACARJaChBMaXN0UmVzZXJ2YXRpb25zEh8uZ21zLnYxLkxpc3RSZXNlcnZhdGlvbnNSZXF1ZXN0GiAuZ21zLnYxLkxpc3RSZXNlcnZhdGlvbnNSZXNwb25zZSIDkAIBElsKElJlbGVhc2VSZXNlcnZhdGlvbhIhLmdtcy52MS5SZWxlYXNlUmVzZXJ2YXRpb25SZXF1ZXN0GiIuZ21zLnYxLlJlbGVhc2VSZXNlcnZhdGlvblJlc3BvbnNlEl0KEUxpc3RDaGF0RW5kcG9pbnRzEiAuZ21zLnYxLkxpc3RDaGF0RW5kcG9pbnRzUmVxdWVzdBohLmdtcy52MS5MaXN0Q2hhdEVuZHBvaW50c1Jlc3BvbnNlIgOQAgESTgoMTGlzdFNlc3Npb25zEhsuZ21zLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaHC5nbXMudjEuTGlzdFNlc3Npb25zUmVzcG9uc2UiA5ACARJgCgpHZXRTZXNzaW9uEiUuZ21zLnYxLkFkbWluU2VydmljZUdldFNlc3Npb25SZXF1ZXN0GiYuZ21zLnYxLkFkbWluU2VydmljZUdldFNlc3Npb25SZXNwb25zZSIDkAIBEmQKDUNhbmNlbFNlc3Npb24SKC5nbXMudjEuQWRtaW5TZXJ2aWNlQ2FuY2VsU2Vzc2lvblJlcXVlc3QaKS5nbXMudjEuQWRtaW5TZXJ2aWNlQ2FuY2VsU2Vzc2lvblJlc3BvbnNlEk4KDExpc3RTZXJ2aWNlcxIbLmdtcy52MS5MaXN0U2VydmljZXNSZXF1ZXN0GhwuZ21zLnYxLkxpc3RTZXJ2aWNlc1Jlc3BvbnNlIgOQAgESYwoTR2V0Q2hhdFBhcnRpY2lwYW50cxIiLmdtcy52MS5HZXRDaGF0UGFydGljaXBhbnRzUmVxdWVzdBojLmdtcy52MS5HZXRDaGF0UGFydGljaXBhbnRzUmVzcG9uc2UiA5ACARJaChBHZXRDb25maWd1cmF0aW9uEh8uZ21zLnYxLkdldENvbmZpZ3VyYXRpb25SZXF1ZXN0GiAuZ21zLnYxLkdldENvbmZpZ3VyYXRpb25SZXNwb25zZSIDkAIBEkkKDFJlbG9hZENvbmZpZxIbLmdtcy52MS5SZWxvYWRDb25maWdSZXF1ZXN0GhwuZ21zLnYxLlJlbG9hZENvbmZpZ1Jlc3BvbnNlYgZwcm90bzM", [file_buf_validate_validate, file_gms_v1_chat_event, file_gms_v1_session, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * ResourceGroupOccupancy is what a resource group's numbers are doing now, each number counted in
@@ -321,6 +325,741 @@ export const ListChatEndpointsResponseSchema: GenMessage<ListChatEndpointsRespon
   messageDesc(file_gms_v1_admin, 10);
 
 /**
+ * SessionSummary is a session as an operator sees it: never its data's values, never an access code.
+ *
+ * @generated from message gms.v1.SessionSummary
+ */
+export type SessionSummary = Message<"gms.v1.SessionSummary"> & {
+  /**
+   * id is the session's id (GMS `_id`).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * service is the name of the service the session was created through.
+   *
+   * @generated from field: string service = 2;
+   */
+  service: string;
+
+  /**
+   * builtin is the builtin behind the service, e.g. "request-interaction".
+   *
+   * @generated from field: string builtin = 3;
+   */
+  builtin: string;
+
+  /**
+   * state is ACTIVE, or ENDED once cancelled (kept until it expires).
+   *
+   * @generated from field: gms.v1.SessionState state = 4;
+   */
+  state: SessionState;
+
+  /**
+   * phone_number is the customer's phone number; empty for a chat's session.
+   *
+   * @generated from field: string phone_number = 5;
+   */
+  phoneNumber: string;
+
+  /**
+   * data_id is the id of the session's data record (GMS `_data_id`).
+   *
+   * @generated from field: string data_id = 6;
+   */
+  dataId: string;
+
+  /**
+   * created_at is when the session was created.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 7;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * expires_at is when the session and its data lapse.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 8;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message gms.v1.SessionSummary.
+ * Use `create(SessionSummarySchema)` to create a new message.
+ */
+export const SessionSummarySchema: GenMessage<SessionSummary> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 11);
+
+/**
+ * ListSessionsRequest filters and pages the live sessions.
+ *
+ * @generated from message gms.v1.ListSessionsRequest
+ */
+export type ListSessionsRequest = Message<"gms.v1.ListSessionsRequest"> & {
+  /**
+   * service keeps the sessions of this service (its name as called, e.g. "iPhoneService"); empty
+   * for every service.
+   *
+   * @generated from field: string service = 1;
+   */
+  service: string;
+
+  /**
+   * state keeps the sessions in this state; unspecified for both.
+   *
+   * @generated from field: gms.v1.SessionState state = 2;
+   */
+  state: SessionState;
+
+  /**
+   * page_size is the most sessions in one reply: 1 to 1000; 0 means 100.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * page_token is a previous reply's next_page_token, with the same service and state; empty for
+   * the first page. A token that was not made so is INVALID_ARGUMENT.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message gms.v1.ListSessionsRequest.
+ * Use `create(ListSessionsRequestSchema)` to create a new message.
+ */
+export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 12);
+
+/**
+ * ListSessionsResponse is one page of sessions.
+ *
+ * @generated from message gms.v1.ListSessionsResponse
+ */
+export type ListSessionsResponse = Message<"gms.v1.ListSessionsResponse"> & {
+  /**
+   * sessions are live sessions, newest first (by creation, then id).
+   *
+   * @generated from field: repeated gms.v1.SessionSummary sessions = 1;
+   */
+  sessions: SessionSummary[];
+
+  /**
+   * next_page_token asks for the next page; empty on the last. Sessions created after the first
+   * page never shift later pages: each page starts after the last session of the one before.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message gms.v1.ListSessionsResponse.
+ * Use `create(ListSessionsResponseSchema)` to create a new message.
+ */
+export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 13);
+
+/**
+ * AdminServiceGetSessionRequest names a session.
+ *
+ * @generated from message gms.v1.AdminServiceGetSessionRequest
+ */
+export type AdminServiceGetSessionRequest = Message<"gms.v1.AdminServiceGetSessionRequest"> & {
+  /**
+   * session_id is the session's id.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message gms.v1.AdminServiceGetSessionRequest.
+ * Use `create(AdminServiceGetSessionRequestSchema)` to create a new message.
+ */
+export const AdminServiceGetSessionRequestSchema: GenMessage<AdminServiceGetSessionRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 14);
+
+/**
+ * AdminServiceGetSessionResponse is the session and its live reservations.
+ *
+ * @generated from message gms.v1.AdminServiceGetSessionResponse
+ */
+export type AdminServiceGetSessionResponse = Message<"gms.v1.AdminServiceGetSessionResponse"> & {
+  /**
+   * session is the session.
+   *
+   * @generated from field: gms.v1.SessionSummary session = 1;
+   */
+  session?: SessionSummary | undefined;
+
+  /**
+   * reservations are the session's live reservations, oldest first, without their access codes.
+   *
+   * @generated from field: repeated gms.v1.ReservationSummary reservations = 2;
+   */
+  reservations: ReservationSummary[];
+};
+
+/**
+ * Describes the message gms.v1.AdminServiceGetSessionResponse.
+ * Use `create(AdminServiceGetSessionResponseSchema)` to create a new message.
+ */
+export const AdminServiceGetSessionResponseSchema: GenMessage<AdminServiceGetSessionResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 15);
+
+/**
+ * AdminServiceCancelSessionRequest names the session to end.
+ *
+ * @generated from message gms.v1.AdminServiceCancelSessionRequest
+ */
+export type AdminServiceCancelSessionRequest = Message<"gms.v1.AdminServiceCancelSessionRequest"> & {
+  /**
+   * session_id is the session's id.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message gms.v1.AdminServiceCancelSessionRequest.
+ * Use `create(AdminServiceCancelSessionRequestSchema)` to create a new message.
+ */
+export const AdminServiceCancelSessionRequestSchema: GenMessage<AdminServiceCancelSessionRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 16);
+
+/**
+ * AdminServiceCancelSessionResponse is the session once ended.
+ *
+ * @generated from message gms.v1.AdminServiceCancelSessionResponse
+ */
+export type AdminServiceCancelSessionResponse = Message<"gms.v1.AdminServiceCancelSessionResponse"> & {
+  /**
+   * session is the session, in state ENDED.
+   *
+   * @generated from field: gms.v1.SessionSummary session = 1;
+   */
+  session?: SessionSummary | undefined;
+};
+
+/**
+ * Describes the message gms.v1.AdminServiceCancelSessionResponse.
+ * Use `create(AdminServiceCancelSessionResponseSchema)` to create a new message.
+ */
+export const AdminServiceCancelSessionResponseSchema: GenMessage<AdminServiceCancelSessionResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 17);
+
+/**
+ * ServiceSummary is a service callers may name, with what its configuration fixes. An option left
+ * unset here is the request's to choose (or the default).
+ *
+ * @generated from message gms.v1.ServiceSummary
+ */
+export type ServiceSummary = Message<"gms.v1.ServiceSummary"> & {
+  /**
+   * name is the name callers give in `service` (GMS's service name in the URL).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * builtin is the GMS builtin the service is an instance of, e.g. "request-interaction".
+   *
+   * @generated from field: string builtin = 2;
+   */
+  builtin: string;
+
+  /**
+   * configured tells a `services.<name>` section from a builtin called under its own name.
+   *
+   * @generated from field: bool configured = 3;
+   */
+  configured: boolean;
+
+  /**
+   * ttl_seconds is the life of the sessions it creates (`ttl`).
+   *
+   * @generated from field: optional int64 ttl_seconds = 4;
+   */
+  ttlSeconds?: bigint | undefined;
+
+  /**
+   * resource_group is the group its numbers come from (`resource_group`).
+   *
+   * @generated from field: optional string resource_group = 5;
+   */
+  resourceGroup?: string | undefined;
+
+  /**
+   * provide_code is whether its reservations get an access code (`provide_code`).
+   *
+   * @generated from field: optional bool provide_code = 6;
+   */
+  provideCode?: boolean | undefined;
+
+  /**
+   * access_code_length is the length of its access codes (`access_code_length`).
+   *
+   * @generated from field: optional int32 access_code_length = 7;
+   */
+  accessCodeLength?: number | undefined;
+
+  /**
+   * booking_expiration_timeout_seconds is how long its reservations last (`booking_expiration_timeout`).
+   *
+   * @generated from field: optional int64 booking_expiration_timeout_seconds = 8;
+   */
+  bookingExpirationTimeoutSeconds?: bigint | undefined;
+
+  /**
+   * endpoint is the queue its chats wait in (`endpoint`, else `chat.default_endpoint`); request-chat only.
+   *
+   * @generated from field: optional string endpoint = 9;
+   */
+  endpoint?: string | undefined;
+};
+
+/**
+ * Describes the message gms.v1.ServiceSummary.
+ * Use `create(ServiceSummarySchema)` to create a new message.
+ */
+export const ServiceSummarySchema: GenMessage<ServiceSummary> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 18);
+
+/**
+ * ListServicesRequest is empty.
+ *
+ * @generated from message gms.v1.ListServicesRequest
+ */
+export type ListServicesRequest = Message<"gms.v1.ListServicesRequest"> & {
+};
+
+/**
+ * Describes the message gms.v1.ListServicesRequest.
+ * Use `create(ListServicesRequestSchema)` to create a new message.
+ */
+export const ListServicesRequestSchema: GenMessage<ListServicesRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 19);
+
+/**
+ * ListServicesResponse lists the services.
+ *
+ * @generated from message gms.v1.ListServicesResponse
+ */
+export type ListServicesResponse = Message<"gms.v1.ListServicesResponse"> & {
+  /**
+   * services are the configured services, then the builtins not configured under their own name,
+   * each by name.
+   *
+   * @generated from field: repeated gms.v1.ServiceSummary services = 1;
+   */
+  services: ServiceSummary[];
+};
+
+/**
+ * Describes the message gms.v1.ListServicesResponse.
+ * Use `create(ListServicesResponseSchema)` to create a new message.
+ */
+export const ListServicesResponseSchema: GenMessage<ListServicesResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 20);
+
+/**
+ * ChatSummary is a chat as an operator sees it: never its messages or user data.
+ *
+ * @generated from message gms.v1.ChatSummary
+ */
+export type ChatSummary = Message<"gms.v1.ChatSummary"> & {
+  /**
+   * chat_id identifies the chat.
+   *
+   * @generated from field: string chat_id = 1;
+   */
+  chatId: string;
+
+  /**
+   * session_id is the chat's session.
+   *
+   * @generated from field: string session_id = 2;
+   */
+  sessionId: string;
+
+  /**
+   * service is the request-chat service the customer asked for.
+   *
+   * @generated from field: string service = 3;
+   */
+  service: string;
+
+  /**
+   * endpoint is the queue the chat waits in, or came from.
+   *
+   * @generated from field: string endpoint = 4;
+   */
+  endpoint: string;
+
+  /**
+   * state is where the chat is: waiting for an agent, with one, or ended.
+   *
+   * @generated from field: gms.v1.ChatState state = 5;
+   */
+  state: ChatState;
+
+  /**
+   * created_at is when the customer asked for the chat.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 6;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * expires_at is when the chat and its session lapse.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 7;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message gms.v1.ChatSummary.
+ * Use `create(ChatSummarySchema)` to create a new message.
+ */
+export const ChatSummarySchema: GenMessage<ChatSummary> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 21);
+
+/**
+ * ChatParticipant is one party of a chat, as an operator sees it.
+ *
+ * @generated from message gms.v1.ChatParticipant
+ */
+export type ChatParticipant = Message<"gms.v1.ChatParticipant"> & {
+  /**
+   * participant_id identifies the participant within the chat.
+   *
+   * @generated from field: string participant_id = 1;
+   */
+  participantId: string;
+
+  /**
+   * nickname is the name shown to the other parties.
+   *
+   * @generated from field: string nickname = 2;
+   */
+  nickname: string;
+
+  /**
+   * type is CLIENT (the customer), AGENT, SUPERVISOR or SYSTEM.
+   *
+   * @generated from field: gms.v1.ParticipantType type = 3;
+   */
+  type: ParticipantType;
+
+  /**
+   * identity is who an agent is to opengms: its API key's name, or "<key>/<agent id>" for an agent
+   * a key acts for; empty for the customer.
+   *
+   * @generated from field: string identity = 4;
+   */
+  identity: string;
+
+  /**
+   * joined_at is when the participant joined.
+   *
+   * @generated from field: google.protobuf.Timestamp joined_at = 5;
+   */
+  joinedAt?: Timestamp | undefined;
+
+  /**
+   * left_at is when the participant left; unset while they are in the chat.
+   *
+   * @generated from field: google.protobuf.Timestamp left_at = 6;
+   */
+  leftAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message gms.v1.ChatParticipant.
+ * Use `create(ChatParticipantSchema)` to create a new message.
+ */
+export const ChatParticipantSchema: GenMessage<ChatParticipant> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 22);
+
+/**
+ * GetChatParticipantsRequest names a chat.
+ *
+ * @generated from message gms.v1.GetChatParticipantsRequest
+ */
+export type GetChatParticipantsRequest = Message<"gms.v1.GetChatParticipantsRequest"> & {
+  /**
+   * chat_id is the chat's id.
+   *
+   * @generated from field: string chat_id = 1;
+   */
+  chatId: string;
+};
+
+/**
+ * Describes the message gms.v1.GetChatParticipantsRequest.
+ * Use `create(GetChatParticipantsRequestSchema)` to create a new message.
+ */
+export const GetChatParticipantsRequestSchema: GenMessage<GetChatParticipantsRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 23);
+
+/**
+ * GetChatParticipantsResponse is the chat and its participants.
+ *
+ * @generated from message gms.v1.GetChatParticipantsResponse
+ */
+export type GetChatParticipantsResponse = Message<"gms.v1.GetChatParticipantsResponse"> & {
+  /**
+   * chat is the chat.
+   *
+   * @generated from field: gms.v1.ChatSummary chat = 1;
+   */
+  chat?: ChatSummary | undefined;
+
+  /**
+   * participants are everyone who joined, in the order they joined (those who left too).
+   *
+   * @generated from field: repeated gms.v1.ChatParticipant participants = 2;
+   */
+  participants: ChatParticipant[];
+};
+
+/**
+ * Describes the message gms.v1.GetChatParticipantsResponse.
+ * Use `create(GetChatParticipantsResponseSchema)` to create a new message.
+ */
+export const GetChatParticipantsResponseSchema: GenMessage<GetChatParticipantsResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 24);
+
+/**
+ * GetConfigurationRequest is empty.
+ *
+ * @generated from message gms.v1.GetConfigurationRequest
+ */
+export type GetConfigurationRequest = Message<"gms.v1.GetConfigurationRequest"> & {
+};
+
+/**
+ * Describes the message gms.v1.GetConfigurationRequest.
+ * Use `create(GetConfigurationRequestSchema)` to create a new message.
+ */
+export const GetConfigurationRequestSchema: GenMessage<GetConfigurationRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 25);
+
+/**
+ * GetConfigurationResponse is the configuration in effect.
+ *
+ * @generated from message gms.v1.GetConfigurationResponse
+ */
+export type GetConfigurationResponse = Message<"gms.v1.GetConfigurationResponse"> & {
+  /**
+   * configuration is the validated configuration (the YAML file's keys, defaults applied, ranges
+   * of numbers expanded, unset options left out) with every secret replaced: `auth.api_keys[].key`
+   * and `key_sha256` by "<redacted>", the password and password-like query parameters of
+   * `database.url` and `bus.redis_url` by "***".
+   *
+   * @generated from field: google.protobuf.Struct configuration = 1;
+   */
+  configuration?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message gms.v1.GetConfigurationResponse.
+ * Use `create(GetConfigurationResponseSchema)` to create a new message.
+ */
+export const GetConfigurationResponseSchema: GenMessage<GetConfigurationResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 26);
+
+/**
+ * ReloadConfigRequest is empty: the node reads the file it was started with.
+ *
+ * @generated from message gms.v1.ReloadConfigRequest
+ */
+export type ReloadConfigRequest = Message<"gms.v1.ReloadConfigRequest"> & {
+};
+
+/**
+ * Describes the message gms.v1.ReloadConfigRequest.
+ * Use `create(ReloadConfigRequestSchema)` to create a new message.
+ */
+export const ReloadConfigRequestSchema: GenMessage<ReloadConfigRequest> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 27);
+
+/**
+ * ReloadConfigResponse says what the reload changed, by names and counts: never a key or a value.
+ *
+ * @generated from message gms.v1.ReloadConfigResponse
+ */
+export type ReloadConfigResponse = Message<"gms.v1.ReloadConfigResponse"> & {
+  /**
+   * changed_sections are the top-level sections that changed, e.g. "auth", "resources".
+   *
+   * @generated from field: repeated string changed_sections = 1;
+   */
+  changedSections: string[];
+
+  /**
+   * changed_settings are the settings that changed, as dotted paths, e.g. "rate_limits.peer.burst",
+   * "resources.DNIS.numbers"; a list counts as one setting ("auth.api_keys").
+   *
+   * @generated from field: repeated string changed_settings = 2;
+   */
+  changedSettings: string[];
+
+  /**
+   * groups_added are the resource groups configured now and not before.
+   *
+   * @generated from field: repeated string groups_added = 3;
+   */
+  groupsAdded: string[];
+
+  /**
+   * groups_removed are the resource groups no longer configured: their numbers are retired (never
+   * handed out again; a live reservation still matches until it lapses).
+   *
+   * @generated from field: repeated string groups_removed = 4;
+   */
+  groupsRemoved: string[];
+
+  /**
+   * groups_changed are the resource groups whose settings or numbers changed.
+   *
+   * @generated from field: repeated string groups_changed = 5;
+   */
+  groupsChanged: string[];
+
+  /**
+   * numbers_added counts the numbers added to the store by the synchronisation.
+   *
+   * @generated from field: int64 numbers_added = 6;
+   */
+  numbersAdded: bigint;
+
+  /**
+   * numbers_retired counts the numbers the synchronisation retired.
+   *
+   * @generated from field: int64 numbers_retired = 7;
+   */
+  numbersRetired: bigint;
+
+  /**
+   * services_added are the services configured now and not before.
+   *
+   * @generated from field: repeated string services_added = 8;
+   */
+  servicesAdded: string[];
+
+  /**
+   * services_removed are the services no longer configured (calls naming one are NOT_FOUND).
+   *
+   * @generated from field: repeated string services_removed = 9;
+   */
+  servicesRemoved: string[];
+
+  /**
+   * services_changed are the services whose options changed.
+   *
+   * @generated from field: repeated string services_changed = 10;
+   */
+  servicesChanged: string[];
+
+  /**
+   * api_keys_added counts the API keys (by name) configured now and not before.
+   *
+   * @generated from field: int64 api_keys_added = 11;
+   */
+  apiKeysAdded: bigint;
+
+  /**
+   * api_keys_removed counts the API keys no longer configured: refused (UNAUTHENTICATED) from now on.
+   *
+   * @generated from field: int64 api_keys_removed = 12;
+   */
+  apiKeysRemoved: bigint;
+
+  /**
+   * api_keys_changed counts the API keys whose key, roles or flags changed under the same name.
+   *
+   * @generated from field: int64 api_keys_changed = 13;
+   */
+  apiKeysChanged: bigint;
+
+  /**
+   * restart_required are the settings that differ from what the node started with and take effect
+   * only when it restarts, e.g. "server.port", "database" (their values are not shown).
+   *
+   * @generated from field: repeated string restart_required = 14;
+   */
+  restartRequired: string[];
+
+  /**
+   * loaded_at is when the configuration now in effect was loaded.
+   *
+   * @generated from field: google.protobuf.Timestamp loaded_at = 15;
+   */
+  loadedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message gms.v1.ReloadConfigResponse.
+ * Use `create(ReloadConfigResponseSchema)` to create a new message.
+ */
+export const ReloadConfigResponseSchema: GenMessage<ReloadConfigResponse> = /*@__PURE__*/
+  messageDesc(file_gms_v1_admin, 28);
+
+/**
+ * ChatState is where a chat is in its life.
+ *
+ * @generated from enum gms.v1.ChatState
+ */
+export enum ChatState {
+  /**
+   * CHAT_STATE_UNSPECIFIED is never sent.
+   *
+   * @generated from enum value: CHAT_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * CHAT_STATE_WAITING is a chat in its endpoint's queue, waiting for an agent.
+   *
+   * @generated from enum value: CHAT_STATE_WAITING = 1;
+   */
+  WAITING = 1,
+
+  /**
+   * CHAT_STATE_ACTIVE is a chat an agent has accepted.
+   *
+   * @generated from enum value: CHAT_STATE_ACTIVE = 2;
+   */
+  ACTIVE = 2,
+
+  /**
+   * CHAT_STATE_ENDED is a chat over; its transcript stays readable until its session expires.
+   *
+   * @generated from enum value: CHAT_STATE_ENDED = 3;
+   */
+  ENDED = 3,
+}
+
+/**
+ * Describes the enum gms.v1.ChatState.
+ */
+export const ChatStateSchema: GenEnum<ChatState> = /*@__PURE__*/
+  enumDesc(file_gms_v1_admin, 0);
+
+/**
  * AdminService is what an operator on call watches and does without SQL: the access-number pools
  * and their reservations, releasing a stuck reservation, and the chat queues. Every RPC needs the
  * `admin` role. No reply ever carries an access code.
@@ -369,6 +1108,87 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ListChatEndpointsRequestSchema;
     output: typeof ListChatEndpointsResponseSchema;
+  },
+  /**
+   * ListSessions returns live sessions, newest first, a page at a time, optionally of one service
+   * or in one state; never their data.
+   *
+   * @generated from rpc gms.v1.AdminService.ListSessions
+   */
+  listSessions: {
+    methodKind: "unary";
+    input: typeof ListSessionsRequestSchema;
+    output: typeof ListSessionsResponseSchema;
+  },
+  /**
+   * GetSession returns any live session (whichever key made it) with its live reservations, never
+   * an access code; unknown or expired is NOT_FOUND.
+   *
+   * @generated from rpc gms.v1.AdminService.GetSession
+   */
+  getSession: {
+    methodKind: "unary";
+    input: typeof AdminServiceGetSessionRequestSchema;
+    output: typeof AdminServiceGetSessionResponseSchema;
+  },
+  /**
+   * CancelSession ends any live session as SessionService.CancelSession does: its reservations
+   * released, its data deleted; cancelling an ended session changes nothing.
+   *
+   * @generated from rpc gms.v1.AdminService.CancelSession
+   */
+  cancelSession: {
+    methodKind: "unary";
+    input: typeof AdminServiceCancelSessionRequestSchema;
+    output: typeof AdminServiceCancelSessionResponseSchema;
+  },
+  /**
+   * ListServices returns the services callers may name: the configured ones with the options their
+   * configuration fixes, and the builtins under their own names.
+   *
+   * @generated from rpc gms.v1.AdminService.ListServices
+   */
+  listServices: {
+    methodKind: "unary";
+    input: typeof ListServicesRequestSchema;
+    output: typeof ListServicesResponseSchema;
+  },
+  /**
+   * GetChatParticipants returns a live chat (ended ones too, until their session expires) and
+   * everyone who joined it: the customer, agents, supervisors.
+   *
+   * @generated from rpc gms.v1.AdminService.GetChatParticipants
+   */
+  getChatParticipants: {
+    methodKind: "unary";
+    input: typeof GetChatParticipantsRequestSchema;
+    output: typeof GetChatParticipantsResponseSchema;
+  },
+  /**
+   * GetConfiguration returns the configuration in effect, defaults applied, secrets redacted: API
+   * keys and their digests, and the passwords of the database and Redis URLs.
+   *
+   * @generated from rpc gms.v1.AdminService.GetConfiguration
+   */
+  getConfiguration: {
+    methodKind: "unary";
+    input: typeof GetConfigurationRequestSchema;
+    output: typeof GetConfigurationResponseSchema;
+  },
+  /**
+   * ReloadConfig reads the configuration file this node was started with again and puts it in
+   * effect without dropping a connection or a stream (SIGHUP does the same). A file that cannot be
+   * read or is not valid is FAILED_PRECONDITION with the reasons, and the running configuration
+   * stays entirely; a store that cannot take the new numbers is UNAVAILABLE, nothing changed.
+   * Settings read only at start (listener, database, bus) are applied at the next restart and
+   * named in restart_required. Each node reloads its own file.
+   *
+   * @generated from rpc gms.v1.AdminService.ReloadConfig
+   */
+  reloadConfig: {
+    methodKind: "unary";
+    input: typeof ReloadConfigRequestSchema;
+    output: typeof ReloadConfigResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_gms_v1_admin, 0);

@@ -20,7 +20,7 @@ export interface Activity {
 }
 
 /** createActivity builds the throttle over the store. */
-export function createActivity(store: ChatStore, clock: Clock, idleMs: number): Activity {
+export function createActivity(store: ChatStore, clock: Clock, idleMs: () => number): Activity {
   /**
    * When this node last recorded each chat's customer as active. Kept oldest first (by `noted`), so
    * the entries older than idleMs/4, which throttle nothing, are dropped as new ones come: the map
@@ -31,7 +31,7 @@ export function createActivity(store: ChatStore, clock: Clock, idleMs: number): 
     touched.delete(chatId);
     touched.set(chatId, at);
     for (const [id, when] of touched) {
-      if (at - when < idleMs / 4) break;
+      if (at - when < idleMs() / 4) break;
       touched.delete(id);
     }
   };
@@ -40,7 +40,7 @@ export function createActivity(store: ChatStore, clock: Clock, idleMs: number): 
     async touch(actor) {
       if (actor.participant.kind !== "client" || actor.ended) return;
       const now = clock.now();
-      if (!touchDue(touched.get(actor.chatId), now, idleMs)) return;
+      if (!touchDue(touched.get(actor.chatId), now, idleMs())) return;
       noted(actor.chatId, now);
       await store.touchCustomer(actor.chatId, now);
     },

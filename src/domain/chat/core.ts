@@ -30,7 +30,8 @@ export interface ChatCore {
   readonly transactions: Transactions;
   readonly clock: Clock;
   readonly bus: Bus;
-  readonly limits: Config["chat"];
+  /** limits are the chat settings in effect (config `chat`), read at every call. */
+  readonly limits: () => Config["chat"];
   readonly activity: Activity;
   /**
    * transact runs `fn` in a unit of work with the chat locked (NOT_FOUND when it is not live), so
@@ -61,7 +62,7 @@ export interface CoreDeps {
   transactions: Transactions;
   clock: Clock;
   bus: Bus;
-  limits: Config["chat"];
+  limits: () => Config["chat"];
   activity: Activity;
 }
 

@@ -5,6 +5,7 @@
  * long-poll, and a stream that replays from a position and goes live. How far an agent who has
  * left reads is rules.ts's; the node-wide look for missed announcements is watch.ts's.
  */
+import { GmsError } from "../errors.js";
 import type { UnitOfWork } from "../unit-of-work.js";
 import { PAGE, type ChatCore } from "./core.js";
 import type { ChatEvents } from "./events.js";
@@ -58,8 +59,11 @@ export interface ChatDelivery {
   readReceipt(actor: Actor, position: number): Promise<number>;
 }
 
-/** createDelivery builds the transcript's writing and reading over the core. */
-export function createDelivery(core: ChatCore, typing: Typing, polls: PollViews, watch: StreamWatch, events: ChatEvents): ChatDelivery {
+/**
+ * createDelivery builds the transcript's writing and reading over the core; `streamsPerChat` is the
+ * cap in effect on a chat's open streams on this node (read when a stream opens).
+ */
+export function createDelivery(core: ChatCore, typing: Typing, polls: PollViews, watch: StreamWatch, events: ChatEvents, streamsPerChat: () => number): ChatDelivery {
   const { store, bus, limits, activity } = core;
 
   /** appendOne adds one event by a present participant to an open chat and returns its position. */
@@ -94,7 +98,7 @@ export function createDelivery(core: ChatCore, typing: Typing, polls: PollViews,
       return { events, nextPosition: nextPosition(events, start), chatEnded, typing: typingNow };
     };
     if (waitSeconds <= 0) return answer(false);
-    const wait = core.waitFor(chatTopic(actor.chatId), Math.min(waitSeconds, limits.max_wait_seconds) * 1000, signal);
+    const wait = core.waitFor(chatTopic(actor.chatId), Math.min(waitSeconds, limits().max_wait_seconds) * 1000, signal);
     try {
       const first = await answer(true);
       if (first.events.length > 0 || first.chatEnded) return first;
@@ -107,7 +111,7 @@ export function createDelivery(core: ChatCore, typing: Typing, polls: PollViews,
 
   return {
     async send(actor, input) {
-      checkText(input.text, limits.max_message_length);
+      checkText(input.text, limits().max_message_length);
       ensurePresent(actor);
       const { position, added } = await core.transact(actor.chatId, async (uow, chat, emit) => {
         ensureOpen(chat);
@@ -148,6 +152,17 @@ export function createDelivery(core: ChatCore, typing: Typing, polls: PollViews,
       // The stream ends after CHAT_ENDED, and for an agent after their own leaving (endsStream); a
       // stream from past either ends at once, since nothing will ever come.
       if (beyondReach(actor, from) || pastTheEnd(actor, from)) return;
+      // Counted and registered with no wait in between: two streams opening at once cannot both take the last place.
+      const cap = streamsPerChat();
+      if (watch.streamsOf(actor.chatId) >= cap) {
+        events.streamRefused();
+        throw new GmsError("resource_exhausted", `the chat has ${cap} streams open on this server, as many as rate_limits.streams_per_chat allows; close one first`, {
+          type: "limit",
+          limit: "rate_limits.streams_per_chat",
+          max: cap,
+          actual: cap + 1,
+        });
+      }
       const queue: ChatEventRecord[] = [];
       let wake: (() => void) | undefined;
       let lookInStore = false;
@@ -228,7 +243,7 @@ export function createDelivery(core: ChatCore, typing: Typing, polls: PollViews,
     },
 
     customNotice(actor, text) {
-      checkText(text, limits.max_message_length);
+      checkText(text, limits().max_message_length);
       return appendOne(actor, "custom_notice", { text });
     },
 

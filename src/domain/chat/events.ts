@@ -9,7 +9,9 @@ export interface ChatEvents {
    * it fetch the rest: the announcement was lost (the bus down) or late.
    */
   caughtUp(): void;
+  /** streamRefused: a stream was refused, its chat holding as many open streams as the cap allows on this node. */
+  streamRefused(): void;
 }
 
 /** NO_CHAT_EVENTS hears nothing (the rules without metrics). */
-export const NO_CHAT_EVENTS: ChatEvents = { messageSent() {}, caughtUp() {} };
+export const NO_CHAT_EVENTS: ChatEvents = { messageSent() {}, caughtUp() {}, streamRefused() {} };

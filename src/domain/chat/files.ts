@@ -49,11 +49,12 @@ export function createFiles(core: ChatCore, data: ChatData): ChatFiles {
         ensureOpen(chat);
         const used = fileUsage(await store.liveFiles(chat.id, uow));
         const size = file.content.byteLength;
-        checkUpload(limits.files, { filename: file.filename, contentType: file.contentType, size }, used, {
+        const rules = limits().files;
+        checkUpload(rules, { filename: file.filename, contentType: file.contentType, size }, used, {
           isCustomer: actor.participant.kind === "client",
           agentPresent: agentPresent(await store.participants(chat.id, uow)),
         });
-        const stored = await data.createIn(uow, new Map([["file", { kind: "file" as const, ...file }]]), chat.expiresAt, fileRecordLimits(limits.files.max_file_bytes));
+        const stored = await data.createIn(uow, new Map([["file", { kind: "file" as const, ...file }]]), chat.expiresAt, fileRecordLimits(rules.max_file_bytes));
         const fileId = newId();
         await store.addFile(uow, {
           id: fileId,
@@ -108,7 +109,7 @@ export function createFiles(core: ChatCore, data: ChatData): ChatFiles {
       if (actor.readUpTo !== undefined) ensurePresent(actor);
       await activity.touch(actor);
       const used = fileUsage(await store.liveFiles(actor.chatId));
-      return { ...limits.files, usedFiles: used.files, usedBytes: used.bytes };
+      return { ...limits().files, usedFiles: used.files, usedBytes: used.bytes };
     },
   };
 }

@@ -15,7 +15,7 @@
  */
 import type { Bus } from "../../bus.js";
 import type { Clock } from "../../clock.js";
-import type { Config } from "../../config.js";
+import type { ConfigSource } from "../../config.js";
 import type { Transactions } from "../unit-of-work.js";
 import { createActivity } from "./activity.js";
 import { CATCH_UP_MS, createCore } from "./core.js";
@@ -49,12 +49,15 @@ export interface ChatDeps {
   /** data keeps the sessions' application data and the files' bytes. */
   data: ChatData;
   clock: Clock;
-  config: Config;
+  /** config is the configuration in effect (chat.*, services), read when a setting is needed. */
+  config: ConfigSource;
   bus: Bus;
   /** pollViews bounds the chats whose polls this node answers from memory (default POLL_VIEW_DEFAULTS). */
   pollViews?: PollViewOptions | undefined;
   /** events hears the messages added to transcripts and the streams caught up (default NO_CHAT_EVENTS). */
   events?: ChatEvents | undefined;
+  /** streamsPerChat is the cap in effect on a chat's open streams on this node (default: none). */
+  streamsPerChat?: (() => number) | undefined;
 }
 
 /** Chats is request-chat: the customer's side, the agent's side and the delivery between them. */
@@ -64,18 +67,20 @@ export interface Chats extends ChatLifecycle, ChatQueue, ChatDelivery, ChatFiles
 }
 
 /** createChats builds the chat rules from their dependencies. */
-export function createChats({ store, transactions, once, sessions, data, clock, config, bus, pollViews = POLL_VIEW_DEFAULTS, events = NO_CHAT_EVENTS }: ChatDeps): Chats {
-  const limits = config.chat;
-  const idleMs = limits.idle_timeout_seconds * 1000;
+export function createChats(deps: ChatDeps): Chats {
+  const { store, transactions, once, sessions, data, clock, config, bus, pollViews = POLL_VIEW_DEFAULTS, events = NO_CHAT_EVENTS, streamsPerChat = () => Infinity } = deps;
+  // Every setting is read when it is needed, so a reload of the configuration reaches open chats too.
+  const limits = () => config().chat;
+  const idleMs = () => limits().idle_timeout_seconds * 1000;
   const activity = createActivity(store, clock, idleMs);
   const core = createCore({ store, transactions, clock, bus, limits, activity });
-  const typing = createTyping(store, clock, bus, { coalesceMs: limits.typing_coalesce_seconds * 1000, timeoutMs: limits.typing_timeout_seconds * 1000 });
-  const watch = createStreamWatch(store, clock, { intervalMs: CATCH_UP_MS, heartbeatMs: idleMs / 3 }, events);
+  const typing = createTyping(store, clock, bus, () => ({ coalesceMs: limits().typing_coalesce_seconds * 1000, timeoutMs: limits().typing_timeout_seconds * 1000 }));
+  const watch = createStreamWatch(store, clock, { intervalMs: CATCH_UP_MS, heartbeatMs: () => idleMs() / 3 }, events);
   const polls = createPollViews(store, clock, bus, watch, pollViews);
   const announceQueue = queueAnnouncer(core);
   const lifecycle = createLifecycle(core, { config, once, sessions, data, typing, polls, announceQueue });
   const queue = createQueue(core, sessions, data, announceQueue);
-  const delivery = createDelivery(core, typing, polls, watch, events);
+  const delivery = createDelivery(core, typing, polls, watch, events, streamsPerChat);
   const files = createFiles(core, data);
   return {
     ...lifecycle,

@@ -5,7 +5,7 @@
  * queues it enters and leaves are queue.ts's.
  */
 import { randomBytes } from "node:crypto";
-import type { Config } from "../../config.js";
+import type { ConfigSource } from "../../config.js";
 import type { RequestKey } from "../idempotency.js";
 import { newId } from "../ids.js";
 import { resolveService } from "../services.js";
@@ -65,7 +65,8 @@ export interface ChatLifecycle {
 
 /** LifecycleDeps are what a chat's life needs beyond the core. */
 export interface LifecycleDeps {
-  config: Config;
+  /** config is the configuration in effect (services), read at every call. */
+  config: ConfigSource;
   once: RunOnce;
   sessions: ChatSessions;
   data: ChatData;
@@ -77,7 +78,7 @@ export interface LifecycleDeps {
 /** createLifecycle builds the chat's life over the core. */
 export function createLifecycle(core: ChatCore, { config, once, sessions, data, typing, polls, announceQueue }: LifecycleDeps): ChatLifecycle {
   const { store, clock, limits, activity } = core;
-  const idleMs = limits.idle_timeout_seconds * 1000;
+  const idleMs = () => limits().idle_timeout_seconds * 1000;
 
   /** ended is what follows a chat's end: nothing to throttle, nobody typing. */
   async function ended(chatId: string): Promise<void> {
@@ -87,13 +88,14 @@ export function createLifecycle(core: ChatCore, { config, once, sessions, data, 
 
   async function sweepIdle(): Promise<number> {
     const now = clock.now();
+    const idle = idleMs();
     let count = 0;
-    for (const id of await store.idleChats(now - idleMs, now, 100)) {
+    for (const id of await store.idleChats(now - idle, now, 100)) {
       let endpoint: string | undefined;
       const done = await core
         .transact(id, async (uow, chat, emit) => {
           // Looked at again under the lock: another node may have ended it, or the customer came back.
-          if (!endsIdle(chat, await store.customerSeenAt(uow, id), now, idleMs)) return false;
+          if (!endsIdle(chat, await store.customerSeenAt(uow, id), now, idle)) return false;
           const customer = (await store.participants(id, uow)).find((p) => p.id === chat.customerParticipantId);
           if (customer !== undefined) {
             await store.updateParticipant(uow, customer.id, { leftAt: now });
@@ -115,10 +117,10 @@ export function createLifecycle(core: ChatCore, { config, once, sessions, data, 
 
   return {
     async requestChat(input) {
-      const svc = resolveService(config, input.service, "request-chat");
+      const svc = resolveService(config(), input.service, "request-chat");
       const nickname = customerNickname(input);
-      const endpoint = svc.options.endpoint ?? limits.default_endpoint;
-      const ttlSeconds = svc.options.ttl ?? limits.default_ttl_seconds;
+      const endpoint = svc.options.endpoint ?? limits().default_endpoint;
+      const ttlSeconds = svc.options.ttl ?? limits().default_ttl_seconds;
       const now = clock.now();
       const expiresAt = now + ttlSeconds * 1000;
       const emitted: ChatEventRecord[] = [];
@@ -237,8 +239,9 @@ export function createLifecycle(core: ChatCore, { config, once, sessions, data, 
     startIdleWatch() {
       let cancel = () => {};
       let stopped = false;
-      const every = Math.min(5_000, Math.max(250, idleMs / 3));
       const schedule = () => {
+        // Every third of the idle timeout in effect, between 250 ms and 5 s.
+        const every = Math.min(5_000, Math.max(250, idleMs() / 3));
         cancel = clock.setTimer(() => {
           void sweepIdle()
             .catch(() => 0)

@@ -98,7 +98,7 @@ export function createQueue(core: ChatCore, sessions: ChatSessions, data: ChatDa
 
   return {
     async accept(endpoint, nickname, identity, waitSeconds, signal) {
-      const deadline = clock.now() + Math.min(waitSeconds, limits.max_wait_seconds) * 1000;
+      const deadline = clock.now() + Math.min(waitSeconds, limits().max_wait_seconds) * 1000;
       for (;;) {
         // Listen before looking, so a chat queued between the look and the wait is not missed.
         // Look again at least every 2 s: a chat queued through a node whose announcement was lost still gets taken.

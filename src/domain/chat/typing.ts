@@ -24,7 +24,7 @@ export interface Typing {
 }
 
 /** createTyping builds the typing state over the store, announcing on the bus. */
-export function createTyping(store: ChatStore, clock: Clock, bus: Bus, times: TypingTimes): Typing {
+export function createTyping(store: ChatStore, clock: Clock, bus: Bus, times: () => TypingTimes): Typing {
   // This node's quiet timers; each re-checks the store before announcing a stop, because the
   // participant may have kept typing through another node.
   const timers = new Map<string, () => void>();
@@ -48,7 +48,7 @@ export function createTyping(store: ChatStore, clock: Clock, bus: Bus, times: Ty
           if (lapsed) announce(chatId, participant, false, "");
         })
         .catch(() => undefined);
-    }, times.timeoutMs);
+    }, times().timeoutMs);
     timers.set(key, cancel);
   }
 
@@ -65,7 +65,7 @@ export function createTyping(store: ChatStore, clock: Clock, bus: Bus, times: Ty
     async start(chatId, from, text) {
       const now = clock.now();
       const current = (await store.typing(chatId, now)).find((t) => t.participant.participantId === from.participantId);
-      const next = typingStart(current, now, times);
+      const next = typingStart(current, now, times());
       await store.setTyping(chatId, from, next.startedAt, next.until);
       arm(chatId, from);
       if (next.announce) announce(chatId, from, true, text);

@@ -36,6 +36,8 @@ export interface StreamWatch {
   addView(v: ViewWatcher): () => void;
   /** size is the number of open streams registered. */
   readonly size: number;
+  /** streamsOf is the number of open streams registered on a chat. */
+  streamsOf(chatId: string): number;
 }
 
 /** The most chat ids one query asks about. */
@@ -49,8 +51,10 @@ const BATCH = 500;
  * misleads it for one interval at most; and chats with an open customer stream are marked active.
  * One statement per batch of chats for the positions, one for the views' typing.
  */
-export function createStreamWatch(store: ChatStore, clock: Clock, options: { intervalMs: number; heartbeatMs: number }, events: Pick<ChatEvents, "caughtUp">): StreamWatch {
+export function createStreamWatch(store: ChatStore, clock: Clock, options: { intervalMs: number; heartbeatMs: () => number }, events: Pick<ChatEvents, "caughtUp">): StreamWatch {
   const watchers = new Set<Watcher>();
+  /** perChat counts the open streams of each chat that has one. */
+  const perChat = new Map<string, number>();
   const views = new Set<ViewWatcher>();
   let cancel: (() => void) | undefined;
   let lastBeat = clock.now();
@@ -83,7 +87,7 @@ export function createStreamWatch(store: ChatStore, clock: Clock, options: { int
     }
     // The time is read now, not when the tick began: activity is recorded as of when it is written.
     const now = clock.now();
-    if (now - lastBeat >= options.heartbeatMs) {
+    if (now - lastBeat >= options.heartbeatMs()) {
       lastBeat = now;
       const customers = [...new Set([...watchers].filter((w) => w.customer).map((w) => w.chatId))];
       for (let i = 0; i < customers.length; i += BATCH) await store.touchCustomers(customers.slice(i, i + BATCH), now);
@@ -118,9 +122,13 @@ export function createStreamWatch(store: ChatStore, clock: Clock, options: { int
   return {
     add(w) {
       watchers.add(w);
+      perChat.set(w.chatId, (perChat.get(w.chatId) ?? 0) + 1);
       if (cancel === undefined) schedule();
       return () => {
-        watchers.delete(w);
+        if (!watchers.delete(w)) return;
+        const left = (perChat.get(w.chatId) ?? 1) - 1;
+        if (left === 0) perChat.delete(w.chatId);
+        else perChat.set(w.chatId, left);
         stopIfIdle();
       };
     },
@@ -135,5 +143,6 @@ export function createStreamWatch(store: ChatStore, clock: Clock, options: { int
     get size() {
       return watchers.size;
     },
+    streamsOf: (chatId) => perChat.get(chatId) ?? 0,
   };
 }
