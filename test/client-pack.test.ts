@@ -34,8 +34,6 @@ const INSTALL_TIMEOUT_MS = 120_000;
  * validation rules) fails here.
  */
 const BUDGET_GZIP_BYTES = 38_500;
-/** BUDGET_ALL_GZIP_BYTES bounds the same page with createClient (all six services): 41.8 kB measured when set. */
-const BUDGET_ALL_GZIP_BYTES = 43_500;
 
 /** clientBlocks are the README's ```js blocks marked `<!-- client: name -->`, by name. */
 function clientBlocks(): Map<string, string> {
@@ -180,7 +178,7 @@ describe("@opengms/client packed, installed and used as a user does", () => {
       expect(schemas).not.toContain("gms/v1/access.proto");
     });
 
-    it("bundles with createClient (every service) under its own budget", () => {
+    it("bundles with createClient every service's schema, which createTransport leaves out (tree-shaking works)", () => {
       const code = (blocks.get("browser") ?? "")
         .replace("import { ChatEventType, CustomerChat, createTransport }", "import { ChatEventType, CustomerChat, createClient }")
         .replace(/const gms = \{ transport: createTransport\((\{[^}]*\})\) \};/, "const gms = createClient($1);");
@@ -189,8 +187,9 @@ describe("@opengms/client packed, installed and used as a user does", () => {
       run(join(ROOT, "node_modules", ".bin", "esbuild"), ["chat-all.js", "--bundle", "--minify", "--format=esm", "--platform=browser", "--target=es2022", "--outfile=dist/chat-all.js"], project);
       const all = readFileSync(join(project, "dist", "chat-all.js"), "utf8");
       const { minified, gzipped } = sizes(all);
-      process.stdout.write(`the same with createClient: ${minified} bytes minified, ${gzipped} bytes gzipped (budget ${BUDGET_ALL_GZIP_BYTES})\n`);
-      expect(gzipped).toBeLessThan(BUDGET_ALL_GZIP_BYTES);
+      process.stdout.write(`the same with createClient: ${minified} bytes minified, ${gzipped} bytes gzipped\n`);
+      // The five other services' schemas (AdminService's alone is several kB, and grows with the contract).
+      expect(gzipped - sizes(bundle).gzipped).toBeGreaterThan(3000);
       expect(descriptors(all)).toContain("gms/v1/admin.proto");
       expect(descriptors(all)).not.toContain("buf/validate");
     });
