@@ -33,6 +33,8 @@ function isAddressOrRange(entry: string): boolean {
 /** rateSchema is one token bucket: its refill rate and its size. */
 const rateSchema = z.strictObject({ rate_per_second: z.number().positive().max(1_000_000), burst: z.number().int().positive().max(1_000_000) });
 
+/** FRAME_ANCESTOR is one CSP frame-ancestors source: *, 'self', 'none', a scheme, or an origin (its host may start with *.). */
+const FRAME_ANCESTOR = /^(\*|'self'|'none'|https?:|https?:\/\/(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:([0-9]{1,5}|\*))?)$/;
 const phoneNumber = /^\+?[0-9]{2,20}$/;
 const seconds = z.number().int().positive();
 /** The largest range of numbers one `a..b` entry may expand to. */
@@ -189,6 +191,18 @@ export const configSchema = z.strictObject({
         .strictObject({
           heartbeat_seconds: z.number().min(0).max(3_600).default(15),
           max_age_seconds: z.number().min(0).max(604_800).default(3_600),
+        })
+        .prefault({}),
+      /**
+       * web: the customer chat widget (/chat/) and the agent console (/agent/), served from `dir`
+       * (default: the pages built into the package, dist/web); `frame_ancestors` are the origins
+       * whose pages may show the widget in a frame (CSP frame-ancestors; the console never).
+       */
+      web: z
+        .strictObject({
+          enabled: z.boolean().default(true),
+          dir: z.string().min(1).optional(),
+          frame_ancestors: z.array(z.string().regex(FRAME_ANCESTOR, "an origin like https://shop.example.com, a host pattern like https://*.example.com, 'self' or *")).default(["*"]),
         })
         .prefault({}),
     })

@@ -141,6 +141,21 @@ async function expectGracefulStop(s: Started, marker: string): Promise<void> {
   expect(processesWith(marker)).toEqual([]);
 }
 
+/** expectPages checks a server serves the chat widget and the agent console, and the widget's script. */
+async function expectPages(port: number): Promise<void> {
+  for (const page of ["chat", "agent"]) {
+    const res = await fetch(`http://127.0.0.1:${port}/${page}/`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toBe("text/html; charset=utf-8");
+    const html = await res.text();
+    const script = /<script type="module" crossorigin src="\.\/(assets\/[^"]+\.js)"/.exec(html)?.[1];
+    expect(script).toBeDefined();
+    const js = await fetch(`http://127.0.0.1:${port}/${page}/${script}`);
+    expect(js.status).toBe(200);
+    expect(js.headers.get("cache-control")).toContain("immutable");
+  }
+}
+
 /** configIn writes a configuration into `dir` whose path marks the processes started with it. */
 function configIn(dir: string): string {
   const path = join(dir, "opengms-under-test.yaml");
@@ -179,6 +194,8 @@ describe("the README's quick start and Deploying section, run as written", () =>
       if (SERVES.test(line)) s = await start("bash", serverLine(line), checkout, {});
       else runLine(line, checkout);
     }
+    // `npm start` built the pages too, and the server serves them.
+    await expectPages(s!.port);
     // bash execs the one command: the supervisor's child is npm, which gets the signal.
     s!.child.kill("SIGTERM");
     await expectGracefulStop(s!, checkout);
@@ -192,6 +209,10 @@ describe("the README's quick start and Deploying section, run as written", () =>
       .filter((f) => f !== "")
       .map((f) => f.replace(/^package\//, ""));
     expect(files).toEqual(expect.arrayContaining(["LICENSE", "NOTICE", "README.md", "CHANGELOG.md", "dist/src/main.js", "config/gms.yaml", "package.json"]));
+    // The pages it serves, built: the chat widget (with its loader) and the agent console, and their bundles.
+    expect(files).toEqual(expect.arrayContaining(["dist/web/chat/index.html", "dist/web/chat/embed.js", "dist/web/agent/index.html"]));
+    for (const page of ["chat", "agent"]) expect(files.some((f) => new RegExp(`^dist/web/${page}/assets/.+\\.js$`).test(f))).toBe(true);
+    expect(files.some((f) => f.startsWith("web/"))).toBe(false);
     expect(files.some((f) => f.startsWith("src/") || f.startsWith("test/") || f.startsWith("bench/"))).toBe(false);
   }, INSTALL_TIMEOUT_MS);
 
@@ -243,6 +264,7 @@ describe("the installed tarball", () => {
       .map((l) => JSON.parse(l) as Record<string, unknown>)
       .find((l) => l["msg"] === "opengms starting");
     expect(startup).toMatchObject({ version: VERSION, config: join(installed, "node_modules", "opengms", "config", "gms.yaml"), database: db });
+    await expectPages(s.port);
     s.child.kill("SIGTERM");
     await expectGracefulStop(s, dir);
   });

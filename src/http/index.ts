@@ -5,10 +5,11 @@ import { gmsServiceRoute } from "./gms-services.js";
 import { gmsStorageRoute } from "./gms-storage.js";
 import { ivrMatchRoute } from "./ivr.js";
 import { metricsRoute } from "./metrics.js";
+import { webRoute } from "./web.js";
 import type { HttpRoute, HttpRouteDeps, HttpRouteFactory } from "./routes.js";
 
 /** HTTP_ROUTES are the plain HTTP routes, asked in this order before the RPC paths. */
-export const HTTP_ROUTES: readonly HttpRouteFactory[] = [metricsRoute, gmsServiceRoute, gmsStorageRoute, gmsChatRoute, cometdRoute, ivrMatchRoute];
+export const HTTP_ROUTES: readonly HttpRouteFactory[] = [metricsRoute, webRoute, gmsServiceRoute, gmsStorageRoute, gmsChatRoute, cometdRoute, ivrMatchRoute];
 
 /**
  * httpRoutes builds the routes, as one route: the first that claims a request serves it. A request
