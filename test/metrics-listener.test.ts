@@ -3,11 +3,16 @@
 // while calls on the main port move the counters; the main port's /metrics still needs the admin
 // role; the listener's caps and timeouts hold on loopback; a shutdown closes it, silent sockets and
 // all. The listener touches no store: the server runs on SQLite only.
+import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
 import * as http from "node:http";
 import * as net from "node:net";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import { createClient } from "@connectrpc/connect";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
+import { parse as parseYaml } from "yaml";
 import { StorageService } from "../gen/gms/v1/storage_pb.js";
 import type { Value } from "../gen/gms/v1/value_pb.js";
 import { ManualClock } from "../src/clock.js";
@@ -211,6 +216,28 @@ describe("the metrics listener (server.metrics.listen)", () => {
     } finally {
       await db.close();
       await new Promise<void>((resolve) => taken.close(() => resolve()));
+    }
+  });
+});
+
+describe("the README's metrics port", () => {
+  const readme = readFileSync(join(import.meta.dirname, "..", "README.md"), "utf8");
+  const section = readme.slice(readme.indexOf("**A metrics port of its own.**"));
+  const yaml = /```yaml\n([\s\S]*?)```/.exec(section)?.[1] ?? "";
+  const curl = /```sh\n([\s\S]*?)```/.exec(section)?.[1]?.trim() ?? "";
+
+  it("configures a valid listener on loopback, and its curl line shows the calls counted", async () => {
+    const listen = parseConfig(parseYaml(yaml), "README").server.metrics.listen;
+    expect(listen).toEqual({ host: "127.0.0.1", port: 9464, max_connections: 64 });
+    // Port 0 in place of 9464, which another process of this machine may hold; the rest as written.
+    const t = await startTestServer("sqlite", { config: { server: { metrics: { listen: { ...listen, port: 0 } } } } });
+    try {
+      await createClient(StorageService, t.grpc).createData({ ttlSeconds: 60n, entries: { a: text("1") } });
+      expect(curl).toContain("http://127.0.0.1:9464/metrics");
+      const { stdout } = await promisify(execFile)("bash", ["-c", curl.replace("http://127.0.0.1:9464", t.server.metricsUrl ?? "")]);
+      expect(stdout).toContain('opengms_rpc_calls_total{method="gms.v1.StorageService/CreateData",protocol="grpc",code="ok"} 1');
+    } finally {
+      await t.close();
     }
   });
 });
