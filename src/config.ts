@@ -180,7 +180,24 @@ export const configSchema = z.strictObject({
        * metrics: Prometheus metrics at /metrics (enabled by default); a scrape needs a key with the
        * admin role unless `public` (a port only the monitoring network reaches).
        */
-      metrics: z.strictObject({ enabled: z.boolean().default(true), public: z.boolean().default(false) }).prefault({}),
+      metrics: z
+        .strictObject({
+          enabled: z.boolean().default(true),
+          public: z.boolean().default(false),
+          /**
+           * listen, when set, serves /metrics also on a plain-HTTP listener of its own, without a key
+           * (for a private monitoring network): loopback unless `host` says otherwise, at most
+           * `max_connections` connections (src/metrics-listener.ts).
+           */
+          listen: z
+            .strictObject({
+              host: z.string().min(1).default("127.0.0.1"),
+              port: z.number().int().min(0).max(65_535),
+              max_connections: z.number().int().positive().max(10_000).default(64),
+            })
+            .optional(),
+        })
+        .prefault({}),
       /**
        * streams: what keeps long-lived server streams (Subscribe, WatchQueue, health Watch) alive
        * through proxies and load balancers (src/rpc/keepalive.ts). heartbeat_seconds: a stream quiet
@@ -361,6 +378,14 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
+/** WILDCARDS are the hosts that listen on every address of the machine. */
+const WILDCARDS = new Set(["0.0.0.0", "::", ""]);
+
+/** sameAddress tells whether two listeners' hosts would take the same address (one of them every address). */
+function sameAddress(a: string, b: string): boolean {
+  return a === b || WILDCARDS.has(a) || WILDCARDS.has(b);
+}
+
 /** parseConfig validates a configuration object (as read from YAML) and applies the defaults. */
 export function parseConfig(raw: unknown, source = "configuration"): Config {
   const result = configSchema.safeParse(raw ?? {});
@@ -383,6 +408,13 @@ export function parseConfig(raw: unknown, source = "configuration"): Config {
         // A number dialled identifies its reservations, so it may sit in one group only.
         if (other !== undefined) throw new ConfigError(`${source}: resources.${group}.numbers: ${n} is also in resources.${other}`);
         owner.set(n, group);
+      }
+    }
+    const metrics = config.server.metrics;
+    if (metrics.listen !== undefined) {
+      if (!metrics.enabled) throw new ConfigError(`${source}: server.metrics.listen: metrics are disabled (server.metrics.enabled is false)`);
+      if (metrics.listen.port !== 0 && metrics.listen.port === config.server.port && sameAddress(metrics.listen.host, config.server.host)) {
+        throw new ConfigError(`${source}: server.metrics.listen.port: ${metrics.listen.port} is server.port; give the metrics listener a port of its own`);
       }
     }
     for (const [name, svc] of Object.entries(config.services)) {

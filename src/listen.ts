@@ -27,7 +27,23 @@ export interface ListenOptions {
   limits?: ConnectionLimits | undefined;
   /** log receives the warnings about peers over a cap (rate-limited). */
   log?: WarnLog | undefined;
+  /** capNames are the settings the caps' warnings name (default: the main listener's, server.max_connections...). */
+  capNames?: Partial<CapNames> | undefined;
 }
+
+/** CapNames name, in a warning, the setting each cap comes from. */
+export interface CapNames {
+  maxConnections: string;
+  maxConnectionsPerPeer: string;
+  maxStreamsPerPeer: string;
+}
+
+/** SERVER_CAP_NAMES are the main listener's settings (server.*). */
+const SERVER_CAP_NAMES: CapNames = {
+  maxConnections: "server.max_connections",
+  maxConnectionsPerPeer: "server.max_connections_per_peer",
+  maxStreamsPerPeer: "server.max_streams_per_peer",
+};
 
 /** WarnLog is the part of a logger listen uses. */
 export interface WarnLog {
@@ -202,6 +218,7 @@ export async function listen(rpcHandler: RequestHandler, options: ListenOptions)
     return net.isIPv4(v4) ? unlimited.check(v4, "ipv4") : net.isIPv6(address) && unlimited.check(address, "ipv6");
   };
   const warner = capWarner(options.log);
+  const capNames = { ...SERVER_CAP_NAMES, ...definedOf(options.capNames ?? {}) };
   // Node refuses a headers timeout above the request timeout.
   const requestTimeout = limits.requestTimeoutMs;
   const headersTimeout = Math.min(options.headersTimeoutMs ?? 30_000, requestTimeout);
@@ -299,7 +316,7 @@ export async function listen(rpcHandler: RequestHandler, options: ListenOptions)
       if (capped !== undefined) {
         const n = streamsOf.get(capped) ?? 0;
         if (n >= limits.maxStreamsPerPeer) {
-          warner.hit("server.max_streams_per_peer", limits.maxStreamsPerPeer, capped);
+          warner.hit(capNames.maxStreamsPerPeer, limits.maxStreamsPerPeer, capped);
           stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
           return;
         }
@@ -387,7 +404,7 @@ export async function listen(rpcHandler: RequestHandler, options: ListenOptions)
       if (n >= limits.maxConnectionsPerPeer) {
         // At once and cheaply: nothing read, a reset rather than a close handshake.
         socket.resetAndDestroy();
-        warner.hit("server.max_connections_per_peer", limits.maxConnectionsPerPeer, peer);
+        warner.hit(capNames.maxConnectionsPerPeer, limits.maxConnectionsPerPeer, peer);
         return;
       }
       connectionsOf.set(peer, n + 1);
@@ -404,7 +421,7 @@ export async function listen(rpcHandler: RequestHandler, options: ListenOptions)
   });
   // Above the global cap, Node closes a connection before it becomes a socket.
   outer.maxConnections = maxConnections;
-  outer.on("drop", (data?: { remoteAddress?: string }) => warner.hit("server.max_connections", maxConnections, peerOf(data?.remoteAddress)));
+  outer.on("drop", (data?: { remoteAddress?: string }) => warner.hit(capNames.maxConnections, maxConnections, peerOf(data?.remoteAddress)));
 
   await new Promise<void>((resolve, reject) => {
     outer.once("error", reject);
@@ -420,7 +437,7 @@ export async function listen(rpcHandler: RequestHandler, options: ListenOptions)
     acceptFailures++;
     if (performance.now() - acceptLogged < 10_000) return;
     acceptLogged = performance.now();
-    options.log?.warn({ code: e.code, failures: acceptFailures, open: sockets.size }, "accepting a connection failed (out of descriptors? see server.max_connections)");
+    options.log?.warn({ code: e.code, failures: acceptFailures, open: sockets.size }, `accepting a connection failed (out of descriptors? see ${capNames.maxConnections})`);
     acceptFailures = 0;
   });
 

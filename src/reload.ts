@@ -28,8 +28,8 @@ export function holdConfig(initial: Config): ConfigHolder {
 
 /**
  * RESTART_SETTINGS are the settings read once, at start: the listener's (address, TLS, timeouts
- * and caps of connections and streams, how requests are decoded), the metrics registry, the
- * database and the bus. A reload that changes one applies everything else and names it as
+ * and caps of connections and streams, how requests are decoded), the metrics registry and its
+ * listener, the database and the bus. A reload that changes one applies everything else and names it as
  * needing a restart; the running server keeps what it started with.
  */
 export const RESTART_SETTINGS: readonly string[] = [
@@ -50,6 +50,7 @@ export const RESTART_SETTINGS: readonly string[] = [
   "server.ignore_unknown_json_fields",
   "server.metrics.enabled",
   "server.streams",
+  "server.metrics.listen",
   "database",
   "bus",
 ];

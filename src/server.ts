@@ -30,6 +30,7 @@ import { COMETD_PATH } from "./http/cometd.js";
 import type { HttpRouteFactory } from "./http/routes.js";
 import { listen, type Listener, type RequestHandler } from "./listen.js";
 import { createMetrics, type Metrics } from "./metrics.js";
+import { listenForMetrics, type MetricsListener } from "./metrics-listener.js";
 import { createReload, holdConfig, noReload, type ConfigHolder, type Reload } from "./reload.js";
 import { accessAccess, accessService } from "./rpc/access-service.js";
 import { adminAccess, adminService } from "./rpc/admin-service.js";
@@ -440,6 +441,8 @@ export interface RunningServer {
   readonly port: number;
   /** url is the base URL clients use, e.g. http://127.0.0.1:8080. */
   readonly url: string;
+  /** metricsUrl is where the metrics listener (server.metrics.listen) serves /metrics without a key; undefined without one. */
+  readonly metricsUrl: string | undefined;
   readonly health: HealthMonitor;
   /**
    * shutdown stops accepting, lets unary calls finish, ends streams with UNAVAILABLE, closes the
@@ -505,12 +508,22 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     health.stop();
     throw e;
   }
+  let metricsListener: MetricsListener | undefined;
+  try {
+    metricsListener = app.metrics === undefined ? undefined : await listenForMetrics(config, app.metrics.registry, log);
+  } catch (e) {
+    // The main port is open already: a server without its metrics port does not start.
+    await listener.closeConnections(0);
+    health.stop();
+    throw e;
+  }
   const stopSweeper = options.sweep === false ? () => {} : startSweeper(app);
   const stopIdleWatch = options.sweep === false ? () => {} : app.chats.startIdleWatch();
   if (config.auth.api_keys.length === 0) log.warn("auth: no api_keys configured; the server is open to every caller with every role");
   const host = config.server.host === "0.0.0.0" || config.server.host === "::" ? "127.0.0.1" : config.server.host;
   const url = `${config.server.tls === undefined ? "http" : "https"}://${host.includes(":") ? `[${host}]` : host}:${listener.port}`;
   log.info({ port: listener.port, tls: config.server.tls !== undefined, database: db.dialect }, "opengms listening");
+  if (metricsListener !== undefined) log.info({ host: config.server.metrics.listen?.host, port: metricsListener.port }, "metrics listening (GET /metrics, no key)");
 
   let stopping: Promise<void> | undefined;
   return {
@@ -518,6 +531,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     reload,
     port: listener.port,
     url,
+    metricsUrl: metricsListener?.url,
     health,
     shutdown() {
       stopping ??= (async () => {
@@ -529,7 +543,8 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
         stopIdleWatch();
         shutdown.abort();
         await Promise.race([tracker.idle(), new Promise((r) => setTimeout(r, graceMs).unref())]);
-        await listener.closeConnections(1000);
+        // The metrics port answers until the main one has drained, then closes with it.
+        await Promise.all([listener.closeConnections(1000), metricsListener?.closeConnections(1000)]);
         await app.bus.close();
         await db.close();
         log.info("stopped");

@@ -90,6 +90,18 @@ describe("validation names the offending key", () => {
     expect(configError({ storage: { max_key_bytes: 513 } }).message).toContain("storage.max_key_bytes");
   });
 
+  it("the metrics listener: off by default; loopback and 64 connections when set; a port of its own, only with metrics enabled", () => {
+    expect(parseConfig({}).server.metrics.listen).toBeUndefined();
+    expect(parseConfig({ server: { metrics: { listen: { port: 9464 } } } }).server.metrics.listen).toEqual({ host: "127.0.0.1", port: 9464, max_connections: 64 });
+    expect(configError({ server: { metrics: { listen: {} } } }).message).toContain("server.metrics.listen.port: ");
+    expect(configError({ server: { metrics: { listen: { port: 9464, tls: true } } } }).message).toContain('server.metrics.listen: unknown key(s) "tls"');
+    expect(configError({ server: { metrics: { enabled: false, listen: { port: 9464 } } } }).message).toContain("server.metrics.listen: metrics are disabled");
+    // The main port on every address takes the metrics port's too; on another address the same number is free.
+    expect(configError({ server: { port: 9464, metrics: { listen: { port: 9464 } } } }).message).toContain("server.metrics.listen.port: 9464 is server.port");
+    expect(configError({ server: { host: "10.0.0.5", port: 9464, metrics: { listen: { host: "10.0.0.5", port: 9464 } } } }).message).toContain("server.metrics.listen.port");
+    expect(parseConfig({ server: { host: "10.0.0.5", port: 9464, metrics: { listen: { port: 9464 } } } }).server.metrics.listen?.port).toBe(9464);
+  });
+
   it("lists every problem at once", () => {
     const e = configError({ server: { port: -1 }, storage: { max_entries: "many" } });
     expect(e.message).toContain("server.port");

@@ -21,7 +21,7 @@ import { Health, HealthCheckResponse_ServingStatus as Status } from "../gen/grpc
 import { ManualClock } from "../src/clock.js";
 import { loadConfig } from "../src/config.js";
 import { startServer, type RunningServer } from "../src/server.js";
-import { bearer, errorOf, freePort, waitFor } from "./helpers/calls.js";
+import { bearer, connectOutcome, errorOf, freePort, waitFor } from "./helpers/calls.js";
 import { DIALECTS, createTestDatabase, type TestDatabase } from "./helpers/databases.js";
 import { captureLog, type LogCapture } from "./helpers/log-capture.js";
 
@@ -154,6 +154,58 @@ describe.each(DIALECTS)("live reload (%s)", (dialect) => {
     }
   });
 
+  it("is what the admin views show from the next call: services, chat endpoints, groups and the configuration, added and removed", async () => {
+    const ops = admin();
+    const names = async () => ({
+      services: (await ops.listServices({})).services.filter((x) => x.configured).map((x) => [x.name, x.builtin, x.endpoint ?? x.resourceGroup]),
+      endpoints: (await ops.listChatEndpoints({})).endpoints.map((e) => [e.endpoint, Number(e.waiting)]),
+      groups: (await ops.listResourceGroups({})).groups.map((g) => [g.name, Number(g.free)]),
+      configuration: (await ops.getConfiguration({})).configuration as { services: Record<string, unknown>; resources: Record<string, unknown> },
+    });
+
+    const before = await names();
+    expect(before.services).toEqual([["support", "request-chat", "support"]]);
+    expect(before.endpoints).toEqual([["default", 0], ["support", 0]]);
+    expect(before.groups).toEqual([["pool", 2]]);
+    expect(Object.keys(before.configuration.services)).toEqual(["support"]);
+
+    const next = baseConfig();
+    next["resources"] = { ...(next["resources"] as object), extra: { numbers: ["+18005550200"], locking: false } };
+    next["services"] = {
+      ...(next["services"] as object),
+      billing: { service: "request-chat", endpoint: "billing", ttl: 600 },
+      dial: { service: "request-interaction", resource_group: "extra" },
+    };
+    write(next);
+    const report = await ops.reloadConfig({});
+    expect(report.servicesAdded).toEqual(["billing", "dial"]);
+
+    const after = await names();
+    expect(after.services).toEqual([
+      ["billing", "request-chat", "billing"],
+      ["dial", "request-interaction", "extra"],
+      ["support", "request-chat", "support"],
+    ]);
+    expect(after.endpoints).toEqual([["billing", 0], ["default", 0], ["support", 0]]);
+    expect(after.groups).toEqual([["extra", 1], ["pool", 2]]);
+    expect(Object.keys(after.configuration.services).sort()).toEqual(["billing", "dial", "support"]);
+    expect(Object.keys(after.configuration.resources).sort()).toEqual(["extra", "pool"]);
+    // The metrics label the new endpoint and group at the next scrape too.
+    expect(await metric(server.url, 'opengms_chat_queue_waiting_chats{endpoint="billing"}')).toBe(0);
+    expect(await metric(server.url, 'opengms_access_numbers{group="extra",state="free"}')).toBe(1);
+
+    // A chat waits on the new endpoint; then the service goes: its endpoint stays listed while a chat waits there.
+    await createClient(ChatService, grpc()).requestChat({ service: "billing", nickname: "Di" });
+    expect((await names()).endpoints).toEqual([["billing", 1], ["default", 0], ["support", 0]]);
+    write(baseConfig());
+    expect((await ops.reloadConfig({})).servicesRemoved).toEqual(["billing", "dial"]);
+    const removed = await names();
+    expect(removed.services).toEqual([["support", "request-chat", "support"]]);
+    expect(removed.endpoints).toEqual([["billing", 1], ["default", 0], ["support", 0]]);
+    expect(Object.keys(removed.configuration.services)).toEqual(["support"]);
+    expect(Object.keys(removed.configuration.resources)).toEqual(["pool"]);
+  });
+
   it("refuses an invalid file with its reasons, and keeps the running configuration entirely", async () => {
     const before = await metric(server.url, 'opengms_config_reloads_total{outcome="refused"}');
     const next = baseConfig();
@@ -252,9 +304,17 @@ describe.each(DIALECTS)("live reload (%s)", (dialect) => {
 
   it("applies what it can and names the settings that need a restart; the listener keeps serving as it started", async () => {
     const before = await metric(server.url, 'opengms_config_reloads_total{outcome="applied"}');
-    write({ ...baseConfig(), server: { host: "127.0.0.1", port: 18099, max_streams_per_peer: 10 }, database: { url: "sqlite:elsewhere.db" }, chat: { max_message_length: 10 } });
+    const metricsPort = await freePort();
+    write({
+      ...baseConfig(),
+      server: { host: "127.0.0.1", port: 18099, max_streams_per_peer: 10, metrics: { listen: { port: metricsPort } } },
+      database: { url: "sqlite:elsewhere.db" },
+      chat: { max_message_length: 10 },
+    });
     const report = await admin().reloadConfig({});
-    expect(report.restartRequired).toEqual(["database", "server.max_streams_per_peer", "server.port"]);
+    expect(report.restartRequired).toEqual(["database", "server.max_streams_per_peer", "server.metrics.listen", "server.port"]);
+    // No metrics listener was started by the reload.
+    expect(await connectOutcome(metricsPort)).toBe("ECONNREFUSED");
     expect(report.changedSections).toEqual(expect.arrayContaining(["chat", "database", "server"]));
     // The message limit took effect; the port did not move.
     const customer = createClient(ChatService, grpc());
@@ -263,7 +323,7 @@ describe.each(DIALECTS)("live reload (%s)", (dialect) => {
     expect(await metric(server.url, 'opengms_config_reloads_total{outcome="applied"}')).toBe(before + 1);
     expect(await metric(server.url, "opengms_config_loaded_timestamp_seconds")).toBeGreaterThan(0);
     const warned = logs.records().find((r) => r["msg"] === "configuration reloaded; these settings take effect only at the next restart");
-    expect(warned).toMatchObject({ restartRequired: ["database", "server.max_streams_per_peer", "server.port"] });
+    expect(warned).toMatchObject({ restartRequired: ["database", "server.max_streams_per_peer", "server.metrics.listen", "server.port"] });
     expect(logs.text()).not.toContain("elsewhere.db");
   });
 

@@ -3,7 +3,10 @@
 // A scrape needs a key with the admin role (`Authorization: Bearer <key>`, Prometheus's
 // `authorization` setting), unless server.metrics.public; what it shows carries no key, number or
 // value, but group and endpoint names and traffic are still nobody else's business.
-import { pathOf, type HttpResponse, type HttpRouteFactory } from "./routes.js";
+// The same route, without the key, is all the metrics listener serves (server.metrics.listen:
+// metricsOnly, src/metrics-listener.ts).
+import type { Logger } from "pino";
+import { pathOf, type HttpRequest, type HttpResponse, type HttpRoute, type HttpRouteFactory, type MetricsEndpoint } from "./routes.js";
 
 const PATH = "/metrics";
 
@@ -14,9 +17,10 @@ function answer(res: HttpResponse, status: number, text: string, headers: Record
 }
 
 /** metricsRoute serves GET (and HEAD) /metrics when metrics are enabled; with them disabled the path is not claimed (the RPC paths answer 404). */
-export const metricsRoute: HttpRouteFactory = ({ metrics, log }) => {
-  if (metrics === undefined) return () => false;
-  const { registry, admits } = metrics;
+export const metricsRoute: HttpRouteFactory = ({ metrics, log }) => (metrics === undefined ? () => false : serveMetrics(metrics, log));
+
+/** serveMetrics answers GET and HEAD /metrics with the registry's metrics to the requests `admits` lets in; it claims no other path. */
+export function serveMetrics({ registry, admits }: MetricsEndpoint, log: Pick<Logger, "warn">): HttpRoute {
   return (req, res) => {
     if (pathOf(req) !== PATH) return false;
     if (req.method !== "GET" && req.method !== "HEAD") {
@@ -41,4 +45,15 @@ export const metricsRoute: HttpRouteFactory = ({ metrics, log }) => {
     );
     return true;
   };
-};
+}
+
+/**
+ * metricsOnly serves /metrics as serveMetrics does and answers every other request 404: the whole
+ * of the metrics listener (src/metrics-listener.ts), which serves nothing else.
+ */
+export function metricsOnly(endpoint: MetricsEndpoint, log: Pick<Logger, "warn">): (req: HttpRequest, res: HttpResponse) => void {
+  const metrics = serveMetrics(endpoint, log);
+  return (req, res) => {
+    if (!metrics(req, res)) answer(res, 404, "not found: this listener serves GET /metrics only");
+  };
+}
