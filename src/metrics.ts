@@ -21,6 +21,7 @@ import type { ChatStore } from "./domain/chat/store.js";
 import type { QueueLength } from "./domain/chat/vocabulary.js";
 import type { SweepCounts } from "./domain/sweeper.js";
 import type { HealthStatus } from "./health.js";
+import type { ReloadOutcome } from "./reload.js";
 import { codeName, methodName } from "./rpc/observe.js";
 import { protocolOf } from "./rpc/policy.js";
 import type { LimitName } from "./rpc/rate-limit.js";
@@ -72,8 +73,6 @@ export interface Metrics {
   observeHealth(health: { readonly status: HealthStatus }): void;
 }
 
-/** ReloadOutcome is how a reload of the configuration ended: put in effect, refused (an invalid file), or failed (the store could not take its numbers). */
-export type ReloadOutcome = "applied" | "refused" | "failed";
 
 /** LIMITS are the limits a refusal is counted under (opengms_rate_limited_total). */
 const LIMITS: readonly LimitName[] = ["peer", "key", "chat_messages", "streams_per_chat"];

@@ -7,7 +7,9 @@
 import type { Logger } from "pino";
 import { ConfigError, requestReadLimit, type Config, type ConfigSource } from "./config.js";
 import { GmsError } from "./domain/errors.js";
-import type { ReloadOutcome } from "./metrics.js";
+
+/** ReloadOutcome is how a reload of the configuration ended: put in effect, refused (an invalid file), or failed (the store could not take its numbers). */
+export type ReloadOutcome = "applied" | "refused" | "failed";
 
 /** ConfigHolder holds the configuration in effect: `current` is what every part reads, `replace` what a reload does. */
 export interface ConfigHolder {
