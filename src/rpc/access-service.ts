@@ -3,7 +3,9 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import type { AccessInfoSchema } from "../../gen/gms/v1/access_info_pb.js";
 import { AccessService } from "../../gen/gms/v1/access_pb.js";
 import { SessionState, type SessionSchema } from "../../gen/gms/v1/session_pb.js";
+import type { SessionSummarySchema } from "../../gen/gms/v1/admin_pb.js";
 import type { Access, AccessGrant, SessionView } from "../domain/access.js";
+import type { Session } from "../domain/session-store.js";
 import { fromEntries, optionalNumber, timestamp, toEntries } from "./convert.js";
 import { requestKey } from "./request-key.js";
 import { connectUnary, unaryRpc } from "./lean-rpc.js";
@@ -26,8 +28,8 @@ export function accessInfo(g: AccessGrant): MessageInitShape<typeof AccessInfoSc
   };
 }
 
-/** sessionMessage maps a session view onto the Session message. */
-export function sessionMessage(s: SessionView): MessageInitShape<typeof SessionSchema> {
+/** sessionFields are a session's own fields as the contract carries them (Session, and the operator's SessionSummary): never its data's values. */
+export function sessionFields(s: Session): MessageInitShape<typeof SessionSchema> & MessageInitShape<typeof SessionSummarySchema> {
   return {
     id: s.id,
     service: s.service,
@@ -37,8 +39,12 @@ export function sessionMessage(s: SessionView): MessageInitShape<typeof SessionS
     dataId: s.dataId,
     createdAt: timestamp(s.createdAt),
     expiresAt: timestamp(s.expiresAt),
-    access: s.access.map(accessInfo),
   };
+}
+
+/** sessionMessage maps a session view onto the Session message. */
+export function sessionMessage(s: SessionView): MessageInitShape<typeof SessionSchema> {
+  return { ...sessionFields(s), access: s.access.map(accessInfo) };
 }
 
 const orUndefined = (s: string) => (s === "" ? undefined : s);

@@ -1,12 +1,13 @@
 import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { AdminService, ChatState, type ChatParticipantSchema, type ReservationSummarySchema, type SessionSummarySchema } from "../../gen/gms/v1/admin_pb.js";
+import { AdminService, ChatState, type ChatParticipantSchema, type ReservationSummarySchema } from "../../gen/gms/v1/admin_pb.js";
 import { SessionState } from "../../gen/gms/v1/session_pb.js";
 import type { Admin } from "../domain/admin.js";
 import type { Reload } from "../reload.js";
 import type { Reservation } from "../domain/access-store.js";
 import type { ChatState as DomainChatState, Participant } from "../domain/chat/vocabulary.js";
-import type { Session, SessionState as DomainSessionState } from "../domain/session-store.js";
+import type { SessionState as DomainSessionState } from "../domain/session-store.js";
+import { sessionFields } from "./access-service.js";
 import { participantTypes } from "./chat-service.js";
 import { timestamp } from "./convert.js";
 
@@ -25,19 +26,6 @@ export const adminAccess = {
   reloadConfig: [],
 } as const;
 
-/** sessionSummary maps a session onto what an operator sees of it: never its data's values. */
-function sessionSummary(s: Session): MessageInitShape<typeof SessionSummarySchema> {
-  return {
-    id: s.id,
-    service: s.service,
-    builtin: s.builtin,
-    state: s.state === "active" ? SessionState.ACTIVE : SessionState.ENDED,
-    phoneNumber: s.phoneNumber,
-    dataId: s.dataId,
-    createdAt: timestamp(s.createdAt),
-    expiresAt: timestamp(s.expiresAt),
-  };
-}
 
 /** sessionStates map the contract's SessionState filter onto the domain's (UNSPECIFIED: any). */
 const sessionStates: Record<SessionState, DomainSessionState | undefined> = {
@@ -105,14 +93,14 @@ export function adminService(admin: Admin, reload: Reload): ServiceImpl<typeof A
     },
     async listSessions(req) {
       const page = await admin.sessions({ service: req.service, state: sessionStates[req.state], pageSize: req.pageSize, pageToken: req.pageToken });
-      return { sessions: page.sessions.map(sessionSummary), nextPageToken: page.nextPageToken };
+      return { sessions: page.sessions.map(sessionFields), nextPageToken: page.nextPageToken };
     },
     async getSession(req) {
       const { session, reservations } = await admin.session(req.sessionId);
-      return { session: sessionSummary(session), reservations: reservations.map(reservationSummary) };
+      return { session: sessionFields(session), reservations: reservations.map(reservationSummary) };
     },
     async cancelSession(req) {
-      return { session: sessionSummary(await admin.cancelSession(req.sessionId)) };
+      return { session: sessionFields(await admin.cancelSession(req.sessionId)) };
     },
     listServices() {
       return {
