@@ -42,7 +42,7 @@ const TRANSPORTS: TransportKind[] = ["connect", "grpc-web", "grpc"];
 /** Endpoints of their own per test, so that an agent accepts the chat its test started. */
 const ENDPOINTS = [
   ...["basics", "cut", "quiet"].flatMap((e) => TRANSPORTS.map((kind) => `${e}-${kind}`)),
-  ...["fallback", "poll", "queue", "leave", "silent", "outage-poll", "outage-stream", "cut-short"],
+  ...["fallback", "poll", "queue", "leave", "silent", "outage-poll", "outage-stream", "cut-short", "retry"],
 ];
 
 const config = {
@@ -408,6 +408,25 @@ describe.each(DIALECTS.filter((d) => d === "mysql"))("@opengms/client against th
       expect(seen.events.at(-1)?.type).toBe(ChatEventType.CHAT_ENDED);
       expect(texts(seen)).toEqual(["while polling", "one more poll", "while streaming"]);
       expect(() => ann.subscribe({})).not.toThrow();
+    } finally {
+      await blocker.close();
+    }
+  });
+
+  it("while polling, tries one stream now and then, and keeps polling without a break when it does not get through", async () => {
+    const blocker = new StreamBlocker(live.server.port);
+    await blocker.start();
+    try {
+      const ann = await CustomerChat.start(customer("connect", `http://127.0.0.1:${blocker.port}`), { nickname: "Ann", service: "retry" });
+      const seen = follow(ann, { fallbackAfter: 2, waitSeconds: 1, retryStreamAfterMs: 0 });
+      await waitFor("the customer to poll", () => seen.states.at(-1) === "polling");
+      const polledFrom = seen.states.length;
+      const blocked = blocker.blocked;
+      await waitFor("three more streams tried", () => blocker.blocked >= blocked + 3);
+      // Each try was one stream, and the polls went on: the page never showed the chat offline.
+      expect(seen.states.slice(polledFrom)).toEqual([]);
+      await ann.leave();
+      await waitFor("the end", () => seen.ended);
     } finally {
       await blocker.close();
     }
