@@ -45,7 +45,10 @@ const live = (events: readonly ChatEvent[]) => events.filter((e) => e.position =
 const positions = (events: readonly ChatEvent[]) => events.map((e) => Number(e.position));
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
-/** Reader collects a server stream's events in the background until it ends or fails. */
+/**
+ * Reader collects a server stream's events in the background until it ends or fails, all but its
+ * heartbeats (the server's sign of life, e.g. a stream from past the last event opens with one).
+ */
 interface Reader {
   readonly events: ChatEvent[];
   /** ended resolves when the stream ends, with its error if it failed. */
@@ -58,7 +61,7 @@ function read(stream: AsyncIterable<ChatEvent>): Reader {
   const events: ChatEvent[] = [];
   const ended = (async () => {
     try {
-      for await (const e of stream) events.push(e);
+      for await (const e of stream) if (e.type !== ChatEventType.HEARTBEAT) events.push(e);
       return undefined;
     } catch (e) {
       return ConnectError.from(e);

@@ -1,8 +1,10 @@
 // @opengms/client (clients/js) against the real server over real sockets, on MariaDB: each
 // transport from Node (Connect and gRPC-Web over fetch, gRPC over HTTP/2), a customer and an agent
 // talking through the chat helpers, every event once and in order through connections the network
-// kills (a TCP proxy cut and reopened), the long-poll fallback where streams do not get through,
-// the queue watch resumed, and the typed errors decoded on every protocol.
+// kills (a TCP proxy cut and reopened), the long-poll fallback where streams do not get through
+// (and not where the server is out of reach), the state a page shows (live as soon as a stream
+// opens, reconnecting while nothing is answered), the queue watch resumed, and the typed errors
+// decoded on every protocol.
 import * as net from "node:net";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -20,6 +22,7 @@ import {
   createClient,
   type ChatEvent,
   type GmsClient,
+  type Interceptor,
   type Participant,
   type QueueUpdate,
   type SubscriptionState,
@@ -37,7 +40,10 @@ const ADMIN_KEY = "admin-key-0123456789abcdef";
 const TRANSPORTS: TransportKind[] = ["connect", "grpc-web", "grpc"];
 
 /** Endpoints of their own per test, so that an agent accepts the chat its test started. */
-const ENDPOINTS = ["basics-connect", "basics-grpc-web", "basics-grpc", "cut-connect", "cut-grpc-web", "cut-grpc", "fallback", "poll", "queue", "leave", "silent"];
+const ENDPOINTS = [
+  ...["basics", "cut", "quiet"].flatMap((e) => TRANSPORTS.map((kind) => `${e}-${kind}`)),
+  ...["fallback", "poll", "queue", "leave", "silent", "outage-poll", "outage-stream", "cut-short", "retry"],
+];
 
 const config = {
   auth: {
@@ -89,13 +95,41 @@ const positions = (s: Seen) => s.events.map((e) => Number(e.position));
 const upTo = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
 const texts = (s: Seen) => s.events.filter((e) => e.type === ChatEventType.MESSAGE).map((e) => e.text);
 
+/** Calls counts a client's calls by method name: started, and failed before an answer began (a refused connection). */
+interface Calls {
+  interceptor: Interceptor;
+  started(method: string): number;
+  failed(method: string): number;
+}
+
+function countCalls(): Calls {
+  const started = new Map<string, number>();
+  const failed = new Map<string, number>();
+  const bump = (m: Map<string, number>, name: string) => m.set(name, (m.get(name) ?? 0) + 1);
+  return {
+    interceptor: (next) => async (req) => {
+      bump(started, req.method.name);
+      try {
+        return await next(req);
+      } catch (e) {
+        bump(failed, req.method.name);
+        throw e;
+      }
+    },
+    started: (name) => started.get(name) ?? 0,
+    failed: (name) => failed.get(name) ?? 0,
+  };
+}
+
 /** reach waits until a subscription has delivered position n. */
 const reach = (s: Seen, n: number, what = `position ${n}`) => waitFor(what, () => Number(s.events.at(-1)?.position ?? 0) >= n, 20_000);
 
 /**
  * StreamBlocker is a TCP proxy that passes everything but streams: a connection that carries a
  * Subscribe request is destroyed as soon as the request goes by, as a proxy that cannot pass
- * streams would fail it. Unary calls (Refresh, the long-poll) go through.
+ * streams would fail it — or, with `cutOnAnswer`, passed on and ended once the server's first
+ * bytes have gone back (the stream's opening), as a proxy with a short timeout on responses would.
+ * Unary calls (Refresh, the long-poll) go through.
  */
 class StreamBlocker {
   private readonly sockets = new Set<net.Socket>();
@@ -106,6 +140,8 @@ class StreamBlocker {
   blocked = 0;
   /** passStreams lets streams through from now on (the network changed). */
   passStreams = false;
+  /** cutOnAnswer passes streams' requests and ends them after their first answer (counted in `blocked`). */
+  cutOnAnswer = false;
 
   constructor(private readonly target: number) {}
 
@@ -121,15 +157,26 @@ class StreamBlocker {
       };
       client.on("error", end).on("close", end);
       upstream.on("error", end).on("close", end);
+      let answering = false;
       client.on("data", (chunk: Buffer) => {
         if (chunk.includes("/Subscribe")) this.streams++;
         if (!this.passStreams && chunk.includes("/Subscribe")) {
-          this.blocked++;
-          return end();
+          if (!this.cutOnAnswer) {
+            this.blocked++;
+            return end();
+          }
+          answering = true;
         }
         upstream.write(chunk);
       });
-      upstream.pipe(client);
+      upstream.on("data", (chunk: Buffer) => {
+        client.write(chunk);
+        if (!answering) return;
+        // What the server sent goes out first; then the response is cut short.
+        this.blocked++;
+        upstream.destroy();
+        client.end();
+      });
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     this.server = server;
@@ -238,6 +285,28 @@ describe.each(DIALECTS.filter((d) => d === "mysql"))("@opengms/client against th
       }
     });
 
+    it("a resumed subscription of a quiet chat is live as soon as its stream opens, the customer's and the agent's", async () => {
+      const endpoint = `quiet-${kind}`;
+      const ann = await CustomerChat.start(customer(kind), { nickname: "Ann", service: endpoint });
+      const quinn = await AgentChat.accept(desk(kind, "quinn"), { endpoint, nickname: "Quinn", waitSeconds: 5 });
+      // Both pages reloaded once both joins were shown: nothing to replay, and nobody says anything.
+      // (On the test server's manual clock no heartbeat ever comes: only the stream's opening shows.)
+      const annAgain = follow(CustomerChat.resume(customer(kind), { ...ann.saved(), position: 2 }));
+      const quinnAgain = follow(AgentChat.resume(desk(kind, "quinn"), { chatId: quinn.chatId, position: 2 }));
+      await waitFor("both streams live", () => annAgain.states.at(-1) === "live" && quinnAgain.states.at(-1) === "live");
+      for (const seen of [annAgain, quinnAgain]) {
+        expect(seen.states).toEqual(["connecting", "live"]);
+        expect(seen.events).toEqual([]);
+      }
+      await quinn.send("Still here.");
+      await reach(annAgain, 3, "the agent's message");
+      await reach(quinnAgain, 3, "the agent's own message");
+      expect(annAgain.states).toEqual(["connecting", "live"]);
+      await ann.leave();
+      await waitFor("the end", () => annAgain.ended && quinnAgain.ended);
+      expect(positions(annAgain)).toEqual([3, 4, 5]);
+    });
+
     it("decodes the typed errors from the error details", async () => {
       const ops = createClient({ baseUrl: t.server.url, apiKey: ADMIN_KEY, transport: kind });
       // The one number of `tiny` is reserved by the first caller (whichever transport ran first).
@@ -341,6 +410,121 @@ describe.each(DIALECTS.filter((d) => d === "mysql"))("@opengms/client against th
       expect(() => ann.subscribe({})).not.toThrow();
     } finally {
       await blocker.close();
+    }
+  });
+
+  it("while polling, tries one stream now and then, and keeps polling without a break when it does not get through", async () => {
+    const blocker = new StreamBlocker(live.server.port);
+    await blocker.start();
+    try {
+      const ann = await CustomerChat.start(customer("connect", `http://127.0.0.1:${blocker.port}`), { nickname: "Ann", service: "retry" });
+      const seen = follow(ann, { fallbackAfter: 2, waitSeconds: 1, retryStreamAfterMs: 0 });
+      await waitFor("the customer to poll", () => seen.states.at(-1) === "polling");
+      const polledFrom = seen.states.length;
+      const blocked = blocker.blocked;
+      await waitFor("three more streams tried", () => blocker.blocked >= blocked + 3);
+      // Each try was one stream, and the polls went on: the page never showed the chat offline.
+      expect(seen.states.slice(polledFrom)).toEqual([]);
+      await ann.leave();
+      await waitFor("the end", () => seen.ended);
+    } finally {
+      await blocker.close();
+    }
+  });
+
+  it("falls back to polling where streams are cut as soon as they open: the opening heartbeat is not taken for streams getting through", async () => {
+    const blocker = new StreamBlocker(live.server.port);
+    blocker.cutOnAnswer = true;
+    await blocker.start();
+    try {
+      const ann = await CustomerChat.start(customer("connect", live.server.url), { nickname: "Ann", service: "cut-short" });
+      const paul = await AgentChat.accept(createClient({ baseUrl: live.server.url, apiKey: DESK_KEY, agent: { id: "paul" }, transport: "grpc" }), { endpoint: "cut-short", nickname: "Paul", waitSeconds: 5 });
+      // A reload once both joins were shown: every stream has nothing to replay, and opens with a heartbeat.
+      const seen = follow(CustomerChat.resume(customer("connect", `http://127.0.0.1:${blocker.port}`), { ...ann.saved(), position: 2 }), { fallbackAfter: 2, waitSeconds: 1 });
+      await waitFor("the customer to poll", () => seen.states.at(-1) === "polling");
+      expect(seen.states).toContain("live");
+      expect(blocker.blocked).toBeGreaterThanOrEqual(2);
+      await paul.send("by polling");
+      await reach(seen, 3, "the agent's message");
+      await paul.end();
+      await waitFor("the end", () => seen.ended);
+      expect(positions(seen)).toEqual([3, 4]);
+      expect(texts(seen)).toEqual(["by polling"]);
+    } finally {
+      await blocker.close();
+    }
+  });
+
+  it("while it polls, says it is reconnecting as long as polls fail, and polling once one is answered", async () => {
+    // Streams do not get through the blocker; the proxy in front of it is the customer's network.
+    const blocker = new StreamBlocker(live.server.port);
+    await blocker.start();
+    const proxy = new TcpProxy("127.0.0.1", blocker.port);
+    await proxy.start();
+    try {
+      const calls = countCalls();
+      const ann = await CustomerChat.start(createClient({ baseUrl: `http://127.0.0.1:${proxy.port}`, transport: "connect", interceptors: [calls.interceptor] }), {
+        nickname: "Ann",
+        service: "outage-poll",
+      });
+      const seen = follow(ann, { fallbackAfter: 1, waitSeconds: 1 });
+      const olga = await AgentChat.accept(createClient({ baseUrl: live.server.url, apiKey: DESK_KEY, agent: { id: "olga" }, transport: "grpc" }), { endpoint: "outage-poll", nickname: "Olga", waitSeconds: 5 });
+      await reach(seen, 2, "both joins, by polling");
+      expect(seen.states.at(-1)).toBe("polling");
+      await proxy.cut();
+      const cutAt = seen.states.length;
+      const failed = calls.failed("Refresh");
+      await waitFor("the customer to say it is reconnecting", () => seen.states.at(-1) === "reconnecting");
+      await waitFor("three more polls to fail", () => calls.failed("Refresh") >= failed + 3);
+      // Every poll failed, and the state said so all along.
+      expect(seen.states.slice(cutAt)).toEqual(["reconnecting"]);
+      await olga.send("during the outage");
+      await proxy.reopen();
+      await reach(seen, 3, "the message sent during the outage");
+      await waitFor("the customer to say it is polling again", () => seen.states.at(-1) === "polling");
+      expect(seen.states.slice(cutAt)).toEqual(["reconnecting", "polling"]);
+      await olga.end();
+      await waitFor("the end", () => seen.ended);
+      expect(positions(seen)).toEqual(upTo(4));
+      expect(seen.errors).toEqual([]);
+    } finally {
+      await proxy.close();
+      await blocker.close();
+    }
+  });
+
+  it("takes a server out of reach for an outage, not for streams that do not get through: it retries the stream, and streams again once the server is back", async () => {
+    const proxy = new TcpProxy("127.0.0.1", t.server.port);
+    await proxy.start();
+    try {
+      const calls = countCalls();
+      const ann = await CustomerChat.start(createClient({ baseUrl: `http://127.0.0.1:${proxy.port}`, transport: "connect", interceptors: [calls.interceptor] }), {
+        nickname: "Ann",
+        service: "outage-stream",
+      });
+      const seen = follow(ann, { fallbackAfter: 2 });
+      const otto = await AgentChat.accept(desk("grpc", "otto"), { endpoint: "outage-stream", nickname: "Otto", waitSeconds: 5 });
+      await reach(seen, 2, "both joins");
+      await waitFor("the stream live", () => seen.states.at(-1) === "live");
+      await proxy.cut();
+      const refused = calls.failed("Subscribe");
+      await waitFor("the customer to say it is reconnecting", () => seen.states.at(-1) === "reconnecting");
+      // Twice as many streams refused as would make it poll, had the server been answering.
+      await waitFor("four streams refused", () => calls.failed("Subscribe") >= refused + 4);
+      await otto.send("during the outage");
+      await proxy.reopen();
+      await reach(seen, 3, "the message sent during the outage");
+      await waitFor("the stream live again", () => seen.states.at(-1) === "live");
+      await otto.send("after it");
+      await reach(seen, 4, "the message sent after");
+      expect(seen.states).not.toContain("polling");
+      expect(seen.states.at(-1)).toBe("live");
+      await otto.end();
+      await waitFor("the end", () => seen.ended);
+      expect(texts(seen)).toEqual(["during the outage", "after it"]);
+      expect(positions(seen)).toEqual(upTo(5));
+    } finally {
+      await proxy.close();
     }
   });
 

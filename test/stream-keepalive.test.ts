@@ -1,5 +1,6 @@
 // Long-lived streams kept alive for proxies (src/rpc/keepalive.ts, server.streams): a quiet stream
-// gets heartbeats, a stream past its maximum age ends cleanly and resumes by position with nothing
+// gets heartbeats, a chat stream with nothing to replay one at once (its client sees it open), a
+// stream past its maximum age ends cleanly and resumes by position with nothing
 // lost or doubled, every stream's response tells proxies not to buffer it, on every protocol and
 // both serving paths; in-process streams (CometD) get none of it. Time is the test's ManualClock:
 // the heartbeats and the ends come when the clock is moved, never after a real wait.
@@ -118,6 +119,43 @@ describe.each(DIALECTS)("stream heartbeats on %s", (dialect) => {
       expect(stream.items.length).toBe(5);
     } finally {
       await stream.stop();
+    }
+  });
+
+  it.each(WAYS)("a chat stream with nothing to replay opens with one HEARTBEAT at once, the customer's and the agent's, over $name", async ({ transport }) => {
+    const customer = createClient(ChatService, transport(t));
+    const agent = createClient(AgentService, transport(t));
+    const asAgent = { headers: { authorization: `Bearer ${AGENT.key}` } };
+    const chat = await customer.requestChat({ service: "desk", nickname: "Early" });
+    const key = { chatId: chat.chatId, secureKey: chat.secureKey };
+    expect((await agent.acceptChat({ endpoint: "desk", nickname: "Kim", waitSeconds: 5 }, asAgent)).chatId).toBe(chat.chatId);
+    // Both joins are stored (positions 1 and 2): streams from 3 have nothing to replay.
+    const customerStream = read((o) => customer.subscribe({ ...key, fromPosition: 3n }, o));
+    const agentStream = read((o) => agent.subscribe({ chatId: chat.chatId, fromPosition: 3n }, { ...o, ...asAgent }));
+    try {
+      // The clock has not moved: this heartbeat is the opening one, and the headers came with it.
+      await waitFor("the opening heartbeats", () => customerStream.items.length === 1 && agentStream.items.length === 1);
+      for (const stream of [customerStream, agentStream]) {
+        expect(stream.items[0]?.type).toBe(ChatEventType.HEARTBEAT);
+        expect(stream.items[0]?.position).toBe(0n);
+        expect((await stream.headers).get("x-accel-buffering")).toBe("no");
+      }
+      // Then the stream carries what comes, and the next heartbeat only after a whole quiet interval.
+      await customer.sendMessage({ ...key, text: "hello" });
+      await waitFor("the message on both", () => customerStream.items.length === 2 && agentStream.items.length === 2);
+      clock.advance(HEARTBEAT_MS - 1_000);
+      await customer.sendMessage({ ...key, text: "again" });
+      await waitFor("the second message on both", () => customerStream.items.length === 3 && agentStream.items.length === 3);
+      for (const stream of [customerStream, agentStream]) {
+        expect(stream.items.map((e) => [Number(e.position), e.type])).toEqual([
+          [0, ChatEventType.HEARTBEAT],
+          [3, ChatEventType.MESSAGE],
+          [4, ChatEventType.MESSAGE],
+        ]);
+      }
+    } finally {
+      await customerStream.stop();
+      await agentStream.stop();
     }
   });
 
@@ -245,6 +283,20 @@ describe("streams without keepalive", () => {
       await waitFor("the message", () => stream.items.some((e) => e.text === "later"));
       expect(stream.items.map((e) => Number(e.position))).toEqual([1, 2]);
       expect((await stream.headers).get("x-accel-buffering")).toBe("no");
+    } finally {
+      await stream.stop();
+    }
+  });
+
+  it("heartbeat_seconds 0: a stream with nothing to replay gets no opening heartbeat, only what comes", async () => {
+    const customer: Client<typeof ChatService> = createClient(ChatService, t.grpc);
+    const chat = await customer.requestChat({ service: "lobby", nickname: "Plain" });
+    const key = { chatId: chat.chatId, secureKey: chat.secureKey };
+    const stream = read((o) => customer.subscribe({ ...key, fromPosition: 2n }, o));
+    try {
+      await customer.sendMessage({ ...key, text: "first" });
+      await waitFor("the message", () => stream.items.length > 0);
+      expect(stream.items.map((e) => [Number(e.position), e.type])).toEqual([[2, ChatEventType.MESSAGE]]);
     } finally {
       await stream.stop();
     }

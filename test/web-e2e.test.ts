@@ -3,7 +3,8 @@
 // agent sign in, talk both ways, see each other typing, send files both ways within the limits
 // shown, share a page, transfer, end and leave; the customer reloads mid-chat (the transcript is
 // shown once) and loses the network (a TCP proxy between the customer's browser and the server is
-// cut and reopened) without a message lost or doubled; the agent handles two chats at once.
+// cut and reopened) without a message lost or doubled, the page saying it is reconnecting and,
+// in a quiet chat too, that it is back; the agent handles two chats at once.
 // Screenshots of both pages go to test-artifacts/ (GMS_UPDATE_SCREENSHOTS=1: also docs/screenshots/,
 // the README's).
 import { execFileSync } from "node:child_process";
@@ -111,7 +112,9 @@ describe.runIf(DIALECTS.includes("mysql"))("the chat widget and the agent consol
     s = await startTestServer("mysql", {
       clock: systemClock,
       config: {
-        server: { web: { dir: out } },
+        // Heartbeats rarer than the tests' waits (and than the client's 75 s watchdog): a quiet
+        // chat's stream shows open by its opening heartbeat, not by the first periodic one.
+        server: { web: { dir: out }, streams: { heartbeat_seconds: 45 } },
         auth: { api_keys: [{ name: "desk", key: DESK_KEY, roles: ["agent"], acts_for_agents: true }], public_roles: ["app"] },
         chat: { files: { max_file_bytes: 65_536, allowed_extensions: ["txt", "png"] } },
       },
@@ -270,6 +273,8 @@ describe.runIf(DIALECTS.includes("mysql"))("the chat widget and the agent consol
 
   it("the customer's connection is cut and restored: every message arrives once, both ways", async () => {
     await proxy.cut();
+    // The subscription says it is reconnecting (it never takes an outage for a network that blocks streams).
+    await ann.locator("#banner", { hasText: "Reconnecting" }).waitFor({ timeout: WAIT });
     // Both sides write while the customer is cut off.
     await panelOf(alice, "Ann").getByLabel("Reply").fill("I have asked the courier.");
     await panelOf(alice, "Ann").getByLabel("Reply").press("Enter");
@@ -279,7 +284,7 @@ describe.runIf(DIALECTS.includes("mysql"))("the chat widget and the agent consol
     await ann.getByRole("textbox", { name: "Message" }).press("Enter");
     await annList().locator("li.pending", { hasText: "Hello? Are you there?" }).waitFor();
     await annList().locator("li.pending .status", { hasText: "Waiting for the connection" }).waitFor({ timeout: WAIT });
-    // While a message cannot go out for want of a connection, the page says it is reconnecting.
+    // While a message cannot go out for want of a connection, the page still says it is reconnecting.
     expect(await ann.locator("#banner").innerText()).toContain("Reconnecting");
     await proxy.reopen();
     await expectOnce(annList(), "I have asked the courier.", WAIT_RECONNECT);
@@ -294,6 +299,18 @@ describe.runIf(DIALECTS.includes("mysql"))("the chat widget and the agent consol
     const said = async (list: Locator) => (await list.locator(":scope > li.msg .text").allInnerTexts()).map((t) => t.trim());
     expect(await said(annList())).toEqual(await said(aliceList("Ann")));
   }, WAIT_RECONNECT * 3);
+
+  it("a quiet chat's connection is cut and restored: the page shows it back with nobody saying anything", async () => {
+    await ann.locator("#banner").waitFor({ state: "hidden", timeout: WAIT });
+    const before = await entries(annList());
+    await proxy.cut();
+    await ann.locator("#banner", { hasText: "Reconnecting" }).waitFor({ timeout: WAIT });
+    await proxy.reopen();
+    // The resumed stream has nothing to replay: its opening heartbeat is what says it is back (the
+    // next periodic one is 45 s away, longer than this wait).
+    await ann.locator("#banner").waitFor({ state: "hidden", timeout: WAIT });
+    expect(await entries(annList())).toEqual(before);
+  });
 
   it("the agent takes a second chat: two tabs, each chat's messages in its own, unread counted", async () => {
     await bruno.goto(`${s.server.url}/chat/?title=Acme%20Support`);

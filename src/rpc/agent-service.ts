@@ -44,7 +44,7 @@ export function agentStreams(chats: Chats, keepalive?: StreamKeepalive) {
   return {
     subscribe: serverStream(
       AgentService.method.subscribe,
-      async (req, caller, signal) => chats.subscribe(await agentActor(chats, req.chatId, caller), exactNumber(req.fromPosition, "from_position"), signal),
+      async (req, caller, signal, opened) => chats.subscribe(await agentActor(chats, req.chatId, caller), exactNumber(req.fromPosition, "from_position"), signal, opened),
       chatEvent,
       { keepalive, heartbeat: CHAT_HEARTBEAT },
     ),

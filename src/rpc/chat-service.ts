@@ -127,14 +127,17 @@ export function chatStreams(chats: Chats, keepalive?: StreamKeepalive) {
   return {
     subscribe: serverStream(
       ChatService.method.subscribe,
-      async (req, _caller, signal) => chats.subscribe(await chats.customer(req.chatId, req.secureKey), exactNumber(req.fromPosition, "from_position"), signal),
+      async (req, _caller, signal, opened) => chats.subscribe(await chats.customer(req.chatId, req.secureKey), exactNumber(req.fromPosition, "from_position"), signal, opened),
       chatEvent,
       { keepalive, heartbeat: CHAT_HEARTBEAT },
     ),
   };
 }
 
-/** CHAT_HEARTBEAT is what a quiet chat stream sends: a HEARTBEAT event (position 0, live only), which clients ignore. */
+/**
+ * CHAT_HEARTBEAT is what a quiet chat stream sends, and what one sends at once when it opens with
+ * nothing to replay: a HEARTBEAT event (position 0, live only), which clients ignore.
+ */
 export const CHAT_HEARTBEAT = { message: { type: ChatEventType.HEARTBEAT } } as const;
 
 /**

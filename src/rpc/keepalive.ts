@@ -2,7 +2,8 @@
 // and CDNs cut a connection that has carried nothing for a while (nginx's proxy_read_timeout is 60 s,
 // HAProxy's `timeout server` and cloud load balancers' idle timeouts often less), and browsers
 // cannot send HTTP/2 PINGs to prevent it. So the server sends a heartbeat on a stream that has been
-// quiet for `server.streams.heartbeat_seconds`, and ends a stream cleanly (OK) once it is
+// quiet for `server.streams.heartbeat_seconds` (and one at once on a stream that opens with nothing
+// to send: opened() below), and ends a stream cleanly (OK) once it is
 // `server.streams.max_age_seconds` old, less up to a tenth at random so streams opened together
 // do not all end together: a client resumes from its last position + 1 and misses nothing, and no
 // stream outlives a proxy's or a token's own limit on the length of a request.
@@ -26,6 +27,14 @@ export interface Beats {
 /** KeptStream is a stream's items as keep() hands them out; `beats` turns its heartbeats on. */
 export interface KeptStream<T> extends AsyncIterator<T | Beat> {
   beats: Beats | undefined;
+  /**
+   * opened is the source saying, while it is being read, that the stream is open and has nothing to
+   * send yet (a chat stream with nothing stored past its position): with heartbeats on, the read
+   * pending is answered with one at once, so that the client sees the stream open (connect-node
+   * sends the response headers with the first message) on every protocol and through proxies.
+   * Nothing is kept for it: no timer, no field.
+   */
+  opened(): void;
 }
 
 /** KeepaliveOptions are `server.streams`, in milliseconds: 0 disables either. */
@@ -150,6 +159,11 @@ class Kept<T> implements KeptStream<T> {
       this.end();
       return Promise.resolve(DONE);
     }
+    // Pending before the source is read: a source that says opened() as it starts is answered.
+    const pending = new Promise<IteratorResult<T | Beat>>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
     if (!this.reading) {
       this.reading = true;
       let read: Promise<IteratorResult<T>>;
@@ -160,10 +174,7 @@ class Kept<T> implements KeptStream<T> {
       }
       read.then(this.settled, this.failed);
     }
-    return new Promise((resolve, reject) => {
-      this.resolve = resolve;
-      this.reject = reject;
-    });
+    return pending;
   }
 
   async return(): Promise<IteratorResult<T | Beat>> {
@@ -174,6 +185,12 @@ class Kept<T> implements KeptStream<T> {
     this.answer(DONE);
     await this.source.return?.(undefined);
     return DONE;
+  }
+
+  opened(): void {
+    if (this.resolve === undefined || this.over || this.registry.heartbeatMs <= 0 || this.beats?.canBeat() !== true) return;
+    this.quietSince = this.registry.clock.now();
+    this.answer(BEAT_RESULT);
   }
 
   /** tick is the ticker's look: a heartbeat for a read pending on a quiet stream, the end for an old one. */

@@ -6,7 +6,7 @@
 import { create, type DescMessage, type DescMethodServerStreaming, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { callerOf, type Identity } from "./auth.js";
-import { BEAT, type Beat, type Beats, type StreamKeepalive } from "./keepalive.js";
+import { BEAT, type Beat, type Beats, type KeptStream, type StreamKeepalive } from "./keepalive.js";
 import { localCallKey } from "./peer.js";
 import { TappedMessages } from "./tap.js";
 
@@ -23,9 +23,13 @@ export interface ServerStream<I extends DescMessage = DescMessage, O extends Des
   readonly method: DescMethodServerStreaming<I, O>;
   /**
    * open checks the request against the domain (a chat's secure key, an agent's place in it) and
-   * returns the items to send; they must end once `signal` aborts.
+   * returns the items to send; they must end once `signal` aborts. Items that may open with nothing
+   * to send for a long while (a chat's, with nothing stored past the position) call `opened` as
+   * they find so, before their first item: a stream with heartbeats then sends one at once
+   * (keepalive.ts), so that its client sees it open. Items that have something at once (a queue's
+   * or a health status) need not.
    */
-  open(req: MessageShape<I>, caller: Identity, signal: AbortSignal): Promise<AsyncIterable<T>>;
+  open(req: MessageShape<I>, caller: Identity, signal: AbortSignal, opened: () => void): Promise<AsyncIterable<T>>;
   /** message maps one item onto the response message. */
   message(item: T): MessageInitShape<O>;
   /**
@@ -46,7 +50,7 @@ export type Heartbeat<O extends DescMessage, T> = { readonly message: MessageIni
 /** serverStream types a ServerStream from its method (a helper: the interface alone cannot infer I and O). */
 export function serverStream<I extends DescMessage, O extends DescMessage, T>(
   method: DescMethodServerStreaming<I, O>,
-  open: (req: MessageShape<I>, caller: Identity, signal: AbortSignal) => Promise<AsyncIterable<T>>,
+  open: (req: MessageShape<I>, caller: Identity, signal: AbortSignal, opened: () => void) => Promise<AsyncIterable<T>>,
   message: (item: T) => MessageInitShape<O>,
   keep: { keepalive?: StreamKeepalive | undefined; heartbeat?: Heartbeat<O, T> } = {},
 ): ServerStream<I, O, T> {
@@ -73,15 +77,14 @@ export class StreamMessages<I extends DescMessage, O extends DescMessage, T> ext
   /** last is the last item sent, kept only for a heartbeat that repeats it. */
   private last: T | undefined;
 
+  /** The items are the domain's, or what the keepalive makes of them (`kept`, whose heartbeats this stream's messages make). */
   constructor(
     private readonly stream: ServerStream<I, O, T>,
-    items: AsyncIterable<T>,
+    items: AsyncIterator<T>,
     private readonly signal: AbortSignal,
-    keepalive: StreamKeepalive | undefined,
+    kept: KeptStream<T> | undefined,
   ) {
-    const source = items[Symbol.asyncIterator]();
-    const kept = keepalive?.keep(source);
-    super(kept ?? source);
+    super(kept ?? items);
     if (kept !== undefined && stream.heartbeat !== undefined) kept.beats = this;
   }
 
@@ -118,12 +121,20 @@ export interface StreamCall {
   local: boolean;
 }
 
+const unheard = () => undefined;
+
 /** openStream opens a ServerStream for one call (the domain checks the request): its messages. */
 export async function openStream<I extends DescMessage, O extends DescMessage, T>(stream: ServerStream<I, O, T>, req: MessageShape<I>, call: StreamCall): Promise<StreamMessages<I, O, T>> {
-  const items = await stream.open(req, call.caller, call.signal);
-  if (call.local) return new StreamMessages(stream, items, call.signal, undefined);
+  if (call.local) {
+    const items = await stream.open(req, call.caller, call.signal, unheard);
+    return new StreamMessages(stream, items[Symbol.asyncIterator](), call.signal, undefined);
+  }
+  // `opened` comes while the items are read, after `kept` is made; the items let go of it once said.
+  let kept: KeptStream<T> | undefined = undefined;
+  const items = (await stream.open(req, call.caller, call.signal, () => kept?.opened()))[Symbol.asyncIterator]();
   for (const [name, value] of STREAM_HEADERS) call.header.set(name, value);
-  return new StreamMessages(stream, items, call.signal, stream.keepalive);
+  kept = stream.keepalive?.keep(items);
+  return new StreamMessages(stream, items, call.signal, kept);
 }
 
 /** connectStream is a ServerStream as a connect handler, which carries it for leanRpcsOf. */

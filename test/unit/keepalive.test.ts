@@ -1,6 +1,7 @@
 // The stream keepalive (src/rpc/keepalive.ts) on a manual clock: heartbeats answer a read pending
-// without losing the item the source is still producing, the maximum age ends streams within its
-// last tenth, and the one shared ticker runs only while streams are kept.
+// without losing the item the source is still producing, a stream that opens with nothing to send
+// gets one at once, the maximum age ends streams within its last tenth, and the one shared ticker
+// runs only while streams are kept.
 import { describe, expect, it, vi } from "vitest";
 import { ManualClock } from "../../src/clock.js";
 import { BEAT, createStreamKeepalive, type KeptStream } from "../../src/rpc/keepalive.js";
@@ -81,6 +82,80 @@ describe("stream keepalive", () => {
     expect(await settled(third)).toBe(false);
     source.push("b");
     expect(await third).toEqual({ done: false, value: "b" });
+  });
+
+  it("answers the read pending with a heartbeat at once when the source says it opened with nothing to send, and the next one a whole interval later", async () => {
+    const clock = new ManualClock();
+    const keepalive = createStreamKeepalive(clock, { heartbeatMs: 1_000, maxAgeMs: 0 });
+    const source = new Source();
+    const kept = keepalive.keep(source) as KeptStream<string>;
+    kept.beats = always;
+    const timers = clock.pendingTimers;
+    const first = kept.next();
+    expect(await settled(first)).toBe(false);
+    kept.opened();
+    expect(await settled(first)).toBe(true);
+    expect(await first).toEqual({ done: false, value: BEAT });
+    // No timer of its own: the shared ticker is all there is.
+    expect(clock.pendingTimers).toBe(timers);
+    // The source's read goes on; the stream counts as busy from its opening heartbeat.
+    const second = kept.next();
+    clock.advance(750);
+    expect(await settled(second)).toBe(false);
+    clock.advance(500);
+    expect(await second).toEqual({ done: false, value: BEAT });
+    source.push("a");
+    expect(await kept.next()).toEqual({ done: false, value: "a" });
+    expect(source.reads).toBe(1);
+  });
+
+  it("sends no opening heartbeat without heartbeats, while its beats say there is nothing to repeat, or with no read pending", async () => {
+    const clock = new ManualClock();
+    // Only a maximum age: opened() is no heartbeat.
+    const ageing = createStreamKeepalive(clock, { heartbeatMs: 0, maxAgeMs: 60_000 }).keep(new Source()) as KeptStream<string>;
+    ageing.beats = always;
+    const aged = ageing.next();
+    ageing.opened();
+    expect(await settled(aged)).toBe(false);
+    const keepalive = createStreamKeepalive(clock, { heartbeatMs: 1_000, maxAgeMs: 0 });
+    // A stream whose heartbeat repeats its last item has none before its first.
+    const repeating = keepalive.keep(new Source()) as KeptStream<string>;
+    repeating.beats = { canBeat: () => false };
+    const read = repeating.next();
+    repeating.opened();
+    expect(await settled(read)).toBe(false);
+    // Said when no read is pending (the item was taken already): nothing is held for later.
+    const source = new Source();
+    const busy = keepalive.keep(source) as KeptStream<string>;
+    busy.beats = always;
+    const item = busy.next();
+    source.push("a");
+    expect(await item).toEqual({ done: false, value: "a" });
+    busy.opened();
+    const next = busy.next();
+    expect(await settled(next)).toBe(false);
+    source.push("b");
+    expect(await next).toEqual({ done: false, value: "b" });
+  });
+
+  it("answers a source that says it opened as its read starts", async () => {
+    const clock = new ManualClock();
+    const keepalive = createStreamKeepalive(clock, { heartbeatMs: 1_000, maxAgeMs: 0 });
+    let kept: KeptStream<string> | undefined = undefined;
+    const source = new Source();
+    const eager: AsyncIterator<string> = {
+      next: () => {
+        kept?.opened();
+        return source.next();
+      },
+    };
+    kept = keepalive.keep(eager) as KeptStream<string>;
+    kept.beats = always;
+    const first = kept.next();
+    expect(await settled(first)).toBe(true);
+    expect(await first).toEqual({ done: false, value: BEAT });
+    source.push("a");
+    expect(await kept.next()).toEqual({ done: false, value: "a" });
   });
 
   it("sends no heartbeat while its beats say there is nothing to repeat", async () => {

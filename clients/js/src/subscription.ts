@@ -9,17 +9,29 @@
  *   event beyond position + 1 is never delivered (the stream is resumed instead), so nothing is
  *   doubled and nothing is skipped.
  * - Heartbeats (CHAT_EVENT_TYPE_HEARTBEAT, position 0) are not events: they only prove the stream
- *   alive to the watchdog, which resumes a stream silent for longer than `idleTimeoutMs`.
- * - Where streams do not get through (`fallbackAfter` stream attempts in a row that failed or
- *   ended before delivering anything, or UNIMPLEMENTED), it long-polls Refresh(wait_seconds) on
- *   the same cursor, paced, and tries the stream again after `retryStreamAfterMs`. `mode: "poll"`
- *   polls from the start; `mode: "stream"` never polls.
+ *   alive to the watchdog, which resumes a stream silent for longer than `idleTimeoutMs`. A stream
+ *   with nothing to replay opens with one (the server's), which makes the state "live" at once.
+ * - Where streams do not get through while the server does — `fallbackAfter` stream attempts in a
+ *   row that failed, ended or went silent before delivering anything but that opening heartbeat,
+ *   each followed by a Refresh that does not wait and is answered; or UNIMPLEMENTED — it long-polls
+ *   Refresh(wait_seconds) on the same cursor, paced, and tries one stream again after
+ *   `retryStreamAfterMs`. A stream that fails as the Refresh after it does (the server down, the
+ *   network gone) is an outage, not a sign against streams: it is retried after the backoff, and
+ *   the subscription streams again once the server is back. `mode: "poll"` polls from the start;
+ *   `mode: "stream"` never polls but to learn whether a stream that ended at once ended the chat.
+ * - The state says what the page can show: "live" (a stream is open), "polling" (the last poll
+ *   was answered), "reconnecting" (the last attempt failed: waiting to try again), "connecting"
+ *   (the first attempt), "ended".
  */
 import { Code } from "@connectrpc/connect";
 import { isRetryable, toGmsError, type GmsError } from "./errors.js";
 import { ChatEventType, type ChatEvent, type Participant } from "./gen/gms/v1/chat_event_pb.js";
 
-/** SubscriptionState is where a subscription is: "connecting", "live" (a stream is open), "reconnecting" (waiting to resume), "polling", "ended". */
+/**
+ * SubscriptionState is where a subscription is: "connecting" (the first attempt), "live" (a stream
+ * is open), "polling" (long-polling, and the last poll was answered), "reconnecting" (the last
+ * stream or poll failed: the server or the network is out of reach, and it tries again), "ended".
+ */
 export type SubscriptionState = "connecting" | "live" | "reconnecting" | "polling" | "ended";
 
 /** ChatHandlers receive a chat's events; every one is optional. */
@@ -46,9 +58,9 @@ export interface SubscribeOptions {
   mode?: "auto" | "stream" | "poll";
   /** waitSeconds is a long-poll's wait (default 25; the server caps it at chat.max_wait_seconds). */
   waitSeconds?: number;
-  /** fallbackAfter is how many stream attempts in a row that deliver nothing make "auto" poll (default 3). */
+  /** fallbackAfter is how many stream attempts in a row that deliver nothing while the server answers polls make "auto" poll (default 3). */
   fallbackAfter?: number;
-  /** retryStreamAfterMs is how long "auto" polls before trying a stream again (default 300000). */
+  /** retryStreamAfterMs is how long "auto" polls before trying a stream again (default 300000); one that delivers nothing goes back to polling. */
   retryStreamAfterMs?: number;
   /**
    * idleTimeoutMs resumes a stream that delivered nothing, heartbeats included, for this long, and
@@ -180,7 +192,7 @@ export function subscribe(source: ChatSource, cursor: Cursor, handlers: ChatHand
     stop.abort();
   };
 
-  /** runStream reads one stream to its end; what it delivered tells the caller whether streams get through. */
+  /** runStream reads one stream to its end; whether it delivered anything (`heard`) tells the caller whether streams get through. */
   async function runStream(heard: { any: boolean }): Promise<StreamEnd> {
     const abort = new AbortController();
     const onStop = () => abort.abort();
@@ -199,10 +211,17 @@ export function subscribe(source: ChatSource, cursor: Cursor, handlers: ChatHand
       watch();
       const events = await source.stream(cursor.position + 1, abort.signal);
       setState("live");
+      // The heartbeat a stream opens with says it is open, not that streams get through.
+      let opening = true;
       for await (const e of events) {
-        heard.any = true;
         watch();
-        if (e.type === ChatEventType.HEARTBEAT) continue;
+        const first = opening;
+        opening = false;
+        if (e.type === ChatEventType.HEARTBEAT) {
+          if (!first) heard.any = true;
+          continue;
+        }
+        heard.any = true;
         if (e.type === ChatEventType.TYPING_STARTED || e.type === ChatEventType.TYPING_STOPPED) {
           if (e.from !== undefined) setTyping(e.from, e.type === ChatEventType.TYPING_STARTED);
           continue;
@@ -245,16 +264,21 @@ export function subscribe(source: ChatSource, cursor: Cursor, handlers: ChatHand
   async function run(): Promise<void> {
     setState("connecting");
     let failures = 0; // in a row, for the backoff
-    let fruitless = 0; // stream attempts in a row that delivered nothing
+    let fruitless = 0; // stream attempts in a row that delivered nothing while the server answered
     let polling = mode === "poll";
     let pollingSince = 0;
-    // Whether a poll has answered since the fallback: until one has, a failing poll says the server
-    // is out of reach (a restart, a lost network), not that streams do not get through.
+    // Whether a poll has been answered since polling began: polls failing from the start (after an
+    // UNIMPLEMENTED) say the server is out of reach, not that streams do not get through.
     let pollAnswered = false;
-    const fallBack = () => {
+    // Whether the last poll was answered: after a failure, the next poll does not wait, so that it
+    // tells at once whether the server is back.
+    let answering = false;
+    const fallBack = (answered: boolean) => {
       polling = true;
       pollingSince = Date.now();
-      pollAnswered = false;
+      pollAnswered = answered;
+      answering = answered;
+      if (answered) setState("polling");
     };
     if (!polling && cursor.position > 0) {
       // Resumed (a reload): one poll that does not wait delivers what was missed and tells whether
@@ -269,81 +293,95 @@ export function subscribe(source: ChatSource, cursor: Cursor, handlers: ChatHand
     }
     while (!signal.aborted) {
       if (polling) {
-        setState("polling");
         const started = Date.now();
+        const waited = answering;
         try {
-          const got = await poll(waitSeconds);
-          failures = 0;
+          const got = await poll(waited ? waitSeconds : 0);
+          // Only a long-poll answered ends the backoff: one that fails where quick polls pass
+          // (a proxy's timeout shorter than the wait) must not retry at a quick poll's pace.
+          if (waited) failures = 0;
           pollAnswered = true;
+          answering = true;
           if (got === "ended") return finish();
-          if (got === "quiet") await sleep(started + minPollIntervalMs - Date.now(), signal);
+          setState("polling");
+          if (got === "quiet" && waited) await sleep(started + minPollIntervalMs - Date.now(), signal);
         } catch (err) {
           if (signal.aborted) return;
           const e = toGmsError(err);
           if (!isRetryable(e)) return fail(e);
+          // Out of reach: say so, and try again after the backoff, with a poll that does not wait.
+          answering = false;
+          setState("reconnecting");
           if (mode === "auto" && !pollAnswered) {
             // Nothing gets through, polls neither: back to streaming once the server answers again.
             polling = false;
             fruitless = 0;
-            setState("reconnecting");
           }
           await sleep(Math.max(e.retryAfterMs ?? 0, backoffDelay(failures++, baseMs, maxMs)), signal);
           continue;
         }
         if (mode === "auto" && Date.now() - pollingSince >= retryStreamAfterMs) {
-          // Long enough: the network may pass streams again (a new Wi-Fi, a proxy fixed).
+          // Long enough: the network may pass streams again (a new Wi-Fi, a proxy fixed). One try:
+          // a stream that delivers nothing while polls are answered goes back to polling at once.
           polling = false;
-          fruitless = 0;
+          fruitless = fallbackAfter - 1;
         }
         continue;
       }
       const heard = { any: false };
-      let end: StreamEnd;
+      let end: StreamEnd | undefined;
+      let failure: GmsError | undefined;
       try {
         end = await runStream(heard);
       } catch (err) {
         if (signal.aborted) return;
         const e = toGmsError(err);
-        clearTyping();
         if (e.code === Code.Unimplemented && mode === "auto") {
           // Something between here and the server does not pass streams: poll at once.
-          fallBack();
+          clearTyping();
+          fallBack(false);
           continue;
         }
         if (!isRetryable(e)) return fail(e);
-        fruitless = heard.any ? 0 : fruitless + 1;
-        if (mode === "auto" && fruitless >= fallbackAfter) {
-          fallBack();
-          continue;
-        }
-        setState("reconnecting");
-        await sleep(Math.max(e.retryAfterMs ?? 0, backoffDelay(failures++, baseMs, maxMs)), signal);
-        continue;
+        failure = e;
       }
       if (end === "ended") return finish();
       clearTyping();
       if (heard.any) {
+        // The stream worked: resume at once after its end (its maximum age, a gap, idle after
+        // traffic), after a short backoff after a failure.
         failures = 0;
         fruitless = 0;
-        continue; // a stream that worked and ended (its maximum age, a gap, idle after traffic): resume at once
-      }
-      // Nothing at all before the end: the chat may be over for this side (a stream from beyond
-      // its end ends at once, e.g. after a reload), or something cuts streams. A poll that does
-      // not wait tells which, and delivers what it finds.
-      try {
-        if ((await poll(0)) === "ended") return finish();
-      } catch (err) {
-        if (signal.aborted) return;
-        const e = toGmsError(err);
-        if (!isRetryable(e)) return fail(e);
-      }
-      fruitless++;
-      if (mode === "auto" && fruitless >= fallbackAfter) {
-        fallBack();
+        if (failure === undefined) continue;
+        setState("reconnecting");
+        await sleep(Math.max(failure.retryAfterMs ?? 0, backoffDelay(failures++, baseMs, maxMs)), signal);
         continue;
       }
+      // Nothing before the end or the failure: the server may be out of reach (down, restarting, the
+      // network gone), something between may not pass streams, or (an end) the chat may be over for
+      // this side (a stream from beyond its end ends at once, e.g. after a reload). A poll that does
+      // not wait tells which, and delivers what it finds.
+      let answered = false;
+      if (failure === undefined || mode === "auto") {
+        try {
+          if ((await poll(0)) === "ended") return finish();
+          answered = true;
+        } catch (err) {
+          if (signal.aborted) return;
+          const e = toGmsError(err);
+          if (!isRetryable(e)) return fail(e);
+        }
+      }
+      if (answered) {
+        // The server answers, streams deliver nothing: a count towards polling.
+        fruitless++;
+        if (mode === "auto" && fruitless >= fallbackAfter) {
+          fallBack(true);
+          continue;
+        }
+      }
       setState("reconnecting");
-      await sleep(backoffDelay(failures++, baseMs, maxMs), signal);
+      await sleep(Math.max(failure?.retryAfterMs ?? 0, backoffDelay(failures++, baseMs, maxMs)), signal);
     }
   }
 

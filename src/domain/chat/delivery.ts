@@ -45,8 +45,12 @@ export interface ChatDelivery {
    * stored: no database work, bar the customer's activity, written at most every idle/4.
    */
   customerRefresh(chatId: string, secureKey: string, from: number, waitSeconds: number, signal: AbortSignal): Promise<RefreshResult>;
-  /** subscribe streams the transcript from `from`: what is stored, then live, until the chat ends for the actor. */
-  subscribe(actor: Actor, from: number, signal: AbortSignal): AsyncGenerator<ChatEventRecord>;
+  /**
+   * subscribe streams the transcript from `from`: what is stored, then live, until the chat ends for
+   * the actor. `opened`, when given, is called once, when the stream has been let open and nothing is
+   * stored from `from` on (it waits for what comes next): the server then tells the client at once.
+   */
+  subscribe(actor: Actor, from: number, signal: AbortSignal, opened?: () => void): AsyncGenerator<ChatEventRecord>;
   /** updateNickname renames the customer (NICKNAME_UPDATED). */
   updateNickname(actor: Actor, nickname: string): Promise<number>;
   /** customNotice adds an application notice (CUSTOM_NOTICE). */
@@ -147,7 +151,7 @@ export function createDelivery(core: ChatCore, typing: Typing, polls: PollViews,
       return refresh({ chatId, ...customer }, from, waitSeconds, signal);
     },
 
-    async *subscribe(actor, from, signal) {
+    async *subscribe(actor, from, signal, opened) {
       await activity.touch(actor);
       // The stream ends after CHAT_ENDED, and for an agent after their own leaving (endsStream); a
       // stream from past either ends at once, since nothing will ever come.
@@ -195,6 +199,9 @@ export function createDelivery(core: ChatCore, typing: Typing, polls: PollViews,
           }
           if (page.length < PAGE) break;
         }
+        // Nothing to replay: the stream is open and waits. Said once, then let go of.
+        if (next === Math.max(1, from)) opened?.();
+        opened = undefined;
         while (!signal.aborted) {
           let fetch = false;
           if (lookInStore) {

@@ -818,7 +818,8 @@ export type QueueUpdate = Message<"gms.v1.QueueUpdate"> & {
   /**
    * heartbeat marks an update sent only because the stream had been quiet for
    * `server.streams.heartbeat_seconds`: it repeats the last state sent (so a client that does not
-   * know this field sees no change) and may be ignored.
+   * know this field sees no change) and may be ignored. A WatchQueue's first update is the state,
+   * sent at once, never a heartbeat.
    *
    * @generated from field: bool heartbeat = 4;
    */
@@ -934,7 +935,8 @@ export const AgentService: GenService<{
   },
   /**
    * Subscribe replays the transcript from a position, then streams new events live; it ends after
-   * CHAT_ENDED. A quiet stream carries HEARTBEAT events; a stream open for
+   * CHAT_ENDED. A quiet stream carries HEARTBEAT events (one at once
+   * when there is nothing to replay, so the client sees the stream open); a stream open for
    * `server.streams.max_age_seconds` ends cleanly (OK, no CHAT_ENDED), and the client subscribes
    * again from its last position + 1.
    * buf:lint:ignore RPC_RESPONSE_STANDARD_NAME

@@ -418,7 +418,10 @@ export enum ChatEventType {
   /**
    * CHAT_EVENT_TYPE_HEARTBEAT: nothing happened; the server sends it on a stream that has been
    * quiet for `server.streams.heartbeat_seconds`, so that proxies and NATs that cut idle
-   * connections keep the stream open and the client learns early when it is gone. Live only:
+   * connections keep the stream open and the client learns early when it is gone. A Subscribe
+   * with nothing to replay (from past the last stored position) also gets one at once, as its
+   * first message: the stream is open (the response's headers come with its first message, and
+   * buffering proxies hold headers alone). None of either when heartbeat_seconds is 0. Live only:
    * position 0, never stored, never in Refresh; clients ignore it.
    *
    * @generated from enum value: CHAT_EVENT_TYPE_HEARTBEAT = 14;

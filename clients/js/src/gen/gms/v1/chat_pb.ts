@@ -1016,7 +1016,8 @@ export const ChatService: GenService<{
   },
   /**
    * Subscribe replays the transcript from a position, then streams new events live (async mode).
-   * It ends after CHAT_ENDED. A quiet stream carries HEARTBEAT events; a stream open for
+   * It ends after CHAT_ENDED. A quiet stream carries HEARTBEAT events (one at once
+   * when there is nothing to replay, so the client sees the stream open); a stream open for
    * `server.streams.max_age_seconds` ends cleanly (OK, no CHAT_ENDED), and the client subscribes
    * again from its last position + 1.
    * buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
