@@ -49,7 +49,7 @@ const SETUP_CONCURRENCY = 32;
 const AGENT_KEY = `bench-agent-${randomBytes(12).toString("hex")}`;
 const ENDPOINT = "bench";
 
-/** nodeConfig is the configuration every node runs with: MySQL, Redis, one agent key, customers without a key. */
+/** nodeConfig is the configuration every node runs with: MySQL, Redis, one agent key, customers without a key, limits that never refuse. */
 const nodeConfig = (databaseUrl: string) => ({
   server: { host: "127.0.0.1", shutdown_grace_seconds: 2 },
   log: { level: process.env["GMS_BENCH_LOG"] ?? "warn" },
@@ -57,6 +57,9 @@ const nodeConfig = (databaseUrl: string) => ({
   auth: { api_keys: [{ name: "bench-agent", key: AGENT_KEY, roles: ["agent"] }], public_roles: ["app"] },
   bus: { redis_url: REDIS_URL },
   services: { bench: { service: "request-chat", endpoint: ENDPOINT, ttl: 24 * 3600 } },
+  // The rate limits stay in the path (every call takes its tokens) but never refuse: the one agent
+  // key sends the messages of every chat, and a chat's sender more than 2 a second.
+  rate_limits: { roles: { agent: { rate_per_second: 1_000_000, burst: 1_000_000 } }, chat_messages: { rate_per_second: 1_000_000, burst: 1_000_000 } },
 });
 
 /** Scene is a scenario's fresh database, its nodes, and a temporary folder for their configuration. */
