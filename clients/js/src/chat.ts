@@ -7,6 +7,7 @@
 import type { Transport } from "@connectrpc/connect";
 import { Code } from "@connectrpc/connect";
 import type { DescMessage, DescMethodServerStreaming, DescMethodUnary, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import { StreamAttempt } from "./attempt.js";
 import { isRetryable, toGmsError, type GmsError } from "./errors.js";
 import { AgentService, type AcceptChatResponse, type QueueUpdate } from "./gen/gms/v1/agent_pb.js";
 import { ChatService } from "./gen/gms/v1/chat_pb.js";
@@ -447,31 +448,22 @@ function watchQueue(transport: Transport, endpoint: string, handlers: QueueHandl
     setState("connecting");
     let failures = 0;
     while (!signal.aborted) {
-      const abort = new AbortController();
-      const onStop = () => abort.abort();
-      signal.addEventListener("abort", onStop);
-      let idle = false;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const watch = () => {
-        if (idleTimeoutMs <= 0) return;
-        clearTimeout(timer);
-        timer = setTimeout(() => ((idle = true), abort.abort()), idleTimeoutMs);
-      };
+      const attempt = new StreamAttempt(signal, idleTimeoutMs);
       let heard = false;
       try {
-        watch();
-        const updates = await streamOf(transport, AgentService.method.watchQueue, { endpoint }, abort.signal);
+        attempt.heard();
+        const updates = await streamOf(transport, AgentService.method.watchQueue, { endpoint }, attempt.controller.signal);
         setState("live");
         for await (const q of updates) {
           heard = true;
-          watch();
+          attempt.heard();
           if (!q.heartbeat) emit(q);
         }
         if (heard) failures = 0;
       } catch (err) {
         if (signal.aborted) return;
         const e = toGmsError(err);
-        if (!idle && !isRetryable(e)) {
+        if (!attempt.idle && !isRetryable(e)) {
           setState("ended");
           try {
             handlers.error?.(e);
@@ -485,9 +477,7 @@ function watchQueue(transport: Transport, endpoint: string, handlers: QueueHandl
         }
         if (heard) failures = 0;
       } finally {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", onStop);
-        abort.abort();
+        attempt.close();
       }
       if (signal.aborted) return;
       setState("reconnecting");

@@ -24,6 +24,7 @@
  *   (the first attempt), "ended".
  */
 import { Code } from "@connectrpc/connect";
+import { StreamAttempt } from "./attempt.js";
 import { isRetryable, toGmsError, type GmsError } from "./errors.js";
 import { ChatEventType, type ChatEvent, type Participant } from "./gen/gms/v1/chat_event_pb.js";
 
@@ -194,27 +195,15 @@ export function subscribe(source: ChatSource, cursor: Cursor, handlers: ChatHand
 
   /** runStream reads one stream to its end; whether it delivered anything (`heard`) tells the caller whether streams get through. */
   async function runStream(heard: { any: boolean }): Promise<StreamEnd> {
-    const abort = new AbortController();
-    const onStop = () => abort.abort();
-    signal.addEventListener("abort", onStop);
-    let idle = false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const watch = () => {
-      if (idleTimeoutMs <= 0) return;
-      clearTimeout(timer);
-      timer = setTimeout(() => {
-        idle = true;
-        abort.abort();
-      }, idleTimeoutMs);
-    };
+    const attempt = new StreamAttempt(signal, idleTimeoutMs);
     try {
-      watch();
-      const events = await source.stream(cursor.position + 1, abort.signal);
+      attempt.heard();
+      const events = await source.stream(cursor.position + 1, attempt.controller.signal);
       setState("live");
       // The heartbeat a stream opens with says it is open, not that streams get through.
       let opening = true;
       for await (const e of events) {
-        watch();
+        attempt.heard();
         const first = opening;
         opening = false;
         if (e.type === ChatEventType.HEARTBEAT) {
@@ -233,12 +222,10 @@ export function subscribe(source: ChatSource, cursor: Cursor, handlers: ChatHand
       }
       return "clean";
     } catch (e) {
-      if (idle && !signal.aborted) return "idle";
+      if (attempt.idle && !signal.aborted) return "idle";
       throw e;
     } finally {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", onStop);
-      abort.abort();
+      attempt.close();
     }
   }
 
