@@ -190,6 +190,11 @@ export function reasonsOf(e: ConfigError): string[] {
     .filter((l) => l !== "");
 }
 
+/** oneLine joins reasons into one line: after a heading ("… is not valid:") with a space, between reasons with "; ". */
+function oneLine(reasons: readonly string[]): string {
+  return reasons.reduce((line, r) => (line === "" ? r : line.endsWith(":") ? `${line} ${r}` : `${line}; ${r}`), "");
+}
+
 /**
  * createReload makes the reload of a server (ReloadConfig, SIGHUP). One runs at a time; a second
  * asked for meanwhile runs after it. Refused: the file cannot be read or is not valid
@@ -220,7 +225,7 @@ export function createReload(deps: ReloadDeps): Reload {
       const reasons = reasonsOf(e);
       reloaded("refused");
       log.error({ event: "config", reasons }, "configuration reload refused; the running configuration stays");
-      throw new GmsError("failed_precondition", `configuration reload refused; the running configuration stays: ${reasons.join("; ")}`);
+      throw new GmsError("failed_precondition", `configuration reload refused; the running configuration stays: ${oneLine(reasons)}`);
     }
     const before = holder.current();
     const compared = compareConfigs(before, next, deps.started);

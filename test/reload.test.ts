@@ -422,7 +422,7 @@ describe("SIGHUP to the real process", () => {
     const refused = await opengms(["reload", "--url", url, "--key", ADMIN_KEY]);
     expect(refused.status, refused.stderr).toBe(5);
     expect(refused.stdout).toBe("");
-    expect(refused.stderr).toMatch(/^opengms: .*rate_limits\.peer\.rate_per_second[^\n]*\n$/);
+    expect(refused.stderr).toMatch(/^opengms: .* is not valid: rate_limits\.peer\.rate_per_second[^\n]*\n$/);
     writeFileSync(file, toYaml({ ...next, rate_limits: { peer: { rate_per_second: 500, burst: 1000 } } }));
     const text = await opengms(["reload", "--url", url, "--key", ADMIN_KEY]);
     expect(text.status, text.stderr).toBe(0);
