@@ -519,6 +519,21 @@ export function requestReadLimit(config: Config): number {
   return Math.max(storage.max_data_bytes + storage.max_entries * (storage.max_key_bytes + 64), config.chat.files.max_file_bytes) + 64 * 1024;
 }
 
+/**
+ * listenerTimeouts reads the `server.*_timeout_seconds` that bound every port the server listens on
+ * (the main one and the metrics port), in the shape listen() takes them.
+ */
+export function listenerTimeouts(config: Config): { headersTimeoutMs: number; firstBytesTimeoutMs: number; requestTimeoutMs: number; keepAliveTimeoutMs: number; http2IdleTimeoutMs: number } {
+  const s = config.server;
+  return {
+    headersTimeoutMs: s.headers_timeout_seconds * 1000,
+    firstBytesTimeoutMs: s.first_bytes_timeout_seconds * 1000,
+    requestTimeoutMs: s.request_timeout_seconds * 1000,
+    keepAliveTimeoutMs: s.keep_alive_timeout_seconds * 1000,
+    http2IdleTimeoutMs: s.http2_idle_timeout_seconds * 1000,
+  };
+}
+
 /** databaseOptions reads the `database.*` timeouts and pool size for openDatabase. */
 export function databaseOptions(config: Config): DatabaseOptions {
   const d = config.database;

@@ -12,6 +12,12 @@ export type RequestHandler = (
 ) => void;
 
 /** ListenOptions say where and how to listen. */
+/** localUrl is the URL a client on this host reaches a listener at: a wildcard host as 127.0.0.1, an IPv6 address in brackets. */
+export function localUrl(scheme: "http" | "https", host: string, port: number): string {
+  const reach = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+  return `${scheme}://${reach.includes(":") ? `[${reach}]` : reach}:${port}`;
+}
+
 export interface ListenOptions {
   host: string;
   port: number;

@@ -6,9 +6,9 @@
 // reads no configuration after start: changing it takes a restart (RESTART_SETTINGS).
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
-import type { Config } from "./config.js";
+import { listenerTimeouts, type Config } from "./config.js";
 import { metricsOnly } from "./http/metrics.js";
-import { listen, type Listener, type RequestHandler } from "./listen.js";
+import { listen, localUrl, type Listener, type RequestHandler } from "./listen.js";
 
 /** MetricsListener is the bound metrics port. */
 export interface MetricsListener extends Listener {
@@ -32,19 +32,16 @@ export function perPeer(maxConnections: number): number {
 export async function listenForMetrics(config: Config, registry: Registry, log: Logger): Promise<MetricsListener | undefined> {
   const at = config.server.metrics.listen;
   if (at === undefined) return undefined;
-  const s = config.server;
+  const { headersTimeoutMs, ...timeouts } = listenerTimeouts(config);
   // No key: whoever reaches this port may scrape. That is what the setting is for.
   const handler: RequestHandler = metricsOnly({ registry, admits: () => true }, log);
   const peerCap = perPeer(at.max_connections);
   const listener = await listen(handler, {
     host: at.host,
     port: at.port,
-    headersTimeoutMs: s.headers_timeout_seconds * 1000,
+    headersTimeoutMs,
     limits: {
-      firstBytesTimeoutMs: s.first_bytes_timeout_seconds * 1000,
-      requestTimeoutMs: s.request_timeout_seconds * 1000,
-      keepAliveTimeoutMs: s.keep_alive_timeout_seconds * 1000,
-      http2IdleTimeoutMs: s.http2_idle_timeout_seconds * 1000,
+      ...timeouts,
       maxConnections: at.max_connections,
       maxConnectionsPerPeer: peerCap,
       maxStreamsPerConnection: STREAMS_PER_CONNECTION,
@@ -59,6 +56,5 @@ export async function listenForMetrics(config: Config, registry: Registry, log: 
       maxStreamsPerPeer: "server.metrics.listen.max_connections (HTTP/2 streams per peer)",
     },
   });
-  const host = at.host === "0.0.0.0" || at.host === "::" ? "127.0.0.1" : at.host;
-  return { ...listener, url: `http://${host.includes(":") ? `[${host}]` : host}:${listener.port}` };
+  return { ...listener, url: localUrl("http", at.host, listener.port) };
 }

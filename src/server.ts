@@ -13,7 +13,7 @@ import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection as ReflectionV1 } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { systemClock, type Clock } from "./clock.js";
-import { derived, requestReadLimit, type Config, type ConfigSource, type Role } from "./config.js";
+import { derived, listenerTimeouts, requestReadLimit, type Config, type ConfigSource, type Role } from "./config.js";
 import { createLocalBus, type Bus } from "./bus.js";
 import { createRedisBus } from "./redis-bus.js";
 import { createAccess, type Access as AccessRules } from "./domain/access.js";
@@ -28,7 +28,7 @@ import { createHealthMonitor, type HealthMonitor } from "./health.js";
 import { httpRoutes, HTTP_ROUTES } from "./http/index.js";
 import { COMETD_PATH } from "./http/cometd.js";
 import type { HttpRouteFactory } from "./http/routes.js";
-import { listen, type Listener, type RequestHandler } from "./listen.js";
+import { listen, localUrl, type Listener, type RequestHandler } from "./listen.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { listenForMetrics, type MetricsListener } from "./metrics-listener.js";
 import { createReload, holdConfig, noReload, type ConfigHolder, type Reload } from "./reload.js";
@@ -484,18 +484,16 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     },
   });
   const handler = createHandler(app, { health, tracker, shutdown: shutdown.signal, reload });
+  const { headersTimeoutMs, ...timeouts } = listenerTimeouts(config);
   let listener: Listener;
   try {
     listener = await listen(handler, {
       host: config.server.host,
       port: config.server.port,
       tls: config.server.tls === undefined ? undefined : { cert: config.server.tls.cert, key: config.server.tls.key, clientCa: config.server.tls.client_ca },
-      headersTimeoutMs: config.server.headers_timeout_seconds * 1000,
+      headersTimeoutMs,
       limits: {
-        firstBytesTimeoutMs: config.server.first_bytes_timeout_seconds * 1000,
-        requestTimeoutMs: config.server.request_timeout_seconds * 1000,
-        keepAliveTimeoutMs: config.server.keep_alive_timeout_seconds * 1000,
-        http2IdleTimeoutMs: config.server.http2_idle_timeout_seconds * 1000,
+        ...timeouts,
         maxConnections: config.server.max_connections,
         maxConnectionsPerPeer: config.server.max_connections_per_peer,
         maxStreamsPerConnection: config.server.max_streams_per_connection,
@@ -520,8 +518,7 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   const stopSweeper = options.sweep === false ? () => {} : startSweeper(app);
   const stopIdleWatch = options.sweep === false ? () => {} : app.chats.startIdleWatch();
   if (config.auth.api_keys.length === 0) log.warn("auth: no api_keys configured; the server is open to every caller with every role");
-  const host = config.server.host === "0.0.0.0" || config.server.host === "::" ? "127.0.0.1" : config.server.host;
-  const url = `${config.server.tls === undefined ? "http" : "https"}://${host.includes(":") ? `[${host}]` : host}:${listener.port}`;
+  const url = localUrl(config.server.tls === undefined ? "http" : "https", config.server.host, listener.port);
   log.info({ port: listener.port, tls: config.server.tls !== undefined, database: db.dialect }, "opengms listening");
   if (metricsListener !== undefined) log.info({ host: config.server.metrics.listen?.host, port: metricsListener.port }, "metrics listening (GET /metrics, no key)");
 
