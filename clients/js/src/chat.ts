@@ -13,7 +13,7 @@ import { AgentService, type AcceptChatResponse, type QueueUpdate } from "./gen/g
 import { ChatService } from "./gen/gms/v1/chat_pb.js";
 import type { ChatEvent, ChatFile, FileLimits, Participant } from "./gen/gms/v1/chat_event_pb.js";
 import type { Value, ValueSchema } from "./gen/gms/v1/value_pb.js";
-import { backoffDelay, subscribe, type ChatHandlers, type ChatSource, type SubscribeOptions } from "./subscription.js";
+import { backoffDelay, report, sleep, subscribe, type ChatHandlers, type ChatSource, type SubscribeOptions } from "./subscription.js";
 
 /** Connection is what the chat helpers need of a client: its transport (a GmsClient is one). */
 export interface Connection {
@@ -427,23 +427,9 @@ function watchQueue(transport: Transport, endpoint: string, handlers: QueueHandl
   const setState = (s: "connecting" | "live" | "reconnecting" | "ended") => {
     if (s === state || signal.aborted) return;
     state = s;
-    try {
-      handlers.state?.(s);
-    } catch (e) {
-      queueMicrotask(() => {
-        throw e;
-      });
-    }
+    report(handlers.state, s);
   };
-  const emit = (q: QueueUpdate) => {
-    try {
-      handlers.update?.(q);
-    } catch (e) {
-      queueMicrotask(() => {
-        throw e;
-      });
-    }
-  };
+  const emit = (q: QueueUpdate) => report(handlers.update, q);
   async function run(): Promise<void> {
     setState("connecting");
     let failures = 0;
@@ -465,13 +451,7 @@ function watchQueue(transport: Transport, endpoint: string, handlers: QueueHandl
         const e = toGmsError(err);
         if (!attempt.idle && !isRetryable(e)) {
           setState("ended");
-          try {
-            handlers.error?.(e);
-          } catch (x) {
-            queueMicrotask(() => {
-              throw x;
-            });
-          }
+          report(handlers.error, e);
           stop.abort();
           return;
         }
@@ -481,15 +461,7 @@ function watchQueue(transport: Transport, endpoint: string, handlers: QueueHandl
       }
       if (signal.aborted) return;
       setState("reconnecting");
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(done, backoffDelay(failures++, options.backoffMs ?? 500, options.maxBackoffMs ?? 30_000));
-        function done() {
-          clearTimeout(t);
-          signal.removeEventListener("abort", done);
-          resolve();
-        }
-        signal.addEventListener("abort", done);
-      });
+      await sleep(backoffDelay(failures++, options.backoffMs ?? 500, options.maxBackoffMs ?? 30_000), signal);
     }
   }
   void run();

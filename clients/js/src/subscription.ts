@@ -102,7 +102,7 @@ export function backoffDelay(attempt: number, baseMs: number, maxMs: number): nu
 }
 
 /** sleep waits `ms`, or less when the signal aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal.aborted || ms <= 0) return resolve();
     const done = () => {
@@ -116,7 +116,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 /** report calls a handler; what it throws is rethrown outside the subscription, as an event listener's would be. */
-function report<A extends unknown[]>(fn: ((...args: A) => void) | undefined, ...args: A): void {
+export function report<A extends unknown[]>(fn: ((...args: A) => void) | undefined, ...args: A): void {
   if (fn === undefined) return;
   try {
     fn(...args);
